@@ -1,0 +1,3 @@
+//! The integration test binary: one per crate keeps linking fast; each module is one area.
+
+mod cli;

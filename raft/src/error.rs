@@ -1,0 +1,44 @@
+//! The crate's error type.
+
+use crate::command::{MetadataResponse, Rejection};
+
+/// Everything that can go wrong in the metadata quorum, as seen by its callers.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    /// The state machine refused the command (see [`Rejection`]); retrying it unchanged fails
+    /// the same way.
+    #[error("metadata command rejected: {0}")]
+    Rejected(Rejection),
+}
+
+/// `Result` with [`RaftError`].
+pub type Result<T, E = RaftError> = std::result::Result<T, E>;
+
+impl MetadataResponse {
+    /// Turns a rejection into an error, so callers can use `?` on the outcome of a write.
+    pub fn into_result(self) -> Result<MetadataResponse> {
+        match self {
+            MetadataResponse::Rejected(rejection) => Err(RaftError::Rejected(rejection)),
+            applied => Ok(applied),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_responses_become_errors_and_others_pass_through() {
+        let rejected = MetadataResponse::Rejected(Rejection::UnknownTopic {
+            name: "orders".to_owned(),
+        });
+        let error = rejected.into_result().expect_err("rejection is an error");
+        assert_eq!(
+            error.to_string(),
+            "metadata command rejected: topic \"orders\" does not exist"
+        );
+        let applied = MetadataResponse::BrokerRegistered { broker_epoch: 3 };
+        assert_eq!(applied.clone().into_result().expect("applied"), applied);
+    }
+}

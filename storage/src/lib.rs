@@ -1,0 +1,42 @@
+//! StreamBus storage: every partition's data on one broker, and the broker-local key-value store.
+//!
+//! Owns: segment files of Kafka v2 record batches and their sparse indexes, crash recovery,
+//! retention, compaction, leader-epoch and producer state, and a RocksDB-backed KV store.
+//! Must not touch: networking, raft, or Kafka request/response types (it knows the record batch
+//! format, which is also its on-disk format, and nothing else of the wire protocol).
+//!
+//! Modules:
+//! - [`batch`]: v2 batch header validation and in-place patching.
+//! - [`checkpoint`]: atomic, checksummed small files.
+//! - [`clock`]: the time source (wall clock, or manual in tests).
+//! - [`config`]: per-log settings (Kafka topic configs).
+//! - [`epoch`]: leader-epoch cache (epoch → start offset), for truncation by OffsetForLeaderEpoch.
+//! - [`error`]: the crate's error enum.
+//! - [`index`]: sparse offset and time indexes of a segment.
+//! - [`kv`]: the key-value store trait, its RocksDB and in-memory implementations.
+//! - [`log`]: the partition log: append, read, roll, flush, recovery, retention, truncation.
+//! - [`producer`]: producer state (idempotence, transactions, LSO bound) and its snapshots.
+//! - [`recovery_points`]: per-partition recovery points in the KV store.
+//! - [`segment`]: one segment file with its indexes; scans and byte-range reads.
+//! - [`txn_index`]: per-segment index of aborted transactions, for read_committed fetches.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod clock;
+pub mod config;
+pub mod epoch;
+pub mod error;
+pub mod index;
+pub mod kv;
+pub mod log;
+pub mod producer;
+pub mod recovery_points;
+pub mod segment;
+pub mod txn_index;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{CleanupPolicy, LogConfig};
+pub use error::{BatchError, Result, StorageError};
+pub use kv::{KvOp, KvStore, MemKv, RocksKv};
+pub use log::{AppendInfo, CompactionOutcome, Log, LogOptions, ReadResult, RetentionOutcome};
+pub use recovery_points::RecoveryPoints;

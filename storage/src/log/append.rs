@@ -1,0 +1,427 @@
+//! Appends (leader and follower), segment roll, and the flush policy with group commit.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{segment_path, AppendInfo, Log, LogState};
+use crate::batch::{self, BatchHeader, BatchStep, ControlType, BATCH_HEADER_LEN};
+use crate::checkpoint::sync_dir;
+use crate::error::{BatchError, Result, StorageError};
+use crate::producer::AppendCheck;
+use crate::segment::Segment;
+use crate::txn_index::AbortedTxn;
+
+/// Something to fsync once the state lock is released.
+enum SyncTarget {
+    File(Arc<File>, PathBuf),
+    Path(PathBuf),
+}
+
+impl Log {
+    /// Appends one batch from a producer as partition leader at `leader_epoch`: validates it,
+    /// checks producer sequence/epoch, assigns offsets by patching the base offset in place,
+    /// and flushes according to the flush policy.
+    pub fn append_as_leader(&self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_leader(batch, leader_epoch, Origin::Client)
+    }
+
+    /// Appends a batch written by a coordinator on this broker (transaction markers), as
+    /// leader at `leader_epoch`. Unlike client batches, control batches are accepted.
+    pub fn append_as_coordinator(&self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_leader(batch, leader_epoch, Origin::Coordinator)
+    }
+
+    fn append_leader(&self, batch: Bytes, leader_epoch: i32, origin: Origin) -> Result<AppendInfo> {
+        let header = batch::validate(&batch, false)?;
+        if origin == Origin::Client {
+            check_client_batch(&header)?;
+        }
+        // Only the 61-byte header is patched, in a copy: the records are written from the
+        // request's own buffer, never copied.
+        let mut head = batch::header_bytes(&batch)?;
+        let body = &batch[BATCH_HEADER_LEN..];
+        let (info, rolled_at) = {
+            let mut st = self.lock();
+            if batch.len() > st.config.max_message_bytes {
+                return Err(StorageError::BatchTooLarge {
+                    size_bytes: batch.len(),
+                    limit_bytes: st.config.max_message_bytes,
+                });
+            }
+            if header.has_producer_id() {
+                if let AppendCheck::Duplicate(meta) = st.producers.check_leader_append(&header)? {
+                    return Ok(AppendInfo {
+                        base_offset: meta.first_offset,
+                        last_offset: meta.last_offset,
+                        log_append_time_ms: -1,
+                        log_start_offset: st.log_start_offset,
+                        duplicate: true,
+                    });
+                }
+            }
+            let control = if header.is_control() {
+                Some(batch::control_type(&batch)?)
+            } else {
+                None
+            };
+            let now = self.clock.now_ms();
+            let base_offset = st.log_end_offset;
+            batch::set_base_offset(&mut head, base_offset);
+            batch::set_partition_leader_epoch(&mut head, leader_epoch);
+            let log_append_time_ms = if st.config.log_append_time {
+                batch::set_log_append_time(&mut head, body, now);
+                now
+            } else {
+                -1
+            };
+            let header = BatchHeader::parse(&head)?;
+            let rolled_at = self.maybe_roll(&mut st, &header, now)?;
+            if st.epochs.latest_epoch().is_none_or(|e| leader_epoch > e) {
+                st.epochs.assign(leader_epoch, base_offset)?;
+            }
+            let interval = st.config.index_interval_bytes;
+            st.active_mut()
+                .append(&[&head, body], &[(0, header)], interval, now)?;
+            self.after_write(&mut st, &header, control, now)?;
+            let info = AppendInfo {
+                base_offset,
+                last_offset: header.last_offset(),
+                log_append_time_ms,
+                log_start_offset: st.log_start_offset,
+                duplicate: false,
+            };
+            (info, rolled_at)
+        };
+        self.flush_after_append(rolled_at, info.last_offset + 1)?;
+        Ok(info)
+    }
+
+    /// Appends batches fetched from the leader, keeping their offsets and epochs. The first
+    /// batch must start at the log end offset (a gap is allowed only for compacted logs, whose
+    /// leader may have removed whole batches) and offsets must increase.
+    pub fn append_replicated(&self, batches: Bytes) -> Result<AppendInfo> {
+        let headers = parse_record_set(&batches)?;
+        let Some(&(_, first)) = headers.first() else {
+            return Err(BatchError::NotExactlyOneBatch(0).into());
+        };
+        let (info, rolled_at) = {
+            let mut st = self.lock();
+            let gaps_allowed = st.config.cleanup_policy.compacts();
+            self.check_continuity(&st, &headers, gaps_allowed)?;
+            let now = self.clock.now_ms();
+            let mut rolled_at = None;
+            let mut run_start = 0usize;
+            let mut run: Vec<(usize, BatchHeader)> = Vec::new();
+            for &(pos, header) in &headers {
+                let pending = (pos - run_start) as u64;
+                let roll = self.roll_needed(&st, &header, now, pending);
+                if roll {
+                    self.write_run(&mut st, &batches, run_start, pos, &mut run, now)?;
+                    run_start = pos;
+                    rolled_at = Some(self.roll(&mut st, header.base_offset, now)?);
+                }
+                run.push((pos - run_start, header));
+            }
+            self.write_run(&mut st, &batches, run_start, batches.len(), &mut run, now)?;
+            let last = headers.last().map_or(first, |(_, h)| *h);
+            let info = AppendInfo {
+                base_offset: first.base_offset,
+                last_offset: last.last_offset(),
+                log_append_time_ms: -1,
+                log_start_offset: st.log_start_offset,
+                duplicate: false,
+            };
+            (info, rolled_at)
+        };
+        self.flush_after_append(rolled_at, info.last_offset + 1)?;
+        Ok(info)
+    }
+
+    fn check_continuity(
+        &self,
+        st: &LogState,
+        headers: &[(usize, BatchHeader)],
+        gaps_allowed: bool,
+    ) -> Result<()> {
+        let mut expected = st.log_end_offset;
+        for (i, (_, h)) in headers.iter().enumerate() {
+            let fits = if gaps_allowed {
+                h.base_offset >= expected
+            } else {
+                h.base_offset == expected
+            };
+            if !fits {
+                if i == 0 {
+                    return Err(StorageError::NonContiguousAppend {
+                        first_offset: h.base_offset,
+                        log_end_offset: st.log_end_offset,
+                    });
+                }
+                return Err(StorageError::NonMonotonicOffsets {
+                    base_offset: h.base_offset,
+                    previous_last_offset: expected - 1,
+                });
+            }
+            expected = h.next_offset();
+        }
+        Ok(())
+    }
+
+    /// Writes `batches[from..to]` (the batches listed in `run`) to the active segment and
+    /// applies them to the epoch cache and producer state.
+    fn write_run(
+        &self,
+        st: &mut LogState,
+        batches: &Bytes,
+        from: usize,
+        to: usize,
+        run: &mut Vec<(usize, BatchHeader)>,
+        now: i64,
+    ) -> Result<()> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let bytes = &batches[from..to];
+        let interval = st.config.index_interval_bytes;
+        st.active_mut().append(&[bytes], run, interval, now)?;
+        for (pos, header) in run.drain(..) {
+            if st
+                .epochs
+                .latest_epoch()
+                .is_none_or(|e| header.partition_leader_epoch > e)
+                && header.partition_leader_epoch >= 0
+            {
+                st.epochs
+                    .assign(header.partition_leader_epoch, header.base_offset)?;
+            }
+            let control = if header.is_control() {
+                let b = &bytes[pos..pos + header.total_len()];
+                Some(batch::control_type(b)?)
+            } else {
+                None
+            };
+            self.after_write(st, &header, control, now)?;
+        }
+        Ok(())
+    }
+
+    /// Book-keeping after a batch is in the active segment: producer state, aborted-transaction
+    /// index, end offset and flush counters.
+    fn after_write(
+        &self,
+        st: &mut LogState,
+        header: &BatchHeader,
+        control: Option<ControlType>,
+        now: i64,
+    ) -> Result<()> {
+        if let Some(done) = st.producers.apply(header, control) {
+            if done.aborted {
+                let last_stable_offset = st.producers.last_stable_offset(&done);
+                st.active_mut().txn_index_mut().append(AbortedTxn {
+                    producer_id: done.producer_id,
+                    first_offset: done.first_offset,
+                    last_offset: done.last_offset,
+                    last_stable_offset,
+                })?;
+            }
+        }
+        st.log_end_offset = header.next_offset();
+        st.unflushed_records += u64::try_from(header.records_count).unwrap_or(0);
+        st.oldest_unflushed_ms.get_or_insert(now);
+        Ok(())
+    }
+
+    /// Whether `header`'s batch must start a new segment, given `pending_bytes` about to be
+    /// written to the active segment before it.
+    fn roll_needed(
+        &self,
+        st: &LogState,
+        header: &BatchHeader,
+        now: i64,
+        pending_bytes: u64,
+    ) -> bool {
+        let active = st.active();
+        let size = active.size_bytes() + pending_bytes;
+        if size == 0 {
+            return false;
+        }
+        let too_big = size + header.total_len() as u64 > st.config.segment_bytes;
+        let too_old = active
+            .roll_base_ms()
+            .is_some_and(|t| now.saturating_sub(t) >= st.config.segment_ms);
+        let offsets_overflow = header.last_offset() - active.base_offset() > i64::from(i32::MAX);
+        too_big || too_old || offsets_overflow
+    }
+
+    /// Rolls before a leader append if needed; returns the new segment's base offset.
+    fn maybe_roll(&self, st: &mut LogState, header: &BatchHeader, now: i64) -> Result<Option<i64>> {
+        if self.roll_needed(st, header, now, 0) {
+            let base = st.log_end_offset;
+            return self.roll(st, base, now).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Starts a new active segment at `base`: the old one's index entries are written and a
+    /// producer-state snapshot is taken; the caller then syncs the old segment via
+    /// [`Log::flush_after_append`].
+    fn roll(&self, st: &mut LogState, base: i64, now: i64) -> Result<i64> {
+        let old_base = st.active_base();
+        st.active_mut().write_indexes()?;
+        st.producers.take_snapshot()?;
+        let segment = Segment::create(&self.dir, base, now)?;
+        sync_dir(&self.dir)?;
+        st.segments.insert(base, segment);
+        st.open_old_segments.push_back(old_base);
+        tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
+        Ok(base)
+    }
+
+    /// After an append: sync a just-rolled segment, and apply `flush.messages`.
+    fn flush_after_append(&self, rolled_at: Option<i64>, next_offset: i64) -> Result<()> {
+        if let Some(base) = rolled_at {
+            self.flush_to(base)?;
+        }
+        let due = {
+            let st = self.lock();
+            st.unflushed_records >= st.config.flush_messages
+        };
+        if due {
+            self.flush_to(next_offset)?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs everything appended so far.
+    pub fn flush(&self) -> Result<()> {
+        self.flush_to(i64::MAX)
+    }
+
+    /// Applies `flush.ms`: flushes if the oldest unflushed append is old enough. The broker
+    /// calls this periodically.
+    pub fn flush_if_due(&self) -> Result<bool> {
+        let due = {
+            let st = self.lock();
+            let now = self.clock.now_ms();
+            st.oldest_unflushed_ms
+                .is_some_and(|t| now.saturating_sub(t) >= st.config.flush_ms)
+        };
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
+    /// Makes every offset below `target` (capped at the log end) durable. Concurrent callers
+    /// queue on the flush lock; whoever gets it syncs everything appended so far, so the
+    /// others usually return without a syscall (group commit).
+    pub(super) fn flush_to(&self, target: i64) -> Result<()> {
+        let _flushing = self
+            .flush_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (targets, end, truncations) = {
+            let mut st = self.lock();
+            let goal = target.min(st.log_end_offset);
+            if st.recovery_point >= goal {
+                return Ok(());
+            }
+            let targets = self.collect_sync_targets(&mut st)?;
+            st.unflushed_records = 0;
+            st.oldest_unflushed_ms = None;
+            (targets, st.log_end_offset, st.truncations)
+        };
+        for target in targets {
+            match target {
+                SyncTarget::File(file, path) => {
+                    file.sync_data().map_err(|e| StorageError::io(&path, e))?
+                }
+                SyncTarget::Path(path) => match File::open(&path) {
+                    Ok(f) => f.sync_all().map_err(|e| StorageError::io(&path, e))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io(&path, e)),
+                },
+            }
+        }
+        let mut st = self.lock();
+        if st.truncations == truncations {
+            st.recovery_point = st.recovery_point.max(end);
+        }
+        st.close_excess_segments()
+    }
+
+    /// Files holding data at or above the recovery point: every such segment's log file, and
+    /// the index files of those no longer active (indexes are trusted only below the recovery
+    /// point; the active one's is rebuilt by recovery).
+    fn collect_sync_targets(&self, st: &mut LogState) -> Result<Vec<SyncTarget>> {
+        let from = st.floor_segment(st.recovery_point);
+        let active_base = st.active_base();
+        let mut targets = Vec::new();
+        for (base, segment) in st.segments.range_mut(from..) {
+            if segment.next_offset() <= st.recovery_point && *base != active_base {
+                continue;
+            }
+            segment.write_indexes()?;
+            if let Some(file) = segment.file() {
+                targets.push(SyncTarget::File(file, segment.log_path()));
+            }
+            if *base != active_base {
+                for ext in ["index", "timeindex", "txnindex"] {
+                    targets.push(SyncTarget::Path(segment_path(&self.dir, *base, ext)));
+                }
+            }
+        }
+        Ok(targets)
+    }
+}
+
+/// Who hands a batch to a leader append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A producer, through Produce.
+    Client,
+    /// A coordinator on this broker (transaction markers).
+    Coordinator,
+}
+
+/// Rules Kafka's `LogValidator` applies to batches from clients only.
+fn check_client_batch(header: &BatchHeader) -> Result<()> {
+    if header.is_control() {
+        return Err(BatchError::ControlBatchFromClient.into());
+    }
+    if header.has_producer_id() && header.base_sequence < 0 {
+        return Err(BatchError::MissingSequence.into());
+    }
+    Ok(())
+}
+
+/// Splits a follower's record set into whole, valid batches (gaps inside compacted batches
+/// allowed). A partial trailing batch is an error: the fetcher must hand over whole batches.
+fn parse_record_set(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>> {
+    let mut out = Vec::new();
+    for step in batch::BatchIter::new(bytes) {
+        match step {
+            BatchStep::Batch { position, header } => {
+                batch::validate(&bytes[position..position + header.total_len()], true)?;
+                out.push((position, header));
+            }
+            BatchStep::Partial { position, .. } => {
+                return Err(BatchError::TooShort {
+                    len: bytes.len() - position,
+                }
+                .into())
+            }
+            BatchStep::Invalid { position } => {
+                return Err(BatchError::LengthMismatch {
+                    declared: -1,
+                    available: bytes.len() - position,
+                }
+                .into())
+            }
+        }
+    }
+    Ok(out)
+}

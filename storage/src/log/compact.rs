@@ -1,0 +1,300 @@
+//! Log compaction (`cleanup.policy=compact`): keep the latest record per key in the segments
+//! below the active one and below the caller's bound, drop expired tombstones, keep offsets.
+//!
+//! Crash safety of the swap: a cleaned segment is written to `<base>.log.cleaned` and fsynced;
+//! renaming it to `<base>.log.swap` (then fsyncing the directory) is the commit point. After
+//! that the swap file replaces `<base>.log` and the old indexes are removed. On open, `.cleaned`
+//! files are discarded and `.swap` files completed (see `recovery`), so a crash at any step
+//! leaves either the old or the new segment, each with offsets unchanged.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
+
+use super::recovery::SWAP_SUFFIX;
+use super::Log;
+use crate::batch::BatchHeader;
+use crate::checkpoint::sync_dir;
+use crate::error::{Result, StorageError};
+use crate::segment::{self, file_name, ScanEnd, Segment};
+
+/// Distinct keys one compaction pass maps (plus one segment's worth); past it the pass cleans
+/// only the segments mapped so far.
+pub const COMPACTION_KEYS_MAX: usize = 4 * 1024 * 1024;
+
+/// What a compaction pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionOutcome {
+    /// Segments rewritten.
+    pub segments_cleaned: usize,
+    /// Records removed (superseded values and expired tombstones).
+    pub records_removed: u64,
+    /// Bytes of the rewritten segments before cleaning.
+    pub bytes_before: u64,
+    /// Bytes of the rewritten segments after cleaning.
+    pub bytes_after: u64,
+}
+
+/// A segment chosen for cleaning, as seen when the pass started.
+struct Candidate {
+    base: i64,
+    path: PathBuf,
+    size: u64,
+    max_timestamp_ms: i64,
+}
+
+impl Log {
+    /// Compacts every segment that lies wholly below both the active segment and
+    /// `upper_bound` (the caller passes the high watermark / last stable offset, so nothing
+    /// uncommitted is ever cleaned). A no-op unless the cleanup policy includes `compact`.
+    /// Transactional and control batches are kept as they are.
+    pub fn compact(&self, upper_bound: i64) -> Result<CompactionOutcome> {
+        let (candidates, delete_retention_ms, truncations) = {
+            let st = self.lock();
+            if !st.config.cleanup_policy.compacts() {
+                return Ok(CompactionOutcome::default());
+            }
+            let limit = upper_bound.min(st.active_base());
+            let candidates: Vec<Candidate> = st
+                .segments
+                .values()
+                .filter(|s| s.next_offset() <= limit && s.size_bytes() > 0)
+                .map(|s| Candidate {
+                    base: s.base_offset(),
+                    path: s.log_path(),
+                    size: s.size_bytes(),
+                    max_timestamp_ms: s.max_timestamp_ms(),
+                })
+                .collect();
+            (candidates, st.config.delete_retention_ms, st.truncations)
+        };
+        if candidates.is_empty() {
+            return Ok(CompactionOutcome::default());
+        }
+        let (latest, usable) = build_offset_map(&candidates)?;
+        let now = self.clock.now_ms();
+        let mut outcome = CompactionOutcome::default();
+        for candidate in &candidates[..usable] {
+            let tombstone_horizon = candidate
+                .max_timestamp_ms
+                .saturating_add(delete_retention_ms);
+            let drop_tombstones = tombstone_horizon < now;
+            let cleaned_path = cleaned_path(&candidate.path);
+            let removed = rewrite_segment(candidate, &cleaned_path, &latest, drop_tombstones)?;
+            if removed == 0 {
+                fs::remove_file(&cleaned_path).map_err(|e| StorageError::io(&cleaned_path, e))?;
+                continue;
+            }
+            let Some(after) = self.swap_in(candidate, &cleaned_path, truncations)? else {
+                // The segment changed under us (retention or truncation): nothing to swap.
+                let _ = fs::remove_file(&cleaned_path);
+                continue;
+            };
+            outcome.segments_cleaned += 1;
+            outcome.records_removed += removed;
+            outcome.bytes_before += candidate.size;
+            outcome.bytes_after += after;
+        }
+        Ok(outcome)
+    }
+
+    /// Replaces the segment with its cleaned copy (see the module doc for the protocol).
+    /// Returns the new size, or `None` if the segment is no longer what was cleaned.
+    fn swap_in(
+        &self,
+        candidate: &Candidate,
+        cleaned: &Path,
+        truncations: u64,
+    ) -> Result<Option<u64>> {
+        let mut st = self.lock();
+        let unchanged = st.truncations == truncations
+            && st
+                .segments
+                .get(&candidate.base)
+                .is_some_and(|s| s.size_bytes() == candidate.size);
+        if !unchanged {
+            return Ok(None);
+        }
+        let swap = swap_path(&candidate.path);
+        fs::rename(cleaned, &swap).map_err(|e| StorageError::io(&swap, e))?;
+        sync_dir(&self.dir)?;
+        // Committed: from here recovery completes the swap if we crash.
+        if let Some(mut old) = st.segments.remove(&candidate.base) {
+            old.close()?;
+        }
+        st.open_old_segments.retain(|b| *b != candidate.base);
+        for ext in ["index", "timeindex"] {
+            let path = self.dir.join(file_name(candidate.base, ext));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(&path, e)),
+            }
+        }
+        fs::rename(&swap, &candidate.path).map_err(|e| StorageError::io(&candidate.path, e))?;
+        sync_dir(&self.dir)?;
+        let interval = st.config.index_interval_bytes;
+        let mut segment = Segment::load(&self.dir, candidate.base, interval)?;
+        segment.sync()?;
+        segment.close()?;
+        let size = segment.size_bytes();
+        st.segments.insert(candidate.base, segment);
+        Ok(Some(size))
+    }
+}
+
+fn cleaned_path(log_path: &Path) -> PathBuf {
+    let mut s = log_path.as_os_str().to_owned();
+    s.push(".cleaned");
+    PathBuf::from(s)
+}
+
+fn swap_path(log_path: &Path) -> PathBuf {
+    let mut s = log_path.as_os_str().to_owned();
+    s.push(SWAP_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// Whether compaction leaves the batch alone.
+fn kept_verbatim(header: &BatchHeader) -> bool {
+    header.is_control() || header.is_transactional()
+}
+
+fn decode(header: &BatchHeader, bytes: &[u8]) -> Result<(Vec<Record>, Compression)> {
+    let mut buf = Bytes::copy_from_slice(bytes);
+    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| StorageError::RecordCodec {
+        offset: header.base_offset,
+        message: e.to_string(),
+    })?;
+    Ok((set.records, set.compression))
+}
+
+/// Visits every batch of a candidate segment.
+fn for_each_batch(
+    candidate: &Candidate,
+    mut visit: impl FnMut(&[u8], BatchHeader) -> Result<()>,
+) -> Result<()> {
+    let file = File::open(&candidate.path).map_err(|e| StorageError::io(&candidate.path, e))?;
+    let mut failure = None;
+    let end = segment::scan(
+        &file,
+        &candidate.path,
+        0,
+        candidate.size,
+        |_, bytes, header| match visit(bytes, header) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        },
+    )?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let ScanEnd::Invalid(position, reason) = end {
+        return Err(StorageError::CorruptLog {
+            path: candidate.path.clone(),
+            position,
+            reason,
+        });
+    }
+    Ok(())
+}
+
+/// Latest offset of every key over a prefix of the candidates, and how long that prefix is:
+/// mapping stops after the segment that takes the map past [`COMPACTION_KEYS_MAX`] keys.
+///
+/// A partial map is still safe: a record is removed only when the map holds a later offset
+/// for its key, and every offset in the map is a real later record.
+fn build_offset_map(candidates: &[Candidate]) -> Result<(HashMap<Bytes, i64>, usize)> {
+    let mut latest: HashMap<Bytes, i64> = HashMap::new();
+    for (i, candidate) in candidates.iter().enumerate() {
+        for_each_batch(candidate, |bytes, header| {
+            if kept_verbatim(&header) {
+                return Ok(());
+            }
+            let (records, _) = decode(&header, bytes)?;
+            for record in records {
+                if let Some(key) = record.key {
+                    latest.insert(key, record.offset);
+                }
+            }
+            Ok(())
+        })?;
+        if latest.len() > COMPACTION_KEYS_MAX {
+            return Ok((latest, i + 1));
+        }
+    }
+    Ok((latest, candidates.len()))
+}
+
+/// Writes the cleaned copy of a segment; returns the number of records removed.
+fn rewrite_segment(
+    candidate: &Candidate,
+    out_path: &Path,
+    latest: &HashMap<Bytes, i64>,
+    drop_tombstones: bool,
+) -> Result<u64> {
+    let out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(out_path)
+        .map_err(|e| StorageError::io(out_path, e))?;
+    let mut writer = BufWriter::new(out);
+    let mut removed = 0u64;
+    for_each_batch(candidate, |bytes, header| {
+        if kept_verbatim(&header) {
+            return writer
+                .write_all(bytes)
+                .map_err(|e| StorageError::io(out_path, e));
+        }
+        let (records, compression) = decode(&header, bytes)?;
+        let total = records.len();
+        let kept: Vec<Record> = records
+            .into_iter()
+            .filter(|r| keep_record(r, latest, drop_tombstones))
+            .collect();
+        removed += (total - kept.len()) as u64;
+        if kept.len() == total {
+            return writer
+                .write_all(bytes)
+                .map_err(|e| StorageError::io(out_path, e));
+        }
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let mut kept = kept;
+        let cleaned = crate::batch::encode_records(&mut kept, compression).map_err(|e| {
+            StorageError::RecordCodec {
+                offset: header.base_offset,
+                message: e.to_string(),
+            }
+        })?;
+        writer
+            .write_all(&cleaned)
+            .map_err(|e| StorageError::io(out_path, e))
+    })?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| StorageError::io(out_path, e.into_error()))?;
+    file.sync_all().map_err(|e| StorageError::io(out_path, e))?;
+    Ok(removed)
+}
+
+/// Keyless records are kept (a compacted topic should not hold them; dropping data silently
+/// would be worse); a keyed record survives if it is the key's latest and, for a tombstone,
+/// if tombstones are still within `delete.retention.ms`.
+fn keep_record(record: &Record, latest: &HashMap<Bytes, i64>, drop_tombstones: bool) -> bool {
+    let Some(key) = &record.key else {
+        return true;
+    };
+    let is_latest = latest.get(key).is_none_or(|o| *o == record.offset);
+    is_latest && !(record.value.is_none() && drop_tombstones)
+}

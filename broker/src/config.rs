@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use streambus_storage::{CleanupPolicy, LogConfig};
+use streambus_storage::LogConfig;
 use toml::{Table, Value};
 
 use crate::error::{BrokerError, Origin, Result};
@@ -49,7 +49,7 @@ pub struct BrokerConfig {
     /// then be a specific address rather than a wildcard like `0.0.0.0`.
     pub advertised_host: String,
     /// Broker-wide defaults for topic (partition log) settings; topic configs override them.
-    pub log: LogDefaults,
+    pub log: LogConfig,
 }
 
 impl Default for BrokerConfig {
@@ -62,98 +62,8 @@ impl Default for BrokerConfig {
             admin_listener: SocketAddr::new(LOOPBACK, 9094),
             http_listener: SocketAddr::new(LOOPBACK, 9644),
             advertised_host: String::new(),
-            log: LogDefaults::default(),
+            log: LogConfig::default(),
         }
-    }
-}
-
-/// The `[log]` table: [`LogConfig`]'s fields under the same names, in types TOML can hold.
-///
-/// It mirrors `LogConfig` instead of embedding it because TOML integers are `i64`, and
-/// `LogConfig`'s "never" for `flush_messages` is `u64::MAX`; the conversions below are exhaustive,
-/// so a field added to `LogConfig` does not compile until it is added here.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogDefaults {
-    pub segment_bytes: u64,
-    pub segment_ms: i64,
-    pub retention_bytes: i64,
-    pub retention_ms: i64,
-    pub index_interval_bytes: u64,
-    pub max_message_bytes: usize,
-    /// `i64::MAX` (Kafka's default, `Long.MAX_VALUE`) means never flush by count.
-    pub flush_messages: i64,
-    pub flush_ms: i64,
-    /// `delete`, `compact` or `compact_delete`.
-    pub cleanup_policy: CleanupPolicy,
-    pub delete_retention_ms: i64,
-    pub log_append_time: bool,
-    pub open_segments_max: usize,
-}
-
-impl Default for LogDefaults {
-    fn default() -> Self {
-        LogDefaults::from_log_config(&LogConfig::default())
-    }
-}
-
-impl LogDefaults {
-    fn from_log_config(config: &LogConfig) -> Self {
-        let LogConfig {
-            segment_bytes,
-            segment_ms,
-            retention_bytes,
-            retention_ms,
-            index_interval_bytes,
-            max_message_bytes,
-            flush_messages,
-            flush_ms,
-            cleanup_policy,
-            delete_retention_ms,
-            log_append_time,
-            open_segments_max,
-        } = *config;
-        LogDefaults {
-            segment_bytes,
-            segment_ms,
-            retention_bytes,
-            retention_ms,
-            index_interval_bytes,
-            max_message_bytes,
-            flush_messages: i64::try_from(flush_messages).unwrap_or(i64::MAX),
-            flush_ms,
-            cleanup_policy,
-            delete_retention_ms,
-            log_append_time,
-            open_segments_max,
-        }
-    }
-
-    /// The storage settings these defaults stand for, checked by the storage layer's own rules.
-    pub fn to_log_config(&self) -> Result<LogConfig> {
-        let flush_messages = match self.flush_messages {
-            i64::MAX => u64::MAX,
-            count => u64::try_from(count).map_err(|_| BrokerError::InvalidConfig {
-                key: "log.flush_messages",
-                reason: format!("must be at least 1, got {count}"),
-            })?,
-        };
-        let config = LogConfig {
-            segment_bytes: self.segment_bytes,
-            segment_ms: self.segment_ms,
-            retention_bytes: self.retention_bytes,
-            retention_ms: self.retention_ms,
-            index_interval_bytes: self.index_interval_bytes,
-            max_message_bytes: self.max_message_bytes,
-            flush_messages,
-            flush_ms: self.flush_ms,
-            cleanup_policy: self.cleanup_policy,
-            delete_retention_ms: self.delete_retention_ms,
-            log_append_time: self.log_append_time,
-            open_segments_max: self.open_segments_max,
-        };
-        config.validate().map_err(BrokerError::InvalidLogDefaults)?;
-        Ok(config)
     }
 }
 
@@ -290,7 +200,9 @@ impl BrokerConfig {
             });
         }
         self.check_listeners_distinct()?;
-        self.log.to_log_config()?;
+        self.log
+            .validate()
+            .map_err(BrokerError::InvalidLogDefaults)?;
         Ok(())
     }
 
@@ -487,6 +399,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use streambus_storage::CleanupPolicy;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -527,10 +440,7 @@ mod tests {
         assert_eq!(config.admin_listener, "127.0.0.1:9094".parse().unwrap());
         assert_eq!(config.http_listener, "127.0.0.1:9644".parse().unwrap());
         assert_eq!(config.advertised_kafka_host(), "127.0.0.1");
-        assert_eq!(
-            config.log.to_log_config().expect("valid"),
-            LogConfig::default()
-        );
+        assert_eq!(config.log, LogConfig::default());
     }
 
     #[test]
@@ -560,7 +470,7 @@ mod tests {
         assert_eq!(config.node_id, 3);
         assert_eq!(config.log.segment_bytes, 1_048_576);
         assert_eq!(config.data_dir, PathBuf::from("./data"));
-        assert_eq!(config.log.retention_ms, LogDefaults::default().retention_ms);
+        assert_eq!(config.log.retention_ms, LogConfig::default().retention_ms);
     }
 
     #[test]
@@ -625,27 +535,6 @@ mod tests {
         assert_eq!(names.len(), keys.len());
         assert!(names.contains("STREAMBUS_KAFKA_LISTENER"));
         assert!(names.contains("STREAMBUS_LOG_FLUSH_MESSAGES"));
-    }
-
-    #[test]
-    fn log_table_has_exactly_the_storage_log_config_fields() {
-        // `LogConfig` itself cannot be written as TOML by default (u64::MAX), so compare keys of
-        // a variant that can.
-        let storage = LogConfig {
-            flush_messages: 1,
-            ..LogConfig::default()
-        };
-        let storage_keys: Vec<String> = Table::try_from(&storage)
-            .expect("serializes")
-            .keys()
-            .cloned()
-            .collect();
-        let ours: Vec<String> = Table::try_from(LogDefaults::default())
-            .expect("serializes")
-            .keys()
-            .cloned()
-            .collect();
-        assert_eq!(ours, storage_keys);
     }
 
     #[test]
@@ -789,18 +678,9 @@ mod tests {
         let error = resolve_env(&[("STREAMBUS_LOG_SEGMENT_BYTES", "10")]).expect_err("tiny");
         assert!(matches!(error, BrokerError::InvalidLogDefaults(_)));
         let error = resolve_env(&[("STREAMBUS_LOG_FLUSH_MESSAGES", "-5")]).expect_err("negative");
-        assert!(matches!(
-            error,
-            BrokerError::InvalidConfig {
-                key: "log.flush_messages",
-                ..
-            }
-        ));
+        assert!(matches!(error, BrokerError::InvalidLogDefaults(_)));
         let config =
             resolve_env(&[("STREAMBUS_LOG_FLUSH_MESSAGES", "1000")]).expect("a real count");
-        assert_eq!(
-            config.log.to_log_config().expect("valid").flush_messages,
-            1000
-        );
+        assert_eq!(config.log.flush_messages, 1000);
     }
 }

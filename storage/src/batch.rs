@@ -385,6 +385,29 @@ pub fn encode_records(
     Ok(buf)
 }
 
+/// After the records kept by compaction were re-encoded into `buf` (one batch), restores what
+/// Kafka keeps of the `original` header: its last offset, so the producer's last sequence
+/// (base sequence + last offset delta) survives and followers see the same batch end, and the
+/// LogAppendTime type with its timestamp, which the encoder does not write. Recomputes the CRC.
+pub fn restore_compacted_header(buf: &mut [u8], original: &BatchHeader) -> Result<(), BatchError> {
+    let new = BatchHeader::parse(buf)?;
+    let delta = original.last_offset() - new.base_offset;
+    let delta = i32::try_from(delta).map_err(|_| BatchError::BadRecordCount {
+        records_count: new.records_count,
+        last_offset_delta: i32::MAX,
+    })?;
+    buf[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4].copy_from_slice(&delta.to_be_bytes());
+    if original.is_log_append_time() {
+        let attributes = new.attributes | TIMESTAMP_TYPE_LOG_APPEND;
+        buf[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+        buf[MAX_TIMESTAMP..MAX_TIMESTAMP + 8]
+            .copy_from_slice(&original.max_timestamp.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&buf[ATTRIBUTES..]);
+    buf[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 /// Test helpers that build real batches with kafka-protocol's encoder.
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing {

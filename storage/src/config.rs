@@ -50,7 +50,7 @@ impl CleanupPolicy {
 
 /// The settings of one partition log. Field names follow Kafka's topic configs, units last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `segment.bytes`: roll the active segment once it would exceed this size.
     pub segment_bytes: u64,
@@ -64,8 +64,9 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// `max.message.bytes`: largest record batch accepted.
     pub max_message_bytes: usize,
-    /// `flush.messages`: fsync after this many appended records (`u64::MAX`: never by count).
-    pub flush_messages: u64,
+    /// `flush.messages`: fsync after this many appended records (`i64::MAX`, Kafka's default:
+    /// never by count).
+    pub flush_messages: i64,
     /// `flush.ms`: fsync when the oldest unflushed append is this old (`i64::MAX`: never by time).
     pub flush_ms: i64,
     /// `cleanup.policy`.
@@ -87,7 +88,7 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             index_interval_bytes: 4096,
             max_message_bytes: 1024 * 1024 + 12,
-            flush_messages: u64::MAX,
+            flush_messages: i64::MAX,
             flush_ms: i64::MAX,
             cleanup_policy: CleanupPolicy::Delete,
             delete_retention_ms: 24 * 60 * 60 * 1000,
@@ -114,7 +115,7 @@ impl LogConfig {
         if self.max_message_bytes < 64 {
             return invalid("max.message.bytes", "must be at least 64");
         }
-        if self.flush_messages == 0 {
+        if self.flush_messages < 1 {
             return invalid("flush.messages", "must be at least 1");
         }
         if self.flush_ms < 0 || self.delete_retention_ms < 0 {

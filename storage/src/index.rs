@@ -66,15 +66,17 @@ impl<E: Copy> IndexFile<E> {
     }
 
     fn rewrite(&mut self, entry_bytes: usize) -> Result<()> {
-        // Cut the file back to the entries we keep; later entries are appended by write_pending.
+        // Cut the file back to the entries we keep (creating it if missing, so an index with no
+        // entries still exists and is not mistaken for a lost one); later entries are appended
+        // by write_pending.
         self.persisted = self.persisted.min(self.entries.len());
-        match OpenOptions::new().write(true).open(&self.path) {
-            Ok(f) => f
-                .set_len((self.persisted * entry_bytes) as u64)
-                .map_err(|e| StorageError::io(&self.path, e)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io(&self.path, e)),
-        }
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .and_then(|f| f.set_len((self.persisted * entry_bytes) as u64))
+            .map_err(|e| StorageError::io(&self.path, e))
     }
 
     fn sync(&self) -> Result<()> {

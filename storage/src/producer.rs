@@ -937,7 +937,11 @@ mod tests {
             "marker not below the high watermark yet"
         );
         psm.on_high_watermark_updated(14);
-        assert_eq!(psm.first_unstable_offset(), Some(10), "hw must pass the marker");
+        assert_eq!(
+            psm.first_unstable_offset(),
+            Some(10),
+            "hw must pass the marker"
+        );
         psm.on_high_watermark_updated(15);
         assert_eq!(psm.first_unstable_offset(), Some(12));
         assert_eq!(psm.last_stable_offset(&done), 12, "other's txn still open");

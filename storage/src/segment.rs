@@ -95,24 +95,15 @@ impl Segment {
         let index = OffsetIndex::create(dir.join(file_name(base_offset, "index")), base_offset)?;
         let time_index =
             TimeIndex::create(dir.join(file_name(base_offset, "timeindex")), base_offset)?;
-        let mut txn_index = TxnIndex::open(dir.join(file_name(base_offset, "txnindex")))?;
-        txn_index.reset()?;
-        Ok(Segment {
-            base_offset,
-            dir: dir.to_path_buf(),
-            size_bytes: 0,
-            next_offset: base_offset,
-            max_timestamp_ms: -1,
-            max_timestamp_batch_offset: base_offset,
-            roll_base_ms: Some(now_ms),
-            bytes_since_index: 0,
-            open: Some(OpenState {
-                file: Arc::new(file),
-                index,
-                time_index,
-            }),
-            txn_index,
-        })
+        let mut segment = Segment::unloaded(dir, base_offset)?;
+        segment.txn_index.reset()?;
+        segment.roll_base_ms = Some(now_ms);
+        segment.open = Some(OpenState {
+            file: Arc::new(file),
+            index,
+            time_index,
+        });
+        Ok(segment)
     }
 
     /// Loads an existing segment whose indexes are trusted if sane (rebuilt otherwise) and whose
@@ -142,9 +133,13 @@ impl Segment {
     }
 
     /// Rescans the whole file: validates every batch (length, magic, CRC, offsets increasing
-    /// within `[base_offset, ..)`), rebuilds all indexes, and cuts the file at the first invalid
-    /// byte. Returns the number of bytes cut.
-    pub fn recover(&mut self, index_interval_bytes: u64) -> Result<u64> {
+    /// within `[base_offset, ..)`), rebuilds the offset and time indexes, and cuts the file at
+    /// the first invalid byte. Returns the number of bytes cut.
+    ///
+    /// The aborted-transaction index cannot be rebuilt from the segment alone (it needs producer
+    /// state): with `reset_txn_index` it is emptied for the caller to rebuild by replay,
+    /// otherwise only entries past the cut are dropped.
+    pub fn recover(&mut self, index_interval_bytes: u64, reset_txn_index: bool) -> Result<u64> {
         let log_path = self.log_path();
         self.size_bytes = file_len(&log_path)?;
         let file = self.open_file()?;
@@ -156,7 +151,9 @@ impl Segment {
             self.dir.join(file_name(self.base_offset, "timeindex")),
             self.base_offset,
         )?;
-        self.txn_index.reset()?;
+        if reset_txn_index {
+            self.txn_index.reset()?;
+        }
         self.next_offset = self.base_offset;
         self.max_timestamp_ms = -1;
         self.max_timestamp_batch_offset = self.base_offset;
@@ -199,6 +196,8 @@ impl Segment {
             self.size_bytes = valid_end;
         }
         stats.apply(self);
+        let next_offset = self.next_offset;
+        self.txn_index.truncate_to(next_offset)?;
         self.open = Some(OpenState {
             file,
             index,
@@ -319,11 +318,68 @@ impl Segment {
             }
             _ => {
                 tracing::info!(segment = %self.log_path().display(), "rebuilding index");
-                drop(file);
-                self.recover(index_interval_bytes)?;
+                self.rebuild_indexes(file, index_interval_bytes)?;
             }
         }
         Ok(())
+    }
+
+    /// Rebuilds the offset and time indexes of a segment whose data is trusted (below the
+    /// recovery point) from batch lengths alone: nothing is validated or cut here, so damage
+    /// found later is reported by reads (CRC) instead of silently removing data.
+    pub fn rebuild_indexes(&mut self, file: Arc<File>, index_interval_bytes: u64) -> Result<()> {
+        let log_path = self.log_path();
+        let mut index = OffsetIndex::create(
+            self.dir.join(file_name(self.base_offset, "index")),
+            self.base_offset,
+        )?;
+        let mut time_index = TimeIndex::create(
+            self.dir.join(file_name(self.base_offset, "timeindex")),
+            self.base_offset,
+        )?;
+        self.max_timestamp_ms = -1;
+        self.bytes_since_index = 0;
+        let mut stats = TailStats::from_segment(self);
+        let end = scan(
+            &file,
+            &log_path,
+            0,
+            self.size_bytes,
+            |position, _, header| {
+                stats.observe(
+                    &mut index,
+                    &mut time_index,
+                    position,
+                    &header,
+                    index_interval_bytes,
+                );
+                ControlFlow::Continue(())
+            },
+        )?;
+        if let ScanEnd::Invalid(position, reason) = end {
+            tracing::error!(segment = %log_path.display(), position, %reason, "damaged batch in a segment below the recovery point; reads will report it");
+        }
+        stats.apply(self);
+        self.open = Some(OpenState {
+            file,
+            index,
+            time_index,
+        });
+        Ok(())
+    }
+
+    /// Loads a segment below the recovery point whose tail does not parse: its indexes are
+    /// rebuilt up to the damage, which stays in place for reads to report.
+    pub fn load_damaged(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u64,
+    ) -> Result<Segment> {
+        let mut segment = Segment::unloaded(dir, base_offset)?;
+        segment.size_bytes = file_len(&segment.log_path())?;
+        let file = segment.open_file()?;
+        segment.rebuild_indexes(file, index_interval_bytes)?;
+        Ok(segment)
     }
 
     /// Writes pending index entries and drops the file handle and in-memory indexes.
@@ -420,7 +476,8 @@ impl Segment {
         }
         self.txn_index.truncate_to(new_next)?;
         self.refresh_tail_stats()?;
-        self.next_offset = new_next.max(self.next_offset.min(new_next));
+        // Offsets between the last kept batch and `new_next` can only be a compaction gap.
+        self.next_offset = new_next;
         Ok(self.next_offset)
     }
 

@@ -43,7 +43,7 @@ impl Log {
         // request's own buffer, never copied.
         let mut head = batch::header_bytes(&batch)?;
         let body = &batch[BATCH_HEADER_LEN..];
-        let (info, rolled_at) = {
+        let (info, rolled_at, flush_due) = {
             let mut st = self.lock();
             if batch.len() > st.config.max_message_bytes {
                 return Err(StorageError::BatchTooLarge {
@@ -93,9 +93,9 @@ impl Log {
                 log_start_offset: st.log_start_offset,
                 duplicate: false,
             };
-            (info, rolled_at)
+            (info, rolled_at, flush_due(&st))
         };
-        self.flush_after_append(rolled_at, info.last_offset + 1)?;
+        self.flush_after_append(rolled_at, flush_due, info.last_offset + 1)?;
         Ok(info)
     }
 
@@ -107,7 +107,7 @@ impl Log {
         let Some(&(_, first)) = headers.first() else {
             return Err(BatchError::NotExactlyOneBatch(0).into());
         };
-        let (info, rolled_at) = {
+        let (info, rolled_at, flush_due) = {
             let mut st = self.lock();
             let gaps_allowed = st.config.cleanup_policy.compacts();
             self.check_continuity(&st, &headers, gaps_allowed)?;
@@ -134,9 +134,9 @@ impl Log {
                 log_start_offset: st.log_start_offset,
                 duplicate: false,
             };
-            (info, rolled_at)
+            (info, rolled_at, flush_due(&st))
         };
-        self.flush_after_append(rolled_at, info.last_offset + 1)?;
+        self.flush_after_append(rolled_at, flush_due, info.last_offset + 1)?;
         Ok(info)
     }
 
@@ -280,16 +280,18 @@ impl Log {
         Ok(base)
     }
 
-    /// After an append: sync a just-rolled segment, and apply `flush.messages`.
-    fn flush_after_append(&self, rolled_at: Option<i64>, next_offset: i64) -> Result<()> {
+    /// After an append: sync a just-rolled segment, and flush up to the append if
+    /// `flush.messages` was reached by it.
+    fn flush_after_append(
+        &self,
+        rolled_at: Option<i64>,
+        flush_due: bool,
+        next_offset: i64,
+    ) -> Result<()> {
         if let Some(base) = rolled_at {
             self.flush_to(base)?;
         }
-        let due = {
-            let st = self.lock();
-            st.unflushed_records >= st.config.flush_messages
-        };
-        if due {
+        if flush_due {
             self.flush_to(next_offset)?;
         }
         Ok(())
@@ -376,6 +378,13 @@ impl Log {
         }
         Ok(targets)
     }
+}
+
+/// Whether `flush.messages` is reached. Decided under the same lock as the append that counted
+/// the records: a flush running concurrently resets the counter before its fsync, so checking
+/// later could skip the wait for records that fsync may not cover.
+fn flush_due(st: &LogState) -> bool {
+    st.unflushed_records >= u64::try_from(st.config.flush_messages).unwrap_or(u64::MAX)
 }
 
 /// Who hands a batch to a leader append.

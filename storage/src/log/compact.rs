@@ -271,12 +271,13 @@ fn rewrite_segment(
             return Ok(());
         }
         let mut kept = kept;
-        let cleaned = crate::batch::encode_records(&mut kept, compression).map_err(|e| {
-            StorageError::RecordCodec {
-                offset: header.base_offset,
-                message: e.to_string(),
-            }
-        })?;
+        let codec_error = |e: crate::error::BatchError| StorageError::RecordCodec {
+            offset: header.base_offset,
+            message: e.to_string(),
+        };
+        let mut cleaned =
+            crate::batch::encode_records(&mut kept, compression).map_err(codec_error)?;
+        crate::batch::restore_compacted_header(&mut cleaned, &header).map_err(codec_error)?;
         writer
             .write_all(&cleaned)
             .map_err(|e| StorageError::io(out_path, e))

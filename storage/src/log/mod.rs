@@ -171,7 +171,9 @@ impl Log {
 
     /// Tells the log the partition's high watermark moved (the broker calls this).
     pub fn on_high_watermark_updated(&self, high_watermark: i64) {
-        self.lock().producers.on_high_watermark_updated(high_watermark);
+        self.lock()
+            .producers
+            .on_high_watermark_updated(high_watermark);
     }
 
     /// Number of producers the log keeps state for.
@@ -228,14 +230,8 @@ impl LogState {
     fn open_segment(&mut self, base: i64) -> Result<()> {
         let interval = self.config.index_interval_bytes;
         let active_base = self.active_base();
-        let segment = self
-            .segments
-            .get_mut(&base)
-            .ok_or(StorageError::OffsetOutOfRange {
-                offset: base,
-                log_start_offset: self.log_start_offset,
-                log_end_offset: self.log_end_offset,
-            })?;
+        let out_of_range = self.out_of_range(base);
+        let segment = self.segments.get_mut(&base).ok_or(out_of_range)?;
         if segment.is_open() || base == active_base {
             return segment.ensure_open(interval);
         }
@@ -267,6 +263,15 @@ impl LogState {
             }
         }
         Ok(())
+    }
+
+    /// The error for a request at `offset` outside what the log holds.
+    fn out_of_range(&self, offset: i64) -> StorageError {
+        StorageError::OffsetOutOfRange {
+            offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        }
     }
 
     fn persist_log_start_offset(&self, dir: &Path) -> Result<()> {

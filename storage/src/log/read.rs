@@ -76,11 +76,7 @@ impl Log {
         let mut segment_base = {
             let st = self.lock();
             if start < st.log_start_offset || start > st.log_end_offset {
-                return Err(StorageError::OffsetOutOfRange {
-                    offset: start,
-                    log_start_offset: st.log_start_offset,
-                    log_end_offset: st.log_end_offset,
-                });
+                return Err(st.out_of_range(start));
             }
             if start >= upper_bound.min(st.log_end_offset) {
                 return Ok(Some(self.empty(&st)));
@@ -124,14 +120,7 @@ impl Log {
         let mut st = self.lock();
         st.open_segment(base)?;
         let next_segment = st.segments.range(base + 1..).next().map(|(b, _)| *b);
-        let segment = st
-            .segments
-            .get(&base)
-            .ok_or(StorageError::OffsetOutOfRange {
-                offset: start,
-                log_start_offset: st.log_start_offset,
-                log_end_offset: st.log_end_offset,
-            })?;
+        let segment = st.segments.get(&base).ok_or(st.out_of_range(start))?;
         let path = segment.log_path();
         let file = segment
             .file()

@@ -206,6 +206,11 @@ fn load_segments(
         let (mut segment, cut) = if trusted {
             match Segment::load(dir, base, interval) {
                 Ok(s) => (s, 0),
+                Err(StorageError::CorruptLog { position, .. }) if next_base.is_some() => {
+                    // Below the recovery point data is never cut: later segments depend on it.
+                    tracing::error!(dir = %dir.display(), base, position, "damaged segment below the recovery point kept as is");
+                    (Segment::load_damaged(dir, base, interval)?, 0)
+                }
                 Err(StorageError::CorruptLog { .. }) => {
                     recovered_from.get_or_insert(base);
                     recover_segment(dir, base, interval)?
@@ -236,7 +241,7 @@ fn load_segments(
 
 fn recover_segment(dir: &Path, base: i64, interval: u64) -> Result<(Segment, u64)> {
     let mut segment = Segment::unloaded(dir, base)?;
-    let cut = segment.recover(interval)?;
+    let cut = segment.recover(interval, true)?;
     if cut > 0 {
         tracing::warn!(segment = %segment.log_path().display(), cut_bytes = cut, "truncated invalid bytes during recovery");
     }
@@ -277,7 +282,10 @@ pub(super) fn rebuild_producer_state(
 ) -> Result<()> {
     let end = st.log_end_offset;
     let first_base = st.segments.keys().next().copied().unwrap_or(end);
-    let start = match st.producers.load_latest_snapshot(end)? {
+    // Rebuilding transaction indexes from offset B needs the producer state as of B, so replay
+    // must start at a snapshot no later than B.
+    let snapshot_max = rebuild_txn_index_from.map_or(end, |b| b.min(end));
+    let start = match st.producers.load_latest_snapshot(snapshot_max)? {
         Some(offset) if offset >= first_base => offset,
         _ => {
             st.producers.clear(first_base);

@@ -3,7 +3,7 @@
 use super::recovery::rebuild_producer_state;
 use super::{Log, LogState};
 use crate::checkpoint::sync_dir;
-use crate::error::{Result, StorageError};
+use crate::error::Result;
 use crate::segment::Segment;
 
 /// What a retention pass removed.
@@ -77,11 +77,7 @@ impl Log {
     pub fn delete_records_before(&self, offset: i64) -> Result<i64> {
         let mut st = self.lock();
         if offset > st.log_end_offset || offset < 0 {
-            return Err(StorageError::OffsetOutOfRange {
-                offset,
-                log_start_offset: st.log_start_offset,
-                log_end_offset: st.log_end_offset,
-            });
+            return Err(st.out_of_range(offset));
         }
         if offset <= st.log_start_offset {
             return Ok(st.log_start_offset);
@@ -161,6 +157,8 @@ impl Log {
             .insert(offset, Segment::create(&self.dir, offset, now)?);
         st.log_start_offset = offset;
         st.persist_log_start_offset(&self.dir)?;
+        // Every snapshot describes the discarded log; replay must not reload one.
+        st.producers.truncate_fully_and_start_at(offset)?;
         self.after_truncation(&mut st, offset)?;
         st.epochs.truncate_from_start(offset)?;
         sync_dir(&self.dir)

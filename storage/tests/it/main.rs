@@ -191,3 +191,7 @@ impl Rng {
         (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+// Focused tests of each log operation and config knob, and of compaction.
+mod compaction;
+mod ops;

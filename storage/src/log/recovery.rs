@@ -54,11 +54,26 @@ impl Log {
             segments.insert(base, Segment::create(dir, base, now)?);
             sync_dir(dir)?;
         }
-        let first_base = segments.keys().next().copied().unwrap_or(0);
-        let log_end_offset = segments
+        let mut first_base = segments.keys().next().copied().unwrap_or(0);
+        let mut log_end_offset = segments
             .values()
             .next_back()
             .map_or(first_base, Segment::next_offset);
+        // A crash lost data above a durable log start: what is left is all below the start, so
+        // the log restarts empty there (Kafka's LogLoader does the same). Lowering the start
+        // instead would let it jump back up on the next restart, hiding records appended
+        // meanwhile.
+        let restart_at = stored_start.filter(|start| *start > log_end_offset);
+        if let Some(start) = restart_at {
+            tracing::warn!(dir = %dir.display(), start, log_end_offset, "log ends below its durable start offset; restarting it empty there");
+            for (_, segment) in std::mem::take(&mut segments) {
+                segment.delete_files()?;
+            }
+            segments.insert(start, Segment::create(dir, start, now)?);
+            sync_dir(dir)?;
+            first_base = start;
+            log_end_offset = start;
+        }
         let log_start_offset = stored_start
             .unwrap_or(first_base)
             .max(first_base)
@@ -94,6 +109,9 @@ impl Log {
         };
         {
             let mut st = log.lock();
+            if let Some(start) = restart_at {
+                st.producers.truncate_fully_and_start_at(start)?;
+            }
             rebuild_producer_state(&mut st, recovered_from)?;
             if recovered_from.is_some() {
                 // Recovered bytes may exist only in the page cache: make them durable before

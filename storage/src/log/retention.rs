@@ -133,9 +133,19 @@ impl Log {
             }
         }
         let interval = st.config.index_interval_bytes;
+        // The segment that becomes active may have been closed; appends need it open.
+        st.active_mut().ensure_open(interval)?;
         let new_end = st.active_mut().truncate_to(offset, interval)?;
         let active_base = st.active_base();
         st.open_old_segments.retain(|b| *b != active_base);
+        if new_end < st.log_start_offset {
+            // The cut batch also held the log start: nothing readable is left, so restart
+            // empty at the log start rather than leave an end below the start.
+            let start = st.log_start_offset;
+            drop(st);
+            self.truncate_fully_and_start_at(start)?;
+            return Ok(start);
+        }
         self.after_truncation(&mut st, new_end)?;
         sync_dir(&self.dir)?;
         Ok(new_end)

@@ -13,7 +13,7 @@ use kafka_protocol::records::Compression;
 use streambus_storage::batch::{self, testing};
 use streambus_storage::{CleanupPolicy, Clock, Log, LogConfig, LogOptions, ManualClock};
 
-use crate::{data_batch, file_names, read_everything, segment_bases, segment_file, Rng};
+use crate::{file_names, read_everything, segment_bases, segment_file, Rng};
 
 const START_MS: i64 = 1_700_000_000_000;
 /// Seeds of the random-tail test.
@@ -74,7 +74,7 @@ fn append_random(log: &Log, rng: &mut Rng, count: u64, out: &mut Vec<Expected>) 
         let fill = rng.next_u64() as u8;
         out.push(append(
             log,
-            data_batch(records, value_len, fill, START_MS + i as i64),
+            testing::batch(records, value_len, fill, START_MS + i as i64),
         ));
     }
 }
@@ -184,7 +184,8 @@ fn crash_with_tail(log: Log, rng: &mut Rng, tail: Tail) -> (u64, String) {
             targets.push(segment_file(&dir, active, "timeindex"));
         }
         Tail::OldSegmentIndexes => {
-            let old = bases[rng.range(0, bases.len() as u64 - 1) as usize];
+            let old_bases = &bases[..bases.len().saturating_sub(1).max(1)];
+            let old = old_bases[rng.range(0, old_bases.len() as u64 - 1) as usize];
             targets.push(segment_file(&dir, old, "index"));
             targets.push(segment_file(&dir, old, "timeindex"));
         }
@@ -240,7 +241,7 @@ fn random_tail_after_crash_is_cut_and_every_earlier_record_survives() {
                 "{context}: recovery cuts the active segment back to its last valid batch"
             );
             assert_contents(&log, &expected, &context);
-            let next = append(&log, data_batch(3, 10, b'n', START_MS));
+            let next = append(&log, testing::batch(3, 10, b'n', START_MS));
             assert_eq!(next.base, end, "{context}: appends continue at the old end");
             expected.push(next);
             assert_contents(
@@ -293,7 +294,7 @@ fn crash_in_the_middle_of_a_roll_recovers() {
             );
             let log = open(dir.path(), &config, if reopen_at_end { end } else { 0 });
             assert_contents(&log, &expected, &context);
-            let next = append(&log, data_batch(2, 100, b'r', START_MS));
+            let next = append(&log, testing::batch(2, 100, b'r', START_MS));
             assert_eq!(next.base, end, "{context}: appends continue at the end");
             expected.push(next);
             assert_contents(&log, &expected, &context);
@@ -320,7 +321,7 @@ fn orphan_index_files_are_removed_on_open() {
     let log = open(dir.path(), &config, end);
     assert_no_leftovers(dir.path(), "orphan indexes of the next segment");
     assert_contents(&log, &expected, "orphan indexes of the next segment");
-    expected.push(append(&log, data_batch(1, 10, b'o', START_MS)));
+    expected.push(append(&log, testing::batch(1, 10, b'o', START_MS)));
     assert_contents(&log, &expected, "orphan indexes, after an append");
 }
 
@@ -355,7 +356,7 @@ fn missing_index_files_are_rebuilt() {
         );
         let log = open(dir.path(), &config, end);
         assert_contents(&log, &expected, &context);
-        expected.push(append(&log, data_batch(2, 10, b'i', START_MS)));
+        expected.push(append(&log, testing::batch(2, 10, b'i', START_MS)));
         assert_contents(&log, &expected, &context);
     }
 }
@@ -396,7 +397,7 @@ fn compacted_copy(dir: &Path, cleaned_dir: &Path, config: &LogConfig) -> Vec<i64
         let key = format!("key-{}", rng.range(0, 7));
         let value_len = rng.range(50, 400) as usize;
         let value = rng.bytes(value_len);
-        let pairs: [(Option<&[u8]>, Option<&[u8]>); 1] = [(Some(key.as_bytes()), Some(&value))];
+        let pairs: [testing::KeyValue<'_>; 1] = [(Some(key.as_bytes()), Some(&value))];
         append(
             &log,
             testing::batch_kv(
@@ -484,7 +485,7 @@ fn interrupted_compaction_swap_recovers() {
         assert_contents(&log, want, &context);
         assert_no_leftovers(dir.path(), &context);
         let end = log.log_end_offset();
-        let next = append(&log, data_batch(1, 5, b's', START_MS));
+        let next = append(&log, testing::batch(1, 5, b's', START_MS));
         assert_eq!(next.base, end, "{context}: appends continue at the end");
         drop(log);
         let mut want = want.clone();

@@ -16,54 +16,10 @@ mod model;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 use streambus_storage::batch::{self, BatchHeader, BatchStep};
 use streambus_storage::segment::parse_file_name;
 use streambus_storage::Log;
-
-/// One uncompressed v2 batch (base offset 0, no producer) of `count` keyless records whose
-/// values are `value_len` bytes of `fill`.
-///
-/// Not `batch::testing::batch`: with kafka-protocol 0.18 that helper returns one batch per
-/// record when `count > 1` (its encoder starts a new batch whenever `offset - sequence`
-/// changes, and the helper gives every record sequence -1). Here the sequences run -1, 0, 1,
-/// ..., which the encoder turns into a single batch with base sequence -1.
-pub fn data_batch(count: usize, value_len: usize, fill: u8, timestamp_ms: i64) -> Bytes {
-    let value = Bytes::from(vec![fill; value_len]);
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: timestamp_ms,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encode test batch");
-    let bytes = buf.freeze();
-    let header = batch::validate(&bytes, false).expect("exactly one valid batch");
-    assert_eq!(
-        (header.records_count, header.base_sequence),
-        (count as i32, -1)
-    );
-    bytes
-}
 
 /// Base offsets of the `.log` files in `dir`, ascending.
 pub fn segment_bases(dir: &Path) -> Vec<i64> {

@@ -6,12 +6,11 @@
 //!
 //! Set `STREAMBUS_BENCH_DIR` to benchmark another disk (default: the system temp dir).
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,26 +26,6 @@ const READ_CHUNK_BYTES: usize = 1024 * 1024;
 const FSYNC_APPENDS: usize = 400;
 /// Partitions opened to measure idle memory.
 const IDLE_PARTITIONS: usize = 500;
-
-/// Per-byte times recorded by each benchmark, for the ratio summary.
-static NS_PER_BYTE: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
-
-fn record(name: &str, elapsed: Duration, bytes: u64) {
-    if bytes == 0 {
-        return;
-    }
-    let mut map = NS_PER_BYTE.lock().unwrap_or_else(|p| p.into_inner());
-    map.entry(name.to_owned())
-        .or_default()
-        .push(elapsed.as_nanos() as f64 / bytes as f64);
-}
-
-fn median(name: &str) -> Option<f64> {
-    let map = NS_PER_BYTE.lock().unwrap_or_else(|p| p.into_inner());
-    let mut v = map.get(name)?.clone();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied()
-}
 
 fn bench_dir() -> tempfile::TempDir {
     match std::env::var_os("STREAMBUS_BENCH_DIR") {
@@ -78,7 +57,6 @@ fn bench_append(c: &mut Criterion, label: &str, batch_bytes: usize) {
     let dir = bench_dir();
     let log =
         Log::open(&dir.path().join("p-0"), big_config(), LogOptions::default()).expect("open");
-    let name = format!("append_{label}/log");
     group.bench_function("log", |b| {
         b.iter_custom(|iters| {
             if log.size_bytes() > RESET_BYTES {
@@ -88,9 +66,7 @@ fn bench_append(c: &mut Criterion, label: &str, batch_bytes: usize) {
             for _ in 0..iters {
                 log.append_as_leader(batch.clone(), 0).expect("append");
             }
-            let elapsed = start.elapsed();
-            record(&name, elapsed, len * iters);
-            elapsed
+            start.elapsed()
         })
     });
 
@@ -100,7 +76,6 @@ fn bench_append(c: &mut Criterion, label: &str, batch_bytes: usize) {
         .append(true)
         .open(&path)
         .expect("plain file");
-    let name = format!("append_{label}/plain_write");
     group.bench_function("plain_write", |b| {
         b.iter_custom(|iters| {
             if file.metadata().map(|m| m.len()).unwrap_or(0) > RESET_BYTES {
@@ -110,9 +85,7 @@ fn bench_append(c: &mut Criterion, label: &str, batch_bytes: usize) {
             for _ in 0..iters {
                 file.write_all(&batch).expect("write");
             }
-            let elapsed = start.elapsed();
-            record(&name, elapsed, len * iters);
-            elapsed
+            start.elapsed()
         })
     });
     group.finish();
@@ -147,9 +120,8 @@ fn bench_read(c: &mut Criterion) {
                 bytes += r.records.len() as u64;
                 next = last_offset_plus_one(&r.records).unwrap_or(end);
             }
-            let elapsed = start.elapsed();
-            record("read_sequential/log", elapsed, bytes);
-            elapsed
+            std::hint::black_box(bytes);
+            start.elapsed()
         })
     });
     let mut position = 0u64;
@@ -166,9 +138,8 @@ fn bench_read(c: &mut Criterion) {
                 position += READ_CHUNK_BYTES as u64;
                 bytes += READ_CHUNK_BYTES as u64;
             }
-            let elapsed = start.elapsed();
-            record("read_sequential/plain_pread", elapsed, bytes);
-            elapsed
+            std::hint::black_box(bytes);
+            start.elapsed()
         })
     });
     group.finish();
@@ -274,32 +245,22 @@ fn main() {
     bench_read(&mut c);
     c.final_summary();
 
-    println!("\n== storage summary (ratios from this run; 1.0 = as fast as plain file I/O) ==");
-    for label in ["16KiB", "1MiB"] {
-        if let (Some(log), Some(plain)) = (
-            median(&format!("append_{label}/log")),
-            median(&format!("append_{label}/plain_write")),
-        ) {
-            println!(
-                "append {label:>5}: log {:.2} GiB/s, plain write() {:.2} GiB/s, ratio {:.2}",
-                gib_per_s(log),
-                gib_per_s(plain),
-                plain / log
-            );
-        }
-    }
-    if let (Some(log), Some(plain)) = (
-        median("read_sequential/log"),
-        median("read_sequential/plain_pread"),
-    ) {
+    println!("\n== storage summary (paired rounds in this run; ratio = log throughput / plain file I/O) ==");
+    let dir = bench_dir();
+    for (label, bytes) in [("16KiB", 16 * 1024), ("1MiB", 1024 * 1024)] {
+        let r = paired_append(dir.path(), bytes);
         println!(
-            "read sequential: log {:.2} GiB/s, plain pread {:.2} GiB/s, ratio {:.2}",
-            gib_per_s(log),
-            gib_per_s(plain),
-            plain / log
+            "append {label:>5} batches: log {:.2} GiB/s, plain write() {:.2} GiB/s, ratio {:.2}",
+            r.log_gib_s, r.plain_gib_s, r.ratio
         );
     }
-    let dir = bench_dir();
+    for verify in [true, false] {
+        let r = paired_read(dir.path(), verify);
+        println!(
+            "sequential read (1 MiB fetches, verify_crc_on_read={verify}): log {:.2} GiB/s, plain pread {:.2} GiB/s, ratio {:.2}",
+            r.log_gib_s, r.plain_gib_s, r.ratio
+        );
+    }
     let one = fsync_appends_per_sec(dir.path(), 1);
     let eight = fsync_appends_per_sec(dir.path(), 8);
     println!(
@@ -313,6 +274,106 @@ fn main() {
     );
 }
 
-fn gib_per_s(ns_per_byte: f64) -> f64 {
-    1.0 / ns_per_byte / 1.073_741_824
+/// Rounds of each paired measurement; the median ratio is reported.
+const PAIRED_ROUNDS: usize = 9;
+/// Bytes written or read per side in one round.
+const PAIRED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Median figures of paired rounds.
+struct Paired {
+    log_gib_s: f64,
+    plain_gib_s: f64,
+    ratio: f64,
+}
+
+fn gib_s(bytes: usize, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64() / (1u64 << 30) as f64
+}
+
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Each round appends `PAIRED_BYTES` through the log, then writes the same batches with plain
+/// `write()` to a file on the same disk, back to back, so both see the same machine state.
+fn paired_append(dir: &Path, batch_bytes: usize) -> Paired {
+    let batch = batch_of(batch_bytes);
+    let count = (PAIRED_BYTES / batch.len()).max(1);
+    let (mut logs, mut plains, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..PAIRED_ROUNDS {
+        let log_dir = dir.join(format!("paired-append-{batch_bytes}-{round}"));
+        let log = Log::open(&log_dir, big_config(), LogOptions::default()).expect("open");
+        let start = Instant::now();
+        for _ in 0..count {
+            log.append_as_leader(batch.clone(), 0).expect("append");
+        }
+        let log_time = start.elapsed();
+        drop(log);
+        let path = dir.join(format!("paired-plain-{batch_bytes}-{round}"));
+        let mut file = File::create(&path).expect("plain file");
+        let start = Instant::now();
+        for _ in 0..count {
+            file.write_all(&batch).expect("write");
+        }
+        let plain_time = start.elapsed();
+        drop(file);
+        let _ = std::fs::remove_dir_all(&log_dir);
+        let _ = std::fs::remove_file(&path);
+        let bytes = count * batch.len();
+        logs.push(gib_s(bytes, log_time));
+        plains.push(gib_s(bytes, plain_time));
+        ratios.push(plain_time.as_secs_f64() / log_time.as_secs_f64());
+    }
+    Paired {
+        log_gib_s: median_of(logs),
+        plain_gib_s: median_of(plains),
+        ratio: median_of(ratios),
+    }
+}
+
+/// Each round reads a `PAIRED_BYTES` log front to back with 1 MiB fetches, then the same
+/// segment file with 1 MiB `pread`s into one reused buffer.
+fn paired_read(dir: &Path, verify_crc_on_read: bool) -> Paired {
+    let config = LogConfig {
+        verify_crc_on_read,
+        ..big_config()
+    };
+    let log_dir = dir.join(format!("paired-read-{verify_crc_on_read}"));
+    let log = Log::open(&log_dir, config, LogOptions::default()).expect("open");
+    let batch = batch_of(16 * 1024);
+    while log.size_bytes() < PAIRED_BYTES as u64 {
+        log.append_as_leader(batch.clone(), 0).expect("fill");
+    }
+    let end = log.log_end_offset();
+    let file = File::open(log_dir.join(format!("{:020}.log", 0))).expect("segment");
+    let file_len = file.metadata().expect("metadata").len() as usize;
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let (mut logs, mut plains, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..PAIRED_ROUNDS {
+        let start = Instant::now();
+        let (mut next, mut bytes) = (0i64, 0usize);
+        while next < end {
+            let r = log.read(next, READ_CHUNK_BYTES, end).expect("read");
+            bytes += r.records.len();
+            next = last_offset_plus_one(&r.records).unwrap_or(end);
+        }
+        let log_time = start.elapsed();
+        let start = Instant::now();
+        let mut position = 0usize;
+        while position + READ_CHUNK_BYTES <= file_len {
+            file.read_exact_at(&mut buf, position as u64)
+                .expect("pread");
+            position += READ_CHUNK_BYTES;
+        }
+        let plain_time = start.elapsed();
+        logs.push(gib_s(bytes, log_time));
+        plains.push(gib_s(position, plain_time));
+        ratios.push(gib_s(bytes, log_time) / gib_s(position, plain_time));
+    }
+    Paired {
+        log_gib_s: median_of(logs),
+        plain_gib_s: median_of(plains),
+        ratio: median_of(ratios),
+    }
 }

@@ -749,18 +749,42 @@ pub enum RangeRead {
     PastEnd,
 }
 
-/// Reads whole, CRC-checked batches from `from` (a position at or before the batch holding
-/// `start_offset`) up to `end`, stopping before the first batch that reaches `upper_bound` and
-/// once `max_bytes` are collected (the first batch is returned whatever its size).
-pub fn read_range(
-    file: &File,
-    path: &Path,
-    from: u64,
-    end: u64,
-    start_offset: i64,
-    upper_bound: i64,
-    max_bytes: usize,
-) -> Result<RangeRead> {
+/// A byte-range read of whole batches, planned under the log lock and run without it.
+#[derive(Debug, Clone, Copy)]
+pub struct RangeRequest<'a> {
+    /// The segment file.
+    pub file: &'a File,
+    /// Its path, for errors.
+    pub path: &'a Path,
+    /// A position at or before the batch holding `start_offset` (from the offset index).
+    pub from: u64,
+    /// End of the whole batches in the file.
+    pub end: u64,
+    /// First offset wanted.
+    pub start_offset: i64,
+    /// No returned batch reaches this offset (exclusive).
+    pub upper_bound: i64,
+    /// Soft size limit; the first batch is returned whatever its size.
+    pub max_bytes: usize,
+    /// Check each returned batch's CRC32C (see `LogConfig::verify_crc_on_read`).
+    pub verify_crc: bool,
+}
+
+/// Reads whole batches from the first one containing or following `start_offset`, stopping
+/// before the first batch that reaches `upper_bound` and once `max_bytes` are collected.
+/// With `verify_crc`, a batch failing its CRC is an error if it is the first, and ends the
+/// read otherwise (the next read starts at it and reports it).
+pub fn read_range(req: RangeRequest<'_>) -> Result<RangeRead> {
+    let RangeRequest {
+        file,
+        path,
+        from,
+        end,
+        start_offset,
+        upper_bound,
+        max_bytes,
+        verify_crc,
+    } = req;
     let Some(first) = locate(file, path, from, end, start_offset)? else {
         return Ok(RangeRead::PastEnd);
     };
@@ -790,7 +814,12 @@ pub fn read_range(
             break;
         }
         let bytes = &buf[position..position + header.total_len()];
-        if let Err(reason) = batch::validate(bytes, true) {
+        let checked = if verify_crc {
+            batch::validate(bytes, true).map(|_| ())
+        } else {
+            Ok(())
+        };
+        if let Err(reason) = checked {
             if accepted == 0 {
                 return Err(StorageError::CorruptLog {
                     path: path.to_path_buf(),
@@ -798,7 +827,6 @@ pub fn read_range(
                     reason,
                 });
             }
-            // Return what is good; the next read starts at the bad batch and reports it.
             break;
         }
         if accepted > 0 && position + header.total_len() > max_bytes {

@@ -11,7 +11,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use super::{Log, LogState};
 use crate::batch::BatchHeader;
 use crate::error::{Result, StorageError};
-use crate::segment::{self, RangeRead, ScanEnd};
+use crate::segment::{self, RangeRead, RangeRequest, ScanEnd};
 use crate::txn_index::AbortedTxn;
 
 /// Times a read is retried when a truncation raced with it.
@@ -36,6 +36,7 @@ struct Plan {
     end: u64,
     next_segment: Option<i64>,
     truncations: u64,
+    verify_crc: bool,
 }
 
 impl Log {
@@ -86,15 +87,16 @@ impl Log {
         // Bounded by the number of segments: each step moves to a later one.
         loop {
             let plan = self.plan_read(segment_base, start)?;
-            let outcome = segment::read_range(
-                &plan.file,
-                &plan.path,
-                plan.from,
-                plan.end,
-                start,
+            let outcome = segment::read_range(RangeRequest {
+                file: &plan.file,
+                path: &plan.path,
+                from: plan.from,
+                end: plan.end,
+                start_offset: start,
                 upper_bound,
                 max_bytes,
-            )?;
+                verify_crc: plan.verify_crc,
+            })?;
             let st = self.lock();
             if st.truncations != plan.truncations {
                 return Ok(None);
@@ -132,6 +134,7 @@ impl Log {
             path,
             next_segment,
             truncations: st.truncations,
+            verify_crc: st.config.verify_crc_on_read,
         })
     }
 

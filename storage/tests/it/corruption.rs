@@ -557,3 +557,39 @@ fn replicated_append_rejects_bad_record_sets_and_writes_nothing() {
         .expect("good append");
     assert_eq!((info.base_offset, info.last_offset), (3, 4));
 }
+
+/// `verify_crc_on_read: false` trades the check for read throughput: the flipped record byte is
+/// then served, which is exactly what the default (`true`) exists to prevent.
+#[test]
+fn crc_check_on_read_can_be_turned_off_and_is_on_by_default() {
+    assert!(LogConfig::default().verify_crc_on_read);
+    let mut rng = Rng::new(7);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, stored) = build(dir.path(), &config(), &mut rng);
+    let end = log.log_end_offset();
+    let bad = stored[stored.len() / 2].clone();
+    log.close().expect("close");
+    // A byte of the last record's value: inside the CRC range, outside every header field.
+    flip_bit(dir.path(), &bad, bad.bytes.len() - 2, 0);
+
+    let checked = Log::open(dir.path(), config(), options(end)).expect("reopen");
+    assert!(matches!(
+        checked.read(bad.base, 1 << 20, i64::MAX),
+        Err(StorageError::CorruptLog { .. })
+    ));
+    checked.close().expect("close");
+
+    let unchecked_config = LogConfig {
+        verify_crc_on_read: false,
+        ..config()
+    };
+    let unchecked = Log::open(dir.path(), unchecked_config, options(end)).expect("reopen");
+    let served = unchecked
+        .read(bad.base, 0, i64::MAX)
+        .expect("served unchecked");
+    assert_eq!(served.records.len(), bad.bytes.len());
+    assert_ne!(
+        served.records, bad.bytes,
+        "the corrupt bytes are what is served"
+    );
+}

@@ -78,7 +78,8 @@ pub fn read_framed(path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(body.to_vec()))
 }
 
-fn parent_of(path: &Path) -> &Path {
+/// The directory holding `path` (`.` for a bare file name).
+pub(crate) fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

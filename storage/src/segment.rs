@@ -92,9 +92,7 @@ impl Segment {
             .open(&log_path)
             .and_then(|f| f.set_len(0).map(|()| f))
             .map_err(|e| StorageError::io(&log_path, e))?;
-        let index = OffsetIndex::create(dir.join(file_name(base_offset, "index")), base_offset)?;
-        let time_index =
-            TimeIndex::create(dir.join(file_name(base_offset, "timeindex")), base_offset)?;
+        let (index, time_index) = empty_indexes(dir, base_offset)?;
         let mut segment = Segment::unloaded(dir, base_offset)?;
         segment.txn_index.reset()?;
         segment.roll_base_ms = Some(now_ms);
@@ -143,14 +141,7 @@ impl Segment {
         let log_path = self.log_path();
         self.size_bytes = file_len(&log_path)?;
         let file = self.open_file()?;
-        let mut index = OffsetIndex::create(
-            self.dir.join(file_name(self.base_offset, "index")),
-            self.base_offset,
-        )?;
-        let mut time_index = TimeIndex::create(
-            self.dir.join(file_name(self.base_offset, "timeindex")),
-            self.base_offset,
-        )?;
+        let (mut index, mut time_index) = empty_indexes(&self.dir, self.base_offset)?;
         if reset_txn_index {
             self.txn_index.reset()?;
         }
@@ -329,14 +320,7 @@ impl Segment {
     /// found later is reported by reads (CRC) instead of silently removing data.
     pub fn rebuild_indexes(&mut self, file: Arc<File>, index_interval_bytes: u64) -> Result<()> {
         let log_path = self.log_path();
-        let mut index = OffsetIndex::create(
-            self.dir.join(file_name(self.base_offset, "index")),
-            self.base_offset,
-        )?;
-        let mut time_index = TimeIndex::create(
-            self.dir.join(file_name(self.base_offset, "timeindex")),
-            self.base_offset,
-        )?;
+        let (mut index, mut time_index) = empty_indexes(&self.dir, self.base_offset)?;
         self.max_timestamp_ms = -1;
         self.bytes_since_index = 0;
         let mut stats = TailStats::from_segment(self);
@@ -643,6 +627,14 @@ fn write_all_vectored(mut file: &File, parts: &[&[u8]]) -> std::io::Result<u64> 
         IoSlice::advance_slices(&mut remaining, n);
     }
     Ok(written)
+}
+
+/// Fresh, empty offset and time indexes for the segment at `base_offset` (files cut to zero).
+fn empty_indexes(dir: &Path, base_offset: i64) -> Result<(OffsetIndex, TimeIndex)> {
+    Ok((
+        OffsetIndex::create(dir.join(file_name(base_offset, "index")), base_offset)?,
+        TimeIndex::create(dir.join(file_name(base_offset, "timeindex")), base_offset)?,
+    ))
 }
 
 fn file_len(path: &Path) -> Result<u64> {

@@ -193,7 +193,7 @@ impl TxnIndex {
             Err(e) => return Err(StorageError::io(&self.path, e)),
         }
         if self.dir_sync_pending.swap(false, Ordering::Relaxed) {
-            if let Err(e) = checkpoint::sync_dir(parent_of(&self.path)) {
+            if let Err(e) = checkpoint::sync_dir(checkpoint::parent_of(&self.path)) {
                 self.dir_sync_pending.store(true, Ordering::Relaxed);
                 return Err(e);
             }
@@ -245,13 +245,6 @@ fn set_file_len(path: &Path, len: usize) -> Result<()> {
     };
     file.set_len(len as u64)
         .map_err(|e| StorageError::io(path, e))
-}
-
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
 }
 
 #[cfg(test)]

@@ -15,13 +15,11 @@ use crate::error::Result;
 
 /// Column family holding each partition's recovery point (offset up to which the log was flushed).
 pub const CF_RECOVERY_POINTS: &str = "recovery_points";
-/// Column family holding each partition's log start offset (moved by retention and DeleteRecords).
-pub const CF_LOG_START_OFFSETS: &str = "log_start_offsets";
 /// Column family holding this broker's own state (broker id, cluster id, ...).
 pub const CF_BROKER: &str = "broker";
 
 /// Every column family StreamBus uses; open stores with this list so missing ones are created.
-pub const COLUMN_FAMILIES: &[&str] = &[CF_RECOVERY_POINTS, CF_LOG_START_OFFSETS, CF_BROKER];
+pub const COLUMN_FAMILIES: &[&str] = &[CF_RECOVERY_POINTS, CF_BROKER];
 
 /// One write in a [`KvStore::write_batch`]. Borrows its bytes: batches are built and applied on
 /// the spot, so owning copies would only add allocations.

@@ -48,6 +48,9 @@ pub struct BrokerConfig {
     /// Host name clients are told to connect to. Empty: the IP of `kafka_listener`, which must
     /// then be a specific address rather than a wildcard like `0.0.0.0`.
     pub advertised_host: String,
+    /// Kafka's `socket.request.max.bytes`: a request frame declaring more closes the connection
+    /// before anything is allocated for it.
+    pub socket_request_max_bytes: usize,
     /// Broker-wide defaults for topic (partition log) settings; topic configs override them.
     pub log: LogConfig,
 }
@@ -62,6 +65,7 @@ impl Default for BrokerConfig {
             admin_listener: SocketAddr::new(LOOPBACK, 9094),
             http_listener: SocketAddr::new(LOOPBACK, 9644),
             advertised_host: String::new(),
+            socket_request_max_bytes: crate::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             log: LogConfig::default(),
         }
     }
@@ -196,6 +200,15 @@ impl BrokerConfig {
                 reason: format!(
                     "must be set when kafka_listener binds every interface ({})",
                     self.kafka_listener
+                ),
+            });
+        }
+        if self.socket_request_max_bytes < 1024 {
+            return Err(BrokerError::InvalidConfig {
+                key: "socket_request_max_bytes",
+                reason: format!(
+                    "must be at least 1024, got {}",
+                    self.socket_request_max_bytes
                 ),
             });
         }

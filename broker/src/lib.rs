@@ -11,10 +11,12 @@
 //! - [`cli`]: the `streambus` command line.
 //! - [`config`]: [`BrokerConfig`] and its resolution (defaults < file < environment < flags).
 //! - [`error`]: the crate's error enum.
+//! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
 
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod frame;
 
 pub use config::BrokerConfig;
 pub use error::{BrokerError, Result};

@@ -16,6 +16,7 @@
 //! - [`kv`]: the key-value store trait, its RocksDB and in-memory implementations.
 //! - [`log`]: the partition log: append, read, roll, flush, recovery, retention, truncation.
 //! - [`producer`]: producer state (idempotence, transactions, LSO bound) and its snapshots.
+//! - [`metrics`]: metric names and the recording helpers (via the `metrics` facade).
 //! - [`recovery_points`]: per-partition recovery points in the KV store.
 //! - [`segment`]: one segment file with its indexes; scans and byte-range reads.
 //! - [`txn_index`]: per-segment index of aborted transactions, for read_committed fetches.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod index;
 pub mod kv;
 pub mod log;
+pub mod metrics;
 pub mod producer;
 pub mod recovery_points;
 pub mod segment;

@@ -10,6 +10,7 @@ use super::{segment_path, AppendInfo, Log, LogState};
 use crate::batch::{self, BatchHeader, BatchStep, ControlType, BATCH_HEADER_LEN};
 use crate::checkpoint::sync_dir;
 use crate::error::{BatchError, Result, StorageError};
+use crate::metrics;
 use crate::producer::AppendCheck;
 use crate::segment::Segment;
 use crate::txn_index::AbortedTxn;
@@ -53,6 +54,7 @@ impl Log {
             }
             if header.has_producer_id() {
                 if let AppendCheck::Duplicate(meta) = st.producers.check_leader_append(&header)? {
+                    metrics::duplicate();
                     return Ok(AppendInfo {
                         base_offset: meta.first_offset,
                         last_offset: meta.last_offset,
@@ -228,6 +230,7 @@ impl Log {
                 })?;
             }
         }
+        metrics::appended(header.total_len(), header.records_count);
         st.log_end_offset = header.next_offset();
         st.unflushed_records += u64::try_from(header.records_count).unwrap_or(0);
         st.oldest_unflushed_ms.get_or_insert(now);
@@ -276,6 +279,7 @@ impl Log {
         sync_dir(&self.dir)?;
         st.segments.insert(base, segment);
         st.open_old_segments.push_back(old_base);
+        metrics::rolled();
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
         Ok(base)
     }
@@ -336,6 +340,7 @@ impl Log {
             st.oldest_unflushed_ms = None;
             (targets, st.log_end_offset, st.truncations)
         };
+        let started = std::time::Instant::now();
         for target in targets {
             match target {
                 SyncTarget::File(file, path) => {
@@ -348,6 +353,7 @@ impl Log {
                 },
             }
         }
+        metrics::flushed(started.elapsed());
         let mut st = self.lock();
         if st.truncations == truncations {
             st.recovery_point = st.recovery_point.max(end);

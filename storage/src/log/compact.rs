@@ -95,6 +95,7 @@ impl Log {
                 let _ = fs::remove_file(&cleaned_path);
                 continue;
             };
+            crate::metrics::compacted(removed);
             outcome.segments_cleaned += 1;
             outcome.records_removed += removed;
             outcome.bytes_before += candidate.size;

@@ -96,6 +96,11 @@ impl Log {
                 upper_bound,
                 max_bytes,
                 verify_crc: plan.verify_crc,
+            })
+            .inspect_err(|e| {
+                if matches!(e, StorageError::CorruptLog { .. }) {
+                    crate::metrics::corrupt_read();
+                }
             })?;
             let st = self.lock();
             if st.truncations != plan.truncations {

@@ -261,6 +261,7 @@ fn recover_segment(dir: &Path, base: i64, interval: u64) -> Result<(Segment, u64
     let mut segment = Segment::unloaded(dir, base)?;
     let cut = segment.recover(interval, true)?;
     if cut > 0 {
+        crate::metrics::recovery_truncated(cut);
         tracing::warn!(segment = %segment.log_path().display(), cut_bytes = cut, "truncated invalid bytes during recovery");
     }
     Ok((segment, cut))

@@ -54,6 +54,7 @@ impl Log {
             outcome.bytes_deleted += freed;
         }
         if outcome.segments_deleted > 0 {
+            crate::metrics::segments_deleted(outcome.segments_deleted);
             sync_dir(&self.dir)?;
             let first_base = st
                 .segments
@@ -102,6 +103,7 @@ impl Log {
                 break;
             }
             st.delete_segment(base)?;
+            crate::metrics::segments_deleted(1);
             deleted = true;
         }
         if deleted {

@@ -1656,3 +1656,58 @@ fn recovery_point_saved_in_rocks_kv_survives_reopening_the_store() {
         Arc::new(RocksKv::open(kv_dir.path(), COLUMN_FAMILIES).expect("reopen rocks"));
     reopen_with_stored_point(dir.path(), &RecoveryPoints::new(kv), expected);
 }
+
+/// The log reports what it does through the `metrics` facade: appends, duplicates, flushes,
+/// rolls and corrupt reads move their counters.
+#[test]
+fn storage_metrics_are_recorded() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use streambus_storage::metrics as m;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            segment_bytes: 4096,
+            flush_messages: 1,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config, LogOptions::default()).expect("open");
+        for _ in 0..4 {
+            log.append_as_leader(batch::testing::batch(2, 1500, b'm', 1), 0)
+                .expect("append");
+        }
+        let producer = batch::testing::Producer {
+            id: 5,
+            epoch: 0,
+            base_sequence: 0,
+            transactional: false,
+        };
+        let retry = batch::testing::idempotent_batch(1, producer, 1);
+        log.append_as_leader(retry.clone(), 0).expect("first");
+        assert!(log.append_as_leader(retry, 0).expect("retry").duplicate);
+    });
+    let counters: std::collections::HashMap<String, u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| match value {
+            DebugValue::Counter(c) => Some((key.key().name().to_owned(), c)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counters.get(m::APPENDED_RECORDS), Some(&9));
+    assert!(counters
+        .get(m::APPENDED_BYTES)
+        .is_some_and(|b| *b > 4 * 3000));
+    assert_eq!(counters.get(m::DUPLICATE_BATCHES), Some(&1));
+    assert!(
+        counters.get(m::ROLLS).is_some_and(|r| *r >= 1),
+        "{counters:?}"
+    );
+    assert!(
+        counters.get(m::FLUSHES).is_some_and(|f| *f >= 1),
+        "{counters:?}"
+    );
+}

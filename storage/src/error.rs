@@ -54,6 +54,15 @@ pub enum StorageError {
         log_end_offset: i64,
     },
 
+    /// An earlier write or fsync failed in a way that may leave bytes on disk the log does not
+    /// account for; appends are refused until the log is reopened (recovery then repairs it).
+    /// Reads keep working.
+    #[error("log {dir} refuses appends after an earlier i/o failure; reopen it to recover")]
+    AppendsBlocked {
+        /// The partition directory.
+        dir: PathBuf,
+    },
+
     /// A replicated append does not continue the log exactly (gap or overlap).
     #[error("replicated batch starts at {first_offset} but the log ends at {log_end_offset}")]
     NonContiguousAppend {

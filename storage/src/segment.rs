@@ -213,8 +213,20 @@ impl Segment {
         let Some(open) = self.open.as_mut() else {
             return Err(StorageError::io(&log_path, ErrorKind::NotConnected.into()));
         };
-        let written =
-            write_all_vectored(&open.file, parts).map_err(|e| StorageError::io(&log_path, e))?;
+        let written = match write_all_vectored(&open.file, parts) {
+            Ok(n) => n,
+            Err(e) => {
+                // Part of the batch may be in the file: cut it off so the next append (the file
+                // is in append mode) starts where the log thinks the segment ends.
+                if let Err(cut) = open.file.set_len(start) {
+                    tracing::error!(segment = %log_path.display(), error = %cut, "cannot cut a failed append back");
+                    return Err(StorageError::AppendsBlocked {
+                        dir: self.dir.clone(),
+                    });
+                }
+                return Err(StorageError::io(&log_path, e));
+            }
+        };
         for (pos, header) in batches {
             stats.observe(
                 &mut open.index,
@@ -552,13 +564,25 @@ impl Segment {
 }
 
 /// Running figures while batches are added to a segment.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TailStats {
     next_offset: Option<i64>,
     max_timestamp_ms: i64,
     max_timestamp_batch_offset: i64,
     bytes_since_index: u64,
     first_timestamp_ms: Option<i64>,
+}
+
+impl Default for TailStats {
+    fn default() -> Self {
+        TailStats {
+            next_offset: None,
+            max_timestamp_ms: -1,
+            max_timestamp_batch_offset: 0,
+            bytes_since_index: 0,
+            first_timestamp_ms: None,
+        }
+    }
 }
 
 impl TailStats {

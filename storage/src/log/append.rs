@@ -45,7 +45,7 @@ impl Log {
         let mut head = batch::header_bytes(&batch)?;
         let body = &batch[BATCH_HEADER_LEN..];
         let (info, rolled_at, flush_due) = {
-            let mut st = self.lock();
+            let mut st = self.lock_writable()?;
             if batch.len() > st.config.max_message_bytes {
                 return Err(StorageError::BatchTooLarge {
                     size_bytes: batch.len(),
@@ -85,9 +85,14 @@ impl Log {
                 st.epochs.assign(leader_epoch, base_offset)?;
             }
             let interval = st.config.index_interval_bytes;
-            st.active_mut()
-                .append(&[&head, body], &[(0, header)], interval, now)?;
-            self.after_write(&mut st, &header, control, now)?;
+            let written = st
+                .active_mut()
+                .append(&[&head, body], &[(0, header)], interval, now);
+            self.settle_write(&mut st, written)?;
+            if let Err(e) = self.after_write(&mut st, &header, control, now) {
+                // The batch is in the segment but the state did not take it in.
+                return Err(self.block_appends(&mut st, e));
+            }
             let info = AppendInfo {
                 base_offset,
                 last_offset: header.last_offset(),
@@ -106,18 +111,18 @@ impl Log {
     /// leader may have removed whole batches) and offsets must increase.
     pub fn append_replicated(&self, batches: Bytes) -> Result<AppendInfo> {
         let headers = parse_record_set(&batches)?;
-        let Some(&(_, first)) = headers.first() else {
+        let Some(&(_, first, _)) = headers.first() else {
             return Err(BatchError::NotExactlyOneBatch(0).into());
         };
         let (info, rolled_at, flush_due) = {
-            let mut st = self.lock();
+            let mut st = self.lock_writable()?;
             let gaps_allowed = st.config.cleanup_policy.compacts();
             self.check_continuity(&st, &headers, gaps_allowed)?;
             let now = self.clock.now_ms();
             let mut rolled_at = None;
             let mut run_start = 0usize;
-            let mut run: Vec<(usize, BatchHeader)> = Vec::new();
-            for &(pos, header) in &headers {
+            let mut run: Vec<(usize, BatchHeader, Option<ControlType>)> = Vec::new();
+            for &(pos, header, control) in &headers {
                 let pending = (pos - run_start) as u64;
                 let roll = self.roll_needed(&st, &header, now, pending);
                 if roll {
@@ -125,10 +130,10 @@ impl Log {
                     run_start = pos;
                     rolled_at = Some(self.roll(&mut st, header.base_offset, now)?);
                 }
-                run.push((pos - run_start, header));
+                run.push((pos - run_start, header, control));
             }
             self.write_run(&mut st, &batches, run_start, batches.len(), &mut run, now)?;
-            let last = headers.last().map_or(first, |(_, h)| *h);
+            let last = headers.last().map_or(first, |(_, h, _)| *h);
             let info = AppendInfo {
                 base_offset: first.base_offset,
                 last_offset: last.last_offset(),
@@ -145,11 +150,11 @@ impl Log {
     fn check_continuity(
         &self,
         st: &LogState,
-        headers: &[(usize, BatchHeader)],
+        headers: &[(usize, BatchHeader, Option<ControlType>)],
         gaps_allowed: bool,
     ) -> Result<()> {
         let mut expected = st.log_end_offset;
-        for (i, (_, h)) in headers.iter().enumerate() {
+        for (i, (_, h, _)) in headers.iter().enumerate() {
             let fits = if gaps_allowed {
                 h.base_offset >= expected
             } else {
@@ -180,34 +185,40 @@ impl Log {
         batches: &Bytes,
         from: usize,
         to: usize,
-        run: &mut Vec<(usize, BatchHeader)>,
+        run: &mut Vec<(usize, BatchHeader, Option<ControlType>)>,
         now: i64,
     ) -> Result<()> {
         if run.is_empty() {
             return Ok(());
         }
+        // Fallible book-keeping that can precede the write does: a failure then leaves nothing
+        // on disk the state does not know about.
+        for (_, header, _) in run.iter() {
+            let epoch = header.partition_leader_epoch;
+            if epoch >= 0 && st.epochs.latest_epoch().is_none_or(|e| epoch > e) {
+                st.epochs.assign(epoch, header.base_offset)?;
+            }
+        }
         let bytes = &batches[from..to];
         let interval = st.config.index_interval_bytes;
-        st.active_mut().append(&[bytes], run, interval, now)?;
-        for (pos, header) in run.drain(..) {
-            if st
-                .epochs
-                .latest_epoch()
-                .is_none_or(|e| header.partition_leader_epoch > e)
-                && header.partition_leader_epoch >= 0
-            {
-                st.epochs
-                    .assign(header.partition_leader_epoch, header.base_offset)?;
+        let headers: Vec<(usize, BatchHeader)> = run.iter().map(|(p, h, _)| (*p, *h)).collect();
+        let written = st.active_mut().append(&[bytes], &headers, interval, now);
+        self.settle_write(st, written)?;
+        for (_, header, control) in run.drain(..) {
+            if let Err(e) = self.after_write(st, &header, control, now) {
+                return Err(self.block_appends(st, e));
             }
-            let control = if header.is_control() {
-                let b = &bytes[pos..pos + header.total_len()];
-                Some(batch::control_type(b)?)
-            } else {
-                None
-            };
-            self.after_write(st, &header, control, now)?;
         }
         Ok(())
+    }
+
+    /// Passes on a segment write's outcome, blocking appends if the segment could not be cut
+    /// back to where the log thinks it ends.
+    fn settle_write(&self, st: &mut LogState, written: Result<()>) -> Result<()> {
+        match written {
+            Err(e @ StorageError::AppendsBlocked { .. }) => Err(self.block_appends(st, e)),
+            other => other,
+        }
     }
 
     /// Book-keeping after a batch is in the active segment: producer state, aborted-transaction
@@ -247,6 +258,11 @@ impl Log {
         pending_bytes: u64,
     ) -> bool {
         let active = st.active();
+        // Offsets relative to the segment base must fit the indexes' 32 bits, even for the
+        // first batch of an empty segment (a compacted follower may jump far ahead).
+        if header.last_offset() - active.base_offset() > i64::from(i32::MAX) {
+            return true;
+        }
         let size = active.size_bytes() + pending_bytes;
         if size == 0 {
             return false;
@@ -255,8 +271,7 @@ impl Log {
         let too_old = active
             .roll_base_ms()
             .is_some_and(|t| now.saturating_sub(t) >= st.config.segment_ms);
-        let offsets_overflow = header.last_offset() - active.base_offset() > i64::from(i32::MAX);
-        too_big || too_old || offsets_overflow
+        too_big || too_old
     }
 
     /// Rolls before a leader append if needed; returns the new segment's base offset.
@@ -293,6 +308,7 @@ impl Log {
         next_offset: i64,
     ) -> Result<()> {
         if let Some(base) = rolled_at {
+            self.sync_rolled_segment(base)?;
             self.flush_to(base)?;
         }
         if flush_due {
@@ -329,36 +345,63 @@ impl Log {
             .flush_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (targets, end, truncations) = {
-            let mut st = self.lock();
+        let (targets, end, truncations, counted) = {
+            let mut st = self.lock_writable()?;
             let goal = target.min(st.log_end_offset);
             if st.recovery_point >= goal {
                 return Ok(());
             }
             let targets = self.collect_sync_targets(&mut st)?;
-            st.unflushed_records = 0;
-            st.oldest_unflushed_ms = None;
-            (targets, st.log_end_offset, st.truncations)
+            (
+                targets,
+                st.log_end_offset,
+                st.truncations,
+                st.unflushed_records,
+            )
         };
         let started = std::time::Instant::now();
-        for target in targets {
-            match target {
-                SyncTarget::File(file, path) => {
-                    file.sync_data().map_err(|e| StorageError::io(&path, e))?
-                }
-                SyncTarget::Path(path) => match File::open(&path) {
-                    Ok(f) => f.sync_all().map_err(|e| StorageError::io(&path, e))?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StorageError::io(&path, e)),
-                },
-            }
+        if let Err(e) = sync_all(targets) {
+            // After a failed fsync the kernel may drop the dirty pages and report success next
+            // time: never retry into a recovery point that covers lost data.
+            let mut st = self.lock();
+            return Err(self.block_appends(&mut st, e));
         }
         metrics::flushed(started.elapsed());
         let mut st = self.lock();
+        // Records appended while the fsync ran stay counted for the next flush.
+        st.unflushed_records = st.unflushed_records.saturating_sub(counted);
+        if st.unflushed_records == 0 {
+            st.oldest_unflushed_ms = None;
+        }
         if st.truncations == truncations {
             st.recovery_point = st.recovery_point.max(end);
         }
         st.close_excess_segments()
+    }
+
+    /// Makes a just-rolled segment wholly durable (data, indexes, aborted-transaction index,
+    /// directory entries) whatever the recovery point says: from now on recovery trusts it.
+    fn sync_rolled_segment(&self, new_base: i64) -> Result<()> {
+        let targets = {
+            let mut st = self.lock_writable()?;
+            let Some((&base, segment)) = st.segments.range_mut(..new_base).next_back() else {
+                return Ok(());
+            };
+            segment.write_indexes()?;
+            let mut targets = Vec::new();
+            if let Some(file) = segment.file() {
+                targets.push(SyncTarget::File(file, segment.log_path()));
+            }
+            for ext in ["index", "timeindex", "txnindex"] {
+                targets.push(SyncTarget::Path(segment_path(&self.dir, base, ext)));
+            }
+            targets
+        };
+        if let Err(e) = sync_all(targets).and_then(|()| sync_dir(&self.dir)) {
+            let mut st = self.lock();
+            return Err(self.block_appends(&mut st, e));
+        }
+        Ok(())
     }
 
     /// Files holding data at or above the recovery point: every such segment's log file, and
@@ -413,15 +456,39 @@ fn check_client_batch(header: &BatchHeader) -> Result<()> {
     Ok(())
 }
 
+/// fsyncs every target (a missing path is fine: an index never written).
+fn sync_all(targets: Vec<SyncTarget>) -> Result<()> {
+    for target in targets {
+        match target {
+            SyncTarget::File(file, path) => {
+                file.sync_data().map_err(|e| StorageError::io(&path, e))?
+            }
+            SyncTarget::Path(path) => match File::open(&path) {
+                Ok(f) => f.sync_all().map_err(|e| StorageError::io(&path, e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(&path, e)),
+            },
+        }
+    }
+    Ok(())
+}
+
 /// Splits a follower's record set into whole, valid batches (gaps inside compacted batches
-/// allowed). A partial trailing batch is an error: the fetcher must hand over whole batches.
-fn parse_record_set(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader)>> {
+/// allowed), with the marker type of each control batch. A partial trailing batch is an error:
+/// the fetcher must hand over whole batches.
+fn parse_record_set(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader, Option<ControlType>)>> {
     let mut out = Vec::new();
     for step in batch::BatchIter::new(bytes) {
         match step {
             BatchStep::Batch { position, header } => {
-                batch::validate(&bytes[position..position + header.total_len()], true)?;
-                out.push((position, header));
+                let batch_bytes = &bytes[position..position + header.total_len()];
+                batch::validate(batch_bytes, true)?;
+                let control = if header.is_control() {
+                    Some(batch::control_type(batch_bytes)?)
+                } else {
+                    None
+                };
+                out.push((position, header, control));
             }
             BatchStep::Partial { position, .. } => {
                 return Err(BatchError::TooShort {

@@ -76,14 +76,18 @@ impl Log {
         if candidates.is_empty() {
             return Ok(CompactionOutcome::default());
         }
-        let (latest, usable) = build_offset_map(&candidates)?;
+        let OffsetMap {
+            latest,
+            usable,
+            has_verbatim,
+        } = build_offset_map(&candidates)?;
         let now = self.clock.now_ms();
         let mut outcome = CompactionOutcome::default();
         for candidate in &candidates[..usable] {
             let tombstone_horizon = candidate
                 .max_timestamp_ms
                 .saturating_add(delete_retention_ms);
-            let drop_tombstones = tombstone_horizon < now;
+            let drop_tombstones = tombstone_horizon < now && !has_verbatim;
             let cleaned_path = cleaned_path(&candidate.path);
             let removed = rewrite_segment(candidate, &cleaned_path, &latest, drop_tombstones)?;
             if removed == 0 {
@@ -213,26 +217,53 @@ fn for_each_batch(
 ///
 /// A partial map is still safe: a record is removed only when the map holds a later offset
 /// for its key, and every offset in the map is a real later record.
-fn build_offset_map(candidates: &[Candidate]) -> Result<(HashMap<Bytes, i64>, usize)> {
+fn build_offset_map(candidates: &[Candidate]) -> Result<OffsetMap> {
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
+    let mut has_verbatim = false;
     for (i, candidate) in candidates.iter().enumerate() {
         for_each_batch(candidate, |bytes, header| {
             if kept_verbatim(&header) {
+                has_verbatim = true;
                 return Ok(());
             }
             let (records, _) = decode(&header, bytes)?;
             for record in records {
                 if let Some(key) = record.key {
-                    latest.insert(key, record.offset);
+                    // A copy: the decoded key is a slice that would pin its whole batch buffer.
+                    match latest.get_mut(&key) {
+                        Some(offset) => *offset = record.offset,
+                        None => {
+                            latest.insert(Bytes::copy_from_slice(&key), record.offset);
+                        }
+                    }
                 }
             }
             Ok(())
         })?;
         if latest.len() > COMPACTION_KEYS_MAX {
-            return Ok((latest, i + 1));
+            return Ok(OffsetMap {
+                latest,
+                usable: i + 1,
+                has_verbatim,
+            });
         }
     }
-    Ok((latest, candidates.len()))
+    Ok(OffsetMap {
+        latest,
+        usable: candidates.len(),
+        has_verbatim,
+    })
+}
+
+/// What one compaction pass knows about the keys of its segments.
+struct OffsetMap {
+    /// Latest offset of each key seen.
+    latest: HashMap<Bytes, i64>,
+    /// How many candidates (a prefix) the map covers.
+    usable: usize,
+    /// Some batches were kept verbatim (transactional): their keys are not in the map, so a
+    /// tombstone dropped now could let an older transactional value of its key reappear.
+    has_verbatim: bool,
 }
 
 /// Writes the cleaned copy of a segment; returns the number of records removed.

@@ -97,6 +97,13 @@ struct LogState {
     /// Old segments opened for reads, least recently opened first (bounded by
     /// `open_segments_max`).
     open_old_segments: VecDeque<i64>,
+    /// Set when a write or fsync failed in a way that may leave the files out of step with
+    /// this state: appends, flushes and truncations are refused until the log is reopened.
+    appends_blocked: bool,
+    /// The partition's high watermark as last told by the broker; retention never deletes a
+    /// segment holding offsets at or above it (followers may still need them). `None` until
+    /// the broker reports one (a log used on its own).
+    high_watermark: Option<i64>,
 }
 
 impl Log {
@@ -171,9 +178,9 @@ impl Log {
 
     /// Tells the log the partition's high watermark moved (the broker calls this).
     pub fn on_high_watermark_updated(&self, high_watermark: i64) {
-        self.lock()
-            .producers
-            .on_high_watermark_updated(high_watermark);
+        let mut st = self.lock();
+        st.high_watermark = Some(high_watermark);
+        st.producers.on_high_watermark_updated(high_watermark);
     }
 
     /// Number of producers the log keeps state for.
@@ -185,6 +192,25 @@ impl Log {
     pub fn remove_expired_producers(&self, expiration_ms: i64) {
         let now = self.clock.now_ms();
         self.lock().producers.remove_expired(now, expiration_ms);
+    }
+
+    /// The state, for an operation that writes: refused once appends are blocked.
+    fn lock_writable(&self) -> Result<MutexGuard<'_, LogState>> {
+        let st = self.lock();
+        if st.appends_blocked {
+            return Err(StorageError::AppendsBlocked {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(st)
+    }
+
+    /// Blocks appends after `error`, which may have left the files out of step with the
+    /// state, and returns it.
+    fn block_appends(&self, st: &mut LogState, error: StorageError) -> StorageError {
+        tracing::error!(dir = %self.dir.display(), %error, "blocking appends after an i/o failure");
+        st.appends_blocked = true;
+        error
     }
 
     fn lock(&self) -> MutexGuard<'_, LogState> {

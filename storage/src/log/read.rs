@@ -96,16 +96,18 @@ impl Log {
                 upper_bound,
                 max_bytes,
                 verify_crc: plan.verify_crc,
-            })
-            .inspect_err(|e| {
+            });
+            let st = self.lock();
+            if st.truncations != plan.truncations {
+                // The file changed under the read (a short read or rewritten bytes are then
+                // expected, not corruption): plan again.
+                return Ok(None);
+            }
+            let outcome = outcome.inspect_err(|e| {
                 if matches!(e, StorageError::CorruptLog { .. }) {
                     crate::metrics::corrupt_read();
                 }
             })?;
-            let st = self.lock();
-            if st.truncations != plan.truncations {
-                return Ok(None);
-            }
             match outcome {
                 RangeRead::Batches(records) => {
                     return Ok(Some(ReadResult {
@@ -233,13 +235,16 @@ impl Log {
         let st = self.lock();
         let from = st.floor_segment(start_offset);
         let mut out = Vec::new();
+        // An abort's entry lives in the segment holding its marker, which may lie past
+        // `upper_offset`; walk on until an entry's last stable offset shows nothing later can
+        // overlap the range (Kafka's `collectAbortedTransactions`).
         for (_, segment) in st.segments.range(from..) {
-            if segment.base_offset() >= upper_offset {
+            if segment
+                .txn_index()
+                .collect(start_offset, upper_offset, &mut out)
+            {
                 break;
             }
-            segment
-                .txn_index()
-                .collect(start_offset, upper_offset, &mut out);
         }
         out
     }

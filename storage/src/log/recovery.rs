@@ -100,6 +100,8 @@ impl Log {
             oldest_unflushed_ms: None,
             truncations: 0,
             open_old_segments: VecDeque::new(),
+            appends_blocked: false,
+            high_watermark: None,
         };
         let log = Log {
             dir: dir.to_path_buf(),
@@ -247,8 +249,14 @@ fn load_segments(
             break;
         }
         expected_min = segment.next_offset();
+        // Without compaction a segment ends exactly where the next begins; a recovered segment
+        // ending short lost its tail (e.g. power loss right after a roll) and the next segment
+        // would leave a silent gap: treat it like a cut.
+        let short = recovered_from.is_some()
+            && !config.cleanup_policy.compacts()
+            && next_base.is_some_and(|n| segment.next_offset() < n);
         segments.insert(base, segment);
-        if cut > 0 {
+        if cut > 0 || short {
             // Everything after the first invalid byte is gone, later segments included.
             delete_from(dir, &bases[i + 1..])?;
             break;

@@ -45,7 +45,10 @@ impl Log {
             let oversized = deletes
                 && retention_bytes >= 0
                 && total.saturating_sub(first.size_bytes()) >= retention_bytes as u64;
-            if !(below_start || expired || oversized) {
+            // Time and size limits never delete what followers may still fetch (Kafka's
+            // `highWatermark >= nextSegment.baseOffset` guard).
+            let replicated = st.high_watermark.is_none_or(|hw| next_base <= hw);
+            if !(below_start || (replicated && (expired || oversized))) {
                 break;
             }
             let freed = st.delete_segment(base)?;
@@ -117,7 +120,7 @@ impl Log {
     /// Follower truncation: removes every batch whose last offset is at or after `offset`.
     /// Producer state and the epoch cache follow; returns the new log end offset.
     pub fn truncate_to(&self, offset: i64) -> Result<i64> {
-        let mut st = self.lock();
+        let mut st = self.lock_writable()?;
         if offset >= st.log_end_offset {
             return Ok(st.log_end_offset);
         }
@@ -157,16 +160,29 @@ impl Log {
     /// starts past its own end).
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
         let now = self.clock.now_ms();
-        let mut st = self.lock();
-        let bases: Vec<i64> = st.segments.keys().copied().collect();
-        for base in bases {
+        let mut st = self.lock_writable()?;
+        // The new segment goes in before the old ones go, so the map is never empty (every
+        // operation relies on an active segment) even if a deletion fails half way.
+        let fresh = match Segment::create(&self.dir, offset, now) {
+            Ok(s) => s,
+            Err(e) => return Err(self.block_appends(&mut st, e)),
+        };
+        // A segment that had this base offset had its files reused (cut to zero) by `create`.
+        let _ = st.segments.insert(offset, fresh);
+        st.open_old_segments.clear();
+        let doomed: Vec<i64> = st
+            .segments
+            .keys()
+            .copied()
+            .filter(|b| *b != offset)
+            .collect();
+        for base in doomed {
             if let Some(segment) = st.segments.remove(&base) {
-                segment.delete_files()?;
+                if let Err(e) = segment.delete_files() {
+                    return Err(self.block_appends(&mut st, e));
+                }
             }
         }
-        st.open_old_segments.clear();
-        st.segments
-            .insert(offset, Segment::create(&self.dir, offset, now)?);
         st.log_start_offset = offset;
         st.persist_log_start_offset(&self.dir)?;
         // Every snapshot describes the discarded log; replay must not reload one.

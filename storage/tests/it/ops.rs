@@ -1711,3 +1711,59 @@ fn storage_metrics_are_recorded() {
         "{counters:?}"
     );
 }
+
+/// Size and time retention never delete a segment holding offsets at or above the high
+/// watermark the broker reported: followers may still need them.
+#[test]
+fn retention_stops_at_the_high_watermark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = manual_clock();
+    let config = LogConfig {
+        retention_bytes: 0,
+        ..small_segments()
+    };
+    let log = open_log(dir.path(), config, &clock, 0);
+    for i in 0..12 {
+        log.append_as_leader(third_of_a_segment(i, T0), 0)
+            .expect("append");
+    }
+    let bases: Vec<i64> = log_files(dir.path()).iter().map(|(b, _)| *b).collect();
+    assert!(bases.len() >= 4, "{bases:?}");
+    // The high watermark sits inside the third segment: only the first two may go.
+    log.on_high_watermark_updated(bases[2] + 1);
+    log.enforce_retention().expect("retention");
+    assert_eq!(log.log_start_offset(), bases[2]);
+    log.on_high_watermark_updated(log.log_end_offset());
+    log.enforce_retention().expect("retention");
+    assert_eq!(log.segment_count(), 1, "all but the active segment");
+}
+
+/// An abort's index entry lives in the segment holding its marker; a read_committed fetch of
+/// an earlier range must still learn about it.
+#[test]
+fn aborts_whose_marker_is_in_a_later_segment_are_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = manual_clock();
+    let log = open_log(dir.path(), small_segments(), &clock, 0);
+    let t = |seq| producer(9, 0, seq, true);
+    log.append_as_leader(idempotent_batch(2, t(0), T0), 0)
+        .expect("txn"); // 0-1
+    for i in 0..6 {
+        log.append_as_leader(third_of_a_segment(i, T0), 0)
+            .expect("filler"); // 2-7, rolling segments
+    }
+    let marker = log
+        .append_as_coordinator(control_batch(t(-1), false, T0), 0)
+        .expect("abort");
+    assert!(log.segment_count() >= 2);
+    let found = log.aborted_transactions(0, 2);
+    assert_eq!(
+        found,
+        vec![AbortedTxn {
+            producer_id: 9,
+            first_offset: 0,
+            last_offset: marker.base_offset,
+            last_stable_offset: marker.base_offset + 1,
+        }]
+    );
+}

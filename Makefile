@@ -49,6 +49,7 @@ fmt:
 
 bench: bootstrap
 	$(CARGO) bench -p streambus-storage
+	$(CARGO) bench -p streambus-raft
 
 # Removes the shared build cache; the next build compiles RocksDB again.
 clean-cache:

@@ -18,6 +18,7 @@ use streambus_storage::LogConfig;
 use toml::{Table, Value};
 
 use crate::error::{BrokerError, Origin, Result};
+use crate::quorum::MetadataConfig;
 
 /// Prefix of the environment variables that set config keys. The whole prefix is reserved: an
 /// unknown `STREAMBUS_*` variable is an error, like an unknown key in the file.
@@ -53,6 +54,8 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// Broker-wide defaults for topic (partition log) settings; topic configs override them.
     pub log: LogConfig,
+    /// The metadata quorum: voters, session and election timeouts.
+    pub metadata: MetadataConfig,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +70,7 @@ impl Default for BrokerConfig {
             advertised_host: String::new(),
             socket_request_max_bytes: crate::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             log: LogConfig::default(),
+            metadata: MetadataConfig::default(),
         }
     }
 }
@@ -203,6 +207,15 @@ impl BrokerConfig {
                 ),
             });
         }
+        if self.advertised_host.is_empty() && self.raft_listener.ip().is_unspecified() {
+            return Err(BrokerError::InvalidConfig {
+                key: "advertised_host",
+                reason: format!(
+                    "must be set when raft_listener binds every interface ({})",
+                    self.raft_listener
+                ),
+            });
+        }
         if self.socket_request_max_bytes < 1024 {
             return Err(BrokerError::InvalidConfig {
                 key: "socket_request_max_bytes",
@@ -213,6 +226,7 @@ impl BrokerConfig {
             });
         }
         self.check_listeners_distinct()?;
+        self.metadata.validate()?;
         self.log
             .validate()
             .map_err(BrokerError::InvalidLogDefaults)?;
@@ -243,8 +257,13 @@ impl BrokerConfig {
 
     /// The host clients are told to connect to (see [`BrokerConfig::advertised_host`]).
     pub fn advertised_kafka_host(&self) -> String {
+        self.advertised_host_or(self.kafka_listener.ip())
+    }
+
+    /// [`BrokerConfig::advertised_host`], or `ip` when it is empty.
+    pub fn advertised_host_or(&self, ip: IpAddr) -> String {
         if self.advertised_host.is_empty() {
-            self.kafka_listener.ip().to_string()
+            ip.to_string()
         } else {
             self.advertised_host.clone()
         }

@@ -67,6 +67,17 @@ pub enum BrokerError {
 
     #[error("invalid [log] defaults")]
     InvalidLogDefaults(#[source] streambus_storage::StorageError),
+
+    #[error("cannot bind {listener} on {addr}")]
+    Bind {
+        listener: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("metadata quorum")]
+    Metadata(#[from] streambus_raft::RaftError),
 }
 
 /// `Result` with [`BrokerError`].

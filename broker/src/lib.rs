@@ -12,11 +12,13 @@
 //! - [`config`]: [`BrokerConfig`] and its resolution (defaults < file < environment < flags).
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
+//! - [`quorum`]: the `[metadata]` config and starting this broker's metadata quorum member.
 
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod quorum;
 
 pub use config::BrokerConfig;
 pub use error::{BrokerError, Result};

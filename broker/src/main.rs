@@ -1,5 +1,6 @@
-//! The `streambus` binary: parses the command line, resolves the configuration and (from issue 5
-//! on) runs the broker. Until then it says plainly that it cannot serve, and exits with code 2.
+//! The `streambus` binary: parses the command line, resolves the configuration, joins the
+//! metadata quorum and registers this broker, then runs until SIGTERM or SIGINT. The Kafka
+//! listener arrives with issue 5; until then the process is a metadata quorum member only.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -7,10 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use streambus_broker::cli::Cli;
 use streambus_broker::config::{self, BrokerConfig};
+use streambus_broker::quorum;
 use tracing_subscriber::EnvFilter;
-
-/// Exit code of a broker that did not start because serving is not implemented yet.
-const EXIT_NOT_IMPLEMENTED: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,9 +37,37 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         dev = cli.dev,
         "configuration resolved"
     );
-    eprintln!("# resolved configuration\n{}", config.to_toml());
-    eprintln!("streambus: the broker is not implemented yet (issue 5); exiting");
-    Ok(ExitCode::from(EXIT_NOT_IMPLEMENTED))
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config, cli.dev))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: BrokerConfig, dev: bool) -> anyhow::Result<()> {
+    let quorum = quorum::start(&config, dev).await?;
+    tracing::info!(
+        raft_listener = %quorum.node.local_addr(),
+        "metadata quorum member started; the Kafka listener is not implemented yet (issue 5)"
+    );
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    quorum.lifecycle.stop();
+    quorum.node.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM (systemd, `kill`) or SIGINT (Ctrl-C).
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`); colours only on a terminal, so

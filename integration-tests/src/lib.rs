@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+mod process;
+
+pub use process::BrokerProcess;
+
 /// How long a short command (`--print-config`, a failed start) may run before it is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 

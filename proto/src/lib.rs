@@ -8,8 +8,9 @@
 //!
 //! Modules:
 //! - [`admin::v1`]: `AdminService` (cluster, topic and config administration for operators).
-//! - [`raft::v1`]: `RaftService` (AppendEntries, Vote, InstallSnapshot with opaque payloads that
-//!   the raft crate serializes).
+//! - [`raft::v1`]: `RaftService` (AppendEntries, Vote, InstallSnapshot) and `ControllerService`
+//!   (forwarded metadata writes, broker heartbeats), all with opaque payloads that the raft crate
+//!   serializes.
 
 pub mod admin {
     //! The operator API.

@@ -9,6 +9,25 @@ pub enum RaftError {
     /// the same way.
     #[error("metadata command rejected: {0}")]
     Rejected(Rejection),
+    /// The metadata database could not be opened, read or written.
+    #[error("metadata store: {0}")]
+    Store(String),
+    /// The node's configuration cannot work (e.g. this node is not among the initial voters it
+    /// was told to bootstrap).
+    #[error("invalid metadata quorum config: {0}")]
+    Config(String),
+    /// Binding or serving the raft listener failed.
+    #[error("raft listener: {0}")]
+    Listener(String),
+    /// No controller answered before the deadline (no quorum, or an election still running).
+    #[error("no controller available: {0}")]
+    NoController(String),
+    /// A membership change was refused or failed.
+    #[error("membership change failed: {0}")]
+    Membership(String),
+    /// The raft core stopped (shutdown, or a storage failure it cannot survive).
+    #[error("metadata quorum stopped: {0}")]
+    Stopped(String),
 }
 
 /// `Result` with [`RaftError`].

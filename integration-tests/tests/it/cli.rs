@@ -1,5 +1,5 @@
 //! The `streambus` command line as an operator meets it: configuration printing, precedence,
-//! errors, and the honest "not implemented yet" exit.
+//! errors.
 
 use std::time::Duration;
 
@@ -29,18 +29,6 @@ fn dev_print_config_prints_the_defaults_as_toml() {
             output.stdout
         );
     }
-}
-
-#[test]
-fn dev_run_exits_2_and_says_it_is_not_implemented() {
-    let output = run(&["--dev"]);
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    assert!(
-        output.stderr.contains("not implemented yet"),
-        "stderr: {}",
-        output.stderr
-    );
-    assert!(output.stdout.is_empty(), "stdout: {}", output.stdout);
 }
 
 #[test]

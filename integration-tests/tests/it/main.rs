@@ -1,3 +1,4 @@
 //! The integration test binary: one per crate keeps linking fast; each module is one area.
 
 mod cli;
+mod metadata;

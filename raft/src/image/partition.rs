@@ -1,0 +1,545 @@
+//! Partition leadership and ISR: the election rules shared by every command that moves a
+//! leader, the leader's ISR changes (`AlterPartition`) and operator elections (`ElectLeaders`).
+
+use std::collections::BTreeMap;
+
+use super::{is_unfenced, BrokerRecord, MetadataImage, PartitionRecord, TopicRecord};
+use crate::command::{
+    AlterPartition, BrokerId, ElectLeaders, ElectionOutcome, ElectionResult, ElectionType,
+    IsrProblem, MetadataResponse, Rejection, TopicId,
+};
+
+/// A partition's next leader and ISR, staged so that one command moves each epoch at most once
+/// however many steps it took (a re-registration fences a broker, then elects it again).
+#[derive(Debug)]
+pub(super) struct PartitionChange {
+    leader: Option<BrokerId>,
+    isr: Vec<BrokerId>,
+    /// Set by any election, even one that picks the same broker again: a new incarnation must
+    /// lead under a new leader epoch, so its predecessor's requests are fenced.
+    leader_elected: bool,
+}
+
+impl PartitionChange {
+    pub(super) fn of(partition: &PartitionRecord) -> Self {
+        PartitionChange {
+            leader: partition.leader,
+            isr: partition.isr.clone(),
+            leader_elected: false,
+        }
+    }
+
+    pub(super) fn leader(&self) -> Option<BrokerId> {
+        self.leader
+    }
+
+    pub(super) fn set_leader(&mut self, leader: Option<BrokerId>) {
+        self.leader = leader;
+        self.leader_elected = true;
+    }
+
+    /// The fence procedure for one partition: `broker` leaves the ISR unless it is the last
+    /// member (Kafka keeps it so the partition can come back when it returns), and if it led,
+    /// the next leader is elected among `eligible` brokers, which must exclude `broker`.
+    pub(super) fn fence(
+        &mut self,
+        broker: BrokerId,
+        replicas: &[BrokerId],
+        unclean: bool,
+        eligible: &impl Fn(BrokerId) -> bool,
+    ) {
+        if self.isr.len() > 1 {
+            self.isr.retain(|&member| member != broker);
+        }
+        if self.leader == Some(broker) {
+            let next = self.candidate(replicas, unclean, eligible);
+            self.set_leader(next);
+        }
+    }
+
+    /// Gives a leaderless partition a leader if one is eligible; otherwise changes nothing.
+    pub(super) fn elect_if_leaderless(
+        &mut self,
+        replicas: &[BrokerId],
+        unclean: bool,
+        eligible: &impl Fn(BrokerId) -> bool,
+    ) {
+        if self.leader.is_none() {
+            if let Some(leader) = self.candidate(replicas, unclean, eligible) {
+                self.set_leader(Some(leader));
+            }
+        }
+    }
+
+    /// The first eligible ISR member in replica order; failing that, with `unclean`, the first
+    /// eligible replica, and the ISR restarts from it since only its log now counts.
+    fn candidate(
+        &mut self,
+        replicas: &[BrokerId],
+        unclean: bool,
+        eligible: &impl Fn(BrokerId) -> bool,
+    ) -> Option<BrokerId> {
+        let clean = replicas
+            .iter()
+            .copied()
+            .find(|&r| self.isr.contains(&r) && eligible(r));
+        if clean.is_some() || !unclean {
+            return clean;
+        }
+        let unclean_leader = replicas.iter().copied().find(|&r| eligible(r))?;
+        self.isr = vec![unclean_leader];
+        Some(unclean_leader)
+    }
+
+    /// Writes the staged state, bumping each epoch at most once. Returns whether anything changed.
+    pub(super) fn commit(self, partition: &mut PartitionRecord) -> bool {
+        let leader_changed = self.leader_elected || self.leader != partition.leader;
+        let changed = leader_changed || self.isr != partition.isr;
+        if leader_changed {
+            partition.leader = self.leader;
+            partition.leader_epoch = partition.leader_epoch.saturating_add(1);
+        }
+        if changed {
+            partition.isr = self.isr;
+            partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+        }
+        changed
+    }
+}
+
+impl MetadataImage {
+    pub(super) fn alter_partition(
+        &mut self,
+        cmd: &AlterPartition,
+    ) -> Result<MetadataResponse, Rejection> {
+        let brokers = &self.brokers;
+        let partition = partition_mut(
+            &mut self.topics,
+            &self.topic_names,
+            cmd.topic_id,
+            cmd.partition,
+        )?;
+        if partition.leader != Some(cmd.leader_id) {
+            return Err(Rejection::NotLeader {
+                broker_id: cmd.leader_id,
+                leader: partition.leader,
+            });
+        }
+        if partition.leader_epoch != cmd.leader_epoch {
+            return Err(Rejection::FencedLeaderEpoch {
+                current: partition.leader_epoch,
+                requested: cmd.leader_epoch,
+            });
+        }
+        if partition.partition_epoch != cmd.partition_epoch {
+            return Err(Rejection::InvalidPartitionEpoch {
+                current: partition.partition_epoch,
+                requested: cmd.partition_epoch,
+            });
+        }
+        validate_isr(partition, &cmd.new_isr, cmd.leader_id, brokers)
+            .map_err(|problem| Rejection::InvalidIsr { problem })?;
+        // An unchanged ISR is not a change: the epoch stays, and the answer tells the leader so.
+        if partition.isr != cmd.new_isr {
+            partition.isr.clone_from(&cmd.new_isr);
+            partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+        }
+        Ok(MetadataResponse::PartitionAltered {
+            leader_epoch: partition.leader_epoch,
+            partition_epoch: partition.partition_epoch,
+            isr: partition.isr.clone(),
+        })
+    }
+
+    pub(super) fn elect_leaders(&mut self, cmd: &ElectLeaders) -> MetadataResponse {
+        let targets: Vec<(String, u32)> = match &cmd.partitions {
+            Some(targets) => targets.clone(),
+            None => self
+                .topics
+                .values()
+                .flat_map(|topic| {
+                    (0..topic.partitions.len()).map(|index| {
+                        let index = u32::try_from(index).unwrap_or(u32::MAX);
+                        (topic.name.clone(), index)
+                    })
+                })
+                .collect(),
+        };
+        let results = targets
+            .into_iter()
+            .map(|(topic, partition)| {
+                let outcome = self.elect_one(&topic, partition, cmd.election);
+                ElectionResult {
+                    topic,
+                    partition,
+                    outcome,
+                }
+            })
+            .collect();
+        MetadataResponse::LeadersElected { results }
+    }
+
+    fn elect_one(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        election: ElectionType,
+    ) -> ElectionOutcome {
+        let brokers = &self.brokers;
+        let eligible = |broker: BrokerId| is_unfenced(brokers, broker);
+        let Some(record) = self.topics.get_mut(topic) else {
+            return ElectionOutcome::UnknownTopicOrPartition;
+        };
+        let Some(partition) = usize::try_from(partition)
+            .ok()
+            .and_then(|index| record.partitions.get_mut(index))
+        else {
+            return ElectionOutcome::UnknownTopicOrPartition;
+        };
+        let mut change = PartitionChange::of(partition);
+        match election {
+            ElectionType::Preferred => {
+                let Some(&preferred) = partition.replicas.first() else {
+                    return ElectionOutcome::NotAvailable;
+                };
+                if partition.leader == Some(preferred) {
+                    return ElectionOutcome::NotNeeded;
+                }
+                if !partition.isr.contains(&preferred) || !eligible(preferred) {
+                    return ElectionOutcome::NotAvailable;
+                }
+                change.set_leader(Some(preferred));
+            }
+            ElectionType::Unclean => {
+                if partition.leader.is_some() {
+                    return ElectionOutcome::NotNeeded;
+                }
+                change.elect_if_leaderless(&partition.replicas, true, &eligible);
+            }
+        }
+        match change.leader() {
+            Some(leader) => {
+                change.commit(partition);
+                ElectionOutcome::Elected {
+                    leader,
+                    leader_epoch: partition.leader_epoch,
+                }
+            }
+            None => ElectionOutcome::NotAvailable,
+        }
+    }
+}
+
+/// Looks a partition up by topic id, for commands that name topics by id.
+fn partition_mut<'a>(
+    topics: &'a mut BTreeMap<String, TopicRecord>,
+    topic_names: &BTreeMap<TopicId, String>,
+    topic_id: TopicId,
+    partition: u32,
+) -> Result<&'a mut PartitionRecord, Rejection> {
+    let topic = topic_names
+        .get(&topic_id)
+        .and_then(|name| topics.get_mut(name))
+        .ok_or(Rejection::UnknownTopicId { topic_id })?;
+    usize::try_from(partition)
+        .ok()
+        .and_then(|index| topic.partitions.get_mut(index))
+        .ok_or(Rejection::UnknownPartition {
+            topic_id,
+            partition,
+        })
+}
+
+/// The rules a leader's proposed ISR must follow. Only additions must be registered and
+/// unfenced: a member already in the ISR was checked when it joined, and fencing removes it.
+fn validate_isr(
+    partition: &PartitionRecord,
+    new_isr: &[BrokerId],
+    leader: BrokerId,
+    brokers: &BTreeMap<BrokerId, BrokerRecord>,
+) -> Result<(), IsrProblem> {
+    if new_isr.is_empty() {
+        return Err(IsrProblem::Empty);
+    }
+    for (index, &member) in new_isr.iter().enumerate() {
+        if new_isr[..index].contains(&member) {
+            return Err(IsrProblem::Duplicate(member));
+        }
+        if !partition.replicas.contains(&member) {
+            return Err(IsrProblem::NotAReplica(member));
+        }
+        if !partition.isr.contains(&member) && !is_unfenced(brokers, member) {
+            return Err(IsrProblem::IneligibleBroker(member));
+        }
+    }
+    if !new_isr.contains(&leader) {
+        return Err(IsrProblem::MissingLeader(leader));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{assert_rejected, Harness};
+    use crate::command::{
+        AlterPartition, BrokerId, ElectLeaders, ElectionOutcome, ElectionResult, ElectionType,
+        IsrProblem, MetadataCommand, MetadataResponse, Rejection, TopicId,
+    };
+
+    /// Brokers 1..=4 (4 replicates nothing) and topic `t` with one partition `[1, 2, 3]`.
+    fn cluster() -> Harness {
+        let mut h = Harness::with_brokers(&[1, 2, 3, 4]);
+        h.create("t", 1, vec![vec![1, 2, 3]]);
+        h
+    }
+
+    /// An ISR change for `t-0` from its current leader at its current epochs.
+    fn alter(h: &Harness, new_isr: Vec<BrokerId>) -> AlterPartition {
+        let p = h.partition("t", 0);
+        AlterPartition {
+            topic_id: h.topic_id("t"),
+            partition: 0,
+            leader_id: p.leader.expect("has a leader"),
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr,
+        }
+    }
+
+    fn elect(election: ElectionType, partitions: Option<Vec<(&str, u32)>>) -> MetadataCommand {
+        MetadataCommand::ElectLeaders(ElectLeaders {
+            election,
+            partitions: partitions.map(|list| {
+                list.into_iter()
+                    .map(|(topic, p)| (topic.to_owned(), p))
+                    .collect()
+            }),
+        })
+    }
+
+    fn outcomes(response: MetadataResponse) -> Vec<ElectionOutcome> {
+        match response {
+            MetadataResponse::LeadersElected { results } => {
+                results.into_iter().map(|r| r.outcome).collect()
+            }
+            other => panic!("expected LeadersElected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_leader_shrinks_and_expands_the_isr_bumping_the_partition_epoch() {
+        let mut h = cluster();
+        let response = h.apply(MetadataCommand::AlterPartition(alter(&h, vec![1, 3])));
+        assert_eq!(
+            response,
+            MetadataResponse::PartitionAltered {
+                leader_epoch: 0,
+                partition_epoch: 1,
+                isr: vec![1, 3],
+            }
+        );
+        h.apply(MetadataCommand::AlterPartition(alter(&h, vec![1, 3, 2])));
+        let p = h.partition("t", 0);
+        assert_eq!(
+            (p.isr.clone(), p.partition_epoch, p.leader_epoch),
+            (vec![1, 3, 2], 2, 0)
+        );
+    }
+
+    #[test]
+    fn an_unchanged_isr_keeps_the_partition_epoch() {
+        let mut h = cluster();
+        let response = h.apply(MetadataCommand::AlterPartition(alter(&h, vec![1, 2, 3])));
+        assert_eq!(
+            response,
+            MetadataResponse::PartitionAltered {
+                leader_epoch: 0,
+                partition_epoch: 0,
+                isr: vec![1, 2, 3],
+            }
+        );
+    }
+
+    #[test]
+    fn isr_changes_from_unknown_partitions_or_stale_leaders_are_rejected() {
+        let mut h = cluster();
+        let unknown_topic = AlterPartition {
+            topic_id: TopicId([9; 16]),
+            ..alter(&h, vec![1])
+        };
+        let topic_id = TopicId([9; 16]);
+        assert_rejected(
+            &mut h,
+            MetadataCommand::AlterPartition(unknown_topic),
+            Rejection::UnknownTopicId { topic_id },
+        );
+        let topic_id = h.topic_id("t");
+        let cases = [
+            (
+                AlterPartition {
+                    partition: 1,
+                    ..alter(&h, vec![1])
+                },
+                Rejection::UnknownPartition {
+                    topic_id,
+                    partition: 1,
+                },
+            ),
+            (
+                AlterPartition {
+                    leader_id: 2,
+                    ..alter(&h, vec![2])
+                },
+                Rejection::NotLeader {
+                    broker_id: 2,
+                    leader: Some(1),
+                },
+            ),
+            (
+                AlterPartition {
+                    leader_epoch: 1,
+                    ..alter(&h, vec![1])
+                },
+                Rejection::FencedLeaderEpoch {
+                    current: 0,
+                    requested: 1,
+                },
+            ),
+            (
+                AlterPartition {
+                    partition_epoch: -1,
+                    ..alter(&h, vec![1])
+                },
+                Rejection::InvalidPartitionEpoch {
+                    current: 0,
+                    requested: -1,
+                },
+            ),
+        ];
+        for (command, expected) in cases {
+            assert_rejected(&mut h, MetadataCommand::AlterPartition(command), expected);
+        }
+    }
+
+    #[test]
+    fn a_change_based_on_an_old_partition_epoch_loses_the_race() {
+        let mut h = cluster();
+        let first = alter(&h, vec![1, 2]);
+        let second = alter(&h, vec![1, 3]);
+        h.apply(MetadataCommand::AlterPartition(first));
+        assert_rejected(
+            &mut h,
+            MetadataCommand::AlterPartition(second),
+            Rejection::InvalidPartitionEpoch {
+                current: 1,
+                requested: 0,
+            },
+        );
+    }
+
+    #[test]
+    fn invalid_isrs_are_rejected() {
+        let mut h = cluster();
+        h.apply(MetadataCommand::AlterPartition(alter(&h, vec![1, 2])));
+        h.fence(3);
+        let cases = [
+            (vec![], IsrProblem::Empty),
+            (vec![1, 2, 1], IsrProblem::Duplicate(1)),
+            (vec![1, 4], IsrProblem::NotAReplica(4)),
+            (vec![2], IsrProblem::MissingLeader(1)),
+            // Broker 3 is a replica but fenced: it may not join.
+            (vec![1, 3], IsrProblem::IneligibleBroker(3)),
+        ];
+        for (new_isr, problem) in cases {
+            let command = MetadataCommand::AlterPartition(alter(&h, new_isr));
+            assert_rejected(&mut h, command, Rejection::InvalidIsr { problem });
+        }
+    }
+
+    #[test]
+    fn preferred_election_moves_leadership_back_to_the_first_replica() {
+        let mut h = cluster();
+        h.register(1, 2, None);
+        assert_eq!(h.partition("t", 0).leader, Some(2));
+        // The new incarnation of 1 must rejoin the ISR before it can lead again.
+        let not_yet = h.apply(elect(ElectionType::Preferred, Some(vec![("t", 0)])));
+        assert_eq!(outcomes(not_yet), [ElectionOutcome::NotAvailable]);
+        h.apply(MetadataCommand::AlterPartition(alter(&h, vec![2, 3, 1])));
+        let response = h.apply(elect(ElectionType::Preferred, None));
+        assert_eq!(
+            response,
+            MetadataResponse::LeadersElected {
+                results: vec![ElectionResult {
+                    topic: "t".to_owned(),
+                    partition: 0,
+                    outcome: ElectionOutcome::Elected {
+                        leader: 1,
+                        leader_epoch: 2
+                    },
+                }],
+            }
+        );
+        let p = h.partition("t", 0);
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.partition_epoch),
+            (Some(1), 2, 3)
+        );
+        let again = h.apply(elect(ElectionType::Preferred, None));
+        assert_eq!(outcomes(again), [ElectionOutcome::NotNeeded]);
+    }
+
+    #[test]
+    fn elections_report_unknown_partitions_per_partition() {
+        let mut h = cluster();
+        let response = h.apply(elect(
+            ElectionType::Preferred,
+            Some(vec![("t", 1), ("u", 0), ("t", 0)]),
+        ));
+        assert_eq!(
+            outcomes(response),
+            [
+                ElectionOutcome::UnknownTopicOrPartition,
+                ElectionOutcome::UnknownTopicOrPartition,
+                ElectionOutcome::NotNeeded,
+            ]
+        );
+    }
+
+    #[test]
+    fn unclean_election_revives_an_offline_partition_from_outside_its_isr() {
+        let mut h = cluster();
+        h.apply(MetadataCommand::AlterPartition(alter(&h, vec![1])));
+        let led = h.apply(elect(ElectionType::Unclean, None));
+        assert_eq!(outcomes(led), [ElectionOutcome::NotNeeded]);
+        h.fence(1);
+        h.fence(2);
+        let response = h.apply(elect(ElectionType::Unclean, Some(vec![("t", 0)])));
+        assert_eq!(
+            outcomes(response),
+            [ElectionOutcome::Elected {
+                leader: 3,
+                leader_epoch: 2
+            }]
+        );
+        let p = h.partition("t", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.partition_epoch),
+            (Some(3), vec![3], 3)
+        );
+    }
+
+    #[test]
+    fn unclean_election_without_any_live_replica_is_not_available() {
+        let mut h = cluster();
+        h.fence(2);
+        h.fence(3);
+        h.fence(1);
+        let before = h.image.clone();
+        let response = h.apply(elect(ElectionType::Unclean, None));
+        assert_eq!(outcomes(response), [ElectionOutcome::NotAvailable]);
+        assert_eq!(
+            h.image.topics().collect::<Vec<_>>(),
+            before.topics().collect::<Vec<_>>()
+        );
+    }
+}

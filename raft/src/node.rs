@@ -1,0 +1,493 @@
+//! [`MetadataNode`]: what every broker runs to take part in the metadata quorum. It owns the raft
+//! instance, its stores and its listener; it keeps a read-only [`MetadataImage`] in step with the
+//! committed log and publishes each new image; and it sends writes and heartbeats to the current
+//! controller, wherever that is.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::InitializeError;
+use openraft::{Config, Raft, RaftMetrics, SnapshotPolicy};
+use streambus_proto::raft::v1 as pb;
+use streambus_proto::raft::v1::controller_service_client::ControllerServiceClient;
+use streambus_proto::raft::v1::controller_service_server::ControllerServiceServer;
+use streambus_proto::raft::v1::raft_service_server::RaftServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status};
+
+use crate::command::{MetadataCommand, MetadataResponse};
+use crate::controller::{
+    voter_nodes, Controller, ControllerReply, ControllerRequest, Heartbeat, HeartbeatReply,
+};
+use crate::error::{RaftError, Result};
+use crate::image::MetadataImage;
+use crate::network::{channel, from_payload, to_payload, GrpcNetworkFactory, RaftGrpcService};
+use crate::store;
+use crate::types::{NodeId, TypeConfig};
+
+/// Largest gRPC message a node accepts. Snapshot chunks are capped well below it (see
+/// [`SNAPSHOT_CHUNK_BYTES`]), and so are append batches of small metadata entries.
+const GRPC_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Snapshot bytes per InstallSnapshot RPC. JSON encodes each byte as up to four characters, so
+/// a chunk stays under [`GRPC_MESSAGE_BYTES_MAX`].
+const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Pause between attempts while no controller is known (an election is running).
+const NO_LEADER_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How a metadata node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// Where the raft listener binds (port 0 picks a free port; see [`MetadataNode::local_addr`]).
+    pub listen_addr: SocketAddr,
+    /// `host:port` that peers use to reach this node's listener.
+    pub advertised_addr: String,
+    /// The RocksDB directory of the raft log, vote and snapshots.
+    pub data_dir: PathBuf,
+    /// The voters of a new cluster, node id to `host:port`. A node listed here bootstraps the
+    /// cluster on its first start; a node not listed waits to be added as a learner or voter,
+    /// and until it learns the leader it sends its requests to these addresses.
+    pub initial_voters: BTreeMap<NodeId, String>,
+    pub raft_heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// A snapshot is taken after this many entries since the last one; the log before it is
+    /// purged.
+    pub snapshot_logs_since_last: u64,
+    /// A broker that sends no heartbeat for this long is fenced (`broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// How long a write or heartbeat keeps looking for a controller before giving up.
+    pub request_timeout_ms: u64,
+}
+
+impl NodeConfig {
+    /// Defaults for a node with the given id, listener and data directory, alone in its own
+    /// single-voter cluster (`streambus --dev`).
+    pub fn single_voter(node_id: NodeId, listen_addr: SocketAddr, data_dir: PathBuf) -> NodeConfig {
+        let advertised_addr = listen_addr.to_string();
+        NodeConfig {
+            node_id,
+            listen_addr,
+            initial_voters: BTreeMap::from([(node_id, advertised_addr.clone())]),
+            advertised_addr,
+            data_dir,
+            raft_heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_logs_since_last: 5000,
+            broker_session_timeout_ms: 9000,
+            request_timeout_ms: 10_000,
+        }
+    }
+
+    fn raft_config(&self) -> Result<Arc<Config>> {
+        let config = Config {
+            cluster_name: "streambus-metadata".to_owned(),
+            heartbeat_interval: self.raft_heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            // Keep some log behind the snapshot so a briefly lagging follower catches up from
+            // the log instead of a full snapshot.
+            max_in_snapshot_log_to_keep: self.snapshot_logs_since_last.min(1000),
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            ..Config::default()
+        };
+        Ok(Arc::new(
+            config
+                .validate()
+                .map_err(|e| RaftError::Config(e.to_string()))?,
+        ))
+    }
+}
+
+/// A running member of the metadata quorum (voter or learner). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MetadataNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: NodeId,
+    local_addr: SocketAddr,
+    raft: Raft<TypeConfig>,
+    image: watch::Receiver<Arc<MetadataImage>>,
+    controller: Arc<Controller>,
+    request_timeout: Duration,
+    /// Where to send requests while this node knows no leader: the other initial voters.
+    contacts: Vec<(NodeId, String)>,
+    tasks: std::sync::Mutex<Option<Tasks>>,
+}
+
+impl std::fmt::Debug for Inner {
+    // `Raft` has no `Debug`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataNode")
+            .field("node_id", &self.node_id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Tasks {
+    server: JoinHandle<()>,
+    server_stop: oneshot::Sender<()>,
+    session_expiry: JoinHandle<()>,
+}
+
+impl MetadataNode {
+    /// Opens the stores, starts raft and the listener, and bootstraps the cluster if this node is
+    /// an initial voter of a cluster that has never started.
+    pub async fn start(config: NodeConfig) -> Result<MetadataNode> {
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|e| RaftError::Listener(format!("bind {}: {e}", config.listen_addr)))?;
+        MetadataNode::start_with_listener(config, listener).await
+    }
+
+    /// [`MetadataNode::start`] on a listener the caller already bound (`listen_addr` is then
+    /// ignored). Lets a caller learn every node's port before any node starts.
+    pub async fn start_with_listener(
+        config: NodeConfig,
+        listener: TcpListener,
+    ) -> Result<MetadataNode> {
+        let raft_config = config.raft_config()?;
+        let (log_store, state_machine) = store::open(&config.data_dir)?;
+        let image = state_machine.subscribe();
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            GrpcNetworkFactory,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| RaftError::Stopped(e.to_string()))?;
+
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| RaftError::Listener(e.to_string()))?;
+
+        let session_timeout = Duration::from_millis(config.broker_session_timeout_ms);
+        let controller = Arc::new(Controller::new(
+            config.node_id,
+            raft.clone(),
+            image.clone(),
+            session_timeout,
+        ));
+        let (server_stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(serve(
+            listener,
+            raft.clone(),
+            Arc::clone(&controller),
+            stopped,
+        ));
+        // Checking four times per timeout fences a broker at most a quarter late.
+        let session_expiry =
+            tokio::spawn(Arc::clone(&controller).run_session_expiry(session_timeout / 4));
+
+        let node = MetadataNode {
+            inner: Arc::new(Inner {
+                node_id: config.node_id,
+                local_addr,
+                raft,
+                image,
+                controller,
+                request_timeout: Duration::from_millis(config.request_timeout_ms),
+                contacts: config
+                    .initial_voters
+                    .iter()
+                    .filter(|(id, _)| **id != config.node_id)
+                    .map(|(id, addr)| (*id, addr.clone()))
+                    .collect(),
+                tasks: std::sync::Mutex::new(Some(Tasks {
+                    server,
+                    server_stop,
+                    session_expiry,
+                })),
+            }),
+        };
+        node.bootstrap(&config).await?;
+        Ok(node)
+    }
+
+    async fn bootstrap(&self, config: &NodeConfig) -> Result<()> {
+        if !config.initial_voters.contains_key(&config.node_id) {
+            return Ok(());
+        }
+        let raft = &self.inner.raft;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| RaftError::Stopped(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        // Every initial voter initializes with the same membership; openraft makes that safe,
+        // and whichever log already moved on answers NotAllowed.
+        match raft.initialize(voter_nodes(&config.initial_voters)).await {
+            Ok(()) => Ok(()),
+            Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(error) => Err(RaftError::Config(error.to_string())),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The raft listener's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The latest applied metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.inner.image.borrow().clone()
+    }
+
+    /// Every new image, as the committed log is applied.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.inner.image.clone()
+    }
+
+    /// openraft's metrics: role, term, leader, log indexes, membership.
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, openraft::BasicNode>> {
+        self.inner.raft.metrics()
+    }
+
+    /// The controller (raft leader) as this node knows it.
+    pub fn controller_id(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// Waits until the image satisfies `ready`, up to `timeout`; returns the image that did.
+    pub async fn wait_for_image(
+        &self,
+        timeout: Duration,
+        ready: impl Fn(&MetadataImage) -> bool,
+    ) -> Option<Arc<MetadataImage>> {
+        let mut images = self.subscribe();
+        let waited = tokio::time::timeout(timeout, images.wait_for(|image| ready(image))).await;
+        match waited {
+            Ok(Ok(image)) => Some(image.clone()),
+            _ => None,
+        }
+    }
+
+    /// Commits `command` through the controller and returns the state machine's answer. A
+    /// rejection is an `Ok(MetadataResponse::Rejected(..))`; use
+    /// [`MetadataResponse::into_result`] to make it an error.
+    pub async fn write(&self, command: MetadataCommand) -> Result<MetadataResponse> {
+        match self.request(ControllerRequest::Command(command)).await? {
+            ControllerReply::Applied(response) => Ok(response),
+            other => Err(RaftError::NoController(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Adds `node_id` at `addr` as a voter (through a learner phase and joint consensus).
+    pub async fn add_voter(&self, node_id: NodeId, addr: String) -> Result<()> {
+        self.membership_change(ControllerRequest::AddVoter { node_id, addr })
+            .await
+    }
+
+    /// Turns voter `node_id` into a learner.
+    pub async fn remove_voter(&self, node_id: NodeId) -> Result<()> {
+        self.membership_change(ControllerRequest::RemoveVoter { node_id })
+            .await
+    }
+
+    async fn membership_change(&self, request: ControllerRequest) -> Result<()> {
+        match self.request(request).await? {
+            ControllerReply::MembershipChanged => Ok(()),
+            other => Err(RaftError::Membership(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends a request to the controller, following leadership changes until
+    /// `request_timeout_ms`. Only answers that prove nothing was proposed are retried.
+    async fn request(&self, request: ControllerRequest) -> Result<ControllerReply> {
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let mut hint = None;
+        for attempt in 0usize.. {
+            let reply = match hint.take().or_else(|| self.target(attempt)) {
+                Some((leader, _)) if leader == self.inner.node_id => {
+                    self.inner.controller.handle(request.clone()).await
+                }
+                Some((_, addr)) => forward_write(&addr, &request, deadline).await?,
+                None => ControllerReply::NotController { leader: None },
+            };
+            match reply {
+                ControllerReply::NotController { leader } => {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    if leader.is_none() {
+                        tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                    }
+                    hint = leader;
+                }
+                ControllerReply::Failed(reason) => return Err(RaftError::NoController(reason)),
+                done => return Ok(done),
+            }
+        }
+        Err(RaftError::NoController(format!(
+            "no controller within {:?}",
+            self.inner.request_timeout
+        )))
+    }
+
+    /// Where to send a request: the known leader, or else one of the contacts in turn.
+    fn target(&self, attempt: usize) -> Option<(NodeId, String)> {
+        self.inner.controller.leader().or_else(|| {
+            let contacts = &self.inner.contacts;
+            (!contacts.is_empty()).then(|| contacts[attempt % contacts.len()].clone())
+        })
+    }
+
+    /// Sends a broker heartbeat to the controller.
+    pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatReply> {
+        match self.target(0) {
+            Some((leader, _)) if leader == self.inner.node_id => {
+                Ok(self.inner.controller.heartbeat(&heartbeat))
+            }
+            Some((_, addr)) => {
+                let deadline = Instant::now() + self.inner.request_timeout;
+                forward_heartbeat(&addr, &heartbeat, deadline).await
+            }
+            None => Ok(HeartbeatReply::NotController { leader: None }),
+        }
+    }
+
+    /// Stops raft and the listener. Other clones of this node stop working too.
+    pub async fn shutdown(&self) -> Result<()> {
+        let tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // Raft first: a leader stops sending heartbeats at once, so the others can elect a
+        // successor while the listener drains its connections.
+        let stopped = self
+            .inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| RaftError::Stopped(e.to_string()));
+        if let Some(tasks) = tasks {
+            tasks.session_expiry.abort();
+            let _ = tasks.server_stop.send(());
+            let _ = tasks.server.await;
+        }
+        stopped
+    }
+
+    /// The raft handle, for tests and tools that need openraft directly.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    controller: Arc<Controller>,
+    stop: oneshot::Receiver<()>,
+) {
+    let raft_service = RaftServiceServer::new(RaftGrpcService::new(raft))
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let controller_service = ControllerServiceServer::new(ControllerGrpcService { controller })
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = tonic::transport::Server::builder()
+        .add_service(raft_service)
+        .add_service(controller_service)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop.await;
+        })
+        .await;
+    if let Err(error) = served {
+        tracing::error!(%error, "raft listener stopped");
+    }
+}
+
+async fn forward_write(
+    addr: &str,
+    request: &ControllerRequest,
+    deadline: Instant,
+) -> Result<ControllerReply> {
+    let transport = |e: &dyn std::fmt::Display| RaftError::NoController(format!("{addr}: {e}"));
+    let payload = to_payload(request).map_err(|e| transport(&e))?;
+    let mut client = ControllerServiceClient::new(channel(addr).map_err(|e| transport(&e))?)
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let mut grpc_request = Request::new(pb::WriteRequest { payload });
+    grpc_request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    match client.write(grpc_request).await {
+        Ok(reply) => from_payload(&reply.into_inner().payload).map_err(|e| transport(&e)),
+        // No connection to the old leader: nothing was proposed there, so looking for the new
+        // controller and retrying is safe. Any other failure may have happened after the
+        // proposal, and is reported instead of retried.
+        Err(status) if status.code() == tonic::Code::Unavailable => {
+            Ok(ControllerReply::NotController { leader: None })
+        }
+        Err(status) => Err(transport(&status)),
+    }
+}
+
+async fn forward_heartbeat(
+    addr: &str,
+    heartbeat: &Heartbeat,
+    deadline: Instant,
+) -> Result<HeartbeatReply> {
+    let transport = |e: &dyn std::fmt::Display| RaftError::NoController(format!("{addr}: {e}"));
+    let payload = to_payload(heartbeat).map_err(|e| transport(&e))?;
+    let mut client = ControllerServiceClient::new(channel(addr).map_err(|e| transport(&e))?);
+    let mut grpc_request = Request::new(pb::HeartbeatRequest { payload });
+    grpc_request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+    let reply = client
+        .heartbeat(grpc_request)
+        .await
+        .map_err(|e| transport(&e))?;
+    from_payload(&reply.into_inner().payload).map_err(|e| transport(&e))
+}
+
+/// Serves other brokers' forwarded writes and heartbeats.
+#[derive(Debug)]
+struct ControllerGrpcService {
+    controller: Arc<Controller>,
+}
+
+#[tonic::async_trait]
+impl pb::controller_service_server::ControllerService for ControllerGrpcService {
+    async fn write(
+        &self,
+        request: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request: ControllerRequest = from_payload(&request.get_ref().payload)
+            .map_err(|e| Status::invalid_argument(format!("bad controller request: {e}")))?;
+        let reply = self.controller.handle(request).await;
+        let payload = to_payload(&reply).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::WriteResponse { payload }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let heartbeat: Heartbeat = from_payload(&request.get_ref().payload)
+            .map_err(|e| Status::invalid_argument(format!("bad heartbeat: {e}")))?;
+        let reply = self.controller.heartbeat(&heartbeat);
+        let payload = to_payload(&reply).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::HeartbeatResponse { payload }))
+    }
+}

@@ -1,0 +1,228 @@
+//! A test cluster of metadata nodes on loopback: start, stop and restart nodes by id, and wait for
+//! conditions with deadlines (never sleeps as synchronisation).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use streambus_raft::command::{CreateTopic, TopicAssignment, TopicId};
+use streambus_raft::{MetadataCommand, MetadataImage, MetadataNode, MetadataResponse, NodeConfig};
+use tokio::net::TcpListener;
+
+/// Long enough for elections on a loaded 2-core machine; every wait is bounded by it.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub addrs: BTreeMap<u64, String>,
+    pub nodes: BTreeMap<u64, MetadataNode>,
+    pub tune: fn(&mut NodeConfig),
+}
+
+/// Default tuning: fast elections, short request timeouts.
+pub fn fast(config: &mut NodeConfig) {
+    config.raft_heartbeat_interval_ms = 50;
+    config.election_timeout_min_ms = 300;
+    config.election_timeout_max_ms = 600;
+    config.request_timeout_ms = 5_000;
+    // Brokers registered by hand in these tests never heartbeat; only the fencing tests want
+    // them fenced.
+    config.broker_session_timeout_ms = 600_000;
+}
+
+impl TestCluster {
+    /// Starts `voters` nodes (ids 1..=voters) that bootstrap one cluster.
+    pub async fn start(voters: u64, tune: fn(&mut NodeConfig)) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut listeners = BTreeMap::new();
+        for id in 1..=voters {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            listeners.insert(id, listener);
+        }
+        let addrs: BTreeMap<u64, String> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().expect("addr").to_string()))
+            .collect();
+        let mut cluster = TestCluster {
+            dir,
+            addrs,
+            nodes: BTreeMap::new(),
+            tune,
+        };
+        for (id, listener) in listeners {
+            let config = cluster.config(id);
+            let node = MetadataNode::start_with_listener(config, listener)
+                .await
+                .expect("node starts");
+            cluster.nodes.insert(id, node);
+        }
+        cluster
+    }
+
+    /// Every node knows the initial voters: they bootstrap from the list, the other nodes use it
+    /// as contacts until they learn the leader.
+    pub fn config(&self, id: u64) -> NodeConfig {
+        let addr = self.addrs[&id].clone();
+        let mut config = NodeConfig::single_voter(
+            id,
+            addr.parse().expect("socket addr"),
+            self.dir.path().join(format!("node-{id}")),
+        );
+        config.initial_voters = self
+            .addrs
+            .iter()
+            .filter(|(id, _)| **id <= self.initial_voter_count())
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect();
+        (self.tune)(&mut config);
+        config
+    }
+
+    fn initial_voter_count(&self) -> u64 {
+        // Nodes added later get ids above the initial ones and never bootstrap.
+        self.addrs.len().min(3) as u64
+    }
+
+    /// Starts an extra node that is not an initial voter, on a fresh port.
+    pub async fn add_node(&mut self, id: u64) -> MetadataNode {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        self.addrs
+            .insert(id, listener.local_addr().expect("addr").to_string());
+        let config = self.config(id);
+        let node = MetadataNode::start_with_listener(config, listener)
+            .await
+            .expect("node starts");
+        self.nodes.insert(id, node.clone());
+        node
+    }
+
+    pub async fn stop(&mut self, id: u64) {
+        let node = self.nodes.remove(&id).expect("node running");
+        node.shutdown().await.expect("clean shutdown");
+    }
+
+    /// Restarts a stopped node on its old port and data directory.
+    pub async fn restart(&mut self, id: u64) -> MetadataNode {
+        let config = self.config(id);
+        let deadline = Instant::now() + WAIT;
+        // The old listener's port can take a moment to be free again.
+        let node = loop {
+            match MetadataNode::start(config.clone()).await {
+                Ok(node) => break node,
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("restart of node {id} failed, retrying: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("node {id} does not restart: {error}"),
+            }
+        };
+        self.nodes.insert(id, node.clone());
+        node
+    }
+
+    pub fn node(&self, id: u64) -> &MetadataNode {
+        &self.nodes[&id]
+    }
+
+    /// Waits until all running nodes agree on one leader, and returns it.
+    pub async fn leader(&self) -> u64 {
+        eventually("a leader all running nodes agree on", || async {
+            let mut leaders = self.nodes.values().map(|n| n.controller_id());
+            let first = leaders.next()??;
+            if !self.nodes.contains_key(&first) {
+                return None;
+            }
+            leaders.all(|l| l == Some(first)).then_some(first)
+        })
+        .await
+    }
+
+    /// Waits until every running node's image satisfies `ready`.
+    pub async fn converge(&self, what: &str, ready: impl Fn(&MetadataImage) -> bool) {
+        for (id, node) in &self.nodes {
+            let image = node.wait_for_image(WAIT, &ready).await;
+            assert!(image.is_some(), "node {id} never saw: {what}");
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, panicking after [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn topic_id(seed: u8) -> TopicId {
+    TopicId([seed.max(1); 16])
+}
+
+/// A `CreateTopic` command whose topic id is derived from `seed`.
+pub fn create_topic(name: &str, seed: u8, assignment: TopicAssignment) -> MetadataCommand {
+    MetadataCommand::CreateTopic(CreateTopic {
+        name: name.to_owned(),
+        topic_id: topic_id(seed),
+        assignment,
+        configs: BTreeMap::new(),
+    })
+}
+
+/// The image with its offset zeroed, for comparing content across term changes (a new leader
+/// commits a blank entry, which moves the offset and nothing else).
+pub fn content(image: &Arc<MetadataImage>) -> MetadataImage {
+    let mut image = MetadataImage::clone(image);
+    image.advance(0);
+    image
+}
+
+pub fn assert_applied(response: &MetadataResponse) {
+    assert!(
+        !matches!(response, MetadataResponse::Rejected(_)),
+        "command rejected: {response:?}"
+    );
+}
+
+/// Registers broker `broker_id` through `node` (kafka endpoint only, so it is never added to
+/// the raft group).
+pub async fn register(node: &MetadataNode, broker_id: i32, rack: Option<&str>) -> i64 {
+    let command = MetadataCommand::RegisterBroker(streambus_raft::command::RegisterBroker {
+        broker_id,
+        incarnation_id: streambus_raft::command::IncarnationId(*uuid_like(broker_id)),
+        endpoints: vec![streambus_raft::command::Endpoint {
+            name: "kafka".to_owned(),
+            host: "127.0.0.1".to_owned(),
+            port: 9092,
+        }],
+        rack: rack.map(str::to_owned),
+        now_ms: 1,
+    });
+    match node.write(command).await.expect("write commits") {
+        MetadataResponse::BrokerRegistered { broker_epoch } => broker_epoch,
+        other => panic!("registration refused: {other:?}"),
+    }
+}
+
+fn uuid_like(broker_id: i32) -> &'static [u8; 16] {
+    // A fixed incarnation per broker id: these tests register each broker once.
+    const IDS: [[u8; 16]; 8] = [
+        [1; 16], [2; 16], [3; 16], [4; 16], [5; 16], [6; 16], [7; 16], [8; 16],
+    ];
+    &IDS[(broker_id as usize) % IDS.len()]
+}

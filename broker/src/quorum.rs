@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use streambus_raft::command::Endpoint;
+use streambus_raft::controller::host_port;
 use streambus_raft::lifecycle::BrokerInfo;
 use streambus_raft::{BrokerLifecycle, MetadataNode, NodeConfig, NodeId};
 
@@ -134,8 +135,16 @@ pub async fn start(config: &BrokerConfig, dev: bool) -> Result<Quorum> {
         .map_err(bind_error)?;
     let local = listener.local_addr().map_err(bind_error)?;
     let host = config.advertised_host_or(local.ip());
-    let raft_addr = format!("{host}:{}", local.port());
+    let raft_addr = host_port(&host, local.port());
     let mut voters = config.metadata.voters()?;
+    if let Some(listed) = voters.get(&node_id).filter(|listed| **listed != raft_addr) {
+        // Peers use the listed address; if it is not this listener, they cannot reach us.
+        tracing::warn!(
+            listed = %listed,
+            advertised = %raft_addr,
+            "metadata.quorum_voters lists this node at another address than its raft listener"
+        );
+    }
     if dev || voters.is_empty() {
         voters = BTreeMap::from([(node_id, raft_addr.clone())]);
     }
@@ -167,6 +176,7 @@ pub async fn start(config: &BrokerConfig, dev: bool) -> Result<Quorum> {
         node.clone(),
         info,
         Duration::from_millis(metadata.broker_heartbeat_interval_ms),
+        Duration::from_millis(metadata.broker_session_timeout_ms),
     );
     Ok(Quorum { node, lifecycle })
 }

@@ -20,6 +20,8 @@ const THROUGHPUT_DURATION: Duration = Duration::from_secs(5);
 const FAILOVER_ROUNDS: usize = 3;
 /// Kafka's default `broker.heartbeat.interval.ms`.
 const BROKER_HEARTBEAT: Duration = Duration::from_millis(2_000);
+/// Kafka's default `broker.session.timeout.ms`.
+const BROKER_SESSION: Duration = Duration::from_millis(9_000);
 const WAIT: Duration = Duration::from_secs(60);
 
 struct Cluster {
@@ -94,7 +96,7 @@ fn allocate(epoch: i64) -> MetadataCommand {
 }
 
 async fn register_broker_one(node: &MetadataNode) -> (BrokerLifecycle, i64) {
-    let lifecycle = BrokerLifecycle::spawn(node.clone(), info(1), BROKER_HEARTBEAT);
+    let lifecycle = BrokerLifecycle::spawn(node.clone(), info(1), BROKER_HEARTBEAT, BROKER_SESSION);
     let mut state = lifecycle.state();
     let registered = tokio::time::timeout(
         WAIT,
@@ -180,7 +182,7 @@ async fn failover(cluster: &mut Cluster) {
         cluster.nodes.insert(leader, restarted);
         cluster.leader().await;
     }
-    println!("leader kill -> new controller: {samples:.0?} (election timeout 500-1000 ms)");
+    println!("leader kill -> new controller: {samples:.2?} (election timeout 500-1000 ms, leader lease 1000 ms)");
 }
 
 async fn broker_death(cluster: &Cluster) {
@@ -191,6 +193,7 @@ async fn broker_death(cluster: &Cluster) {
                 cluster.nodes[&(id as u64)].clone(),
                 info(id),
                 BROKER_HEARTBEAT,
+                BROKER_SESSION,
             )
         })
         .collect();

@@ -1,7 +1,7 @@
 //! The controller: the part of a metadata node that acts while it is the raft leader. It
 //! proposes writes (its own and those forwarded by other brokers), keeps broker sessions alive from
-//! heartbeats held in memory, fences brokers whose session lapses, and adds newly registered
-//! brokers to the raft group as learners so they receive the committed log.
+//! heartbeats held in memory, fences brokers whose session lapses, and adds registered brokers
+//! that are not raft members yet as learners so they receive the committed log.
 //!
 //! Sessions are deliberately not written to the log (Kafka's KRaft does the same): a heartbeat
 //! every few seconds per broker would dominate the log. A new controller therefore gives every
@@ -132,11 +132,18 @@ impl Controller {
         Some((leader, node.addr.clone()))
     }
 
-    /// True while this node leads, with the term it leads in.
+    /// The term this node leads in, once it has applied an entry of that term: before that, its
+    /// image may miss entries committed by the previous leader, and answering heartbeats or
+    /// registrations from it would wrongly send live brokers to re-register.
     fn leading_term(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
-        (metrics.state == ServerState::Leader && metrics.current_leader == Some(self.node_id))
+        let caught_up = metrics
+            .last_applied
+            .is_some_and(|applied| applied.leader_id.term == metrics.current_term);
+        (metrics.state == ServerState::Leader
+            && metrics.current_leader == Some(self.node_id)
+            && caught_up)
             .then_some(metrics.current_term)
     }
 
@@ -182,15 +189,17 @@ impl Controller {
             MetadataResponse::BrokerRegistered { broker_epoch },
         ) = (&command, &response)
         {
-            self.sessions_for_term(term).sessions.insert(
-                register.broker_id,
-                Session {
-                    incarnation_id: register.incarnation_id,
-                    broker_epoch: *broker_epoch,
-                    last_seen: Instant::now(),
-                },
-            );
-            self.add_learner_if_new(register);
+            // Leadership may have moved during the write; a new term starts its own table.
+            if let Some(term) = self.leading_term() {
+                self.sessions_for_term(term).sessions.insert(
+                    register.broker_id,
+                    Session {
+                        incarnation_id: register.incarnation_id,
+                        broker_epoch: *broker_epoch,
+                        last_seen: Instant::now(),
+                    },
+                );
+            }
         }
         ControllerReply::Applied(response)
     }
@@ -209,10 +218,15 @@ impl Controller {
             return None;
         }
         let table = self.sessions_for_term(term);
-        let session = table.sessions.get(&broker_id)?;
-        let live = session.incarnation_id == record.incarnation_id
-            && session.last_seen.elapsed() < self.session_timeout;
-        live.then_some(Rejection::DuplicateBrokerRegistration { broker_id })
+        // Like session expiry: a broker this controller has not heard from yet counts as alive
+        // for one session timeout after the controller took over.
+        let last_seen = match table.sessions.get(&broker_id) {
+            Some(session) if session.incarnation_id == record.incarnation_id => session.last_seen,
+            Some(_) => return None,
+            None => table.leader_since?,
+        };
+        (last_seen.elapsed() < self.session_timeout)
+            .then_some(Rejection::DuplicateBrokerRegistration { broker_id })
     }
 
     fn write_failed(
@@ -231,35 +245,39 @@ impl Controller {
         }
     }
 
-    /// A broker that is not a voter follows the metadata log as a raft learner.
-    fn add_learner_if_new(&self, register: &crate::command::RegisterBroker) {
-        let Some(endpoint) = register.endpoints.iter().find(|e| e.name == RAFT_ENDPOINT) else {
-            return;
-        };
-        let Ok(node_id) = NodeId::try_from(register.broker_id) else {
-            return;
-        };
-        let addr = format!("{}:{}", endpoint.host, endpoint.port);
-        let known = {
+    /// Adds one registered, unfenced broker that is not yet in the raft membership as a
+    /// learner, so it receives the committed log. Called from the periodic task, one change at a
+    /// time, because openraft allows a single membership change in flight; a change that fails
+    /// (e.g. one already in progress) is simply tried again at the next tick.
+    async fn reconcile_learners(&self) {
+        let image = self.image.borrow().clone();
+        let members: BTreeSet<NodeId> = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
             metrics
                 .membership_config
                 .membership()
-                .get_node(&node_id)
-                .map(|node| node.addr == addr)
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect()
         };
-        if known == Some(true) {
-            return;
-        }
-        let raft = self.raft.clone();
-        // Not awaited: the registration is answered now; the learner catches up in the background.
-        tokio::spawn(async move {
-            let node = BasicNode { addr };
-            if let Err(error) = raft.add_learner(node_id, node, false).await {
-                tracing::warn!(node_id, %error, "could not add broker as raft learner");
-            }
+        let missing = image.unfenced_brokers().find_map(|record| {
+            let node_id = NodeId::try_from(record.broker_id).ok()?;
+            let endpoint = record.endpoints.iter().find(|e| e.name == RAFT_ENDPOINT)?;
+            (!members.contains(&node_id))
+                .then(|| (node_id, host_port(&endpoint.host, endpoint.port)))
         });
+        let Some((node_id, addr)) = missing else {
+            return;
+        };
+        match self
+            .raft
+            .add_learner(node_id, BasicNode { addr }, false)
+            .await
+        {
+            Ok(_) => tracing::info!(node_id, "added broker as raft learner"),
+            Err(error) => tracing::warn!(node_id, %error, "could not add broker as raft learner"),
+        }
     }
 
     async fn add_voter(&self, node_id: NodeId, addr: String) -> ControllerReply {
@@ -337,7 +355,8 @@ impl Controller {
         expired
     }
 
-    /// Fences brokers whose session lapsed, every `tick`, until the task is aborted.
+    /// Fences brokers whose session lapsed and adds missing learners, every `tick`, until the
+    /// task is aborted.
     pub(crate) async fn run_session_expiry(self: Arc<Self>, tick: Duration) {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -354,7 +373,17 @@ impl Controller {
                     .await;
                 tracing::info!(broker_id, ?reply, "fenced broker after its session lapsed");
             }
+            self.reconcile_learners().await;
         }
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets so it parses as a URI authority.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

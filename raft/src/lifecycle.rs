@@ -3,7 +3,7 @@
 //! when the controller says its registration is gone, e.g. after it was fenced.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -42,10 +42,23 @@ pub struct BrokerLifecycle {
 }
 
 impl BrokerLifecycle {
-    /// Starts registering `info` through `node` and heartbeating every `interval`.
-    pub fn spawn(node: MetadataNode, info: BrokerInfo, interval: Duration) -> BrokerLifecycle {
+    /// Starts registering `info` through `node` and heartbeating every `interval`. A broker
+    /// whose heartbeats have all failed for `session_timeout` assumes it was fenced meanwhile and
+    /// registers again.
+    pub fn spawn(
+        node: MetadataNode,
+        info: BrokerInfo,
+        interval: Duration,
+        session_timeout: Duration,
+    ) -> BrokerLifecycle {
         let (state_tx, state) = watch::channel(RegistrationState::Unregistered);
-        let task = tokio::spawn(run(node, Arc::new(info), interval, state_tx));
+        let task = tokio::spawn(run(
+            node,
+            Arc::new(info),
+            interval,
+            session_timeout,
+            state_tx,
+        ));
         BrokerLifecycle { state, task }
     }
 
@@ -78,15 +91,21 @@ async fn run(
     node: MetadataNode,
     info: Arc<BrokerInfo>,
     interval: Duration,
+    session_timeout: Duration,
     state: watch::Sender<RegistrationState>,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_alive = Instant::now();
     loop {
         ticker.tick().await;
         let current = *state.borrow();
         let next = match current {
-            RegistrationState::Unregistered => register(&node, &info).await,
+            RegistrationState::Unregistered => {
+                let next = register(&node, &info).await;
+                last_alive = Instant::now();
+                next
+            }
             RegistrationState::Registered {
                 incarnation_id,
                 broker_epoch,
@@ -97,6 +116,10 @@ async fn run(
                     broker_epoch,
                 };
                 match node.heartbeat(heartbeat).await {
+                    Ok(HeartbeatReply::Alive) => {
+                        last_alive = Instant::now();
+                        current
+                    }
                     Ok(HeartbeatReply::Reregister) => {
                         tracing::warn!(
                             broker_id = info.broker_id,
@@ -104,9 +127,20 @@ async fn run(
                         );
                         RegistrationState::Unregistered
                     }
+                    // Unanswered for a whole session: the controller has fenced us by now (or
+                    // will, having never heard us), so registering again is the way back.
+                    Ok(HeartbeatReply::NotController { .. }) | Err(_)
+                        if last_alive.elapsed() >= session_timeout =>
+                    {
+                        tracing::warn!(
+                            broker_id = info.broker_id,
+                            "no heartbeat answered for a session timeout, registering again"
+                        );
+                        RegistrationState::Unregistered
+                    }
                     // No controller or a transport failure: keep the registration and try again
                     // at the next tick; the session outlives several missed heartbeats.
-                    Ok(_) | Err(_) => current,
+                    Ok(HeartbeatReply::NotController { .. }) | Err(_) => current,
                 }
             }
         };

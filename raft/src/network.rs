@@ -103,14 +103,14 @@ impl GrpcNetwork {
         grpc_request.set_timeout(option.hard_ttl());
         let reply = match send(client, grpc_request).await {
             Ok(reply) => reply,
-            Err(status) => {
-                // Drop the channel so the next RPC reconnects (the peer may have restarted).
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                // The connection is gone (the peer may have restarted): reconnect next time.
                 self.client = None;
-                return Err(match status.code() {
-                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
-                    _ => RPCError::Network(NetworkError::new(&status)),
-                });
+                return Err(RPCError::Unreachable(Unreachable::new(&status)));
             }
+            // A timeout or a failed call on a working connection: keep the connection, a slow
+            // follower should not also pay for a reconnect on every retry.
+            Err(status) => return Err(RPCError::Network(NetworkError::new(&status))),
         };
         let outcome: Result<Resp, E> =
             from_payload(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

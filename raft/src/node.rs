@@ -36,8 +36,15 @@ const GRPC_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Snapshot bytes per InstallSnapshot RPC. JSON encodes each byte as up to four characters, so
 /// a chunk stays under [`GRPC_MESSAGE_BYTES_MAX`].
 const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
-/// Pause between attempts while no controller is known (an election is running).
+/// Pause between attempts while no controller is known (an election is running), or when a
+/// hint led nowhere new.
 const NO_LEADER_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between two rounds of the controller's periodic work (session expiry, learner
+/// additions).
+const CONTROLLER_TICK_MAX: Duration = Duration::from_millis(500);
+/// Per-chunk deadline of a snapshot transfer: a 1 MiB chunk is ~4 MB of JSON, and the last one
+/// also decodes and syncs the image on the receiver.
+const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
 
 /// How a metadata node is set up.
 #[derive(Debug, Clone)]
@@ -96,6 +103,7 @@ impl NodeConfig {
             // the log instead of a full snapshot.
             max_in_snapshot_log_to_keep: self.snapshot_logs_since_last.min(1000),
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
             ..Config::default()
         };
         Ok(Arc::new(
@@ -188,9 +196,10 @@ impl MetadataNode {
             Arc::clone(&controller),
             stopped,
         ));
-        // Checking four times per timeout fences a broker at most a quarter late.
-        let session_expiry =
-            tokio::spawn(Arc::clone(&controller).run_session_expiry(session_timeout / 4));
+        // Checking four times per timeout fences a broker at most a quarter late; the cap keeps
+        // learner additions prompt when sessions are long.
+        let tick = (session_timeout / 4).min(CONTROLLER_TICK_MAX);
+        let session_expiry = tokio::spawn(Arc::clone(&controller).run_session_expiry(tick));
 
         let node = MetadataNode {
             inner: Arc::new(Inner {
@@ -213,7 +222,11 @@ impl MetadataNode {
                 })),
             }),
         };
-        node.bootstrap(&config).await?;
+        if let Err(error) = node.bootstrap(&config).await {
+            // Stop the listener and raft rather than leave them running behind an error.
+            let _ = node.shutdown().await;
+            return Err(error);
+        }
         Ok(node)
     }
 
@@ -320,7 +333,17 @@ impl MetadataNode {
         for attempt in 0usize.. {
             let reply = match hint.take().or_else(|| self.target(attempt)) {
                 Some((leader, _)) if leader == self.inner.node_id => {
-                    self.inner.controller.handle(request.clone()).await
+                    // Bounded like a forwarded call: a leader cut off from its quorum would
+                    // otherwise wait for the commit forever.
+                    let handled = tokio::time::timeout_at(
+                        deadline.into(),
+                        self.inner.controller.handle(request.clone()),
+                    );
+                    handled.await.unwrap_or_else(|_| {
+                        ControllerReply::Failed(
+                            "not committed before the deadline; the outcome is unknown".to_owned(),
+                        )
+                    })
                 }
                 Some((_, addr)) => forward_write(&addr, &request, deadline).await?,
                 None => ControllerReply::NotController { leader: None },
@@ -330,7 +353,9 @@ impl MetadataNode {
                     if Instant::now() >= deadline {
                         break;
                     }
-                    if leader.is_none() {
+                    // Follow a hint at once the first time; after that, pause so two nodes with
+                    // stale views cannot bounce a request back and forth in a hot loop.
+                    if leader.is_none() || attempt > 0 {
                         tokio::time::sleep(NO_LEADER_BACKOFF).await;
                     }
                     hint = leader;
@@ -353,18 +378,34 @@ impl MetadataNode {
         })
     }
 
-    /// Sends a broker heartbeat to the controller.
+    /// Sends a broker heartbeat to the controller, following "not the controller" hints a few
+    /// hops (a broker that is not a raft member learns the leader only from them).
     pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatReply> {
-        match self.target(0) {
-            Some((leader, _)) if leader == self.inner.node_id => {
-                Ok(self.inner.controller.heartbeat(&heartbeat))
+        const HOPS_MAX: usize = 3;
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let mut target = self.target(0);
+        for hop in 0..HOPS_MAX {
+            let reply = match &target {
+                Some((leader, _)) if *leader == self.inner.node_id => {
+                    self.inner.controller.heartbeat(&heartbeat)
+                }
+                Some((_, addr)) => forward_heartbeat(addr, &heartbeat, deadline).await?,
+                None => HeartbeatReply::NotController { leader: None },
+            };
+            match reply {
+                HeartbeatReply::NotController {
+                    leader: Some(leader),
+                } if hop + 1 < HOPS_MAX => {
+                    target = Some(leader);
+                }
+                HeartbeatReply::NotController { leader: None } if hop + 1 < HOPS_MAX => {
+                    // Try the next contact: this one knows no leader either.
+                    target = self.target(hop + 1);
+                }
+                reply => return Ok(reply),
             }
-            Some((_, addr)) => {
-                let deadline = Instant::now() + self.inner.request_timeout;
-                forward_heartbeat(&addr, &heartbeat, deadline).await
-            }
-            None => Ok(HeartbeatReply::NotController { leader: None }),
         }
+        Ok(HeartbeatReply::NotController { leader: None })
     }
 
     /// Stops raft and the listener. Other clones of this node stop working too.

@@ -156,4 +156,32 @@ mod tests {
         assert_eq!(current.meta, snapshot.meta);
         assert_eq!(image_before.metadata_offset(), 3);
     }
+
+    #[tokio::test]
+    async fn a_slow_builder_never_replaces_a_newer_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, mut sm) = open(dir.path()).unwrap();
+        let entries: Vec<_> = (1..=3).map(|i| register(i, i as i32)).collect();
+        sm.apply(entries[..1].to_vec()).await.unwrap();
+        let mut old = sm.get_snapshot_builder().await;
+        sm.apply(entries[1..].to_vec()).await.unwrap();
+        let mut new = sm.get_snapshot_builder().await;
+
+        let newer = openraft::RaftSnapshotBuilder::build_snapshot(&mut new)
+            .await
+            .unwrap();
+        let older = openraft::RaftSnapshotBuilder::build_snapshot(&mut old)
+            .await
+            .unwrap();
+        assert!(older.meta.last_log_id < newer.meta.last_log_id);
+        let current = sm.get_current_snapshot().await.unwrap().expect("snapshot");
+        assert_eq!(current.meta, newer.meta);
+        let image: crate::MetadataImage =
+            serde_json::from_slice(current.snapshot.get_ref()).unwrap();
+        assert_eq!(
+            image.brokers().count(),
+            3,
+            "metadata and data of one snapshot"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! on restart.
 
 use std::io::{self, Cursor};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -20,9 +20,6 @@ use crate::error::{RaftError, Result};
 use crate::image::MetadataImage;
 use crate::types::{NodeId, TypeConfig};
 
-const KEY_META: &[u8] = b"meta";
-const KEY_DATA: &[u8] = b"data";
-
 type StoreResult<T> = std::result::Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, BasicNode>;
 
@@ -32,12 +29,14 @@ pub struct MetadataStateMachine {
     db: Arc<DB>,
     last_applied: Option<LogId<NodeId>>,
     membership: Membership,
-    /// Shared with subscribers; `Arc::make_mut` copies it only while a reader still holds the
-    /// previous version.
+    /// Shared with subscribers. The watch channel keeps the published version, so
+    /// `Arc::make_mut` copies the image once per applied batch (see ROADMAP known gaps).
     image: Arc<MetadataImage>,
     published: watch::Sender<Arc<MetadataImage>>,
     /// Distinguishes snapshots built at the same log id (openraft asks for unique ids).
     snapshots_built: u64,
+    /// Serializes snapshot writes (see [`write_snapshot`]).
+    snapshot_slot: Arc<Mutex<()>>,
 }
 
 /// A stored snapshot as read back from RocksDB.
@@ -70,6 +69,7 @@ impl MetadataStateMachine {
             image,
             published,
             snapshots_built: 0,
+            snapshot_slot: Arc::new(Mutex::new(())),
         })
     }
 
@@ -88,36 +88,62 @@ fn decode_image(data: &[u8]) -> io::Result<MetadataImage> {
     serde_json::from_slice(data).map_err(json_error)
 }
 
+/// Snapshots live under one key, so a reader never pairs one snapshot's metadata with another's
+/// data: `[meta length: u32 BE][meta JSON][image bytes]`.
+const KEY_SNAPSHOT: &[u8] = b"current";
+
 fn read_snapshot(db: &DB) -> io::Result<Option<StoredSnapshot>> {
-    let snapshot_cf = cf(db, CF_SNAPSHOT)?;
-    let meta = db.get_cf(snapshot_cf, KEY_META).map_err(io_error)?;
-    let data = db.get_cf(snapshot_cf, KEY_DATA).map_err(io_error)?;
-    match (meta, data) {
-        (Some(meta), Some(data)) => Ok(Some(StoredSnapshot {
-            meta: serde_json::from_slice(&meta).map_err(json_error)?,
-            data,
-        })),
-        // Both keys are written in one batch, so one without the other is damage.
-        (None, None) => Ok(None),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "snapshot metadata and data disagree",
-        )),
+    let Some(bytes) = db
+        .get_cf(cf(db, CF_SNAPSHOT)?, KEY_SNAPSHOT)
+        .map_err(io_error)?
+    else {
+        return Ok(None);
+    };
+    let damaged = || io::Error::new(io::ErrorKind::InvalidData, "snapshot record is damaged");
+    let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(damaged)?;
+    let meta_len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| damaged())?;
+    if rest.len() < meta_len {
+        return Err(damaged());
     }
+    let (meta, data) = rest.split_at(meta_len);
+    Ok(Some(StoredSnapshot {
+        meta: serde_json::from_slice(meta).map_err(json_error)?,
+        data: data.to_vec(),
+    }))
 }
 
-/// Stores `meta` and `data` as the current snapshot, atomically and synced, on a blocking thread.
+fn encode_snapshot(meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> io::Result<Vec<u8>> {
+    let meta = serde_json::to_vec(meta).map_err(json_error)?;
+    let meta_len = u32::try_from(meta.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "snapshot metadata too large"))?;
+    let mut record = Vec::with_capacity(4 + meta.len() + data.len());
+    record.extend_from_slice(&meta_len.to_be_bytes());
+    record.extend_from_slice(&meta);
+    record.extend_from_slice(data);
+    Ok(record)
+}
+
+/// Stores a snapshot unless the stored one is newer, synced, on a blocking thread. Builders run
+/// concurrently with installs, so a slow builder of an old snapshot must not replace a newer
+/// installed one (the log before the newer one may already be purged). `slot` serializes the
+/// compare and the write.
 async fn write_snapshot(
     db: Arc<DB>,
+    slot: Arc<Mutex<()>>,
     meta: &SnapshotMeta<NodeId, BasicNode>,
-    data: Vec<u8>,
+    data: &[u8],
 ) -> io::Result<()> {
-    let meta = serde_json::to_vec(meta).map_err(json_error)?;
+    let record = encode_snapshot(meta, data)?;
+    let last_log_id = meta.last_log_id;
     tokio::task::spawn_blocking(move || {
-        let snapshot_cf = cf(&db, CF_SNAPSHOT)?;
+        let _writing = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(stored) = read_snapshot(&db)? {
+            if stored.meta.last_log_id > last_log_id {
+                return Ok(());
+            }
+        }
         let mut batch = WriteBatch::default();
-        batch.put_cf(snapshot_cf, KEY_META, meta);
-        batch.put_cf(snapshot_cf, KEY_DATA, data);
+        batch.put_cf(cf(&db, CF_SNAPSHOT)?, KEY_SNAPSHOT, record);
         db.write_opt(batch, &sync_write()).map_err(io_error)
     })
     .await
@@ -167,6 +193,7 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
             membership: self.membership.clone(),
             image: Arc::clone(&self.image),
             sequence: self.snapshots_built,
+            slot: Arc::clone(&self.snapshot_slot),
         }
     }
 
@@ -184,9 +211,14 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
         let image = decode_image(&data)
             .map_err(|e| StorageIOError::read_snapshot(signature.clone(), AnyError::new(&e)))?;
         // Persist first: if the write fails, the in-memory state stays the old, consistent one.
-        write_snapshot(Arc::clone(&self.db), meta, data)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(signature, AnyError::new(&e)))?;
+        write_snapshot(
+            Arc::clone(&self.db),
+            Arc::clone(&self.snapshot_slot),
+            meta,
+            &data,
+        )
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(signature, AnyError::new(&e)))?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.image = Arc::new(image);
@@ -213,6 +245,7 @@ pub struct SnapshotBuilder {
     membership: Membership,
     image: Arc<MetadataImage>,
     sequence: u64,
+    slot: Arc<Mutex<()>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -228,7 +261,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        write_snapshot(Arc::clone(&self.db), &meta, data.clone())
+        write_snapshot(Arc::clone(&self.db), Arc::clone(&self.slot), &meta, &data)
             .await
             .map_err(|e| {
                 StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))

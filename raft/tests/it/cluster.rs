@@ -125,10 +125,24 @@ impl TestCluster {
         &self.nodes[&id]
     }
 
-    /// Waits until all running nodes agree on one leader, and returns it.
+    /// Waits until all running voters agree on one leader, and returns it. Nodes outside the
+    /// voter set (learners, nodes never added) have no say.
     pub async fn leader(&self) -> u64 {
-        eventually("a leader all running nodes agree on", || async {
-            let mut leaders = self.nodes.values().map(|n| n.controller_id());
+        eventually("a leader all running voters agree on", || async {
+            let voters: Vec<&MetadataNode> = self
+                .nodes
+                .values()
+                .filter(|node| {
+                    let metrics = node.metrics().borrow().clone();
+                    let is_voter = metrics
+                        .membership_config
+                        .membership()
+                        .voter_ids()
+                        .any(|id| id == node.node_id());
+                    is_voter
+                })
+                .collect();
+            let mut leaders = voters.iter().map(|n| n.controller_id());
             let first = leaders.next()??;
             if !self.nodes.contains_key(&first) {
                 return None;

@@ -11,10 +11,11 @@ use crate::cluster::{assert_applied, create_topic, eventually, fast, TestCluster
 use crate::membership::wait_registered;
 
 const HEARTBEAT: Duration = Duration::from_millis(200);
+const SESSION: Duration = Duration::from_millis(1_500);
 
 fn short_sessions(config: &mut NodeConfig) {
     fast(config);
-    config.broker_session_timeout_ms = 1_500;
+    config.broker_session_timeout_ms = SESSION.as_millis() as u64;
 }
 
 fn broker(cluster: &TestCluster, id: u64) -> BrokerLifecycle {
@@ -27,7 +28,7 @@ fn broker(cluster: &TestCluster, id: u64) -> BrokerLifecycle {
         }],
         rack: Some(format!("rack-{id}")),
     };
-    BrokerLifecycle::spawn(cluster.node(id).clone(), info, HEARTBEAT)
+    BrokerLifecycle::spawn(cluster.node(id).clone(), info, HEARTBEAT, SESSION)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -53,9 +54,14 @@ async fn a_silent_broker_is_fenced_and_its_partitions_move_to_the_isr() {
         .await
         .expect("commits");
     assert_applied(&response);
+    // The write returned once the controller applied it; node 1 may still be catching up.
     let before = cluster
         .node(1)
-        .image()
+        .wait_for_image(crate::cluster::WAIT, |image| {
+            image.topic_by_name("fenced").is_some()
+        })
+        .await
+        .expect("node 1 sees the topic")
         .topic_by_name("fenced")
         .expect("topic")
         .clone();
@@ -161,5 +167,52 @@ async fn a_new_controller_fences_the_dead_and_spares_the_living() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(brokers);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_outside_the_raft_group_keeps_its_session_by_following_hints() {
+    let mut cluster = TestCluster::start(3, short_sessions).await;
+    // Node 4's first contact is node 1: make sure node 1 is not the controller, so heartbeats
+    // only arrive if node 4 follows the "not the controller" hint.
+    if cluster.leader().await == 1 {
+        cluster.stop(1).await;
+        cluster.leader().await;
+        cluster.restart(1).await;
+    }
+    let outsider = cluster.add_node(4).await;
+    let info = BrokerInfo {
+        broker_id: 4,
+        // No raft endpoint: never added to the raft group, never learns the leader from raft.
+        endpoints: vec![Endpoint {
+            name: "kafka".to_owned(),
+            host: "127.0.0.1".to_owned(),
+            port: 9004,
+        }],
+        rack: None,
+    };
+    let lifecycle = BrokerLifecycle::spawn(outsider.clone(), info, HEARTBEAT, SESSION);
+    let registered = wait_registered(lifecycle.state()).await;
+    let leader = cluster.leader().await;
+    assert_ne!(
+        leader, 1,
+        "controller moved back to node 1; the test would prove nothing"
+    );
+
+    let until = Instant::now() + SESSION * 3;
+    while Instant::now() < until {
+        let image = cluster.node(leader).image();
+        assert!(
+            !image.broker(4).expect("registered").fenced,
+            "broker 4 fenced"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        wait_registered(lifecycle.state()).await,
+        registered,
+        "re-registered"
+    );
+    drop(lifecycle);
     cluster.shutdown().await;
 }

@@ -66,10 +66,10 @@ async fn voters_are_added_and_removed_at_runtime() {
             .then_some(())
     })
     .await;
-    assert!(
-        added.image().broker(1).is_some(),
-        "the new voter has the log"
-    );
+    let caught_up = added
+        .wait_for_image(WAIT, |image| image.broker(1).is_some())
+        .await;
+    assert!(caught_up.is_some(), "the new voter never received the log");
 
     // Remove a voter that is not the leader, through a follower (forwarded).
     let removed = (1..=3).find(|id| *id != leader).expect("a follower");
@@ -123,7 +123,12 @@ async fn a_registered_broker_that_is_not_a_voter_follows_the_log_as_a_learner() 
         rack: None,
     };
     // It knows no controller yet: its requests go to the initial voters until it learns one.
-    let lifecycle = BrokerLifecycle::spawn(learner.clone(), info, Duration::from_millis(100));
+    let lifecycle = BrokerLifecycle::spawn(
+        learner.clone(),
+        info,
+        Duration::from_millis(100),
+        Duration::from_secs(600),
+    );
     wait_registered(lifecycle.state()).await;
     let response = cluster
         .node(2)

@@ -48,8 +48,9 @@ fmt:
 	$(CARGO) fmt --all
 
 bench: bootstrap
-	$(CARGO) bench -p streambus-storage
-	$(CARGO) bench -p streambus-raft
+	# One invocation: built separately, the two crates' benches resolve different features for
+	# zstd-sys (kafka-protocol is only in the storage graph) and each compiled its own RocksDB.
+	$(CARGO) bench -p streambus-storage -p streambus-raft
 
 # Removes the shared build cache; the next build compiles RocksDB again.
 clean-cache:

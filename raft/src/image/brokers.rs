@@ -85,7 +85,10 @@ impl MetadataImage {
                 }
                 let mut change = PartitionChange::of(partition);
                 if fence && partition.isr.contains(&broker_id) {
-                    change.fence(broker_id, &partition.replicas, unclean, &survivor);
+                    // A re-registering broker is back with its data: no unclean election
+                    // while fencing its old incarnation, or a lagging replica would take over
+                    // a partition the returning broker can lead cleanly in the elect step.
+                    change.fence(broker_id, &partition.replicas, unclean && !elect, &survivor);
                 }
                 if elect {
                     change.elect_if_leaderless(&partition.replicas, unclean, &eligible);
@@ -323,5 +326,18 @@ mod tests {
         let p = h.partition("t", 0);
         assert_eq!((p.leader, p.isr.clone()), (Some(1), vec![1]));
         assert_eq!((p.leader_epoch, p.partition_epoch), (2, 3));
+    }
+
+    #[test]
+    fn a_returning_sole_isr_member_is_not_replaced_by_an_unclean_election() {
+        // Unclean election is allowed, but the broker that holds the data is back: it must lead
+        // again rather than hand the partition to a replica that is missing records.
+        let mut h = Harness::with_brokers(&[1, 2]);
+        h.create("t", 1, vec![vec![1, 2]]);
+        shrink_isr(&mut h, "t", 0, vec![1]);
+        set_unclean(&mut h, "t");
+        h.register(1, 2, None);
+        let p = h.partition("t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (Some(1), vec![1]));
     }
 }

@@ -20,7 +20,7 @@ mod partition;
 mod placement;
 mod topics;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,9 @@ pub struct MetadataImage {
     /// Topic id → name. Derived from `topics`, so not serialized; rebuilt on deserialize.
     #[serde(skip)]
     topic_names: BTreeMap<TopicId, String>,
+    /// Ids of deleted topics, never reused: brokers tell a recreated topic from its old log by
+    /// id, and a retried `CreateTopic` must not bring an id back after a delete.
+    deleted_topic_ids: BTreeSet<TopicId>,
     next_producer_id: i64,
     metadata_offset: u64,
 }
@@ -105,6 +108,8 @@ pub struct MetadataImage {
 struct ImageFields {
     brokers: BTreeMap<BrokerId, BrokerRecord>,
     topics: BTreeMap<String, TopicRecord>,
+    #[serde(default)]
+    deleted_topic_ids: BTreeSet<TopicId>,
     next_producer_id: i64,
     metadata_offset: u64,
 }
@@ -120,6 +125,7 @@ impl From<ImageFields> for MetadataImage {
             brokers: fields.brokers,
             topics: fields.topics,
             topic_names,
+            deleted_topic_ids: fields.deleted_topic_ids,
             next_producer_id: fields.next_producer_id,
             metadata_offset: fields.metadata_offset,
         }

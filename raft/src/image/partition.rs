@@ -140,7 +140,10 @@ impl MetadataImage {
         validate_isr(partition, &cmd.new_isr, cmd.leader_id, brokers)
             .map_err(|problem| Rejection::InvalidIsr { problem })?;
         // An unchanged ISR is not a change: the epoch stays, and the answer tells the leader so.
-        if partition.isr != cmd.new_isr {
+        // The ISR is a set; a reordering changes nothing.
+        let same_members = partition.isr.len() == cmd.new_isr.len()
+            && cmd.new_isr.iter().all(|b| partition.isr.contains(b));
+        if !same_members {
             partition.isr.clone_from(&cmd.new_isr);
             partition.partition_epoch = partition.partition_epoch.saturating_add(1);
         }
@@ -541,5 +544,19 @@ mod tests {
             h.image.topics().collect::<Vec<_>>(),
             before.topics().collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_reordered_isr_is_not_a_change() {
+        let mut h = cluster();
+        let before = h.partition("t", 0).clone();
+        let mut reordered = before.isr.clone();
+        reordered.reverse();
+        let response = h.apply(MetadataCommand::AlterPartition(alter(&h, reordered)));
+        assert!(matches!(
+            response,
+            MetadataResponse::PartitionAltered { .. }
+        ));
+        assert_eq!(h.partition("t", 0), &before);
     }
 }

@@ -70,10 +70,12 @@ async fn shutdown_signal() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`); colours only on a terminal, so
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`, openraft at `warn`); colours only on a terminal, so
 /// journald and CI logs stay plain text.
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // openraft narrates every vote and tick at `info`; its warnings are what an operator needs.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

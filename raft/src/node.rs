@@ -3,7 +3,7 @@
 //! committed log and publishes each new image; and it sends writes and heartbeats to the current
 //! controller, wherever that is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use streambus_proto::raft::v1::raft_service_server::RaftServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::command::{MetadataCommand, MetadataResponse};
@@ -129,6 +130,9 @@ struct Inner {
     request_timeout: Duration,
     /// Where to send requests while this node knows no leader: the other initial voters.
     contacts: Vec<(NodeId, String)>,
+    /// Connections to controllers, by address: tonic channels reconnect by themselves, so one
+    /// per peer serves every forwarded write and heartbeat.
+    channels: std::sync::Mutex<HashMap<String, Channel>>,
     tasks: std::sync::Mutex<Option<Tasks>>,
 }
 
@@ -215,6 +219,7 @@ impl MetadataNode {
                     .filter(|(id, _)| **id != config.node_id)
                     .map(|(id, addr)| (*id, addr.clone()))
                     .collect(),
+                channels: std::sync::Mutex::new(HashMap::new()),
                 tasks: std::sync::Mutex::new(Some(Tasks {
                     server,
                     server_stop,
@@ -345,7 +350,10 @@ impl MetadataNode {
                         )
                     })
                 }
-                Some((_, addr)) => forward_write(&addr, &request, deadline).await?,
+                Some((_, addr)) => {
+                    let client = self.controller_client(&addr)?;
+                    forward_write(client, &addr, &request, deadline).await?
+                }
                 None => ControllerReply::NotController { leader: None },
             };
             match reply {
@@ -370,6 +378,31 @@ impl MetadataNode {
         )))
     }
 
+    /// A client on the cached connection to `addr`.
+    fn controller_client(&self, addr: &str) -> Result<ControllerServiceClient<Channel>> {
+        /// Addresses come from config and leader hints, so only a few exist; the bound guards
+        /// against a peer that keeps advertising new ones.
+        const CHANNELS_MAX: usize = 64;
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let channel = match channels.get(addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel =
+                    channel(addr).map_err(|e| RaftError::NoController(format!("{addr}: {e}")))?;
+                if channels.len() >= CHANNELS_MAX {
+                    channels.clear();
+                }
+                channels.insert(addr.to_owned(), channel.clone());
+                channel
+            }
+        };
+        Ok(ControllerServiceClient::new(channel).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+    }
+
     /// Where to send a request: the known leader, or else one of the contacts in turn.
     fn target(&self, attempt: usize) -> Option<(NodeId, String)> {
         self.inner.controller.leader().or_else(|| {
@@ -389,7 +422,10 @@ impl MetadataNode {
                 Some((leader, _)) if *leader == self.inner.node_id => {
                     self.inner.controller.heartbeat(&heartbeat)
                 }
-                Some((_, addr)) => forward_heartbeat(addr, &heartbeat, deadline).await?,
+                Some((_, addr)) => {
+                    let client = self.controller_client(addr)?;
+                    forward_heartbeat(client, addr, &heartbeat, deadline).await?
+                }
                 None => HeartbeatReply::NotController { leader: None },
             };
             match reply {
@@ -463,14 +499,13 @@ async fn serve(
 }
 
 async fn forward_write(
+    mut client: ControllerServiceClient<Channel>,
     addr: &str,
     request: &ControllerRequest,
     deadline: Instant,
 ) -> Result<ControllerReply> {
     let transport = |e: &dyn std::fmt::Display| RaftError::NoController(format!("{addr}: {e}"));
     let payload = to_payload(request).map_err(|e| transport(&e))?;
-    let mut client = ControllerServiceClient::new(channel(addr).map_err(|e| transport(&e))?)
-        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let mut grpc_request = Request::new(pb::WriteRequest { payload });
     grpc_request.set_timeout(deadline.saturating_duration_since(Instant::now()));
     match client.write(grpc_request).await {
@@ -486,13 +521,13 @@ async fn forward_write(
 }
 
 async fn forward_heartbeat(
+    mut client: ControllerServiceClient<Channel>,
     addr: &str,
     heartbeat: &Heartbeat,
     deadline: Instant,
 ) -> Result<HeartbeatReply> {
     let transport = |e: &dyn std::fmt::Display| RaftError::NoController(format!("{addr}: {e}"));
     let payload = to_payload(heartbeat).map_err(|e| transport(&e))?;
-    let mut client = ControllerServiceClient::new(channel(addr).map_err(|e| transport(&e))?);
     let mut grpc_request = Request::new(pb::HeartbeatRequest { payload });
     grpc_request.set_timeout(deadline.saturating_duration_since(Instant::now()));
     let reply = client

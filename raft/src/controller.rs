@@ -147,8 +147,7 @@ impl Controller {
             .then_some(metrics.current_term)
     }
 
-    /// Resets the session table when this node starts a new term as leader, and returns when
-    /// that term began for this node.
+    /// The session table, reset first when this node leads a term it has no table for yet.
     fn sessions_for_term(&self, term: u64) -> std::sync::MutexGuard<'_, SessionTable> {
         let mut table = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if table.term != term || table.leader_since.is_none() {

@@ -79,3 +79,72 @@ fn a_bad_quorum_voter_list_is_refused_with_the_key_named() {
         output.stderr
     );
 }
+
+/// Free loopback ports, found by binding port 0. They are released before the brokers bind
+/// them, so another process could take one in between; the brokers would then fail to start
+/// and the test would say so, not hang.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+#[test]
+fn three_broker_processes_form_one_quorum_and_all_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let raft_ports = free_ports(3);
+    let voters = raft_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut brokers = Vec::new();
+    for (i, port) in raft_ports.iter().enumerate() {
+        let id = (i + 1).to_string();
+        let data_dir = dir.path().join(format!("broker-{id}"));
+        let raft_listener = format!("127.0.0.1:{port}");
+        let voters_flag = format!("metadata.quorum_voters={voters}");
+        let args = [
+            "--node-id",
+            &id,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--kafka-listener",
+            "127.0.0.1:0",
+            "--raft-listener",
+            &raft_listener,
+            "--admin-listener",
+            "127.0.0.1:0",
+            "--http-listener",
+            "127.0.0.1:0",
+            "--set",
+            &voters_flag,
+        ];
+        brokers.push(BrokerProcess::start(&args).expect("starts"));
+    }
+    // Each broker registers through whichever voter won the election, so all three lines prove
+    // the processes found each other over gRPC and agreed on one controller.
+    let mut epochs = Vec::new();
+    for broker in &mut brokers {
+        let line = broker
+            .wait_for_log("broker registered", 0, STARTUP)
+            .expect("registers");
+        epochs.push(broker_epoch(&line));
+    }
+    epochs.sort_unstable();
+    epochs.dedup();
+    assert_eq!(
+        epochs.len(),
+        3,
+        "one log gives three distinct epochs: {epochs:?}"
+    );
+    for broker in brokers {
+        let status = broker.terminate(STOP).expect("stops");
+        assert!(status.success(), "exit status {status}");
+    }
+}

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 use streambus_raft::command::{
     AllocateProducerIds, CreateTopic, Endpoint, TopicAssignment, TopicId,
 };
-use streambus_raft::{
-    BrokerInfo, BrokerLifecycle, MetadataCommand, MetadataNode, NodeConfig, RegistrationState,
-};
-use tokio::net::TcpListener;
+use streambus_raft::testing::{wait_registered, LoopbackCluster, WAIT};
+use streambus_raft::{BrokerInfo, BrokerLifecycle, MetadataCommand, MetadataNode};
 
 const LATENCY_WRITES: usize = 2_000;
 const THROUGHPUT_WRITERS: usize = 64;
@@ -22,65 +20,6 @@ const FAILOVER_ROUNDS: usize = 3;
 const BROKER_HEARTBEAT: Duration = Duration::from_millis(2_000);
 /// Kafka's default `broker.session.timeout.ms`.
 const BROKER_SESSION: Duration = Duration::from_millis(9_000);
-const WAIT: Duration = Duration::from_secs(60);
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    addrs: BTreeMap<u64, String>,
-    nodes: BTreeMap<u64, MetadataNode>,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut listeners = BTreeMap::new();
-        for id in 1..=3u64 {
-            listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.expect("bind"));
-        }
-        let addrs: BTreeMap<u64, String> = listeners
-            .iter()
-            .map(|(id, l)| (*id, l.local_addr().expect("addr").to_string()))
-            .collect();
-        let mut cluster = Cluster {
-            dir,
-            addrs,
-            nodes: BTreeMap::new(),
-        };
-        for (id, listener) in listeners {
-            let node = MetadataNode::start_with_listener(cluster.config(id), listener)
-                .await
-                .expect("node starts");
-            cluster.nodes.insert(id, node);
-        }
-        cluster
-    }
-
-    /// The defaults every broker gets, with all three nodes as initial voters.
-    fn config(&self, id: u64) -> NodeConfig {
-        let mut config = NodeConfig::single_voter(
-            id,
-            self.addrs[&id].parse().expect("addr"),
-            self.dir.path().join(format!("node-{id}")),
-        );
-        config.initial_voters = self.addrs.clone();
-        config
-    }
-
-    async fn leader(&self) -> u64 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let leaders: Vec<Option<u64>> =
-                self.nodes.values().map(|n| n.controller_id()).collect();
-            if let Some(Some(first)) = leaders.first() {
-                if self.nodes.contains_key(first) && leaders.iter().all(|l| l == &Some(*first)) {
-                    return *first;
-                }
-            }
-            assert!(Instant::now() < deadline, "no leader");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -97,18 +36,7 @@ fn allocate(epoch: i64) -> MetadataCommand {
 
 async fn register_broker_one(node: &MetadataNode) -> (BrokerLifecycle, i64) {
     let lifecycle = BrokerLifecycle::spawn(node.clone(), info(1), BROKER_HEARTBEAT, BROKER_SESSION);
-    let mut state = lifecycle.state();
-    let registered = tokio::time::timeout(
-        WAIT,
-        state.wait_for(|s| matches!(s, RegistrationState::Registered { .. })),
-    )
-    .await
-    .expect("registers")
-    .expect("running")
-    .to_owned();
-    let RegistrationState::Registered { broker_epoch, .. } = registered else {
-        unreachable!("waited for registration")
-    };
+    let (broker_epoch, _) = wait_registered(lifecycle.state()).await;
     (lifecycle, broker_epoch)
 }
 
@@ -124,7 +52,7 @@ fn info(id: i32) -> BrokerInfo {
     }
 }
 
-async fn latency(cluster: &Cluster, via: u64, label: &str, epoch: i64) {
+async fn latency(cluster: &LoopbackCluster, via: u64, label: &str, epoch: i64) {
     let node = &cluster.nodes[&via];
     let mut samples = Vec::with_capacity(LATENCY_WRITES);
     for _ in 0..LATENCY_WRITES {
@@ -166,26 +94,22 @@ async fn throughput(node: &MetadataNode, epoch: i64) {
     );
 }
 
-async fn failover(cluster: &mut Cluster) {
+async fn failover(cluster: &mut LoopbackCluster) {
     let mut samples = Vec::new();
     for _ in 0..FAILOVER_ROUNDS {
         let leader = cluster.leader().await;
-        let node = cluster.nodes.remove(&leader).expect("leader");
         let killed_at = Instant::now();
-        node.shutdown().await.expect("shutdown");
+        cluster.stop(leader).await;
         let new_leader = cluster.leader().await;
         samples.push(killed_at.elapsed());
         assert_ne!(new_leader, leader);
-        let restarted = MetadataNode::start(cluster.config(leader))
-            .await
-            .expect("restart");
-        cluster.nodes.insert(leader, restarted);
+        cluster.restart(leader).await;
         cluster.leader().await;
     }
     println!("leader kill -> new controller: {samples:.2?} (election timeout 500-1000 ms, leader lease 1000 ms)");
 }
 
-async fn broker_death(cluster: &Cluster) {
+async fn broker_death(cluster: &LoopbackCluster) {
     let leader = cluster.leader().await;
     let lifecycles: Vec<BrokerLifecycle> = (2..=3)
         .map(|id| {
@@ -237,7 +161,8 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut cluster = Cluster::start().await;
+        // Default timeouts: the figures are those of a broker with an untouched config.
+        let mut cluster = LoopbackCluster::start(3, |_| {}).await;
         let leader = cluster.leader().await;
         let follower = (1..=3).find(|id| *id != leader).expect("follower");
         let (broker_one, epoch) = register_broker_one(&cluster.nodes[&leader]).await;
@@ -248,8 +173,6 @@ fn main() {
         failover(&mut cluster).await;
         broker_death(&cluster).await;
         drop(broker_one);
-        for node in cluster.nodes.values() {
-            node.shutdown().await.expect("shutdown");
-        }
+        cluster.shutdown().await;
     });
 }

@@ -17,6 +17,7 @@
 //! - [`node`]: [`MetadataNode`], a running quorum member with its published image.
 //! - [`lifecycle`]: [`BrokerLifecycle`], a broker's registration and heartbeats.
 //! - [`error`]: the crate's error enum.
+//! - `testing` (feature `test-util`): an in-process loopback cluster for tests and benchmarks.
 
 pub mod command;
 pub mod controller;
@@ -26,6 +27,8 @@ pub mod lifecycle;
 pub mod network;
 pub mod node;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod types;
 
 pub use command::{MetadataCommand, MetadataResponse, Rejection};

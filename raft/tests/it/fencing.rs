@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use streambus_raft::command::{Endpoint, TopicAssignment};
 use streambus_raft::{BrokerInfo, BrokerLifecycle, NodeConfig};
 
-use crate::cluster::{assert_applied, create_topic, eventually, fast, TestCluster};
-use crate::membership::wait_registered;
+use crate::cluster::{
+    assert_applied, create_topic, eventually, fast, wait_registered, LoopbackCluster,
+};
 
 const HEARTBEAT: Duration = Duration::from_millis(200);
 const SESSION: Duration = Duration::from_millis(1_500);
@@ -18,7 +19,7 @@ fn short_sessions(config: &mut NodeConfig) {
     config.broker_session_timeout_ms = SESSION.as_millis() as u64;
 }
 
-fn broker(cluster: &TestCluster, id: u64) -> BrokerLifecycle {
+fn broker(cluster: &LoopbackCluster, id: u64) -> BrokerLifecycle {
     let info = BrokerInfo {
         broker_id: id as i32,
         endpoints: vec![Endpoint {
@@ -33,7 +34,7 @@ fn broker(cluster: &TestCluster, id: u64) -> BrokerLifecycle {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_silent_broker_is_fenced_and_its_partitions_move_to_the_isr() {
-    let cluster = TestCluster::start(3, short_sessions).await;
+    let cluster = LoopbackCluster::start(3, short_sessions).await;
     cluster.leader().await;
     let mut brokers: BTreeMap<u64, BrokerLifecycle> =
         (1..=3).map(|id| (id, broker(&cluster, id))).collect();
@@ -138,7 +139,7 @@ async fn a_silent_broker_is_fenced_and_its_partitions_move_to_the_isr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_controller_fences_the_dead_and_spares_the_living() {
-    let mut cluster = TestCluster::start(3, short_sessions).await;
+    let mut cluster = LoopbackCluster::start(3, short_sessions).await;
     let leader = cluster.leader().await;
     let mut brokers: BTreeMap<u64, BrokerLifecycle> =
         (1..=3).map(|id| (id, broker(&cluster, id))).collect();
@@ -172,7 +173,7 @@ async fn a_new_controller_fences_the_dead_and_spares_the_living() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_outside_the_raft_group_keeps_its_session_by_following_hints() {
-    let mut cluster = TestCluster::start(3, short_sessions).await;
+    let mut cluster = LoopbackCluster::start(3, short_sessions).await;
     // Node 4's first contact is node 1: make sure node 1 is not the controller, so heartbeats
     // only arrive if node 4 follows the "not the controller" hint.
     if cluster.leader().await == 1 {

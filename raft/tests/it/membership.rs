@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use streambus_raft::command::{Endpoint, TopicAssignment};
-use streambus_raft::{BrokerInfo, BrokerLifecycle, MetadataNode, NodeConfig, RegistrationState};
-use tokio::sync::watch;
+use streambus_raft::{BrokerInfo, BrokerLifecycle, MetadataNode, NodeConfig};
 
-use crate::cluster::{assert_applied, create_topic, eventually, fast, register, TestCluster, WAIT};
+use crate::cluster::{
+    assert_applied, create_topic, eventually, fast, register, wait_registered, LoopbackCluster,
+    WAIT,
+};
 
 fn voters(node: &MetadataNode) -> Vec<u64> {
     let metrics = node.metrics().borrow().clone();
@@ -47,7 +49,7 @@ async fn a_single_voter_elects_itself_and_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn voters_are_added_and_removed_at_runtime() {
-    let mut cluster = TestCluster::start(3, fast).await;
+    let mut cluster = LoopbackCluster::start(3, fast).await;
     let leader = cluster.leader().await;
     register(cluster.node(1), 1, None).await;
 
@@ -108,7 +110,7 @@ async fn voters_are_added_and_removed_at_runtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_registered_broker_that_is_not_a_voter_follows_the_log_as_a_learner() {
-    let mut cluster = TestCluster::start(3, fast).await;
+    let mut cluster = LoopbackCluster::start(3, fast).await;
     cluster.leader().await;
     // Node 5 bootstraps nothing: it only serves raft and waits to be added.
     let learner = cluster.add_node(5).await;
@@ -153,24 +155,4 @@ async fn a_registered_broker_that_is_not_a_voter_follows_the_log_as_a_learner() 
     );
     drop(lifecycle);
     cluster.shutdown().await;
-}
-
-pub async fn wait_registered(
-    mut state: watch::Receiver<RegistrationState>,
-) -> (i64, streambus_raft::command::IncarnationId) {
-    let registered = tokio::time::timeout(
-        WAIT,
-        state.wait_for(|s| matches!(s, RegistrationState::Registered { .. })),
-    )
-    .await
-    .expect("registered in time")
-    .expect("lifecycle running")
-    .to_owned();
-    match registered {
-        RegistrationState::Registered {
-            incarnation_id,
-            broker_epoch,
-        } => (broker_epoch, incarnation_id),
-        RegistrationState::Unregistered => unreachable!("waited for registration"),
-    }
 }

@@ -6,10 +6,10 @@ use streambus_raft::command::{AllocateProducerIds, TopicAssignment};
 use streambus_raft::{MetadataCommand, MetadataResponse};
 
 use crate::cluster::{
-    assert_applied, content, create_topic, eventually, fast, register, TestCluster,
+    assert_applied, content, create_topic, eventually, fast, register, LoopbackCluster,
 };
 
-async fn three_brokers(cluster: &TestCluster) {
+async fn three_brokers(cluster: &LoopbackCluster) {
     for broker in 1..=3 {
         // Through different nodes: followers forward to the controller.
         register(cluster.node(broker as u64), broker, None).await;
@@ -28,7 +28,7 @@ fn auto(partitions: u32, replication_factor: u16) -> TopicAssignment {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_voters_elect_one_leader_and_commit_through_any_node() {
-    let cluster = TestCluster::start(3, fast).await;
+    let cluster = LoopbackCluster::start(3, fast).await;
     let leader = cluster.leader().await;
     assert!((1..=3).contains(&leader));
     three_brokers(&cluster).await;
@@ -58,7 +58,7 @@ async fn three_voters_elect_one_leader_and_commit_through_any_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_leader_is_replaced_and_no_committed_entry_is_lost() {
-    let mut cluster = TestCluster::start(3, fast).await;
+    let mut cluster = LoopbackCluster::start(3, fast).await;
     let old_leader = cluster.leader().await;
     three_brokers(&cluster).await;
     for i in 0..5u8 {
@@ -112,7 +112,7 @@ async fn a_restarted_node_catches_up_from_a_snapshot() {
         fast(config);
         config.snapshot_logs_since_last = 20;
     }
-    let mut cluster = TestCluster::start(3, snapshot_often).await;
+    let mut cluster = LoopbackCluster::start(3, snapshot_often).await;
     let leader = cluster.leader().await;
     three_brokers(&cluster).await;
     let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
@@ -168,7 +168,7 @@ async fn a_restarted_node_catches_up_from_a_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_minority_cannot_commit() {
-    let mut cluster = TestCluster::start(3, fast).await;
+    let mut cluster = LoopbackCluster::start(3, fast).await;
     cluster.leader().await;
     three_brokers(&cluster).await;
     let survivor = 3;
@@ -202,7 +202,7 @@ async fn a_minority_cannot_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarting_every_voter_gives_back_the_same_image() {
-    let mut cluster = TestCluster::start(3, fast).await;
+    let mut cluster = LoopbackCluster::start(3, fast).await;
     cluster.leader().await;
     three_brokers(&cluster).await;
     for i in 0..4u8 {

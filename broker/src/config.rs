@@ -54,6 +54,10 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// Broker-wide defaults for topic (partition log) settings; topic configs override them.
     pub log: LogConfig,
+    /// Topic defaults that are not partition-log settings, and topic auto-creation.
+    pub topics: TopicsConfig,
+    /// Limits of the Kafka listener.
+    pub kafka: KafkaConfig,
     /// The metadata quorum: voters, session and election timeouts.
     pub metadata: MetadataConfig,
 }
@@ -70,7 +74,77 @@ impl Default for BrokerConfig {
             advertised_host: String::new(),
             socket_request_max_bytes: crate::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             log: LogConfig::default(),
+            topics: TopicsConfig::default(),
+            kafka: KafkaConfig::default(),
             metadata: MetadataConfig::default(),
+        }
+    }
+}
+
+/// The `[topics]` table: broker-wide topic defaults beyond the log settings, and auto-creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// `auto.create.topics.enable`: Metadata and Produce requests for an unknown topic create it.
+    pub auto_create_enable: bool,
+    /// `num.partitions`: partitions of an auto-created topic, and of CreateTopics asking for -1.
+    pub num_partitions: u32,
+    /// `default.replication.factor`: replicas of an auto-created topic, and of CreateTopics asking
+    /// for -1.
+    pub default_replication_factor: u16,
+    /// `compression.type`: `producer` keeps the client's codec; `uncompressed`, `gzip`, `snappy`,
+    /// `lz4` or `zstd` make the broker recompress batches that use another codec.
+    pub compression_type: String,
+    /// `min.insync.replicas`: an `acks=all` produce fails with NOT_ENOUGH_REPLICAS when fewer
+    /// replicas are in sync.
+    pub min_insync_replicas: u32,
+    /// `log.retention.check.interval.ms`: how often retention and compaction run.
+    pub retention_check_interval_ms: u64,
+    /// `producer.id.expiration.ms`: idempotent-producer state is dropped after this much silence.
+    pub producer_id_expiration_ms: i64,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            auto_create_enable: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            compression_type: "producer".to_owned(),
+            min_insync_replicas: 1,
+            retention_check_interval_ms: 300_000,
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
+/// The `[kafka]` table: limits of the Kafka protocol listener. Each bounds memory or work one
+/// client can claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `max.connections`: connections beyond this are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Responses computed but not yet written, per connection; reading further requests from
+    /// the connection pauses while this many are queued.
+    pub max_in_flight_requests_per_connection: usize,
+    /// Upper bound on a Fetch's `max_wait_ms` (clients asking more are served after this).
+    pub fetch_max_wait_ms_limit: u64,
+    /// Upper bound on a Fetch response's size in bytes, whatever the client asks
+    /// (`fetch.max.bytes`).
+    pub fetch_max_bytes: usize,
+    /// Kafka cluster id reported to clients (Metadata, DescribeCluster).
+    pub cluster_id: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            max_connections: 4096,
+            max_in_flight_requests_per_connection: 64,
+            fetch_max_wait_ms_limit: 30_000,
+            fetch_max_bytes: 55 * 1024 * 1024,
+            cluster_id: "streambus-cluster".to_owned(),
         }
     }
 }
@@ -226,10 +300,52 @@ impl BrokerConfig {
             });
         }
         self.check_listeners_distinct()?;
+        self.check_topics_and_kafka()?;
         self.metadata.validate()?;
         self.log
             .validate()
             .map_err(BrokerError::InvalidLogDefaults)?;
+        Ok(())
+    }
+
+    fn check_topics_and_kafka(&self) -> Result<()> {
+        let invalid = |key: &'static str, reason: &str| {
+            Err(BrokerError::InvalidConfig {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        let topics = &self.topics;
+        if topics.num_partitions == 0
+            || topics.num_partitions > streambus_raft::command::MAX_PARTITIONS_PER_TOPIC
+        {
+            return invalid("topics.num_partitions", "must be between 1 and 10000");
+        }
+        if topics.default_replication_factor == 0 {
+            return invalid("topics.default_replication_factor", "must be at least 1");
+        }
+        if topics.min_insync_replicas == 0 {
+            return invalid("topics.min_insync_replicas", "must be at least 1");
+        }
+        if crate::topic_config::CompressionType::parse(&topics.compression_type).is_none() {
+            return invalid(
+                "topics.compression_type",
+                "must be one of producer, uncompressed, gzip, snappy, lz4, zstd",
+            );
+        }
+        if topics.retention_check_interval_ms == 0 || topics.producer_id_expiration_ms <= 0 {
+            return invalid("topics", "intervals must be positive");
+        }
+        let kafka = &self.kafka;
+        if kafka.max_connections == 0 || kafka.max_in_flight_requests_per_connection == 0 {
+            return invalid("kafka", "connection limits must be at least 1");
+        }
+        if kafka.fetch_max_bytes < 1024 {
+            return invalid("kafka.fetch_max_bytes", "must be at least 1024");
+        }
+        if kafka.cluster_id.is_empty() {
+            return invalid("kafka.cluster_id", "must not be empty");
+        }
         Ok(())
     }
 

@@ -78,6 +78,9 @@ pub enum BrokerError {
 
     #[error("metadata quorum")]
     Metadata(#[from] streambus_raft::RaftError),
+
+    #[error("partition storage")]
+    Storage(#[from] streambus_storage::StorageError),
 }
 
 /// `Result` with [`BrokerError`].

@@ -8,17 +8,29 @@
 //! through the partition manager, the coordinators and the metadata image.
 //!
 //! Modules:
+//! - [`broker`]: starting and stopping a whole broker (quorum member, partitions, listener).
 //! - [`cli`]: the `streambus` command line.
 //! - [`config`]: [`BrokerConfig`] and its resolution (defaults < file < environment < flags).
+//! - [`context`]: what request handlers share.
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
+//! - [`kafka`]: the Kafka protocol listener, API handlers and error mapping.
+//! - [`partition`]: the partitions hosted here and their maintenance.
+//! - [`producer_ids`]: producer ids from quorum-allocated blocks.
 //! - [`quorum`]: the `[metadata]` config and starting this broker's metadata quorum member.
+//! - [`topic_config`]: Kafka topic configs: validation, resolution, description.
 
+pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod frame;
+pub mod kafka;
+pub mod partition;
+pub mod producer_ids;
 pub mod quorum;
+pub mod topic_config;
 
 pub use config::BrokerConfig;
 pub use error::{BrokerError, Result};

@@ -1,14 +1,14 @@
-//! The `streambus` binary: parses the command line, resolves the configuration, joins the
-//! metadata quorum and registers this broker, then runs until SIGTERM or SIGINT. The Kafka
-//! listener arrives with issue 5; until then the process is a metadata quorum member only.
+//! The `streambus` binary: parses the command line, resolves the configuration, starts the
+//! broker (metadata quorum member, partitions, Kafka listener), then runs until SIGTERM or
+//! SIGINT and stops gracefully.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use streambus_broker::broker::Broker;
 use streambus_broker::cli::Cli;
 use streambus_broker::config::{self, BrokerConfig};
-use streambus_broker::quorum;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -45,15 +45,15 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: BrokerConfig, dev: bool) -> anyhow::Result<()> {
-    let quorum = quorum::start(&config, dev).await?;
+    let broker = Broker::start(config, dev).await?;
     tracing::info!(
-        raft_listener = %quorum.node.local_addr(),
-        "metadata quorum member started; the Kafka listener is not implemented yet (issue 5)"
+        kafka_listener = %broker.kafka_addr(),
+        raft_listener = %broker.raft_addr(),
+        "broker started"
     );
     shutdown_signal().await?;
     tracing::info!("shutting down");
-    quorum.lifecycle.stop();
-    quorum.node.shutdown().await?;
+    broker.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
 }

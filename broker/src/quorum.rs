@@ -113,6 +113,9 @@ impl MetadataConfig {
     }
 }
 
+/// Name of the Kafka listener among a broker's registered endpoints.
+pub const KAFKA_ENDPOINT: &str = "kafka";
+
 /// A running quorum member and this broker's registration.
 #[derive(Debug)]
 pub struct Quorum {
@@ -120,9 +123,10 @@ pub struct Quorum {
     pub lifecycle: BrokerLifecycle,
 }
 
-/// Starts this broker's metadata node (in `<data_dir>/raft`) and registers the broker. With
-/// `dev`, or with no voters configured, the broker is a single-voter cluster of its own.
-pub async fn start(config: &BrokerConfig, dev: bool) -> Result<Quorum> {
+/// Starts this broker's metadata node (in `<data_dir>/raft`) and registers the broker with its
+/// Kafka listener on `kafka_port`. With `dev`, or with no voters configured, the broker is a
+/// single-voter cluster of its own.
+pub async fn start(config: &BrokerConfig, dev: bool, kafka_port: u16) -> Result<Quorum> {
     // `validate` rejects negative ids.
     let node_id = NodeId::try_from(config.node_id).unwrap_or_default();
     let bind_error = |source| BrokerError::Bind {
@@ -167,7 +171,7 @@ pub async fn start(config: &BrokerConfig, dev: bool) -> Result<Quorum> {
     let info = BrokerInfo {
         broker_id: config.node_id,
         endpoints: vec![
-            endpoint("kafka", config.kafka_listener.port()),
+            endpoint(KAFKA_ENDPOINT, kafka_port),
             endpoint(streambus_raft::controller::RAFT_ENDPOINT, local.port()),
         ],
         rack: (!metadata.rack.is_empty()).then(|| metadata.rack.clone()),

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub mod kafka;
 mod process;
 
+pub use kafka::{DevBroker, KafkaConn};
 pub use process::BrokerProcess;
 
 /// How long a short command (`--print-config`, a failed start) may run before it is killed.

@@ -1,4 +1,5 @@
 //! The integration test binary: one per crate keeps linking fast; each module is one area.
 
 mod cli;
+mod kafka;
 mod metadata;

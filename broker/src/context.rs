@@ -1,0 +1,48 @@
+//! What every request handler may use: the configuration, the metadata image and quorum, the
+//! hosted partitions and the producer-id allocator. Handlers reach storage only through the
+//! partition manager and metadata only through the image and metadata commands.
+
+use std::sync::Arc;
+
+use streambus_raft::command::BrokerId;
+use streambus_raft::{MetadataCommand, MetadataImage, MetadataNode, MetadataResponse, RaftError};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BrokerConfig;
+use crate::partition::PartitionManager;
+use crate::producer_ids::ProducerIdAllocator;
+
+/// Shared by every connection of one broker.
+#[derive(Debug)]
+pub struct BrokerContext {
+    pub config: BrokerConfig,
+    pub node: MetadataNode,
+    pub partitions: Arc<PartitionManager>,
+    pub producer_ids: ProducerIdAllocator,
+    /// Cancelled when the broker starts shutting down: parked fetches answer at once.
+    pub shutdown: CancellationToken,
+}
+
+impl BrokerContext {
+    pub fn broker_id(&self) -> BrokerId {
+        self.config.node_id
+    }
+
+    /// The latest committed metadata this broker has applied.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.node.image()
+    }
+
+    /// Commits a metadata command through the controller; a rejection is an `Err`.
+    pub async fn write(&self, command: MetadataCommand) -> Result<MetadataResponse, RaftError> {
+        self.node.write(command).await?.into_result()
+    }
+
+    /// The controller's broker id, if one is known (-1 otherwise, as Kafka reports it).
+    pub fn controller_id(&self) -> BrokerId {
+        self.node
+            .controller_id()
+            .and_then(|id| BrokerId::try_from(id).ok())
+            .unwrap_or(-1)
+    }
+}

@@ -1,0 +1,162 @@
+//! One client connection. Requests are read as length-prefixed frames (bounded by
+//! `socket.request.max.bytes` before anything is allocated), handled one at a time in arrival
+//! order, like Kafka does, which keeps a producer's pipelined batches for a partition in order,
+//! and answered in that order. A writer task sends responses while the next requests are read
+//! and handled; at most `max_in_flight_requests_per_connection` responses wait for it, after
+//! which reading pauses.
+//!
+//! A frame whose header cannot be decoded, an unknown API key, an unsupported version (other
+//! than ApiVersions, which answers UNSUPPORTED_VERSION with v0 so the client can pick another)
+//! or an undecodable body closes this connection only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{self, Outcome};
+use super::handlers;
+use crate::context::BrokerContext;
+use crate::frame::request_codec;
+
+/// What to do with one frame.
+enum Step {
+    Send(Bytes),
+    Nothing,
+    Close(&'static str),
+}
+
+/// Serves one connection until the client closes it, it misbehaves, or `shutdown` (after the
+/// request being handled is answered).
+pub async fn serve(
+    ctx: Arc<BrokerContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    // Responses are written whole; Nagle would only delay them.
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let mut frames = FramedRead::new(reader, request_codec(ctx.config.socket_request_max_bytes));
+    let (responses, queued) = mpsc::channel(ctx.config.kafka.max_in_flight_requests_per_connection);
+    let writer = tokio::spawn(write_responses(writer, queued, peer));
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            frame = frames.next() => frame,
+        };
+        let frame = match frame {
+            None => break,
+            Some(Ok(frame)) => frame.freeze(),
+            Some(Err(error)) => {
+                tracing::debug!(%peer, %error, "closing connection: bad frame");
+                break;
+            }
+        };
+        match handle_frame(&ctx, frame).await {
+            Step::Send(bytes) => {
+                if responses.send(bytes).await.is_err() {
+                    break;
+                }
+            }
+            Step::Nothing => {}
+            Step::Close(reason) => {
+                tracing::debug!(%peer, reason, "closing connection");
+                break;
+            }
+        }
+    }
+    // Queued responses are still written before the socket closes.
+    drop(responses);
+    let _ = writer.await;
+}
+
+async fn write_responses(
+    mut writer: OwnedWriteHalf,
+    mut queued: mpsc::Receiver<Bytes>,
+    peer: SocketAddr,
+) {
+    while let Some(response) = queued.recv().await {
+        if let Err(error) = writer.write_all(&response).await {
+            tracing::debug!(%peer, %error, "cannot write a response");
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn handle_frame(ctx: &BrokerContext, mut frame: Bytes) -> Step {
+    if frame.len() < 8 {
+        return Step::Close("frame shorter than a request header");
+    }
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(key) = ApiKey::try_from(api_key) else {
+        return Step::Close("unknown api key");
+    };
+    if !api::is_supported(key, version) {
+        if key == ApiKey::ApiVersions {
+            return unsupported_api_versions(correlation_id);
+        }
+        return Step::Close("unsupported api version");
+    }
+    let header: RequestHeader = match decode_request_header_from_buffer(&mut frame) {
+        Ok(header) => header,
+        Err(_) => return Step::Close("undecodable request header"),
+    };
+    let request = match RequestKind::decode(key, &mut frame, version) {
+        Ok(request) => request,
+        Err(_) => return Step::Close("undecodable request body"),
+    };
+    match api::dispatch(ctx, &header, request).await {
+        Outcome::Respond(response) => encode(key, version, correlation_id, &response),
+        Outcome::NoResponse => Step::Nothing,
+        Outcome::Close => Step::Close("request without a handler"),
+    }
+}
+
+/// ApiVersions at a version the broker does not know: answered at v0 with UNSUPPORTED_VERSION
+/// and the supported ranges, as Kafka does, so the client retries with a version it shares.
+fn unsupported_api_versions(correlation_id: i32) -> Step {
+    let response = ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(handlers::api_versions::supported_api_keys());
+    encode(
+        ApiKey::ApiVersions,
+        0,
+        correlation_id,
+        &ResponseKind::ApiVersions(response),
+    )
+}
+
+/// Frames a response: length prefix, response header of the version's header version, body.
+fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &ResponseKind) -> Step {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let encoded = header
+        .encode(&mut buf, key.response_header_version(version))
+        .and_then(|()| response.encode(&mut buf, version));
+    if let Err(error) = encoded {
+        // A handler built a response its version cannot carry: a bug, reported loudly.
+        tracing::error!(?key, version, %error, "cannot encode a response");
+        return Step::Close("response encoding failed");
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Step::Send(buf.freeze())
+}

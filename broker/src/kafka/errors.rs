@@ -1,0 +1,249 @@
+//! The one place where failures become Kafka error codes. Handlers describe what went wrong as
+//! a [`Failure`]; [`error_code`] decides what the client sees. The produce path never answers
+//! `UNKNOWN_SERVER_ERROR` for a condition a client could retry.
+
+use kafka_protocol::error::ResponseError;
+use streambus_raft::command::Rejection;
+use streambus_raft::RaftError;
+use streambus_storage::{BatchError, StorageError};
+
+use crate::partition::manager::LeaderLookup;
+use crate::producer_ids::ProducerIdError;
+use crate::topic_config::ConfigProblem;
+
+/// A failure found by a handler itself, from the request's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestProblem {
+    /// Produce `acks` other than 0, 1 or -1.
+    InvalidRequiredAcks,
+    /// A produce partition without records.
+    MissingRecords,
+    /// `acks=all` while fewer replicas than `min.insync.replicas` are in sync.
+    NotEnoughReplicas,
+    /// The same topic (or resource) twice in one request.
+    DuplicateResource,
+    /// A resource type, operation or target this broker does not handle.
+    Unsupported,
+    /// Fields of one request that contradict each other (e.g. CreateTopics with both explicit
+    /// assignments and a partition count).
+    Inconsistent,
+    /// DescribeCluster asking for an endpoint type (controllers) this listener does not serve.
+    UnsupportedEndpointType,
+    /// A topic name that is not valid.
+    InvalidTopicName,
+    /// A partition count or assignment that is not valid.
+    InvalidPartitions,
+    /// A replication factor that is not valid.
+    InvalidReplicationFactor,
+    /// Replica assignments that are not valid.
+    InvalidReplicaAssignment,
+    /// A topic named in a request does not exist.
+    UnknownTopic,
+    /// A topic id named in a request does not exist.
+    UnknownTopicId,
+    /// A partition has no leader right now.
+    LeaderNotAvailable,
+    /// DeleteRecords beyond the high watermark.
+    OffsetOutOfRange,
+    /// A request this broker cannot serve because it is shutting down or not registered.
+    BrokerNotAvailable,
+    /// The request waited longer than its timeout.
+    TimedOut,
+    /// A transactional request before transactions are implemented.
+    TransactionsUnsupported,
+    /// A fetch session id this broker never created.
+    FetchSessionIdNotFound,
+}
+
+/// Something that went wrong while serving one part of a request.
+#[derive(Debug)]
+pub enum Failure<'a> {
+    Storage(&'a StorageError),
+    Metadata(&'a RaftError),
+    Rejected(&'a Rejection),
+    Lookup(LeaderLookup),
+    Config(&'a ConfigProblem),
+    ProducerIds(&'a ProducerIdError),
+    Request(RequestProblem),
+}
+
+/// The Kafka error for `failure`.
+pub fn error_code(failure: &Failure<'_>) -> ResponseError {
+    use ResponseError as E;
+    match failure {
+        Failure::Storage(error) => match error {
+            StorageError::InvalidBatch(batch) => match batch {
+                BatchError::UnsupportedMagic(_) => E::UnsupportedForMessageFormat,
+                BatchError::UnknownCompression(_) => E::UnsupportedCompressionType,
+                BatchError::NotExactlyOneBatch(_)
+                | BatchError::ControlBatchFromClient
+                | BatchError::MissingSequence
+                | BatchError::BadControlBatch => E::InvalidRecord,
+                BatchError::TooShort { .. }
+                | BatchError::LengthMismatch { .. }
+                | BatchError::CrcMismatch { .. }
+                | BatchError::BadRecordCount { .. } => E::CorruptMessage,
+            },
+            StorageError::BatchTooLarge { .. } => E::MessageTooLarge,
+            StorageError::RecordCodec { .. } => E::CorruptMessage,
+            StorageError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+            StorageError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
+            StorageError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
+            StorageError::InvalidTxnState { .. } => E::InvalidTxnState,
+            StorageError::InvalidConfig { .. } => E::InvalidConfig,
+            // Disk trouble: retriable, and clients refresh metadata (the partition may move).
+            StorageError::Io { .. }
+            | StorageError::CorruptLog { .. }
+            | StorageError::AppendsBlocked { .. }
+            | StorageError::CorruptCheckpoint { .. }
+            | StorageError::Kv(_)
+            | StorageError::UnknownColumnFamily(_) => E::KafkaStorageError,
+            // Only replica fetchers append replicated batches; never a client's doing.
+            StorageError::NonContiguousAppend { .. } | StorageError::NonMonotonicOffsets { .. } => {
+                E::UnknownServerError
+            }
+        },
+        Failure::Metadata(error) => match error {
+            RaftError::Rejected(rejection) => error_code(&Failure::Rejected(rejection)),
+            RaftError::NoController(_) => E::RequestTimedOut,
+            RaftError::Stopped(_) => E::BrokerNotAvailable,
+            RaftError::Store(_)
+            | RaftError::Config(_)
+            | RaftError::Listener(_)
+            | RaftError::Membership(_) => E::UnknownServerError,
+        },
+        Failure::Rejected(rejection) => match rejection {
+            Rejection::InvalidTopicName { .. } => E::InvalidTopicException,
+            Rejection::TopicAlreadyExists { .. } => E::TopicAlreadyExists,
+            Rejection::UnknownTopic { .. } | Rejection::UnknownPartition { .. } => {
+                E::UnknownTopicOrPartition
+            }
+            Rejection::UnknownTopicId { .. } => E::UnknownTopicId,
+            Rejection::InvalidPartitions { .. } => E::InvalidPartitions,
+            Rejection::InvalidReplicationFactor { .. } => E::InvalidReplicationFactor,
+            Rejection::WrongAssignmentCount { .. } | Rejection::InvalidReplicaAssignment { .. } => {
+                E::InvalidReplicaAssignment
+            }
+            Rejection::NotLeader { .. } => E::NotLeaderOrFollower,
+            Rejection::FencedLeaderEpoch { .. } => E::FencedLeaderEpoch,
+            Rejection::InvalidPartitionEpoch { .. } => E::InvalidUpdateVersion,
+            Rejection::StaleBrokerEpoch { .. } | Rejection::StaleIncarnation { .. } => {
+                E::StaleBrokerEpoch
+            }
+            Rejection::UnknownBroker { .. } => E::BrokerIdNotRegistered,
+            Rejection::DuplicateBrokerRegistration { .. } => E::DuplicateBrokerRegistration,
+            Rejection::InvalidTopicId { .. }
+            | Rejection::DuplicateTopicId { .. }
+            | Rejection::InvalidBrokerId { .. }
+            | Rejection::InvalidIsr { .. }
+            | Rejection::InvalidCount { .. } => E::InvalidRequest,
+            Rejection::ProducerIdsExhausted => E::UnknownServerError,
+        },
+        Failure::Lookup(lookup) => match lookup {
+            LeaderLookup::Unknown => E::UnknownTopicOrPartition,
+            LeaderLookup::NotLeader => E::NotLeaderOrFollower,
+            LeaderLookup::FencedEpoch => E::FencedLeaderEpoch,
+            LeaderLookup::UnknownEpoch => E::UnknownLeaderEpoch,
+        },
+        Failure::Config(_) => E::InvalidConfig,
+        // Retriable: the block allocation waits for a registration or a controller.
+        Failure::ProducerIds(_) => E::CoordinatorNotAvailable,
+        Failure::Request(problem) => match problem {
+            RequestProblem::InvalidRequiredAcks => E::InvalidRequiredAcks,
+            RequestProblem::MissingRecords => E::CorruptMessage,
+            RequestProblem::NotEnoughReplicas => E::NotEnoughReplicas,
+            RequestProblem::DuplicateResource
+            | RequestProblem::Unsupported
+            | RequestProblem::Inconsistent => E::InvalidRequest,
+            RequestProblem::UnsupportedEndpointType => E::UnsupportedEndpointType,
+            RequestProblem::InvalidTopicName => E::InvalidTopicException,
+            RequestProblem::InvalidPartitions => E::InvalidPartitions,
+            RequestProblem::InvalidReplicationFactor => E::InvalidReplicationFactor,
+            RequestProblem::InvalidReplicaAssignment => E::InvalidReplicaAssignment,
+            RequestProblem::UnknownTopic => E::UnknownTopicOrPartition,
+            RequestProblem::UnknownTopicId => E::UnknownTopicId,
+            RequestProblem::LeaderNotAvailable => E::LeaderNotAvailable,
+            RequestProblem::OffsetOutOfRange => E::OffsetOutOfRange,
+            RequestProblem::BrokerNotAvailable => E::BrokerNotAvailable,
+            RequestProblem::TimedOut => E::RequestTimedOut,
+            // The coordinator does not exist yet: retriable, and honest about what is missing.
+            RequestProblem::TransactionsUnsupported => E::CoordinatorNotAvailable,
+            RequestProblem::FetchSessionIdNotFound => E::FetchSessionIdNotFound,
+        },
+    }
+}
+
+/// The wire code of `failure`.
+pub fn code(failure: Failure<'_>) -> i16 {
+    error_code(&failure).code()
+}
+
+/// The wire code and a one-line message (for responses that carry one).
+pub fn code_and_message(failure: Failure<'_>) -> (i16, String) {
+    let message = match &failure {
+        Failure::Storage(e) => e.to_string(),
+        Failure::Metadata(e) => e.to_string(),
+        Failure::Rejected(r) => format!("{r:?}"),
+        Failure::Lookup(l) => format!("{l:?}"),
+        Failure::Config(p) => p.to_string(),
+        Failure::ProducerIds(e) => e.to_string(),
+        Failure::Request(p) => format!("{p:?}"),
+    };
+    (code(failure), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retriable_produce_failures_are_retriable_codes() {
+        let io = StorageError::AppendsBlocked { dir: "x".into() };
+        for failure in [
+            Failure::Storage(&io),
+            Failure::Lookup(LeaderLookup::NotLeader),
+            Failure::Lookup(LeaderLookup::Unknown),
+            Failure::Request(RequestProblem::NotEnoughReplicas),
+            Failure::Request(RequestProblem::TimedOut),
+        ] {
+            assert!(error_code(&failure).is_retriable(), "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn client_mistakes_get_their_precise_codes() {
+        let too_large = StorageError::BatchTooLarge {
+            size_bytes: 10,
+            limit_bytes: 5,
+        };
+        assert_eq!(code(Failure::Storage(&too_large)), 10);
+        let crc = StorageError::InvalidBatch(BatchError::CrcMismatch {
+            expected: 1,
+            computed: 2,
+        });
+        assert_eq!(code(Failure::Storage(&crc)), 2);
+        assert_eq!(
+            code(Failure::Request(RequestProblem::InvalidRequiredAcks)),
+            21
+        );
+        let exists = Rejection::TopicAlreadyExists { name: "t".into() };
+        assert_eq!(code(Failure::Rejected(&exists)), 36);
+        let partitions = Rejection::InvalidPartitions {
+            requested: 0,
+            current: 0,
+        };
+        assert_eq!(code(Failure::Rejected(&partitions)), 37);
+        let sequence = StorageError::OutOfOrderSequence {
+            producer_id: 1,
+            first_sequence: 5,
+            last_sequence: 1,
+        };
+        assert_eq!(code(Failure::Storage(&sequence)), 45);
+        let epoch = StorageError::InvalidProducerEpoch {
+            producer_id: 1,
+            epoch: 0,
+            current_epoch: 1,
+        };
+        assert_eq!(code(Failure::Storage(&epoch)), 47);
+    }
+}

@@ -1,0 +1,201 @@
+//! Metadata: live brokers, the controller, and each requested topic's partitions with leader,
+//! leader epoch, replicas, ISR and offline replicas, from the local metadata image. Unknown
+//! topics are created when `topics.auto_create_enable` is on and the client allows it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId as WireBrokerId, MetadataRequest, MetadataResponse};
+use streambus_raft::command::{CreateTopic, TopicAssignment};
+use streambus_raft::image::TopicRecord;
+use streambus_raft::{MetadataCommand, MetadataImage, RaftError};
+
+use super::{from_uuid, new_topic_id, str_bytes, to_uuid, topic_name, AUTHORIZED_OPERATIONS_UNSET};
+use crate::context::BrokerContext;
+use crate::kafka::errors::{code, Failure, RequestProblem};
+use crate::quorum::KAFKA_ENDPOINT;
+
+/// How long an auto-created topic may take to appear in this broker's image.
+const AUTO_CREATE_WAIT: Duration = Duration::from_secs(5);
+
+pub async fn handle(
+    ctx: &BrokerContext,
+    version: i16,
+    request: MetadataRequest,
+) -> MetadataResponse {
+    // v0: an empty list means every topic; v1+: null means every topic.
+    let requested = match request.topics {
+        Some(topics) if !(version == 0 && topics.is_empty()) => Some(topics),
+        _ => None,
+    };
+    let allow_auto_create =
+        ctx.config.topics.auto_create_enable && (version < 4 || request.allow_auto_topic_creation);
+    let mut image = ctx.image();
+    let mut topics = Vec::new();
+    match requested {
+        None => {
+            topics.extend(
+                image
+                    .topics()
+                    .map(|topic| describe_topic(&image, version, topic)),
+            );
+        }
+        Some(requested) => {
+            let mut created: BTreeMap<String, i16> = BTreeMap::new();
+            if allow_auto_create {
+                for wanted in &requested {
+                    let Some(name) = &wanted.name else { continue };
+                    if image.topic_by_name(name).is_none() {
+                        let outcome = auto_create(ctx, name.as_str()).await;
+                        created.insert(name.to_string(), outcome);
+                    }
+                }
+                if !created.is_empty() {
+                    image = wait_for_topics(ctx, created.keys().cloned().collect()).await;
+                }
+            }
+            for wanted in requested {
+                let found = match &wanted.name {
+                    Some(name) => image.topic_by_name(name),
+                    None => image.topic_by_id(&from_uuid(&wanted.topic_id)),
+                };
+                match found {
+                    Some(topic) => topics.push(describe_topic(&image, version, topic)),
+                    None => {
+                        let (error, name) = match &wanted.name {
+                            Some(name) => (
+                                created
+                                    .get(name.as_str())
+                                    .copied()
+                                    .filter(|c| *c != 0)
+                                    .unwrap_or(code(Failure::Request(
+                                        RequestProblem::UnknownTopic,
+                                    ))),
+                                Some(name.clone()),
+                            ),
+                            None => (code(Failure::Request(RequestProblem::UnknownTopicId)), None),
+                        };
+                        let mut topic = MetadataResponseTopic::default()
+                            .with_error_code(error)
+                            .with_name(name);
+                        if version >= 10 {
+                            topic = topic.with_topic_id(wanted.topic_id);
+                        }
+                        topics.push(topic);
+                    }
+                }
+            }
+        }
+    }
+    let mut response = MetadataResponse::default()
+        .with_brokers(live_brokers(&image))
+        .with_topics(topics);
+    if version >= 1 {
+        response = response.with_controller_id(WireBrokerId(ctx.controller_id()));
+    }
+    if version >= 2 {
+        response = response.with_cluster_id(Some(str_bytes(ctx.config.kafka.cluster_id.clone())));
+    }
+    response
+}
+
+/// Creates `name` with the broker defaults; returns 0 or the error code to report for it.
+async fn auto_create(ctx: &BrokerContext, name: &str) -> i16 {
+    let command = MetadataCommand::CreateTopic(CreateTopic {
+        name: name.to_owned(),
+        topic_id: new_topic_id(),
+        assignment: TopicAssignment::Auto {
+            partitions: ctx.config.topics.num_partitions,
+            replication_factor: ctx.config.topics.default_replication_factor,
+        },
+        configs: BTreeMap::new(),
+    });
+    match ctx.write(command).await {
+        Ok(_) => {
+            tracing::info!(topic = name, "topic auto-created");
+            0
+        }
+        // Another client's request created it first.
+        Err(RaftError::Rejected(streambus_raft::Rejection::TopicAlreadyExists { .. })) => 0,
+        Err(error) => code(Failure::Metadata(&error)),
+    }
+}
+
+async fn wait_for_topics(ctx: &BrokerContext, names: Vec<String>) -> Arc<MetadataImage> {
+    ctx.node
+        .wait_for_image(AUTO_CREATE_WAIT, |image| {
+            names.iter().all(|n| image.topic_by_name(n).is_some())
+        })
+        .await
+        .unwrap_or_else(|| ctx.image())
+}
+
+/// The brokers clients may connect to: registered, not fenced, with a Kafka listener.
+fn live_brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    image
+        .unfenced_brokers()
+        .filter_map(|broker| {
+            let endpoint = broker.endpoints.iter().find(|e| e.name == KAFKA_ENDPOINT)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(WireBrokerId(broker.broker_id))
+                    .with_host(str_bytes(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port))
+                    .with_rack(broker.rack.clone().map(str_bytes)),
+            )
+        })
+        .collect()
+}
+
+fn describe_topic(
+    image: &MetadataImage,
+    version: i16,
+    topic: &TopicRecord,
+) -> MetadataResponseTopic {
+    let fenced = |id: &i32| image.broker(*id).is_none_or(|b| b.fenced);
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let error = if p.leader.is_none() {
+                code(Failure::Request(RequestProblem::LeaderNotAvailable))
+            } else {
+                0
+            };
+            let mut partition = MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(index as i32)
+                .with_leader_id(WireBrokerId(p.leader.unwrap_or(-1)))
+                .with_replica_nodes(p.replicas.iter().map(|r| WireBrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| WireBrokerId(*r)).collect());
+            if version >= 7 {
+                partition = partition.with_leader_epoch(p.leader_epoch);
+            }
+            if version >= 5 {
+                partition = partition.with_offline_replicas(
+                    p.replicas
+                        .iter()
+                        .filter(|r| fenced(r))
+                        .map(|r| WireBrokerId(*r))
+                        .collect(),
+                );
+            }
+            partition
+        })
+        .collect();
+    let mut response = MetadataResponseTopic::default()
+        .with_name(Some(topic_name(topic.name.clone())))
+        .with_partitions(partitions);
+    if version >= 10 {
+        response = response.with_topic_id(to_uuid(&topic.topic_id));
+    }
+    if version >= 8 {
+        response = response.with_topic_authorized_operations(AUTHORIZED_OPERATIONS_UNSET);
+    }
+    response
+}

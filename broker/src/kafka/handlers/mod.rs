@@ -1,0 +1,58 @@
+//! One module per Kafka API. A handler turns a decoded request into calls on the metadata image,
+//! metadata commands and the partition manager, and builds the response; failures become codes
+//! through [`crate::kafka::errors`] only.
+//!
+//! Every handler has the shape `handle(ctx, version, request) -> response` (async when it
+//! waits for storage or the quorum); `version` is the request's API version.
+
+pub mod api_versions;
+pub mod configs;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+use streambus_raft::command::TopicId;
+use uuid::Uuid;
+
+/// A wire string from an owned string.
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// A wire topic name.
+pub fn topic_name(s: impl Into<String>) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+/// The wire form of a topic id.
+pub fn to_uuid(topic_id: &TopicId) -> Uuid {
+    Uuid::from_bytes(topic_id.0)
+}
+
+/// A topic id from the wire.
+pub fn from_uuid(uuid: &Uuid) -> TopicId {
+    TopicId(*uuid.as_bytes())
+}
+
+/// Kafka's "not set" for authorized-operations fields.
+pub const AUTHORIZED_OPERATIONS_UNSET: i32 = i32::MIN;
+
+/// A fresh random topic id (never the all-zero "none").
+pub fn new_topic_id() -> TopicId {
+    loop {
+        let id = TopicId(*Uuid::new_v4().as_bytes());
+        if !id.is_zero() {
+            return id;
+        }
+    }
+}

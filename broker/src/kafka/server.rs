@@ -1,0 +1,91 @@
+//! The Kafka listener's accept loop: enforces `max_connections`, runs one task per connection,
+//! and on shutdown stops accepting, lets every connection answer the request it is handling,
+//! then returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection;
+use crate::context::BrokerContext;
+
+/// Pause after a failed accept (usually out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long shutdown waits for connections to finish their current request.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running Kafka listener.
+#[derive(Debug)]
+pub struct KafkaServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl KafkaServer {
+    /// Starts serving `listener` until `shutdown` is cancelled.
+    pub fn spawn(
+        ctx: Arc<BrokerContext>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<KafkaServer> {
+        let local_addr = listener.local_addr()?;
+        let task = tokio::spawn(accept_loop(ctx, listener, shutdown));
+        Ok(KafkaServer { local_addr, task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits until the accept loop has stopped and connections have drained (after the
+    /// shutdown token was cancelled).
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(ctx: Arc<BrokerContext>, listener: TcpListener, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(ctx.config.kafka.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = ctx.config.kafka.max_connections, "connection refused: kafka.max_connections reached");
+            drop(stream);
+            continue;
+        };
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        connections.spawn(async move {
+            connection::serve(ctx, stream, peer, shutdown).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still busy after the drain timeout"
+        );
+    }
+}

@@ -1,0 +1,408 @@
+//! The partitions this broker hosts, kept in step with the metadata image: logs are opened for
+//! every partition the image places here, updated when leadership or topic configs change, and
+//! closed and deleted when the topic is deleted or the replica moves away. Also the periodic
+//! work on every log (flush policy, retention, compaction, producer expiry, recovery-point
+//! checkpoints) and the clean close at shutdown.
+//!
+//! Layout: `logs/<topic>-<partition>/`, with a `partition.metadata` file holding the topic id,
+//! so a directory left by a deleted topic of the same name is never mistaken for the new one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use streambus_raft::command::{BrokerId, TopicId};
+use streambus_raft::MetadataImage;
+use streambus_storage::{kv, Log, LogOptions, RecoveryPoints, RocksKv, StorageError};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{Partition, PartitionState};
+use crate::config::BrokerConfig;
+use crate::topic_config;
+
+/// File in a partition directory naming the topic id it belongs to.
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+/// Suffix of directories being deleted (renamed first, so a crash mid-delete leaves no
+/// directory that looks live).
+const DELETE_SUFFIX: &str = ".deleting";
+/// How often due flushes (`flush.ms`) are checked.
+const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How often recovery points are checkpointed (`log.flush.offset.checkpoint.interval.ms`).
+const RECOVERY_POINT_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a request waits for this broker to open a partition the image already assigns it.
+pub const RECONCILE_WAIT: Duration = Duration::from_secs(5);
+
+type Key = (TopicId, u32);
+
+/// Why a partition cannot serve a leader request here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderLookup {
+    /// No such topic or partition in the image.
+    Unknown,
+    /// Another broker (or nobody) leads it.
+    NotLeader,
+    /// The client's epoch is older than the leader's.
+    FencedEpoch,
+    /// The client's epoch is newer than this broker knows.
+    UnknownEpoch,
+}
+
+/// The partitions hosted by one broker.
+#[derive(Debug)]
+pub struct PartitionManager {
+    broker_id: BrokerId,
+    config: BrokerConfig,
+    logs_dir: PathBuf,
+    partitions: RwLock<HashMap<Key, Arc<Partition>>>,
+    recovery_points: RecoveryPoints,
+    /// The metadata offset of the last image applied to the partitions.
+    reconciled: watch::Sender<u64>,
+}
+
+impl PartitionManager {
+    /// Opens the broker-local store (`<data_dir>/meta`) and removes leftovers of interrupted
+    /// deletions. Logs are opened by the first [`PartitionManager::reconcile`].
+    pub fn open(config: &BrokerConfig) -> Result<PartitionManager, StorageError> {
+        let logs_dir = config.data_dir.join("logs");
+        std::fs::create_dir_all(&logs_dir).map_err(|source| StorageError::Io {
+            path: logs_dir.clone(),
+            source,
+        })?;
+        for name in dir_names(&logs_dir)? {
+            if name.ends_with(DELETE_SUFFIX) {
+                remove_dir(&logs_dir.join(name));
+            }
+        }
+        let kv = RocksKv::open(config.data_dir.join("meta"), kv::COLUMN_FAMILIES)?;
+        Ok(PartitionManager {
+            broker_id: config.node_id,
+            config: config.clone(),
+            logs_dir,
+            partitions: RwLock::new(HashMap::new()),
+            recovery_points: RecoveryPoints::new(Arc::new(kv)),
+            reconciled: watch::Sender::new(0),
+        })
+    }
+
+    /// The partition, if hosted here.
+    pub fn get(&self, topic_id: &TopicId, index: u32) -> Option<Arc<Partition>> {
+        self.read().get(&(*topic_id, index)).cloned()
+    }
+
+    /// Every hosted partition.
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The partition this broker leads per `image`, checked against the client's
+    /// `current_leader_epoch` (-1: no check). Waits (bounded) for the partition to be opened
+    /// when the image is newer than the last reconciliation.
+    pub async fn leader(
+        &self,
+        image: &MetadataImage,
+        topic_id: &TopicId,
+        index: u32,
+        current_leader_epoch: i32,
+    ) -> Result<Arc<Partition>, LeaderLookup> {
+        let record = image
+            .partition(topic_id, index)
+            .ok_or(LeaderLookup::Unknown)?;
+        if record.leader != Some(self.broker_id) {
+            return Err(LeaderLookup::NotLeader);
+        }
+        if current_leader_epoch >= 0 && current_leader_epoch < record.leader_epoch {
+            return Err(LeaderLookup::FencedEpoch);
+        }
+        if current_leader_epoch > record.leader_epoch {
+            return Err(LeaderLookup::UnknownEpoch);
+        }
+        let target = image.metadata_offset();
+        if *self.reconciled.borrow() < target {
+            let mut reconciled = self.reconciled.subscribe();
+            // A timeout leaves the lookup below to answer NotLeader: the client retries.
+            let _ =
+                tokio::time::timeout(RECONCILE_WAIT, reconciled.wait_for(|o| *o >= target)).await;
+        }
+        match self.get(topic_id, index) {
+            Some(partition) if partition.is_leader_at(record.leader_epoch) => Ok(partition),
+            _ => Err(LeaderLookup::NotLeader),
+        }
+    }
+
+    /// Applies `image` to the hosted partitions: opens, updates and removes logs. Blocking.
+    pub fn reconcile(&self, image: &MetadataImage) {
+        let mut wanted = HashMap::new();
+        for topic in image.topics() {
+            let settings = topic_config::resolve(&self.config, &topic.configs);
+            for (index, record) in topic.partitions.iter().enumerate() {
+                if !record.replicas.contains(&self.broker_id) {
+                    continue;
+                }
+                let state = PartitionState {
+                    leader: record.leader,
+                    leader_epoch: record.leader_epoch,
+                    partition_epoch: record.partition_epoch,
+                    replicas: record.replicas.clone(),
+                    isr: record.isr.clone(),
+                    settings: settings.clone(),
+                };
+                wanted.insert((topic.topic_id, index as u32), (topic.name.as_str(), state));
+            }
+        }
+        let removed: Vec<Arc<Partition>> = {
+            let mut partitions = self.write();
+            let gone: Vec<Key> = partitions
+                .keys()
+                .filter(|key| !wanted.contains_key(key))
+                .copied()
+                .collect();
+            gone.iter()
+                .filter_map(|key| partitions.remove(key))
+                .collect()
+        };
+        for partition in removed {
+            self.delete(partition);
+        }
+        for ((topic_id, index), (name, state)) in wanted {
+            if let Some(partition) = self.get(&topic_id, index) {
+                if partition.state() != state {
+                    if let Err(error) = partition.set_state(state) {
+                        tracing::error!(topic = name, index, %error, "cannot apply topic configs");
+                    }
+                }
+                continue;
+            }
+            match self.open_partition(name, topic_id, index, state) {
+                Ok(partition) => {
+                    self.write().insert((topic_id, index), Arc::new(partition));
+                }
+                // The partition stays unavailable here (clients see NOT_LEADER_OR_FOLLOWER);
+                // the next image retries.
+                Err(error) => tracing::error!(topic = name, index, %error, "cannot open partition"),
+            }
+        }
+        self.reconciled.send_replace(image.metadata_offset());
+    }
+
+    fn open_partition(
+        &self,
+        topic: &str,
+        topic_id: TopicId,
+        index: u32,
+        state: PartitionState,
+    ) -> Result<Partition, StorageError> {
+        let dir_name = format!("{topic}-{index}");
+        let dir = self.logs_dir.join(&dir_name);
+        let marker = dir.join(PARTITION_METADATA_FILE);
+        let io = |path: &Path, source| StorageError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let id_text = topic_id.to_string();
+        match std::fs::read_to_string(&marker) {
+            Ok(found) if found.trim() == id_text => {}
+            Ok(found) => {
+                // A topic of the same name that was deleted while this broker was away.
+                tracing::info!(
+                    topic,
+                    index,
+                    old_topic_id = found.trim(),
+                    "removing a deleted topic's log"
+                );
+                self.rename_and_remove(&dir, &dir_name);
+                self.recovery_points.remove(&dir_name)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&marker, e)),
+        }
+        let recovery_point = self.recovery_points.get(&dir_name)?;
+        let options = LogOptions {
+            recovery_point,
+            ..LogOptions::default()
+        };
+        let log = Log::open(&dir, state.settings.log.clone(), options)?;
+        if !marker.exists() {
+            streambus_storage::checkpoint::write_atomically(&marker, id_text.as_bytes())?;
+        }
+        tracing::debug!(
+            topic,
+            index,
+            log_end_offset = log.log_end_offset(),
+            "partition opened"
+        );
+        Ok(Partition::new(
+            topic.to_owned(),
+            topic_id,
+            index,
+            dir_name,
+            self.broker_id,
+            log,
+            state,
+        ))
+    }
+
+    fn delete(&self, partition: Arc<Partition>) {
+        tracing::info!(topic = %partition.topic, index = partition.index, "deleting partition");
+        partition.wake_waiters();
+        let dir = self.logs_dir.join(&partition.dir_name);
+        self.rename_and_remove(&dir, &partition.dir_name);
+        if let Err(error) = self.recovery_points.remove(&partition.dir_name) {
+            tracing::warn!(%error, "cannot remove a recovery point");
+        }
+    }
+
+    fn rename_and_remove(&self, dir: &Path, dir_name: &str) {
+        let doomed = self.logs_dir.join(format!(
+            "{dir_name}.{}{DELETE_SUFFIX}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        match std::fs::rename(dir, &doomed) {
+            Ok(()) => remove_dir(&doomed),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::error!(dir = %dir.display(), %error, "cannot delete a partition directory")
+            }
+        }
+    }
+
+    /// Keeps the partitions in step with the metadata image until `shutdown`.
+    pub async fn run_reconciler(
+        self: Arc<Self>,
+        mut images: watch::Receiver<Arc<MetadataImage>>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let image = images.borrow_and_update().clone();
+            let manager = self.clone();
+            if tokio::task::spawn_blocking(move || manager.reconcile(&image))
+                .await
+                .is_err()
+            {
+                tracing::error!("partition reconciliation panicked");
+            }
+            tokio::select! {
+                changed = images.changed() => if changed.is_err() { return },
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Periodic log maintenance until `shutdown`: due flushes, retention and compaction,
+    /// producer expiry, recovery-point checkpoints.
+    pub async fn run_maintenance(self: Arc<Self>, shutdown: CancellationToken) {
+        let retention_every = Duration::from_millis(self.config.topics.retention_check_interval_ms);
+        let mut flush = tokio::time::interval(FLUSH_CHECK_INTERVAL);
+        let mut retention = tokio::time::interval(retention_every);
+        let mut checkpoint = tokio::time::interval(RECOVERY_POINT_INTERVAL);
+        for timer in [&mut flush, &mut retention, &mut checkpoint] {
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            let manager = self.clone();
+            let job: Box<dyn FnOnce() + Send> = tokio::select! {
+                _ = flush.tick() => Box::new(move || manager.flush_due()),
+                _ = retention.tick() => Box::new(move || manager.enforce_retention()),
+                _ = checkpoint.tick() => Box::new(move || manager.checkpoint_recovery_points()),
+                () = shutdown.cancelled() => return,
+            };
+            if tokio::task::spawn_blocking(job).await.is_err() {
+                tracing::error!("log maintenance panicked");
+            }
+        }
+    }
+
+    fn flush_due(&self) {
+        for partition in self.all() {
+            if let Err(error) = partition.log().flush_if_due() {
+                tracing::error!(topic = %partition.topic, index = partition.index, %error, "flush failed");
+            }
+        }
+    }
+
+    /// Retention, compaction and producer expiry on every hosted log (blocking).
+    pub fn enforce_retention(&self) {
+        let expiration_ms = self.config.topics.producer_id_expiration_ms;
+        for partition in self.all() {
+            let log = partition.log();
+            let outcome = log.enforce_retention();
+            if let Err(error) = outcome {
+                tracing::error!(topic = %partition.topic, index = partition.index, %error, "retention failed");
+            }
+            if log.config().cleanup_policy.compacts() {
+                if let Err(error) = log.compact(partition.high_watermark()) {
+                    tracing::error!(topic = %partition.topic, index = partition.index, %error, "compaction failed");
+                }
+            }
+            log.remove_expired_producers(expiration_ms);
+        }
+    }
+
+    fn checkpoint_recovery_points(&self) {
+        let partitions = self.all();
+        let points: Vec<(&str, i64)> = partitions
+            .iter()
+            .map(|p| (p.dir_name.as_str(), p.log().recovery_point()))
+            .collect();
+        if let Err(error) = self.recovery_points.save(&points) {
+            tracing::error!(%error, "cannot checkpoint recovery points");
+        }
+    }
+
+    /// Clean shutdown (blocking): flushes and closes every log, so the next start skips
+    /// recovery, and checkpoints the recovery points. Call after the listener stopped.
+    pub fn close(&self) {
+        let partitions: Vec<Arc<Partition>> = self.write().drain().map(|(_, p)| p).collect();
+        let mut points = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            partition.wake_waiters();
+            let name = partition.dir_name.clone();
+            let (topic, index) = (partition.topic.clone(), partition.index);
+            let Some(log) = Arc::into_inner(partition).and_then(|p| Arc::into_inner(p.log)) else {
+                // Still referenced by a request that outlived the listener: flush only; the
+                // next start recovers from the recovery point.
+                tracing::warn!(
+                    topic,
+                    index,
+                    "partition still in use at shutdown; not marked clean"
+                );
+                continue;
+            };
+            let end = log.log_end_offset();
+            match log.close() {
+                Ok(()) => points.push((name, end)),
+                Err(error) => tracing::error!(topic, index, %error, "cannot close log cleanly"),
+            }
+        }
+        let points: Vec<(&str, i64)> = points.iter().map(|(n, o)| (n.as_str(), *o)).collect();
+        if let Err(error) = self.recovery_points.save(&points) {
+            tracing::error!(%error, "cannot checkpoint recovery points");
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Arc<Partition>>> {
+        self.partitions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Arc<Partition>>> {
+        self.partitions.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn dir_names(dir: &Path) -> Result<Vec<String>, StorageError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| StorageError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect())
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(error) = std::fs::remove_dir_all(dir) {
+        tracing::error!(dir = %dir.display(), %error, "cannot remove a directory");
+    }
+}

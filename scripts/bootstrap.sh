@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing StreamBus needs on a fresh Debian machine, and nothing that
 # is already there: running it again is a no-op. Called by `make run` and `make test`.
+#
+# Usage: scripts/bootstrap.sh [all|clients]
+#   all      (default) the Rust toolchain prerequisites and the third-party Kafka clients
+#   clients  only the third-party Kafka clients the compatibility tests drive: Debian's kcat and
+#            a Python virtualenv with the exact pins of scripts/python-requirements.txt, at
+#            ${STREAMBUS_VENV:-$HOME/.cache/streambus-venv} (run its bin/python).
 set -euo pipefail
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -59,12 +67,85 @@ ensure_nextest() {
     cargo install --locked cargo-nextest
 }
 
+ensure_kcat() {
+    # Debian's kcat (librdkafka 2.0.2) drives the broker from the shell in integration-tests/python/kcat.sh.
+    apt_install kcat
+}
+
+# Prints the path of a Python 3 interpreter that can create virtualenvs, installing Debian's
+# python3 and python3-venv only when no interpreter on PATH has working venv and ensurepip modules.
+venv_capable_python() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+            command -v "$py"
+            return 0
+        fi
+    done
+    apt_install python3 python3-venv >&2
+    /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 \
+        || die "python3 -m venv still unusable after installing python3-venv"
+    echo /usr/bin/python3
+}
+
+# The virtualenv with the third-party Python Kafka clients (confluent-kafka, kafka-python and its
+# codecs) at the exact versions of scripts/python-requirements.txt. A stamp file inside the venv
+# holds the hash of the requirements it was last installed from, so a re-run is a no-op until
+# that file changes; a venv whose interpreter no longer starts is rebuilt from scratch.
+ensure_python_venv() {
+    local venv="${STREAMBUS_VENV:-$HOME/.cache/streambus-venv}"
+    local requirements="$script_dir/python-requirements.txt"
+    local stamp="$venv/.streambus-requirements.sha256"
+    local want py
+
+    [ -f "$requirements" ] || die "missing $requirements"
+    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+            return 0
+        fi
+    elif [ -e "$venv" ]; then
+        log "removing broken virtualenv $venv"
+        rm -rf -- "$venv"
+    fi
+
+    if [ ! -x "$venv/bin/python" ]; then
+        py="$(venv_capable_python)"
+        log "creating Python virtualenv $venv with $("$py" --version 2>&1)"
+        mkdir -p -- "$(dirname -- "$venv")"
+        "$py" -m venv "$venv"
+    fi
+
+    log "installing $requirements into $venv"
+    rm -f -- "$stamp"
+    "$venv/bin/python" -m pip install --no-input --disable-pip-version-check -q -r "$requirements"
+    # Fails (and leaves no stamp, so the next run retries) if a pinned client cannot be imported.
+    "$venv/bin/python" -c 'import confluent_kafka, kafka, lz4.frame, snappy, zstandard, crc32c' \
+        || die "the Kafka client packages in $venv do not import"
+    printf '%s\n' "$want" >"$stamp"
+}
+
+ensure_kafka_clients() {
+    ensure_kcat
+    ensure_python_venv
+}
+
 main() {
-    ensure_build_packages
-    ensure_cargo
-    ensure_nextest
-    # Third-party Kafka client prerequisites (the Python virtualenv, kcat) belong here, added
-    # by the issue that introduces the compatibility tests.
+    case "${1:-all}" in
+        all)
+            ensure_build_packages
+            ensure_cargo
+            ensure_nextest
+            ensure_kafka_clients
+            ;;
+        clients)
+            ensure_kafka_clients
+            ;;
+        *)
+            die "unknown component '$1' (expected: all, clients)"
+            ;;
+    esac
     log "ready"
 }
 

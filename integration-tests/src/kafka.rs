@@ -14,7 +14,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use crate::BrokerProcess;
 
 /// Socket timeouts of test connections: a broker that never answers fails the test.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const STARTUP: Duration = Duration::from_secs(60);
 
 /// One connection to a broker.

@@ -388,3 +388,149 @@ fn malformed_input_closes_only_the_offending_connection() {
     let mut fresh = broker.connect().unwrap();
     assert_eq!(fetch_all(&mut fresh, "survivor", 0).len(), 1);
 }
+
+fn latest_offset(conn: &mut KafkaConn, topic: &str) -> (i16, i64) {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]);
+    let response = conn.send(&request, 7).unwrap();
+    let p = &response.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+#[test]
+fn a_deleted_topic_recreated_under_its_name_starts_empty() {
+    use kafka_protocol::messages::DeleteTopicsRequest;
+    let broker = DevBroker::start(&[]).unwrap();
+    let mut conn = broker.connect().unwrap();
+    create_topic(&mut conn, "again", 1);
+    for _ in 0..3 {
+        assert_eq!(
+            produce_result(
+                &mut conn,
+                "again",
+                batch(&[b"old"], None, Compression::None)
+            )
+            .0,
+            0
+        );
+    }
+    assert_eq!(latest_offset(&mut conn, "again"), (0, 3));
+    let delete = DeleteTopicsRequest::default()
+        .with_topic_names(vec![name("again")])
+        .with_timeout_ms(10_000);
+    let response = conn.send(&delete, 5).unwrap();
+    assert_eq!(response.responses[0].error_code, 0);
+    assert_eq!(
+        latest_offset(&mut conn, "again").0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    create_topic(&mut conn, "again", 1);
+    assert_eq!(
+        latest_offset(&mut conn, "again"),
+        (0, 0),
+        "{}",
+        broker.log_text()
+    );
+    let logs = broker.data_dir.path().join("logs");
+    let dirs: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(dirs, ["again-0"], "the old directory is gone");
+}
+
+#[test]
+fn retention_by_size_removes_old_segments() {
+    let broker = DevBroker::start(&["--set", "topics.retention_check_interval_ms=100"]).unwrap();
+    let mut conn = broker.connect().unwrap();
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name("small"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("segment.bytes"))
+                    .with_value(Some(StrBytes::from_static_str("2048"))),
+                kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.bytes"))
+                    .with_value(Some(StrBytes::from_static_str("4096"))),
+            ])])
+        .with_timeout_ms(10_000);
+    let response = conn.send(&request, 7).unwrap();
+    assert_eq!(response.topics[0].error_code, 0);
+    let value = vec![1u8; 900];
+    for _ in 0..40 {
+        assert_eq!(
+            produce_result(
+                &mut conn,
+                "small",
+                batch(&[&value], None, Compression::None)
+            )
+            .0,
+            0
+        );
+    }
+    // Retention runs every 100 ms here; bounded wait for the log start to move.
+    let mut start = 0;
+    for _ in 0..100 {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name("small"))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-2)])]);
+        start = conn.send(&request, 7).unwrap().topics[0].partitions[0].offset;
+        if start > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        start > 20,
+        "log start offset {start}: old segments were not deleted"
+    );
+    assert_eq!(latest_offset(&mut conn, "small"), (0, 40));
+}
+
+#[test]
+fn a_parked_fetch_is_woken_by_an_append() {
+    let broker = DevBroker::start(&[]).unwrap();
+    let mut conn = broker.connect().unwrap();
+    create_topic(&mut conn, "wake", 1);
+    let mut fetcher = broker.connect().unwrap();
+    // Long enough that a fetch answered only at its deadline would fail the I/O timeout.
+    let request = FetchRequest::default()
+        .with_max_wait_ms(25_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name("wake"))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let correlation_id = fetcher.send_only(&request, 12).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        produce_result(
+            &mut conn,
+            "wake",
+            batch(&[b"ding"], None, Compression::None)
+        ),
+        (0, 0)
+    );
+    let response = fetcher.receive::<FetchRequest>(12, correlation_id).unwrap();
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 1);
+    let mut records = p.records.clone().unwrap_or_default();
+    let sets = RecordBatchDecoder::decode_all(&mut records).unwrap();
+    assert_eq!(sets[0].records[0].value.as_deref(), Some(&b"ding"[..]));
+}

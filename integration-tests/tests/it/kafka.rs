@@ -534,3 +534,28 @@ fn a_parked_fetch_is_woken_by_an_append() {
     let sets = RecordBatchDecoder::decode_all(&mut records).unwrap();
     assert_eq!(sets[0].records[0].value.as_deref(), Some(&b"ding"[..]));
 }
+
+#[test]
+fn connections_beyond_the_limit_are_closed_and_slots_are_reused() {
+    let broker = DevBroker::start(&["--set", "kafka.max_connections=2"]).unwrap();
+    let mut first = broker.connect().unwrap();
+    let mut second = broker.connect().unwrap();
+    for conn in [&mut first, &mut second] {
+        let versions: ApiVersionsResponse = conn.send(&ApiVersionsRequest::default(), 3).unwrap();
+        assert_eq!(versions.error_code, 0);
+    }
+    let mut third = broker.connect().unwrap();
+    assert!(third.is_closed_by_peer(), "a third connection is refused");
+    drop(first);
+    // The slot frees once the broker notices the close; bounded retries.
+    let mut served = false;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut again = broker.connect().unwrap();
+        if again.send(&ApiVersionsRequest::default(), 3).is_ok() {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "a freed slot is reused");
+}

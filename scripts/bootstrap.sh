@@ -89,9 +89,9 @@ venv_capable_python() {
 }
 
 # The virtualenv with the third-party Python Kafka clients (confluent-kafka, kafka-python and its
-# codecs) at the exact versions of scripts/python-requirements.txt. A stamp file inside the venv
-# holds the hash of the requirements it was last installed from, so a re-run is a no-op until
-# that file changes; a venv whose interpreter no longer starts is rebuilt from scratch.
+# codecs) at exactly the versions of scripts/python-requirements.txt. A stamp file inside the venv
+# holds the hash of the requirements it was built from, so a re-run is a no-op until that file
+# changes; then (or when its interpreter no longer starts) the venv is rebuilt from scratch.
 ensure_python_venv() {
     local venv="${STREAMBUS_VENV:-$HOME/.cache/streambus-venv}"
     local requirements="$script_dir/python-requirements.txt"
@@ -101,26 +101,25 @@ ensure_python_venv() {
     [ -f "$requirements" ] || die "missing $requirements"
     want="$(sha256sum "$requirements" | cut -d' ' -f1)"
 
-    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
-        if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-            return 0
-        fi
-    elif [ -e "$venv" ]; then
-        log "removing broken virtualenv $venv"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+        && "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ -e "$venv" ]; then
+        # Never delete a directory this script did not make.
+        [ -f "$venv/pyvenv.cfg" ] \
+            || die "$venv exists but is not a virtualenv: remove it or point STREAMBUS_VENV elsewhere"
+        log "rebuilding virtualenv $venv (requirements changed, or an earlier install did not finish)"
         rm -rf -- "$venv"
     fi
 
-    if [ ! -x "$venv/bin/python" ]; then
-        py="$(venv_capable_python)"
-        log "creating Python virtualenv $venv with $("$py" --version 2>&1)"
-        mkdir -p -- "$(dirname -- "$venv")"
-        "$py" -m venv "$venv"
-    fi
-
+    py="$(venv_capable_python)"
+    log "creating Python virtualenv $venv with $("$py" --version 2>&1)"
+    mkdir -p -- "$(dirname -- "$venv")"
+    "$py" -m venv "$venv"
     log "installing $requirements into $venv"
-    rm -f -- "$stamp"
     "$venv/bin/python" -m pip install --no-input --disable-pip-version-check -q -r "$requirements"
-    # Fails (and leaves no stamp, so the next run retries) if a pinned client cannot be imported.
+    # Fails (and leaves no stamp, so the next run starts over) if a pinned client cannot be imported.
     "$venv/bin/python" -c 'import confluent_kafka, kafka, lz4.frame, snappy, zstandard, crc32c' \
         || die "the Kafka client packages in $venv do not import"
     printf '%s\n' "$want" >"$stamp"

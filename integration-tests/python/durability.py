@@ -159,7 +159,7 @@ def verify(topic, ack_path):
 
 
 def main(argv):
-    arm_watchdog(600)
+    arm_watchdog(300)
     try:
         if len(argv) == 5 and argv[1] == "produce":
             return produce(argv[2], int(argv[3]), argv[4])

@@ -12,7 +12,6 @@ import unittest
 import warnings
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     TIMESTAMP_CREATE_TIME,
     KafkaError,
     KafkaException,
@@ -450,9 +449,10 @@ class AdminTest(unittest.TestCase):
 
 
 def main():
-    arm_watchdog(900)
+    arm_watchdog(540)
+    version = client_version()  # a str in recent releases, a (str, int) tuple in older ones
     log("confluent-kafka %s, librdkafka %s, bootstrap %s"
-        % (client_version()[0], librdkafka_version()[0], bootstrap_servers()))
+        % (version[0] if isinstance(version, tuple) else version, librdkafka_version()[0], bootstrap_servers()))
     deadline = Deadline(60)
     admin = admin_client()
     wait_until("the broker at %s to answer metadata requests" % bootstrap_servers(),

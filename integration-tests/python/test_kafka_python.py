@@ -272,7 +272,7 @@ class KafkaPythonTest(unittest.TestCase):
 
 
 def main():
-    arm_watchdog(900)
+    arm_watchdog(540)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log("kafka-python %s, bootstrap %s" % (kafka.__version__, bootstrap_servers()))
 

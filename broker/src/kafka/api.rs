@@ -49,7 +49,7 @@ pub enum Outcome {
     Respond(Box<ResponseKind>),
     /// Produce with `acks=0`: Kafka sends nothing back.
     NoResponse,
-    /// The request cannot be answered; the connection is closed.
+    /// The request cannot be answered (or, for acks=0, failed); the connection is closed.
     Close,
 }
 
@@ -67,12 +67,7 @@ pub async fn dispatch(
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(handlers::metadata::handle(ctx, version, r).await)
         }
-        RequestKind::Produce(r) => {
-            return match handlers::produce::handle(ctx, version, r).await {
-                Some(response) => Outcome::Respond(Box::new(ResponseKind::Produce(response))),
-                None => Outcome::NoResponse,
-            }
-        }
+        RequestKind::Produce(r) => return handlers::produce::handle(ctx, version, r).await,
         RequestKind::Fetch(r) => {
             ResponseKind::Fetch(handlers::fetch::handle(ctx, version, r).await)
         }

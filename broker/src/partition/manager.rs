@@ -359,14 +359,19 @@ impl PartitionManager {
             partition.wake_waiters();
             let name = partition.dir_name.clone();
             let (topic, index) = (partition.topic.clone(), partition.index);
-            let Some(log) = Arc::into_inner(partition).and_then(|p| Arc::into_inner(p.log)) else {
-                // Still referenced by a request that outlived the listener: flush only; the
-                // next start recovers from the recovery point.
-                tracing::warn!(
-                    topic,
-                    index,
-                    "partition still in use at shutdown; not marked clean"
-                );
+            let log = match Arc::try_unwrap(partition) {
+                Ok(partition) => Arc::into_inner(partition.log),
+                Err(shared) => {
+                    // Still referenced by a request that outlived the listener: flush it and
+                    // checkpoint what is durable; the next start recovers from there.
+                    tracing::warn!(topic, index, "partition still in use at shutdown");
+                    if shared.log().flush().is_ok() {
+                        points.push((name, shared.log().recovery_point()));
+                    }
+                    continue;
+                }
+            };
+            let Some(log) = log else {
                 continue;
             };
             let end = log.log_end_offset();

@@ -7,7 +7,7 @@
 pub mod manager;
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use streambus_raft::command::{BrokerId, TopicId};
@@ -42,8 +42,9 @@ pub struct Partition {
     state: RwLock<PartitionState>,
     /// Offsets below this are committed: readable by consumers, never truncated.
     high_watermark: AtomicI64,
-    /// Parked fetches, woken (and dropped from the list) when the high watermark moves.
-    waiters: Mutex<Vec<Arc<Notify>>>,
+    /// Parked fetches, woken (and dropped from the list) when the high watermark moves. Weak:
+    /// the request holds the only strong handle, so a finished request's entry is dead.
+    waiters: Mutex<Vec<Weak<Notify>>>,
 }
 
 impl Partition {
@@ -139,17 +140,17 @@ impl Partition {
     }
 
     /// Parks `waiter` until the high watermark moves (or the log is truncated or closed).
-    pub fn add_waiter(&self, waiter: Arc<Notify>) {
+    pub fn add_waiter(&self, waiter: &Arc<Notify>) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        // A fetch that timed out dropped its handle: only the list still holds it. Pruning here
-        // keeps the list bounded by the fetches actually parked on an idle partition.
-        waiters.retain(|w| Arc::strong_count(w) > 1);
-        waiters.push(waiter);
+        // Requests that finished dropped their handle. Pruning here keeps the list bounded by
+        // the requests actually parked on an idle partition.
+        waiters.retain(|w| w.strong_count() > 0);
+        waiters.push(Arc::downgrade(waiter));
     }
 
     fn wake_waiters(&self) {
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-        for waiter in waiters {
+        for waiter in waiters.iter().filter_map(Weak::upgrade) {
             // `notify_one` keeps a permit if the fetch is not waiting yet, so no wake-up is lost
             // between its registration and its wait.
             waiter.notify_one();

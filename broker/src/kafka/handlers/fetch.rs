@@ -117,7 +117,7 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: FetchRequest) ->
         for (_, _, targets) in topics.iter() {
             for target in targets {
                 if let Ok(partition) = &target.partition {
-                    partition.add_waiter(waiter.clone());
+                    partition.add_waiter(&waiter);
                 }
             }
         }

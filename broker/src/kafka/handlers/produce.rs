@@ -1,5 +1,5 @@
 //! Produce: appends each partition's record batch on the partition leader and answers by
-//! `acks`: 0 sends nothing back, 1 answers once the leader appended, -1 (all) once the high
+//! `acks`: 0 sends nothing back (and closes the connection if a write failed), 1 answers once the leader appended, -1 (all) once the high
 //! watermark passed the batch (or REQUEST_TIMED_OUT after `timeout_ms`), and refuses with
 //! NOT_ENOUGH_REPLICAS, appending nothing, while the ISR is smaller than
 //! `min.insync.replicas`.
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use streambus_storage::batch::{self, BatchHeader};
 use streambus_storage::{AppendInfo, StorageError};
@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 
 use super::str_bytes;
 use crate::context::BrokerContext;
+use crate::kafka::api::Outcome;
 use crate::kafka::errors::{code_and_message, Failure, RequestProblem};
 use crate::partition::Partition;
 use crate::topic_config::CompressionType;
@@ -35,11 +36,7 @@ struct Append {
     compression: CompressionType,
 }
 
-pub async fn handle(
-    ctx: &BrokerContext,
-    version: i16,
-    request: ProduceRequest,
-) -> Option<ProduceResponse> {
+pub async fn handle(ctx: &BrokerContext, version: i16, request: ProduceRequest) -> Outcome {
     let acks = request.acks;
     let image = ctx.image();
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(request.topic_data.len());
@@ -137,7 +134,20 @@ pub async fn handle(
         .ok()
     };
     if acks == 0 {
-        return None;
+        // Kafka closes an acks=0 connection when a write fails: the client's only signal to
+        // refresh metadata (e.g. after a leader moved) instead of dropping records forever.
+        let failed_before = responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .any(|p| p.error_code != 0);
+        let failed_append = outcomes
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|(_, outcome)| outcome.is_err()));
+        return if failed_before || failed_append {
+            Outcome::Close
+        } else {
+            Outcome::NoResponse
+        };
     }
     let Some(outcomes) = outcomes else {
         // The append task panicked: what was written is unknown, so nothing is acknowledged;
@@ -147,7 +157,7 @@ pub async fn handle(
             let entry = &mut responses[topic].partition_responses[slot];
             *entry = failed(entry.index, Failure::Request(RequestProblem::TimedOut));
         }
-        return Some(ProduceResponse::default().with_responses(responses));
+        return respond(responses);
     };
     for (planned, outcome) in outcomes {
         let slot = &mut responses[planned.topic].partition_responses[planned.slot];
@@ -155,7 +165,6 @@ pub async fn handle(
         match outcome {
             Ok(info) => {
                 if acks == -1
-                    && !info.duplicate
                     && !wait_committed(ctx, &planned.partition, info.last_offset, timeout).await
                 {
                     *slot = failed(index, Failure::Request(RequestProblem::TimedOut));
@@ -186,7 +195,12 @@ pub async fn handle(
             }
         }
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    respond(responses)
+}
+
+fn respond(responses: Vec<TopicProduceResponse>) -> Outcome {
+    let response = ProduceResponse::default().with_responses(responses);
+    Outcome::Respond(Box::new(ResponseKind::Produce(response)))
 }
 
 /// Validates, recompresses if the topic asks for another codec, appends. Blocking.
@@ -230,7 +244,7 @@ async fn wait_committed(
     // Each pass either returns or waits for a high-watermark move; bounded by the deadline.
     loop {
         let waiter = Arc::new(Notify::new());
-        partition.add_waiter(waiter.clone());
+        partition.add_waiter(&waiter);
         if partition.high_watermark() > last_offset {
             return true;
         }

@@ -217,15 +217,18 @@ impl PartitionManager {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(&marker, e)),
         }
+        // The marker goes first: a crash right after the directory appears must not leave an
+        // unmarked directory that a later topic of the same name would adopt.
+        if !marker.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            streambus_storage::checkpoint::write_atomically(&marker, id_text.as_bytes())?;
+        }
         let recovery_point = self.recovery_points.get(&dir_name)?;
         let options = LogOptions {
             recovery_point,
             ..LogOptions::default()
         };
         let log = Log::open(&dir, state.settings.log.clone(), options)?;
-        if !marker.exists() {
-            streambus_storage::checkpoint::write_atomically(&marker, id_text.as_bytes())?;
-        }
         tracing::debug!(
             topic,
             index,
@@ -341,9 +344,25 @@ impl PartitionManager {
 
     fn checkpoint_recovery_points(&self) {
         let partitions = self.all();
-        let points: Vec<(&str, i64)> = partitions
+        let points: Vec<(Arc<Partition>, i64)> = partitions
+            .into_iter()
+            .map(|p| {
+                let point = p.log().recovery_point();
+                (p, point)
+            })
+            .collect();
+        // Saved under the map's read lock, keeping only partitions still hosted: a partition
+        // deleted meanwhile must not have its point written back after `delete` removed it,
+        // or a recreated topic of the same name would start recovery from the old offset.
+        let hosted = self.read();
+        let points: Vec<(&str, i64)> = points
             .iter()
-            .map(|p| (p.dir_name.as_str(), p.log().recovery_point()))
+            .filter(|(p, _)| {
+                hosted
+                    .get(&(p.topic_id, p.index))
+                    .is_some_and(|current| Arc::ptr_eq(current, p))
+            })
+            .map(|(p, point)| (p.dir_name.as_str(), *point))
             .collect();
         if let Err(error) = self.recovery_points.save(&points) {
             tracing::error!(%error, "cannot checkpoint recovery points");

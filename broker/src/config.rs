@@ -135,6 +135,9 @@ pub struct KafkaConfig {
     pub fetch_max_bytes: usize,
     /// Kafka cluster id reported to clients (Metadata, DescribeCluster).
     pub cluster_id: String,
+    /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed; also
+    /// the bound on writing one response to a client that does not read.
+    pub connections_max_idle_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -145,6 +148,7 @@ impl Default for KafkaConfig {
             fetch_max_wait_ms_limit: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
             cluster_id: "streambus-cluster".to_owned(),
+            connections_max_idle_ms: 600_000,
         }
     }
 }
@@ -339,6 +343,9 @@ impl BrokerConfig {
         let kafka = &self.kafka;
         if kafka.max_connections == 0 || kafka.max_in_flight_requests_per_connection == 0 {
             return invalid("kafka", "connection limits must be at least 1");
+        }
+        if kafka.connections_max_idle_ms == 0 {
+            return invalid("kafka.connections_max_idle_ms", "must be positive");
         }
         if kafka.fetch_max_bytes < 1024 {
             return invalid("kafka.fetch_max_bytes", "must be at least 1024");

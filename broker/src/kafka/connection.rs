@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -51,12 +52,20 @@ pub async fn serve(
     let (reader, writer) = stream.into_split();
     let mut frames = FramedRead::new(reader, request_codec(ctx.config.socket_request_max_bytes));
     let (responses, queued) = mpsc::channel(ctx.config.kafka.max_in_flight_requests_per_connection);
-    let writer = tokio::spawn(write_responses(writer, queued, peer));
+    let idle = Duration::from_millis(ctx.config.kafka.connections_max_idle_ms);
+    let writer = tokio::spawn(write_responses(writer, queued, peer, idle));
     loop {
         let frame = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            frame = frames.next() => frame,
+            frame = tokio::time::timeout(idle, frames.next()) => frame,
+        };
+        let frame = match frame {
+            Err(_) => {
+                tracing::debug!(%peer, "closing idle connection");
+                break;
+            }
+            Ok(frame) => frame,
         };
         let frame = match frame {
             None => break,
@@ -88,11 +97,20 @@ async fn write_responses(
     mut writer: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Bytes>,
     peer: SocketAddr,
+    write_timeout: Duration,
 ) {
     while let Some(response) = queued.recv().await {
-        if let Err(error) = writer.write_all(&response).await {
-            tracing::debug!(%peer, %error, "cannot write a response");
-            return;
+        // A client that stops reading cannot hold the connection (and its slot) forever.
+        match tokio::time::timeout(write_timeout, writer.write_all(&response)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "cannot write a response");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "client stopped reading; closing");
+                return;
+            }
         }
     }
     let _ = writer.shutdown().await;

@@ -567,3 +567,13 @@ fn connections_beyond_the_limit_are_closed_and_slots_are_reused() {
     }
     assert!(served, "a freed slot is reused");
 }
+
+#[test]
+fn idle_connections_are_closed() {
+    let broker = DevBroker::start(&["--set", "kafka.connections_max_idle_ms=300"]).unwrap();
+    let mut idle = broker.connect().unwrap();
+    let versions: ApiVersionsResponse = idle.send(&ApiVersionsRequest::default(), 3).unwrap();
+    assert_eq!(versions.error_code, 0);
+    // The read blocks until the broker closes the silent connection (bounded by IO_TIMEOUT).
+    assert!(idle.is_closed_by_peer());
+}

@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR
 
 CARGO ?= cargo
 
-.PHONY: bootstrap build run test test-suite doc-test lint fmt bench clean-cache
+.PHONY: bootstrap build run test test-suite doc-test lint fmt bench bench-kafka clean-cache
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -51,6 +51,13 @@ bench: bootstrap
 	# One invocation: built separately, the two crates' benches resolve different features for
 	# zstd-sys (kafka-protocol is only in the storage graph) and each compiled its own RocksDB.
 	$(CARGO) bench -p streambus-storage -p streambus-raft
+	$(MAKE) --no-print-directory bench-kafka
+
+# Produce/consume through a release broker on loopback with librdkafka (confluent-kafka), next to
+# raw loopback TCP measured in the same run; see bench/README.md.
+bench-kafka: bootstrap
+	$(CARGO) build --release -p streambus-broker
+	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/kafka_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus
 
 # Removes the shared build cache; the next build compiles RocksDB again.
 clean-cache:

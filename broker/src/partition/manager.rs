@@ -59,6 +59,8 @@ pub struct PartitionManager {
     recovery_points: RecoveryPoints,
     /// The metadata offset of the last image applied to the partitions.
     reconciled: watch::Sender<u64>,
+    /// The newest image offset a request already waited for in vain (see `leader`).
+    stalled_target: std::sync::atomic::AtomicU64,
 }
 
 impl PartitionManager {
@@ -83,6 +85,7 @@ impl PartitionManager {
             partitions: RwLock::new(HashMap::new()),
             recovery_points: RecoveryPoints::new(Arc::new(kv)),
             reconciled: watch::Sender::new(0),
+            stalled_target: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -119,11 +122,20 @@ impl PartitionManager {
             return Err(LeaderLookup::UnknownEpoch);
         }
         let target = image.metadata_offset();
-        if *self.reconciled.borrow() < target {
+        let stalled = self
+            .stalled_target
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // Once one wait for this image timed out, later lookups answer at once instead of each
+        // partition of a request waiting its own RECONCILE_WAIT in turn.
+        if *self.reconciled.borrow() < target && stalled < target {
             let mut reconciled = self.reconciled.subscribe();
             // A timeout leaves the lookup below to answer NotLeader: the client retries.
-            let _ =
+            let waited =
                 tokio::time::timeout(RECONCILE_WAIT, reconciled.wait_for(|o| *o >= target)).await;
+            if waited.is_err() {
+                self.stalled_target
+                    .fetch_max(target, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         match self.get(topic_id, index) {
             Some(partition) if partition.is_leader_at(record.leader_epoch) => Ok(partition),

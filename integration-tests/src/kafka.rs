@@ -190,8 +190,10 @@ impl DevBroker {
     }
 }
 
-fn launch(data_dir: &str, extra: &[String]) -> anyhow::Result<(BrokerProcess, SocketAddr)> {
-    let mut args = vec![
+/// Arguments of a `--dev` broker in `data_dir` with every listener on a free port (tests run in
+/// parallel and must not collide on fixed ports).
+pub fn dev_args(data_dir: &str) -> Vec<&str> {
+    vec![
         "--dev",
         "--data-dir",
         data_dir,
@@ -203,7 +205,11 @@ fn launch(data_dir: &str, extra: &[String]) -> anyhow::Result<(BrokerProcess, So
         "127.0.0.1:0",
         "--http-listener",
         "127.0.0.1:0",
-    ];
+    ]
+}
+
+fn launch(data_dir: &str, extra: &[String]) -> anyhow::Result<(BrokerProcess, SocketAddr)> {
+    let mut args = dev_args(data_dir);
     args.extend(extra.iter().map(String::as_str));
     let mut process = BrokerProcess::start(&args)?;
     process.wait_for_log("broker registered", 0, STARTUP)?;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use streambus_integration_tests::kafka::dev_args;
 use streambus_integration_tests::BrokerProcess;
 
 const STARTUP: Duration = Duration::from_secs(60);
@@ -15,23 +16,6 @@ fn broker_epoch(line: &str) -> i64 {
         .find_map(|field| field.strip_prefix("broker_epoch="))
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no broker_epoch in {line:?}"))
-}
-
-fn dev_args(data_dir: &str) -> Vec<&str> {
-    // Port 0 everywhere: tests run in parallel and must not collide on fixed ports.
-    vec![
-        "--dev",
-        "--data-dir",
-        data_dir,
-        "--kafka-listener",
-        "127.0.0.1:0",
-        "--raft-listener",
-        "127.0.0.1:0",
-        "--admin-listener",
-        "127.0.0.1:0",
-        "--http-listener",
-        "127.0.0.1:0",
-    ]
 }
 
 #[test]

@@ -218,15 +218,11 @@ pub async fn alter(
     );
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in &request.resources {
-        let outcome = if duplicates.contains(&(resource.resource_type, &resource.resource_name)) {
-            Err(duplicate_resource(&resource.resource_name))
-        } else {
-            match resource.resource_type {
-                RESOURCE_TOPIC => replace_topic_configs(ctx, resource, request.validate_only).await,
-                RESOURCE_BROKER => Err(static_broker_configs()),
-                other => Err(unsupported_resource_type(other)),
-            }
-        };
+        let outcome =
+            match refused_alter(resource.resource_type, &resource.resource_name, &duplicates) {
+                Some(refusal) => Err(refusal),
+                None => replace_topic_configs(ctx, resource, request.validate_only).await,
+            };
         let response = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
@@ -285,15 +281,11 @@ pub async fn incremental_alter(
     );
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in &request.resources {
-        let outcome = if duplicates.contains(&(resource.resource_type, &resource.resource_name)) {
-            Err(duplicate_resource(&resource.resource_name))
-        } else {
-            match resource.resource_type {
-                RESOURCE_TOPIC => change_topic_configs(ctx, resource, request.validate_only).await,
-                RESOURCE_BROKER => Err(static_broker_configs()),
-                other => Err(unsupported_resource_type(other)),
-            }
-        };
+        let outcome =
+            match refused_alter(resource.resource_type, &resource.resource_name, &duplicates) {
+                Some(refusal) => Err(refusal),
+                None => change_topic_configs(ctx, resource, request.validate_only).await,
+            };
         let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
@@ -453,6 +445,23 @@ fn known_topic<'a>(image: &'a MetadataImage, name: &str) -> Result<&'a TopicReco
 }
 
 /// The resources named more than once in one request; Kafka refuses each of their entries.
+/// Why an alter of this resource is refused before any topic is looked at; `None` for a topic
+/// named once, which the caller alters.
+fn refused_alter(
+    resource_type: i8,
+    name: &StrBytes,
+    duplicates: &HashSet<(i8, &StrBytes)>,
+) -> Option<Refusal> {
+    if duplicates.contains(&(resource_type, name)) {
+        return Some(duplicate_resource(name));
+    }
+    match resource_type {
+        RESOURCE_TOPIC => None,
+        RESOURCE_BROKER => Some(static_broker_configs()),
+        other => Some(unsupported_resource_type(other)),
+    }
+}
+
 fn duplicate_resources<'a>(
     resources: impl Iterator<Item = (i8, &'a StrBytes)>,
 ) -> HashSet<(i8, &'a StrBytes)> {

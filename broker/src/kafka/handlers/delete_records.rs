@@ -33,14 +33,7 @@ pub async fn handle(
         for wanted in topic.partitions {
             let index = wanted.partition_index;
             let result = DeleteRecordsPartitionResult::default().with_partition_index(index);
-            let partition = match record {
-                Some(record) if index >= 0 => ctx
-                    .partitions
-                    .leader(&image, &record.topic_id, index as u32, -1)
-                    .await
-                    .map_err(Failure::Lookup),
-                _ => Err(Failure::Request(RequestProblem::UnknownTopic)),
-            };
+            let partition = super::leader_partition(ctx, &image, record, index, -1).await;
             let partition = match partition {
                 Ok(partition) => partition,
                 Err(failure) => {

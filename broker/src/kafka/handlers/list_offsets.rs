@@ -39,14 +39,8 @@ pub async fn handle(
             } else {
                 -1
             };
-            let partition = match record {
-                Some(record) if index >= 0 => ctx
-                    .partitions
-                    .leader(&image, &record.topic_id, index as u32, current_epoch)
-                    .await
-                    .map_err(Failure::Lookup),
-                _ => Err(Failure::Request(RequestProblem::UnknownTopic)),
-            };
+            let partition =
+                super::leader_partition(ctx, &image, record, index, current_epoch).await;
             let partition = match partition {
                 Ok(partition) => partition,
                 Err(failure) => {

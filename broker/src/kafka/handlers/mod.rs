@@ -19,10 +19,18 @@ pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 
+use std::sync::Arc;
+
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 use streambus_raft::command::TopicId;
+use streambus_raft::image::TopicRecord;
+use streambus_raft::MetadataImage;
 use uuid::Uuid;
+
+use crate::context::BrokerContext;
+use crate::kafka::errors::{Failure, RequestProblem};
+use crate::partition::Partition;
 
 /// A wire string from an owned string.
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {
@@ -54,5 +62,25 @@ pub fn new_topic_id() -> TopicId {
         if !id.is_zero() {
             return id;
         }
+    }
+}
+
+/// The partition `index` of `topic` that this broker leads per `image`, checked against the
+/// client's `current_leader_epoch` (-1: no check); an unknown topic or a negative index is
+/// UNKNOWN_TOPIC_OR_PARTITION.
+pub async fn leader_partition(
+    ctx: &BrokerContext,
+    image: &MetadataImage,
+    topic: Option<&TopicRecord>,
+    index: i32,
+    current_leader_epoch: i32,
+) -> Result<Arc<Partition>, Failure<'static>> {
+    match topic {
+        Some(topic) if index >= 0 => ctx
+            .partitions
+            .leader(image, &topic.topic_id, index as u32, current_leader_epoch)
+            .await
+            .map_err(Failure::Lookup),
+        _ => Err(Failure::Request(RequestProblem::UnknownTopic)),
     }
 }

@@ -25,19 +25,14 @@ pub async fn handle(
                 .with_partition(wanted.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
-            let partition = match record {
-                Some(record) if wanted.partition >= 0 => ctx
-                    .partitions
-                    .leader(
-                        &image,
-                        &record.topic_id,
-                        wanted.partition as u32,
-                        wanted.current_leader_epoch,
-                    )
-                    .await
-                    .map_err(Failure::Lookup),
-                _ => Err(Failure::Request(RequestProblem::UnknownTopic)),
-            };
+            let partition = super::leader_partition(
+                ctx,
+                &image,
+                record,
+                wanted.partition,
+                wanted.current_leader_epoch,
+            )
+            .await;
             let response = match partition {
                 Ok(partition) => {
                     let requested = wanted.leader_epoch;

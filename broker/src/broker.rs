@@ -4,6 +4,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use streambus_raft::command::FenceBroker;
+use streambus_raft::{MetadataCommand, RegistrationState};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -16,6 +20,10 @@ use crate::kafka::server::KafkaServer;
 use crate::partition::PartitionManager;
 use crate::producer_ids::ProducerIdAllocator;
 use crate::quorum::{self, Quorum};
+use crate::replication::{isr, ReplicaFetchers};
+
+/// How long a stopping broker waits for the controller to take its leaderships.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running broker.
 #[derive(Debug)]
@@ -23,6 +31,7 @@ pub struct Broker {
     ctx: Arc<BrokerContext>,
     quorum: Quorum,
     server: KafkaServer,
+    fetchers: Arc<ReplicaFetchers>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -62,21 +71,57 @@ impl Broker {
             producer_ids,
             shutdown: shutdown.clone(),
         });
+        let fetchers = Arc::new(ReplicaFetchers::new(
+            ctx.config.node_id,
+            ctx.config.replication.clone(),
+            shutdown.clone(),
+        ));
         let background = vec![
-            tokio::spawn(
-                partitions
-                    .clone()
-                    .run_reconciler(quorum.node.subscribe(), shutdown.clone()),
-            ),
-            tokio::spawn(partitions.run_maintenance(shutdown.clone())),
+            tokio::spawn(partitions.clone().run_reconciler(
+                quorum.node.subscribe(),
+                quorum.lifecycle.state(),
+                fetchers.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(partitions.clone().run_maintenance(shutdown.clone())),
+            tokio::spawn(isr::run_shrinker(
+                partitions,
+                quorum.node.clone(),
+                ctx.config.node_id,
+                ctx.config.replication.lag_time_max_ms,
+                shutdown.clone(),
+            )),
         ];
         let server = KafkaServer::spawn(ctx.clone(), listener, shutdown).map_err(bind_error)?;
         Ok(Broker {
             ctx,
             quorum,
             server,
+            fetchers,
             background,
         })
+    }
+
+    /// Kafka's controlled shutdown: the broker fences its own registration, so the controller
+    /// moves its leaderships to other ISR members now rather than after a session timeout,
+    /// and a restart can register again at once. Bounded: a broker cut off from the quorum
+    /// just stops.
+    async fn controlled_shutdown(&self) {
+        self.quorum.lifecycle.stop();
+        let RegistrationState::Registered { broker_epoch, .. } =
+            *self.quorum.lifecycle.state().borrow()
+        else {
+            return;
+        };
+        let command = MetadataCommand::FenceBroker(FenceBroker {
+            broker_id: self.ctx.config.node_id,
+            broker_epoch,
+        });
+        match tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, self.ctx.write(command)).await {
+            Ok(Ok(_)) => tracing::info!("controlled shutdown: leaderships handed over"),
+            Ok(Err(error)) => tracing::warn!(%error, "controlled shutdown refused"),
+            Err(_) => tracing::warn!("controlled shutdown timed out"),
+        }
     }
 
     /// The Kafka listener's address.
@@ -89,15 +134,17 @@ impl Broker {
         self.quorum.node.local_addr()
     }
 
-    /// Graceful stop: stop accepting, answer the requests being handled, close every log
-    /// cleanly (flushed, marked clean), leave the quorum.
+    /// Graceful stop: hand leaderships over (controlled shutdown), stop accepting, answer the
+    /// requests being handled, stop replicating, close every log cleanly (flushed, marked
+    /// clean), leave the quorum.
     pub async fn shutdown(self) -> Result<()> {
+        self.controlled_shutdown().await;
         self.ctx.shutdown.cancel();
         self.server.stopped().await;
         for task in self.background {
             let _ = task.await;
         }
-        self.quorum.lifecycle.stop();
+        self.fetchers.stop().await;
         let partitions = self.ctx.partitions.clone();
         drop(self.ctx);
         if tokio::task::spawn_blocking(move || partitions.close())

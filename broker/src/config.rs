@@ -19,6 +19,7 @@ use toml::{Table, Value};
 
 use crate::error::{BrokerError, Origin, Result};
 use crate::quorum::MetadataConfig;
+use crate::replication::ReplicationConfig;
 
 /// Prefix of the environment variables that set config keys. The whole prefix is reserved: an
 /// unknown `STREAMBUS_*` variable is an error, like an unknown key in the file.
@@ -60,6 +61,8 @@ pub struct BrokerConfig {
     pub kafka: KafkaConfig,
     /// The metadata quorum: voters, session and election timeouts.
     pub metadata: MetadataConfig,
+    /// Follower fetching and ISR maintenance.
+    pub replication: ReplicationConfig,
 }
 
 impl Default for BrokerConfig {
@@ -77,6 +80,7 @@ impl Default for BrokerConfig {
             topics: TopicsConfig::default(),
             kafka: KafkaConfig::default(),
             metadata: MetadataConfig::default(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -306,6 +310,12 @@ impl BrokerConfig {
         self.check_listeners_distinct()?;
         self.check_topics_and_kafka()?;
         self.metadata.validate()?;
+        self.replication
+            .check()
+            .map_err(|(key, reason)| BrokerError::InvalidConfig {
+                key,
+                reason: reason.to_owned(),
+            })?;
         self.log
             .validate()
             .map_err(BrokerError::InvalidLogDefaults)?;

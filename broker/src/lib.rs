@@ -18,6 +18,7 @@
 //! - [`partition`]: the partitions hosted here and their maintenance.
 //! - [`producer_ids`]: producer ids from quorum-allocated blocks.
 //! - [`quorum`]: the `[metadata]` config and starting this broker's metadata quorum member.
+//! - [`replication`]: replica fetchers and ISR maintenance between brokers.
 //! - [`topic_config`]: Kafka topic configs: validation, resolution, description.
 
 pub mod broker;
@@ -30,6 +31,7 @@ pub mod kafka;
 pub mod partition;
 pub mod producer_ids;
 pub mod quorum;
+pub mod replication;
 pub mod topic_config;
 
 pub use config::BrokerConfig;

@@ -20,6 +20,9 @@ pub enum RequestProblem {
     MissingRecords,
     /// `acks=all` while fewer replicas than `min.insync.replicas` are in sync.
     NotEnoughReplicas,
+    /// `acks=all`: the batch was appended, but the ISR shrank below `min.insync.replicas`
+    /// before it was committed.
+    NotEnoughReplicasAfterAppend,
     /// The same topic (or resource) twice in one request.
     DuplicateResource,
     /// A resource type, operation or target this broker does not handle.
@@ -152,6 +155,7 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             RequestProblem::InvalidRequiredAcks => E::InvalidRequiredAcks,
             RequestProblem::MissingRecords => E::CorruptMessage,
             RequestProblem::NotEnoughReplicas => E::NotEnoughReplicas,
+            RequestProblem::NotEnoughReplicasAfterAppend => E::NotEnoughReplicasAfterAppend,
             RequestProblem::DuplicateResource
             | RequestProblem::Unsupported
             | RequestProblem::Inconsistent => E::InvalidRequest,
@@ -204,6 +208,7 @@ mod tests {
             Failure::Lookup(LeaderLookup::NotLeader),
             Failure::Lookup(LeaderLookup::Unknown),
             Failure::Request(RequestProblem::NotEnoughReplicas),
+            Failure::Request(RequestProblem::NotEnoughReplicasAfterAppend),
             Failure::Request(RequestProblem::TimedOut),
         ] {
             assert!(error_code(&failure).is_retriable(), "{failure:?}");

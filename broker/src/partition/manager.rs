@@ -13,13 +13,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use streambus_raft::command::{BrokerId, TopicId};
-use streambus_raft::MetadataImage;
+use streambus_raft::{MetadataImage, RegistrationState};
 use streambus_storage::{kv, Log, LogOptions, RecoveryPoints, RocksKv, StorageError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Partition, PartitionState};
+use super::{Partition, PartitionState, Role};
 use crate::config::BrokerConfig;
+use crate::replication::ReplicaFetchers;
 use crate::topic_config;
 
 /// File in a partition directory naming the topic id it belongs to.
@@ -143,8 +144,9 @@ impl PartitionManager {
         }
     }
 
-    /// Applies `image` to the hosted partitions: opens, updates and removes logs. Blocking.
-    pub fn reconcile(&self, image: &MetadataImage) {
+    /// Applies `image` to the hosted partitions: opens, updates and removes logs. `active`: this
+    /// broker is registered and unfenced in `image` (see [`PartitionState::active`]). Blocking.
+    pub fn reconcile(&self, image: &MetadataImage, active: bool) {
         let mut wanted = HashMap::new();
         for topic in image.topics() {
             let settings = topic_config::resolve(&self.config, &topic.configs);
@@ -159,6 +161,7 @@ impl PartitionManager {
                     replicas: record.replicas.clone(),
                     isr: record.isr.clone(),
                     settings: settings.clone(),
+                    active,
                 };
                 wanted.insert((topic.topic_id, index as u32), (topic.name.as_str(), state));
             }
@@ -260,7 +263,7 @@ impl PartitionManager {
 
     fn delete(&self, partition: Arc<Partition>) {
         tracing::info!(topic = %partition.topic, index = partition.index, "deleting partition");
-        partition.wake_waiters();
+        partition.wake_waiters(true);
         let dir = self.logs_dir.join(&partition.dir_name);
         self.rename_and_remove(&dir, &partition.dir_name);
         if let Err(error) = self.recovery_points.remove(&partition.dir_name) {
@@ -282,23 +285,66 @@ impl PartitionManager {
         }
     }
 
-    /// Keeps the partitions in step with the metadata image until `shutdown`.
+    /// The partitions this broker follows, with their leader and leader epoch.
+    pub fn followed(&self) -> Vec<(Arc<Partition>, BrokerId, i32)> {
+        self.all()
+            .into_iter()
+            .filter_map(|partition| {
+                let state = partition.state();
+                match state.role(self.broker_id) {
+                    Role::Follower { leader } => Some((partition, leader, state.leader_epoch)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Keeps the partitions (and, through `fetchers`, the replica fetchers) in step with the
+    /// metadata image and this broker's registration until `shutdown`.
     pub async fn run_reconciler(
         self: Arc<Self>,
         mut images: watch::Receiver<Arc<MetadataImage>>,
+        mut registration: watch::Receiver<RegistrationState>,
+        fetchers: Arc<ReplicaFetchers>,
         shutdown: CancellationToken,
     ) {
+        let mut was_active = false;
         loop {
             let image = images.borrow_and_update().clone();
+            let active = match *registration.borrow_and_update() {
+                RegistrationState::Registered { incarnation_id, .. } => image
+                    .broker(self.broker_id)
+                    .is_some_and(|b| b.incarnation_id == incarnation_id && !b.fenced),
+                RegistrationState::Unregistered => false,
+            };
             let manager = self.clone();
-            if tokio::task::spawn_blocking(move || manager.reconcile(&image))
-                .await
-                .is_err()
-            {
+            let reconciled = {
+                let image = image.clone();
+                tokio::task::spawn_blocking(move || manager.reconcile(&image, active)).await
+            };
+            if reconciled.is_err() {
                 tracing::error!("partition reconciliation panicked");
+            }
+            fetchers.update(&image, self.followed());
+            if active != was_active {
+                // Tests and operators wait for this line: from here on the broker serves the
+                // partitions the image gives it.
+                if active {
+                    tracing::info!(
+                        broker_id = self.broker_id,
+                        "broker active: leading and following partitions"
+                    );
+                } else {
+                    tracing::warn!(
+                        broker_id = self.broker_id,
+                        "broker inactive: not registered or fenced, serving no partition"
+                    );
+                }
+                was_active = active;
             }
             tokio::select! {
                 changed = images.changed() => if changed.is_err() { return },
+                changed = registration.changed() => if changed.is_err() { return },
                 () = shutdown.cancelled() => return,
             }
         }
@@ -387,7 +433,7 @@ impl PartitionManager {
         let partitions: Vec<Arc<Partition>> = self.write().drain().map(|(_, p)| p).collect();
         let mut points = Vec::with_capacity(partitions.len());
         for partition in partitions {
-            partition.wake_waiters();
+            partition.wake_waiters(true);
             let name = partition.dir_name.clone();
             let (topic, index) = (partition.topic.clone(), partition.index);
             let log = match Arc::try_unwrap(partition) {

@@ -1,13 +1,16 @@
 //! One partition replica on this broker: its log, its role as the metadata image last described
-//! it, its high watermark, and the fetches parked until it moves.
+//! it (leader, follower or offline), its high watermark, the leader's view of its followers, and
+//! the fetches and produce requests parked until the log or the high watermark moves.
 //!
 //! Modules:
 //! - [`manager`]: the set of partitions this broker hosts, kept in step with the metadata image.
+//! - [`replicas`]: the leader's follower tracking, high watermark and ISR-change rules.
 
 pub mod manager;
+pub mod replicas;
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
 use bytes::Bytes;
 use streambus_raft::command::{BrokerId, TopicId};
@@ -17,6 +20,7 @@ use tokio::sync::Notify;
 use crate::topic_config::TopicSettings;
 
 pub use manager::PartitionManager;
+use replicas::LeaderView;
 
 /// A partition's role and settings as of the last metadata image applied to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +31,75 @@ pub struct PartitionState {
     pub replicas: Vec<BrokerId>,
     pub isr: Vec<BrokerId>,
     pub settings: TopicSettings,
+    /// This broker is registered (in this process's incarnation) and not fenced. Until then it
+    /// neither leads nor follows: the image may still name it leader at an epoch from before a
+    /// restart, and acting on that could serve a log that lost its unflushed tail.
+    pub active: bool,
+}
+
+/// What this broker does for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower { leader: BrokerId },
+    Offline,
+}
+
+impl PartitionState {
+    pub fn role(&self, me: BrokerId) -> Role {
+        match self.leader {
+            _ if !self.active => Role::Offline,
+            Some(leader) if leader == me => Role::Leader,
+            Some(leader) => Role::Follower { leader },
+            None => Role::Offline,
+        }
+    }
+}
+
+/// Why a replica operation was refused. (Not the crate's error type: handlers turn it into a
+/// Kafka code, the fetcher into a retry.)
+#[derive(Debug)]
+pub enum ReplicaError {
+    /// The partition's role or leader epoch changed: the caller's view is stale. Names the
+    /// role the caller assumed.
+    WrongRole(&'static str),
+    Storage(StorageError),
+}
+
+impl From<StorageError> for ReplicaError {
+    fn from(error: StorageError) -> Self {
+        ReplicaError::Storage(error)
+    }
+}
+
+impl std::fmt::Display for ReplicaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplicaError::WrongRole(role) => {
+                write!(
+                    f,
+                    "this broker is not the partition's {role} at that leader epoch"
+                )
+            }
+            ReplicaError::Storage(error) => error.fmt(f),
+        }
+    }
+}
+
+/// An ISR change the leader wants the controller to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<BrokerId>,
+}
+
+/// A parked request and what wakes it.
+#[derive(Debug)]
+struct Waiter {
+    notify: Weak<Notify>,
+    /// Woken by appends too (follower fetches), not only by high-watermark moves.
+    on_append: bool,
 }
 
 /// A partition replica hosted by this broker.
@@ -42,9 +115,11 @@ pub struct Partition {
     state: RwLock<PartitionState>,
     /// Offsets below this are committed: readable by consumers, never truncated.
     high_watermark: AtomicI64,
-    /// Parked fetches, woken (and dropped from the list) when the high watermark moves. Weak:
-    /// the request holds the only strong handle, so a finished request's entry is dead.
-    waiters: Mutex<Vec<Weak<Notify>>>,
+    /// Set while this broker leads, for the current leader epoch. Lock order: `state` first.
+    leader_view: Mutex<Option<LeaderView>>,
+    /// Parked fetches and produce requests; dropped from the list when woken. Weak: the request
+    /// holds the only strong handle, so a finished request's entry is dead.
+    waiters: Mutex<Vec<Waiter>>,
 }
 
 impl Partition {
@@ -57,6 +132,9 @@ impl Partition {
         log: Log,
         state: PartitionState,
     ) -> Partition {
+        // Not checkpointed yet: a leader recomputes it from its followers' fetches, a follower
+        // takes it from its leader, a sole replica from its own log end.
+        let high_watermark = 0;
         let partition = Partition {
             topic,
             topic_id,
@@ -64,10 +142,13 @@ impl Partition {
             dir_name,
             broker_id,
             log: Arc::new(log),
-            state: RwLock::new(state),
-            high_watermark: AtomicI64::new(0),
+            state: RwLock::new(state.clone()),
+            high_watermark: AtomicI64::new(high_watermark),
+            leader_view: Mutex::new(None),
             waiters: Mutex::new(Vec::new()),
         };
+        partition.log.on_high_watermark_updated(high_watermark);
+        partition.take_role(None, &state, now_ms());
         partition.advance_high_watermark();
         partition
     }
@@ -79,22 +160,70 @@ impl Partition {
 
     /// The partition's role and settings.
     pub fn state(&self) -> PartitionState {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.read_state().clone()
     }
 
-    fn set_state(&self, state: PartitionState) -> Result<(), StorageError> {
-        if self.state().settings.log != state.settings.log {
-            self.log.set_config(state.settings.log.clone())?;
-        }
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+    fn read_state(&self) -> RwLockReadGuard<'_, PartitionState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn view(&self) -> MutexGuard<'_, Option<LeaderView>> {
+        self.leader_view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a new state from the metadata image. Waits for appends in progress, so once this
+    /// returns a deposed leader appends nothing more.
+    fn set_state(&self, new: PartitionState) -> Result<(), StorageError> {
+        let old = {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if state.settings.log != new.settings.log {
+                self.log.set_config(new.settings.log.clone())?;
+            }
+            let old = std::mem::replace(&mut *state, new.clone());
+            self.take_role(Some(&old), &new, now_ms());
+            old
+        };
+        let was_leading = old.role(self.broker_id) == Role::Leader;
+        let leads_same_epoch =
+            new.role(self.broker_id) == Role::Leader && new.leader_epoch == old.leader_epoch;
         self.advance_high_watermark();
+        if was_leading && !leads_same_epoch {
+            // Parked acks=all produces must learn they lost leadership.
+            self.wake_waiters(true);
+        }
         Ok(())
+    }
+
+    /// Starts or ends the leader's follower tracking for `new` (called with the state locked).
+    fn take_role(&self, old: Option<&PartitionState>, new: &PartitionState, now_ms: i64) {
+        let mut view = self.view();
+        if new.role(self.broker_id) != Role::Leader {
+            *view = None;
+            return;
+        }
+        match view.as_mut() {
+            Some(current) if current.leader_epoch == new.leader_epoch => {
+                if old.is_some_and(|old| old.replicas != new.replicas) {
+                    current.set_replicas(&new.replicas, self.broker_id, now_ms);
+                }
+                current.on_partition_epoch(new.partition_epoch);
+            }
+            _ => {
+                *view = Some(LeaderView::new(
+                    new.leader_epoch,
+                    self.log.log_end_offset(),
+                    &new.replicas,
+                    self.broker_id,
+                    now_ms,
+                ));
+            }
+        }
     }
 
     /// Whether this broker leads the partition at `leader_epoch`.
     pub fn is_leader_at(&self, leader_epoch: i32) -> bool {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        state.leader == Some(self.broker_id) && state.leader_epoch == leader_epoch
+        let state = self.read_state();
+        state.role(self.broker_id) == Role::Leader && state.leader_epoch == leader_epoch
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -109,51 +238,360 @@ impl Partition {
             .map_or(high_watermark, |unstable| unstable.min(high_watermark))
     }
 
-    /// Appends a producer's batch as leader at `leader_epoch` (blocking).
+    /// Appends a producer's batch as leader at `leader_epoch` (blocking). The role is checked
+    /// under the state lock, so no append slips in after a metadata image deposed this leader.
     pub fn append_as_leader(
         &self,
         batch: Bytes,
         leader_epoch: i32,
-    ) -> Result<AppendInfo, StorageError> {
-        let info = self.log.append_as_leader(batch, leader_epoch)?;
+    ) -> Result<AppendInfo, ReplicaError> {
+        let info = {
+            let state = self.read_state();
+            if state.role(self.broker_id) != Role::Leader || state.leader_epoch != leader_epoch {
+                return Err(ReplicaError::WrongRole("leader"));
+            }
+            self.log.append_as_leader(batch, leader_epoch)?
+        };
+        self.wake_waiters(false);
         self.advance_high_watermark();
         Ok(info)
     }
 
-    /// Moves the high watermark to what the in-sync replicas hold and wakes parked fetches if it
-    /// moved. Until follower replication exists (issue 6) only a partition whose ISR is this
-    /// broker alone advances: there the log end offset is the minimum over the ISR.
-    fn advance_high_watermark(&self) {
-        let sole_replica = {
-            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            state.leader == Some(self.broker_id) && state.isr == [self.broker_id]
-        };
-        if !sole_replica {
-            return;
-        }
-        let log_end = self.log.log_end_offset();
-        let previous = self.high_watermark.fetch_max(log_end, Ordering::AcqRel);
-        if log_end > previous {
-            self.log.on_high_watermark_updated(log_end);
-            self.wake_waiters();
+    /// Whether this broker follows the partition at `leader_epoch`.
+    fn check_follower(
+        &self,
+        state: &PartitionState,
+        leader_epoch: i32,
+    ) -> Result<(), ReplicaError> {
+        match state.role(self.broker_id) {
+            Role::Follower { .. } if state.leader_epoch == leader_epoch => Ok(()),
+            _ => Err(ReplicaError::WrongRole("follower")),
         }
     }
 
-    /// Parks `waiter` until the high watermark moves (or the log is truncated or closed).
-    pub fn add_waiter(&self, waiter: &Arc<Notify>) {
+    /// Appends batches fetched from the leader (blocking) and takes the leader's high watermark,
+    /// capped at this replica's log end.
+    pub fn append_as_follower(
+        &self,
+        records: Bytes,
+        leader_epoch: i32,
+        leader_high_watermark: i64,
+    ) -> Result<(), ReplicaError> {
+        {
+            let state = self.read_state();
+            self.check_follower(&state, leader_epoch)?;
+            if !records.is_empty() {
+                self.log.append_replicated(records)?;
+            }
+        }
+        let high_watermark = leader_high_watermark.min(self.log.log_end_offset());
+        self.raise_high_watermark(high_watermark);
+        Ok(())
+    }
+
+    /// Cuts this follower's log to `offset` (blocking); returns the new log end. The high
+    /// watermark follows if the cut went below it (only an unclean leader change does that).
+    pub fn truncate_as_follower(
+        &self,
+        offset: i64,
+        leader_epoch: i32,
+    ) -> Result<i64, ReplicaError> {
+        let state = self.read_state();
+        self.check_follower(&state, leader_epoch)?;
+        let end = self.log.truncate_to(offset)?;
+        if self.high_watermark.fetch_min(end, Ordering::AcqRel) > end {
+            tracing::warn!(topic = %self.topic, index = self.index, end, "truncated below the high watermark");
+            self.log.on_high_watermark_updated(end);
+        }
+        Ok(end)
+    }
+
+    /// Empties this follower's log and restarts it at `offset`: the leader's log starts past it.
+    pub fn restart_as_follower_at(
+        &self,
+        offset: i64,
+        leader_epoch: i32,
+    ) -> Result<(), ReplicaError> {
+        let state = self.read_state();
+        self.check_follower(&state, leader_epoch)?;
+        self.log.truncate_fully_and_start_at(offset)?;
+        self.high_watermark.store(offset, Ordering::Release);
+        self.log.on_high_watermark_updated(offset);
+        Ok(())
+    }
+
+    /// A follower fetched at `fetch_offset` (its log end): updates the leader's view and the
+    /// high watermark, and returns the ISR change this fetch calls for, if any (the caller
+    /// proposes it). Err when the broker is not a follower of this partition.
+    pub fn record_follower_fetch(
+        &self,
+        replica: BrokerId,
+        fetch_offset: i64,
+    ) -> Result<Option<IsrChange>, ReplicaError> {
+        let change = {
+            let state = self.read_state();
+            let leader_end = self.log.log_end_offset();
+            let mut view = self.view();
+            let Some(view) = view.as_mut() else {
+                return Err(ReplicaError::WrongRole("leader"));
+            };
+            if fetch_offset > leader_end {
+                // The read answers OFFSET_OUT_OF_RANGE; a log end the leader does not have is
+                // not a position.
+                return Ok(None);
+            }
+            if !view.on_fetch(replica, fetch_offset, leader_end, now_ms()) {
+                return Err(ReplicaError::WrongRole("replica"));
+            }
+            let high_watermark = view
+                .high_watermark(self.broker_id, &state.isr, leader_end)
+                .unwrap_or_else(|| self.high_watermark())
+                .max(self.high_watermark());
+            view.expansion(replica, &state.isr, high_watermark)
+                .map(|new_isr| {
+                    view.begin_alter(&state.isr, &new_isr, now_ms());
+                    IsrChange {
+                        leader_epoch: state.leader_epoch,
+                        partition_epoch: state.partition_epoch,
+                        new_isr,
+                    }
+                })
+        };
+        self.advance_high_watermark();
+        Ok(change)
+    }
+
+    /// The ISR shrink this leader's lagging followers call for, if any (the caller proposes it).
+    pub fn isr_shrink(&self, lag_max_ms: i64) -> Option<IsrChange> {
+        let state = self.read_state();
+        let mut view = self.view();
+        let view = view.as_mut()?;
+        let now = now_ms();
+        view.expire_pending(now, lag_max_ms);
+        let new_isr = view.shrink(self.broker_id, &state.isr, now, lag_max_ms)?;
+        view.begin_alter(&state.isr, &new_isr, now);
+        Some(IsrChange {
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            new_isr,
+        })
+    }
+
+    /// The controller answered an ISR change: `Some(partition_epoch)` if it was applied.
+    pub fn isr_change_done(&self, applied_at: Option<i32>) {
+        let current = self.read_state().partition_epoch;
+        if let Some(view) = self.view().as_mut() {
+            view.alter_done(applied_at, current);
+        }
+        self.advance_high_watermark();
+    }
+
+    /// Moves the leader's high watermark to what the in-sync replicas hold, waking parked
+    /// requests if it moved.
+    fn advance_high_watermark(&self) {
+        let high_watermark = {
+            let state = self.read_state();
+            if state.role(self.broker_id) != Role::Leader {
+                return;
+            }
+            let leader_end = self.log.log_end_offset();
+            let view = self.view();
+            match view
+                .as_ref()
+                .and_then(|v| v.high_watermark(self.broker_id, &state.isr, leader_end))
+            {
+                Some(high_watermark) => high_watermark,
+                None => return,
+            }
+        };
+        self.raise_high_watermark(high_watermark);
+    }
+
+    fn raise_high_watermark(&self, high_watermark: i64) {
+        let previous = self
+            .high_watermark
+            .fetch_max(high_watermark, Ordering::AcqRel);
+        if high_watermark > previous {
+            self.log.on_high_watermark_updated(high_watermark);
+            self.wake_waiters(true);
+        }
+    }
+
+    /// Parks `waiter` until the high watermark moves (or, with `on_append`, the log grows), or
+    /// the partition changes role or is closed.
+    pub fn add_waiter(&self, waiter: &Arc<Notify>, on_append: bool) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         // Requests that finished dropped their handle. Pruning here keeps the list bounded by
         // the requests actually parked on an idle partition.
-        waiters.retain(|w| w.strong_count() > 0);
-        waiters.push(Arc::downgrade(waiter));
+        waiters.retain(|w| w.notify.strong_count() > 0);
+        waiters.push(Waiter {
+            notify: Arc::downgrade(waiter),
+            on_append,
+        });
     }
 
-    fn wake_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-        for waiter in waiters.iter().filter_map(Weak::upgrade) {
-            // `notify_one` keeps a permit if the fetch is not waiting yet, so no wake-up is lost
-            // between its registration and its wait.
+    /// Wakes every parked request (`all`), or only those waiting for appends.
+    fn wake_waiters(&self, all: bool) {
+        let woken: Vec<Waiter> = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if all {
+                std::mem::take(&mut *waiters)
+            } else {
+                let (woken, kept) = std::mem::take(&mut *waiters)
+                    .into_iter()
+                    .partition(|w| w.on_append);
+                *waiters = kept;
+                woken
+            }
+        };
+        for waiter in woken.iter().filter_map(|w| w.notify.upgrade()) {
+            // `notify_one` keeps a permit if the request is not waiting yet, so no wake-up is
+            // lost between its registration and its wait.
             waiter.notify_one();
         }
+    }
+}
+
+/// Wall-clock milliseconds, for the follower-lag rules.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    use streambus_storage::LogOptions;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    const ME: BrokerId = 1;
+
+    fn batch(count: usize) -> Bytes {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // The encoder keeps records in one batch only while offset - sequence is
+                // constant; without a producer id the sequence is not checked.
+                sequence: i as i32,
+                timestamp: 1_000,
+                key: None,
+                value: Some(Bytes::from_static(b"value")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encodes");
+        buf.freeze()
+    }
+
+    fn state(leader: BrokerId, leader_epoch: i32, isr: &[BrokerId]) -> PartitionState {
+        let config = BrokerConfig::default();
+        PartitionState {
+            leader: Some(leader),
+            leader_epoch,
+            partition_epoch: leader_epoch,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+            settings: crate::topic_config::resolve(&config, &Default::default()),
+            active: true,
+        }
+    }
+
+    fn partition(dir: &std::path::Path, initial: PartitionState) -> Partition {
+        let log =
+            Log::open(dir, initial.settings.log.clone(), LogOptions::default()).expect("log opens");
+        Partition::new(
+            "t".into(),
+            TopicId([7; 16]),
+            0,
+            "t-0".into(),
+            ME,
+            log,
+            initial,
+        )
+    }
+
+    #[test]
+    fn the_leader_commits_what_every_in_sync_follower_fetched_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), state(ME, 1, &[1, 2, 3]));
+        p.append_as_leader(batch(5), 1).unwrap();
+        assert_eq!(p.high_watermark(), 0, "followers' positions unknown");
+        assert_eq!(p.record_follower_fetch(2, 5).unwrap(), None);
+        assert_eq!(p.high_watermark(), 0, "follower 3 unknown");
+        p.record_follower_fetch(3, 2).unwrap();
+        assert_eq!(p.high_watermark(), 2);
+        p.record_follower_fetch(3, 5).unwrap();
+        assert_eq!(p.high_watermark(), 5);
+        assert!(p.record_follower_fetch(9, 5).is_err(), "not a replica");
+    }
+
+    #[test]
+    fn a_caught_up_follower_outside_the_isr_is_proposed_and_holds_the_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), state(ME, 1, &[1, 2]));
+        p.append_as_leader(batch(4), 1).unwrap();
+        p.record_follower_fetch(2, 4).unwrap();
+        assert_eq!(p.high_watermark(), 4);
+        p.append_as_leader(batch(2), 1).unwrap();
+        let change = p.record_follower_fetch(3, 4).unwrap().expect("3 qualifies");
+        assert_eq!(change.new_isr, vec![1, 2, 3]);
+        p.record_follower_fetch(2, 6).unwrap();
+        assert_eq!(p.high_watermark(), 4, "3, being added, is at 4");
+        p.isr_change_done(None);
+        assert_eq!(p.high_watermark(), 6, "refused: back to the committed ISR");
+    }
+
+    #[test]
+    fn a_deposed_leader_refuses_appends_and_a_follower_takes_the_leaders_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), state(ME, 1, &[1]));
+        p.append_as_leader(batch(3), 1).unwrap();
+        assert_eq!(p.high_watermark(), 3, "a sole replica commits at once");
+        p.set_state(state(2, 2, &[2, 1])).unwrap();
+        assert!(matches!(
+            p.append_as_leader(batch(1), 1),
+            Err(ReplicaError::WrongRole(_))
+        ));
+        assert!(p.record_follower_fetch(2, 3).is_err(), "no longer leading");
+        assert!(matches!(
+            p.append_as_follower(Bytes::new(), 1, 3),
+            Err(ReplicaError::WrongRole(_))
+        ));
+        let mut tail = BytesMut::from(&batch(2)[..]);
+        tail[..8].copy_from_slice(&3i64.to_be_bytes());
+        p.append_as_follower(tail.freeze(), 2, 4).unwrap();
+        assert_eq!(p.log().log_end_offset(), 5);
+        assert_eq!(p.high_watermark(), 4);
+        assert_eq!(p.truncate_as_follower(3, 2).unwrap(), 3);
+        assert_eq!(p.high_watermark(), 3, "cut below the high watermark");
+    }
+
+    #[test]
+    fn an_inactive_broker_neither_leads_nor_follows() {
+        let mut inactive = state(ME, 1, &[1]);
+        inactive.active = false;
+        assert_eq!(inactive.role(ME), Role::Offline);
+        assert_eq!(state(2, 1, &[2]).role(ME), Role::Follower { leader: 2 });
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), inactive);
+        assert!(p.append_as_leader(batch(1), 1).is_err());
     }
 }

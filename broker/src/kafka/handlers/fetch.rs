@@ -5,6 +5,10 @@
 //! When fewer than `min_bytes` are available the request parks until an append moves a high
 //! watermark or `max_wait_ms` passes.
 //!
+//! A fetch with a replica id is a follower's: it reads up to the log end (not the high
+//! watermark), records the follower's position with the partition (which may move the high
+//! watermark and call for an ISR expansion), and parks until the log grows.
+//!
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
 //! clients to send full fetch requests.
 
@@ -23,7 +27,9 @@ use uuid::Uuid;
 use super::from_uuid;
 use crate::context::BrokerContext;
 use crate::kafka::errors::{code, Failure, RequestProblem};
+use crate::partition::manager::LeaderLookup;
 use crate::partition::Partition;
+use crate::replication::isr;
 
 const READ_COMMITTED: i8 = 1;
 /// Kafka's `FINAL_EPOCH`: a sessionless full fetch, or the close of a session.
@@ -54,7 +60,13 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: FetchRequest) ->
         )));
     }
     let image = ctx.image();
-    let read_committed = request.isolation_level == READ_COMMITTED;
+    let replica_id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let follower = (replica_id >= 0).then_some(replica_id);
+    let read_committed = follower.is_none() && request.isolation_level == READ_COMMITTED;
     let limit_wait = ctx.config.kafka.fetch_max_wait_ms_limit;
     let max_wait = Duration::from_millis(
         u64::try_from(request.max_wait_ms)
@@ -98,6 +110,31 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: FetchRequest) ->
                     .map_err(|lookup| code(Failure::Lookup(lookup))),
                 _ => Err(code(Failure::Request(unknown))),
             };
+            let partition = match (partition, follower) {
+                (Ok(partition), Some(replica)) => {
+                    match partition.record_follower_fetch(replica, wanted.fetch_offset) {
+                        Ok(Some(change)) => isr::propose(
+                            ctx.node.clone(),
+                            ctx.broker_id(),
+                            partition.clone(),
+                            change,
+                        ),
+                        Ok(None) => {}
+                        Err(_) => {
+                            // Not a replica of this partition (or leadership just moved).
+                            targets.push(Target {
+                                index: wanted.partition,
+                                fetch_offset: wanted.fetch_offset,
+                                partition_max_bytes: 0,
+                                partition: Err(code(Failure::Lookup(LeaderLookup::NotLeader))),
+                            });
+                            continue;
+                        }
+                    }
+                    Ok(partition)
+                }
+                (other, _) => other,
+            };
             targets.push(Target {
                 index: wanted.partition,
                 fetch_offset: wanted.fetch_offset,
@@ -117,15 +154,19 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: FetchRequest) ->
         for (_, _, targets) in topics.iter() {
             for target in targets {
                 if let Ok(partition) = &target.partition {
-                    partition.add_waiter(&waiter);
+                    partition.add_waiter(&waiter, follower.is_some());
                 }
             }
         }
         let snapshot = topics.clone();
-        let reads =
-            tokio::task::spawn_blocking(move || read_all(&snapshot, max_bytes, read_committed))
-                .await
-                .unwrap_or_default();
+        let mode = match follower {
+            Some(_) => ReadMode::Replica,
+            None if read_committed => ReadMode::Committed,
+            None => ReadMode::Uncommitted,
+        };
+        let reads = tokio::task::spawn_blocking(move || read_all(&snapshot, max_bytes, mode))
+            .await
+            .unwrap_or_default();
         let bytes: usize = reads.iter().flatten().map(|r| r.records.len()).sum();
         let failed = reads.iter().flatten().any(|r| r.error != 0);
         if bytes >= min_bytes
@@ -175,11 +216,22 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: FetchRequest) ->
     FetchResponse::default().with_responses(responses)
 }
 
+/// How far a fetch may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadMode {
+    /// A consumer with read_uncommitted: up to the high watermark.
+    Uncommitted,
+    /// A consumer with read_committed: up to the last stable offset.
+    Committed,
+    /// A follower: up to the log end.
+    Replica,
+}
+
 /// Reads every target (blocking), within the byte budgets.
 fn read_all(
     topics: &[(TopicName, Uuid, Vec<Target>)],
     max_bytes: usize,
-    read_committed: bool,
+    mode: ReadMode,
 ) -> Vec<Vec<Read>> {
     let mut remaining = max_bytes;
     let mut total = 0usize;
@@ -189,7 +241,7 @@ fn read_all(
             targets
                 .iter()
                 .map(|target| {
-                    let read = read_one(target, remaining, read_committed);
+                    let read = read_one(target, remaining, mode);
                     let mut read = read;
                     // Past the first batch returned, budgets are strict.
                     if total > 0 && read.records.len() > remaining {
@@ -205,7 +257,8 @@ fn read_all(
         .collect()
 }
 
-fn read_one(target: &Target, remaining: usize, read_committed: bool) -> Read {
+fn read_one(target: &Target, remaining: usize, mode: ReadMode) -> Read {
+    let read_committed = mode == ReadMode::Committed;
     let failed = |error: i16| Read {
         error,
         records: Bytes::new(),
@@ -221,10 +274,10 @@ fn read_one(target: &Target, remaining: usize, read_committed: bool) -> Read {
     let log = partition.log();
     let high_watermark = partition.high_watermark();
     let last_stable_offset = partition.last_stable_offset();
-    let upper = if read_committed {
-        last_stable_offset
-    } else {
-        high_watermark
+    let upper = match mode {
+        ReadMode::Committed => last_stable_offset,
+        ReadMode::Uncommitted => high_watermark,
+        ReadMode::Replica => i64::MAX,
     };
     let budget = target.partition_max_bytes.min(remaining);
     let result = if budget == 0 {

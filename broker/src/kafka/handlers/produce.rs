@@ -23,7 +23,8 @@ use super::str_bytes;
 use crate::context::BrokerContext;
 use crate::kafka::api::Outcome;
 use crate::kafka::errors::{code_and_message, Failure, RequestProblem};
-use crate::partition::Partition;
+use crate::partition::manager::LeaderLookup;
+use crate::partition::{Partition, ReplicaError};
 use crate::topic_config::CompressionType;
 
 /// One partition's append, planned before the blocking work.
@@ -126,7 +127,7 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: ProduceRequest) 
         Some(Vec::new())
     } else {
         tokio::task::spawn_blocking(move || {
-            let outcomes: Vec<Result<AppendInfo, StorageError>> =
+            let outcomes: Vec<Result<AppendInfo, ReplicaError>> =
                 appends.iter().map(append).collect();
             appends.into_iter().zip(outcomes).collect::<Vec<_>>()
         })
@@ -164,11 +165,19 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: ProduceRequest) 
         let index = slot.index;
         match outcome {
             Ok(info) => {
-                if acks == -1
-                    && !wait_committed(ctx, &planned.partition, info.last_offset, timeout).await
-                {
-                    *slot = failed(index, Failure::Request(RequestProblem::TimedOut));
-                    continue;
+                if acks == -1 {
+                    let committed = wait_committed(
+                        ctx,
+                        &planned.partition,
+                        &info,
+                        planned.leader_epoch,
+                        timeout,
+                    )
+                    .await;
+                    if let Err(failure) = committed {
+                        *slot = failed(index, failure);
+                        continue;
+                    }
                 }
                 let mut response = PartitionProduceResponse::default()
                     .with_index(index)
@@ -181,7 +190,10 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: ProduceRequest) 
                 }
                 *slot = response;
             }
-            Err(error) => {
+            Err(ReplicaError::WrongRole(_)) => {
+                *slot = failed(index, Failure::Lookup(LeaderLookup::NotLeader));
+            }
+            Err(ReplicaError::Storage(error)) => {
                 if !matches!(
                     error,
                     StorageError::BatchTooLarge { .. }
@@ -204,10 +216,10 @@ fn respond(responses: Vec<TopicProduceResponse>) -> Outcome {
 }
 
 /// Validates, recompresses if the topic asks for another codec, appends. Blocking.
-fn append(planned: &Append) -> Result<AppendInfo, StorageError> {
+fn append(planned: &Append) -> Result<AppendInfo, ReplicaError> {
     let mut batch = planned.batch.clone();
     if let CompressionType::Codec(target) = planned.compression {
-        let header = batch::validate(&batch, false)?;
+        let header = batch::validate(&batch, false).map_err(StorageError::from)?;
         if header.compression() != target as u8 {
             batch = recompress(batch, &header, target)?;
         }
@@ -233,25 +245,44 @@ fn recompress(
     Ok(encoded.freeze())
 }
 
-/// Waits until the high watermark passes `last_offset`, at most `timeout`.
+/// Waits until the high watermark passes the appended batch, at most `timeout`. Fails when
+/// this broker stops leading at `leader_epoch` first (the batch may be truncated away), or when
+/// the ISR that committed it is smaller than `min.insync.replicas` (Kafka's
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND: committed, but with fewer copies than asked for).
 async fn wait_committed(
     ctx: &BrokerContext,
     partition: &Partition,
-    last_offset: i64,
+    info: &AppendInfo,
+    leader_epoch: i32,
     timeout: Duration,
-) -> bool {
+) -> Result<(), Failure<'static>> {
     let deadline = tokio::time::Instant::now() + timeout;
-    // Each pass either returns or waits for a high-watermark move; bounded by the deadline.
+    // Each pass either returns or waits for a high-watermark move or a role change; bounded
+    // by the deadline.
     loop {
         let waiter = Arc::new(Notify::new());
-        partition.add_waiter(&waiter);
-        if partition.high_watermark() > last_offset {
-            return true;
+        partition.add_waiter(&waiter, false);
+        if partition.high_watermark() > info.last_offset {
+            let state = partition.state();
+            if (state.isr.len() as u64) < u64::from(state.settings.min_insync_replicas) {
+                return Err(Failure::Request(
+                    RequestProblem::NotEnoughReplicasAfterAppend,
+                ));
+            }
+            return Ok(());
+        }
+        if !partition.is_leader_at(leader_epoch) {
+            return Err(Failure::Lookup(LeaderLookup::NotLeader));
         }
         tokio::select! {
             () = waiter.notified() => {}
-            () = tokio::time::sleep_until(deadline) => return partition.high_watermark() > last_offset,
-            () = ctx.shutdown.cancelled() => return false,
+            () = tokio::time::sleep_until(deadline) => {
+                if partition.high_watermark() > info.last_offset {
+                    continue;
+                }
+                return Err(Failure::Request(RequestProblem::TimedOut));
+            }
+            () = ctx.shutdown.cancelled() => return Err(Failure::Request(RequestProblem::TimedOut)),
         }
     }
 }

@@ -1,0 +1,323 @@
+//! The leader's view of its followers for one leader epoch: where each replica's log ends, when
+//! it was last caught up, the high watermark the in-sync replicas allow, and which ISR changes
+//! the followers' progress calls for. Pure: time comes in as arguments, so the rules are tested
+//! without a clock.
+//!
+//! The rules are Kafka's. A follower is caught up when it fetched at the leader's log end, or at
+//! the log end the leader had at that follower's previous fetch (so a steady stream of appends
+//! does not make a keeping-up follower look late). While an ISR change is being committed, the
+//! high watermark is computed over the *maximal* ISR (the committed members plus any member
+//! being added): a replica about to join must already hold everything below the high
+//! watermark, or it could become leader without committed records.
+
+use std::collections::HashMap;
+
+use streambus_raft::command::BrokerId;
+
+/// What the leader knows about one follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FollowerView {
+    /// The follower's log end offset: the offset of its last fetch in this epoch (`None` until
+    /// it fetched from this leader).
+    log_end_offset: Option<i64>,
+    last_caught_up_ms: i64,
+    last_fetch_ms: i64,
+    /// The leader's log end offset when that last fetch arrived.
+    leader_end_at_last_fetch: i64,
+}
+
+/// An ISR change sent to the controller and not yet seen in a metadata image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingIsr {
+    /// Committed ISR plus members being added.
+    maximal: Vec<BrokerId>,
+    since_ms: i64,
+    /// Once the partition epoch reaches this, the image carries the outcome.
+    settles_at_partition_epoch: Option<i32>,
+}
+
+/// The leader's replica tracking for one leader epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderView {
+    pub leader_epoch: i32,
+    /// The leader's log end offset when it took over. A follower below it may still have to
+    /// truncate a divergent tail, so it does not join the ISR before reaching it.
+    pub epoch_start_offset: i64,
+    followers: HashMap<BrokerId, FollowerView>,
+    pending: Option<PendingIsr>,
+}
+
+impl LeaderView {
+    /// A new leader's view: every follower counts as caught up now (as in Kafka), so the ISR is
+    /// not shrunk before followers had a chance to fetch from the new leader.
+    pub fn new(
+        leader_epoch: i32,
+        epoch_start_offset: i64,
+        replicas: &[BrokerId],
+        me: BrokerId,
+        now_ms: i64,
+    ) -> LeaderView {
+        let followers = replicas
+            .iter()
+            .filter(|&&r| r != me)
+            .map(|&r| {
+                (
+                    r,
+                    FollowerView {
+                        log_end_offset: None,
+                        last_caught_up_ms: now_ms,
+                        last_fetch_ms: now_ms,
+                        leader_end_at_last_fetch: epoch_start_offset,
+                    },
+                )
+            })
+            .collect();
+        LeaderView {
+            leader_epoch,
+            epoch_start_offset,
+            followers,
+            pending: None,
+        }
+    }
+
+    /// Keeps the followers in step with a new replica list (reassignment).
+    pub fn set_replicas(&mut self, replicas: &[BrokerId], me: BrokerId, now_ms: i64) {
+        self.followers.retain(|r, _| replicas.contains(r));
+        for &r in replicas.iter().filter(|&&r| r != me) {
+            self.followers.entry(r).or_insert(FollowerView {
+                log_end_offset: None,
+                last_caught_up_ms: now_ms,
+                last_fetch_ms: now_ms,
+                leader_end_at_last_fetch: self.epoch_start_offset,
+            });
+        }
+    }
+
+    /// Records a fetch by `replica` at `fetch_offset` (its log end) while the leader's log ends
+    /// at `leader_end`. Returns false for a broker that is not a follower of this partition.
+    pub fn on_fetch(
+        &mut self,
+        replica: BrokerId,
+        fetch_offset: i64,
+        leader_end: i64,
+        now_ms: i64,
+    ) -> bool {
+        let Some(view) = self.followers.get_mut(&replica) else {
+            return false;
+        };
+        if fetch_offset >= leader_end {
+            view.last_caught_up_ms = view.last_caught_up_ms.max(now_ms);
+        } else if fetch_offset >= view.leader_end_at_last_fetch {
+            view.last_caught_up_ms = view.last_caught_up_ms.max(view.last_fetch_ms);
+        }
+        view.log_end_offset = Some(fetch_offset);
+        view.leader_end_at_last_fetch = leader_end;
+        view.last_fetch_ms = now_ms;
+        true
+    }
+
+    /// The high watermark the (maximal) ISR allows: the smallest log end among its members, or
+    /// `None` while a member's position in this epoch is unknown.
+    pub fn high_watermark(&self, me: BrokerId, isr: &[BrokerId], leader_end: i64) -> Option<i64> {
+        let mut high_watermark = leader_end;
+        for member in self.maximal_isr(isr) {
+            if member == me {
+                continue;
+            }
+            let end = self.followers.get(&member)?.log_end_offset?;
+            high_watermark = high_watermark.min(end);
+        }
+        Some(high_watermark)
+    }
+
+    fn maximal_isr<'a>(&'a self, isr: &'a [BrokerId]) -> impl Iterator<Item = BrokerId> + 'a {
+        let extra = self
+            .pending
+            .iter()
+            .flat_map(|p| p.maximal.iter().copied())
+            .filter(move |m| !isr.contains(m));
+        isr.iter().copied().chain(extra)
+    }
+
+    /// The ISR with `replica` added, if it qualifies: outside the ISR, caught up to the high
+    /// watermark and to the start of this leader epoch, and no other change in flight.
+    pub fn expansion(
+        &self,
+        replica: BrokerId,
+        isr: &[BrokerId],
+        high_watermark: i64,
+    ) -> Option<Vec<BrokerId>> {
+        if self.pending.is_some() || isr.contains(&replica) {
+            return None;
+        }
+        let end = self.followers.get(&replica)?.log_end_offset?;
+        if end < high_watermark || end < self.epoch_start_offset {
+            return None;
+        }
+        let mut new_isr = isr.to_vec();
+        new_isr.push(replica);
+        Some(new_isr)
+    }
+
+    /// The ISR without the followers that have not caught up for more than `lag_max_ms`, if any
+    /// lag and no other change is in flight. The leader always stays.
+    pub fn shrink(
+        &self,
+        me: BrokerId,
+        isr: &[BrokerId],
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Option<Vec<BrokerId>> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let lagging = |member: &BrokerId| {
+            *member != me
+                && self
+                    .followers
+                    .get(member)
+                    .is_none_or(|f| now_ms.saturating_sub(f.last_caught_up_ms) > lag_max_ms)
+        };
+        if !isr.iter().any(lagging) {
+            return None;
+        }
+        Some(isr.iter().copied().filter(|m| !lagging(m)).collect())
+    }
+
+    /// An ISR change from `isr` to `new_isr` was sent to the controller.
+    pub fn begin_alter(&mut self, isr: &[BrokerId], new_isr: &[BrokerId], now_ms: i64) {
+        let mut maximal = isr.to_vec();
+        maximal.extend(new_isr.iter().filter(|m| !isr.contains(m)));
+        self.pending = Some(PendingIsr {
+            maximal,
+            since_ms: now_ms,
+            settles_at_partition_epoch: None,
+        });
+    }
+
+    pub fn is_altering(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The controller answered: `Some(epoch)` once the change is the partition's state at that
+    /// partition epoch (it stays pending until the image shows it), `None` when it was refused
+    /// and nothing changed.
+    pub fn alter_done(&mut self, settles_at: Option<i32>, current_partition_epoch: i32) {
+        match settles_at {
+            Some(epoch) if epoch > current_partition_epoch => {
+                if let Some(pending) = &mut self.pending {
+                    pending.settles_at_partition_epoch = Some(epoch);
+                }
+            }
+            _ => self.pending = None,
+        }
+    }
+
+    /// A metadata image brought `partition_epoch`: a change it carries is no longer pending.
+    pub fn on_partition_epoch(&mut self, partition_epoch: i32) {
+        if self
+            .pending
+            .as_ref()
+            .and_then(|p| p.settles_at_partition_epoch)
+            .is_some_and(|epoch| partition_epoch >= epoch)
+        {
+            self.pending = None;
+        }
+    }
+
+    /// Forgets a change whose outcome never arrived (the answer was lost) after `max_ms`, so a
+    /// lost answer cannot block ISR changes for good.
+    pub fn expire_pending(&mut self, now_ms: i64, max_ms: i64) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| now_ms.saturating_sub(p.since_ms) > max_ms)
+        {
+            self.pending = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: BrokerId = 1;
+
+    fn view() -> LeaderView {
+        LeaderView::new(3, 100, &[1, 2, 3], ME, 1_000)
+    }
+
+    #[test]
+    fn the_high_watermark_waits_for_every_in_sync_follower_and_is_their_minimum() {
+        let mut v = view();
+        assert_eq!(v.high_watermark(ME, &[1, 2, 3], 120), None);
+        v.on_fetch(2, 110, 120, 1_001);
+        assert_eq!(v.high_watermark(ME, &[1, 2, 3], 120), None, "3 unknown");
+        v.on_fetch(3, 105, 120, 1_002);
+        assert_eq!(v.high_watermark(ME, &[1, 2, 3], 120), Some(105));
+        assert_eq!(v.high_watermark(ME, &[1, 2], 120), Some(110));
+        assert_eq!(v.high_watermark(ME, &[1], 120), Some(120));
+        assert!(!v.on_fetch(9, 1, 120, 1_003), "not a replica");
+    }
+
+    #[test]
+    fn a_member_being_added_holds_the_high_watermark_back() {
+        let mut v = view();
+        v.on_fetch(2, 120, 120, 1_001);
+        v.on_fetch(3, 100, 120, 1_001);
+        assert_eq!(v.high_watermark(ME, &[1, 2], 120), Some(120));
+        v.begin_alter(&[1, 2], &[1, 2, 3], 1_002);
+        assert_eq!(v.high_watermark(ME, &[1, 2], 120), Some(100));
+        v.alter_done(Some(8), 7);
+        v.on_partition_epoch(7);
+        assert!(v.is_altering(), "settles only at epoch 8");
+        v.on_partition_epoch(8);
+        assert!(!v.is_altering());
+    }
+
+    #[test]
+    fn expansion_needs_the_high_watermark_and_the_epoch_start() {
+        let mut v = view();
+        v.on_fetch(3, 90, 120, 1_001);
+        assert_eq!(v.expansion(3, &[1, 2], 80), None, "below the epoch start");
+        v.on_fetch(3, 110, 120, 1_002);
+        assert_eq!(
+            v.expansion(3, &[1, 2], 115),
+            None,
+            "below the high watermark"
+        );
+        assert_eq!(v.expansion(3, &[1, 2], 110), Some(vec![1, 2, 3]));
+        assert_eq!(v.expansion(2, &[1, 2], 110), None, "already in");
+        v.begin_alter(&[1, 2], &[1, 2, 3], 1_003);
+        assert_eq!(v.expansion(3, &[1, 2], 110), None, "one change at a time");
+    }
+
+    #[test]
+    fn followers_that_stop_catching_up_are_shrunk_away_but_the_leader_stays() {
+        let mut v = view();
+        // Follower 2 keeps fetching at the leader's end of its previous fetch: caught up as of
+        // that previous fetch (20 s), though never at the leader's current end.
+        v.on_fetch(2, 100, 110, 5_000);
+        v.on_fetch(2, 110, 130, 20_000);
+        v.on_fetch(2, 130, 140, 21_000);
+        assert_eq!(v.shrink(ME, &[1, 2, 3], 25_000, 10_000), Some(vec![1, 2]));
+        assert_eq!(v.shrink(ME, &[1, 2], 25_000, 10_000), None);
+        assert_eq!(v.shrink(ME, &[1], 1_000_000, 10_000), None);
+        v.begin_alter(&[1, 2, 3], &[1, 2], 25_000);
+        assert_eq!(v.shrink(ME, &[1, 2, 3], 25_000, 10_000), None);
+        v.expire_pending(40_000, 10_000);
+        assert!(!v.is_altering());
+    }
+
+    #[test]
+    fn a_refused_change_is_no_longer_pending() {
+        let mut v = view();
+        v.begin_alter(&[1, 2], &[1, 2, 3], 1_000);
+        v.alter_done(None, 4);
+        assert!(!v.is_altering());
+        v.begin_alter(&[1, 2], &[1, 2, 3], 1_000);
+        v.alter_done(Some(4), 4);
+        assert!(!v.is_altering(), "the image already carries it");
+    }
+}

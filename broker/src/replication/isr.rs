@@ -1,0 +1,83 @@
+//! ISR maintenance on the leader: proposes the ISR changes that follower progress calls for
+//! (an expansion found by a follower's fetch, a shrink found by a periodic check) to the
+//! controller as AlterPartition, with the partition epoch as the compare-and-set guard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use streambus_raft::command::{AlterPartition, BrokerId};
+use streambus_raft::{MetadataCommand, MetadataNode, MetadataResponse, RaftError};
+use tokio_util::sync::CancellationToken;
+
+use crate::partition::{IsrChange, Partition, PartitionManager};
+
+/// Sends `change` for `partition` to the controller in the background; the partition learns
+/// the outcome (and keeps the change pending until a metadata image carries it).
+pub fn propose(node: MetadataNode, me: BrokerId, partition: Arc<Partition>, change: IsrChange) {
+    tokio::spawn(async move {
+        tracing::info!(
+            topic = %partition.topic,
+            index = partition.index,
+            new_isr = ?change.new_isr,
+            "proposing an ISR change"
+        );
+        let command = MetadataCommand::AlterPartition(AlterPartition {
+            topic_id: partition.topic_id,
+            partition: partition.index,
+            leader_id: me,
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            new_isr: change.new_isr,
+        });
+        let applied_at = match node.write(command).await {
+            Ok(MetadataResponse::PartitionAltered {
+                partition_epoch, ..
+            }) => Some(partition_epoch),
+            Ok(MetadataResponse::Rejected(rejection)) => {
+                tracing::info!(topic = %partition.topic, index = partition.index, ?rejection, "ISR change refused");
+                None
+            }
+            Ok(other) => {
+                tracing::warn!(?other, "unexpected answer to an ISR change");
+                None
+            }
+            Err(RaftError::Rejected(rejection)) => {
+                tracing::info!(topic = %partition.topic, index = partition.index, ?rejection, "ISR change refused");
+                None
+            }
+            Err(error) => {
+                // The outcome is unknown; the change stays pending until an image shows it
+                // or it expires after replication.lag_time_max_ms.
+                tracing::warn!(topic = %partition.topic, index = partition.index, %error, "ISR change not confirmed");
+                return;
+            }
+        };
+        partition.isr_change_done(applied_at);
+    });
+}
+
+/// Every `lag_time_max_ms / 2`, shrinks the ISR of each partition this broker leads by the
+/// followers that stopped catching up, until `shutdown`.
+pub async fn run_shrinker(
+    partitions: Arc<PartitionManager>,
+    node: MetadataNode,
+    me: BrokerId,
+    lag_time_max_ms: u64,
+    shutdown: CancellationToken,
+) {
+    let period = Duration::from_millis((lag_time_max_ms / 2).max(10));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lag_max = i64::try_from(lag_time_max_ms).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        for partition in partitions.all() {
+            if let Some(change) = partition.isr_shrink(lag_max) {
+                propose(node.clone(), me, partition, change);
+            }
+        }
+    }
+}

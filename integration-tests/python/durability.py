@@ -1,11 +1,14 @@
 """Acknowledged-write durability across a broker restart, driven by confluent-kafka.
 
-  python3 durability.py produce <topic> <count> <ack-file>
+  python3 durability.py produce <topic> <count> <ack-file> [<records-per-second>]
       Creates <topic> with one partition unless it exists, produces <count> records with
       acks=all (idempotent producer) to partition 0 and appends one line per acknowledged record
       to <ack-file>, as it is acknowledged:  <offset> <value as hex>
-      Exit status 0 when every record was acknowledged, 1 otherwise (the file then still lists
-      exactly the acknowledged ones).
+      With a rate, records are spread over time (so a caller can inject faults meanwhile); the
+      line "producing" goes to stderr when the first record is sent.
+      Exit status 0 when every record was acknowledged (no delivery failed: the client retried
+      whatever the broker answered), 1 otherwise (the file then still lists exactly the
+      acknowledged ones).
 
   python3 durability.py verify <topic> <ack-file>
       Reads partition 0 of <topic> from the beginning up to its high watermark and checks that
@@ -18,6 +21,7 @@ STREAMBUS_BOOTSTRAP (host:port); every wait is bounded (see the *_TIMEOUT_S cons
 
 import os
 import sys
+import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +41,7 @@ def usage():
     return 2
 
 
-def produce(topic, count, ack_path):
+def produce(topic, count, ack_path, rate=None):
     admin = admin_client()
     create_topic(admin, topic, partitions=1, exist_ok=True, timeout_s=BROKER_READY_TIMEOUT_S)
 
@@ -63,7 +67,14 @@ def produce(topic, count, ack_path):
             out.write("%d %s\n" % (msg.offset(), msg.value().hex()))
             state["acked"] += 1
 
+        started = time.monotonic()
+        log("producing")
         for i in range(count):
+            if rate:
+                # Paced: record i leaves at i/rate seconds (bounded by count/rate in all).
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    p.poll(delay)
             value = b"durability %s record %08d" % (run.encode(), i)
             for _attempt in range(600):
                 try:
@@ -161,8 +172,9 @@ def verify(topic, ack_path):
 def main(argv):
     arm_watchdog(300)
     try:
-        if len(argv) == 5 and argv[1] == "produce":
-            return produce(argv[2], int(argv[3]), argv[4])
+        if len(argv) in (5, 6) and argv[1] == "produce":
+            rate = float(argv[5]) if len(argv) == 6 else None
+            return produce(argv[2], int(argv[3]), argv[4], rate)
         if len(argv) == 4 and argv[1] == "verify":
             return verify(argv[2], argv[3])
     except (KafkaException, AssertionError, OSError, ValueError) as e:

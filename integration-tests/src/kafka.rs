@@ -212,7 +212,7 @@ fn launch(data_dir: &str, extra: &[String]) -> anyhow::Result<(BrokerProcess, So
     let mut args = dev_args(data_dir);
     args.extend(extra.iter().map(String::as_str));
     let mut process = BrokerProcess::start(&args)?;
-    process.wait_for_log("broker registered", 0, STARTUP)?;
+    process.wait_for_log("broker active", 0, STARTUP)?;
     let line = process.wait_for_log("broker started", 0, STARTUP)?;
     let addr = line
         .split_whitespace()
@@ -220,4 +220,124 @@ fn launch(data_dir: &str, extra: &[String]) -> anyhow::Result<(BrokerProcess, So
         .context("no kafka_listener in the start line")?
         .parse()?;
     Ok((process, addr))
+}
+
+/// A wire topic name.
+pub fn topic_name(topic: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(StrBytes::from_string(topic.to_owned()))
+}
+
+/// One v2 batch of `values` without a producer id (not idempotent), uncompressed.
+pub fn plain_batch(values: &[Vec<u8>]) -> Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder keeps records in one batch only while offset - sequence is
+            // constant; without a producer id the sequence is not checked.
+            sequence: i as i32,
+            timestamp: 1_000 + i as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("a batch of plain records encodes");
+    buf.freeze()
+}
+
+/// Produces `records` to one partition with `acks`; returns the partition's error code and
+/// base offset.
+pub fn produce_to(
+    conn: &mut KafkaConn,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> anyhow::Result<(i16, i64)> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let request = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])]);
+    let response = conn.send(&request, 9)?;
+    let p = response
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .context("empty produce response")?;
+    Ok((p.error_code, p.base_offset))
+}
+
+/// Every record of one partition from `offset` up to the high watermark (bounded), as
+/// `(offset, value)`; the partition's error code if a fetch fails.
+pub fn fetch_values(
+    conn: &mut KafkaConn,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<Result<Vec<(i64, Bytes)>, i16>> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::records::RecordBatchDecoder;
+    let mut out = Vec::new();
+    let mut next = offset;
+    for _ in 0..100_000 {
+        let request = kafka_protocol::messages::FetchRequest::default()
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(4 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(next)
+                    .with_partition_max_bytes(4 << 20)])]);
+        let response = conn.send(&request, 12)?;
+        let p = response
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .context("empty fetch response")?;
+        if p.error_code != 0 {
+            return Ok(Err(p.error_code));
+        }
+        let mut records = p.records.clone().unwrap_or_default();
+        if records.is_empty() {
+            break;
+        }
+        for set in RecordBatchDecoder::decode_all(&mut records)? {
+            for record in set.records {
+                next = record.offset + 1;
+                out.push((record.offset, record.value.unwrap_or_default()));
+            }
+        }
+        if next >= p.high_watermark {
+            break;
+        }
+    }
+    Ok(Ok(out))
 }

@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub mod cluster;
 pub mod kafka;
 mod process;
 
+pub use cluster::Cluster;
 pub use kafka::{DevBroker, KafkaConn};
 pub use process::BrokerProcess;
 

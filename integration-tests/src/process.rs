@@ -117,6 +117,26 @@ impl BrokerProcess {
     }
 }
 
+impl BrokerProcess {
+    /// SIGKILL, as a crash: no shutdown work happens. Waits for the exit.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) without waiting.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .context("cannot run kill")?;
+        if !status.success() {
+            bail!("kill -{signal} {} failed", self.pid());
+        }
+        Ok(())
+    }
+}
+
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         // Already exited is fine; otherwise this is the SIGKILL of a failed test.

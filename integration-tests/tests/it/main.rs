@@ -2,5 +2,7 @@
 
 mod cli;
 mod compat;
+mod deploy;
 mod kafka;
 mod metadata;
+mod replication;

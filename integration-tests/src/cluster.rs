@@ -1,0 +1,267 @@
+//! [`Cluster`]: several `streambus` processes on loopback forming one cluster, each on ports
+//! fixed for the test's life (so a restarted broker is found where it was), with the faults a
+//! test injects: SIGKILL, SIGTERM, SIGSTOP/SIGCONT, restart. Also the Metadata look-ups a
+//! fault test needs (who leads a partition, its ISR, the controller).
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::{BrokerProcess, KafkaConn};
+
+const STARTUP: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(100);
+
+/// One member of a [`Cluster`].
+#[derive(Debug)]
+pub struct Member {
+    pub id: i32,
+    pub kafka_addr: SocketAddr,
+    args: Vec<String>,
+    pub process: Option<BrokerProcess>,
+}
+
+/// A partition as a Metadata response describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// Brokers `1..=n` on loopback; the first `voters` of them are the metadata quorum's voters,
+/// the others join it as learners.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+}
+
+/// Free loopback ports, found by binding port 0 and releasing them: another process could take
+/// one in between, and the broker then fails to start and says so.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+impl Cluster {
+    /// Starts `n` brokers with `extra` arguments each and waits until all are active (registered, serving their partitions).
+    pub fn start(n: usize, voters: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let ports = free_ports(2 * n);
+        let voter_list = (0..voters.min(n))
+            .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[2 * i + 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = i32::try_from(i + 1)?;
+            let data_dir = dir.path().join(format!("broker-{id}"));
+            let mut args: Vec<String> = [
+                "--node-id",
+                &id.to_string(),
+                "--data-dir",
+                data_dir.to_str().context("utf-8 path")?,
+                "--kafka-listener",
+                &format!("127.0.0.1:{}", ports[2 * i]),
+                "--raft-listener",
+                &format!("127.0.0.1:{}", ports[2 * i + 1]),
+                "--admin-listener",
+                "127.0.0.1:0",
+                "--http-listener",
+                "127.0.0.1:0",
+                "--set",
+                &format!("metadata.quorum_voters={voter_list}"),
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            members.push(Member {
+                id,
+                kafka_addr: format!("127.0.0.1:{}", ports[2 * i]).parse()?,
+                args,
+                process: None,
+            });
+        }
+        let mut cluster = Cluster { dir, members };
+        for member in &mut cluster.members {
+            let args: Vec<&str> = member.args.iter().map(String::as_str).collect();
+            member.process = Some(BrokerProcess::start(&args)?);
+        }
+        for id in 1..=n {
+            cluster.wait_active(i32::try_from(id)?, 0)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn member(&self, id: i32) -> &Member {
+        &self.members[usize::try_from(id - 1).expect("ids start at 1")]
+    }
+
+    fn member_mut(&mut self, id: i32) -> &mut Member {
+        &mut self.members[usize::try_from(id - 1).expect("ids start at 1")]
+    }
+
+    /// `host:port,...` of every member.
+    pub fn bootstrap(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.kafka_addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits for the `nth` "broker active" line of broker `id` (0 for the first start).
+    pub fn wait_active(&mut self, id: i32, nth: usize) -> anyhow::Result<()> {
+        let process = self
+            .member_mut(id)
+            .process
+            .as_mut()
+            .context("broker not running")?;
+        process.wait_for_log("broker active", nth, STARTUP)?;
+        Ok(())
+    }
+
+    /// SIGKILL of broker `id`.
+    pub fn kill(&mut self, id: i32) {
+        if let Some(process) = self.member_mut(id).process.take() {
+            process.kill();
+        }
+    }
+
+    /// SIGTERM of broker `id`, asserting a clean exit.
+    pub fn stop(&mut self, id: i32) -> anyhow::Result<()> {
+        if let Some(process) = self.member_mut(id).process.take() {
+            let status = process.terminate(Duration::from_secs(60))?;
+            if !status.success() {
+                bail!("broker {id} exited with {status} on SIGTERM");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts broker `id` again on its data directory and ports; waits until it is active.
+    pub fn restart(&mut self, id: i32) -> anyhow::Result<()> {
+        let member = self.member_mut(id);
+        if member.process.is_some() {
+            bail!("broker {id} is running");
+        }
+        let args: Vec<&str> = member.args.iter().map(String::as_str).collect();
+        member.process = Some(BrokerProcess::start(&args)?);
+        self.wait_active(id, 0)
+    }
+
+    /// Sends `signal` to broker `id` (`STOP`, `CONT`).
+    pub fn signal(&self, id: i32, signal: &str) -> anyhow::Result<()> {
+        self.member(id)
+            .process
+            .as_ref()
+            .context("broker not running")?
+            .signal(signal)
+    }
+
+    pub fn is_running(&self, id: i32) -> bool {
+        self.member(id).process.is_some()
+    }
+
+    /// The log of broker `id` so far.
+    pub fn log_text(&self, id: i32) -> String {
+        self.member(id)
+            .process
+            .as_ref()
+            .map(BrokerProcess::log_text)
+            .unwrap_or_default()
+    }
+
+    /// The last `lines` log lines of every running broker, for failure messages.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for member in &self.members {
+            let text = self.log_text(member.id);
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- broker {} (last {lines} lines)\n", member.id));
+            out.push_str(&all[all.len().saturating_sub(lines)..].join("\n"));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A connection to some running broker, trying each.
+    pub fn connect_any(&self) -> anyhow::Result<KafkaConn> {
+        for member in self.members.iter().filter(|m| m.process.is_some()) {
+            if let Ok(conn) = KafkaConn::connect(member.kafka_addr) {
+                return Ok(conn);
+            }
+        }
+        bail!("no broker reachable")
+    }
+
+    /// Partition `partition` of `topic` and the controller id, as a running broker sees them.
+    pub fn describe(&self, topic: &str, partition: i32) -> anyhow::Result<(PartitionView, i32)> {
+        let mut conn = self.connect_any()?;
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+                TopicName(StrBytes::from_string(topic.to_owned())),
+            ))]))
+            .with_allow_auto_topic_creation(false);
+        let response = conn.send(&request, 12)?;
+        let topic = response
+            .topics
+            .first()
+            .context("no topic in the response")?;
+        let p = topic
+            .partitions
+            .iter()
+            .find(|p| p.partition_index == partition)
+            .with_context(|| format!("no partition {partition} (error {})", topic.error_code))?;
+        Ok((
+            PartitionView {
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+            },
+            response.controller_id.0,
+        ))
+    }
+
+    /// Polls [`Cluster::describe`] until `done` holds (at most `timeout`).
+    pub fn wait_for(
+        &self,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&PartitionView) -> bool,
+    ) -> anyhow::Result<PartitionView> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Ok((view, _)) = self.describe(topic, partition) {
+                if done(&view) {
+                    return Ok(view);
+                }
+                last = Some(view);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{what}: not reached after {timeout:?}, last seen {last:?}\n{}",
+                    self.logs_tail(40)
+                );
+            }
+            thread::sleep(POLL);
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! Replication across real broker processes: acks=all records survive repeated SIGKILLs of the
+//! partition leader and of the controller, replicas end byte-identical, a double failover
+//! truncates by leader epoch without losing committed records (KIP-101), and
+//! min.insync.replicas refuses acks=all writes it cannot honour.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, MetadataRequest};
+use kafka_protocol::protocol::StrBytes;
+use streambus_integration_tests::cluster::{Cluster, PartitionView};
+use streambus_integration_tests::kafka::{fetch_values, plain_batch, produce_to, topic_name};
+use streambus_integration_tests::KafkaConn;
+
+/// Short sessions and lag bounds, so faults are noticed in seconds.
+const FAST_FAILOVER: &[&str] = &[
+    "--set",
+    "metadata.broker_session_timeout_ms=2000",
+    "--set",
+    "metadata.broker_heartbeat_interval_ms=400",
+    "--set",
+    "replication.lag_time_max_ms=5000",
+    "--set",
+    "replication.fetch_backoff_ms=200",
+];
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Error codes a producer may see during a failover: all retriable.
+const RETRIABLE: &[i16] = &[3, 5, 6, 7, 8, 19, 20, 56, 74, 75];
+
+fn create_topic(
+    conn: &mut KafkaConn,
+    topic: &str,
+    assignment: &[i32],
+    min_insync: u32,
+) -> anyhow::Result<()> {
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(topic))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![CreatableReplicaAssignment::default()
+                .with_partition_index(0)
+                .with_broker_ids(assignment.iter().map(|b| BrokerId(*b)).collect())])
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                .with_value(Some(StrBytes::from_string(
+                    min_insync.to_string(),
+                )))])])
+        .with_timeout_ms(10_000);
+    let response = conn.send(&request, 7)?;
+    anyhow::ensure!(
+        response.topics[0].error_code == 0,
+        "create topic: {:?}",
+        response.topics[0]
+    );
+    Ok(())
+}
+
+/// The Kafka address of the current leader of partition 0, asking every broker in turn.
+fn find_leader(addrs: &[SocketAddr], topic: &str) -> Option<SocketAddr> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(topic_name(topic))),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    for addr in addrs {
+        let Ok(mut conn) = KafkaConn::connect(*addr) else {
+            continue;
+        };
+        let Ok(response) = conn.send(&request, 12) else {
+            continue;
+        };
+        let leader = response
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map(|p| p.leader_id.0)?;
+        return response
+            .brokers
+            .iter()
+            .find(|b| b.node_id.0 == leader)
+            .and_then(|b| format!("{}:{}", b.host, b.port).parse().ok());
+    }
+    None
+}
+
+/// What a producer thread saw.
+#[derive(Debug, Default)]
+struct Produced {
+    /// Acknowledged `(offset, value)`.
+    acked: Vec<(i64, Vec<u8>)>,
+    /// Error codes answered, in order.
+    errors: Vec<i16>,
+}
+
+/// Produces one-record batches with acks=all to partition 0 until `stop`, following the leader
+/// through failovers (bounded by `limit`).
+fn spawn_producer(
+    addrs: Vec<SocketAddr>,
+    topic: &'static str,
+    stop: Arc<AtomicBool>,
+    limit: Duration,
+) -> thread::JoinHandle<Produced> {
+    thread::spawn(move || {
+        let mut produced = Produced::default();
+        let deadline = Instant::now() + limit;
+        let mut conn: Option<KafkaConn> = None;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            if conn.is_none() {
+                conn = find_leader(&addrs, topic).and_then(|a| KafkaConn::connect(a).ok());
+                if conn.is_none() {
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+            let value = format!("value-{n}").into_bytes();
+            n += 1;
+            let Some(c) = conn.as_mut() else { continue };
+            match produce_to(c, topic, 0, plain_batch(std::slice::from_ref(&value)), -1) {
+                Ok((0, offset)) => produced.acked.push((offset, value)),
+                Ok((code, _)) => {
+                    produced.errors.push(code);
+                    conn = None;
+                    thread::sleep(Duration::from_millis(100));
+                }
+                Err(_) => {
+                    conn = None;
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        produced
+    })
+}
+
+/// Reads partition 0 from its leader and checks every acknowledged record is at its offset.
+fn assert_acked_present(cluster: &Cluster, topic: &str, acked: &[(i64, Vec<u8>)]) -> usize {
+    let addrs: Vec<SocketAddr> = cluster.members.iter().map(|m| m.kafka_addr).collect();
+    let deadline = Instant::now() + WAIT;
+    let records = loop {
+        let read = find_leader(&addrs, topic)
+            .and_then(|a| KafkaConn::connect(a).ok())
+            .and_then(|mut c| fetch_values(&mut c, topic, 0, 0).ok())
+            .and_then(Result::ok);
+        if let Some(records) = read {
+            break records;
+        }
+        assert!(Instant::now() < deadline, "cannot read the partition back");
+        thread::sleep(Duration::from_millis(200));
+    };
+    let by_offset: BTreeMap<i64, &[u8]> = records.iter().map(|(o, v)| (*o, v.as_ref())).collect();
+    let mut lost = Vec::new();
+    for (offset, value) in acked {
+        if by_offset.get(offset) != Some(&value.as_slice()) {
+            lost.push((*offset, String::from_utf8_lossy(value).into_owned()));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged records are not at their offset (first: {:?})\n{}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)],
+        cluster.logs_tail(30)
+    );
+    records.len()
+}
+
+/// Bytes of the batches of `dir`'s segment files whose base offset is below `end`, in order.
+fn log_bytes(dir: &Path, end: i64) -> Vec<u8> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("partition directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    let mut all = Vec::new();
+    for file in files {
+        all.extend(std::fs::read(file).expect("segment"));
+    }
+    let mut pos = 0usize;
+    while pos + 12 <= all.len() {
+        let base = i64::from_be_bytes(all[pos..pos + 8].try_into().expect("8 bytes"));
+        let len = i32::from_be_bytes(all[pos + 8..pos + 12].try_into().expect("4 bytes"));
+        if base >= end || len <= 0 {
+            break;
+        }
+        pos += 12 + len as usize;
+    }
+    all.truncate(pos.min(all.len()));
+    all
+}
+
+/// Stops every broker cleanly and compares partition 0's logs on all replicas below `end`.
+fn assert_replicas_identical(cluster: &mut Cluster, topic: &str, replicas: &[i32], end: i64) {
+    for id in replicas {
+        cluster.stop(*id).expect("clean stop");
+    }
+    let logs: Vec<Vec<u8>> = replicas
+        .iter()
+        .map(|id| {
+            let dir = cluster
+                .dir
+                .path()
+                .join(format!("broker-{id}/logs/{topic}-0"));
+            log_bytes(&dir, end)
+        })
+        .collect();
+    for (id, log) in replicas.iter().zip(&logs).skip(1) {
+        assert!(!log.is_empty(), "broker {id} holds nothing");
+        assert!(
+            log == &logs[0],
+            "broker {id}'s log differs from broker {}'s below offset {end} ({} vs {} bytes)",
+            replicas[0],
+            log.len(),
+            logs[0].len()
+        );
+    }
+}
+
+fn full_isr(view: &PartitionView) -> bool {
+    view.leader > 0 && view.isr.len() == view.replicas.len()
+}
+
+#[test]
+fn acks_all_records_survive_repeated_leader_and_controller_kills() {
+    const TOPIC: &str = "failover";
+    let mut cluster = Cluster::start(3, 3, FAST_FAILOVER).expect("cluster starts");
+    create_topic(&mut cluster.connect_any().unwrap(), TOPIC, &[1, 2, 3], 2).unwrap();
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "a leader", full_isr)
+        .unwrap();
+    let addrs: Vec<SocketAddr> = cluster.members.iter().map(|m| m.kafka_addr).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = spawn_producer(addrs, TOPIC, stop.clone(), Duration::from_secs(400));
+    thread::sleep(Duration::from_secs(1));
+
+    let mut victims = Vec::new();
+    for round in 0..6 {
+        let view = cluster
+            .wait_for(TOPIC, 0, WAIT, "a leader with the full ISR", full_isr)
+            .unwrap();
+        let victim = if round < 5 {
+            view.leader
+        } else {
+            // The last round kills the controller (raft leader), whoever leads the partition.
+            let (_, controller) = cluster.describe(TOPIC, 0).unwrap();
+            assert!(controller > 0, "no controller known");
+            controller
+        };
+        victims.push(victim);
+        cluster.kill(victim);
+        cluster
+            .wait_for(TOPIC, 0, WAIT, "a new leader", |v| {
+                v.leader > 0 && v.leader != victim
+            })
+            .unwrap();
+        // Let the producer write to the new leader while the victim is down.
+        thread::sleep(Duration::from_millis(1500));
+        cluster.restart(victim).expect("restarts");
+    }
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "the full ISR after the faults", full_isr)
+        .unwrap();
+    thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let produced = producer.join().expect("producer thread");
+
+    assert!(
+        produced.acked.len() >= 50,
+        "too little progress: {} acked, errors {:?}",
+        produced.acked.len(),
+        produced.errors
+    );
+    let unexpected: Vec<i16> = produced
+        .errors
+        .iter()
+        .copied()
+        .filter(|c| !RETRIABLE.contains(c))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "non-retriable errors: {unexpected:?}"
+    );
+    let count = assert_acked_present(&cluster, TOPIC, &produced.acked);
+    let end = i64::try_from(count).unwrap();
+    println!(
+        "victims {victims:?}: {} acked, {} records, errors {:?}",
+        produced.acked.len(),
+        count,
+        produced.errors
+    );
+    // Every replica caught up (full ISR) before the clean stops: identical below the end.
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "the full ISR before stopping", full_isr)
+        .unwrap();
+    assert_replicas_identical(&mut cluster, TOPIC, &[1, 2, 3], end);
+}
+
+#[test]
+fn min_insync_replicas_refuses_acks_all_when_two_replicas_are_down() {
+    const TOPIC: &str = "min-isr";
+    // One voter: brokers 2 and 3 are quorum learners, so killing them keeps the quorum.
+    let mut cluster = Cluster::start(3, 1, FAST_FAILOVER).expect("cluster starts");
+    create_topic(&mut cluster.connect_any().unwrap(), TOPIC, &[1, 2, 3], 2).unwrap();
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "leader 1 with the full ISR", |v| {
+            v.leader == 1 && full_isr(v)
+        })
+        .unwrap();
+    let mut leader = KafkaConn::connect(cluster.member(1).kafka_addr).unwrap();
+    let values: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("committed-{i}").into_bytes())
+        .collect();
+    assert_eq!(
+        produce_to(&mut leader, TOPIC, 0, plain_batch(&values), -1).unwrap(),
+        (0, 0)
+    );
+
+    cluster.kill(2);
+    cluster.kill(3);
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "the ISR shrunk to the leader", |v| {
+            v.leader == 1 && v.isr == [1]
+        })
+        .unwrap();
+    let refused = plain_batch(&[b"must-not-be-acked".to_vec()]);
+    let (code, _) = produce_to(&mut leader, TOPIC, 0, refused, -1).unwrap();
+    assert_eq!(code, 19, "NOT_ENOUGH_REPLICAS expected");
+    let records = fetch_values(&mut leader, TOPIC, 0, 0)
+        .unwrap()
+        .expect("committed data stays readable");
+    let read: Vec<Vec<u8>> = records.into_iter().map(|(_, v)| v.to_vec()).collect();
+    assert_eq!(read, values, "nothing was appended");
+    // acks=1 does not ask for replicas and still works.
+    let (code, offset) =
+        produce_to(&mut leader, TOPIC, 0, plain_batch(&[b"acks-1".to_vec()]), 1).unwrap();
+    assert_eq!((code, offset), (0, 10));
+}
+
+#[test]
+fn a_double_failover_truncates_by_leader_epoch_and_keeps_committed_records() {
+    const TOPIC: &str = "kip-101";
+    // A longer session than FAST_FAILOVER: broker 2 is paused for a while below and must not be
+    // fenced for it.
+    let args = [
+        "--set",
+        "metadata.broker_session_timeout_ms=4000",
+        "--set",
+        "metadata.broker_heartbeat_interval_ms=400",
+        "--set",
+        "replication.fetch_backoff_ms=200",
+    ];
+    let mut cluster = Cluster::start(3, 3, &args).expect("cluster starts");
+    // Replicas 1 and 2 only; broker 3 keeps the quorum alive while they fail.
+    create_topic(&mut cluster.connect_any().unwrap(), TOPIC, &[1, 2], 1).unwrap();
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "leader 1 with the full ISR", |v| {
+            v.leader == 1 && full_isr(v)
+        })
+        .unwrap();
+    let mut conn = KafkaConn::connect(cluster.member(1).kafka_addr).unwrap();
+    let first: Vec<Vec<u8>> = (0..10).map(|i| format!("first-{i}").into_bytes()).collect();
+    assert_eq!(
+        produce_to(&mut conn, TOPIC, 0, plain_batch(&first), -1).unwrap(),
+        (0, 0)
+    );
+
+    // Follower 2 pauses; leader 1 takes acks=1 writes that never reach it. The pause outlasts
+    // the follower's last fetch (answered empty after replication.fetch_wait_max_ms), so no
+    // fetch of 2 is parked at 1 when the doomed records arrive.
+    cluster.signal(2, "STOP").unwrap();
+    thread::sleep(Duration::from_millis(1200));
+    let doomed: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("doomed-{i}").into_bytes())
+        .collect();
+    assert_eq!(
+        produce_to(&mut conn, TOPIC, 0, plain_batch(&doomed), 1).unwrap(),
+        (0, 10)
+    );
+    drop(conn);
+    // Leader 1 dies; 2 resumes and, still in the ISR, takes over at a new epoch.
+    cluster.kill(1);
+    cluster.signal(2, "CONT").unwrap();
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "broker 2 leading", |v| v.leader == 2)
+        .unwrap();
+    let mut conn = KafkaConn::connect(cluster.member(2).kafka_addr).unwrap();
+    let second: Vec<Vec<u8>> = (0..5).map(|i| format!("second-{i}").into_bytes()).collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, offset) = produce_to(&mut conn, TOPIC, 0, plain_batch(&second), -1).unwrap();
+        if code == 0 {
+            assert_eq!(
+                offset, 10,
+                "the new leader continues after the committed records"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker 2 never accepted: {code}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    drop(conn);
+
+    // Broker 1 returns as a follower: it must cut its doomed tail (epoch truncation), fetch
+    // 2's records and rejoin the ISR. Then 2 dies and 1 leads again.
+    cluster.restart(1).unwrap();
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "broker 1 back in the ISR", |v| {
+            v.leader == 2 && full_isr(v)
+        })
+        .unwrap();
+    cluster.kill(2);
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "broker 1 leading again", |v| v.leader == 1)
+        .unwrap();
+    let mut conn = KafkaConn::connect(cluster.member(1).kafka_addr).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let records = loop {
+        match fetch_values(&mut conn, TOPIC, 0, 0).unwrap() {
+            Ok(records) if records.len() >= 15 => break records,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "broker 1 never served the log");
+        thread::sleep(Duration::from_millis(200));
+    };
+    let read: Vec<Vec<u8>> = records.iter().map(|(_, v)| v.to_vec()).collect();
+    let expected: Vec<Vec<u8>> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(
+        read,
+        expected,
+        "committed records kept, the uncommitted tail gone\n{}",
+        cluster.logs_tail(30)
+    );
+    // Broker 2 returns as a follower of 1 and ends identical to it.
+    cluster.restart(2).unwrap();
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "broker 2 back in the ISR", |v| {
+            v.leader == 1 && full_isr(v)
+        })
+        .unwrap();
+    assert_replicas_identical(&mut cluster, TOPIC, &[1, 2], 15);
+}
+
+/// The project virtualenv's interpreter (see `scripts/bootstrap.sh`).
+fn python() -> std::path::PathBuf {
+    let venv = std::env::var_os("STREAMBUS_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/streambus-venv")
+        });
+    venv.join("bin/python")
+}
+
+fn durability_script(cluster: &Cluster, args: &[&str]) -> std::process::Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/durability.py");
+    let mut command = std::process::Command::new(python());
+    command
+        .arg(script)
+        .args(args)
+        .env("STREAMBUS_BOOTSTRAP", cluster.bootstrap());
+    command
+}
+
+#[test]
+fn confluent_kafka_produces_through_a_leader_failover_without_a_failed_delivery() {
+    const TOPIC: &str = "ck-failover";
+    let mut cluster = Cluster::start(3, 3, FAST_FAILOVER).expect("cluster starts");
+    create_topic(&mut cluster.connect_any().unwrap(), TOPIC, &[1, 2, 3], 2).unwrap();
+    let view = cluster
+        .wait_for(TOPIC, 0, WAIT, "a leader with the full ISR", full_isr)
+        .unwrap();
+    let acks = tempfile::NamedTempFile::new().unwrap();
+    let acks_path = acks.path().to_str().unwrap().to_owned();
+    // 3,000 idempotent acks=all records over ~15 s; the leader dies after ~4 s.
+    let produce = durability_script(&cluster, &["produce", TOPIC, "3000", &acks_path, "200"]);
+    let producer = thread::spawn(move || {
+        streambus_integration_tests::run_with_timeout(produce, Duration::from_secs(300))
+    });
+    thread::sleep(Duration::from_secs(4));
+    cluster.kill(view.leader);
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "a new leader", |v| {
+            v.leader > 0 && v.leader != view.leader
+        })
+        .unwrap();
+    thread::sleep(Duration::from_secs(2));
+    cluster.restart(view.leader).unwrap();
+    let output = producer.join().expect("producer thread").expect("runs");
+    assert!(
+        output.status.success(),
+        "deliveries failed through the failover\n--- stdout\n{}\n--- stderr\n{}\n{}",
+        output.stdout,
+        output.stderr,
+        cluster.logs_tail(30)
+    );
+    let verify = durability_script(&cluster, &["verify", TOPIC, &acks_path]);
+    let output =
+        streambus_integration_tests::run_with_timeout(verify, Duration::from_secs(300)).unwrap();
+    assert!(
+        output.status.success(),
+        "acknowledged records lost or duplicated\n--- stdout\n{}\n--- stderr\n{}",
+        output.stdout,
+        output.stderr
+    );
+}

@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR
 
 CARGO ?= cargo
 
-.PHONY: bootstrap build run test test-suite doc-test lint fmt bench bench-kafka clean-cache
+.PHONY: bootstrap build run test test-suite doc-test lint fmt bench bench-kafka bench-replication clean-cache
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -52,12 +52,19 @@ bench: bootstrap
 	# zstd-sys (kafka-protocol is only in the storage graph) and each compiled its own RocksDB.
 	$(CARGO) bench -p streambus-storage -p streambus-raft
 	$(MAKE) --no-print-directory bench-kafka
+	$(MAKE) --no-print-directory bench-replication
 
 # Produce/consume through a release broker on loopback with librdkafka (confluent-kafka), next to
 # raw loopback TCP measured in the same run; see bench/README.md.
 bench-kafka: bootstrap
 	$(CARGO) build --release -p streambus-broker
 	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/kafka_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus
+
+# acks=1 on one release broker vs acks=all on a 3-broker cluster (RF=3, min.insync.replicas=2),
+# and the time to fail over when the partition leader is SIGKILLed; see bench/README.md.
+bench-replication: bootstrap
+	$(CARGO) build --release -p streambus-broker
+	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/replication_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus
 
 # Removes the shared build cache; the next build compiles RocksDB again.
 clean-cache:

@@ -347,7 +347,9 @@ def payload_pool(record_bytes, seed, count=64):
     return [rng.randbytes(record_bytes) for _ in range(count)]
 
 
-def produce_throughput(bootstrap, topic, partitions, records, payloads, timeout_s):
+def produce_throughput(bootstrap, topic, partitions, records, payloads, timeout_s, acks=1):
+    """`records` values to `topic`, round-robin over its partitions; `acks` is the producer's
+    acks setting (replication_bench.py passes "all")."""
     errors = ClientErrors()
     state = {"ok": 0, "failed": 0, "first_error": None}
 
@@ -361,7 +363,7 @@ def produce_throughput(bootstrap, topic, partitions, records, payloads, timeout_
 
     conf = base_conf(bootstrap, errors, "streambus-bench-producer")
     conf.update({
-        "acks": 1,
+        "acks": acks,
         "linger.ms": 5,
         "batch.size": 1_000_000,
         "compression.type": "none",

@@ -72,6 +72,8 @@ pub enum MetadataCommand {
     ElectLeaders(ElectLeaders),
     /// Hands a broker a block of producer ids to give out to idempotent producers.
     AllocateProducerIds(AllocateProducerIds),
+    /// Starts, replaces or cancels partition reassignments (Kafka's KIP-455).
+    AlterReassignments(AlterReassignments),
 }
 
 /// See [`MetadataCommand::RegisterBroker`].
@@ -183,6 +185,22 @@ pub enum ElectionType {
     Unclean,
 }
 
+/// See [`MetadataCommand::AlterReassignments`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterReassignments {
+    pub reassignments: Vec<Reassignment>,
+}
+
+/// One partition's reassignment request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: u32,
+    /// The replicas the partition should end with, preferred leader first; `None` cancels the
+    /// reassignment in progress.
+    pub target: Option<Vec<BrokerId>>,
+}
+
 /// See [`MetadataCommand::AllocateProducerIds`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocateProducerIds {
@@ -223,6 +241,8 @@ pub enum MetadataResponse {
     /// [`AllocateProducerIds`] applied: ids `first_producer_id .. first_producer_id + count`
     /// belong to the broker.
     ProducerIdsAllocated { first_producer_id: i64, count: u32 },
+    /// [`AlterReassignments`] applied: one outcome per requested partition, in request order.
+    ReassignmentsAltered { results: Vec<Result<(), Rejection>> },
     /// Not applied: the command conflicts with the current metadata. Deterministic, so every
     /// replica of the state machine rejects it the same way.
     Rejected(Rejection),
@@ -347,6 +367,11 @@ pub enum Rejection {
     },
     /// The producer-id space (`i64`) is used up.
     ProducerIdsExhausted,
+    /// A reassignment cancel for a partition that is not being reassigned.
+    NoReassignmentInProgress {
+        topic: String,
+        partition: u32,
+    },
 }
 
 /// What is wrong with a topic name in [`Rejection::InvalidTopicName`].
@@ -457,6 +482,10 @@ impl fmt::Display for Rejection {
             | Rejection::InvalidIsr { .. }
             | Rejection::InvalidCount { .. }
             | Rejection::ProducerIdsExhausted => self.fmt_partition_or_producer(f),
+            Rejection::NoReassignmentInProgress { topic, partition } => write!(
+                f,
+                "partition {partition} of topic {topic:?} is not being reassigned"
+            ),
         }
     }
 }

@@ -141,6 +141,7 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             | Rejection::InvalidIsr { .. }
             | Rejection::InvalidCount { .. } => E::InvalidRequest,
             Rejection::ProducerIdsExhausted => E::UnknownServerError,
+            Rejection::NoReassignmentInProgress { .. } => E::NoReassignmentInProgress,
         },
         Failure::Lookup(lookup) => match lookup {
             LeaderLookup::Unknown => E::UnknownTopicOrPartition,

@@ -37,6 +37,16 @@ pub const RECONCILE_WAIT: Duration = Duration::from_secs(5);
 
 type Key = (TopicId, u32);
 
+/// A partition this broker follows, as the replica fetchers need it.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    pub partition: Arc<Partition>,
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+    /// Being added by a reassignment: fetched within the reassignment throttle.
+    pub throttled: bool,
+}
+
 /// Why a partition cannot serve a leader request here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaderLookup {
@@ -162,6 +172,7 @@ impl PartitionManager {
                     isr: record.isr.clone(),
                     settings: settings.clone(),
                     active,
+                    adding: record.adding_replicas.contains(&self.broker_id),
                 };
                 wanted.insert((topic.topic_id, index as u32), (topic.name.as_str(), state));
             }
@@ -285,14 +296,19 @@ impl PartitionManager {
         }
     }
 
-    /// The partitions this broker follows, with their leader and leader epoch.
-    pub fn followed(&self) -> Vec<(Arc<Partition>, BrokerId, i32)> {
+    /// The partitions this broker follows.
+    pub fn followed(&self) -> Vec<Followed> {
         self.all()
             .into_iter()
             .filter_map(|partition| {
                 let state = partition.state();
                 match state.role(self.broker_id) {
-                    Role::Follower { leader } => Some((partition, leader, state.leader_epoch)),
+                    Role::Follower { leader } => Some(Followed {
+                        partition,
+                        leader,
+                        leader_epoch: state.leader_epoch,
+                        throttled: state.adding,
+                    }),
                     _ => None,
                 }
             })

@@ -35,6 +35,8 @@ pub struct PartitionState {
     /// neither leads nor follows: the image may still name it leader at an epoch from before a
     /// restart, and acting on that could serve a log that lost its unflushed tail.
     pub active: bool,
+    /// This broker is a replica being added by a reassignment: its catch-up is throttled.
+    pub adding: bool,
 }
 
 /// What this broker does for a partition.
@@ -511,6 +513,7 @@ mod tests {
             isr: isr.to_vec(),
             settings: crate::topic_config::resolve(&config, &Default::default()),
             active: true,
+            adding: false,
         }
     }
 

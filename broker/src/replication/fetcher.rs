@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::peer::{PeerConnection, PeerError};
 use super::ReplicationConfig;
 use crate::kafka::handlers::{to_uuid, topic_name};
+use crate::partition::manager::Followed;
 use crate::partition::{Partition, ReplicaError};
 use crate::quorum::KAFKA_ENDPOINT;
 
@@ -53,8 +54,11 @@ struct Follow {
     leader_epoch: i32,
     /// Truncate by leader epochs before the next fetch.
     truncate: bool,
-    /// Skipped until then after an error (the leader moved, or its metadata lags ours).
+    /// Skipped until then after an error (the leader moved, or its metadata lags ours), or
+    /// while the reassignment throttle holds it back.
     retry_at: Option<Instant>,
+    /// A reassignment is adding this replica: fetches stay within the throttle.
+    throttled: bool,
 }
 
 #[derive(Debug, Default)]
@@ -128,16 +132,13 @@ impl ReplicaFetchers {
         self.fetchers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Points the fetchers at `followed` (partition, leader, leader epoch): starts fetchers for
+    /// Points the fetchers at the `followed` partitions: starts fetchers for
     /// new leaders, stops those with nothing left to fetch, and restarts a partition (with
     /// truncation) whose leader or epoch changed.
-    pub fn update(&self, image: &MetadataImage, followed: Vec<(Arc<Partition>, BrokerId, i32)>) {
-        let mut by_leader: HashMap<BrokerId, Vec<(Arc<Partition>, i32)>> = HashMap::new();
-        for (partition, leader, epoch) in followed {
-            by_leader
-                .entry(leader)
-                .or_default()
-                .push((partition, epoch));
+    pub fn update(&self, image: &MetadataImage, followed: Vec<Followed>) {
+        let mut by_leader: HashMap<BrokerId, Vec<Followed>> = HashMap::new();
+        for follow in followed {
+            by_leader.entry(follow.leader).or_default().push(follow);
         }
         let mut fetchers = self.lock();
         fetchers.retain(|leader, fetcher| {
@@ -159,14 +160,23 @@ impl ReplicaFetchers {
                 inner.address != address || inner.partitions.len() != partitions.len();
             inner.address = address;
             let mut next = HashMap::with_capacity(partitions.len());
-            for (partition, leader_epoch) in partitions {
+            for followed in partitions {
+                let Followed {
+                    partition,
+                    leader_epoch,
+                    throttled,
+                    ..
+                } = followed;
                 let key = (partition.topic_id, partition.index);
                 let follow = match inner.partitions.remove(&key) {
                     Some(current)
                         if current.leader_epoch == leader_epoch
                             && Arc::ptr_eq(&current.partition, &partition) =>
                     {
-                        current
+                        Follow {
+                            throttled,
+                            ..current
+                        }
                     }
                     _ => {
                         changed = true;
@@ -175,6 +185,7 @@ impl ReplicaFetchers {
                             leader_epoch,
                             truncate: true,
                             retry_at: None,
+                            throttled,
                         }
                     }
                 };
@@ -467,10 +478,15 @@ impl FetcherTask {
         }
         let mut positions = HashMap::with_capacity(follows.len());
         let mut by_topic: HashMap<TopicId, Vec<FetchPartition>> = HashMap::new();
+        let throttle = self.config.reassignment_max_bytes_per_sec;
         for (key, follow) in &follows {
             let log = follow.partition.log();
             let fetch_offset = log.log_end_offset();
             positions.insert(*key, fetch_offset);
+            let mut max_bytes = self.config.fetch_partition_max_bytes;
+            if follow.throttled && throttle > 0 {
+                max_bytes = max_bytes.min(usize::try_from(throttle).unwrap_or(usize::MAX));
+            }
             by_topic.entry(key.0).or_default().push(
                 FetchPartition::default()
                     .with_partition(key.1 as i32)
@@ -478,9 +494,7 @@ impl FetcherTask {
                     .with_fetch_offset(fetch_offset)
                     .with_last_fetched_epoch(-1)
                     .with_log_start_offset(log.log_start_offset())
-                    .with_partition_max_bytes(
-                        i32::try_from(self.config.fetch_partition_max_bytes).unwrap_or(i32::MAX),
-                    ),
+                    .with_partition_max_bytes(i32::try_from(max_bytes).unwrap_or(i32::MAX)),
             );
         }
         let request = FetchRequest::default()
@@ -568,8 +582,14 @@ impl FetcherTask {
         }
         let shared = self.shared.clone();
         let backoff = self.config.fetch_backoff();
+        let throttle = self.config.reassignment_max_bytes_per_sec;
         let outcome = tokio::task::spawn_blocking(move || {
             for (key, follow, records, high_watermark) in appends {
+                if follow.throttled && throttle > 0 && !records.is_empty() {
+                    // The bytes just fetched buy this much time at the throttled rate.
+                    let pause = Duration::from_secs_f64(records.len() as f64 / throttle as f64);
+                    shared.update(&key, &follow, |f| f.retry_at = Some(Instant::now() + pause));
+                }
                 let outcome = follow.partition.append_as_follower(
                     records,
                     follow.leader_epoch,

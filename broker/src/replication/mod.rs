@@ -31,6 +31,9 @@ pub struct ReplicationConfig {
     /// `replica.socket.timeout.ms`: connect and response timeout of a follower's connection
     /// (beyond the fetch's own wait).
     pub socket_timeout_ms: u64,
+    /// Kafka's `follower.replication.throttled.rate` for reassignments: bytes per second one
+    /// partition being added to this broker may fetch while catching up; 0 = no limit.
+    pub reassignment_max_bytes_per_sec: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -42,6 +45,7 @@ impl Default for ReplicationConfig {
             fetch_partition_max_bytes: 1024 * 1024,
             fetch_backoff_ms: 1_000,
             socket_timeout_ms: 30_000,
+            reassignment_max_bytes_per_sec: 0,
         }
     }
 }

@@ -516,3 +516,121 @@ fn confluent_kafka_produces_through_a_leader_failover_without_a_failed_delivery(
         output.stderr
     );
 }
+
+fn reassign(conn: &mut KafkaConn, topic: &str, target: Option<&[i32]>) -> i16 {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    let request = kafka_protocol::messages::AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_allow_replication_factor_change(true)
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(0)
+                .with_replicas(
+                    target.map(|t| t.iter().map(|b| BrokerId(*b)).collect()),
+                )])]);
+    let response = conn.send(&request, 1).expect("AlterPartitionReassignments");
+    assert_eq!(response.error_code, 0);
+    response.responses[0].partitions[0].error_code
+}
+
+/// `(replicas, adding, removing)` of partition 0 while it is being reassigned.
+fn ongoing(conn: &mut KafkaConn, topic: &str) -> Option<(Vec<i32>, Vec<i32>, Vec<i32>)> {
+    let request = kafka_protocol::messages::ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(None);
+    let response = conn.send(&request, 0).expect("ListPartitionReassignments");
+    let ids = |list: &[BrokerId]| list.iter().map(|b| b.0).collect::<Vec<_>>();
+    response
+        .topics
+        .iter()
+        .find(|t| &*t.name == topic)
+        .and_then(|t| t.partitions.first())
+        .map(|p| {
+            (
+                ids(&p.replicas),
+                ids(&p.adding_replicas),
+                ids(&p.removing_replicas),
+            )
+        })
+}
+
+#[test]
+fn a_reassignment_moves_a_partition_within_its_throttle_and_drops_the_old_replica() {
+    const TOPIC: &str = "moving";
+    // 100 KB/s: the 400 KB below take about 4 s to copy, so the move is seen in progress.
+    let mut args = FAST_FAILOVER.to_vec();
+    args.extend(["--set", "replication.reassignment_max_bytes_per_sec=100000"]);
+    let mut cluster = Cluster::start(3, 3, &args).expect("cluster starts");
+    create_topic(&mut cluster.connect_any().unwrap(), TOPIC, &[1, 2], 1).unwrap();
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "leader 1 with the full ISR", |v| {
+            v.leader == 1 && full_isr(v)
+        })
+        .unwrap();
+    let mut leader = KafkaConn::connect(cluster.member(1).kafka_addr).unwrap();
+    let mut expected = Vec::new();
+    for batch in 0..40 {
+        let values: Vec<Vec<u8>> = (0..10)
+            .map(|i| {
+                let mut value = format!("batch-{batch}-record-{i}-").into_bytes();
+                value.resize(1000, b'x');
+                value
+            })
+            .collect();
+        let (code, _) = produce_to(&mut leader, TOPIC, 0, plain_batch(&values), -1).unwrap();
+        assert_eq!(code, 0);
+        expected.extend(values);
+    }
+
+    let mut conn = cluster.connect_any().unwrap();
+    assert_eq!(reassign(&mut conn, "no-such-topic", Some(&[2, 3])), 3);
+    assert_eq!(
+        reassign(&mut conn, TOPIC, None),
+        85,
+        "nothing to cancel yet"
+    );
+    assert_eq!(
+        reassign(&mut conn, TOPIC, Some(&[2, 9])),
+        39,
+        "unknown broker"
+    );
+    assert_eq!(reassign(&mut conn, TOPIC, Some(&[2, 3])), 0);
+    let (replicas, adding, removing) =
+        ongoing(&mut conn, TOPIC).expect("the throttled move is still in progress");
+    assert_eq!(
+        (replicas, adding, removing),
+        (vec![2, 3, 1], vec![3], vec![1])
+    );
+
+    let done = cluster
+        .wait_for(TOPIC, 0, WAIT, "the move completed", |v| {
+            v.replicas == [2, 3] && full_isr(v)
+        })
+        .unwrap();
+    assert_eq!(
+        done.leader, 2,
+        "the first target replica took over from broker 1"
+    );
+    assert_eq!(ongoing(&mut cluster.connect_any().unwrap(), TOPIC), None);
+    let mut new_leader = KafkaConn::connect(cluster.member(2).kafka_addr).unwrap();
+    let read: Vec<Vec<u8>> = fetch_values(&mut new_leader, TOPIC, 0, 0)
+        .unwrap()
+        .expect("readable on the new leader")
+        .into_iter()
+        .map(|(_, v)| v.to_vec())
+        .collect();
+    assert_eq!(read.len(), expected.len());
+    assert!(read == expected, "records changed in the move");
+    // The removed replica deletes its copy.
+    let old = cluster.dir.path().join(format!("broker-1/logs/{TOPIC}-0"));
+    let deadline = Instant::now() + WAIT;
+    while old.exists() {
+        assert!(Instant::now() < deadline, "broker 1 kept its copy");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let end = i64::try_from(expected.len()).unwrap();
+    assert_replicas_identical(&mut cluster, TOPIC, &[2, 3], end);
+}

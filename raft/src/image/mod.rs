@@ -82,8 +82,21 @@ pub struct PartitionRecord {
     pub leader: Option<BrokerId>,
     /// Bumped at every leader change, including to and from `None`.
     pub leader_epoch: i32,
-    /// Bumped at every change of leader or ISR; guards ISR changes against races.
+    /// Bumped at every change of leader, ISR or replicas; guards ISR changes against races.
     pub partition_epoch: i32,
+    /// While a reassignment runs: replicas being added (in `replicas`, not yet caught up).
+    #[serde(default)]
+    pub adding_replicas: Vec<BrokerId>,
+    /// While a reassignment runs: replicas to drop once every target replica is in the ISR.
+    #[serde(default)]
+    pub removing_replicas: Vec<BrokerId>,
+}
+
+impl PartitionRecord {
+    /// Whether a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
 }
 
 /// The whole cluster metadata at one log offset.
@@ -146,6 +159,7 @@ impl MetadataImage {
             MetadataCommand::AlterPartition(cmd) => self.alter_partition(cmd),
             MetadataCommand::ElectLeaders(cmd) => Ok(self.elect_leaders(cmd)),
             MetadataCommand::AllocateProducerIds(cmd) => self.allocate_producer_ids(cmd),
+            MetadataCommand::AlterReassignments(cmd) => Ok(self.alter_reassignments(cmd)),
         };
         outcome.unwrap_or_else(MetadataResponse::Rejected)
     }

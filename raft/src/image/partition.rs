@@ -1,12 +1,15 @@
-//! Partition leadership and ISR: the election rules shared by every command that moves a
-//! leader, the leader's ISR changes (`AlterPartition`) and operator elections (`ElectLeaders`).
+//! Partition leadership, ISR and replicas: the election rules shared by every command that
+//! moves a leader, the leader's ISR changes (`AlterPartition`), operator elections
+//! (`ElectLeaders`) and reassignments (`AlterReassignments`, Kafka's KIP-455: the replica list
+//! grows to the target plus the original replicas, and shrinks to the target once every target
+//! replica is in the ISR).
 
 use std::collections::BTreeMap;
 
 use super::{is_unfenced, BrokerRecord, MetadataImage, PartitionRecord, TopicRecord};
 use crate::command::{
-    AlterPartition, BrokerId, ElectLeaders, ElectionOutcome, ElectionResult, ElectionType,
-    IsrProblem, MetadataResponse, Rejection, TopicId,
+    AlterPartition, AlterReassignments, BrokerId, ElectLeaders, ElectionOutcome, ElectionResult,
+    ElectionType, IsrProblem, MetadataResponse, Reassignment, Rejection, TopicId,
 };
 
 /// A partition's next leader and ISR, staged so that one command moves each epoch at most once
@@ -146,6 +149,8 @@ impl MetadataImage {
         if !same_members {
             partition.isr.clone_from(&cmd.new_isr);
             partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+            // An added replica joining the ISR may be the last one a reassignment waited for.
+            complete_reassignment(partition, &|b| is_unfenced(brokers, b));
         }
         Ok(MetadataResponse::PartitionAltered {
             leader_epoch: partition.leader_epoch,
@@ -234,6 +239,142 @@ impl MetadataImage {
 }
 
 /// Looks a partition up by topic id, for commands that name topics by id.
+impl MetadataImage {
+    pub(super) fn alter_reassignments(&mut self, cmd: &AlterReassignments) -> MetadataResponse {
+        let results = cmd
+            .reassignments
+            .iter()
+            .map(|r| self.reassign_one(r))
+            .collect();
+        MetadataResponse::ReassignmentsAltered { results }
+    }
+
+    /// Starts (or replaces) a reassignment: the replica list becomes the target followed by the
+    /// original replicas not in it, and completes once every target replica is in the ISR. A
+    /// `None` target cancels: back to the original replicas.
+    fn reassign_one(&mut self, request: &Reassignment) -> Result<(), Rejection> {
+        if let Some(target) = &request.target {
+            if let Some(problem) = self.replica_list_problem(target, None) {
+                return Err(Rejection::InvalidReplicaAssignment {
+                    partition: request.partition,
+                    problem,
+                });
+            }
+        }
+        let brokers = &self.brokers;
+        let eligible = |b: BrokerId| is_unfenced(brokers, b);
+        let topic = self
+            .topics
+            .get_mut(&request.topic)
+            .ok_or_else(|| Rejection::UnknownTopic {
+                name: request.topic.clone(),
+            })?;
+        let topic_id = topic.topic_id;
+        let partition = usize::try_from(request.partition)
+            .ok()
+            .and_then(|index| topic.partitions.get_mut(index))
+            .ok_or(Rejection::UnknownPartition {
+                topic_id,
+                partition: request.partition,
+            })?;
+        let original: Vec<BrokerId> = partition
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| !partition.adding_replicas.contains(b))
+            .collect();
+        let Some(target) = &request.target else {
+            if !partition.is_reassigning() {
+                return Err(Rejection::NoReassignmentInProgress {
+                    topic: request.topic.clone(),
+                    partition: request.partition,
+                });
+            }
+            return finish_replicas(partition, original, &eligible);
+        };
+        if !partition.is_reassigning() && *target == partition.replicas {
+            return Ok(());
+        }
+        let mut replicas = target.clone();
+        replicas.extend(original.iter().filter(|b| !target.contains(b)));
+        let adding = target
+            .iter()
+            .copied()
+            .filter(|b| !original.contains(b))
+            .collect();
+        let removing = original
+            .iter()
+            .copied()
+            .filter(|b| !target.contains(b))
+            .collect();
+        // A replaced reassignment may drop replicas it was adding: they leave the ISR too.
+        if !partition.isr.iter().any(|b| replicas.contains(b)) {
+            return Err(Rejection::InvalidIsr {
+                problem: IsrProblem::Empty,
+            });
+        }
+        partition.isr.retain(|b| replicas.contains(b));
+        if partition.leader.is_some_and(|l| !replicas.contains(&l)) {
+            partition.leader = replicas
+                .iter()
+                .copied()
+                .find(|&b| partition.isr.contains(&b) && eligible(b));
+            partition.leader_epoch = partition.leader_epoch.saturating_add(1);
+        }
+        partition.replicas = replicas;
+        partition.adding_replicas = adding;
+        partition.removing_replicas = removing;
+        partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+        complete_reassignment(partition, &eligible);
+        Ok(())
+    }
+}
+
+/// Ends a reassignment whose target replicas are all in the ISR.
+fn complete_reassignment(partition: &mut PartitionRecord, eligible: &impl Fn(BrokerId) -> bool) {
+    if !partition.is_reassigning() {
+        return;
+    }
+    let target: Vec<BrokerId> = partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| !partition.removing_replicas.contains(b))
+        .collect();
+    if target.iter().all(|b| partition.isr.contains(b)) {
+        // Cannot fail: the target's members are all in the ISR.
+        let _ = finish_replicas(partition, target, eligible);
+    }
+}
+
+/// Makes `replicas` the partition's replica list and ends any reassignment: the ISR keeps its
+/// members among them, and a leader outside them hands over to the first eligible ISR member
+/// (a new leader epoch).
+fn finish_replicas(
+    partition: &mut PartitionRecord,
+    replicas: Vec<BrokerId>,
+    eligible: &impl Fn(BrokerId) -> bool,
+) -> Result<(), Rejection> {
+    if !partition.isr.iter().any(|b| replicas.contains(b)) {
+        return Err(Rejection::InvalidIsr {
+            problem: IsrProblem::Empty,
+        });
+    }
+    partition.isr.retain(|b| replicas.contains(b));
+    if partition.leader.is_none_or(|l| !replicas.contains(&l)) {
+        partition.leader = replicas
+            .iter()
+            .copied()
+            .find(|&b| partition.isr.contains(&b) && eligible(b));
+        partition.leader_epoch = partition.leader_epoch.saturating_add(1);
+    }
+    partition.replicas = replicas;
+    partition.adding_replicas.clear();
+    partition.removing_replicas.clear();
+    partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+    Ok(())
+}
+
 fn partition_mut<'a>(
     topics: &'a mut BTreeMap<String, TopicRecord>,
     topic_names: &BTreeMap<TopicId, String>,
@@ -558,5 +699,71 @@ mod tests {
             MetadataResponse::PartitionAltered { .. }
         ));
         assert_eq!(h.partition("t", 0), &before);
+    }
+
+    fn reassign(h: &mut Harness, target: Option<Vec<BrokerId>>) -> Result<(), Rejection> {
+        let command = MetadataCommand::AlterReassignments(crate::command::AlterReassignments {
+            reassignments: vec![crate::command::Reassignment {
+                topic: "t".into(),
+                partition: 0,
+                target,
+            }],
+        });
+        match h.apply(command) {
+            MetadataResponse::ReassignmentsAltered { mut results } => results.remove(0),
+            other => panic!("answered {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reassignment_adds_replicas_then_drops_the_old_ones_once_the_new_are_in_sync() {
+        let mut h = cluster();
+        reassign(&mut h, Some(vec![2, 3, 4])).unwrap();
+        let p = h.partition("t", 0).clone();
+        assert_eq!(p.replicas, vec![2, 3, 4, 1]);
+        assert_eq!(
+            (p.adding_replicas.clone(), p.removing_replicas.clone()),
+            (vec![4], vec![1])
+        );
+        assert_eq!(
+            p.leader,
+            Some(1),
+            "the leader stays until the move completes"
+        );
+        // Leader 1 adds the caught-up replica 4 to the ISR: the reassignment completes and
+        // leadership leaves the removed broker at a new epoch.
+        let response = h.apply(MetadataCommand::AlterPartition(alter(&h, vec![1, 2, 3, 4])));
+        assert!(
+            matches!(response, MetadataResponse::PartitionAltered { .. }),
+            "{response:?}"
+        );
+        let done = h.partition("t", 0);
+        assert_eq!(done.replicas, vec![2, 3, 4]);
+        assert_eq!(done.isr, vec![2, 3, 4]);
+        assert_eq!(done.leader, Some(2));
+        assert_eq!(done.leader_epoch, p.leader_epoch + 1);
+        assert!(!done.is_reassigning());
+    }
+
+    #[test]
+    fn a_reassignment_can_be_cancelled_and_bad_targets_are_refused() {
+        let mut h = cluster();
+        assert!(matches!(
+            reassign(&mut h, None),
+            Err(Rejection::NoReassignmentInProgress { .. })
+        ));
+        assert!(matches!(
+            reassign(&mut h, Some(vec![1, 9])),
+            Err(Rejection::InvalidReplicaAssignment { .. })
+        ));
+        reassign(&mut h, Some(vec![1, 2, 4])).unwrap();
+        reassign(&mut h, None).unwrap();
+        let p = h.partition("t", 0);
+        assert_eq!(p.replicas, vec![1, 2, 3]);
+        assert!(!p.is_reassigning());
+        // A target already in sync (a pure removal) completes at once.
+        reassign(&mut h, Some(vec![2, 3])).unwrap();
+        let p = h.partition("t", 0);
+        assert_eq!((p.replicas.clone(), p.leader), (vec![2, 3], Some(2)));
     }
 }

@@ -162,6 +162,8 @@ impl MetadataImage {
             isr,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 
@@ -216,7 +218,7 @@ impl MetadataImage {
         Ok(())
     }
 
-    fn replica_list_problem(
+    pub(super) fn replica_list_problem(
         &self,
         replicas: &[BrokerId],
         expected_len: Option<usize>,

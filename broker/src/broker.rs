@@ -74,6 +74,7 @@ impl Broker {
         let fetchers = Arc::new(ReplicaFetchers::new(
             ctx.config.node_id,
             ctx.config.replication.clone(),
+            ctx.config.socket_request_max_bytes,
             shutdown.clone(),
         ));
         let background = vec![
@@ -118,7 +119,21 @@ impl Broker {
             broker_epoch,
         });
         match tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, self.ctx.write(command)).await {
-            Ok(Ok(_)) => tracing::info!("controlled shutdown: leaderships handed over"),
+            Ok(Ok(_)) => {
+                // Apply the fence before the listener stops: the partitions go offline (no
+                // more appends here, parked acks=all produces answer NOT_LEADER_OR_FOLLOWER).
+                let offset = self.ctx.image().metadata_offset();
+                if self
+                    .ctx
+                    .partitions
+                    .wait_reconciled(offset, CONTROLLED_SHUTDOWN_TIMEOUT)
+                    .await
+                {
+                    tracing::info!("controlled shutdown: leaderships handed over");
+                } else {
+                    tracing::warn!("controlled shutdown: the fence was not applied in time");
+                }
+            }
             Ok(Err(error)) => tracing::warn!(%error, "controlled shutdown refused"),
             Err(_) => tracing::warn!("controlled shutdown timed out"),
         }

@@ -194,9 +194,7 @@ impl PartitionManager {
         for ((topic_id, index), (name, state)) in wanted {
             if let Some(partition) = self.get(&topic_id, index) {
                 if partition.state() != state {
-                    if let Err(error) = partition.set_state(state) {
-                        tracing::error!(topic = name, index, %error, "cannot apply topic configs");
-                    }
+                    partition.set_state(state);
                 }
                 continue;
             }
@@ -274,6 +272,7 @@ impl PartitionManager {
 
     fn delete(&self, partition: Arc<Partition>) {
         tracing::info!(topic = %partition.topic, index = partition.index, "deleting partition");
+        partition.go_offline();
         partition.wake_waiters(true);
         let dir = self.logs_dir.join(&partition.dir_name);
         self.rename_and_remove(&dir, &partition.dir_name);
@@ -294,6 +293,13 @@ impl PartitionManager {
                 tracing::error!(dir = %dir.display(), %error, "cannot delete a partition directory")
             }
         }
+    }
+
+    /// Waits (at most `timeout`) until an image at `offset` or later was applied.
+    pub async fn wait_reconciled(&self, offset: u64, timeout: Duration) -> bool {
+        let mut reconciled = self.reconciled.subscribe();
+        let waited = tokio::time::timeout(timeout, reconciled.wait_for(|o| *o >= offset)).await;
+        waited.is_ok()
     }
 
     /// The partitions this broker follows.
@@ -325,6 +331,9 @@ impl PartitionManager {
         shutdown: CancellationToken,
     ) {
         let mut was_active = false;
+        // The registration task ends at shutdown (before the controlled-shutdown fence): its
+        // last state stays, and images keep coming so the fence is applied.
+        let mut registration_open = true;
         loop {
             let image = images.borrow_and_update().clone();
             let active = match *registration.borrow_and_update() {
@@ -360,7 +369,9 @@ impl PartitionManager {
             }
             tokio::select! {
                 changed = images.changed() => if changed.is_err() { return },
-                changed = registration.changed() => if changed.is_err() { return },
+                changed = registration.changed(), if registration_open => {
+                    registration_open = changed.is_ok();
+                }
                 () = shutdown.cancelled() => return,
             }
         }

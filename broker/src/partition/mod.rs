@@ -175,11 +175,15 @@ impl Partition {
 
     /// Applies a new state from the metadata image. Waits for appends in progress, so once this
     /// returns a deposed leader appends nothing more.
-    fn set_state(&self, new: PartitionState) -> Result<(), StorageError> {
+    fn set_state(&self, new: PartitionState) {
         let old = {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
             if state.settings.log != new.settings.log {
-                self.log.set_config(new.settings.log.clone())?;
+                if let Err(error) = self.log.set_config(new.settings.log.clone()) {
+                    // The role change must apply regardless (a deposed leader must stop
+                    // appending); the log keeps its previous settings.
+                    tracing::error!(topic = %self.topic, index = self.index, %error, "cannot apply topic configs");
+                }
             }
             let old = std::mem::replace(&mut *state, new.clone());
             self.take_role(Some(&old), &new, now_ms());
@@ -193,7 +197,14 @@ impl Partition {
             // Parked acks=all produces must learn they lost leadership.
             self.wake_waiters(true);
         }
-        Ok(())
+    }
+
+    /// Stops every role before the partition is deleted: waits for appends in progress, so
+    /// nothing is acknowledged into a log about to disappear.
+    fn go_offline(&self) {
+        let mut offline = self.state();
+        offline.active = false;
+        self.set_state(offline);
     }
 
     /// Starts or ends the leader's follower tracking for `new` (called with the state locked).
@@ -211,6 +222,11 @@ impl Partition {
                 current.on_partition_epoch(new.partition_epoch);
             }
             _ => {
+                // Before any append at this epoch, as Kafka's makeLeader does: followers asking
+                // about an epoch this replica never wrote in get its exact divergence point.
+                if let Err(error) = self.log.assign_leader_epoch(new.leader_epoch) {
+                    tracing::error!(topic = %self.topic, index = self.index, %error, "cannot record the new leader epoch");
+                }
                 *view = Some(LeaderView::new(
                     new.leader_epoch,
                     self.log.log_end_offset(),
@@ -226,6 +242,18 @@ impl Partition {
     pub fn is_leader_at(&self, leader_epoch: i32) -> bool {
         let state = self.read_state();
         state.role(self.broker_id) == Role::Leader && state.leader_epoch == leader_epoch
+    }
+
+    /// For a leader's acks=all wait: `None` if this broker no longer leads at `leader_epoch`;
+    /// otherwise whether the high watermark passed `last_offset`, with the ISR size then.
+    /// Checked under the state lock, so a deposed leader's later high watermark (as a follower)
+    /// is never taken for a commit of its own append.
+    pub fn committed(&self, last_offset: i64, leader_epoch: i32) -> Option<Option<usize>> {
+        let state = self.read_state();
+        if state.role(self.broker_id) != Role::Leader || state.leader_epoch != leader_epoch {
+            return None;
+        }
+        Some((self.high_watermark() > last_offset).then_some(state.isr.len()))
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -279,13 +307,22 @@ impl Partition {
         leader_epoch: i32,
         leader_high_watermark: i64,
     ) -> Result<(), ReplicaError> {
-        {
-            let state = self.read_state();
-            self.check_follower(&state, leader_epoch)?;
-            if !records.is_empty() {
-                self.log.append_replicated(records)?;
+        let state = self.read_state();
+        self.check_follower(&state, leader_epoch)?;
+        if !records.is_empty() {
+            let end = self.log.log_end_offset();
+            let first_base = records
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(end, i64::from_be_bytes);
+            if first_base < end && self.log.log_start_offset() == end {
+                // An empty log restarted inside a batch (the leader's log start is mid-batch
+                // after DeleteRecords): restart it at that batch, as Kafka does.
+                self.log.truncate_fully_and_start_at(first_base)?;
             }
+            self.log.append_replicated(records)?;
         }
+        // Under the state lock: a role change cannot slip between the check and the raise.
         let high_watermark = leader_high_watermark.min(self.log.log_end_offset());
         self.raise_high_watermark(high_watermark);
         Ok(())
@@ -329,9 +366,13 @@ impl Partition {
         &self,
         replica: BrokerId,
         fetch_offset: i64,
+        leader_epoch: i32,
     ) -> Result<Option<IsrChange>, ReplicaError> {
         let change = {
             let state = self.read_state();
+            if state.leader_epoch != leader_epoch {
+                return Err(ReplicaError::WrongRole("leader"));
+            }
             let leader_end = self.log.log_end_offset();
             let mut view = self.view();
             let Some(view) = view.as_mut() else {
@@ -351,7 +392,7 @@ impl Partition {
                 .max(self.high_watermark());
             view.expansion(replica, &state.isr, high_watermark)
                 .map(|new_isr| {
-                    view.begin_alter(&state.isr, &new_isr, now_ms());
+                    view.begin_alter(&state.isr, &new_isr, state.partition_epoch, now_ms());
                     IsrChange {
                         leader_epoch: state.leader_epoch,
                         partition_epoch: state.partition_epoch,
@@ -363,15 +404,23 @@ impl Partition {
         Ok(change)
     }
 
-    /// The ISR shrink this leader's lagging followers call for, if any (the caller proposes it).
-    pub fn isr_shrink(&self, lag_max_ms: i64) -> Option<IsrChange> {
+    /// The ISR change this leader's followers call for now, if any (the caller proposes it):
+    /// a shrink by the followers not caught up for `lag_max_ms`, or a pending change whose
+    /// outcome never showed up in an image (sent again).
+    pub fn isr_maintenance(&self, lag_max_ms: i64) -> Option<IsrChange> {
         let state = self.read_state();
         let mut view = self.view();
         let view = view.as_mut()?;
         let now = now_ms();
-        view.expire_pending(now, lag_max_ms);
+        if let Some((new_isr, base)) = view.stale_pending(now, lag_max_ms / 2) {
+            return Some(IsrChange {
+                leader_epoch: state.leader_epoch,
+                partition_epoch: base,
+                new_isr,
+            });
+        }
         let new_isr = view.shrink(self.broker_id, &state.isr, now, lag_max_ms)?;
-        view.begin_alter(&state.isr, &new_isr, now);
+        view.begin_alter(&state.isr, &new_isr, state.partition_epoch, now);
         Some(IsrChange {
             leader_epoch: state.leader_epoch,
             partition_epoch: state.partition_epoch,
@@ -379,11 +428,10 @@ impl Partition {
         })
     }
 
-    /// The controller answered an ISR change: `Some(partition_epoch)` if it was applied.
-    pub fn isr_change_done(&self, applied_at: Option<i32>) {
-        let current = self.read_state().partition_epoch;
+    /// The controller refused the ISR change based on `base_partition_epoch`; nothing changed.
+    pub fn isr_change_refused(&self, base_partition_epoch: i32) {
         if let Some(view) = self.view().as_mut() {
-            view.alter_done(applied_at, current);
+            view.alter_refused(base_partition_epoch);
         }
         self.advance_high_watermark();
     }
@@ -537,13 +585,13 @@ mod tests {
         let p = partition(dir.path(), state(ME, 1, &[1, 2, 3]));
         p.append_as_leader(batch(5), 1).unwrap();
         assert_eq!(p.high_watermark(), 0, "followers' positions unknown");
-        assert_eq!(p.record_follower_fetch(2, 5).unwrap(), None);
+        assert_eq!(p.record_follower_fetch(2, 5, 1).unwrap(), None);
         assert_eq!(p.high_watermark(), 0, "follower 3 unknown");
-        p.record_follower_fetch(3, 2).unwrap();
+        p.record_follower_fetch(3, 2, 1).unwrap();
         assert_eq!(p.high_watermark(), 2);
-        p.record_follower_fetch(3, 5).unwrap();
+        p.record_follower_fetch(3, 5, 1).unwrap();
         assert_eq!(p.high_watermark(), 5);
-        assert!(p.record_follower_fetch(9, 5).is_err(), "not a replica");
+        assert!(p.record_follower_fetch(9, 5, 1).is_err(), "not a replica");
     }
 
     #[test]
@@ -551,14 +599,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = partition(dir.path(), state(ME, 1, &[1, 2]));
         p.append_as_leader(batch(4), 1).unwrap();
-        p.record_follower_fetch(2, 4).unwrap();
+        p.record_follower_fetch(2, 4, 1).unwrap();
         assert_eq!(p.high_watermark(), 4);
         p.append_as_leader(batch(2), 1).unwrap();
-        let change = p.record_follower_fetch(3, 4).unwrap().expect("3 qualifies");
+        let change = p
+            .record_follower_fetch(3, 4, 1)
+            .unwrap()
+            .expect("3 qualifies");
         assert_eq!(change.new_isr, vec![1, 2, 3]);
-        p.record_follower_fetch(2, 6).unwrap();
+        p.record_follower_fetch(2, 6, 1).unwrap();
         assert_eq!(p.high_watermark(), 4, "3, being added, is at 4");
-        p.isr_change_done(None);
+        p.isr_change_refused(change.partition_epoch);
         assert_eq!(p.high_watermark(), 6, "refused: back to the committed ISR");
     }
 
@@ -568,12 +619,15 @@ mod tests {
         let p = partition(dir.path(), state(ME, 1, &[1]));
         p.append_as_leader(batch(3), 1).unwrap();
         assert_eq!(p.high_watermark(), 3, "a sole replica commits at once");
-        p.set_state(state(2, 2, &[2, 1])).unwrap();
+        p.set_state(state(2, 2, &[2, 1]));
         assert!(matches!(
             p.append_as_leader(batch(1), 1),
             Err(ReplicaError::WrongRole(_))
         ));
-        assert!(p.record_follower_fetch(2, 3).is_err(), "no longer leading");
+        assert!(
+            p.record_follower_fetch(2, 3, 1).is_err(),
+            "no longer leading"
+        );
         assert!(matches!(
             p.append_as_follower(Bytes::new(), 1, 3),
             Err(ReplicaError::WrongRole(_))

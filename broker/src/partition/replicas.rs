@@ -26,14 +26,17 @@ struct FollowerView {
     leader_end_at_last_fetch: i64,
 }
 
-/// An ISR change sent to the controller and not yet seen in a metadata image.
+/// An ISR change sent to the controller and not yet seen in a metadata image. The controller
+/// applies it only at its base partition epoch (compare-and-set), so once the image shows a
+/// later partition epoch the change either is that state or can never apply: that settles it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingIsr {
     /// Committed ISR plus members being added.
     maximal: Vec<BrokerId>,
-    since_ms: i64,
-    /// Once the partition epoch reaches this, the image carries the outcome.
-    settles_at_partition_epoch: Option<i32>,
+    new_isr: Vec<BrokerId>,
+    base_partition_epoch: i32,
+    /// When it was (last) sent.
+    sent_ms: i64,
 }
 
 /// The leader's replica tracking for one leader epoch.
@@ -184,14 +187,22 @@ impl LeaderView {
         Some(isr.iter().copied().filter(|m| !lagging(m)).collect())
     }
 
-    /// An ISR change from `isr` to `new_isr` was sent to the controller.
-    pub fn begin_alter(&mut self, isr: &[BrokerId], new_isr: &[BrokerId], now_ms: i64) {
+    /// An ISR change from `isr` to `new_isr`, based on `base_partition_epoch`, was sent to the
+    /// controller.
+    pub fn begin_alter(
+        &mut self,
+        isr: &[BrokerId],
+        new_isr: &[BrokerId],
+        base_partition_epoch: i32,
+        now_ms: i64,
+    ) {
         let mut maximal = isr.to_vec();
         maximal.extend(new_isr.iter().filter(|m| !isr.contains(m)));
         self.pending = Some(PendingIsr {
             maximal,
-            since_ms: now_ms,
-            settles_at_partition_epoch: None,
+            new_isr: new_isr.to_vec(),
+            base_partition_epoch,
+            sent_ms: now_ms,
         });
     }
 
@@ -199,42 +210,40 @@ impl LeaderView {
         self.pending.is_some()
     }
 
-    /// The controller answered: `Some(epoch)` once the change is the partition's state at that
-    /// partition epoch (it stays pending until the image shows it), `None` when it was refused
-    /// and nothing changed.
-    pub fn alter_done(&mut self, settles_at: Option<i32>, current_partition_epoch: i32) {
-        match settles_at {
-            Some(epoch) if epoch > current_partition_epoch => {
-                if let Some(pending) = &mut self.pending {
-                    pending.settles_at_partition_epoch = Some(epoch);
-                }
-            }
-            _ => self.pending = None,
+    /// The controller refused the change based on `base_partition_epoch` (nothing changed). An
+    /// answer about an older change is ignored.
+    pub fn alter_refused(&mut self, base_partition_epoch: i32) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.base_partition_epoch == base_partition_epoch)
+        {
+            self.pending = None;
         }
     }
 
-    /// A metadata image brought `partition_epoch`: a change it carries is no longer pending.
+    /// A metadata image brought `partition_epoch`: a pending change based on an older one is
+    /// settled (applied, or overtaken and never to apply).
     pub fn on_partition_epoch(&mut self, partition_epoch: i32) {
         if self
             .pending
             .as_ref()
-            .and_then(|p| p.settles_at_partition_epoch)
-            .is_some_and(|epoch| partition_epoch >= epoch)
+            .is_some_and(|p| partition_epoch > p.base_partition_epoch)
         {
             self.pending = None;
         }
     }
 
-    /// Forgets a change whose outcome never arrived (the answer was lost) after `max_ms`, so a
-    /// lost answer cannot block ISR changes for good.
-    pub fn expire_pending(&mut self, now_ms: i64, max_ms: i64) {
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|p| now_ms.saturating_sub(p.since_ms) > max_ms)
-        {
-            self.pending = None;
+    /// A pending change sent more than `retry_ms` ago and still unsettled (its answer was lost,
+    /// or it never reached the log): `(new ISR, base partition epoch)` to send again. Sending
+    /// the same compare-and-set twice is harmless.
+    pub fn stale_pending(&mut self, now_ms: i64, retry_ms: i64) -> Option<(Vec<BrokerId>, i32)> {
+        let pending = self.pending.as_mut()?;
+        if now_ms.saturating_sub(pending.sent_ms) <= retry_ms {
+            return None;
         }
+        pending.sent_ms = now_ms;
+        Some((pending.new_isr.clone(), pending.base_partition_epoch))
     }
 }
 
@@ -267,11 +276,12 @@ mod tests {
         v.on_fetch(2, 120, 120, 1_001);
         v.on_fetch(3, 100, 120, 1_001);
         assert_eq!(v.high_watermark(ME, &[1, 2], 120), Some(120));
-        v.begin_alter(&[1, 2], &[1, 2, 3], 1_002);
+        v.begin_alter(&[1, 2], &[1, 2, 3], 7, 1_002);
         assert_eq!(v.high_watermark(ME, &[1, 2], 120), Some(100));
-        v.alter_done(Some(8), 7);
         v.on_partition_epoch(7);
-        assert!(v.is_altering(), "settles only at epoch 8");
+        assert!(v.is_altering(), "settles only past its base epoch");
+        v.alter_refused(6);
+        assert!(v.is_altering(), "a refusal of an older change");
         v.on_partition_epoch(8);
         assert!(!v.is_altering());
     }
@@ -289,7 +299,7 @@ mod tests {
         );
         assert_eq!(v.expansion(3, &[1, 2], 110), Some(vec![1, 2, 3]));
         assert_eq!(v.expansion(2, &[1, 2], 110), None, "already in");
-        v.begin_alter(&[1, 2], &[1, 2, 3], 1_003);
+        v.begin_alter(&[1, 2], &[1, 2, 3], 4, 1_003);
         assert_eq!(v.expansion(3, &[1, 2], 110), None, "one change at a time");
     }
 
@@ -304,20 +314,19 @@ mod tests {
         assert_eq!(v.shrink(ME, &[1, 2, 3], 25_000, 10_000), Some(vec![1, 2]));
         assert_eq!(v.shrink(ME, &[1, 2], 25_000, 10_000), None);
         assert_eq!(v.shrink(ME, &[1], 1_000_000, 10_000), None);
-        v.begin_alter(&[1, 2, 3], &[1, 2], 25_000);
+        v.begin_alter(&[1, 2, 3], &[1, 2], 4, 25_000);
         assert_eq!(v.shrink(ME, &[1, 2, 3], 25_000, 10_000), None);
-        v.expire_pending(40_000, 10_000);
-        assert!(!v.is_altering());
+        assert_eq!(v.stale_pending(30_000, 10_000), None);
+        assert_eq!(v.stale_pending(40_000, 10_000), Some((vec![1, 2], 4)));
+        assert_eq!(v.stale_pending(41_000, 10_000), None, "sent again just now");
+        assert!(v.is_altering(), "still pending until an image settles it");
     }
 
     #[test]
     fn a_refused_change_is_no_longer_pending() {
         let mut v = view();
-        v.begin_alter(&[1, 2], &[1, 2, 3], 1_000);
-        v.alter_done(None, 4);
+        v.begin_alter(&[1, 2], &[1, 2, 3], 4, 1_000);
+        v.alter_refused(4);
         assert!(!v.is_altering());
-        v.begin_alter(&[1, 2], &[1, 2, 3], 1_000);
-        v.alter_done(Some(4), 4);
-        assert!(!v.is_altering(), "the image already carries it");
     }
 }

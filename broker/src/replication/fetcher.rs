@@ -110,18 +110,25 @@ struct Fetcher {
 pub struct ReplicaFetchers {
     broker_id: BrokerId,
     config: ReplicationConfig,
+    max_response_bytes: usize,
     fetchers: Mutex<HashMap<BrokerId, Fetcher>>,
     shutdown: CancellationToken,
 }
 
 impl ReplicaFetchers {
+    /// `socket_request_max_bytes` bounds the largest batch a producer could have sent, so a
+    /// fetch response holds at most the fetch budget plus one such batch.
     pub fn new(
         broker_id: BrokerId,
         config: ReplicationConfig,
+        socket_request_max_bytes: usize,
         shutdown: CancellationToken,
     ) -> ReplicaFetchers {
         ReplicaFetchers {
             broker_id,
+            max_response_bytes: config
+                .fetch_max_bytes
+                .saturating_add(socket_request_max_bytes),
             config,
             fetchers: Mutex::new(HashMap::new()),
             shutdown,
@@ -207,6 +214,7 @@ impl ReplicaFetchers {
                 broker_id: self.broker_id,
                 leader,
                 config: self.config.clone(),
+                max_response_bytes: self.max_response_bytes,
                 shared: shared.clone(),
                 stop: stop.clone(),
                 connection: None,
@@ -233,6 +241,8 @@ struct FetcherTask {
     broker_id: BrokerId,
     leader: BrokerId,
     config: ReplicationConfig,
+    /// Bound on one fetch response frame.
+    max_response_bytes: usize,
     shared: Arc<Shared>,
     stop: CancellationToken,
     connection: Option<PeerConnection>,
@@ -288,13 +298,17 @@ impl FetcherTask {
             return Ok(());
         };
         if self.connection.is_none() {
-            let connection = PeerConnection::connect(
+            let connect = PeerConnection::connect(
                 &address,
                 format!("streambus-replica-{}", self.broker_id),
-                self.config.fetch_max_bytes.saturating_add(1024 * 1024),
+                self.max_response_bytes,
                 self.config.socket_timeout(),
-            )
-            .await?;
+            );
+            let stop = self.stop.clone();
+            let connection = tokio::select! {
+                c = connect => c?,
+                () = stop.cancelled() => return Ok(()),
+            };
             self.connection = Some(connection);
         }
         let (truncating, fetching): (Vec<_>, Vec<_>) =
@@ -455,7 +469,12 @@ impl FetcherTask {
                 }
                 true
             }
-            Ok(Err(ReplicaError::WrongRole(_))) => false,
+            Ok(Err(ReplicaError::WrongRole(_))) => {
+                // The role already changed; the reconciler brings the new follow shortly.
+                self.shared
+                    .delay(&key, &follow, self.config.fetch_backoff());
+                false
+            }
             Ok(Err(ReplicaError::Storage(error))) => {
                 tracing::error!(topic = %follow.partition.topic, index = key.1, %error, "follower truncation failed");
                 self.shared
@@ -519,11 +538,15 @@ impl FetcherTask {
         let stop = self.stop.clone();
         let changed = self.shared.clone();
         let response = tokio::select! {
-            r = self.connection()?.call(&request, FETCH_VERSION, timeout) => r?,
+            r = self.connection()?.call(&request, FETCH_VERSION, timeout) => Some(r?),
             () = stop.cancelled() => return Ok(()),
+            () = changed.changed.notified() => None,
+        };
+        let Some(response) = response else {
             // A new leader or epoch for some partition: drop this long poll (and the
-            // connection, whose response is now unwanted) and start over.
-            () = changed.changed.notified() => return Err(PeerError::Closed),
+            // connection, whose answer would now arrive unasked) and start over at once.
+            self.connection = None;
+            return Ok(());
         };
         if response.error_code != 0 {
             for (key, follow) in &follows {
@@ -596,7 +619,12 @@ impl FetcherTask {
                     high_watermark,
                 );
                 match outcome {
-                    Ok(()) | Err(ReplicaError::WrongRole(_)) => {}
+                    Ok(()) => {}
+                    Err(ReplicaError::WrongRole(_)) => {
+                        shared.update(&key, &follow, |f| {
+                            f.retry_at = Some(Instant::now() + backoff);
+                        });
+                    }
                     Err(ReplicaError::Storage(error)) => {
                         tracing::warn!(topic = %follow.partition.topic, index = key.1, %error, "follower append failed; truncating by epoch and retrying");
                         shared.update(&key, &follow, |f| {
@@ -624,7 +652,10 @@ impl FetcherTask {
             Ok(Ok(())) => {
                 tracing::info!(topic = %follow.partition.topic, index = key.1, offset, "follower log restarted at the leader's log start");
             }
-            Ok(Err(ReplicaError::WrongRole(_))) => {}
+            Ok(Err(ReplicaError::WrongRole(_))) => {
+                self.shared
+                    .delay(&key, &follow, self.config.fetch_backoff());
+            }
             Ok(Err(ReplicaError::Storage(error))) => {
                 tracing::error!(topic = %follow.partition.topic, index = key.1, %error, "cannot restart the follower log");
                 self.shared

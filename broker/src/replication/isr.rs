@@ -29,35 +29,30 @@ pub fn propose(node: MetadataNode, me: BrokerId, partition: Arc<Partition>, chan
             partition_epoch: change.partition_epoch,
             new_isr: change.new_isr,
         });
-        let applied_at = match node.write(command).await {
-            Ok(MetadataResponse::PartitionAltered {
-                partition_epoch, ..
-            }) => Some(partition_epoch),
-            Ok(MetadataResponse::Rejected(rejection)) => {
+        let base = change.partition_epoch;
+        match node.write(command).await {
+            // The image that carries it settles the pending change.
+            Ok(MetadataResponse::PartitionAltered { .. }) => {}
+            Ok(MetadataResponse::Rejected(rejection)) | Err(RaftError::Rejected(rejection)) => {
                 tracing::info!(topic = %partition.topic, index = partition.index, ?rejection, "ISR change refused");
-                None
+                partition.isr_change_refused(base);
             }
             Ok(other) => {
                 tracing::warn!(?other, "unexpected answer to an ISR change");
-                None
-            }
-            Err(RaftError::Rejected(rejection)) => {
-                tracing::info!(topic = %partition.topic, index = partition.index, ?rejection, "ISR change refused");
-                None
+                partition.isr_change_refused(base);
             }
             Err(error) => {
-                // The outcome is unknown; the change stays pending until an image shows it
-                // or it expires after replication.lag_time_max_ms.
+                // The outcome is unknown: the change stays pending until an image shows a later
+                // partition epoch, and is sent again if none does.
                 tracing::warn!(topic = %partition.topic, index = partition.index, %error, "ISR change not confirmed");
-                return;
             }
-        };
-        partition.isr_change_done(applied_at);
+        }
     });
 }
 
 /// Every `lag_time_max_ms / 2`, shrinks the ISR of each partition this broker leads by the
-/// followers that stopped catching up, until `shutdown`.
+/// followers that stopped catching up (and resends ISR changes whose outcome never arrived),
+/// until `shutdown`.
 pub async fn run_shrinker(
     partitions: Arc<PartitionManager>,
     node: MetadataNode,
@@ -75,7 +70,7 @@ pub async fn run_shrinker(
             () = shutdown.cancelled() => return,
         }
         for partition in partitions.all() {
-            if let Some(change) = partition.isr_shrink(lag_max) {
+            if let Some(change) = partition.isr_maintenance(lag_max) {
                 propose(node.clone(), me, partition, change);
             }
         }

@@ -163,6 +163,18 @@ impl Log {
         self.lock().epochs.latest_epoch()
     }
 
+    /// A new leader records its epoch as starting at the log end before it appends anything
+    /// (Kafka's `makeLeader`), so followers asking OffsetForLeaderEpoch about an epoch this
+    /// replica never wrote in learn where the leader's log diverges from theirs.
+    pub fn assign_leader_epoch(&self, epoch: i32) -> Result<()> {
+        let mut st = self.lock_writable()?;
+        let end = st.log_end_offset;
+        if st.epochs.latest_epoch().is_none_or(|latest| epoch > latest) {
+            st.epochs.assign(epoch, end)?;
+        }
+        Ok(())
+    }
+
     /// OffsetForLeaderEpoch: `(epoch, end offset)` for `requested_epoch`, Kafka semantics.
     pub fn end_offset_for_epoch(&self, requested_epoch: i32) -> (i32, i64) {
         let st = self.lock();

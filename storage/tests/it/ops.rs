@@ -897,6 +897,26 @@ fn leader_epochs_answer_offset_for_leader_epoch_and_survive_reopen() {
     check(&log, "after a crash");
 }
 
+#[test]
+fn a_new_leader_epoch_is_recorded_at_the_log_end_before_any_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = manual_clock();
+    let log = open_log(dir.path(), LogConfig::default(), &clock, 0);
+    log.append_as_leader(values_batch(2, 10, b'e', T0), 1)
+        .expect("append");
+    log.assign_leader_epoch(4).expect("assign");
+    assert_eq!(log.latest_epoch(), Some(4));
+    // Epoch 1 ends where epoch 4 begins: at the log end when it took over.
+    assert_eq!(log.end_offset_for_epoch(2), (1, 2));
+    assert_eq!(log.end_offset_for_epoch(4), (4, 2));
+    log.assign_leader_epoch(3)
+        .expect("an older epoch is ignored");
+    assert_eq!(log.latest_epoch(), Some(4));
+    log.append_as_leader(values_batch(1, 10, b'e', T0), 4)
+        .expect("append at the new epoch");
+    assert_eq!(log.end_offset_for_epoch(4), (4, 3));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Idempotent producers and transactions
 // ---------------------------------------------------------------------------------------------

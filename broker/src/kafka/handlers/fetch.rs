@@ -112,7 +112,16 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: FetchRequest) ->
             };
             let partition = match (partition, follower) {
                 (Ok(partition), Some(replica)) => {
-                    match partition.record_follower_fetch(replica, wanted.fetch_offset) {
+                    // The epoch the lookup checked against the image; the position is
+                    // recorded only if the partition is still at it.
+                    let leader_epoch = record
+                        .and_then(|r| r.partition(wanted.partition as u32))
+                        .map_or(-1, |p| p.leader_epoch);
+                    match partition.record_follower_fetch(
+                        replica,
+                        wanted.fetch_offset,
+                        leader_epoch,
+                    ) {
                         Ok(Some(change)) => isr::propose(
                             ctx.node.clone(),
                             ctx.broker_id(),

@@ -121,7 +121,9 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: ProduceRequest) 
         );
     }
 
-    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    // One deadline for the whole request, however many partitions it waits for.
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let planned: Vec<(usize, usize)> = appends.iter().map(|a| (a.topic, a.slot)).collect();
     let outcomes = if appends.is_empty() {
         Some(Vec::new())
@@ -171,7 +173,7 @@ pub async fn handle(ctx: &BrokerContext, version: i16, request: ProduceRequest) 
                         &planned.partition,
                         &info,
                         planned.leader_epoch,
-                        timeout,
+                        deadline,
                     )
                     .await;
                     if let Err(failure) = committed {
@@ -245,43 +247,42 @@ fn recompress(
     Ok(encoded.freeze())
 }
 
-/// Waits until the high watermark passes the appended batch, at most `timeout`. Fails when
-/// this broker stops leading at `leader_epoch` first (the batch may be truncated away), or when
-/// the ISR that committed it is smaller than `min.insync.replicas` (Kafka's
-/// NOT_ENOUGH_REPLICAS_AFTER_APPEND: committed, but with fewer copies than asked for).
+/// Waits until the high watermark passes the appended batch, at most until `deadline`. Fails
+/// when this broker stops leading at `leader_epoch` first (the batch may be truncated away, and
+/// a follower's high watermark says nothing about it), or when the ISR that committed it is
+/// smaller than `min.insync.replicas` (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND: committed, but
+/// with fewer copies than asked for).
 async fn wait_committed(
     ctx: &BrokerContext,
     partition: &Partition,
     info: &AppendInfo,
     leader_epoch: i32,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> Result<(), Failure<'static>> {
-    let deadline = tokio::time::Instant::now() + timeout;
     // Each pass either returns or waits for a high-watermark move or a role change; bounded
     // by the deadline.
     loop {
         let waiter = Arc::new(Notify::new());
         partition.add_waiter(&waiter, false);
-        if partition.high_watermark() > info.last_offset {
-            let state = partition.state();
-            if (state.isr.len() as u64) < u64::from(state.settings.min_insync_replicas) {
-                return Err(Failure::Request(
-                    RequestProblem::NotEnoughReplicasAfterAppend,
-                ));
+        match partition.committed(info.last_offset, leader_epoch) {
+            None => return Err(Failure::Lookup(LeaderLookup::NotLeader)),
+            Some(Some(isr_size)) => {
+                let min_insync = partition.state().settings.min_insync_replicas;
+                if (isr_size as u64) < u64::from(min_insync) {
+                    return Err(Failure::Request(
+                        RequestProblem::NotEnoughReplicasAfterAppend,
+                    ));
+                }
+                return Ok(());
             }
-            return Ok(());
+            Some(None) => {}
         }
-        if !partition.is_leader_at(leader_epoch) {
-            return Err(Failure::Lookup(LeaderLookup::NotLeader));
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::Request(RequestProblem::TimedOut));
         }
         tokio::select! {
             () = waiter.notified() => {}
-            () = tokio::time::sleep_until(deadline) => {
-                if partition.high_watermark() > info.last_offset {
-                    continue;
-                }
-                return Err(Failure::Request(RequestProblem::TimedOut));
-            }
+            () = tokio::time::sleep_until(deadline) => {}
             () = ctx.shutdown.cancelled() => return Err(Failure::Request(RequestProblem::TimedOut)),
         }
     }

@@ -299,13 +299,16 @@ impl Partition {
         }
     }
 
-    /// Appends batches fetched from the leader (blocking) and takes the leader's high watermark,
-    /// capped at this replica's log end.
+    /// Appends batches fetched from the leader (blocking), takes the leader's high watermark
+    /// (capped at this replica's log end) and its log start offset (capped at the high
+    /// watermark, as Kafka's followers do), so records deleted on the leader by DeleteRecords
+    /// do not come back on a later leader.
     pub fn append_as_follower(
         &self,
         records: Bytes,
         leader_epoch: i32,
         leader_high_watermark: i64,
+        leader_log_start: i64,
     ) -> Result<(), ReplicaError> {
         let state = self.read_state();
         self.check_follower(&state, leader_epoch)?;
@@ -325,6 +328,10 @@ impl Partition {
         // Under the state lock: a role change cannot slip between the check and the raise.
         let high_watermark = leader_high_watermark.min(self.log.log_end_offset());
         self.raise_high_watermark(high_watermark);
+        let start = leader_log_start.min(self.high_watermark());
+        if start > self.log.log_start_offset() {
+            self.log.delete_records_before(start)?;
+        }
         Ok(())
     }
 
@@ -629,12 +636,12 @@ mod tests {
             "no longer leading"
         );
         assert!(matches!(
-            p.append_as_follower(Bytes::new(), 1, 3),
+            p.append_as_follower(Bytes::new(), 1, 3, 0),
             Err(ReplicaError::WrongRole(_))
         ));
         let mut tail = BytesMut::from(&batch(2)[..]);
         tail[..8].copy_from_slice(&3i64.to_be_bytes());
-        p.append_as_follower(tail.freeze(), 2, 4).unwrap();
+        p.append_as_follower(tail.freeze(), 2, 4, 0).unwrap();
         assert_eq!(p.log().log_end_offset(), 5);
         assert_eq!(p.high_watermark(), 4);
         assert_eq!(p.truncate_as_follower(3, 2).unwrap(), 3);

@@ -97,6 +97,15 @@ impl Shared {
     }
 }
 
+/// One partition's part of a fetch response.
+struct Fetched {
+    key: Key,
+    follow: Follow,
+    records: Bytes,
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
 /// The fetcher of one leader broker.
 #[derive(Debug)]
 struct Fetcher {
@@ -568,12 +577,13 @@ impl FetcherTask {
                 };
                 let fetch_offset = positions.get(&key).copied().unwrap_or(0);
                 if data.error_code == 0 {
-                    appends.push((
+                    appends.push(Fetched {
                         key,
-                        follow.clone(),
-                        data.records.unwrap_or_default(),
-                        data.high_watermark,
-                    ));
+                        follow: follow.clone(),
+                        records: data.records.unwrap_or_default(),
+                        high_watermark: data.high_watermark,
+                        log_start_offset: data.log_start_offset,
+                    });
                     continue;
                 }
                 match ResponseError::try_from_code(data.error_code) {
@@ -599,7 +609,7 @@ impl FetcherTask {
     }
 
     /// Appends fetched records (blocking work on one thread for the whole response).
-    async fn append(&self, appends: Vec<(Key, Follow, Bytes, i64)>) {
+    async fn append(&self, appends: Vec<Fetched>) {
         if appends.is_empty() {
             return;
         }
@@ -607,7 +617,14 @@ impl FetcherTask {
         let backoff = self.config.fetch_backoff();
         let throttle = self.config.reassignment_max_bytes_per_sec;
         let outcome = tokio::task::spawn_blocking(move || {
-            for (key, follow, records, high_watermark) in appends {
+            for fetched in appends {
+                let Fetched {
+                    key,
+                    follow,
+                    records,
+                    high_watermark,
+                    log_start_offset,
+                } = fetched;
                 if follow.throttled && throttle > 0 && !records.is_empty() {
                     // The bytes just fetched buy this much time at the throttled rate.
                     let pause = Duration::from_secs_f64(records.len() as f64 / throttle as f64);
@@ -617,6 +634,7 @@ impl FetcherTask {
                     records,
                     follow.leader_epoch,
                     high_watermark,
+                    log_start_offset,
                 );
                 match outcome {
                     Ok(()) => {}

@@ -634,3 +634,72 @@ fn a_reassignment_moves_a_partition_within_its_throttle_and_drops_the_old_replic
     let end = i64::try_from(expected.len()).unwrap();
     assert_replicas_identical(&mut cluster, TOPIC, &[2, 3], end);
 }
+
+/// The earliest offset of partition 0 as `addr` answers it (ListOffsets, timestamp -2).
+fn earliest_offset(addr: SocketAddr, topic: &str) -> Option<i64> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let request = kafka_protocol::messages::ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-2)])]);
+    let response = KafkaConn::connect(addr).ok()?.send(&request, 7).ok()?;
+    let p = response.topics.first()?.partitions.first()?;
+    (p.error_code == 0).then_some(p.offset)
+}
+
+#[test]
+fn records_deleted_on_the_leader_stay_deleted_after_a_failover() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    const TOPIC: &str = "deleted";
+    let mut cluster = Cluster::start(3, 3, FAST_FAILOVER).expect("cluster starts");
+    create_topic(&mut cluster.connect_any().unwrap(), TOPIC, &[1, 2, 3], 2).unwrap();
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "leader 1 with the full ISR", |v| {
+            v.leader == 1 && full_isr(v)
+        })
+        .unwrap();
+    let mut leader = KafkaConn::connect(cluster.member(1).kafka_addr).unwrap();
+    let values: Vec<Vec<u8>> = (0..20).map(|i| format!("r{i}").into_bytes()).collect();
+    assert_eq!(
+        produce_to(&mut leader, TOPIC, 0, plain_batch(&values[..10]), -1).unwrap(),
+        (0, 0)
+    );
+    assert_eq!(
+        produce_to(&mut leader, TOPIC, 0, plain_batch(&values[10..]), -1).unwrap(),
+        (0, 10)
+    );
+    let request = kafka_protocol::messages::DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic_name(TOPIC))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(10)])]);
+    let response = leader.send(&request, 2).unwrap();
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    // Followers learn the new log start from their next fetches.
+    thread::sleep(Duration::from_secs(2));
+    cluster.kill(1);
+    let view = cluster
+        .wait_for(TOPIC, 0, WAIT, "a new leader", |v| v.leader > 1)
+        .unwrap();
+    let addr = cluster.member(view.leader).kafka_addr;
+    let deadline = Instant::now() + WAIT;
+    let earliest = loop {
+        if let Some(offset) = earliest_offset(addr, TOPIC) {
+            break offset;
+        }
+        assert!(Instant::now() < deadline, "the new leader never answered");
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        earliest, 10,
+        "deleted records came back on broker {}",
+        view.leader
+    );
+}

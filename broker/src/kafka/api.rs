@@ -30,6 +30,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// The versions of `key` served, if it is served at all.
@@ -111,6 +112,9 @@ pub async fn dispatch(
         ),
         RequestKind::ListPartitionReassignments(r) => {
             ResponseKind::ListPartitionReassignments(handlers::reassignments::list(ctx, &r))
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(handlers::elect_leaders::handle(ctx, version, r).await)
         }
         // The connection only decodes requests whose (key, version) is in `SUPPORTED`.
         _ => {

@@ -56,6 +56,12 @@ pub enum RequestProblem {
     TransactionsUnsupported,
     /// A fetch session id this broker never created.
     FetchSessionIdNotFound,
+    /// ElectLeaders: the partition already has the leader asked for.
+    ElectionNotNeeded,
+    /// ElectLeaders (preferred): the preferred replica is out of the ISR or fenced.
+    PreferredLeaderNotAvailable,
+    /// ElectLeaders (unclean): no replica could take over.
+    EligibleLeadersNotAvailable,
 }
 
 /// Something that went wrong while serving one part of a request.
@@ -174,6 +180,9 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             // The coordinator does not exist yet: retriable, and honest about what is missing.
             RequestProblem::TransactionsUnsupported => E::CoordinatorNotAvailable,
             RequestProblem::FetchSessionIdNotFound => E::FetchSessionIdNotFound,
+            RequestProblem::ElectionNotNeeded => E::ElectionNotNeeded,
+            RequestProblem::PreferredLeaderNotAvailable => E::PreferredLeaderNotAvailable,
+            RequestProblem::EligibleLeadersNotAvailable => E::EligibleLeadersNotAvailable,
         },
     }
 }

@@ -703,3 +703,48 @@ fn records_deleted_on_the_leader_stay_deleted_after_a_failover() {
         view.leader
     );
 }
+
+/// The error code ElectLeaders (preferred) answers for partition 0 of `topic`.
+fn elect_preferred(conn: &mut KafkaConn, topic: &str) -> i16 {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let request = kafka_protocol::messages::ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(Some(vec![TopicPartitions::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(vec![0])]));
+    let response = conn.send(&request, 2).expect("ElectLeaders");
+    assert_eq!(response.error_code, 0);
+    response.replica_election_results[0].partition_result[0].error_code
+}
+
+#[test]
+fn a_preferred_election_moves_leadership_back_after_a_failover() {
+    const TOPIC: &str = "preferred";
+    let mut cluster = Cluster::start(3, 3, FAST_FAILOVER).expect("cluster starts");
+    create_topic(&mut cluster.connect_any().unwrap(), TOPIC, &[1, 2, 3], 1).unwrap();
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "leader 1", |v| v.leader == 1 && full_isr(v))
+        .unwrap();
+    let mut conn = cluster.connect_any().unwrap();
+    assert_eq!(elect_preferred(&mut conn, TOPIC), 84, "ELECTION_NOT_NEEDED");
+    cluster.stop(1).unwrap();
+    let moved = cluster
+        .wait_for(TOPIC, 0, WAIT, "leadership moved", |v| v.leader > 1)
+        .unwrap();
+    let mut conn = cluster.connect_any().unwrap();
+    assert_eq!(
+        elect_preferred(&mut conn, TOPIC),
+        80,
+        "PREFERRED_LEADER_NOT_AVAILABLE while broker 1 is down"
+    );
+    cluster.restart(1).unwrap();
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "broker 1 back in the ISR", full_isr)
+        .unwrap();
+    assert_eq!(elect_preferred(&mut conn, TOPIC), 0);
+    let back = cluster
+        .wait_for(TOPIC, 0, WAIT, "broker 1 leading", |v| v.leader == 1)
+        .unwrap();
+    assert!(back.leader_epoch > moved.leader_epoch);
+}

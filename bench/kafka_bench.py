@@ -192,6 +192,32 @@ class Broker:
             self.data_dir = None
 
 
+def process_cpu_seconds(pid):
+    """User + system CPU seconds a process has used so far (all its threads), from /proc."""
+    with open("/proc/%d/stat" % pid, encoding="ascii") as f:
+        # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by the broker and by this client process (Python and librdkafka threads) while
+    a phase runs, as percent of one core: tells which side a throughput figure is bound by."""
+
+    def __init__(self, broker_pid):
+        self.broker_pid = broker_pid
+        self.wall = time.perf_counter()
+        self.broker = process_cpu_seconds(broker_pid)
+        self.client = time.process_time()
+
+    def done(self):
+        wall = max(1e-9, time.perf_counter() - self.wall)
+        return {
+            "broker_cpu_pct": 100.0 * (process_cpu_seconds(self.broker_pid) - self.broker) / wall,
+            "client_cpu_pct": 100.0 * (time.process_time() - self.client) / wall,
+        }
+
+
 def read_status_kib(pid, field):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -617,14 +643,20 @@ def run(args, brokers):
         topic = "bench-p%d" % partitions
         create_topics(bootstrap, [topic], partitions, 60)
         log("produce %d x %d B to %s" % (args.records, args.record_bytes, topic))
+        meter = CpuMeter(broker.proc.pid)
         prod = produce_throughput(bootstrap, topic, partitions, args.records, payloads, args.timeout)
+        prod.update(meter.done())
         prod["ratio_to_raw_tcp"] = prod["mb_s"] / out["raw_tcp"]["mb_s"]
-        log("  produce: %.0f records/s, %.1f MB/s in %.2f s"
-            % (prod["records_s"], prod["mb_s"], prod["seconds"]))
+        log("  produce: %.0f records/s, %.1f MB/s in %.2f s (CPU: broker %.0f%%, client %.0f%%)"
+            % (prod["records_s"], prod["mb_s"], prod["seconds"], prod["broker_cpu_pct"],
+               prod["client_cpu_pct"]))
         log("consume %s" % topic)
+        meter = CpuMeter(broker.proc.pid)
         cons = consume_throughput(bootstrap, topic, partitions, args.records, args.timeout)
-        log("  consume: %.0f records/s, %.1f MB/s in %.2f s"
-            % (cons["records_s"], cons["mb_s"], cons["seconds"]))
+        cons.update(meter.done())
+        log("  consume: %.0f records/s, %.1f MB/s in %.2f s (CPU: broker %.0f%%, client %.0f%%)"
+            % (cons["records_s"], cons["mb_s"], cons["seconds"], cons["broker_cpu_pct"],
+               cons["client_cpu_pct"]))
         out["throughput"][str(partitions)] = {"produce": prod, "consume": cons}
 
     peak = out["throughput"]["1"]["produce"]["records_s"]
@@ -681,16 +713,17 @@ def table(r):
     lines.append("records: %d x %d B (MB = 10^6 B of record values), acks=1, no compression, no idempotence"
                  % (p["records"], p["record_bytes"]))
     lines.append("")
-    lines.append("%-34s %12s %14s %10s" % ("", "MB/s", "records/s", "vs raw TCP"))
+    lines.append("%-34s %12s %14s %10s %11s %11s" % ("", "MB/s", "records/s", "vs raw TCP",
+                                                      "broker CPU", "client CPU"))
     lines.append("%-34s %12.1f %14s %10s" % ("raw loopback TCP (Python sink)", raw, "-", "1.00"))
     for parts in ("1", "8"):
         t = r["throughput"][parts]
-        lines.append("%-34s %12.1f %14.0f %10.2f" % (
-            "produce, %s partition%s" % (parts, "" if parts == "1" else "s"),
-            t["produce"]["mb_s"], t["produce"]["records_s"], t["produce"]["ratio_to_raw_tcp"]))
-        lines.append("%-34s %12.1f %14.0f %10.2f" % (
-            "consume, %s partition%s" % (parts, "" if parts == "1" else "s"),
-            t["consume"]["mb_s"], t["consume"]["records_s"], t["consume"]["mb_s"] / raw))
+        for phase in ("produce", "consume"):
+            f = t[phase]
+            lines.append("%-34s %12.1f %14.0f %10.2f %10.0f%% %10.0f%%" % (
+                "%s, %s partition%s" % (phase, parts, "" if parts == "1" else "s"),
+                f["mb_s"], f["records_s"], f["mb_s"] / raw, f["broker_cpu_pct"],
+                f["client_cpu_pct"]))
     lat = r["latency"]
     lines.append("")
     lines.append("produce latency, 1 partition, linger.ms=0, %.0f records/s target (%.0f achieved, %d records):"

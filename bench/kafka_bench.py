@@ -431,6 +431,89 @@ def produce_throughput(bootstrap, topic, partitions, records, payloads, timeout_
     return {"seconds": elapsed, "records_s": records / elapsed, "mb_s": nbytes / elapsed / MB}
 
 
+def encode_batch(payloads, first, count):
+    """One uncompressed v2 record batch of `count` records (kafka-python's builder: CRC and
+    varints by the library), without a producer id."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False,
+                                        producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                        batch_size=2**31 - 1)
+    for i in range(count):
+        builder.append(i, 1_000_000 + i, None, payloads[(first + i) % len(payloads)], [])
+    return bytes(builder.build())
+
+
+def produce_request_frame(correlation_id, topic, partition, batch, acks):
+    """A length-prefixed Produce v3 request carrying `batch` (request header v1). The envelope
+    is a few fixed fields; the records inside are the library-built batch."""
+    client = b"streambus-bench-pipelined"
+    name = topic.encode()
+    body = (struct.pack(">hhih", 0, 3, correlation_id, len(client)) + client
+            + struct.pack(">hhi", -1, acks, 30_000)                     # transactional id, acks, timeout
+            + struct.pack(">ih", 1, len(name)) + name                    # one topic
+            + struct.pack(">iii", 1, partition, len(batch)))             # one partition, records size
+    return struct.pack(">i", len(body) + len(batch)) + body, batch
+
+
+def read_produce_response(sock, buf):
+    """Reads one Produce v3 response (one topic, one partition); returns (correlation id, error)."""
+    def exact(n):
+        while len(buf) < n:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise BenchError("broker closed the pipelined producer's connection")
+            buf.extend(chunk)
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
+    size = struct.unpack(">i", exact(4))[0]
+    frame = exact(size)
+    correlation_id = struct.unpack(">i", frame[:4])[0]
+    name_len = struct.unpack(">h", frame[8:10])[0]
+    at = 10 + name_len + 4 + 4  # topic name, partitions count, partition index
+    error = struct.unpack(">h", frame[at:at + 2])[0]
+    return correlation_id, error
+
+
+def produce_pipelined(bootstrap, topic, partitions, records, payloads, timeout_s,
+                      batch_records=1000, in_flight=8):
+    """Produce at the protocol level, without a client library's per-record work: pre-encoded
+    batches of `batch_records` records (the same bytes resent; the broker assigns offsets), up
+    to `in_flight` requests pipelined on one connection, acks=1. What the broker can take when
+    the client costs almost nothing."""
+    batches = [encode_batch(payloads, p * batch_records, batch_records) for p in range(partitions)]
+    host, port = bootstrap.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=SOCKET_TIMEOUT_MS / 1000)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    deadline = Deadline(timeout_s, "pipelined produce of %d records to %s" % (records, topic))
+    requests = -(-records // batch_records)
+    buf = bytearray()
+    sent = answered = 0
+    try:
+        start = time.perf_counter()
+        while answered < requests:
+            while sent < requests and sent - answered < in_flight:
+                head, batch = produce_request_frame(sent, topic, sent % partitions,
+                                                    batches[sent % partitions], 1)
+                sock.sendall(head)
+                sock.sendall(batch)
+                sent += 1
+            correlation_id, error = read_produce_response(sock, buf)
+            if correlation_id != answered or error != 0:
+                raise BenchError("pipelined produce: response %d (expected %d), error %d"
+                                 % (correlation_id, answered, error))
+            answered += 1
+            if (answered & 255) == 0:
+                deadline.check("%d of %d requests answered" % (answered, requests))
+        elapsed = time.perf_counter() - start
+    finally:
+        sock.close()
+    total = requests * batch_records
+    nbytes = total * len(payloads[0])
+    return {"seconds": elapsed, "records": total, "records_s": total / elapsed,
+            "mb_s": nbytes / elapsed / MB, "batch_records": batch_records, "in_flight": in_flight}
+
+
 def consume_throughput(bootstrap, topic, partitions, records, timeout_s):
     errors = ClientErrors()
     conf = base_conf(bootstrap, errors, "streambus-bench-consumer")
@@ -657,7 +740,19 @@ def run(args, brokers):
         log("  consume: %.0f records/s, %.1f MB/s in %.2f s (CPU: broker %.0f%%, client %.0f%%)"
             % (cons["records_s"], cons["mb_s"], cons["seconds"], cons["broker_cpu_pct"],
                cons["client_cpu_pct"]))
-        out["throughput"][str(partitions)] = {"produce": prod, "consume": cons}
+        topic_raw = "bench-pipelined-p%d" % partitions
+        create_topics(bootstrap, [topic_raw], partitions, 60)
+        log("pipelined produce (pre-encoded batches) %d x %d B to %s"
+            % (args.records, args.record_bytes, topic_raw))
+        meter = CpuMeter(broker.proc.pid)
+        piped = produce_pipelined(bootstrap, topic_raw, partitions, args.records, payloads,
+                                  args.timeout)
+        piped.update(meter.done())
+        log("  pipelined produce: %.0f records/s, %.1f MB/s in %.2f s (CPU: broker %.0f%%, client %.0f%%)"
+            % (piped["records_s"], piped["mb_s"], piped["seconds"], piped["broker_cpu_pct"],
+               piped["client_cpu_pct"]))
+        out["throughput"][str(partitions)] = {"produce": prod, "consume": cons,
+                                              "produce_pipelined": piped}
 
     peak = out["throughput"]["1"]["produce"]["records_s"]
     create_topics(bootstrap, ["bench-latency"], 1, 60)
@@ -718,10 +813,13 @@ def table(r):
     lines.append("%-34s %12.1f %14s %10s" % ("raw loopback TCP (Python sink)", raw, "-", "1.00"))
     for parts in ("1", "8"):
         t = r["throughput"][parts]
-        for phase in ("produce", "consume"):
+        for phase in ("produce", "produce_pipelined", "consume"):
             f = t[phase]
+            label = {"produce": "produce", "consume": "consume",
+                     "produce_pipelined": "produce, pre-encoded batches"}[phase]
             lines.append("%-34s %12.1f %14.0f %10.2f %10.0f%% %10.0f%%" % (
-                "%s, %s partition%s" % (phase, parts, "" if parts == "1" else "s"),
+                "%s, %s p." % (label, parts) if phase == "produce_pipelined"
+                else "%s, %s partition%s" % (label, parts, "" if parts == "1" else "s"),
                 f["mb_s"], f["records_s"], f["mb_s"] / raw, f["broker_cpu_pct"],
                 f["client_cpu_pct"]))
     lat = r["latency"]

@@ -1,6 +1,6 @@
 //! `deploy/local-cluster.sh`, the 3-broker launcher: `start` brings up brokers that form one
 //! metadata quorum and prints the bootstrap list, `status` reports them, `stop` ends exactly the
-//! processes it started.
+//! processes it started; the example 3-node configs load.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -263,4 +263,28 @@ fn the_local_cluster_script_starts_three_brokers_that_know_each_other_and_stops_
         "all stopped: {}",
         describe(&status)
     );
+}
+
+#[test]
+fn the_example_three_node_configs_are_accepted_by_the_broker() {
+    for id in 1..=3 {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../deploy/config/broker-{id}.toml"));
+        let output = streambus_integration_tests::run_streambus(&[
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "--print-config",
+        ])
+        .expect("runs");
+        assert!(
+            output.status.success(),
+            "broker-{id}.toml refused: {}",
+            output.stderr
+        );
+        assert!(
+            output.stdout.contains(&format!("node_id = {id}")),
+            "{}",
+            output.stdout
+        );
+    }
 }

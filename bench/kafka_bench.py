@@ -297,6 +297,24 @@ def raw_tcp_once(total_bytes, timeout_s):
         sink.stderr.close()
 
 
+def raw_file_append(total_bytes, data_root):
+    """Appends `total_bytes` in 64 KiB writes to a new file where the broker keeps its data,
+    without fsync: the page-cache write cost every produced byte pays too. The file is kept
+    until all trials ran (as a log keeps its data), then removed."""
+    chunk = os.urandom(RAW_CHUNK)
+    fd, path = tempfile.mkstemp(prefix="streambus-bench-raw-", dir=data_root)
+    try:
+        start = time.perf_counter()
+        left = total_bytes
+        while left > 0:
+            left -= os.write(fd, chunk[:min(left, RAW_CHUNK)])
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return {"mb_s": total_bytes / elapsed / MB, "seconds": elapsed}
+
+
 def raw_tcp_baseline(total_bytes, trials, timeout_s):
     runs = []
     for _ in range(trials):
@@ -717,6 +735,8 @@ def run(args, brokers):
     # Before any broker or Kafka client exists, so nothing else competes for the CPUs.
     log("raw loopback TCP, %d bytes x %d trials" % (total_bytes, args.raw_trials))
     out["raw_tcp"] = raw_tcp_baseline(total_bytes, args.raw_trials, args.timeout)
+    log("raw file append, %d bytes" % total_bytes)
+    out["raw_file"] = raw_file_append(total_bytes, args.data_root)
 
     broker = Broker(args.broker_bin, args.data_root, "throughput", args.keep_data)
     brokers.append(broker)
@@ -811,6 +831,8 @@ def table(r):
     lines.append("%-34s %12s %14s %10s %11s %11s" % ("", "MB/s", "records/s", "vs raw TCP",
                                                       "broker CPU", "client CPU"))
     lines.append("%-34s %12.1f %14s %10s" % ("raw loopback TCP (Python sink)", raw, "-", "1.00"))
+    lines.append("%-34s %12.1f %14s %10.2f" % ("raw file append (page cache)", r["raw_file"]["mb_s"],
+                                             "-", r["raw_file"]["mb_s"] / raw))
     for parts in ("1", "8"):
         t = r["throughput"][parts]
         for phase in ("produce", "produce_pipelined", "consume"):

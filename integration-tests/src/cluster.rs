@@ -24,6 +24,8 @@ pub struct Member {
     pub kafka_addr: SocketAddr,
     args: Vec<String>,
     pub process: Option<BrokerProcess>,
+    /// SIGSTOPped: its sockets still accept connections but nothing answers.
+    pub paused: bool,
 }
 
 /// A partition as a Metadata response describes it.
@@ -93,6 +95,7 @@ impl Cluster {
                 kafka_addr: format!("127.0.0.1:{}", ports[2 * i]).parse()?,
                 args,
                 process: None,
+                paused: false,
             });
         }
         let mut cluster = Cluster { dir, members };
@@ -136,6 +139,7 @@ impl Cluster {
 
     /// SIGKILL of broker `id`.
     pub fn kill(&mut self, id: i32) {
+        self.member_mut(id).paused = false;
         if let Some(process) = self.member_mut(id).process.take() {
             process.kill();
         }
@@ -163,13 +167,21 @@ impl Cluster {
         self.wait_active(id, 0)
     }
 
-    /// Sends `signal` to broker `id` (`STOP`, `CONT`).
-    pub fn signal(&self, id: i32, signal: &str) -> anyhow::Result<()> {
-        self.member(id)
+    /// Sends `signal` to broker `id` (`STOP`, `CONT`); a stopped broker is skipped by
+    /// [`Cluster::connect_any`].
+    pub fn signal(&mut self, id: i32, signal: &str) -> anyhow::Result<()> {
+        let member = self.member_mut(id);
+        member
             .process
             .as_ref()
             .context("broker not running")?
-            .signal(signal)
+            .signal(signal)?;
+        match signal {
+            "STOP" => member.paused = true,
+            "CONT" => member.paused = false,
+            _ => {}
+        }
+        Ok(())
     }
 
     pub fn is_running(&self, id: i32) -> bool {
@@ -200,7 +212,11 @@ impl Cluster {
 
     /// A connection to some running broker, trying each.
     pub fn connect_any(&self) -> anyhow::Result<KafkaConn> {
-        for member in self.members.iter().filter(|m| m.process.is_some()) {
+        for member in self
+            .members
+            .iter()
+            .filter(|m| m.process.is_some() && !m.paused)
+        {
             if let Ok(conn) = KafkaConn::connect(member.kafka_addr) {
                 return Ok(conn);
             }

@@ -748,3 +748,56 @@ fn a_preferred_election_moves_leadership_back_after_a_failover() {
         .unwrap();
     assert!(back.leader_epoch > moved.leader_epoch);
 }
+
+#[test]
+fn a_paused_leader_that_resumes_after_losing_leadership_loses_no_acknowledged_record() {
+    const TOPIC: &str = "paused";
+    let mut cluster = Cluster::start(3, 3, FAST_FAILOVER).expect("cluster starts");
+    create_topic(&mut cluster.connect_any().unwrap(), TOPIC, &[1, 2, 3], 2).unwrap();
+    let addrs: Vec<SocketAddr> = cluster.members.iter().map(|m| m.kafka_addr).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = spawn_producer(addrs, TOPIC, stop.clone(), Duration::from_secs(300));
+    for _round in 0..2 {
+        let view = cluster
+            .wait_for(TOPIC, 0, WAIT, "a leader with the full ISR", full_isr)
+            .unwrap();
+        // SIGSTOP outlives the 2 s session: the controller fences the frozen leader and moves
+        // leadership; on SIGCONT the old leader must notice before acknowledging anything.
+        cluster.signal(view.leader, "STOP").unwrap();
+        let moved = cluster.wait_for(TOPIC, 0, WAIT, "a new leader", |v| {
+            v.leader > 0 && v.leader != view.leader
+        });
+        cluster.signal(view.leader, "CONT").unwrap();
+        moved.unwrap();
+        thread::sleep(Duration::from_secs(2));
+    }
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "the full ISR after the pauses", full_isr)
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let produced = producer.join().expect("producer thread");
+    assert!(
+        produced.acked.len() >= 20,
+        "too little progress: {produced:?}"
+    );
+    let unexpected: Vec<i16> = produced
+        .errors
+        .iter()
+        .copied()
+        .filter(|c| !RETRIABLE.contains(c))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "non-retriable errors: {unexpected:?}"
+    );
+    let count = assert_acked_present(&cluster, TOPIC, &produced.acked);
+    cluster
+        .wait_for(TOPIC, 0, WAIT, "the full ISR before stopping", full_isr)
+        .unwrap();
+    assert_replicas_identical(
+        &mut cluster,
+        TOPIC,
+        &[1, 2, 3],
+        i64::try_from(count).unwrap(),
+    );
+}

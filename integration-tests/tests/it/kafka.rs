@@ -577,3 +577,31 @@ fn idle_connections_are_closed() {
     // The read blocks until the broker closes the silent connection (bounded by IO_TIMEOUT).
     assert!(idle.is_closed_by_peer());
 }
+
+#[test]
+fn metadata_auto_creates_valid_names_and_refuses_invalid_ones() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let broker = DevBroker::start(&[]).unwrap();
+    let mut conn = broker.connect().unwrap();
+    let ask = |conn: &mut KafkaConn, topic: &str| {
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(topic)))
+            ]))
+            .with_allow_auto_topic_creation(true);
+        let response = conn.send(&request, 12).expect("metadata");
+        response.topics[0].error_code
+    };
+    assert_eq!(ask(&mut conn, "bad name!"), 17, "INVALID_TOPIC_EXCEPTION");
+    assert_eq!(ask(&mut conn, ".."), 17);
+    assert!(
+        !broker.log_text().contains("topic auto-created"),
+        "nothing written for invalid names"
+    );
+    let code = ask(&mut conn, "auto.created-1");
+    assert!(
+        code == 0 || code == 5,
+        "created (or leader pending): {code}"
+    );
+    assert!(broker.log_text().contains("topic auto-created"));
+}

@@ -20,6 +20,8 @@ mod partition;
 mod placement;
 mod topics;
 
+pub use topics::validate_topic_name;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};

@@ -250,7 +250,7 @@ impl MetadataImage {
 }
 
 /// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub(super) fn validate_topic_name(name: &str) -> Result<(), Rejection> {
+pub fn validate_topic_name(name: &str) -> Result<(), Rejection> {
     let invalid = |problem| Rejection::InvalidTopicName {
         name: name.to_owned(),
         problem,

@@ -54,8 +54,15 @@ pub async fn handle(
                         created.insert(name.to_string(), outcome);
                     }
                 }
-                if !created.is_empty() {
-                    image = wait_for_topics(ctx, created.keys().cloned().collect()).await;
+                // Only names whose creation was accepted will appear; waiting for the refused
+                // ones would hold the response for the whole wait.
+                let accepted: Vec<String> = created
+                    .iter()
+                    .filter(|(_, code)| **code == 0)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                if !accepted.is_empty() {
+                    image = wait_for_topics(ctx, accepted).await;
                 }
             }
             for wanted in requested {
@@ -105,6 +112,11 @@ pub async fn handle(
 
 /// Creates `name` with the broker defaults; returns 0 or the error code to report for it.
 async fn auto_create(ctx: &BrokerContext, name: &str) -> i16 {
+    // Checked here first: a bad name costs no metadata write (each unknown name in a request
+    // would otherwise be one round trip to the controller).
+    if let Err(rejection) = streambus_raft::image::validate_topic_name(name) {
+        return code(Failure::Rejected(&rejection));
+    }
     let command = MetadataCommand::CreateTopic(CreateTopic {
         name: name.to_owned(),
         topic_id: new_topic_id(),

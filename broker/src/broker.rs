@@ -74,7 +74,6 @@ impl Broker {
         let fetchers = Arc::new(ReplicaFetchers::new(
             ctx.config.node_id,
             ctx.config.replication.clone(),
-            ctx.config.socket_request_max_bytes,
             shutdown.clone(),
         ));
         let background = vec![
@@ -122,13 +121,28 @@ impl Broker {
             Ok(Ok(_)) => {
                 // Apply the fence before the listener stops: the partitions go offline (no
                 // more appends here, parked acks=all produces answer NOT_LEADER_OR_FOLLOWER).
-                let offset = self.ctx.image().metadata_offset();
-                if self
-                    .ctx
-                    .partitions
-                    .wait_reconciled(offset, CONTROLLED_SHUTDOWN_TIMEOUT)
-                    .await
-                {
+                // The controller answered once it applied the fence; this broker's own image
+                // may still be behind, so wait for an image that shows it.
+                let me = self.ctx.config.node_id;
+                let mut images = self.quorum.node.subscribe();
+                let fenced = tokio::time::timeout(
+                    CONTROLLED_SHUTDOWN_TIMEOUT,
+                    images.wait_for(|image| image.broker(me).is_none_or(|b| b.fenced)),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|image| image.metadata_offset());
+                let applied = match fenced {
+                    Some(offset) => {
+                        self.ctx
+                            .partitions
+                            .wait_reconciled(offset, CONTROLLED_SHUTDOWN_TIMEOUT)
+                            .await
+                    }
+                    None => false,
+                };
+                if applied {
                     tracing::info!("controlled shutdown: leaderships handed over");
                 } else {
                     tracing::warn!("controlled shutdown: the fence was not applied in time");

@@ -94,6 +94,8 @@ pub struct IsrChange {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<BrokerId>,
+    /// Identifies this proposal in the leader's view (see `LeaderView::alter_refused`).
+    pub seq: u64,
 }
 
 /// A parked request and what wakes it.
@@ -399,11 +401,13 @@ impl Partition {
                 .max(self.high_watermark());
             view.expansion(replica, &state.isr, high_watermark)
                 .map(|new_isr| {
-                    view.begin_alter(&state.isr, &new_isr, state.partition_epoch, now_ms());
+                    let seq =
+                        view.begin_alter(&state.isr, &new_isr, state.partition_epoch, now_ms());
                     IsrChange {
                         leader_epoch: state.leader_epoch,
                         partition_epoch: state.partition_epoch,
                         new_isr,
+                        seq,
                     }
                 })
         };
@@ -419,26 +423,28 @@ impl Partition {
         let mut view = self.view();
         let view = view.as_mut()?;
         let now = now_ms();
-        if let Some((new_isr, base)) = view.stale_pending(now, lag_max_ms / 2) {
+        if let Some((new_isr, base, seq)) = view.stale_pending(now, lag_max_ms / 2) {
             return Some(IsrChange {
                 leader_epoch: state.leader_epoch,
                 partition_epoch: base,
                 new_isr,
+                seq,
             });
         }
         let new_isr = view.shrink(self.broker_id, &state.isr, now, lag_max_ms)?;
-        view.begin_alter(&state.isr, &new_isr, state.partition_epoch, now);
+        let seq = view.begin_alter(&state.isr, &new_isr, state.partition_epoch, now);
         Some(IsrChange {
             leader_epoch: state.leader_epoch,
             partition_epoch: state.partition_epoch,
             new_isr,
+            seq,
         })
     }
 
-    /// The controller refused the ISR change based on `base_partition_epoch`; nothing changed.
-    pub fn isr_change_refused(&self, base_partition_epoch: i32) {
+    /// The controller refused ISR change `seq` in a way that proves nothing changed.
+    pub fn isr_change_refused(&self, seq: u64) {
         if let Some(view) = self.view().as_mut() {
-            view.alter_refused(base_partition_epoch);
+            view.alter_refused(seq);
         }
         self.advance_high_watermark();
     }
@@ -616,7 +622,7 @@ mod tests {
         assert_eq!(change.new_isr, vec![1, 2, 3]);
         p.record_follower_fetch(2, 6, 1).unwrap();
         assert_eq!(p.high_watermark(), 4, "3, being added, is at 4");
-        p.isr_change_refused(change.partition_epoch);
+        p.isr_change_refused(change.seq);
         assert_eq!(p.high_watermark(), 6, "refused: back to the committed ISR");
     }
 

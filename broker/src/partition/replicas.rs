@@ -35,6 +35,8 @@ struct PendingIsr {
     maximal: Vec<BrokerId>,
     new_isr: Vec<BrokerId>,
     base_partition_epoch: i32,
+    /// Tells this change's answers from a earlier one's with the same base.
+    seq: u64,
     /// When it was (last) sent.
     sent_ms: i64,
 }
@@ -48,6 +50,7 @@ pub struct LeaderView {
     pub epoch_start_offset: i64,
     followers: HashMap<BrokerId, FollowerView>,
     pending: Option<PendingIsr>,
+    next_seq: u64,
 }
 
 impl LeaderView {
@@ -80,6 +83,7 @@ impl LeaderView {
             epoch_start_offset,
             followers,
             pending: None,
+            next_seq: 0,
         }
     }
 
@@ -187,37 +191,38 @@ impl LeaderView {
         Some(isr.iter().copied().filter(|m| !lagging(m)).collect())
     }
 
-    /// An ISR change from `isr` to `new_isr`, based on `base_partition_epoch`, was sent to the
-    /// controller.
+    /// An ISR change from `isr` to `new_isr`, based on `base_partition_epoch`, is being sent
+    /// to the controller; returns its sequence number (for [`LeaderView::alter_refused`]).
     pub fn begin_alter(
         &mut self,
         isr: &[BrokerId],
         new_isr: &[BrokerId],
         base_partition_epoch: i32,
         now_ms: i64,
-    ) {
+    ) -> u64 {
         let mut maximal = isr.to_vec();
         maximal.extend(new_isr.iter().filter(|m| !isr.contains(m)));
+        self.next_seq += 1;
         self.pending = Some(PendingIsr {
             maximal,
             new_isr: new_isr.to_vec(),
             base_partition_epoch,
+            seq: self.next_seq,
             sent_ms: now_ms,
         });
+        self.next_seq
     }
 
     pub fn is_altering(&self) -> bool {
         self.pending.is_some()
     }
 
-    /// The controller refused the change based on `base_partition_epoch` (nothing changed). An
-    /// answer about an older change is ignored.
-    pub fn alter_refused(&mut self, base_partition_epoch: i32) {
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.base_partition_epoch == base_partition_epoch)
-        {
+    /// The controller refused change `seq` in a way that proves nothing was applied (an
+    /// invalid ISR). An answer about an earlier change is ignored; refusals that only say the
+    /// partition moved on (a later partition or leader epoch) leave the change to be settled by
+    /// the image, since an earlier send of it may be what moved it.
+    pub fn alter_refused(&mut self, seq: u64) {
+        if self.pending.as_ref().is_some_and(|p| p.seq == seq) {
             self.pending = None;
         }
     }
@@ -237,13 +242,21 @@ impl LeaderView {
     /// A pending change sent more than `retry_ms` ago and still unsettled (its answer was lost,
     /// or it never reached the log): `(new ISR, base partition epoch)` to send again. Sending
     /// the same compare-and-set twice is harmless.
-    pub fn stale_pending(&mut self, now_ms: i64, retry_ms: i64) -> Option<(Vec<BrokerId>, i32)> {
+    pub fn stale_pending(
+        &mut self,
+        now_ms: i64,
+        retry_ms: i64,
+    ) -> Option<(Vec<BrokerId>, i32, u64)> {
         let pending = self.pending.as_mut()?;
         if now_ms.saturating_sub(pending.sent_ms) <= retry_ms {
             return None;
         }
         pending.sent_ms = now_ms;
-        Some((pending.new_isr.clone(), pending.base_partition_epoch))
+        Some((
+            pending.new_isr.clone(),
+            pending.base_partition_epoch,
+            pending.seq,
+        ))
     }
 }
 
@@ -276,11 +289,11 @@ mod tests {
         v.on_fetch(2, 120, 120, 1_001);
         v.on_fetch(3, 100, 120, 1_001);
         assert_eq!(v.high_watermark(ME, &[1, 2], 120), Some(120));
-        v.begin_alter(&[1, 2], &[1, 2, 3], 7, 1_002);
+        let seq = v.begin_alter(&[1, 2], &[1, 2, 3], 7, 1_002);
         assert_eq!(v.high_watermark(ME, &[1, 2], 120), Some(100));
         v.on_partition_epoch(7);
         assert!(v.is_altering(), "settles only past its base epoch");
-        v.alter_refused(6);
+        v.alter_refused(seq - 1);
         assert!(v.is_altering(), "a refusal of an older change");
         v.on_partition_epoch(8);
         assert!(!v.is_altering());
@@ -317,7 +330,7 @@ mod tests {
         v.begin_alter(&[1, 2, 3], &[1, 2], 4, 25_000);
         assert_eq!(v.shrink(ME, &[1, 2, 3], 25_000, 10_000), None);
         assert_eq!(v.stale_pending(30_000, 10_000), None);
-        assert_eq!(v.stale_pending(40_000, 10_000), Some((vec![1, 2], 4)));
+        assert_eq!(v.stale_pending(40_000, 10_000), Some((vec![1, 2], 4, 1)));
         assert_eq!(v.stale_pending(41_000, 10_000), None, "sent again just now");
         assert!(v.is_altering(), "still pending until an image settles it");
     }
@@ -325,8 +338,8 @@ mod tests {
     #[test]
     fn a_refused_change_is_no_longer_pending() {
         let mut v = view();
-        v.begin_alter(&[1, 2], &[1, 2, 3], 4, 1_000);
-        v.alter_refused(4);
+        let seq = v.begin_alter(&[1, 2], &[1, 2, 3], 4, 1_000);
+        v.alter_refused(seq);
         assert!(!v.is_altering());
     }
 }

@@ -45,6 +45,11 @@ const TRUNCATION_ROUNDS_MAX: usize = 16;
 /// Kafka's "no epoch" in OffsetForLeaderEpoch answers.
 const UNDEFINED: i64 = -1;
 
+/// A fetch response may carry one batch of up to `max.message.bytes` (a topic setting, and the
+/// leader's recompression can make a batch larger than the request that brought it); peers are
+/// brokers of this cluster, so their frames are bounded only by Kafka's own frame size.
+const MAX_PEER_FRAME_BYTES: usize = i32::MAX as usize;
+
 type Key = (TopicId, u32);
 
 /// A partition this broker follows, as one fetcher sees it.
@@ -125,19 +130,14 @@ pub struct ReplicaFetchers {
 }
 
 impl ReplicaFetchers {
-    /// `socket_request_max_bytes` bounds the largest batch a producer could have sent, so a
-    /// fetch response holds at most the fetch budget plus one such batch.
     pub fn new(
         broker_id: BrokerId,
         config: ReplicationConfig,
-        socket_request_max_bytes: usize,
         shutdown: CancellationToken,
     ) -> ReplicaFetchers {
         ReplicaFetchers {
             broker_id,
-            max_response_bytes: config
-                .fetch_max_bytes
-                .saturating_add(socket_request_max_bytes),
+            max_response_bytes: MAX_PEER_FRAME_BYTES,
             config,
             fetchers: Mutex::new(HashMap::new()),
             shutdown,
@@ -452,14 +452,11 @@ impl FetcherTask {
     async fn apply_truncation(&self, key: Key, follow: Follow, target: i64, done: bool) -> bool {
         let partition = follow.partition.clone();
         let epoch = follow.leader_epoch;
-        let outcome = tokio::task::spawn_blocking(move || {
-            let end = partition.log().log_end_offset();
-            if target >= end {
-                return Ok(end);
-            }
-            partition.truncate_as_follower(target, epoch)
-        })
-        .await;
+        // Called even when the target is at or past the log end: the storage then drops epochs
+        // recorded at the end without data.
+        let outcome =
+            tokio::task::spawn_blocking(move || partition.truncate_as_follower(target, epoch))
+                .await;
         match outcome {
             Ok(Ok(end)) => {
                 if done {

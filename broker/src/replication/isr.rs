@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use streambus_raft::command::{AlterPartition, BrokerId};
+use streambus_raft::command::{AlterPartition, BrokerId, Rejection};
 use streambus_raft::{MetadataCommand, MetadataNode, MetadataResponse, RaftError};
 use tokio_util::sync::CancellationToken;
 
@@ -29,18 +29,19 @@ pub fn propose(node: MetadataNode, me: BrokerId, partition: Arc<Partition>, chan
             partition_epoch: change.partition_epoch,
             new_isr: change.new_isr,
         });
-        let base = change.partition_epoch;
+        let seq = change.seq;
         match node.write(command).await {
             // The image that carries it settles the pending change.
             Ok(MetadataResponse::PartitionAltered { .. }) => {}
             Ok(MetadataResponse::Rejected(rejection)) | Err(RaftError::Rejected(rejection)) => {
                 tracing::info!(topic = %partition.topic, index = partition.index, ?rejection, "ISR change refused");
-                partition.isr_change_refused(base);
+                // Only an invalid ISR proves nothing was applied; a later partition or leader
+                // epoch may be this very change, sent before: the image settles those.
+                if matches!(rejection, Rejection::InvalidIsr { .. }) {
+                    partition.isr_change_refused(seq);
+                }
             }
-            Ok(other) => {
-                tracing::warn!(?other, "unexpected answer to an ISR change");
-                partition.isr_change_refused(base);
-            }
+            Ok(other) => tracing::warn!(?other, "unexpected answer to an ISR change"),
             Err(error) => {
                 // The outcome is unknown: the change stays pending until an image shows a later
                 // partition epoch, and is sent again if none does.

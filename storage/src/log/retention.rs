@@ -122,7 +122,12 @@ impl Log {
     pub fn truncate_to(&self, offset: i64) -> Result<i64> {
         let mut st = self.lock_writable()?;
         if offset >= st.log_end_offset {
-            return Ok(st.log_end_offset);
+            // Nothing to cut, but epochs recorded at the end with no data (a leader deposed
+            // before its first append) go, as Kafka's truncateTo does: the batches that follow
+            // will carry the real epochs.
+            let end = st.log_end_offset;
+            st.epochs.truncate_from_end(end)?;
+            return Ok(end);
         }
         let first_base = st.segments.keys().next().copied().unwrap_or(0);
         if offset <= first_base || offset < st.log_start_offset {

@@ -912,6 +912,11 @@ fn a_new_leader_epoch_is_recorded_at_the_log_end_before_any_append() {
     log.assign_leader_epoch(3)
         .expect("an older epoch is ignored");
     assert_eq!(log.latest_epoch(), Some(4));
+    // Deposed before appending: a follower's truncation at (or past) the end drops the empty
+    // epoch, so replicated batches of older epochs are recorded under their own epochs.
+    assert_eq!(log.truncate_to(10).expect("truncate"), 2);
+    assert_eq!(log.latest_epoch(), Some(1));
+    log.assign_leader_epoch(4).expect("assign again");
     log.append_as_leader(values_batch(1, 10, b'e', T0), 4)
         .expect("append at the new epoch");
     assert_eq!(log.end_offset_for_epoch(4), (4, 3));

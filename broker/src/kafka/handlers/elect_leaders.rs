@@ -17,13 +17,40 @@ pub async fn handle(
     version: i16,
     request: ElectLeadersRequest,
 ) -> ElectLeadersResponse {
+    // v0 has no top-level error code: a request-wide failure is reported on every partition.
+    let requested: Vec<(String, i32)> = request
+        .topic_partitions
+        .iter()
+        .flatten()
+        .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.to_string(), p)))
+        .collect();
+    let fail_all = |error: i16| {
+        if version >= 1 {
+            return ElectLeadersResponse::default().with_error_code(error);
+        }
+        let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
+        for (topic, index) in &requested {
+            by_topic.entry(topic.clone()).or_default().push(
+                PartitionResult::default()
+                    .with_partition_id(*index)
+                    .with_error_code(error),
+            );
+        }
+        ElectLeadersResponse::default().with_replica_election_results(
+            by_topic
+                .into_iter()
+                .map(|(topic, results)| {
+                    ReplicaElectionResult::default()
+                        .with_topic(topic_name(topic))
+                        .with_partition_result(results)
+                })
+                .collect(),
+        )
+    };
     let election = match (version, request.election_type) {
         (0, _) | (_, 0) => ElectionType::Preferred,
         (_, 1) => ElectionType::Unclean,
-        _ => {
-            return ElectLeadersResponse::default()
-                .with_error_code(code(Failure::Request(RequestProblem::Inconsistent)));
-        }
+        _ => return fail_all(code(Failure::Request(RequestProblem::Inconsistent))),
     };
     let mut invalid: Vec<(String, i32)> = Vec::new();
     let partitions = request.topic_partitions.map(|topics| {
@@ -84,13 +111,9 @@ pub async fn handle(
         }
         Ok(other) => {
             tracing::warn!(?other, "unexpected answer to ElectLeaders");
-            return ElectLeadersResponse::default()
-                .with_error_code(code(Failure::Request(RequestProblem::TimedOut)));
+            return fail_all(code(Failure::Request(RequestProblem::TimedOut)));
         }
-        Err(error) => {
-            return ElectLeadersResponse::default()
-                .with_error_code(code(Failure::Metadata(&error)));
-        }
+        Err(error) => return fail_all(code(Failure::Metadata(&error))),
     }
     let results = by_topic
         .into_iter()

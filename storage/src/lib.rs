@@ -10,6 +10,7 @@
 //! - [`checkpoint`]: atomic, checksummed small files.
 //! - [`clock`]: the time source (wall clock, or manual in tests).
 //! - [`config`]: per-log settings (Kafka topic configs).
+//! - [`decompress`]: record-batch decoding with a bound on the decompressed size.
 //! - [`epoch`]: leader-epoch cache (epoch → start offset), for truncation by OffsetForLeaderEpoch.
 //! - [`error`]: the crate's error enum.
 //! - [`index`]: sparse offset and time indexes of a segment.
@@ -25,6 +26,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;
+pub mod decompress;
 pub mod epoch;
 pub mod error;
 pub mod index;

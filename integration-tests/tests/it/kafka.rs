@@ -611,3 +611,38 @@ fn metadata_auto_creates_valid_names_and_refuses_invalid_ones() {
         "only the valid name was created"
     );
 }
+
+#[test]
+fn a_decompression_bomb_is_refused_when_the_broker_must_recompress() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let broker = DevBroker::start(&[]).unwrap();
+    let mut conn = broker.connect().unwrap();
+    // compression.type=gzip makes the broker decompress every zstd batch to re-encode it.
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name("recompressed"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("compression.type"))
+                .with_value(Some(StrBytes::from_static_str("gzip")))])])
+        .with_timeout_ms(10_000);
+    assert_eq!(conn.send(&request, 7).unwrap().topics[0].error_code, 0);
+    // 80 MiB of zeros: a few hundred KB compressed, past the 64 MiB decompression bound.
+    let zeros = vec![0u8; 1 << 20];
+    let values: Vec<&[u8]> = (0..80).map(|_| zeros.as_slice()).collect();
+    let bomb = batch(&values, None, Compression::Zstd);
+    assert!(bomb.len() < 1 << 20, "compressed to {} bytes", bomb.len());
+    let response = produce(&mut conn, "recompressed", 0, bomb, 1);
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code, 2,
+        "CORRUPT_MESSAGE"
+    );
+    // A normal zstd batch is still recompressed and stored.
+    let small = batch(&[b"fine".as_slice()], None, Compression::Zstd);
+    let response = produce(&mut conn, "recompressed", 0, small, 1);
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    let records = fetch_all(&mut conn, "recompressed", 0);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value.as_deref(), Some(&b"fine"[..]));
+}

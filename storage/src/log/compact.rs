@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
+use kafka_protocol::records::{Compression, Record};
 
 use super::recovery::SWAP_SUFFIX;
 use super::Log;
@@ -172,9 +172,14 @@ fn kept_verbatim(header: &BatchHeader) -> bool {
 
 fn decode(header: &BatchHeader, bytes: &[u8]) -> Result<(Vec<Record>, Compression)> {
     let mut buf = Bytes::copy_from_slice(bytes);
-    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| StorageError::RecordCodec {
-        offset: header.base_offset,
-        message: e.to_string(),
+    // Compaction looks inside batches written by clients: the same bound as every other
+    // decompression (the batch was accepted within max.message.bytes, so 64 MiB is ample).
+    let limit = crate::decompress::DECOMPRESSED_BATCH_BYTES_MIN_LIMIT;
+    let set = crate::decompress::decode_batch(&mut buf, limit).map_err(|e| {
+        StorageError::RecordCodec {
+            offset: header.base_offset,
+            message: e.to_string(),
+        }
     })?;
     Ok((set.records, set.compression))
 }

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 
 use super::{Log, LogState};
 use crate::batch::BatchHeader;
@@ -181,7 +180,9 @@ impl Log {
                 h.max_timestamp >= timestamp_ms && h.last_offset() >= log_start
             })?;
             if let Some((header, bytes)) = found {
-                return first_record_at_or_after(&header, bytes, timestamp_ms, log_start).map(Some);
+                let limit = self.decompressed_limit();
+                return first_record_at_or_after(&header, bytes, timestamp_ms, log_start, limit)
+                    .map(Some);
             }
         }
         Ok(None)
@@ -223,10 +224,17 @@ impl Log {
         let found = find_batch(&file, &path, from, end, |h| h.base_offset >= batch_offset)?;
         match found {
             Some((header, bytes)) => {
-                first_record_at_or_after(&header, bytes, max_ts, header.base_offset).map(Some)
+                let limit = self.decompressed_limit();
+                first_record_at_or_after(&header, bytes, max_ts, header.base_offset, limit)
+                    .map(Some)
             }
             None => Ok(None),
         }
+    }
+
+    /// How many bytes one of this log's batches may decompress to when it must be looked into.
+    pub(crate) fn decompressed_limit(&self) -> usize {
+        crate::decompress::limit_for(self.lock().config.max_message_bytes)
     }
 
     /// Aborted transactions that overlap `[start_offset, upper_offset)`, for read_committed
@@ -283,14 +291,17 @@ fn first_record_at_or_after(
     bytes: Bytes,
     timestamp_ms: i64,
     min_offset: i64,
+    decompressed_limit: usize,
 ) -> Result<(i64, i64)> {
     if header.is_log_append_time() {
         return Ok((header.base_offset.max(min_offset), header.max_timestamp));
     }
     let mut buf = bytes;
-    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| StorageError::RecordCodec {
-        offset: header.base_offset,
-        message: e.to_string(),
+    let set = crate::decompress::decode_batch(&mut buf, decompressed_limit).map_err(|e| {
+        StorageError::RecordCodec {
+            offset: header.base_offset,
+            message: e.to_string(),
+        }
     })?;
     set.records
         .iter()

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
-use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use kafka_protocol::records::Compression;
 use streambus_storage::batch::{self, BatchHeader};
 use streambus_storage::{AppendInfo, StorageError};
 use tokio::sync::Notify;
@@ -223,7 +223,10 @@ fn append(planned: &Append) -> Result<AppendInfo, ReplicaError> {
     if let CompressionType::Codec(target) = planned.compression {
         let header = batch::validate(&batch, false).map_err(StorageError::from)?;
         if header.compression() != target as u8 {
-            batch = recompress(batch, &header, target)?;
+            let limit = streambus_storage::decompress::limit_for(
+                planned.partition.log().config().max_message_bytes,
+            );
+            batch = recompress(batch, &header, target, limit)?;
         }
     }
     planned
@@ -235,13 +238,16 @@ fn recompress(
     batch: Bytes,
     header: &BatchHeader,
     target: Compression,
+    limit: usize,
 ) -> Result<Bytes, StorageError> {
     let codec_error = |message: String| StorageError::RecordCodec {
         offset: header.base_offset,
         message,
     };
     let mut buf = batch;
-    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| codec_error(e.to_string()))?;
+    // A client's batch: decompressed within a bound, never without one.
+    let set = streambus_storage::decompress::decode_batch(&mut buf, limit)
+        .map_err(|e| codec_error(e.to_string()))?;
     let mut records = set.records;
     let encoded = batch::encode_records(&mut records, target)?;
     Ok(encoded.freeze())

@@ -305,6 +305,9 @@ impl PartitionManager {
     fn delete(&self, partition: Arc<Partition>) {
         tracing::info!(topic = %partition.topic, index = partition.index, "deleting partition");
         partition.go_offline();
+        // After this no maintenance pass still holding the partition can touch a file: the
+        // directory's path may name a recreated topic's files once it moves.
+        partition.log().retire();
         partition.wake_waiters(true);
         let dir = self.logs_dir.join(&partition.dir_name);
         self.rename_and_remove(&dir, &partition.dir_name);

@@ -117,7 +117,8 @@ impl Log {
         truncations: u64,
     ) -> Result<Option<u64>> {
         let mut st = self.lock();
-        let unchanged = st.truncations == truncations
+        let unchanged = !st.retired
+            && st.truncations == truncations
             && st
                 .segments
                 .get(&candidate.base)

@@ -100,6 +100,9 @@ struct LogState {
     /// Set when a write or fsync failed in a way that may leave the files out of step with
     /// this state: appends, flushes and truncations are refused until the log is reopened.
     appends_blocked: bool,
+    /// Set by [`Log::retire`]: the directory is about to be deleted or moved, so nothing may
+    /// change a file any more (its paths may soon name another log's files).
+    retired: bool,
     /// The partition's high watermark as last told by the broker; retention never deletes a
     /// segment holding offsets at or above it (followers may still need them). `None` until
     /// the broker reports one (a log used on its own).
@@ -209,12 +212,20 @@ impl Log {
     /// The state, for an operation that writes: refused once appends are blocked.
     fn lock_writable(&self) -> Result<MutexGuard<'_, LogState>> {
         let st = self.lock();
-        if st.appends_blocked {
+        if st.appends_blocked || st.retired {
             return Err(StorageError::AppendsBlocked {
                 dir: self.dir.clone(),
             });
         }
         Ok(st)
+    }
+
+    /// Stops every change to the log's files for good (appends, truncation, retention,
+    /// DeleteRecords, compaction swaps), waiting for one in progress: call before deleting or
+    /// moving the directory, since its paths may then name another log's files (a topic
+    /// recreated under the same name). Reads keep working on the open files.
+    pub fn retire(&self) {
+        self.lock().retired = true;
     }
 
     /// Blocks appends after `error`, which may have left the files out of step with the

@@ -101,6 +101,7 @@ impl Log {
             truncations: 0,
             open_old_segments: VecDeque::new(),
             appends_blocked: false,
+            retired: false,
             high_watermark: None,
         };
         let log = Log {

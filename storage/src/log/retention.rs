@@ -23,6 +23,9 @@ impl Log {
         let now = self.clock.now_ms();
         let mut st = self.lock();
         let mut outcome = RetentionOutcome::default();
+        if st.retired {
+            return Ok(outcome);
+        }
         let mut total: u64 = st.segments.values().map(Segment::size_bytes).sum();
         let deletes = st.config.cleanup_policy.deletes();
         let retention_ms = st.config.retention_ms;
@@ -79,7 +82,7 @@ impl Log {
     /// DeleteRecords: moves the log start offset up to `offset` durably and deletes segments
     /// that fall wholly below it. Returns the new log start offset.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64> {
-        let mut st = self.lock();
+        let mut st = self.lock_writable()?;
         if offset > st.log_end_offset || offset < 0 {
             return Err(st.out_of_range(offset));
         }
@@ -96,6 +99,9 @@ impl Log {
 
     fn enforce_retention_below_start(&self) -> Result<()> {
         let mut st = self.lock();
+        if st.retired {
+            return Ok(());
+        }
         let mut deleted = false;
         while st.segments.len() > 1 {
             let mut iter = st.segments.keys();

@@ -922,6 +922,38 @@ fn a_new_leader_epoch_is_recorded_at_the_log_end_before_any_append() {
     assert_eq!(log.end_offset_for_epoch(4), (4, 3));
 }
 
+#[test]
+fn a_retired_log_changes_no_file_but_still_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = manual_clock();
+    let config = LogConfig {
+        segment_bytes: 1024,
+        retention_bytes: 1,
+        ..LogConfig::default()
+    };
+    let log = open_log(dir.path(), config, &clock, 0);
+    for _ in 0..4 {
+        log.append_as_leader(values_batch(2, 400, b'r', T0), 0)
+            .expect("append");
+    }
+    log.on_high_watermark_updated(log.log_end_offset());
+    let files_before = std::fs::read_dir(dir.path()).expect("dir").count();
+    log.retire();
+    assert!(log
+        .append_as_leader(values_batch(1, 10, b'r', T0), 0)
+        .is_err());
+    assert!(log.truncate_to(2).is_err());
+    assert!(log.delete_records_before(2).is_err());
+    log.enforce_retention().expect("a no-op");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        files_before,
+        "no file deleted or created"
+    );
+    let read = log.read(0, 1 << 20, log.log_end_offset()).expect("reads");
+    assert!(!read.records.is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Idempotent producers and transactions
 // ---------------------------------------------------------------------------------------------

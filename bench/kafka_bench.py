@@ -862,6 +862,16 @@ def table(r):
     return "\n".join(lines)
 
 
+def check_common_args(ap, args):
+    """Checks shared by this script and replication_bench.py: an executable broker binary, and
+    positive record counts and sizes."""
+    args.broker_bin = os.path.abspath(os.path.expanduser(args.broker_bin))
+    if not (os.path.isfile(args.broker_bin) and os.access(args.broker_bin, os.X_OK)):
+        ap.error("broker binary %s is missing or not executable" % args.broker_bin)
+    if args.records < 1 or args.record_bytes < 1:
+        ap.error("--records and --record-bytes must be positive")
+
+
 def parse_args(argv):
     home = os.path.expanduser("~")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -887,11 +897,7 @@ def parse_args(argv):
                     help="parent of the brokers' temporary data directories (default: the system temp dir)")
     ap.add_argument("--keep-data", action="store_true", help="keep the brokers' data directories")
     args = ap.parse_args(argv)
-    args.broker_bin = os.path.abspath(os.path.expanduser(args.broker_bin))
-    if not (os.path.isfile(args.broker_bin) and os.access(args.broker_bin, os.X_OK)):
-        ap.error("broker binary %s is missing or not executable" % args.broker_bin)
-    if args.records < 1 or args.record_bytes < 1:
-        ap.error("--records and --record-bytes must be positive")
+    check_common_args(ap, args)
     return args
 
 

@@ -507,11 +507,7 @@ def parse_args(argv):
                     help="parent of the run's temporary directory (default: the system temp dir)")
     ap.add_argument("--keep-data", action="store_true", help="keep the temporary directory and the brokers' data")
     args = ap.parse_args(argv)
-    args.broker_bin = os.path.abspath(os.path.expanduser(args.broker_bin))
-    if not (os.path.isfile(args.broker_bin) and os.access(args.broker_bin, os.X_OK)):
-        ap.error("broker binary %s is missing or not executable" % args.broker_bin)
-    if args.records < 1 or args.record_bytes < 1:
-        ap.error("--records and --record-bytes must be positive")
+    kb.check_common_args(ap, args)
     if args.failover_rounds < 1:
         ap.error("--failover-rounds must be at least 1")
     if args.timeout <= 0 or args.ready_timeout <= 0 or args.warmup_seconds < 0:

@@ -103,6 +103,21 @@ struct Produced {
     errors: Vec<i16>,
 }
 
+impl Produced {
+    fn assert_only_retriable_errors(&self) {
+        let unexpected: Vec<i16> = self
+            .errors
+            .iter()
+            .copied()
+            .filter(|c| !RETRIABLE.contains(c))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "non-retriable errors: {unexpected:?}"
+        );
+    }
+}
+
 /// Produces one-record batches with acks=all to partition 0 until `stop`, following the leader
 /// through failovers (bounded by `limit`).
 fn spawn_producer(
@@ -283,16 +298,7 @@ fn acks_all_records_survive_repeated_leader_and_controller_kills() {
         produced.acked.len(),
         produced.errors
     );
-    let unexpected: Vec<i16> = produced
-        .errors
-        .iter()
-        .copied()
-        .filter(|c| !RETRIABLE.contains(c))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "non-retriable errors: {unexpected:?}"
-    );
+    produced.assert_only_retriable_errors();
     let count = assert_acked_present(&cluster, TOPIC, &produced.acked);
     let end = i64::try_from(count).unwrap();
     println!(
@@ -780,16 +786,7 @@ fn a_paused_leader_that_resumes_after_losing_leadership_loses_no_acknowledged_re
         produced.acked.len() >= 20,
         "too little progress: {produced:?}"
     );
-    let unexpected: Vec<i16> = produced
-        .errors
-        .iter()
-        .copied()
-        .filter(|c| !RETRIABLE.contains(c))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "non-retriable errors: {unexpected:?}"
-    );
+    produced.assert_only_retriable_errors();
     let count = assert_acked_present(&cluster, TOPIC, &produced.acked);
     cluster
         .wait_for(TOPIC, 0, WAIT, "the full ISR before stopping", full_isr)

@@ -308,19 +308,7 @@ impl MetadataImage {
             .filter(|b| !target.contains(b))
             .collect();
         // A replaced reassignment may drop replicas it was adding: they leave the ISR too.
-        if !partition.isr.iter().any(|b| replicas.contains(b)) {
-            return Err(Rejection::InvalidIsr {
-                problem: IsrProblem::Empty,
-            });
-        }
-        partition.isr.retain(|b| replicas.contains(b));
-        if partition.leader.is_some_and(|l| !replicas.contains(&l)) {
-            partition.leader = replicas
-                .iter()
-                .copied()
-                .find(|&b| partition.isr.contains(&b) && eligible(b));
-            partition.leader_epoch = partition.leader_epoch.saturating_add(1);
-        }
+        narrow_to(partition, &replicas, false, &eligible)?;
         partition.replicas = replicas;
         partition.adding_replicas = adding;
         partition.removing_replicas = removing;
@@ -328,6 +316,35 @@ impl MetadataImage {
         complete_reassignment(partition, &eligible);
         Ok(())
     }
+}
+
+/// Keeps the ISR members among `replicas` (refused if none is left) and hands a leader outside
+/// them — or, with `elect_if_leaderless`, no leader — over to the first eligible ISR member of
+/// `replicas`, at a new leader epoch.
+fn narrow_to(
+    partition: &mut PartitionRecord,
+    replicas: &[BrokerId],
+    elect_if_leaderless: bool,
+    eligible: &impl Fn(BrokerId) -> bool,
+) -> Result<(), Rejection> {
+    if !partition.isr.iter().any(|b| replicas.contains(b)) {
+        return Err(Rejection::InvalidIsr {
+            problem: IsrProblem::Empty,
+        });
+    }
+    partition.isr.retain(|b| replicas.contains(b));
+    let replace = match partition.leader {
+        Some(leader) => !replicas.contains(&leader),
+        None => elect_if_leaderless,
+    };
+    if replace {
+        partition.leader = replicas
+            .iter()
+            .copied()
+            .find(|&b| partition.isr.contains(&b) && eligible(b));
+        partition.leader_epoch = partition.leader_epoch.saturating_add(1);
+    }
+    Ok(())
 }
 
 /// Ends a reassignment whose target replicas are all in the ISR.
@@ -355,19 +372,7 @@ fn finish_replicas(
     replicas: Vec<BrokerId>,
     eligible: &impl Fn(BrokerId) -> bool,
 ) -> Result<(), Rejection> {
-    if !partition.isr.iter().any(|b| replicas.contains(b)) {
-        return Err(Rejection::InvalidIsr {
-            problem: IsrProblem::Empty,
-        });
-    }
-    partition.isr.retain(|b| replicas.contains(b));
-    if partition.leader.is_none_or(|l| !replicas.contains(&l)) {
-        partition.leader = replicas
-            .iter()
-            .copied()
-            .find(|&b| partition.isr.contains(&b) && eligible(b));
-        partition.leader_epoch = partition.leader_epoch.saturating_add(1);
-    }
+    narrow_to(partition, &replicas, true, eligible)?;
     partition.replicas = replicas;
     partition.adding_replicas.clear();
     partition.removing_replicas.clear();

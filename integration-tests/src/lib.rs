@@ -34,6 +34,16 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Path of the `streambus` binary built alongside the running test.
 pub fn streambus_bin() -> anyhow::Result<PathBuf> {
+    workspace_bin("streambus", "streambus-broker")
+}
+
+/// Path of the `sbctl` binary built alongside the running test.
+pub fn sbctl_bin() -> anyhow::Result<PathBuf> {
+    workspace_bin("sbctl", "streambus-client")
+}
+
+/// A binary of this workspace, next to the test executable's `deps` directory.
+fn workspace_bin(name: &str, package: &str) -> anyhow::Result<PathBuf> {
     let test_exe = std::env::current_exe().context("cannot locate the test executable")?;
     let profile_dir = test_exe
         .parent()
@@ -45,15 +55,45 @@ pub fn streambus_bin() -> anyhow::Result<PathBuf> {
                 test_exe.display()
             )
         })?;
-    let bin = profile_dir.join(format!("streambus{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !bin.is_file() {
         bail!(
-            "streambus binary not found at {}: run `cargo build -p streambus-broker` \
+            "{name} binary not found at {}: run `cargo build -p {package}` \
              (a workspace-wide `cargo test` or `cargo nextest run` builds it)",
             bin.display()
         );
     }
     Ok(bin)
+}
+
+/// An `sbctl` command talking to `bootstrap`, with no `STREAMBUS_*` variables inherited.
+pub fn sbctl_command(bootstrap: &str) -> anyhow::Result<Command> {
+    let mut command = Command::new(sbctl_bin()?);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("STREAMBUS_") {
+            command.env_remove(name);
+        }
+    }
+    command.arg("--bootstrap-server").arg(bootstrap);
+    Ok(command)
+}
+
+/// The project virtualenv's Python, which has the third-party Kafka clients
+/// (`scripts/bootstrap.sh` builds it; `STREAMBUS_VENV` overrides where).
+pub fn python() -> anyhow::Result<PathBuf> {
+    let venv = match std::env::var_os("STREAMBUS_VENV") {
+        Some(venv) => PathBuf::from(venv),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+            .join(".cache/streambus-venv"),
+    };
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        bail!(
+            "{} missing: run scripts/bootstrap.sh (make test does)",
+            python.display()
+        );
+    }
+    Ok(python)
 }
 
 /// What a finished process printed and how it exited.

@@ -16,23 +16,6 @@ fn python_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
 }
 
-/// The project virtualenv's interpreter (see `scripts/bootstrap.sh`).
-fn python() -> PathBuf {
-    let venv = std::env::var_os("STREAMBUS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/streambus-venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/bootstrap.sh (make test does)",
-        python.display()
-    );
-    python
-}
-
 fn run(broker: &DevBroker, mut command: Command, what: &str) {
     command.env("STREAMBUS_BOOTSTRAP", broker.bootstrap());
     let output = run_with_timeout(command, SCRIPT_TIMEOUT).expect(what);
@@ -52,7 +35,7 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 fn script(name: &str) -> Command {
-    let mut command = Command::new(python());
+    let mut command = Command::new(streambus_integration_tests::python().unwrap());
     command.arg(python_dir().join(name));
     command
 }

@@ -6,3 +6,4 @@ mod deploy;
 mod kafka;
 mod metadata;
 mod replication;
+mod sbctl;

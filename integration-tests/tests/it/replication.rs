@@ -459,20 +459,9 @@ fn a_double_failover_truncates_by_leader_epoch_and_keeps_committed_records() {
     assert_replicas_identical(&mut cluster, TOPIC, &[1, 2], 15);
 }
 
-/// The project virtualenv's interpreter (see `scripts/bootstrap.sh`).
-fn python() -> std::path::PathBuf {
-    let venv = std::env::var_os("STREAMBUS_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/streambus-venv")
-        });
-    venv.join("bin/python")
-}
-
 fn durability_script(cluster: &Cluster, args: &[&str]) -> std::process::Command {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/durability.py");
-    let mut command = std::process::Command::new(python());
+    let mut command = std::process::Command::new(streambus_integration_tests::python().unwrap());
     command
         .arg(script)
         .args(args)

@@ -1,0 +1,293 @@
+//! The producer's shared state: per-partition queues of batches, the `buffer_memory` budget,
+//! producer id and sequences, and the bookkeeping `flush` waits on.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Record, TimestampType};
+use tokio::sync::{oneshot, Notify, Semaphore};
+
+use super::ProducerConfig;
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::partitioner::{partition_for_key, StickyPartitioner};
+use crate::record::{ProducerRecord, RecordMetadata, TopicPartition};
+
+pub(super) type Delivery = oneshot::Sender<Result<RecordMetadata>>;
+
+/// Records bound for one partition, sent as one record batch.
+#[derive(Debug)]
+pub(super) struct Batch {
+    pub records: Vec<Record>,
+    pub deliveries: Vec<Delivery>,
+    pub bytes: usize,
+    pub created: Instant,
+    /// Flush generation at creation: `flush` waits for batches of earlier generations.
+    pub generation: u64,
+    pub attempts: u32,
+    /// Encoded at the first send (with its sequence) and resent as is on retry.
+    pub encoded: Option<Bytes>,
+    /// The sequence this batch was encoded with, to roll back on a definite failure.
+    pub base_sequence: i32,
+    pub producer_id: i64,
+}
+
+/// One partition's queue: batches in order; only the front one may be in flight.
+#[derive(Debug, Default)]
+pub(super) struct PartitionQueue {
+    pub batches: VecDeque<Batch>,
+    pub in_flight: bool,
+    pub retry_at: Option<Instant>,
+    pub next_sequence: i32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub queues: HashMap<TopicPartition, PartitionQueue>,
+    pub generation: u64,
+    /// Batches of generations below this are sent without lingering.
+    pub flush_below: u64,
+    pub incomplete: BTreeMap<u64, usize>,
+    pub closed: bool,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// A batch with an unknown outcome expired: its sequence may or may not be written, so
+    /// the producer takes a new id before sending more (as the Java client bumps its epoch).
+    pub needs_producer_id: bool,
+    /// Some send failed in a way that suggests stale leaders.
+    pub refresh_wanted: bool,
+    pub refreshing: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub client: Client,
+    pub config: ProducerConfig,
+    /// Permits are bytes of `buffer_memory`.
+    pub memory: Arc<Semaphore>,
+    pub state: Mutex<State>,
+    /// Wakes the sender task: records appended, a batch completed, a flush.
+    pub wake_sender: Notify,
+    /// Wakes `flush` callers when batches complete.
+    pub completed: Notify,
+    partitioner: Mutex<StickyPartitioner>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Shared {
+    pub fn new(client: Client, config: ProducerConfig) -> Arc<Shared> {
+        Arc::new(Shared {
+            client,
+            memory: Arc::new(Semaphore::new(config.buffer_memory)),
+            config,
+            state: Mutex::new(State {
+                producer_id: -1,
+                producer_epoch: -1,
+                ..State::default()
+            }),
+            wake_sender: Notify::new(),
+            completed: Notify::new(),
+            partitioner: Mutex::new(StickyPartitioner::new()),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The partition count of `topic`, refreshing metadata (and letting the broker auto-create
+    /// the topic, if it does) until it is known or `max_block` passes.
+    async fn partitions(&self, topic: &str, deadline: Instant) -> Result<i32> {
+        let mut backoff = self.client.config().retry_backoff;
+        loop {
+            if let Some(info) = self.client.metadata().topics.get(topic) {
+                return Ok(info.partitions.len() as i32);
+            }
+            let refreshed = self
+                .client
+                .refresh_metadata(&[topic.to_owned()], true)
+                .await;
+            if let Ok(metadata) = &refreshed {
+                if metadata.topics.contains_key(topic) {
+                    continue;
+                }
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(match refreshed {
+                    Err(e) => e,
+                    Ok(_) => Error::UnknownTopicOrPartition(topic.to_owned()),
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.client.config().retry_backoff_max);
+        }
+    }
+
+    pub async fn append(
+        &self,
+        record: ProducerRecord,
+    ) -> Result<oneshot::Receiver<Result<RecordMetadata>>> {
+        let size = record.size_estimate();
+        if size > self.config.max_request_size {
+            return Err(Error::RecordTooLarge {
+                size,
+                max: self.config.max_request_size,
+            });
+        }
+        if self.lock().closed {
+            return Err(Error::Closed);
+        }
+        let deadline = Instant::now() + self.config.max_block;
+        let partitions = self.partitions(&record.topic, deadline).await?;
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) if (0..partitions).contains(&p) => p,
+            (Some(p), _) => {
+                return Err(Error::UnknownTopicOrPartition(format!(
+                    "{}-{p} ({partitions} partitions)",
+                    record.topic
+                )))
+            }
+            (None, Some(key)) => partition_for_key(key, partitions),
+            (None, None) => self
+                .partitioner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .partition(&record.topic, partitions, size, self.config.batch_size),
+        };
+        // Backpressure: wait for room in `buffer_memory`. The permits go back when the batch
+        // completes (see `release`).
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(remaining, self.memory.acquire_many(permits))
+            .await
+            .map_err(|_| Error::BufferExhausted(self.config.max_block))?
+            .map_err(|_| Error::Closed)?
+            .forget();
+
+        let (delivery, receiver) = oneshot::channel();
+        let tp = TopicPartition::new(record.topic, partition);
+        let headers: IndexMap<StrBytes, Option<Bytes>> = record
+            .headers
+            .into_iter()
+            .map(|h| (StrBytes::from_string(h.key), h.value))
+            .collect();
+        let mut state = self.lock();
+        if state.closed {
+            drop(state);
+            self.memory.add_permits(size);
+            return Err(Error::Closed);
+        }
+        let generation = state.generation;
+        let batch_size = self.config.batch_size;
+        let State {
+            queues, incomplete, ..
+        } = &mut *state;
+        let queue = queues.entry(tp).or_default();
+        let needs_new = queue
+            .batches
+            .back()
+            .is_none_or(|b| b.encoded.is_some() || b.bytes + size > batch_size);
+        if needs_new {
+            queue.batches.push_back(Batch {
+                records: Vec::new(),
+                deliveries: Vec::new(),
+                bytes: 0,
+                created: Instant::now(),
+                generation,
+                attempts: 0,
+                encoded: None,
+                base_sequence: -1,
+                producer_id: -1,
+            });
+            *incomplete.entry(generation).or_default() += 1;
+        }
+        let batch = queue.batches.back_mut().expect("a batch was pushed above");
+        batch.records.push(new_record(
+            batch.records.len(),
+            record.key,
+            record.value,
+            headers,
+            record.timestamp_ms,
+        ));
+        batch.deliveries.push(delivery);
+        batch.bytes += size;
+        // A full batch is sendable now; a new one starts the sender's linger timer.
+        let wake = batch.bytes >= batch_size || batch.records.len() == 1;
+        drop(state);
+        if wake {
+            self.wake_sender.notify_one();
+        }
+        Ok(receiver)
+    }
+
+    /// Gives a completed batch's bytes back to `buffer_memory` and lets `flush` re-check.
+    pub fn release(&self, state: &mut State, batch: &Batch) {
+        self.memory.add_permits(batch.bytes);
+        if let Some(count) = state.incomplete.get_mut(&batch.generation) {
+            *count -= 1;
+            if *count == 0 {
+                state.incomplete.remove(&batch.generation);
+            }
+        }
+        self.completed.notify_waiters();
+    }
+
+    pub async fn flush(&self) {
+        let target = {
+            let mut state = self.lock();
+            let target = state.generation;
+            state.generation += 1;
+            state.flush_below = state.generation;
+            target
+        };
+        self.wake_sender.notify_one();
+        loop {
+            let done = self.completed.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.lock().incomplete.range(..=target).next().is_none() {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    pub async fn close(&self) {
+        self.flush().await;
+        self.lock().closed = true;
+        self.wake_sender.notify_one();
+    }
+}
+
+fn new_record(
+    index: usize,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: IndexMap<StrBytes, Option<Bytes>>,
+    timestamp_ms: Option<i64>,
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: index as i64,
+        sequence: index as i32,
+        timestamp: timestamp_ms.unwrap_or_else(now_ms),
+        key,
+        value,
+        headers,
+    }
+}

@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR
 
 CARGO ?= cargo
 
-.PHONY: bootstrap build run test test-suite doc-test lint fmt bench bench-kafka bench-replication clean-cache
+.PHONY: bootstrap build run test test-suite doc-test lint fmt bench bench-kafka bench-replication bench-client clean-cache
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -53,6 +53,7 @@ bench: bootstrap
 	$(CARGO) bench -p streambus-storage -p streambus-raft
 	$(MAKE) --no-print-directory bench-kafka
 	$(MAKE) --no-print-directory bench-replication
+	$(MAKE) --no-print-directory bench-client
 
 # Produce/consume through a release broker on loopback with librdkafka (confluent-kafka), next to
 # raw loopback TCP measured in the same run; see bench/README.md.
@@ -65,6 +66,12 @@ bench-kafka: bootstrap
 bench-replication: bootstrap
 	$(CARGO) build --release -p streambus-broker
 	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/replication_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus
+
+# `sbctl perf produce` next to librdkafka (confluent-kafka) against one release broker, in the
+# same run; see bench/README.md.
+bench-client: bootstrap
+	$(CARGO) build --release -p streambus-broker -p streambus-client
+	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/client_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus --sbctl-bin $(CARGO_TARGET_DIR)/release/sbctl
 
 # Removes the shared build cache; the next build compiles RocksDB again.
 clean-cache:

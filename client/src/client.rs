@@ -105,6 +105,29 @@ impl Client {
         Ok(client)
     }
 
+    /// A client that has not connected (for unit tests of the layers above).
+    #[cfg(test)]
+    pub(crate) fn unconnected(config: ClientConfig) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                config,
+                connections: Mutex::new(HashMap::new()),
+                metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
+                refresh: tokio::sync::Mutex::new(0),
+            }),
+        }
+    }
+
+    /// Replaces the cached metadata (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn set_metadata(&self, metadata: ClusterMetadata) {
+        *self
+            .inner
+            .metadata
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(metadata);
+    }
+
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }
@@ -212,19 +235,17 @@ impl Client {
             return Ok(Arc::clone(conn));
         }
         let config = &self.inner.config;
-        let conn = Arc::new(
-            Connection::connect(
-                addr,
-                ConnectionConfig {
-                    client_id: config.client_id.clone(),
-                    connect_timeout: config.connect_timeout,
-                    request_timeout: config.request_timeout,
-                    max_in_flight: config.max_in_flight_per_connection,
-                    max_response_bytes: config.max_response_bytes,
-                },
-            )
-            .await?,
-        );
+        let conn = Connection::connect(
+            addr,
+            ConnectionConfig {
+                client_id: config.client_id.clone(),
+                connect_timeout: config.connect_timeout,
+                request_timeout: config.request_timeout,
+                max_in_flight: config.max_in_flight_per_connection,
+                max_response_bytes: config.max_response_bytes,
+            },
+        )
+        .await?;
         *slot = Some(Arc::clone(&conn));
         Ok(conn)
     }

@@ -8,8 +8,9 @@
 //! (a broker blocked writing to us would otherwise stop reading from us: a deadlock).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -57,7 +58,8 @@ pub(crate) struct Connection {
     in_flight: Arc<Semaphore>,
     correlation_id: AtomicI32,
     closed: Arc<AtomicBool>,
-    versions: HashMap<i16, (i16, i16)>,
+    /// Set once, by the ApiVersions exchange in `connect`.
+    versions: OnceLock<HashMap<i16, (i16, i16)>>,
     config: ConnectionConfig,
     tasks: [AbortHandle; 2],
 }
@@ -72,7 +74,7 @@ impl Drop for Connection {
 
 impl Connection {
     /// Connects to `addr` and asks the broker which API versions it handles.
-    pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Connection> {
+    pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Arc<Connection>> {
         let io_error = |source| Error::Io {
             addr: addr.to_owned(),
             source,
@@ -105,22 +107,23 @@ impl Connection {
             Arc::clone(&closed),
             addr.to_owned(),
         ));
-        let mut connection = Connection {
+        let connection = Arc::new(Connection {
             addr: addr.to_owned(),
             outgoing,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             correlation_id: AtomicI32::new(0),
             closed,
-            versions: HashMap::new(),
+            versions: OnceLock::new(),
             config,
             tasks: [write_task.abort_handle(), read_task.abort_handle()],
-        };
-        connection.versions = connection.negotiate().await?;
+        });
+        let versions = connection.negotiate().await?;
+        let _ = connection.versions.set(versions);
         Ok(connection)
     }
 
     /// ApiVersions v3 first; a broker that does not know it answers v0 with its range (KIP-511).
-    async fn negotiate(&self) -> Result<HashMap<i16, (i16, i16)>> {
+    async fn negotiate(self: &Arc<Self>) -> Result<HashMap<i16, (i16, i16)>> {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("streambus-client"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
@@ -153,7 +156,10 @@ impl Connection {
 
     /// The highest version of `R` both sides handle, within the client's own `[min, max]`.
     pub fn version<R: Request>(&self, min: i16, max: i16) -> Result<i16> {
-        let (broker_min, broker_max) = self.versions.get(&R::KEY).copied().ok_or_else(|| {
+        let versions = self.versions.get().ok_or_else(|| {
+            Error::Protocol(format!("no API versions from broker {} yet", self.addr))
+        })?;
+        let (broker_min, broker_max) = versions.get(&R::KEY).copied().ok_or_else(|| {
             Error::Protocol(format!(
                 "broker {} does not support API key {}",
                 self.addr,
@@ -176,46 +182,55 @@ impl Connection {
     /// than the request timeout (a long-polling fetch waits on the broker by design). A timeout
     /// closes the connection, as Kafka clients do: the broker may be stuck.
     pub async fn send<R: Request>(
-        &self,
+        self: &Arc<Self>,
         request: &R,
         version: i16,
         extra_wait: Option<Duration>,
     ) -> Result<R::Response> {
+        self.submit(request, version, extra_wait).await?.await
+    }
+
+    /// Queues `request` now (requests go out in the order they are submitted) and returns the
+    /// future of its response, bounded as in [`Connection::send`].
+    pub async fn submit<R: Request>(
+        self: &Arc<Self>,
+        request: &R,
+        version: i16,
+        extra_wait: Option<Duration>,
+    ) -> Result<impl Future<Output = Result<R::Response>> + use<R>> {
         let timeout = self.config.request_timeout + extra_wait.unwrap_or_default();
         let (reply, response) = oneshot::channel();
-        let exchange = async {
-            self.submit(request, version, Some(reply)).await?;
-            response
-                .await
-                .map_err(|_| Error::Disconnected(self.addr.clone()))?
-        };
-        let mut frame = match tokio::time::timeout(timeout, exchange).await {
-            Ok(frame) => frame?,
-            Err(_) => {
-                self.close();
-                return Err(Error::Timeout(timeout));
-            }
-        };
-        let header_version = <R::Response as HeaderVersion>::header_version(version);
-        ResponseHeader::decode(&mut frame, header_version)
-            .map_err(|e| Error::Protocol(format!("response header: {e}")))?;
-        let decoded = R::Response::decode(&mut frame, version)
-            .map_err(|e| Error::Protocol(format!("response to API key {}: {e}", R::KEY)))?;
-        Ok(decoded)
+        self.enqueue(request, version, Some(reply)).await?;
+        let conn = Arc::clone(self);
+        Ok(async move {
+            let mut frame = match tokio::time::timeout(timeout, response).await {
+                Ok(Ok(frame)) => frame?,
+                Ok(Err(_)) => return Err(Error::Disconnected(conn.addr.clone())),
+                Err(_) => {
+                    conn.close();
+                    return Err(Error::Timeout(timeout));
+                }
+            };
+            let header_version = <R::Response as HeaderVersion>::header_version(version);
+            ResponseHeader::decode(&mut frame, header_version)
+                .map_err(|e| Error::Protocol(format!("response header: {e}")))?;
+            R::Response::decode(&mut frame, version)
+                .map_err(|e| Error::Protocol(format!("response to API key {}: {e}", R::KEY)))
+        })
     }
 
-    /// Sends a request the broker does not answer (Produce with acks=0); returns once written
-    /// to the socket's queue.
-    pub async fn send_without_response<R: Request>(&self, request: &R, version: i16) -> Result<()> {
-        tokio::time::timeout(
-            self.config.request_timeout,
-            self.submit(request, version, None),
-        )
-        .await
-        .map_err(|_| Error::Timeout(self.config.request_timeout))?
+    /// Queues a request the broker does not answer (Produce with acks=0).
+    pub async fn submit_without_response<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<()> {
+        self.enqueue(request, version, None).await
     }
 
-    async fn submit<R: Request>(
+    /// Encodes and queues a request. Waiting for an in-flight slot is bounded by the request
+    /// timeout: if the broker stopped answering, the connection closes.
+    async fn enqueue<R: Request>(
         &self,
         request: &R,
         version: i16,
@@ -224,10 +239,19 @@ impl Connection {
         if self.is_closed() {
             return Err(Error::Disconnected(self.addr.clone()));
         }
-        let permit = Arc::clone(&self.in_flight)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Disconnected(self.addr.clone()))?;
+        let permit = match tokio::time::timeout(
+            self.config.request_timeout,
+            Arc::clone(&self.in_flight).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(Error::Disconnected(self.addr.clone())),
+            Err(_) => {
+                self.close();
+                return Err(Error::Timeout(self.config.request_timeout));
+            }
+        };
         let correlation_id = self.correlation_id.fetch_add(1, Ordering::Relaxed);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)

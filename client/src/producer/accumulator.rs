@@ -19,9 +19,27 @@ use crate::record::{ProducerRecord, RecordMetadata, TopicPartition};
 
 pub(super) type Delivery = oneshot::Sender<Result<RecordMetadata>>;
 
+/// Where a batch is in its life. Batches settle (`Written`, `Failed`) in any order but leave
+/// the queue, and complete their records' futures, only from the front: in order.
+#[derive(Debug)]
+pub(super) enum BatchState {
+    /// Accepting records (the last batch) or waiting to be sent.
+    Open,
+    InFlight,
+    /// Sent, failed with a retriable error, waiting to be sent again as encoded.
+    Retry,
+    Written {
+        base_offset: i64,
+        append_time_ms: i64,
+    },
+    Failed(Error),
+}
+
 /// Records bound for one partition, sent as one record batch.
 #[derive(Debug)]
 pub(super) struct Batch {
+    pub id: u64,
+    pub state: BatchState,
     pub records: Vec<Record>,
     pub deliveries: Vec<Delivery>,
     pub bytes: usize,
@@ -29,18 +47,23 @@ pub(super) struct Batch {
     /// Flush generation at creation: `flush` waits for batches of earlier generations.
     pub generation: u64,
     pub attempts: u32,
-    /// Encoded at the first send (with its sequence) and resent as is on retry.
+    /// Encoded at the first send (with its producer id and sequence) and resent as is.
     pub encoded: Option<Bytes>,
-    /// The sequence this batch was encoded with, to roll back on a definite failure.
-    pub base_sequence: i32,
-    pub producer_id: i64,
 }
 
-/// One partition's queue: batches in order; only the front one may be in flight.
+impl Batch {
+    /// Sent at least once and not settled: the broker may or may not have it.
+    pub fn unsettled(&self) -> bool {
+        matches!(self.state, BatchState::InFlight | BatchState::Retry)
+    }
+}
+
+/// One partition's queue: batches in record order. Up to `max_in_flight_per_partition` are
+/// in flight; while any waits for a retry, they are resent one at a time, before anything newer.
 #[derive(Debug, Default)]
 pub(super) struct PartitionQueue {
     pub batches: VecDeque<Batch>,
-    pub in_flight: bool,
+    pub in_flight: usize,
     pub retry_at: Option<Instant>,
     pub next_sequence: i32,
 }
@@ -52,11 +75,13 @@ pub(super) struct State {
     /// Batches of generations below this are sent without lingering.
     pub flush_below: u64,
     pub incomplete: BTreeMap<u64, usize>,
+    pub next_batch_id: u64,
     pub closed: bool,
     pub producer_id: i64,
     pub producer_epoch: i16,
-    /// A batch with an unknown outcome expired: its sequence may or may not be written, so
-    /// the producer takes a new id before sending more (as the Java client bumps its epoch).
+    /// An idempotent batch failed for good (refused, or expired with an unknown outcome): the
+    /// sequence numbers after it no longer fit, so the producer takes a new id before sending
+    /// more (as the Java client bumps its epoch).
     pub needs_producer_id: bool,
     /// Some send failed in a way that suggests stale leaders.
     pub refresh_wanted: bool,
@@ -189,15 +214,21 @@ impl Shared {
         let generation = state.generation;
         let batch_size = self.config.batch_size;
         let State {
-            queues, incomplete, ..
+            queues,
+            incomplete,
+            next_batch_id,
+            ..
         } = &mut *state;
         let queue = queues.entry(tp).or_default();
         let needs_new = queue
             .batches
             .back()
-            .is_none_or(|b| b.encoded.is_some() || b.bytes + size > batch_size);
+            .is_none_or(|b| !matches!(b.state, BatchState::Open) || b.bytes + size > batch_size);
         if needs_new {
+            *next_batch_id += 1;
             queue.batches.push_back(Batch {
+                id: *next_batch_id,
+                state: BatchState::Open,
                 records: Vec::new(),
                 deliveries: Vec::new(),
                 bytes: 0,
@@ -205,8 +236,6 @@ impl Shared {
                 generation,
                 attempts: 0,
                 encoded: None,
-                base_sequence: -1,
-                producer_id: -1,
             });
             *incomplete.entry(generation).or_default() += 1;
         }

@@ -3,11 +3,16 @@
 //! `send` picks the partition, reserves the record's size in `buffer_memory` (waiting up to
 //! `max_block` when it is full: the backpressure) and appends to the partition's open batch. The
 //! sender task ([`sender`]) drains batches that are full, past `linger`, or flushed, groups them
-//! by leader into one Produce request per broker, and completes every record's delivery future
-//! when the broker answers. One batch per partition is in flight at a time, so a retried batch
-//! can never be overtaken by a later one: order per partition holds across retries. With
-//! idempotence (the default, as in the Java client) a retried batch carries its original
-//! producer id and sequence, so the broker writes it at most once.
+//! by leader into Produce requests, and hands each broker's requests, in order, to one task per
+//! broker that pipelines them on that broker's connection. Up to `max_in_flight_per_partition`
+//! batches of a partition are in flight; records' futures complete in partition order.
+//!
+//! Ordering across retries: with idempotence (the default, as in the Java client) every batch
+//! carries the producer id and a sequence number fixed at its first send. If a batch fails with a
+//! retriable error, the broker refuses the batches behind it (OUT_OF_ORDER_SEQUENCE_NUMBER),
+//! and the producer resends them all, one at a time, in order: nothing is reordered or written
+//! twice. Without idempotence (acks 0 or 1), a retry can land behind a later batch, as in the
+//! Java client; set `max_in_flight_per_partition` to 1 to rule that out.
 
 mod accumulator;
 mod sender;
@@ -99,6 +104,9 @@ pub struct ProducerConfig {
     /// Producer id and sequence numbers, so retries never duplicate (`enable.idempotence`).
     /// Ignored with `acks` other than all, as in the Java client.
     pub enable_idempotence: bool,
+    /// Batches of one partition in flight at once (Java's
+    /// `max.in.flight.requests.per.connection`, which idempotence caps at 5).
+    pub max_in_flight_per_partition: usize,
 }
 
 impl Default for ProducerConfig {
@@ -113,6 +121,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             compression: Compression::None,
             enable_idempotence: true,
+            max_in_flight_per_partition: 5,
         }
     }
 }
@@ -155,9 +164,14 @@ impl Drop for Owner {
 impl Producer {
     /// Starts a producer on `client` (and, with idempotence, gets a producer id).
     pub async fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
-        if config.batch_size == 0 || config.buffer_memory < config.max_request_size {
+        if config.batch_size == 0
+            || config.buffer_memory < config.max_request_size
+            || !(1..=5).contains(&config.max_in_flight_per_partition)
+        {
             return Err(Error::InvalidArgument(
-                "batch_size must be > 0 and buffer_memory >= max_request_size".to_owned(),
+                "batch_size must be > 0, buffer_memory >= max_request_size and \
+                 max_in_flight_per_partition 1 to 5"
+                    .to_owned(),
             ));
         }
         let shared = Shared::new(client, config);

@@ -1,18 +1,24 @@
-//! The producer's sender task: drains ready batches into one Produce request per leader,
-//! completes deliveries from the answers, and schedules retries and metadata refreshes.
+//! The producer's sender task: drains ready batches into Produce requests per leader, hands
+//! them in order to one task per broker that pipelines them, settles batches from the answers,
+//! and schedules retries and metadata refreshes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProducerId, TopicName};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
 use kafka_protocol::ResponseError;
+use tokio::sync::mpsc;
 
-use super::accumulator::{Batch, PartitionQueue, Shared, State};
+use super::accumulator::{Batch, BatchState, PartitionQueue, Shared, State};
 use super::Acks;
 use crate::error::{Error, Result};
 use crate::record::{RecordMetadata, TopicPartition};
@@ -20,6 +26,9 @@ use crate::record::{RecordMetadata, TopicPartition};
 /// Produce versions used: 3 (record batch v2) to 9 (the last that names topics rather than
 /// topic ids).
 const PRODUCE_VERSIONS: (i16, i16) = (3, 9);
+
+/// One batch in a request: its partition, its id in the partition's queue, its bytes.
+type Part = (TopicPartition, u64, Bytes);
 
 /// Gets a producer id when idempotence applies, then spawns the sender task, which stops once
 /// the producer is closed and everything queued has completed.
@@ -60,10 +69,8 @@ async fn init_producer_id(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
-/// Batches drained for one broker, each at most `max_request_size` bytes together.
-type Requests = HashMap<i32, Vec<Vec<(TopicPartition, Bytes)>>>;
-
 async fn run(shared: Arc<Shared>) {
+    let mut brokers: HashMap<i32, mpsc::UnboundedSender<Vec<Part>>> = HashMap::new();
     loop {
         let wake = shared.wake_sender.notified();
         tokio::pin!(wake);
@@ -82,7 +89,15 @@ async fn run(shared: Arc<Shared>) {
         }
         for (broker, requests) in requests {
             for parts in requests {
-                tokio::spawn(send(Arc::clone(&shared), broker, parts));
+                let queue = brokers
+                    .entry(broker)
+                    .or_insert_with(|| spawn_broker_task(&shared, broker));
+                if let Err(mpsc::error::SendError(parts)) = queue.send(parts) {
+                    // The broker's task ended (it does when idle); start a new one.
+                    let queue = spawn_broker_task(&shared, broker);
+                    let _ = queue.send(parts);
+                    brokers.insert(broker, queue);
+                }
             }
         }
         maybe_refresh(&shared);
@@ -93,138 +108,210 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Takes the ready front batch of each idle partition; returns the requests to send, when to
-/// look again, and whether the producer is closed with nothing left.
-fn drain(shared: &Shared, now: Instant) -> (Requests, Instant, bool) {
+/// Batches ready to go, per leader, as requests holding at most one batch per partition (the
+/// protocol's rule) and at most `max_request_size` bytes; a partition's later batches go in
+/// later requests, which its broker task sends later.
+type Requests = HashMap<i32, Vec<(Vec<Part>, usize)>>;
+
+/// Picks the batches to send now; returns them, when to look again, and whether the producer
+/// is closed with nothing left.
+fn drain(shared: &Shared, now: Instant) -> (BTreeMap<i32, Vec<Vec<Part>>>, Instant, bool) {
     let metadata = shared.client.metadata();
-    let config = &shared.config;
     let mut next_wake = now + Duration::from_secs(3600);
     let mut requests: Requests = HashMap::new();
-    let mut request_bytes: HashMap<i32, usize> = HashMap::new();
     let mut guard = shared.lock();
     let state = &mut *guard;
     let mut busy = false;
     let mut expired = Vec::new();
-    let mut unsendable = Vec::new();
+    let producer = (state.producer_id, state.producer_epoch);
+    let flush_below = state.flush_below;
+    let closed = state.closed;
     for (tp, queue) in state.queues.iter_mut() {
-        if queue.in_flight {
-            busy = true;
+        if queue.batches.is_empty() {
             continue;
         }
-        let Some(front) = queue.batches.front() else {
-            continue;
-        };
         busy = true;
-        if now >= front.created + config.delivery_timeout {
+        let front = &queue.batches[0];
+        if !matches!(front.state, BatchState::InFlight)
+            && now >= front.created + shared.config.delivery_timeout
+            && queue.in_flight == 0
+        {
             expired.push(tp.clone());
+            next_wake = now;
             continue;
         }
-        if let Some(at) = queue.retry_at.filter(|at| *at > now) {
-            next_wake = next_wake.min(at);
-            continue;
-        }
-        let ready = queue.batches.len() > 1
-            || front.bytes >= config.batch_size
-            || now >= front.created + config.linger
-            || front.generation < state.flush_below
-            || front.attempts > 0
-            || state.closed;
-        if !ready {
-            next_wake = next_wake.min(front.created + config.linger);
-            continue;
-        }
-        let Some(leader) = metadata.leader(&tp.topic, tp.partition) else {
-            state.refresh_wanted = true;
-            next_wake = next_wake.min(now + shared.client.config().retry_backoff);
-            continue;
-        };
-        let producer = (state.producer_id, state.producer_epoch);
-        let encoded = match encode_front(queue, config.compression, producer, idempotent(shared)) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                let batch = queue.batches.pop_front().expect("front exists");
-                unsendable.push((batch, error));
+        let leader = match metadata.leader(&tp.topic, tp.partition) {
+            Some(leader) => leader,
+            None => {
+                state.refresh_wanted = true;
+                next_wake = next_wake.min(now + shared.client.config().retry_backoff);
                 continue;
             }
         };
-        queue.in_flight = true;
-        let used = request_bytes.entry(leader).or_default();
-        let per_broker = requests.entry(leader).or_default();
-        if per_broker.is_empty() || *used + encoded.len() > config.max_request_size {
-            per_broker.push(Vec::new());
-            *used = 0;
+        let wait = |at: Instant, next_wake: &mut Instant| *next_wake = (*next_wake).min(at);
+        let retrying = queue
+            .batches
+            .iter()
+            .position(|b| matches!(b.state, BatchState::Retry));
+        let mut picked = Vec::new();
+        if let Some(index) = retrying {
+            // Resend refused or lost batches one at a time, in order, once nothing else of
+            // this partition is in flight: their sequences must arrive in order.
+            match queue.retry_at {
+                _ if queue.in_flight > 0 => {}
+                Some(at) if at > now => wait(at, &mut next_wake),
+                _ => picked.push(index),
+            }
+        } else {
+            let last = queue.batches.len() - 1;
+            for (index, batch) in queue.batches.iter().enumerate() {
+                if !matches!(batch.state, BatchState::Open) {
+                    continue;
+                }
+                if queue.in_flight + picked.len() >= shared.config.max_in_flight_per_partition {
+                    break;
+                }
+                let ready = index < last
+                    || batch.bytes >= shared.config.batch_size
+                    || now >= batch.created + shared.config.linger
+                    || batch.generation < flush_below
+                    || closed;
+                if !ready {
+                    wait(batch.created + shared.config.linger, &mut next_wake);
+                    break;
+                }
+                picked.push(index);
+            }
         }
-        *used += encoded.len();
-        per_broker
-            .last_mut()
-            .expect("pushed above")
-            .push((tp.clone(), encoded));
+        let per_broker = requests.entry(leader).or_default();
+        let mut slot = 0;
+        for index in picked {
+            let encoded = match encode(shared, queue, index, producer) {
+                Ok(encoded) => encoded,
+                Err(error) => {
+                    queue.batches[index].state = BatchState::Failed(error);
+                    continue;
+                }
+            };
+            let batch = &mut queue.batches[index];
+            batch.state = BatchState::InFlight;
+            queue.in_flight += 1;
+            // The first request at or after `slot` with room for it.
+            while slot < per_broker.len()
+                && per_broker[slot].1 + encoded.len() > shared.config.max_request_size
+                && !per_broker[slot].0.is_empty()
+            {
+                slot += 1;
+            }
+            if slot == per_broker.len() {
+                per_broker.push((Vec::new(), 0));
+            }
+            per_broker[slot].1 += encoded.len();
+            per_broker[slot].0.push((tp.clone(), batch.id, encoded));
+            slot += 1;
+        }
     }
     for tp in expired {
-        expire_front(shared, state, &tp, now);
+        expire_front(state, &tp, now);
     }
-    for (batch, error) in unsendable {
-        shared.release(state, &batch);
-        fail(batch, &error);
-    }
-    let finished = state.closed && !busy;
+    settle(shared, state);
+    let finished = closed && !busy;
+    let requests = requests
+        .into_iter()
+        .map(|(broker, reqs)| (broker, reqs.into_iter().map(|(parts, _)| parts).collect()))
+        .collect();
     (requests, next_wake, finished)
 }
 
-/// Encodes the front batch once, with its producer id and sequence when idempotent.
-fn encode_front(
+/// The batch's bytes: encoded at its first send, with its producer id and sequence when
+/// idempotent, and resent as they are.
+fn encode(
+    shared: &Shared,
     queue: &mut PartitionQueue,
-    compression: kafka_protocol::records::Compression,
+    index: usize,
     (producer_id, producer_epoch): (i64, i16),
-    idempotent: bool,
 ) -> Result<Bytes> {
     let next_sequence = queue.next_sequence;
-    let front = queue.batches.front_mut().expect("caller checked");
-    if let Some(encoded) = &front.encoded {
+    let batch = &mut queue.batches[index];
+    if let Some(encoded) = &batch.encoded {
         return Ok(encoded.clone());
     }
-    let count = front.records.len() as i32;
+    let idempotent = idempotent(shared);
     if idempotent {
-        front.base_sequence = next_sequence;
-        front.producer_id = producer_id;
-        for (i, record) in front.records.iter_mut().enumerate() {
+        for (i, record) in batch.records.iter_mut().enumerate() {
             record.producer_id = producer_id;
             record.producer_epoch = producer_epoch;
+            // Sequences wrap to 0 after i32::MAX, as the Java client's do.
             record.sequence = next_sequence.wrapping_add(i as i32) & i32::MAX;
         }
     }
-    let mut buf = BytesMut::with_capacity(front.bytes + 128);
+    let mut buf = BytesMut::with_capacity(batch.bytes + 128);
     RecordBatchEncoder::encode(
         &mut buf,
-        &front.records,
+        &batch.records,
         &RecordEncodeOptions {
             version: 2,
-            compression,
+            compression: shared.config.compression,
         },
     )
     .map_err(|e| Error::Protocol(format!("encoding a record batch: {e}")))?;
     let encoded = buf.freeze();
-    front.encoded = Some(encoded.clone());
+    batch.encoded = Some(encoded.clone());
     if idempotent {
-        // Sequences wrap to 0 after i32::MAX, as the Java client's do.
-        queue.next_sequence = next_sequence.wrapping_add(count) & i32::MAX;
+        queue.next_sequence = next_sequence.wrapping_add(batch.records.len() as i32) & i32::MAX;
     }
     Ok(encoded)
 }
 
-/// What became of one partition's batch.
-enum Outcome {
-    Written {
-        base_offset: i64,
-        append_time_ms: i64,
-    },
-    Retry(Error),
-    Failed(Error),
+/// Starts the task that sends one broker's requests in the order it receives them, pipelined
+/// on the broker's connection, and settles their batches as answers arrive. It ends after a
+/// while without work; the sender starts a new one when needed.
+fn spawn_broker_task(shared: &Arc<Shared>, broker: i32) -> mpsc::UnboundedSender<Vec<Part>> {
+    let (queue, mut requests) = mpsc::unbounded_channel::<Vec<Part>>();
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let idle = Duration::from_secs(60);
+        let mut answers = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                next = requests.recv(), if answers.len() < 1024 => {
+                    let Some(parts) = next else { break };
+                    match submit(&shared, broker, &parts).await {
+                        Ok(answer) => answers.push(async move { (parts, answer.await) }),
+                        Err(error) => settle_request(&shared, parts, Err(error)),
+                    }
+                }
+                Some((parts, answer)) = answers.next() => {
+                    settle_request(&shared, parts, answer);
+                }
+                () = tokio::time::sleep(idle), if answers.is_empty() => break,
+            }
+        }
+        // Requests queued after the decision to stop are answered as lost, and retried.
+        requests.close();
+        while let Some(parts) = requests.recv().await {
+            settle_request(
+                &shared,
+                parts,
+                Err(Error::Disconnected(format!("broker {broker}"))),
+            );
+        }
+        while let Some((parts, answer)) = answers.next().await {
+            settle_request(&shared, parts, answer);
+        }
+    });
+    queue
 }
 
-async fn send(shared: Arc<Shared>, broker: i32, parts: Vec<(TopicPartition, Bytes)>) {
+/// Queues one Produce request on the broker's connection (in call order) and returns its
+/// answer, which is `None` with acks=0.
+async fn submit(
+    shared: &Shared,
+    broker: i32,
+    parts: &[Part],
+) -> Result<impl std::future::Future<Output = Result<Option<ProduceResponse>>>> {
     let mut by_topic: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
-    for (tp, records) in &parts {
+    for (tp, _, records) in parts {
         by_topic.entry(&tp.topic).or_default().push(
             PartitionProduceData::default()
                 .with_index(tp.partition)
@@ -245,37 +332,55 @@ async fn send(shared: Arc<Shared>, broker: i32, parts: Vec<(TopicPartition, Byte
                 })
                 .collect(),
         );
-    let answer = async {
-        let conn = shared.client.broker(broker).await?;
-        let version = conn.version::<ProduceRequest>(PRODUCE_VERSIONS.0, PRODUCE_VERSIONS.1)?;
-        if shared.config.acks == Acks::None {
-            conn.send_without_response(&request, version).await?;
-            Ok(None)
-        } else {
-            conn.send(&request, version, None).await.map(Some)
+    let conn = shared.client.broker(broker).await?;
+    let version = conn.version::<ProduceRequest>(PRODUCE_VERSIONS.0, PRODUCE_VERSIONS.1)?;
+    let answer = if shared.config.acks == Acks::None {
+        conn.submit_without_response(&request, version).await?;
+        None
+    } else {
+        Some(conn.submit(&request, version, None).await?)
+    };
+    Ok(async move {
+        match answer {
+            None => Ok(None),
+            Some(answer) => answer.await.map(Some),
         }
-    }
-    .await;
-    let outcomes: Vec<(TopicPartition, Outcome)> = match answer {
+    })
+}
+
+/// What became of one batch.
+enum Outcome {
+    Written {
+        base_offset: i64,
+        append_time_ms: i64,
+    },
+    Retry(Error),
+    /// Refused for its sequence: retriable only behind an unsettled earlier batch.
+    OutOfSequence(Error),
+    Failed(Error),
+}
+
+fn settle_request(shared: &Shared, parts: Vec<Part>, answer: Result<Option<ProduceResponse>>) {
+    let outcomes: Vec<(TopicPartition, u64, Outcome)> = match answer {
         Err(error) => parts
             .into_iter()
-            .map(|(tp, _)| {
+            .map(|(tp, id, _)| {
                 let outcome = if error.is_retriable() {
                     Outcome::Retry(error.clone())
                 } else {
                     Outcome::Failed(error.clone())
                 };
-                (tp, outcome)
+                (tp, id, outcome)
             })
             .collect(),
         Ok(None) => parts
             .into_iter()
-            .map(|(tp, _)| {
+            .map(|(tp, id, _)| {
                 let written = Outcome::Written {
                     base_offset: -1,
                     append_time_ms: -1,
                 };
-                (tp, written)
+                (tp, id, written)
             })
             .collect(),
         Ok(Some(response)) => {
@@ -286,8 +391,8 @@ async fn send(shared: Arc<Shared>, broker: i32, parts: Vec<(TopicPartition, Byte
                 }
             }
             parts
-                .iter()
-                .map(|(tp, _)| {
+                .into_iter()
+                .map(|(tp, id, _)| {
                     let outcome = match answers.get(&(tp.topic.as_str(), tp.partition)) {
                         None => Outcome::Failed(Error::Protocol(format!(
                             "Produce response without {tp}"
@@ -298,12 +403,20 @@ async fn send(shared: Arc<Shared>, broker: i32, parts: Vec<(TopicPartition, Byte
                             })
                         }
                     };
-                    (tp.clone(), outcome)
+                    (tp, id, outcome)
                 })
                 .collect()
         }
     };
-    complete(&shared, outcomes);
+    let now = Instant::now();
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    for (tp, id, outcome) in outcomes {
+        record_outcome(shared, state, &tp, id, outcome, now);
+    }
+    settle(shared, state);
+    drop(guard);
+    shared.wake_sender.notify_one();
 }
 
 fn outcome_of(
@@ -318,6 +431,9 @@ fn outcome_of(
             base_offset,
             append_time_ms,
         },
+        Some(ResponseError::OutOfOrderSequenceNumber | ResponseError::UnknownProducerId) => {
+            Outcome::OutOfSequence(Error::kafka(code, message()))
+        }
         // The same bytes would be refused again.
         Some(ResponseError::CorruptMessage) => Outcome::Failed(Error::kafka(code, message())),
         Some(error) if error.is_retriable() => Outcome::Retry(Error::kafka(code, message())),
@@ -325,75 +441,120 @@ fn outcome_of(
     }
 }
 
-fn complete(shared: &Shared, outcomes: Vec<(TopicPartition, Outcome)>) {
-    let now = Instant::now();
-    let mut guard = shared.lock();
-    let state = &mut *guard;
-    for (tp, outcome) in outcomes {
-        let Some(queue) = state.queues.get_mut(&tp) else {
-            continue;
-        };
-        queue.in_flight = false;
-        match outcome {
-            Outcome::Written {
+fn record_outcome(
+    shared: &Shared,
+    state: &mut State,
+    tp: &TopicPartition,
+    id: u64,
+    outcome: Outcome,
+    now: Instant,
+) {
+    let Some(queue) = state.queues.get_mut(tp) else {
+        return;
+    };
+    let Some(index) = queue.batches.iter().position(|b| b.id == id) else {
+        return;
+    };
+    queue.in_flight -= 1;
+    let earlier_unsettled = queue.batches.range(..index).any(Batch::unsettled);
+    let outcome = match outcome {
+        Outcome::OutOfSequence(error) if earlier_unsettled => Outcome::Retry(error),
+        Outcome::OutOfSequence(error) => Outcome::Failed(error),
+        other => other,
+    };
+    let batch = &mut queue.batches[index];
+    match outcome {
+        Outcome::Written {
+            base_offset,
+            append_time_ms,
+        } => {
+            batch.state = BatchState::Written {
                 base_offset,
                 append_time_ms,
-            } => {
-                let batch = queue.batches.pop_front().expect("the in-flight batch");
-                shared.release(state, &batch);
-                deliver(&tp, batch, base_offset, append_time_ms);
-            }
-            Outcome::Retry(error) => {
-                tracing::debug!(%tp, %error, "produce failed; will retry");
-                if error.needs_metadata_refresh() {
-                    state.refresh_wanted = true;
-                }
-                let front = queue.batches.front_mut().expect("the in-flight batch");
-                front.attempts += 1;
-                if now >= front.created + shared.config.delivery_timeout {
-                    expire_front(shared, state, &tp, now);
-                } else {
-                    let config = shared.client.config();
-                    let exponent = front.attempts.saturating_sub(1).min(16);
-                    let backoff =
-                        (config.retry_backoff * 2u32.pow(exponent)).min(config.retry_backoff_max);
-                    queue.retry_at = Some(now + backoff);
-                }
-            }
-            Outcome::Failed(error) => {
-                let batch = queue.batches.pop_front().expect("the in-flight batch");
-                // The broker refused the batch, so its sequence numbers are free again.
-                if batch.producer_id == state.producer_id && batch.base_sequence >= 0 {
-                    queue.next_sequence = batch.base_sequence;
-                }
-                shared.release(state, &batch);
-                fail(batch, &error);
             }
         }
+        Outcome::Retry(error) | Outcome::OutOfSequence(error) => {
+            tracing::debug!(%tp, %error, "produce failed; will retry");
+            if error.needs_metadata_refresh() {
+                state.refresh_wanted = true;
+            }
+            batch.attempts += 1;
+            batch.state = BatchState::Retry;
+            let config = shared.client.config();
+            let exponent = batch.attempts.saturating_sub(1).min(16);
+            let backoff = (config.retry_backoff * 2u32.pow(exponent)).min(config.retry_backoff_max);
+            queue.retry_at = Some(now + backoff);
+        }
+        Outcome::Failed(error) => {
+            if batch.encoded.is_some() && idempotent(shared) {
+                // The sequences of the batches behind it no longer fit.
+                state.needs_producer_id = true;
+            }
+            batch.state = BatchState::Failed(error);
+        }
     }
-    drop(guard);
-    shared.wake_sender.notify_one();
 }
 
 /// Fails the front batch of `tp` after `delivery_timeout`. If it was ever sent its outcome is
 /// unknown, so idempotent sequences restart under a new producer id.
-fn expire_front(shared: &Shared, state: &mut State, tp: &TopicPartition, now: Instant) {
-    let Some(queue) = state.queues.get_mut(tp) else {
+fn expire_front(state: &mut State, tp: &TopicPartition, now: Instant) {
+    let Some(batch) = state.queues.get_mut(tp).and_then(|q| q.batches.front_mut()) else {
         return;
     };
-    let Some(batch) = queue.batches.pop_front() else {
-        return;
-    };
-    if batch.encoded.is_some() && batch.producer_id >= 0 {
+    if batch.encoded.is_some() && state.producer_id >= 0 {
         state.needs_producer_id = true;
     }
     let waited = now.saturating_duration_since(batch.created);
-    shared.release(state, &batch);
-    fail(batch, &Error::Timeout(waited));
+    batch.state = BatchState::Failed(Error::Timeout(waited));
 }
 
-fn deliver(tp: &TopicPartition, batch: Batch, base_offset: i64, append_time_ms: i64) {
-    for (i, (delivery, record)) in batch.deliveries.into_iter().zip(&batch.records).enumerate() {
+/// Completes settled batches at the front of every queue, in order, and frees their memory.
+fn settle(shared: &Shared, state: &mut State) {
+    let mut done = Vec::new();
+    for (tp, queue) in state.queues.iter_mut() {
+        while queue
+            .batches
+            .front()
+            .is_some_and(|b| matches!(b.state, BatchState::Written { .. } | BatchState::Failed(_)))
+        {
+            let batch = queue.batches.pop_front().expect("front exists");
+            done.push((tp.clone(), batch));
+        }
+    }
+    if done.is_empty() {
+        return;
+    }
+    for (tp, batch) in done {
+        shared.release(state, &batch);
+        match batch.state {
+            BatchState::Written {
+                base_offset,
+                append_time_ms,
+            } => deliver(
+                &tp,
+                batch.deliveries,
+                &batch.records,
+                base_offset,
+                append_time_ms,
+            ),
+            BatchState::Failed(ref error) => {
+                for delivery in batch.deliveries {
+                    let _ = delivery.send(Err(error.clone()));
+                }
+            }
+            _ => unreachable!("only settled batches are popped"),
+        }
+    }
+}
+
+fn deliver(
+    tp: &TopicPartition,
+    deliveries: Vec<super::accumulator::Delivery>,
+    records: &[kafka_protocol::records::Record],
+    base_offset: i64,
+    append_time_ms: i64,
+) {
+    for (i, (delivery, record)) in deliveries.into_iter().zip(records).enumerate() {
         let _ = delivery.send(Ok(RecordMetadata {
             topic: tp.topic.clone(),
             partition: tp.partition,
@@ -408,12 +569,6 @@ fn deliver(tp: &TopicPartition, batch: Batch, base_offset: i64, append_time_ms: 
                 record.timestamp
             },
         }));
-    }
-}
-
-fn fail(batch: Batch, error: &Error) {
-    for delivery in batch.deliveries {
-        let _ = delivery.send(Err(error.clone()));
     }
 }
 
@@ -439,4 +594,218 @@ fn maybe_refresh(shared: &Arc<Shared>) {
         shared.lock().refreshing = false;
         shared.wake_sender.notify_one();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{Record, TimestampType};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::client::{Client, ClientConfig};
+    use crate::metadata::{ClusterMetadata, PartitionInfo, TopicInfo};
+    use crate::producer::ProducerConfig;
+
+    type Receiver = oneshot::Receiver<Result<RecordMetadata>>;
+
+    fn shared() -> Arc<Shared> {
+        shared_with(ProducerConfig::default())
+    }
+
+    fn shared_with(config: ProducerConfig) -> Arc<Shared> {
+        let client = Client::unconnected(ClientConfig::default());
+        let partition = PartitionInfo {
+            partition: 0,
+            leader: Some(1),
+            leader_epoch: 0,
+            replicas: vec![1],
+            isr: vec![1],
+            offline_replicas: vec![],
+            error_code: 0,
+        };
+        let topic = TopicInfo {
+            name: "t".to_owned(),
+            topic_id: String::new(),
+            internal: false,
+            partitions: vec![partition],
+        };
+        client.set_metadata(ClusterMetadata {
+            topics: BTreeMap::from([("t".to_owned(), Arc::new(topic))]),
+            ..ClusterMetadata::default()
+        });
+        let shared = Shared::new(client, config);
+        let mut state = shared.lock();
+        state.producer_id = 7;
+        state.producer_epoch = 0;
+        drop(state);
+        shared
+    }
+
+    fn tp() -> TopicPartition {
+        TopicPartition::new("t", 0)
+    }
+
+    /// Queues `n` full batches of one record each for `t-0`; returns their futures.
+    fn queue_batches(shared: &Shared, n: usize) -> Vec<Receiver> {
+        let mut state = shared.lock();
+        let mut receivers = Vec::new();
+        for id in 1..=n as u64 {
+            let (delivery, receiver) = oneshot::channel();
+            receivers.push(receiver);
+            let record = Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: 0,
+                timestamp: 1,
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: IndexMap::new(),
+            };
+            *state.incomplete.entry(0).or_default() += 1;
+            state
+                .queues
+                .entry(tp())
+                .or_default()
+                .batches
+                .push_back(Batch {
+                    id,
+                    state: BatchState::Open,
+                    records: vec![record],
+                    deliveries: vec![delivery],
+                    bytes: ProducerConfig::default().batch_size, // full: ready at once
+                    created: Instant::now(),
+                    generation: 0,
+                    attempts: 0,
+                    encoded: None,
+                });
+        }
+        // Memory accounting: what `release` gives back must have been taken.
+        shared
+            .memory
+            .forget_permits(shared.memory.available_permits());
+        receivers
+    }
+
+    fn sent_ids(requests: &BTreeMap<i32, Vec<Vec<Part>>>) -> Vec<Vec<u64>> {
+        requests
+            .get(&1)
+            .map(|reqs| {
+                reqs.iter()
+                    .map(|r| r.iter().map(|p| p.1).collect())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn outcome(shared: &Shared, id: u64, outcome: Outcome) {
+        let mut state = shared.lock();
+        record_outcome(shared, &mut state, &tp(), id, outcome, Instant::now());
+        settle(shared, &mut state);
+    }
+
+    fn written(offset: i64) -> Outcome {
+        Outcome::Written {
+            base_offset: offset,
+            append_time_ms: -1,
+        }
+    }
+
+    #[test]
+    fn batches_are_pipelined_and_complete_in_partition_order() {
+        let shared = shared();
+        let mut receivers = queue_batches(&shared, 7);
+        let (requests, _, _) = drain(&shared, Instant::now());
+        // Five in flight, one per request so that their order on the connection is theirs.
+        assert_eq!(sent_ids(&requests), [[1], [2], [3], [4], [5]]);
+        outcome(&shared, 2, written(20));
+        assert!(
+            receivers[1].try_recv().is_err(),
+            "batch 2 waits for batch 1"
+        );
+        outcome(&shared, 1, written(10));
+        assert_eq!(receivers[0].try_recv().unwrap().unwrap().offset, 10);
+        assert_eq!(receivers[1].try_recv().unwrap().unwrap().offset, 20);
+        // Two slots freed: batches 6 and 7 go.
+        let (requests, _, _) = drain(&shared, Instant::now());
+        assert_eq!(sent_ids(&requests), [[6], [7]]);
+    }
+
+    #[test]
+    fn a_retry_resends_in_order_one_at_a_time_with_the_same_sequences() {
+        let shared = shared();
+        let mut receivers = queue_batches(&shared, 3);
+        let (first, _, _) = drain(&shared, Instant::now());
+        assert_eq!(sent_ids(&first), [[1], [2], [3]]);
+        let encoded: Vec<Bytes> = first[&1].iter().map(|r| r[0].2.clone()).collect();
+        // Batch 1 is lost (leader moved); the broker refuses 2 and 3 for their sequences.
+        outcome(&shared, 1, Outcome::Retry(Error::kafka(6, None)));
+        let oos = || Outcome::OutOfSequence(Error::kafka(45, None));
+        outcome(&shared, 2, oos());
+        outcome(&shared, 3, oos());
+        assert!(!shared.lock().needs_producer_id);
+        let later = Instant::now() + Duration::from_secs(5);
+        for (expected, offset) in [(1, 100), (2, 101), (3, 102)] {
+            let (requests, _, _) = drain(&shared, later);
+            assert_eq!(sent_ids(&requests), [[expected]]);
+            assert_eq!(requests[&1][0][0].2, encoded[expected as usize - 1]);
+            outcome(&shared, expected, written(offset));
+        }
+        let offsets: Vec<i64> = receivers
+            .iter_mut()
+            .map(|r| r.try_recv().unwrap().unwrap().offset)
+            .collect();
+        assert_eq!(offsets, [100, 101, 102]);
+    }
+
+    #[test]
+    fn a_refused_batch_fails_the_ones_behind_it_and_renews_the_producer_id() {
+        let shared = shared();
+        let mut receivers = queue_batches(&shared, 3);
+        drain(&shared, Instant::now());
+        outcome(&shared, 1, Outcome::Failed(Error::kafka(87, None)));
+        assert!(shared.lock().needs_producer_id);
+        outcome(&shared, 2, Outcome::OutOfSequence(Error::kafka(45, None)));
+        outcome(&shared, 3, written(5));
+        let codes: Vec<Option<i16>> = receivers
+            .iter_mut()
+            .map(|r| r.try_recv().unwrap().err().and_then(|e| e.kafka_code()))
+            .collect();
+        assert_eq!(codes, [Some(87), Some(45), None]);
+        assert!(shared.lock().queues[&tp()].batches.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_blocks_send_for_max_block_then_frees_on_completion() {
+        let shared = shared_with(ProducerConfig {
+            buffer_memory: 2_000,
+            max_request_size: 1_000,
+            batch_size: 100,
+            max_block: Duration::from_millis(200),
+            ..ProducerConfig::default()
+        });
+        let record = || crate::ProducerRecord::new("t", vec![0u8; 900]).with_partition(0);
+        let first = shared.append(record()).await.unwrap();
+        let second = shared.append(record()).await.unwrap();
+        let started = Instant::now();
+        let third = shared.append(record()).await;
+        assert!(matches!(third, Err(Error::BufferExhausted(_))), "{third:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        // The first batch completes: its bytes are free again and a send fits.
+        let (requests, _, _) = drain(&shared, Instant::now());
+        assert_eq!(sent_ids(&requests), [[1], [2]]);
+        outcome(&shared, 1, written(0));
+        assert_eq!(first.await.unwrap().unwrap().offset, 0);
+        shared.append(record()).await.unwrap();
+        drop(second);
+    }
 }

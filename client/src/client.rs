@@ -32,6 +32,9 @@ pub struct ClientConfig {
     pub max_in_flight_per_connection: usize,
     /// The largest response accepted; a larger frame closes the connection.
     pub max_response_bytes: usize,
+    /// Metadata older than this is refreshed by the producer and consumer even without an
+    /// error, so new partitions and brokers are seen (`metadata.max.age.ms`).
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ClientConfig {
@@ -46,6 +49,7 @@ impl Default for ClientConfig {
             api_timeout: Duration::from_secs(60),
             max_in_flight_per_connection: 16,
             max_response_bytes: 256 * 1024 * 1024,
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 }
@@ -81,6 +85,7 @@ struct Inner {
     /// dead broker never delays requests to the others.
     connections: Mutex<HashMap<String, Arc<ConnectionSlot>>>,
     metadata: RwLock<Arc<ClusterMetadata>>,
+    refreshed_at: Mutex<Instant>,
     /// One metadata request at a time; callers that queued behind it reuse its answer.
     refresh: tokio::sync::Mutex<u64>,
 }
@@ -98,6 +103,7 @@ impl Client {
                 config,
                 connections: Mutex::new(HashMap::new()),
                 metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
+                refreshed_at: Mutex::new(Instant::now()),
                 refresh: tokio::sync::Mutex::new(0),
             }),
         };
@@ -113,6 +119,7 @@ impl Client {
                 config,
                 connections: Mutex::new(HashMap::new()),
                 metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
+                refreshed_at: Mutex::new(Instant::now()),
                 refresh: tokio::sync::Mutex::new(0),
             }),
         }
@@ -185,6 +192,11 @@ impl Client {
             merged.topics = all;
         }
         *cache = Arc::new(merged);
+        *self
+            .inner
+            .refreshed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
         Ok(Arc::clone(&cache))
     }
 
@@ -198,6 +210,16 @@ impl Client {
         self.refresh_metadata(topics, false).await?;
         *generation += 1;
         Ok(())
+    }
+
+    /// Whether the last metadata refresh is older than `metadata_max_age`.
+    pub fn metadata_is_stale(&self) -> bool {
+        self.inner
+            .refreshed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            >= self.inner.config.metadata_max_age
     }
 
     /// See [`Client::refresh_metadata_once`].

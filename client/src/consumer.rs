@@ -42,7 +42,8 @@ pub const LATEST: i64 = -1;
 pub enum OffsetReset {
     Earliest,
     Latest,
-    /// Fail `poll` with OFFSET_OUT_OF_RANGE instead.
+    /// No automatic position: `poll` fails until the caller seeks, and fails with
+    /// OFFSET_OUT_OF_RANGE when the position falls outside the log.
     None,
 }
 
@@ -129,7 +130,9 @@ impl Consumer {
             .retain(|r| wanted.contains_key(&TopicPartition::new(r.topic.clone(), r.partition)));
         let reset = match self.config.auto_offset_reset {
             OffsetReset::Earliest => Some(EARLIEST),
-            OffsetReset::Latest | OffsetReset::None => Some(LATEST),
+            OffsetReset::Latest => Some(LATEST),
+            // No position until the caller seeks; `poll` says so.
+            OffsetReset::None => None,
         };
         for tp in wanted.into_keys() {
             self.assigned.entry(tp).or_insert(Assigned {
@@ -247,8 +250,22 @@ impl Consumer {
     /// An empty result means none arrived in time.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
+        if let Some((tp, _)) = self
+            .assigned
+            .iter()
+            .find(|(_, s)| s.position.is_none() && s.reset.is_none())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{tp} has no position and auto_offset_reset is None: seek first"
+            )));
+        }
         loop {
-            self.resolve_positions().await?;
+            // Looking up start positions retries through leader changes; it is bounded by the
+            // poll's own timeout (and picked up again by the next poll).
+            match tokio::time::timeout_at(deadline.into(), self.resolve_positions()).await {
+                Ok(resolved) => resolved?,
+                Err(_) => return Ok(Vec::new()),
+            }
             if !self.buffer.is_empty() {
                 let records = self.take_buffered();
                 self.send_fetches();
@@ -356,7 +373,7 @@ impl Consumer {
                 None => missing_leader = true,
             }
         }
-        if missing_leader {
+        if missing_leader || self.client.metadata_is_stale() {
             let client = self.client.clone();
             let seen = client.refresh_generation();
             let topics: Vec<String> = self.assigned.keys().map(|tp| tp.topic.clone()).collect();
@@ -561,10 +578,11 @@ fn decode_records(
             });
         }
     }
-    if out.is_empty() && next == from && !records.is_empty() {
-        return Err(Error::Protocol(format!(
-            "{tp}: the record batch at offset {from} is larger than max_partition_fetch_bytes"
-        )));
+    if next == from && !records.is_empty() {
+        // Only part of a batch: the broker cut the response short. A broker returns at least
+        // one whole batch for the first partition with data (KIP-74), so this partition gets
+        // its batch in a later fetch.
+        tracing::debug!(%tp, offset = from, bytes = records.len(), "partial record batch");
     }
     Ok((out, next))
 }

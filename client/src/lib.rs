@@ -15,6 +15,37 @@
 //! - [`admin`]: [`Admin`], topics, partitions, configs and the cluster over the Kafka admin APIs.
 //! - [`partitioner`]: the Java client's murmur2 key partitioner and sticky keyless batching.
 //! - [`metadata`], [`record`], [`error`]: the shared types.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use streambus_client::admin::NewTopic;
+//! use streambus_client::{
+//!     Admin, Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig,
+//!     ProducerRecord, TopicPartition,
+//! };
+//!
+//! # async fn example() -> streambus_client::Result<()> {
+//! let client = Client::connect(ClientConfig::new("127.0.0.1:9092")).await?;
+//! Admin::new(client.clone())
+//!     .create_topics(&[NewTopic::new("orders", 3, 1)], false)
+//!     .await?;
+//!
+//! let producer = Producer::new(client.clone(), ProducerConfig::default()).await?;
+//! let delivery = producer
+//!     .send(ProducerRecord::new("orders", "42 widgets").with_key("customer-7"))
+//!     .await?;
+//! let written = delivery.await?; // acknowledged by every in-sync replica (acks=all)
+//!
+//! let mut consumer = Consumer::new(client, ConsumerConfig::default());
+//! let tp = TopicPartition::new("orders", written.partition);
+//! consumer.assign([tp.clone()]);
+//! consumer.seek(&tp, written.offset)?;
+//! for record in consumer.poll(Duration::from_secs(1)).await? {
+//!     println!("{}@{}: {:?}", record.partition, record.offset, record.value);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod admin;
 pub mod client;

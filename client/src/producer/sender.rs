@@ -575,7 +575,8 @@ fn deliver(
 fn maybe_refresh(shared: &Arc<Shared>) {
     let topics: Vec<String> = {
         let mut state = shared.lock();
-        if !state.refresh_wanted || state.refreshing {
+        let stale = shared.client.metadata_is_stale() && !state.queues.is_empty();
+        if !(state.refresh_wanted || stale) || state.refreshing {
             return;
         }
         state.refresh_wanted = false;

@@ -45,6 +45,19 @@ pub struct Cluster {
     pub members: Vec<Member>,
 }
 
+/// Broker flags for fault tests: short sessions and lag bounds, so faults are noticed in
+/// seconds rather than Kafka's defaults.
+pub const FAST_FAILOVER: &[&str] = &[
+    "--set",
+    "metadata.broker_session_timeout_ms=2000",
+    "--set",
+    "metadata.broker_heartbeat_interval_ms=400",
+    "--set",
+    "replication.lag_time_max_ms=5000",
+    "--set",
+    "replication.fetch_backoff_ms=200",
+];
+
 /// Free loopback ports, found by binding port 0 and releasing them: another process could take
 /// one in between, and the broker then fails to start and says so.
 pub fn free_ports(count: usize) -> Vec<u16> {

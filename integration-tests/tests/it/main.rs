@@ -1,6 +1,7 @@
 //! The integration test binary: one per crate keeps linking fast; each module is one area.
 
 mod cli;
+mod client;
 mod compat;
 mod deploy;
 mod kafka;

@@ -16,21 +16,10 @@ use kafka_protocol::messages::create_topics_request::{
 };
 use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, MetadataRequest};
 use kafka_protocol::protocol::StrBytes;
-use streambus_integration_tests::cluster::{Cluster, PartitionView};
+use streambus_integration_tests::cluster::{Cluster, PartitionView, FAST_FAILOVER};
 use streambus_integration_tests::kafka::{fetch_values, plain_batch, produce_to, topic_name};
 use streambus_integration_tests::KafkaConn;
 
-/// Short sessions and lag bounds, so faults are noticed in seconds.
-const FAST_FAILOVER: &[&str] = &[
-    "--set",
-    "metadata.broker_session_timeout_ms=2000",
-    "--set",
-    "metadata.broker_heartbeat_interval_ms=400",
-    "--set",
-    "replication.lag_time_max_ms=5000",
-    "--set",
-    "replication.fetch_backoff_ms=200",
-];
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Error codes a producer may see during a failover: all retriable.

@@ -404,6 +404,16 @@ fn cluster_describe_and_perf() {
         &["perf", "produce", "--topic", "nope", "--num-records", "1"],
         "give --partitions",
     );
+    fails(
+        &broker,
+        &["perf", "consume", "--topic", "nope"],
+        "unknown topic",
+    );
+    fails(
+        &broker,
+        &["perf", "produce", "--topic", "perf", "--record-size", "0"],
+        "--record-size must be > 0",
+    );
 }
 
 fn cross_client(broker: &DevBroker, args: &[&str]) -> Output {

@@ -316,10 +316,20 @@ impl Admin {
                 .with_resource_type(resource_type)
                 .with_resource_name(StrBytes::from_string(name))
                 .with_configs(configs)]);
-        let response = self
-            .client
-            .retry(&[], || self.client.send_controller(&request, 0, 1))
-            .await?;
+        // A broker's own configs are altered on that broker, as Kafka requires.
+        let response = match resource {
+            ConfigResource::Broker(id) => {
+                let id = *id;
+                self.client
+                    .retry(&[], || self.client.send_to(id, &request, 0, 1))
+                    .await?
+            }
+            ConfigResource::Topic(_) => {
+                self.client
+                    .retry(&[], || self.client.send_controller(&request, 0, 1))
+                    .await?
+            }
+        };
         let result = response
             .responses
             .first()

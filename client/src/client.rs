@@ -70,7 +70,15 @@ impl ClientConfig {
 }
 
 /// The connection to one address, if open; connecting holds the lock.
-type ConnectionSlot = tokio::sync::Mutex<Option<Arc<Connection>>>;
+type ConnectionSlot = tokio::sync::Mutex<Slot>;
+
+#[derive(Debug, Default)]
+struct Slot {
+    connection: Option<Arc<Connection>>,
+    /// The last failed attempt: callers queued behind it fail at once for a moment instead
+    /// of each waiting out its own connect timeout.
+    failed: Option<(Instant, Error)>,
+}
 
 /// A shared handle on the cluster: cheap to clone.
 #[derive(Debug, Clone)]
@@ -238,7 +246,11 @@ impl Client {
             .brokers
             .get(&id)
             .map(|b| b.addr())
-            .ok_or_else(|| Error::kafka(8, Some(format!("broker {id} is not in the metadata"))))?;
+            // Retriable: the caller's metadata is older than the cache, and a refresh and a
+            // retry find the partition's current leader.
+            .ok_or_else(|| {
+                Error::Disconnected(format!("broker {id} (no longer in the metadata)"))
+            })?;
         self.connection(&addr).await
     }
 
@@ -253,11 +265,16 @@ impl Client {
             Arc::clone(map.entry(addr.to_owned()).or_default())
         };
         let mut slot = slot.lock().await;
-        if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
+        if let Some(conn) = slot.connection.as_ref().filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(conn));
         }
         let config = &self.inner.config;
-        let conn = Connection::connect(
+        if let Some((at, error)) = &slot.failed {
+            if at.elapsed() < config.retry_backoff_max {
+                return Err(error.clone());
+            }
+        }
+        let connected = Connection::connect(
             addr,
             ConnectionConfig {
                 client_id: config.client_id.clone(),
@@ -267,9 +284,18 @@ impl Client {
                 max_response_bytes: config.max_response_bytes,
             },
         )
-        .await?;
-        *slot = Some(Arc::clone(&conn));
-        Ok(conn)
+        .await;
+        match connected {
+            Ok(conn) => {
+                slot.connection = Some(Arc::clone(&conn));
+                slot.failed = None;
+                Ok(conn)
+            }
+            Err(error) => {
+                slot.failed = Some((Instant::now(), error.clone()));
+                Err(error)
+            }
+        }
     }
 
     /// Sends to broker `id` at the best common version in `[min, max]`.

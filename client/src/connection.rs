@@ -101,16 +101,18 @@ impl Connection {
             Arc::clone(&pending),
             Arc::clone(&closed),
         ));
+        let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
         let read_task = tokio::spawn(read_loop(
             reader,
             pending,
             Arc::clone(&closed),
+            Arc::clone(&in_flight),
             addr.to_owned(),
         ));
         let connection = Arc::new(Connection {
             addr: addr.to_owned(),
             outgoing,
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            in_flight,
             correlation_id: AtomicI32::new(0),
             closed,
             versions: OnceLock::new(),
@@ -149,6 +151,7 @@ impl Connection {
     /// Closes the connection; requests in flight fail with [`Error::Disconnected`].
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.in_flight.close();
         for task in &self.tasks {
             task.abort();
         }
@@ -229,7 +232,7 @@ impl Connection {
     }
 
     /// Encodes and queues a request. Waiting for an in-flight slot is bounded by the request
-    /// timeout: if the broker stopped answering, the connection closes.
+    /// timeout.
     async fn enqueue<R: Request>(
         &self,
         request: &R,
@@ -245,12 +248,11 @@ impl Connection {
         )
         .await
         {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(Error::Disconnected(self.addr.clone())),
-            Err(_) => {
-                self.close();
-                return Err(Error::Timeout(self.config.request_timeout));
-            }
+            Ok(Ok(permit)) if !self.is_closed() => permit,
+            Ok(_) => return Err(Error::Disconnected(self.addr.clone())),
+            // A long queue of callers is not a dead broker: the requests in flight have their
+            // own timeouts, which close the connection if it is stuck.
+            Err(_) => return Err(Error::Timeout(self.config.request_timeout)),
         };
         let correlation_id = self.correlation_id.fetch_add(1, Ordering::Relaxed);
         let header = RequestHeader::default()
@@ -286,14 +288,17 @@ async fn write_loop(
             let mut no_response = None;
             match next.reply.take() {
                 Some(reply) => {
-                    pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_back(Pending {
-                            correlation_id: next.correlation_id,
-                            reply,
-                            _permit: next.permit,
-                        })
+                    let mut waiting = pending.lock().unwrap_or_else(|e| e.into_inner());
+                    // The reader sets `closed` under this lock when it stops: a request
+                    // queued after that would never be answered, so it fails at once.
+                    if closed.load(Ordering::Acquire) {
+                        return;
+                    }
+                    waiting.push_back(Pending {
+                        correlation_id: next.correlation_id,
+                        reply,
+                        _permit: next.permit,
+                    });
                 }
                 None => no_response = Some(next.permit),
             }
@@ -318,6 +323,7 @@ async fn read_loop(
     mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
     pending: Arc<Mutex<VecDeque<Pending>>>,
     closed: Arc<AtomicBool>,
+    in_flight: Arc<Semaphore>,
     addr: String,
 ) {
     while let Some(Ok(frame)) = reader.next().await {
@@ -343,7 +349,11 @@ async fn read_loop(
         // The caller may have given up (timeout); the response is dropped.
         let _ = waiter.reply.send(Ok(frame));
     }
+    // Under the lock the writer checks: nothing is queued for an answer after this.
+    let mut waiting = pending.lock().unwrap_or_else(|e| e.into_inner());
     closed.store(true, Ordering::Release);
+    // Callers waiting for an in-flight slot fail now rather than at their timeout.
+    in_flight.close();
     // Dropping the remaining waiters fails their callers with `Disconnected`.
-    pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    waiting.clear();
 }

@@ -107,6 +107,12 @@ pub struct Consumer {
     fetches: JoinSet<FetchResult>,
     /// Brokers with a fetch in flight: one at a time each.
     fetching_brokers: HashSet<i32>,
+    /// In-flight fetch tasks by task id, so a task that dies still frees its broker.
+    fetch_tasks: HashMap<tokio::task::Id, (i32, Vec<TopicPartition>)>,
+    /// A background metadata refresh is running.
+    refreshing: Arc<std::sync::atomic::AtomicBool>,
+    /// Rotates the order of partitions in fetches, so that none is always last.
+    fetch_rotation: usize,
 }
 
 impl Consumer {
@@ -118,6 +124,9 @@ impl Consumer {
             buffer: VecDeque::new(),
             fetches: JoinSet::new(),
             fetching_brokers: HashSet::new(),
+            fetch_tasks: HashMap::new(),
+            refreshing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            fetch_rotation: 0,
         }
     }
 
@@ -260,16 +269,17 @@ impl Consumer {
             )));
         }
         loop {
-            // Looking up start positions retries through leader changes; it is bounded by the
-            // poll's own timeout (and picked up again by the next poll).
-            match tokio::time::timeout_at(deadline.into(), self.resolve_positions()).await {
-                Ok(resolved) => resolved?,
-                Err(_) => return Ok(Vec::new()),
-            }
             if !self.buffer.is_empty() {
                 let records = self.take_buffered();
                 self.send_fetches();
                 return Ok(records);
+            }
+            // Bounded by the poll's own timeout; what is left is picked up by the next poll.
+            if tokio::time::timeout_at(deadline.into(), self.resolve_positions())
+                .await
+                .is_err()
+            {
+                return Ok(Vec::new());
             }
             self.send_fetches();
             let now = Instant::now();
@@ -282,13 +292,23 @@ impl Consumer {
                 tokio::time::sleep(pause).await;
                 continue;
             }
-            match tokio::time::timeout_at(deadline.into(), self.fetches.join_next()).await {
+            match tokio::time::timeout_at(deadline.into(), self.fetches.join_next_with_id()).await {
                 Err(_) | Ok(None) => return Ok(Vec::new()),
-                Ok(Some(Ok((broker, parts, result)))) => {
-                    self.handle_fetch(broker, parts, result).await?;
+                Ok(Some(Ok((id, (broker, parts, result))))) => {
+                    self.fetch_tasks.remove(&id);
+                    self.handle_fetch(broker, parts, result)?;
                 }
                 Ok(Some(Err(join))) => {
-                    return Err(Error::Protocol(format!("fetch task failed: {join}")))
+                    // The task died: free its broker and partitions so they are fetched again.
+                    if let Some((broker, tps)) = self.fetch_tasks.remove(&join.id()) {
+                        self.fetching_brokers.remove(&broker);
+                        for tp in tps {
+                            if let Some(state) = self.assigned.get_mut(&tp) {
+                                state.fetching = false;
+                            }
+                        }
+                    }
+                    return Err(Error::Protocol(format!("fetch task failed: {join}")));
                 }
             }
         }
@@ -311,41 +331,64 @@ impl Consumer {
         records
     }
 
-    /// ListOffsets for every partition waiting for a position.
-    async fn resolve_positions(&mut self) -> Result<()> {
+    /// One ListOffsets round for the partitions waiting for a position and not backing off.
+    /// Each partition resolves on its own: a partition without a leader backs off alone.
+    async fn resolve_positions(&mut self) {
+        let now = Instant::now();
         let pending: Vec<(TopicPartition, i64)> = self
             .assigned
             .iter()
+            .filter(|(_, s)| s.retry_at.is_none_or(|at| at <= now))
             .filter_map(|(tp, s)| s.reset.map(|ts| (tp.clone(), ts)))
             .collect();
         if pending.is_empty() {
-            return Ok(());
+            return;
         }
-        let offsets = list_offsets(&self.client, &pending, self.config.read_committed).await?;
+        let (found, failed) =
+            list_offsets_once(&self.client, &pending, self.config.read_committed).await;
         for (tp, timestamp) in pending {
-            let Some(&offset) = offsets.get(&tp) else {
+            let Some(state) = self.assigned.get_mut(&tp) else {
                 continue;
             };
-            let offset = if offset < 0 {
+            if state.reset != Some(timestamp) {
+                continue; // seeked meanwhile
+            }
+            match found.get(&tp) {
                 // No record at or after that time: continue from the end.
-                let end = list_offsets(
-                    &self.client,
-                    &[(tp.clone(), LATEST)],
-                    self.config.read_committed,
-                )
-                .await?;
-                end.get(&tp).copied().unwrap_or(0)
-            } else {
-                offset
-            };
-            let state = self.assigned_mut(&tp)?;
-            if state.reset == Some(timestamp) {
-                state.reset = None;
-                state.position = Some(offset);
-                state.fetch_offset = offset;
+                Some(&offset) if offset < 0 => state.reset = Some(LATEST),
+                Some(&offset) => {
+                    state.reset = None;
+                    state.position = Some(offset);
+                    state.fetch_offset = offset;
+                    state.retry_at = None;
+                }
+                None => state.retry_at = Some(now + self.client.config().retry_backoff),
             }
         }
-        Ok(())
+        if failed.iter().any(|(_, e)| e.needs_metadata_refresh()) {
+            self.refresh_in_background();
+        }
+    }
+
+    /// Refreshes the assigned topics' metadata in a task, at most one at a time.
+    fn refresh_in_background(&self) {
+        if self
+            .refreshing
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let client = self.client.clone();
+        let refreshing = Arc::clone(&self.refreshing);
+        let mut topics: Vec<String> = self.assigned.keys().map(|tp| tp.topic.clone()).collect();
+        topics.dedup();
+        tokio::spawn(async move {
+            if let Err(error) = client.refresh_metadata(&topics, false).await {
+                tracing::debug!(%error, "metadata refresh failed");
+                tokio::time::sleep(client.config().retry_backoff).await;
+            }
+            refreshing.store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     /// Sends one fetch to each leader that has none in flight, for its partitions that have a
@@ -374,12 +417,14 @@ impl Consumer {
             }
         }
         if missing_leader || self.client.metadata_is_stale() {
-            let client = self.client.clone();
-            let seen = client.refresh_generation();
-            let topics: Vec<String> = self.assigned.keys().map(|tp| tp.topic.clone()).collect();
-            tokio::spawn(async move { client.refresh_metadata_once(&topics, seen).await });
+            self.refresh_in_background();
         }
-        for (broker, parts) in by_broker {
+        for (broker, mut parts) in by_broker {
+            // Kafka guarantees a whole oversized batch only to the first partition with data,
+            // and fills the response in request order: rotate so every partition leads in turn.
+            self.fetch_rotation = self.fetch_rotation.wrapping_add(1);
+            let len = parts.len();
+            parts.rotate_left(self.fetch_rotation % len);
             for (tp, _, _) in &parts {
                 if let Some(state) = self.assigned.get_mut(tp) {
                     state.fetching = true;
@@ -389,7 +434,8 @@ impl Consumer {
             let request = self.fetch_request(&parts);
             let client = self.client.clone();
             let wait = self.config.fetch_max_wait;
-            self.fetches.spawn(async move {
+            let tps = parts.iter().map(|(tp, _, _)| tp.clone()).collect();
+            let task = self.fetches.spawn(async move {
                 let result = async {
                     let conn = client.broker(broker).await?;
                     let version =
@@ -401,13 +447,22 @@ impl Consumer {
                 .await;
                 (broker, parts, result)
             });
+            self.fetch_tasks.insert(task.id(), (broker, tps));
         }
     }
 
     fn fetch_request(&self, parts: &[(TopicPartition, u64, i64)]) -> FetchRequest {
-        let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+        // Topics in the order of their first partition, partitions in the given order.
+        let mut topics: Vec<(&str, Vec<FetchPartition>)> = Vec::new();
         for (tp, _, offset) in parts {
-            topics.entry(&tp.topic).or_default().push(
+            let index = match topics.iter().position(|(t, _)| *t == tp.topic) {
+                Some(index) => index,
+                None => {
+                    topics.push((&tp.topic, Vec::new()));
+                    topics.len() - 1
+                }
+            };
+            topics[index].1.push(
                 FetchPartition::default()
                     .with_partition(tp.partition)
                     .with_current_leader_epoch(-1)
@@ -436,7 +491,7 @@ impl Consumer {
             )
     }
 
-    async fn handle_fetch(
+    fn handle_fetch(
         &mut self,
         broker: i32,
         parts: Vec<(TopicPartition, u64, i64)>,
@@ -458,9 +513,7 @@ impl Consumer {
                         state.retry_at = Some(backoff);
                     }
                 }
-                let seen = self.client.refresh_generation();
-                let topics: Vec<String> = parts.iter().map(|(tp, _, _)| tp.topic.clone()).collect();
-                let _ = self.client.refresh_metadata_once(&topics, seen).await;
+                self.refresh_in_background();
                 return Ok(());
             }
             Err(error) => return Err(error),
@@ -507,7 +560,14 @@ impl Consumer {
                 state.last_stable_offset = data.last_stable_offset;
                 state.log_start_offset = data.log_start_offset;
                 let records = data.records.unwrap_or_default();
-                let (decoded, next) = decode_records(&tp, records, offset)?;
+                let aborted = self.config.read_committed.then(|| {
+                    data.aborted_transactions
+                        .iter()
+                        .flatten()
+                        .map(|a| (a.producer_id.0, a.first_offset))
+                        .collect()
+                });
+                let (decoded, next) = decode_records(&tp, records, offset, aborted)?;
                 state.fetch_offset = next;
                 state.buffered += decoded.len();
                 if decoded.is_empty() {
@@ -517,9 +577,7 @@ impl Consumer {
             }
         }
         if refresh {
-            let seen = self.client.refresh_generation();
-            let topics: Vec<String> = parts.iter().map(|(tp, _, _)| tp.topic.clone()).collect();
-            let _ = self.client.refresh_metadata_once(&topics, seen).await;
+            self.refresh_in_background();
         }
         Ok(())
     }
@@ -533,29 +591,75 @@ impl Consumer {
     }
 }
 
-/// Decodes the complete record batches in `records`, skipping control records and records
-/// before `from`; returns them and the next offset to fetch. A partial batch at the end (the
-/// broker cut the response at `max_bytes`) is left for the next fetch.
+/// Aborted transactions of one fetched partition, as Fetch returns them for read_committed:
+/// `(producer id, first offset)`.
+type AbortedTransactions = Vec<(i64, i64)>;
+
+/// Decodes the complete record batches in `records`, skipping control records, records before
+/// `from` and, with `aborted` (read_committed), records of aborted transactions; returns them
+/// and the next offset to fetch: past the last batch's last offset, which compaction may have
+/// emptied of records. A partial batch at the end (the broker cut the response at `max_bytes`)
+/// is left for the next fetch.
 fn decode_records(
     tp: &TopicPartition,
     mut records: Bytes,
     from: i64,
+    aborted: Option<AbortedTransactions>,
 ) -> Result<(Vec<ConsumerRecord>, i64)> {
+    // Batch header offsets (record batch v2).
+    const BATCH_LENGTH: usize = 8;
+    const ATTRIBUTES: usize = 21;
+    const LAST_OFFSET_DELTA: usize = 23;
+    const PRODUCER_ID: usize = 43;
+    const HEADER_END: usize = 61;
+    const TRANSACTIONAL: i16 = 1 << 4;
+
+    let read_committed = aborted.is_some();
+    // Aborted transactions by first offset, consumed as batches pass them (Java's
+    // `CompletedFetch` does the same).
+    let mut pending_aborts = aborted.unwrap_or_default();
+    pending_aborts.sort_by_key(|&(_, first_offset)| std::cmp::Reverse(first_offset));
+    let mut aborted_producers = HashSet::new();
     let mut out = Vec::new();
     let mut next = from;
-    while records.len() >= 12 {
-        let batch_len = (&records[8..12]).get_i32();
+    while records.len() >= HEADER_END {
+        let batch_len = (&records[BATCH_LENGTH..BATCH_LENGTH + 4]).get_i32();
         let total = 12
             + usize::try_from(batch_len)
                 .map_err(|_| Error::Protocol(format!("{tp}: negative batch length {batch_len}")))?;
         if records.len() < total {
             break;
         }
+        let base_offset = (&records[..8]).get_i64();
+        let attributes = (&records[ATTRIBUTES..ATTRIBUTES + 2]).get_i16();
+        let last_offset = base_offset + i64::from((&records[LAST_OFFSET_DELTA..]).get_i32());
+        let producer_id = (&records[PRODUCER_ID..]).get_i64();
         let mut batch = records.split_to(total);
+        next = next.max(last_offset + 1);
         let set = RecordBatchDecoder::decode(&mut batch)
             .map_err(|e| Error::Protocol(format!("{tp}: undecodable record batch: {e}")))?;
+        if read_committed && attributes & TRANSACTIONAL != 0 {
+            while pending_aborts
+                .last()
+                .is_some_and(|&(_, first)| first <= last_offset)
+            {
+                let (pid, _) = pending_aborts.pop().expect("checked above");
+                aborted_producers.insert(pid);
+            }
+            let abort_marker = set.records.first().is_some_and(|r| {
+                // A control record's key: version (i16), then type (i16): 0 is ABORT.
+                r.control
+                    && r.key
+                        .as_ref()
+                        .is_some_and(|k| k.len() >= 4 && k[2..4] == [0, 0])
+            });
+            if abort_marker {
+                aborted_producers.remove(&producer_id);
+            } else if aborted_producers.contains(&producer_id) {
+                continue;
+            }
+        }
         for record in set.records {
-            next = next.max(record.offset + 1);
             if record.control || record.offset < from {
                 continue;
             }
@@ -580,91 +684,215 @@ fn decode_records(
     }
     if next == from && !records.is_empty() {
         // Only part of a batch: the broker cut the response short. A broker returns at least
-        // one whole batch for the first partition with data (KIP-74), so this partition gets
-        // its batch in a later fetch.
+        // one whole batch for the first partition with data (KIP-74), and fetches rotate the
+        // partition order, so this partition gets its batch in a later fetch.
         tracing::debug!(%tp, offset = from, bytes = records.len(), "partial record batch");
     }
     Ok((out, next))
 }
 
 /// ListOffsets for each `(partition, timestamp)`, sent to each partition's leader, retried
-/// through leader changes.
+/// through leader changes until every partition has an answer or `api_timeout` passes.
 pub(crate) async fn list_offsets(
     client: &Client,
     tps: &[(TopicPartition, i64)],
     read_committed: bool,
 ) -> Result<HashMap<TopicPartition, i64>> {
     let topics: Vec<String> = tps.iter().map(|(tp, _)| tp.topic.clone()).collect();
-    let client_ref = client;
-    let found = Arc::new(std::sync::Mutex::new(HashMap::new()));
-    client
-        .retry(&topics, || {
-            let found = Arc::clone(&found);
-            async move {
-                let metadata = client_ref.metadata();
-                let mut by_leader: BTreeMap<i32, Vec<&(TopicPartition, i64)>> = BTreeMap::new();
-                for entry in tps {
-                    if found
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .contains_key(&entry.0)
-                    {
-                        continue;
-                    }
-                    let leader = metadata
-                        .leader(&entry.0.topic, entry.0.partition)
-                        .ok_or_else(|| {
-                            Error::kafka(5, Some(format!("no leader for {}", entry.0)))
-                        })?;
-                    by_leader.entry(leader).or_default().push(entry);
-                }
-                for (leader, entries) in by_leader {
-                    let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
-                    for (tp, ts) in &entries {
-                        topics.entry(&tp.topic).or_default().push(
-                            ListOffsetsPartition::default()
-                                .with_partition_index(tp.partition)
-                                .with_current_leader_epoch(-1)
-                                .with_timestamp(*ts),
-                        );
-                    }
-                    let request = ListOffsetsRequest::default()
-                        .with_replica_id(BrokerId(-1))
-                        .with_isolation_level(i8::from(read_committed))
-                        .with_topics(
-                            topics
-                                .into_iter()
-                                .map(|(t, ps)| {
-                                    ListOffsetsTopic::default()
-                                        .with_name(TopicName(StrBytes::from_string(t.to_owned())))
-                                        .with_partitions(ps)
-                                })
-                                .collect(),
-                        );
-                    let response = client_ref
-                        .send_to(
-                            leader,
-                            &request,
-                            LIST_OFFSETS_VERSIONS.0,
-                            LIST_OFFSETS_VERSIONS.1,
-                        )
-                        .await?;
-                    for topic in response.topics {
-                        for p in topic.partitions {
-                            let tp =
-                                TopicPartition::new(topic.name.0.to_string(), p.partition_index);
-                            Error::check(p.error_code, || Some(format!("ListOffsets {tp}")))?;
-                            found
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(tp, p.offset);
-                        }
-                    }
-                }
-                Ok(())
+    let mut found = HashMap::new();
+    let mut pending = tps.to_vec();
+    let deadline = Instant::now() + client.config().api_timeout;
+    let mut backoff = client.config().retry_backoff;
+    loop {
+        let (answered, failed) = list_offsets_once(client, &pending, read_committed).await;
+        found.extend(answered);
+        pending.retain(|(tp, _)| !found.contains_key(tp));
+        let Some((_, error)) = failed.into_iter().next() else {
+            return Ok(found);
+        };
+        if !error.is_retriable() || Instant::now() + backoff >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(client.config().retry_backoff_max);
+        if error.needs_metadata_refresh() {
+            let _ = client.refresh_metadata(&topics, false).await;
+        }
+    }
+}
+
+/// One round of ListOffsets, a request per leader: the offsets answered, and the partitions
+/// that failed with why (no leader, a broker error, the request failing).
+async fn list_offsets_once(
+    client: &Client,
+    tps: &[(TopicPartition, i64)],
+    read_committed: bool,
+) -> (HashMap<TopicPartition, i64>, Vec<(TopicPartition, Error)>) {
+    let metadata = client.metadata();
+    let mut found = HashMap::new();
+    let mut failed = Vec::new();
+    let mut by_leader: BTreeMap<i32, Vec<&(TopicPartition, i64)>> = BTreeMap::new();
+    for entry in tps {
+        match metadata.leader(&entry.0.topic, entry.0.partition) {
+            Some(leader) => by_leader.entry(leader).or_default().push(entry),
+            None => failed.push((
+                entry.0.clone(),
+                Error::kafka(5, Some(format!("no leader for {}", entry.0))),
+            )),
+        }
+    }
+    for (leader, entries) in by_leader {
+        let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
+        for (tp, ts) in &entries {
+            topics.entry(&tp.topic).or_default().push(
+                ListOffsetsPartition::default()
+                    .with_partition_index(tp.partition)
+                    .with_current_leader_epoch(-1)
+                    .with_timestamp(*ts),
+            );
+        }
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(i8::from(read_committed))
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        ListOffsetsTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(t.to_owned())))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let response = match client
+            .send_to(
+                leader,
+                &request,
+                LIST_OFFSETS_VERSIONS.0,
+                LIST_OFFSETS_VERSIONS.1,
+            )
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                failed.extend(entries.iter().map(|(tp, _)| (tp.clone(), error.clone())));
+                continue;
             }
-        })
-        .await?;
-    let found = found.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    Ok(found)
+        };
+        for topic in response.topics {
+            for p in topic.partitions {
+                let tp = TopicPartition::new(topic.name.0.to_string(), p.partition_index);
+                match Error::check(p.error_code, || Some(format!("ListOffsets {tp}"))) {
+                    Ok(()) => {
+                        found.insert(tp, p.offset);
+                    }
+                    Err(error) => failed.push((tp, error)),
+                }
+            }
+        }
+    }
+    for (tp, _) in tps {
+        if !found.contains_key(tp) && !failed.iter().any(|(f, _)| f == tp) {
+            failed.push((
+                tp.clone(),
+                Error::Protocol(format!("ListOffsets without {tp}")),
+            ));
+        }
+    }
+    (found, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use super::*;
+
+    fn record(offset: i64, producer_id: i64, transactional: bool) -> Record {
+        Record {
+            transactional,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence: offset as i32,
+            timestamp: 1_000 + offset,
+            key: None,
+            value: Some(Bytes::from(format!("v{offset}"))),
+            headers: IndexMap::new(),
+        }
+    }
+
+    /// A transaction marker: key = version 0, type (0 abort, 1 commit).
+    fn marker(offset: i64, producer_id: i64, commit: bool) -> Record {
+        Record {
+            control: true,
+            key: Some(Bytes::from(vec![0, 0, 0, u8::from(commit)])),
+            value: Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
+            ..record(offset, producer_id, true)
+        }
+    }
+
+    fn encode(buf: &mut BytesMut, records: &[Record]) {
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Lz4,
+        };
+        RecordBatchEncoder::encode(buf, records, &options).unwrap();
+    }
+
+    fn offsets(records: &[ConsumerRecord]) -> Vec<i64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    fn tp() -> TopicPartition {
+        TopicPartition::new("t", 0)
+    }
+
+    #[test]
+    fn a_compacted_batch_moves_the_fetch_offset_past_its_last_offset() {
+        // Offsets 0..=2 written; compaction kept 0 and 1 and the batch's last offset, 2.
+        let mut buf = BytesMut::new();
+        encode(&mut buf, &[record(0, -1, false), record(1, -1, false)]);
+        buf[23..27].copy_from_slice(&2i32.to_be_bytes());
+        let crc = crc32c::crc32c(&buf[21..]);
+        buf[17..21].copy_from_slice(&crc.to_be_bytes());
+        let (records, next) = decode_records(&tp(), buf.clone().freeze(), 0, None).unwrap();
+        assert_eq!(offsets(&records), [0, 1]);
+        assert_eq!(next, 3);
+        // Fetched again from 2 (the records were returned): nothing, and still past it.
+        let (records, next) = decode_records(&tp(), buf.freeze(), 2, None).unwrap();
+        assert!(records.is_empty());
+        assert_eq!(next, 3);
+    }
+
+    #[test]
+    fn read_committed_drops_aborted_transactions_and_markers() {
+        let mut buf = BytesMut::new();
+        encode(&mut buf, &[record(0, 5, true), record(1, 5, true)]);
+        encode(&mut buf, &[marker(2, 5, false)]);
+        encode(&mut buf, &[record(3, 6, true), record(4, 6, true)]);
+        encode(&mut buf, &[marker(5, 6, true)]);
+        encode(&mut buf, &[record(6, -1, false)]);
+        let all = buf.freeze();
+
+        let (records, next) = decode_records(&tp(), all.clone(), 0, Some(vec![(5, 0)])).unwrap();
+        assert_eq!(offsets(&records), [3, 4, 6]);
+        assert_eq!(next, 7);
+        // read_uncommitted sees every data record, never a marker.
+        let (records, _) = decode_records(&tp(), all.clone(), 0, None).unwrap();
+        assert_eq!(offsets(&records), [0, 1, 3, 4, 6]);
+        // A partial batch at the end waits for the next fetch.
+        let cut = all.slice(..all.len() - 3);
+        let (records, next) = decode_records(&tp(), cut, 3, Some(vec![(5, 0)])).unwrap();
+        assert_eq!(offsets(&records), [3, 4]);
+        assert_eq!(next, 6);
+    }
 }

@@ -49,6 +49,8 @@ pub(super) struct Batch {
     pub attempts: u32,
     /// Encoded at the first send (with its producer id and sequence) and resent as is.
     pub encoded: Option<Bytes>,
+    /// The producer id and epoch it was encoded under (-1 when not idempotent or not yet).
+    pub producer: (i64, i16),
 }
 
 impl Batch {
@@ -86,6 +88,8 @@ pub(super) struct State {
     /// Some send failed in a way that suggests stale leaders.
     pub refresh_wanted: bool,
     pub refreshing: bool,
+    /// An InitProducerId task is running.
+    pub init_running: bool,
 }
 
 #[derive(Debug)]
@@ -134,7 +138,14 @@ impl Shared {
     async fn partitions(&self, topic: &str, deadline: Instant) -> Result<i32> {
         let mut backoff = self.client.config().retry_backoff;
         loop {
-            if let Some(info) = self.client.metadata().topics.get(topic) {
+            // A topic listed without partitions is still being created: not usable yet.
+            if let Some(info) = self
+                .client
+                .metadata()
+                .topics
+                .get(topic)
+                .filter(|t| !t.partitions.is_empty())
+            {
                 return Ok(info.partitions.len() as i32);
             }
             let refreshed = self
@@ -142,7 +153,11 @@ impl Shared {
                 .refresh_metadata(&[topic.to_owned()], true)
                 .await;
             if let Ok(metadata) = &refreshed {
-                if metadata.topics.contains_key(topic) {
+                if metadata
+                    .topics
+                    .get(topic)
+                    .is_some_and(|t| !t.partitions.is_empty())
+                {
                     continue;
                 }
             }
@@ -236,6 +251,7 @@ impl Shared {
                 generation,
                 attempts: 0,
                 encoded: None,
+                producer: (-1, -1),
             });
             *incomplete.entry(generation).or_default() += 1;
         }

@@ -165,12 +165,13 @@ impl Producer {
     /// Starts a producer on `client` (and, with idempotence, gets a producer id).
     pub async fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
         if config.batch_size == 0
+            || config.batch_size > config.max_request_size
             || config.buffer_memory < config.max_request_size
             || !(1..=5).contains(&config.max_in_flight_per_partition)
         {
             return Err(Error::InvalidArgument(
-                "batch_size must be > 0, buffer_memory >= max_request_size and \
-                 max_in_flight_per_partition 1 to 5"
+                "batch_size must be 1 to max_request_size, buffer_memory >= \
+                 max_request_size and max_in_flight_per_partition 1 to 5"
                     .to_owned(),
             ));
         }

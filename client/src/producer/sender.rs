@@ -69,6 +69,27 @@ async fn init_producer_id(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// Gets a new producer id in a task when one is needed; meanwhile `drain` keeps expiring and
+/// retrying what was already encoded, and holds back new batches.
+fn start_init_if_needed(shared: &Arc<Shared>) {
+    {
+        let mut state = shared.lock();
+        if !state.needs_producer_id || state.init_running {
+            return;
+        }
+        state.init_running = true;
+    }
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        if let Err(error) = init_producer_id(&shared).await {
+            tracing::warn!(%error, "cannot get a new producer id; retrying");
+            tokio::time::sleep(shared.client.config().retry_backoff_max).await;
+        }
+        shared.lock().init_running = false;
+        shared.wake_sender.notify_one();
+    });
+}
+
 async fn run(shared: Arc<Shared>) {
     let mut brokers: HashMap<i32, mpsc::UnboundedSender<Vec<Part>>> = HashMap::new();
     loop {
@@ -76,13 +97,7 @@ async fn run(shared: Arc<Shared>) {
         tokio::pin!(wake);
         wake.as_mut().enable();
 
-        if shared.lock().needs_producer_id {
-            if let Err(error) = init_producer_id(&shared).await {
-                tracing::warn!(%error, "cannot get a new producer id; retrying");
-                tokio::time::sleep(shared.client.config().retry_backoff_max).await;
-                continue;
-            }
-        }
+        start_init_if_needed(&shared);
         let (requests, next_wake, finished) = drain(&shared, Instant::now());
         if finished {
             return;
@@ -124,6 +139,7 @@ fn drain(shared: &Shared, now: Instant) -> (BTreeMap<i32, Vec<Vec<Part>>>, Insta
     let mut busy = false;
     let mut expired = Vec::new();
     let producer = (state.producer_id, state.producer_epoch);
+    let needs_producer_id = state.needs_producer_id;
     let flush_below = state.flush_below;
     let closed = state.closed;
     for (tp, queue) in state.queues.iter_mut() {
@@ -162,6 +178,15 @@ fn drain(shared: &Shared, now: Instant) -> (BTreeMap<i32, Vec<Vec<Part>>>, Insta
                 Some(at) if at > now => wait(at, &mut next_wake),
                 _ => picked.push(index),
             }
+        } else if idempotent(shared)
+            && (needs_producer_id
+                || queue
+                    .batches
+                    .iter()
+                    .any(|b| b.unsettled() && b.producer != producer))
+        {
+            // New batches wait for the new producer id, and for the batches of the old one to
+            // settle: the broker orders sequences per producer id, not across ids.
         } else {
             let last = queue.batches.len() - 1;
             for (index, batch) in queue.batches.iter().enumerate() {
@@ -238,11 +263,13 @@ fn encode(
     }
     let idempotent = idempotent(shared);
     if idempotent {
+        batch.producer = (producer_id, producer_epoch);
         for (i, record) in batch.records.iter_mut().enumerate() {
             record.producer_id = producer_id;
             record.producer_epoch = producer_epoch;
-            // Sequences wrap to 0 after i32::MAX, as the Java client's do.
-            record.sequence = next_sequence.wrapping_add(i as i32) & i32::MAX;
+            // Only the base sequence is written; the encoder wants `offset - sequence` equal
+            // across the batch, so no wrap inside it (the broker wraps past i32::MAX itself).
+            record.sequence = next_sequence.wrapping_add(i as i32);
         }
     }
     let mut buf = BytesMut::with_capacity(batch.bytes + 128);
@@ -258,6 +285,7 @@ fn encode(
     let encoded = buf.freeze();
     batch.encoded = Some(encoded.clone());
     if idempotent {
+        // The next batch's base sequence wraps to 0 after i32::MAX, as the Java client's does.
         queue.next_sequence = next_sequence.wrapping_add(batch.records.len() as i32) & i32::MAX;
     }
     Ok(encoded)
@@ -277,7 +305,7 @@ fn spawn_broker_task(shared: &Arc<Shared>, broker: i32) -> mpsc::UnboundedSender
                 next = requests.recv(), if answers.len() < 1024 => {
                     let Some(parts) = next else { break };
                     match submit(&shared, broker, &parts).await {
-                        Ok(answer) => answers.push(async move { (parts, answer.await) }),
+                        Ok(answer) => answers.push(answered(parts, answer)),
                         Err(error) => settle_request(&shared, parts, Err(error)),
                     }
                 }
@@ -287,20 +315,27 @@ fn spawn_broker_task(shared: &Arc<Shared>, broker: i32) -> mpsc::UnboundedSender
                 () = tokio::time::sleep(idle), if answers.is_empty() => break,
             }
         }
-        // Requests queued after the decision to stop are answered as lost, and retried.
+        // Requests queued just before the channel closed are still sent, in order.
         requests.close();
         while let Some(parts) = requests.recv().await {
-            settle_request(
-                &shared,
-                parts,
-                Err(Error::Disconnected(format!("broker {broker}"))),
-            );
+            match submit(&shared, broker, &parts).await {
+                Ok(answer) => answers.push(answered(parts, answer)),
+                Err(error) => settle_request(&shared, parts, Err(error)),
+            }
         }
         while let Some((parts, answer)) = answers.next().await {
             settle_request(&shared, parts, answer);
         }
     });
     queue
+}
+
+/// A request's batches with its answer (one future type for every push into the set).
+async fn answered<F>(parts: Vec<Part>, answer: F) -> (Vec<Part>, Result<Option<ProduceResponse>>)
+where
+    F: std::future::Future<Output = Result<Option<ProduceResponse>>>,
+{
+    (parts, answer.await)
 }
 
 /// Queues one Produce request on the broker's connection (in call order) and returns its
@@ -486,7 +521,10 @@ fn record_outcome(
             queue.retry_at = Some(now + backoff);
         }
         Outcome::Failed(error) => {
-            if batch.encoded.is_some() && idempotent(shared) {
+            if batch.encoded.is_some()
+                && idempotent(shared)
+                && batch.producer == (state.producer_id, state.producer_epoch)
+            {
                 // The sequences of the batches behind it no longer fit.
                 state.needs_producer_id = true;
             }
@@ -501,7 +539,10 @@ fn expire_front(state: &mut State, tp: &TopicPartition, now: Instant) {
     let Some(batch) = state.queues.get_mut(tp).and_then(|q| q.batches.front_mut()) else {
         return;
     };
-    if batch.encoded.is_some() && state.producer_id >= 0 {
+    if batch.encoded.is_some()
+        && batch.producer.0 >= 0
+        && batch.producer == (state.producer_id, state.producer_epoch)
+    {
         state.needs_producer_id = true;
     }
     let waited = now.saturating_duration_since(batch.created);
@@ -688,6 +729,7 @@ mod tests {
                     generation: 0,
                     attempts: 0,
                     encoded: None,
+                    producer: (-1, -1),
                 });
         }
         // Memory accounting: what `release` gives back must have been taken.
@@ -808,5 +850,69 @@ mod tests {
         assert_eq!(first.await.unwrap().unwrap().offset, 0);
         shared.append(record()).await.unwrap();
         drop(second);
+    }
+
+    #[test]
+    fn sequences_wrap_between_batches_never_inside_one() {
+        let shared = shared();
+        queue_batches(&shared, 2);
+        {
+            let mut state = shared.lock();
+            let queue = state.queues.get_mut(&tp()).unwrap();
+            queue.next_sequence = i32::MAX;
+            for batch in &mut queue.batches {
+                let extra = batch.records[0].clone();
+                batch.records.push(extra);
+                batch.records[1].offset = 1;
+            }
+        }
+        let (requests, _, _) = drain(&shared, Instant::now());
+        let mut bases = Vec::new();
+        for request in &requests[&1] {
+            let mut bytes = request[0].2.clone();
+            let batches =
+                kafka_protocol::records::RecordBatchDecoder::decode_batch_info(&mut bytes).unwrap();
+            assert_eq!(
+                batches.len(),
+                1,
+                "one record batch per partition and request"
+            );
+            assert_eq!(batches[0].record_count, 2);
+            bases.push(batches[0].base_sequence);
+        }
+        // 2^31 - 1 and (2^31 - 1) + 1, then the next batch starts at 1 after the wrap.
+        assert_eq!(bases, [i32::MAX, 1]);
+    }
+
+    #[test]
+    fn new_batches_wait_for_a_new_producer_id_and_for_old_ones_to_settle() {
+        let shared = shared_with(ProducerConfig {
+            max_in_flight_per_partition: 1,
+            ..ProducerConfig::default()
+        });
+        queue_batches(&shared, 3);
+        let (requests, _, _) = drain(&shared, Instant::now());
+        assert_eq!(sent_ids(&requests), [[1]]);
+        shared.lock().needs_producer_id = true;
+        let (requests, _, _) = drain(&shared, Instant::now());
+        assert!(
+            sent_ids(&requests).is_empty(),
+            "held back while a new id is needed"
+        );
+        {
+            let mut state = shared.lock();
+            state.needs_producer_id = false;
+            state.producer_id = 8;
+        }
+        let (requests, _, _) = drain(&shared, Instant::now());
+        assert!(
+            sent_ids(&requests).is_empty(),
+            "held back while batch 1 (old id) is unsettled"
+        );
+        outcome(&shared, 1, written(0));
+        let (requests, _, _) = drain(&shared, Instant::now());
+        assert_eq!(sent_ids(&requests), [[2]]);
+        let state = shared.lock();
+        assert_eq!(state.queues[&tp()].batches[0].producer, (8, 0));
     }
 }

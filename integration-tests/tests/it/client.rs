@@ -486,6 +486,7 @@ async fn send_blocks_then_fails_when_buffer_memory_is_full_and_recovers_when_the
         ProducerConfig {
             buffer_memory: BUFFER,
             max_request_size: 16 * 1024,
+            batch_size: 16 * 1024,
             max_block: MAX_BLOCK,
             linger: Duration::from_millis(1),
             ..ProducerConfig::default()

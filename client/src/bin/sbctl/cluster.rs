@@ -47,12 +47,12 @@ async fn describe(admin: Admin, format: Format) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
         })),
         Format::Table => {
-            println!("Cluster id: {}", cluster.cluster_id);
+            outln!("Cluster id: {}", cluster.cluster_id);
             let controller = cluster
                 .controller_id
                 .map_or_else(|| "none".to_owned(), |c| c.to_string());
-            println!("Controller: {controller}");
-            println!();
+            outln!("Controller: {controller}");
+            outln!();
             let brokers: Vec<Vec<String>> = cluster
                 .brokers
                 .iter()
@@ -65,7 +65,7 @@ async fn describe(admin: Admin, format: Format) -> anyhow::Result<()> {
                 })
                 .collect();
             output::table(&["BROKER", "ADDRESS", "RACK"], &brokers);
-            println!();
+            outln!();
             let rows: Vec<Vec<String>> = partitions
                 .iter()
                 .map(|(t, p)| {
@@ -80,10 +80,10 @@ async fn describe(admin: Admin, format: Format) -> anyhow::Result<()> {
                 })
                 .collect();
             output::table(&["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR"], &rows);
-            println!();
-            println!("Under-replicated partitions: {}", under.len());
+            outln!();
+            outln!("Under-replicated partitions: {}", under.len());
             for (t, p) in under {
-                println!("  {t}-{}", p.partition);
+                outln!("  {t}-{}", p.partition);
             }
         }
     }

@@ -88,14 +88,58 @@ pub async fn produce(client: Client, format: Format, args: ProduceArgs) -> anyho
     }
     let producer = Producer::new(client, config).await?;
     let mut deliveries = Vec::new();
-    for (number, line) in reader.lines().enumerate() {
-        let line = line.context("reading input")?;
+    let mut produced = 0u64;
+    // Input errors stop reading, but what was already sent is still delivered (and checked)
+    // before the error is reported.
+    let read = send_lines(&producer, &args, reader, &mut deliveries, &mut produced).await;
+    producer.flush().await;
+    let mut undelivered = None;
+    for delivery in deliveries {
+        if let Err(e) = delivery.await {
+            undelivered.get_or_insert(e);
+        }
+    }
+    producer.close().await;
+    read?;
+    if let Some(e) = undelivered {
+        return Err(e).context("record not delivered");
+    }
+    if format == Format::Json {
+        output::json(&json!({ "topic": args.topic, "produced": produced }));
+    }
+    Ok(())
+}
+
+/// Sends each input line (bytes, without its `\n`) as a record.
+async fn send_lines(
+    producer: &Producer,
+    args: &ProduceArgs,
+    mut reader: Box<dyn BufRead>,
+    deliveries: &mut Vec<streambus_client::DeliveryFuture>,
+    produced: &mut u64,
+) -> anyhow::Result<()> {
+    let mut line = Vec::new();
+    for number in 1u64.. {
+        line.clear();
+        if reader
+            .read_until(b'\n', &mut line)
+            .context("reading input")?
+            == 0
+        {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
         let (key, value) = match &args.key_separator {
-            Some(separator) => match line.split_once(separator.as_str()) {
-                Some((k, v)) => (Some(Bytes::from(k.to_owned())), v.to_owned()),
-                None => bail!("line {}: no key separator {separator:?} found", number + 1),
+            Some(separator) => match find(&line, separator.as_bytes()) {
+                Some(at) => (
+                    Some(Bytes::copy_from_slice(&line[..at])),
+                    Bytes::copy_from_slice(&line[at + separator.len()..]),
+                ),
+                None => bail!("line {number}: no key separator {separator:?} found"),
             },
-            None => (None, line),
+            None => (None, Bytes::copy_from_slice(&line)),
         };
         let mut record = ProducerRecord::new(&args.topic, value);
         record.key = key;
@@ -104,6 +148,7 @@ pub async fn produce(client: Client, format: Format, args: ProduceArgs) -> anyho
             record = record.with_header(k.clone(), v.clone());
         }
         deliveries.push(producer.send(record).await?);
+        *produced += 1;
         // Completed deliveries are checked as we go, so memory stays bounded on long inputs.
         if deliveries.len() >= 10_000 {
             for delivery in deliveries.drain(..) {
@@ -111,16 +156,15 @@ pub async fn produce(client: Client, format: Format, args: ProduceArgs) -> anyho
             }
         }
     }
-    let count = deliveries.len();
-    producer.flush().await;
-    for delivery in deliveries {
-        delivery.await.context("record not delivered")?;
-    }
-    producer.close().await;
-    if format == Format::Json {
-        output::json(&json!({ "topic": args.topic, "produced": count }));
-    }
     Ok(())
+}
+
+/// The first position of `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 pub async fn consume(client: Client, format: Format, args: ConsumeArgs) -> anyhow::Result<()> {
@@ -189,17 +233,24 @@ pub async fn consume(client: Client, format: Format, args: ConsumeArgs) -> anyho
             last_record = Instant::now();
         }
         let mut out = stdout.lock();
+        let mut written = Ok(());
         for record in records {
             if args.max_messages.is_some_and(|max| printed >= max) {
                 break;
             }
-            match format {
-                Format::Json => writeln!(out, "{}", record_json(&record))?,
-                Format::Table => out.write_all(&render(template, &record))?,
+            written = match format {
+                Format::Json => writeln!(out, "{}", record_json(&record)),
+                Format::Table => out.write_all(&render(template, &record)),
+            };
+            if written.is_err() {
+                break;
             }
             printed += 1;
         }
-        out.flush()?;
+        if let Err(e) = written.and_then(|()| out.flush()) {
+            output::exit_on_closed_pipe(&e);
+            return Err(e).context("writing to stdout");
+        }
     }
     eprintln!("Processed a total of {printed} messages");
     Ok(())

@@ -2,9 +2,11 @@
 //! admin, console produce/consume, perf tests), talking only the Kafka protocol through the
 //! `streambus-client` SDK. Errors print one line on stderr and exit 1; bad flags exit 2.
 
+// First, so that its `outln!` macro is in scope in the others.
+#[macro_use]
+mod output;
 mod cluster;
 mod io;
-mod output;
 mod perf;
 mod topic;
 

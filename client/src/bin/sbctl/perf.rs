@@ -137,6 +137,9 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
     };
     if let Some(size) = args.batch_size {
         config.batch_size = size;
+        // A batch is one request's worth at most; the broker's max.message.bytes still applies.
+        config.max_request_size = config.max_request_size.max(size);
+        config.buffer_memory = config.buffer_memory.max(4 * size);
     }
     if let Some(ms) = args.linger_ms {
         config.linger = Duration::from_millis(ms);
@@ -232,7 +235,7 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
     let mb_per_sec = records_per_sec * args.record_size as f64 / (1024.0 * 1024.0);
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "records": acked, "errors": errors, "record_size": args.record_size,
@@ -244,7 +247,7 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
             })
         );
     } else {
-        println!(
+        outln!(
             "{acked} records sent, {records_per_sec:.1} records/sec ({mb_per_sec:.2} MB/sec), \
              {:.2} ms avg latency, {:.2} ms max latency, {:.2} ms 50th, {:.2} ms 95th, \
              {:.2} ms 99th, {:.2} ms 99.9th.",
@@ -293,27 +296,38 @@ async fn consume(client: Client, args: ConsumeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|tp| ends.get(tp).copied().unwrap_or(0) - starts.get(tp).copied().unwrap_or(0))
         .sum();
+    // Without --messages: up to each partition's end as it was at the start (transaction
+    // markers and compaction make the record count smaller than the offset range).
     let target = args.messages.unwrap_or(available.max(0) as u64);
+    let at_end = |consumer: &Consumer| {
+        partitions
+            .iter()
+            .all(|tp| consumer.position(tp).unwrap_or(-1) >= ends.get(tp).copied().unwrap_or(0))
+    };
     let until = args
         .duration_secs
         .map(|s| Instant::now() + Duration::from_secs(s));
     let bar = progress(Some(target), args.json);
     let start = Instant::now();
+    let mut last_record = start;
     let mut records = 0u64;
     let mut bytes = 0u64;
-    let mut idle_since = Instant::now();
-    while records < target {
-        if until.is_some_and(|u| Instant::now() >= u) {
+    loop {
+        let done = match args.messages {
+            Some(n) => records >= n,
+            None => at_end(&consumer),
+        };
+        if done || until.is_some_and(|u| Instant::now() >= u) {
             break;
         }
         let batch = consumer.poll(Duration::from_millis(500)).await?;
         if batch.is_empty() {
-            if idle_since.elapsed() > Duration::from_secs(10) {
+            if last_record.elapsed() > Duration::from_secs(10) {
                 break;
             }
             continue;
         }
-        idle_since = Instant::now();
+        last_record = Instant::now();
         for record in &batch {
             bytes += record.value.as_ref().map_or(0, |v| v.len() as u64)
                 + record.key.as_ref().map_or(0, |k| k.len() as u64);
@@ -321,11 +335,16 @@ async fn consume(client: Client, args: ConsumeArgs) -> anyhow::Result<()> {
         records += batch.len() as u64;
         bar.set_position(records);
     }
+    let complete = match args.messages {
+        Some(n) => records >= n,
+        None => at_end(&consumer),
+    };
     bar.finish_and_clear();
-    let elapsed = start.elapsed().as_secs_f64();
+    // Up to the last record: a trailing wait for records that never came is not throughput.
+    let elapsed = last_record.duration_since(start).as_secs_f64().max(1e-9);
     let mb = bytes as f64 / (1024.0 * 1024.0);
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "records": records, "bytes": bytes, "seconds": elapsed,
@@ -333,14 +352,14 @@ async fn consume(client: Client, args: ConsumeArgs) -> anyhow::Result<()> {
             })
         );
     } else {
-        println!(
+        outln!(
             "{records} records ({mb:.2} MB) in {elapsed:.2} s: {:.1} records/sec, {:.2} MB/sec",
             records as f64 / elapsed,
             mb / elapsed
         );
     }
-    if records < target && args.duration_secs.is_none() {
-        bail!("read {records} of {target} records: no record arrived for 10 s");
+    if !complete && args.duration_secs.is_none() {
+        bail!("read {records} records, then none arrived for 10 s");
     }
     Ok(())
 }

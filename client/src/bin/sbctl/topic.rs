@@ -102,7 +102,7 @@ pub async fn run(client: Client, format: Format, command: TopicCommand) -> anyho
 fn report(format: Format, action: &str, topic: &str, text: &str) {
     match format {
         Format::Json => output::json(&json!({ "topic": topic, "result": action })),
-        Format::Table => println!("{text}"),
+        Format::Table => outln!("{text}"),
     }
 }
 
@@ -145,7 +145,7 @@ async fn list(admin: &Admin, format: Format, internal: bool) -> anyhow::Result<(
             .collect::<Vec<_>>())),
         Format::Table => {
             for t in topics {
-                println!("{}", t.name);
+                outln!("{}", t.name);
             }
         }
     }
@@ -179,7 +179,7 @@ async fn describe(admin: &Admin, format: Format, names: &[String]) -> anyhow::Re
                     .iter()
                     .map(|c| format!("{}={}", c.name, c.value.clone().unwrap_or_default()))
                     .collect();
-                println!(
+                outln!(
                     "Topic: {}  TopicId: {}  PartitionCount: {}  ReplicationFactor: {}  Configs: {}",
                     topic.name,
                     topic.topic_id,

@@ -294,6 +294,24 @@ fn produce_and_consume_with_keys_headers_and_formats() {
         ],
         "line 2: no key separator",
     );
+    // The line before the bad one was still delivered.
+    let after = json_lines(&ok(
+        &broker,
+        &[
+            "--output",
+            "json",
+            "consume",
+            "lines",
+            "--from-beginning",
+            "--max-messages",
+            "51",
+        ],
+    ));
+    assert_eq!(after.len(), 51);
+    assert!(
+        after.iter().any(|r| r["key"] == "k1" && r["value"] == "v1"),
+        "the record before the bad line is missing"
+    );
     fails(
         &broker,
         &["produce", "missing", "--file", input.to_str().unwrap()],
@@ -547,4 +565,58 @@ fn sbctl_and_confluent_kafka_read_each_others_records_byte_exact() {
         })
         .collect();
     assert_eq!(raw.lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn a_closed_output_pipe_ends_sbctl_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let broker = DevBroker::start(&[]).unwrap();
+    // 4 MB of output: far more than a pipe holds, so sbctl is still writing when it closes.
+    ok(
+        &broker,
+        &[
+            "perf",
+            "produce",
+            "--topic",
+            "big",
+            "--partitions",
+            "1",
+            "--num-records",
+            "4000",
+            "--record-size",
+            "1000",
+        ],
+    );
+    let mut command = sbctl_command(&broker.bootstrap()).unwrap();
+    command
+        .args([
+            "consume",
+            "big",
+            "--from-beginning",
+            "--max-messages",
+            "4000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first.trim_end().len(), 1000);
+    drop(stdout);
+    let deadline = std::time::Instant::now() + SBCTL_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "sbctl did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

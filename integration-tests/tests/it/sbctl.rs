@@ -413,7 +413,7 @@ fn cluster_describe_and_perf() {
     assert!(text.contains("1000 records sent"), "{text}");
     let consumed = json_lines(&ok(
         &broker,
-        &["perf", "consume", "--topic", "perf", "--json"],
+        &["--output", "json", "perf", "consume", "--topic", "perf"],
     ));
     assert_eq!(consumed[0]["records"], 5000);
     assert_eq!(consumed[0]["bytes"], 5000 * 200);

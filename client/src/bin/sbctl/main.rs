@@ -99,6 +99,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => io::produce(client, cli.output, args).await,
         Command::Consume(args) => io::consume(client, cli.output, args).await,
         Command::Cluster(command) => cluster::run(client, cli.output, command).await,
-        Command::Perf(command) => perf::run(client, command).await,
+        Command::Perf(command) => perf::run(client, cli.output, command).await,
     }
 }

@@ -19,6 +19,8 @@ use streambus_client::{
 };
 use tokio::sync::mpsc;
 
+use crate::output::Format;
+
 #[derive(Debug, Subcommand)]
 pub enum PerfCommand {
     /// Produce fixed-size records as fast as allowed; report throughput and latency.
@@ -75,10 +77,18 @@ pub struct ConsumeArgs {
     json: bool,
 }
 
-pub async fn run(client: Client, command: PerfCommand) -> anyhow::Result<()> {
+/// `--output json` means the same as `--json` here.
+pub async fn run(client: Client, format: Format, command: PerfCommand) -> anyhow::Result<()> {
+    let json = format == Format::Json;
     match command {
-        PerfCommand::Produce(args) => produce(client, args).await,
-        PerfCommand::Consume(args) => consume(client, args).await,
+        PerfCommand::Produce(mut args) => {
+            args.json |= json;
+            produce(client, args).await
+        }
+        PerfCommand::Consume(mut args) => {
+            args.json |= json;
+            consume(client, args).await
+        }
     }
 }
 

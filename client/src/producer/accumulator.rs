@@ -51,6 +51,8 @@ pub(super) struct Batch {
     pub encoded: Option<Bytes>,
     /// The producer id and epoch it was encoded under (-1 when not idempotent or not yet).
     pub producer: (i64, i16),
+    /// The sequence of its first record, once encoded idempotently.
+    pub base_sequence: i32,
 }
 
 impl Batch {
@@ -252,6 +254,7 @@ impl Shared {
                 attempts: 0,
                 encoded: None,
                 producer: (-1, -1),
+                base_sequence: -1,
             });
             *incomplete.entry(generation).or_default() += 1;
         }

@@ -254,22 +254,45 @@ fn encode(
     shared: &Shared,
     queue: &mut PartitionQueue,
     index: usize,
-    (producer_id, producer_epoch): (i64, i16),
+    producer: (i64, i16),
 ) -> Result<Bytes> {
-    let next_sequence = queue.next_sequence;
     let batch = &mut queue.batches[index];
     if let Some(encoded) = &batch.encoded {
         return Ok(encoded.clone());
     }
     let idempotent = idempotent(shared);
+    let encoded = encode_batch(
+        batch,
+        idempotent.then_some((producer, queue.next_sequence)),
+        shared.config.compression,
+    )?;
     if idempotent {
+        // The next batch's base sequence wraps to 0 after i32::MAX, as the Java client's does.
+        queue.next_sequence =
+            queue.next_sequence.wrapping_add(batch.records.len() as i32) & i32::MAX;
+    }
+    Ok(encoded)
+}
+
+/// Encodes `batch` (with its producer id and base sequence when idempotent) and keeps the
+/// bytes for resending.
+fn encode_batch(
+    batch: &mut Batch,
+    idempotence: Option<((i64, i16), i32)>,
+    compression: kafka_protocol::records::Compression,
+) -> Result<Bytes> {
+    if let Some(((producer_id, producer_epoch), base_sequence)) = idempotence {
         batch.producer = (producer_id, producer_epoch);
-        for (i, record) in batch.records.iter_mut().enumerate() {
+        batch.base_sequence = base_sequence;
+    }
+    for (i, record) in batch.records.iter_mut().enumerate() {
+        record.offset = i as i64;
+        if let Some(((producer_id, producer_epoch), base_sequence)) = idempotence {
             record.producer_id = producer_id;
             record.producer_epoch = producer_epoch;
             // Only the base sequence is written; the encoder wants `offset - sequence` equal
             // across the batch, so no wrap inside it (the broker wraps past i32::MAX itself).
-            record.sequence = next_sequence.wrapping_add(i as i32);
+            record.sequence = base_sequence.wrapping_add(i as i32);
         }
     }
     let mut buf = BytesMut::with_capacity(batch.bytes + 128);
@@ -278,17 +301,69 @@ fn encode(
         &batch.records,
         &RecordEncodeOptions {
             version: 2,
-            compression: shared.config.compression,
+            compression,
         },
     )
     .map_err(|e| Error::Protocol(format!("encoding a record batch: {e}")))?;
     let encoded = buf.freeze();
     batch.encoded = Some(encoded.clone());
-    if idempotent {
-        // The next batch's base sequence wraps to 0 after i32::MAX, as the Java client's does.
-        queue.next_sequence = next_sequence.wrapping_add(batch.records.len() as i32) & i32::MAX;
-    }
     Ok(encoded)
+}
+
+/// Splits a batch the broker refused as too large into two halves that take its place, each
+/// encoded with its share of the original sequences (so the batches behind, refused for the
+/// gap, still fit after them), and queued for resending like a retry: the Java client does the
+/// same. A one-record batch cannot shrink and fails.
+fn split_refused(shared: &Shared, state: &mut State, tp: &TopicPartition, index: usize) {
+    let compression = shared.config.compression;
+    let idempotent = idempotent(shared);
+    state.next_batch_id += 2;
+    let (first_id, second_id) = (state.next_batch_id - 1, state.next_batch_id);
+    let Some(queue) = state.queues.get_mut(tp) else {
+        return;
+    };
+    let Some(mut first) = queue.batches.remove(index) else {
+        return;
+    };
+    let count = first.records.len();
+    let half = count / 2;
+    let generation = first.generation;
+    let second_bytes = first.bytes - first.bytes * half / count;
+    let mut second = Batch {
+        id: second_id,
+        state: BatchState::Retry,
+        records: first.records.split_off(half),
+        deliveries: first.deliveries.split_off(half),
+        bytes: second_bytes,
+        created: first.created,
+        generation: first.generation,
+        attempts: 0,
+        encoded: None,
+        producer: first.producer,
+        base_sequence: -1,
+    };
+    first.id = first_id;
+    first.state = BatchState::Retry;
+    first.bytes -= second_bytes;
+    first.attempts = 0;
+    first.encoded = None;
+    let producer = first.producer;
+    let base = first.base_sequence;
+    for (batch, sequence) in [
+        (&mut first, base),
+        (&mut second, base.wrapping_add(half as i32)),
+    ] {
+        let idempotence = (idempotent && producer.0 >= 0).then_some((producer, sequence));
+        if let Err(error) = encode_batch(batch, idempotence, compression) {
+            batch.state = BatchState::Failed(error);
+        }
+    }
+    tracing::debug!(%tp, records = count, "batch too large for the broker; split in two");
+    queue.batches.insert(index, second);
+    queue.batches.insert(index, first);
+    queue.retry_at = None;
+    // One batch became two: `flush` waits for both.
+    *state.incomplete.entry(generation).or_default() += 1;
 }
 
 /// Starts the task that sends one broker's requests in the order it receives them, pipelined
@@ -392,6 +467,8 @@ enum Outcome {
     Retry(Error),
     /// Refused for its sequence: retriable only behind an unsettled earlier batch.
     OutOfSequence(Error),
+    /// Refused as too large: split and resent, unless it holds a single record.
+    TooLarge(Error),
     Failed(Error),
 }
 
@@ -469,6 +546,9 @@ fn outcome_of(
         Some(ResponseError::OutOfOrderSequenceNumber | ResponseError::UnknownProducerId) => {
             Outcome::OutOfSequence(Error::kafka(code, message()))
         }
+        Some(ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge) => {
+            Outcome::TooLarge(Error::kafka(code, message()))
+        }
         // The same bytes would be refused again.
         Some(ResponseError::CorruptMessage) => Outcome::Failed(Error::kafka(code, message())),
         Some(error) if error.is_retriable() => Outcome::Retry(Error::kafka(code, message())),
@@ -495,6 +575,11 @@ fn record_outcome(
     let outcome = match outcome {
         Outcome::OutOfSequence(error) if earlier_unsettled => Outcome::Retry(error),
         Outcome::OutOfSequence(error) => Outcome::Failed(error),
+        Outcome::TooLarge(_) if queue.batches[index].records.len() > 1 => {
+            split_refused(shared, state, tp, index);
+            return;
+        }
+        Outcome::TooLarge(error) => Outcome::Failed(error),
         other => other,
     };
     let batch = &mut queue.batches[index];
@@ -508,7 +593,7 @@ fn record_outcome(
                 append_time_ms,
             }
         }
-        Outcome::Retry(error) | Outcome::OutOfSequence(error) => {
+        Outcome::Retry(error) | Outcome::OutOfSequence(error) | Outcome::TooLarge(error) => {
             tracing::debug!(%tp, %error, "produce failed; will retry");
             if error.needs_metadata_refresh() {
                 state.refresh_wanted = true;
@@ -730,8 +815,10 @@ mod tests {
                     attempts: 0,
                     encoded: None,
                     producer: (-1, -1),
+                    base_sequence: -1,
                 });
         }
+        state.next_batch_id = n as u64;
         // Memory accounting: what `release` gives back must have been taken.
         shared
             .memory
@@ -914,5 +1001,49 @@ mod tests {
         assert_eq!(sent_ids(&requests), [[2]]);
         let state = shared.lock();
         assert_eq!(state.queues[&tp()].batches[0].producer, (8, 0));
+    }
+
+    #[test]
+    fn a_batch_refused_as_too_large_is_split_and_keeps_its_sequences() {
+        let shared = shared();
+        let mut receivers = queue_batches(&shared, 2);
+        {
+            let mut state = shared.lock();
+            let batch = &mut state.queues.get_mut(&tp()).unwrap().batches[0];
+            let template = batch.records[0].clone();
+            batch.records = vec![template; 4];
+            let (senders, rest): (Vec<_>, Vec<_>) = (0..4).map(|_| oneshot::channel()).unzip();
+            batch.deliveries = senders;
+            receivers.splice(0..1, rest);
+        }
+        let (first, _, _) = drain(&shared, Instant::now());
+        assert_eq!(sent_ids(&first), [[1], [2]]);
+        outcome(&shared, 1, Outcome::TooLarge(Error::kafka(10, None)));
+        outcome(&shared, 2, Outcome::OutOfSequence(Error::kafka(45, None)));
+        assert!(!shared.lock().needs_producer_id);
+        let later = Instant::now() + Duration::from_secs(5);
+        let mut sent = Vec::new();
+        for offset in [10, 12, 14] {
+            let (requests, _, _) = drain(&shared, later);
+            let part = &requests[&1][0][0];
+            let mut bytes = part.2.clone();
+            let info =
+                kafka_protocol::records::RecordBatchDecoder::decode_batch_info(&mut bytes).unwrap();
+            sent.push((info[0].record_count, info[0].base_sequence));
+            outcome(&shared, part.1, written(offset));
+        }
+        // Halves of two records at sequences 0 and 2, then batch 2 (sequence 4) as it was.
+        assert_eq!(sent, [(2, 0), (2, 2), (1, 4)]);
+        let offsets: Vec<i64> = receivers
+            .iter_mut()
+            .map(|r| r.try_recv().unwrap().unwrap().offset)
+            .collect();
+        assert_eq!(offsets, [10, 11, 12, 13, 14]);
+        let state = shared.lock();
+        assert!(state.incomplete.is_empty(), "{:?}", state.incomplete);
+        assert_eq!(
+            shared.memory.available_permits(),
+            2 * ProducerConfig::default().batch_size
+        );
     }
 }

@@ -930,3 +930,51 @@ async fn acks_zero_and_one_produce_readable_records() {
         assert_eq!(offsets(&records), expected, "{label}: offsets");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_large_for_the_topic_is_split_until_it_fits() {
+    const TOPIC: &str = "small-messages";
+    const COUNT: usize = 300;
+    let broker = DevBroker::start(&[]).unwrap();
+    let client = connect(&broker.bootstrap()).await;
+    // 20 kB per batch at most: the producer's 512 KiB batches of 1 kB records are refused
+    // (MESSAGE_TOO_LARGE) until halved four times.
+    create_topic(
+        &client,
+        NewTopic::new(TOPIC, 1, 1).with_config("max.message.bytes", "20000"),
+    )
+    .await;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            linger: Duration::from_millis(200),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("producer");
+    let mut pending = Vec::new();
+    for i in 0..COUNT {
+        let value = format!("{i:04}").repeat(250);
+        let record = ProducerRecord::new(TOPIC, value).with_partition(0);
+        pending.push(producer.send(record).await.expect("send"));
+    }
+    let results = await_all(pending, WAIT).await;
+    for (i, result) in results.into_iter().enumerate() {
+        let metadata = result.unwrap_or_else(|e| panic!("record {i} failed: {e}"));
+        assert_eq!(metadata.offset, i as i64, "in order, once each");
+    }
+    let mut consumer = Consumer::new(client, consumer_config());
+    consumer.assign([TopicPartition::new(TOPIC, 0)]);
+    let records = read_at_least(&mut consumer, COUNT).await;
+    assert_eq!(offsets(&records), (0..COUNT as i64).collect::<Vec<_>>());
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(
+            record.value.as_deref(),
+            Some(format!("{i:04}").repeat(250).as_bytes())
+        );
+    }
+    // Several batches in the log, none over the limit.
+    let batches = batch_codecs(broker.kafka_addr, TOPIC, 0);
+    assert!(batches.len() >= 16, "{} batches", batches.len());
+}

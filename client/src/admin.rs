@@ -112,6 +112,18 @@ impl Admin {
         &self.client
     }
 
+    /// `id` if the cluster metadata lists it: an unknown broker fails at once rather than
+    /// being retried as if it were briefly unreachable.
+    fn known_broker(&self, id: i32) -> Result<i32> {
+        if self.client.metadata().brokers.contains_key(&id) {
+            Ok(id)
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "broker {id} is not in the cluster"
+            )))
+        }
+    }
+
     fn timeout_ms(&self) -> i32 {
         i32::try_from(self.client.config().request_timeout.as_millis()).unwrap_or(i32::MAX)
     }
@@ -258,7 +270,7 @@ impl Admin {
         ]);
         let response = match resource {
             ConfigResource::Broker(id) => {
-                let id = *id;
+                let id = self.known_broker(*id)?;
                 self.client
                     .retry(&[], || self.client.send_to(id, &request, 1, 4))
                     .await?
@@ -319,7 +331,7 @@ impl Admin {
         // A broker's own configs are altered on that broker, as Kafka requires.
         let response = match resource {
             ConfigResource::Broker(id) => {
-                let id = *id;
+                let id = self.known_broker(*id)?;
                 self.client
                     .retry(&[], || self.client.send_to(id, &request, 0, 1))
                     .await?

@@ -270,7 +270,7 @@ impl Client {
         }
         let config = &self.inner.config;
         if let Some((at, error)) = &slot.failed {
-            if at.elapsed() < config.retry_backoff_max {
+            if at.elapsed() < config.retry_backoff_max.min(Duration::from_secs(1)) {
                 return Err(error.clone());
             }
         }

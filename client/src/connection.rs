@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -58,6 +58,8 @@ pub(crate) struct Connection {
     in_flight: Arc<Semaphore>,
     correlation_id: AtomicI32,
     closed: Arc<AtomicBool>,
+    /// Flushes the writer completed: progress, for telling a stuck socket from a busy one.
+    writes: Arc<AtomicU64>,
     /// Set once, by the ApiVersions exchange in `connect`.
     versions: OnceLock<HashMap<i16, (i16, i16)>>,
     config: ConnectionConfig,
@@ -95,11 +97,13 @@ impl Connection {
         let pending = Arc::new(Mutex::new(VecDeque::new()));
         let closed = Arc::new(AtomicBool::new(false));
         let (outgoing, queue) = mpsc::unbounded_channel();
+        let writes = Arc::new(AtomicU64::new(0));
         let write_task = tokio::spawn(write_loop(
             writer,
             queue,
             Arc::clone(&pending),
             Arc::clone(&closed),
+            Arc::clone(&writes),
         ));
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
         let read_task = tokio::spawn(read_loop(
@@ -115,6 +119,7 @@ impl Connection {
             in_flight,
             correlation_id: AtomicI32::new(0),
             closed,
+            writes,
             versions: OnceLock::new(),
             config,
             tasks: [write_task.abort_handle(), read_task.abort_handle()],
@@ -242,6 +247,7 @@ impl Connection {
         if self.is_closed() {
             return Err(Error::Disconnected(self.addr.clone()));
         }
+        let writes_before = self.writes.load(Ordering::Acquire);
         let permit = match tokio::time::timeout(
             self.config.request_timeout,
             Arc::clone(&self.in_flight).acquire_owned(),
@@ -250,9 +256,15 @@ impl Connection {
         {
             Ok(Ok(permit)) if !self.is_closed() => permit,
             Ok(_) => return Err(Error::Disconnected(self.addr.clone())),
-            // A long queue of callers is not a dead broker: the requests in flight have their
-            // own timeouts, which close the connection if it is stuck.
-            Err(_) => return Err(Error::Timeout(self.config.request_timeout)),
+            Err(_) => {
+                // A long queue of callers is not a dead broker, but a socket that took no bytes
+                // the whole time is stuck (the broker stopped reading): requests without an
+                // answer (acks=0) would never time out on their own.
+                if self.writes.load(Ordering::Acquire) == writes_before {
+                    self.close();
+                }
+                return Err(Error::Timeout(self.config.request_timeout));
+            }
         };
         let correlation_id = self.correlation_id.fetch_add(1, Ordering::Relaxed);
         let header = RequestHeader::default()
@@ -281,6 +293,7 @@ async fn write_loop(
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     pending: Arc<Mutex<VecDeque<Pending>>>,
     closed: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
 ) {
     // Bounded by the in-flight semaphore: at most `max_in_flight` requests wait here.
     while let Some(mut next) = queue.recv().await {
@@ -315,6 +328,7 @@ async fn write_loop(
         if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
             break;
         }
+        writes.fetch_add(1, Ordering::Release);
     }
     closed.store(true, Ordering::Release);
 }

@@ -93,6 +93,13 @@ struct Assigned {
     retry_at: Option<Instant>,
 }
 
+/// One ListOffsets round: what was asked, the offsets found, the partitions that failed.
+type LookupResult = (
+    Vec<(TopicPartition, i64)>,
+    HashMap<TopicPartition, i64>,
+    Vec<(TopicPartition, Error)>,
+);
+
 /// One fetch's answer, tagged with the partitions and epochs it was sent for.
 type FetchResult = (i32, Vec<(TopicPartition, u64, i64)>, Result<FetchResponse>);
 
@@ -111,8 +118,13 @@ pub struct Consumer {
     fetch_tasks: HashMap<tokio::task::Id, (i32, Vec<TopicPartition>)>,
     /// A background metadata refresh is running.
     refreshing: Arc<std::sync::atomic::AtomicBool>,
-    /// Rotates the order of partitions in fetches, so that none is always last.
-    fetch_rotation: usize,
+    /// Per broker, rotates the order of partitions in fetches, so that none is always last.
+    fetch_rotation: HashMap<i32, usize>,
+    /// Last time a background metadata refresh started.
+    last_refresh: Instant,
+    /// ListOffsets tasks looking up start positions, and the partitions they cover.
+    lookups: JoinSet<LookupResult>,
+    resolving: HashSet<TopicPartition>,
 }
 
 impl Consumer {
@@ -126,7 +138,10 @@ impl Consumer {
             fetching_brokers: HashSet::new(),
             fetch_tasks: HashMap::new(),
             refreshing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            fetch_rotation: 0,
+            fetch_rotation: HashMap::new(),
+            last_refresh: Instant::now() - Duration::from_secs(3600),
+            lookups: JoinSet::new(),
+            resolving: HashSet::new(),
         }
     }
 
@@ -274,41 +289,58 @@ impl Consumer {
                 self.send_fetches();
                 return Ok(records);
             }
-            // Bounded by the poll's own timeout; what is left is picked up by the next poll.
-            if tokio::time::timeout_at(deadline.into(), self.resolve_positions())
-                .await
-                .is_err()
-            {
-                return Ok(Vec::new());
-            }
+            self.start_lookups();
             self.send_fetches();
             let now = Instant::now();
             if now >= deadline {
                 return Ok(Vec::new());
             }
-            if self.fetches.is_empty() {
-                // Nothing fetchable (leaders unknown, backing off): wait a little.
+            if self.fetches.is_empty() && self.lookups.is_empty() {
+                // Nothing to wait for (leaders unknown, backing off): wait a little.
                 let pause = self.client.config().retry_backoff.min(deadline - now);
                 tokio::time::sleep(pause).await;
                 continue;
             }
-            match tokio::time::timeout_at(deadline.into(), self.fetches.join_next_with_id()).await {
-                Err(_) | Ok(None) => return Ok(Vec::new()),
-                Ok(Some(Ok((id, (broker, parts, result))))) => {
-                    self.fetch_tasks.remove(&id);
-                    self.handle_fetch(broker, parts, result)?;
-                }
-                Ok(Some(Err(join))) => {
-                    // The task died: free its broker and partitions so they are fetched again.
-                    if let Some((broker, tps)) = self.fetch_tasks.remove(&join.id()) {
-                        self.fetching_brokers.remove(&broker);
-                        for tp in tps {
-                            if let Some(state) = self.assigned.get_mut(&tp) {
-                                state.fetching = false;
-                            }
+            // Lookups and fetches run as tasks: one that outlives this poll is picked up by
+            // the next, never cancelled half-way.
+            tokio::select! {
+                fetched = self.fetches.join_next_with_id(), if !self.fetches.is_empty() => {
+                    match fetched {
+                        Some(Ok((id, (broker, parts, result)))) => {
+                            self.fetch_tasks.remove(&id);
+                            self.handle_fetch(broker, parts, result)?;
                         }
+                        Some(Err(join)) => {
+                            self.fetch_task_died(&join);
+                            return Err(Error::Protocol(format!("fetch task failed: {join}")));
+                        }
+                        None => {}
                     }
-                    return Err(Error::Protocol(format!("fetch task failed: {join}")));
+                }
+                looked_up = self.lookups.join_next(), if !self.lookups.is_empty() => {
+                    match looked_up {
+                        Some(Ok((asked, found, failed))) => {
+                            self.handle_lookup(asked, found, failed)?;
+                        }
+                        Some(Err(join)) => {
+                            self.resolving.clear();
+                            return Err(Error::Protocol(format!("ListOffsets task failed: {join}")));
+                        }
+                        None => {}
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.into()) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// Frees the broker and partitions of a fetch task that died, so they are fetched again.
+    fn fetch_task_died(&mut self, join: &tokio::task::JoinError) {
+        if let Some((broker, tps)) = self.fetch_tasks.remove(&join.id()) {
+            self.fetching_brokers.remove(&broker);
+            for tp in tps {
+                if let Some(state) = self.assigned.get_mut(&tp) {
+                    state.fetching = false;
                 }
             }
         }
@@ -331,29 +363,63 @@ impl Consumer {
         records
     }
 
-    /// One ListOffsets round for the partitions waiting for a position and not backing off.
-    /// Each partition resolves on its own: a partition without a leader backs off alone.
-    async fn resolve_positions(&mut self) {
+    /// Starts ListOffsets tasks, one per leader, for the partitions waiting for a position that
+    /// are not already being looked up or backing off: each partition resolves on its own, so a
+    /// leaderless partition or a slow broker does not hold up the others.
+    fn start_lookups(&mut self) {
         let now = Instant::now();
-        let pending: Vec<(TopicPartition, i64)> = self
-            .assigned
-            .iter()
-            .filter(|(_, s)| s.retry_at.is_none_or(|at| at <= now))
-            .filter_map(|(tp, s)| s.reset.map(|ts| (tp.clone(), ts)))
-            .collect();
-        if pending.is_empty() {
-            return;
-        }
-        let (found, failed) =
-            list_offsets_once(&self.client, &pending, self.config.read_committed).await;
-        for (tp, timestamp) in pending {
-            let Some(state) = self.assigned.get_mut(&tp) else {
+        let metadata = self.client.metadata();
+        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+        let mut missing_leader = false;
+        for (tp, state) in &self.assigned {
+            let Some(timestamp) = state.reset else {
                 continue;
             };
-            if state.reset != Some(timestamp) {
+            if self.resolving.contains(tp) || state.retry_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            match metadata.leader(&tp.topic, tp.partition) {
+                Some(leader) => by_leader
+                    .entry(leader)
+                    .or_default()
+                    .push((tp.clone(), timestamp)),
+                None => missing_leader = true,
+            }
+        }
+        if missing_leader {
+            self.refresh_in_background();
+        }
+        for (_, asked) in by_leader {
+            self.resolving
+                .extend(asked.iter().map(|(tp, _)| tp.clone()));
+            let client = self.client.clone();
+            let read_committed = self.config.read_committed;
+            self.lookups.spawn(async move {
+                let (found, failed) = list_offsets_once(&client, &asked, read_committed).await;
+                (asked, found, failed)
+            });
+        }
+    }
+
+    /// Applies a ListOffsets answer. Retriable failures back off per partition; others are
+    /// returned to the caller.
+    fn handle_lookup(
+        &mut self,
+        asked: Vec<(TopicPartition, i64)>,
+        found: HashMap<TopicPartition, i64>,
+        failed: Vec<(TopicPartition, Error)>,
+    ) -> Result<()> {
+        let now = Instant::now();
+        let backoff = self.client.config().retry_backoff;
+        for (tp, timestamp) in &asked {
+            self.resolving.remove(tp);
+            let Some(state) = self.assigned.get_mut(tp) else {
+                continue;
+            };
+            if state.reset != Some(*timestamp) {
                 continue; // seeked meanwhile
             }
-            match found.get(&tp) {
+            match found.get(tp) {
                 // No record at or after that time: continue from the end.
                 Some(&offset) if offset < 0 => state.reset = Some(LATEST),
                 Some(&offset) => {
@@ -362,22 +428,30 @@ impl Consumer {
                     state.fetch_offset = offset;
                     state.retry_at = None;
                 }
-                None => state.retry_at = Some(now + self.client.config().retry_backoff),
+                None => state.retry_at = Some(now + backoff),
             }
+        }
+        if let Some((_, error)) = failed.iter().find(|(_, e)| !e.is_retriable()) {
+            return Err(error.clone());
         }
         if failed.iter().any(|(_, e)| e.needs_metadata_refresh()) {
             self.refresh_in_background();
         }
+        Ok(())
     }
 
     /// Refreshes the assigned topics' metadata in a task, at most one at a time.
-    fn refresh_in_background(&self) {
-        if self
-            .refreshing
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    fn refresh_in_background(&mut self) {
+        // At most one running, and not more often than `retry_backoff`: a partition that stays
+        // leaderless must not turn every poll into a Metadata request.
+        if self.last_refresh.elapsed() < self.client.config().retry_backoff
+            || self
+                .refreshing
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
         {
             return;
         }
+        self.last_refresh = Instant::now();
         let client = self.client.clone();
         let refreshing = Arc::clone(&self.refreshing);
         let mut topics: Vec<String> = self.assigned.keys().map(|tp| tp.topic.clone()).collect();
@@ -422,9 +496,10 @@ impl Consumer {
         for (broker, mut parts) in by_broker {
             // Kafka guarantees a whole oversized batch only to the first partition with data,
             // and fills the response in request order: rotate so every partition leads in turn.
-            self.fetch_rotation = self.fetch_rotation.wrapping_add(1);
+            let rotation = self.fetch_rotation.entry(broker).or_default();
+            *rotation = rotation.wrapping_add(1);
             let len = parts.len();
-            parts.rotate_left(self.fetch_rotation % len);
+            parts.rotate_left(*rotation % len);
             for (tp, _, _) in &parts {
                 if let Some(state) = self.assigned.get_mut(tp) {
                     state.fetching = true;

@@ -92,6 +92,9 @@ pub(super) struct State {
     pub refreshing: bool,
     /// An InitProducerId task is running.
     pub init_running: bool,
+    /// A new producer id was refused for good (e.g. not authorised): every record not yet
+    /// sent fails with this, and so does every later `send`.
+    pub fatal: Option<Error>,
 }
 
 #[derive(Debug)]
@@ -185,8 +188,14 @@ impl Shared {
                 max: self.config.max_request_size,
             });
         }
-        if self.lock().closed {
-            return Err(Error::Closed);
+        {
+            let state = self.lock();
+            if let Some(error) = &state.fatal {
+                return Err(error.clone());
+            }
+            if state.closed {
+                return Err(Error::Closed);
+            }
         }
         let deadline = Instant::now() + self.config.max_block;
         let partitions = self.partitions(&record.topic, deadline).await?;

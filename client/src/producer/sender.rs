@@ -74,7 +74,7 @@ async fn init_producer_id(shared: &Shared) -> Result<()> {
 fn start_init_if_needed(shared: &Arc<Shared>) {
     {
         let mut state = shared.lock();
-        if !state.needs_producer_id || state.init_running {
+        if !state.needs_producer_id || state.init_running || state.fatal.is_some() {
             return;
         }
         state.init_running = true;
@@ -82,8 +82,13 @@ fn start_init_if_needed(shared: &Arc<Shared>) {
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         if let Err(error) = init_producer_id(&shared).await {
-            tracing::warn!(%error, "cannot get a new producer id; retrying");
-            tokio::time::sleep(shared.client.config().retry_backoff_max).await;
+            if error.is_retriable() {
+                tracing::warn!(%error, "cannot get a new producer id; retrying");
+                tokio::time::sleep(shared.client.config().retry_backoff_max).await;
+            } else {
+                tracing::error!(%error, "producer id refused; the producer fails every record");
+                shared.lock().fatal = Some(error);
+            }
         }
         shared.lock().init_running = false;
         shared.wake_sender.notify_one();
@@ -140,6 +145,7 @@ fn drain(shared: &Shared, now: Instant) -> (BTreeMap<i32, Vec<Vec<Part>>>, Insta
     let mut expired = Vec::new();
     let producer = (state.producer_id, state.producer_epoch);
     let needs_producer_id = state.needs_producer_id;
+    let fatal = state.fatal.clone();
     let flush_below = state.flush_below;
     let closed = state.closed;
     for (tp, queue) in state.queues.iter_mut() {
@@ -148,6 +154,7 @@ fn drain(shared: &Shared, now: Instant) -> (BTreeMap<i32, Vec<Vec<Part>>>, Insta
         }
         busy = true;
         let front = &queue.batches[0];
+        let front_created = front.created;
         if !matches!(front.state, BatchState::InFlight)
             && now >= front.created + shared.config.delivery_timeout
             && queue.in_flight == 0
@@ -186,7 +193,19 @@ fn drain(shared: &Shared, now: Instant) -> (BTreeMap<i32, Vec<Vec<Part>>>, Insta
                     .any(|b| b.unsettled() && b.producer != producer))
         {
             // New batches wait for the new producer id, and for the batches of the old one to
-            // settle: the broker orders sequences per producer id, not across ids.
+            // settle: the broker orders sequences per producer id, not across ids. If the id
+            // was refused for good, they fail now; otherwise they expire on time.
+            if let Some(error) = &fatal {
+                for batch in queue.batches.iter_mut() {
+                    if matches!(batch.state, BatchState::Open) {
+                        batch.state = BatchState::Failed(error.clone());
+                    }
+                }
+            }
+            wait(
+                front_created + shared.config.delivery_timeout,
+                &mut next_wake,
+            );
         } else {
             let last = queue.batches.len() - 1;
             for (index, batch) in queue.batches.iter().enumerate() {
@@ -1045,5 +1064,23 @@ mod tests {
             shared.memory.available_permits(),
             2 * ProducerConfig::default().batch_size
         );
+    }
+
+    #[test]
+    fn a_producer_id_refused_for_good_fails_what_is_queued() {
+        let shared = shared();
+        let mut receivers = queue_batches(&shared, 2);
+        {
+            let mut state = shared.lock();
+            state.needs_producer_id = true;
+            state.fatal = Some(Error::kafka(31, None)); // CLUSTER_AUTHORIZATION_FAILED
+        }
+        let (requests, _, _) = drain(&shared, Instant::now());
+        assert!(sent_ids(&requests).is_empty());
+        for receiver in &mut receivers {
+            let error = receiver.try_recv().unwrap().unwrap_err();
+            assert_eq!(error.kafka_code(), Some(31));
+        }
+        assert!(shared.lock().queues[&tp()].batches.is_empty());
     }
 }

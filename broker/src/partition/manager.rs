@@ -366,6 +366,7 @@ impl PartitionManager {
         shutdown: CancellationToken,
     ) {
         let mut was_active = false;
+        let mut strays_removed = false;
         // The registration task ends at shutdown (before the controlled-shutdown fence): its
         // last state stays, and images keep coming so the fence is applied.
         let mut registration_open = true;
@@ -401,6 +402,20 @@ impl PartitionManager {
                     );
                 }
                 was_active = active;
+            }
+            if active && !strays_removed {
+                // The image names this broker's current incarnation, registered after it
+                // started, so it is at least as new as any image before a restart: a log whose
+                // topic it does not know belongs to a topic deleted while the broker was away.
+                strays_removed = true;
+                let manager = self.clone();
+                let image = image.clone();
+                let removed =
+                    tokio::task::spawn_blocking(move || manager.remove_deleted_topic_logs(&image))
+                        .await;
+                if removed.is_err() {
+                    tracing::error!("removing deleted topics' logs panicked");
+                }
             }
             tokio::select! {
                 changed = images.changed() => if changed.is_err() { return },
@@ -525,6 +540,38 @@ impl PartitionManager {
         }
     }
 
+    /// Removes the log directories whose topic (by the id in their marker) `image` does not
+    /// know. Only call with an image at least as new as any this broker applied before (see
+    /// `run_reconciler`); a directory without a readable marker is left alone.
+    fn remove_deleted_topic_logs(&self, image: &MetadataImage) {
+        let live: std::collections::HashSet<String> =
+            image.topics().map(|t| t.topic_id.to_string()).collect();
+        let names = match dir_names(&self.logs_dir) {
+            Ok(names) => names,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the log directories");
+                return;
+            }
+        };
+        for name in names {
+            if name.ends_with(DELETE_SUFFIX) || self.read().values().any(|p| p.dir_name == name) {
+                continue;
+            }
+            let dir = self.logs_dir.join(&name);
+            let Ok(topic_id) = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)) else {
+                continue;
+            };
+            if live.contains(topic_id.trim()) {
+                continue;
+            }
+            tracing::info!(dir = %name, topic_id = topic_id.trim(), "removing the log of a deleted topic");
+            self.rename_and_remove(&dir, &name);
+            if let Err(error) = self.recovery_points.remove(&name) {
+                tracing::warn!(%error, "cannot remove a recovery point");
+            }
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Arc<Partition>>> {
         self.partitions.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -548,5 +595,38 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, StorageError> {
 fn remove_dir(dir: &Path) {
     if let Err(error) = std::fs::remove_dir_all(dir) {
         tracing::error!(dir = %dir.display(), %error, "cannot remove a directory");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_of_topics_the_image_does_not_know_are_removed_and_others_kept() {
+        let data = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: data.path().to_owned(),
+            ..BrokerConfig::default()
+        };
+        let manager = PartitionManager::open(&config).unwrap();
+        let logs = data.path().join("logs");
+        let gone = logs.join("gone-0");
+        std::fs::create_dir_all(&gone).unwrap();
+        std::fs::write(
+            gone.join(PARTITION_METADATA_FILE),
+            TopicId([9; 16]).to_string(),
+        )
+        .unwrap();
+        std::fs::write(gone.join("00000000000000000000.log"), b"old records").unwrap();
+        // Not a partition log (no marker): not ours to judge.
+        let unmarked = logs.join("unmarked");
+        std::fs::create_dir_all(&unmarked).unwrap();
+
+        manager.remove_deleted_topic_logs(&MetadataImage::default());
+        assert!(!gone.exists(), "a deleted topic's log stays");
+        assert!(unmarked.exists(), "a directory without a marker is removed");
+        let left: Vec<String> = dir_names(&logs).unwrap();
+        assert_eq!(left, ["unmarked"], "nothing half-deleted stays");
     }
 }

@@ -776,3 +776,65 @@ fn a_paused_leader_that_resumes_after_losing_leadership_loses_no_acknowledged_re
         i64::try_from(count).unwrap(),
     );
 }
+
+#[test]
+fn a_topic_deleted_while_a_replica_was_down_leaves_no_log_behind() {
+    const DOOMED: &str = "doomed";
+    const KEPT: &str = "kept";
+    // One voter: broker 3 is a learner, so stopping it keeps the quorum. Frequent snapshots:
+    // the metadata log broker 3 missed is purged, so it catches up from a snapshot that never
+    // had the deleted topic, and nothing in its metadata names that log any more.
+    let mut args = FAST_FAILOVER.to_vec();
+    args.extend(["--set", "metadata.snapshot_interval_entries=10"]);
+    let mut cluster = Cluster::start(3, 1, &args).expect("cluster starts");
+    let mut conn = cluster.connect_any().unwrap();
+    create_topic(&mut conn, DOOMED, &[1, 2, 3], 1).unwrap();
+    create_topic(&mut conn, KEPT, &[1, 2, 3], 1).unwrap();
+    for topic in [DOOMED, KEPT] {
+        cluster
+            .wait_for(topic, 0, WAIT, "the full ISR", full_isr)
+            .unwrap();
+    }
+    let logs = cluster.dir.path().join("broker-3/logs");
+    // The ISR starts as the replica list: wait until broker 3 really opened both logs.
+    let deadline = Instant::now() + WAIT;
+    while !(logs.join("doomed-0").is_dir() && logs.join("kept-0").is_dir()) {
+        assert!(Instant::now() < deadline, "broker 3 did not open both logs");
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    cluster.stop(3).unwrap();
+    let delete = kafka_protocol::messages::DeleteTopicsRequest::default()
+        .with_topic_names(vec![topic_name(DOOMED)])
+        .with_timeout_ms(10_000);
+    let mut conn = cluster.connect_any().unwrap();
+    assert_eq!(conn.send(&delete, 5).unwrap().responses[0].error_code, 0);
+    assert!(logs.join("doomed-0").is_dir(), "broker 3 was down");
+    // Enough metadata changes for a few snapshots and purges.
+    for i in 0..15 {
+        let filler = format!("filler-{i}");
+        create_topic(&mut conn, &filler, &[1, 2], 1).unwrap();
+        let delete = kafka_protocol::messages::DeleteTopicsRequest::default()
+            .with_topic_names(vec![topic_name(&filler)])
+            .with_timeout_ms(10_000);
+        assert_eq!(conn.send(&delete, 5).unwrap().responses[0].error_code, 0);
+    }
+
+    cluster.restart(3).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while logs.join("doomed-0").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted topic's log is still on broker 3:\n{}",
+            cluster.log_text(3)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(logs.join("kept-0").is_dir(), "a live topic's log stays");
+    let leftovers: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with(DOOMED))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

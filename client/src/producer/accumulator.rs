@@ -53,6 +53,9 @@ pub(super) struct Batch {
     pub producer: (i64, i16),
     /// The sequence of its first record, once encoded idempotently.
     pub base_sequence: i32,
+    /// Records of refused batches ahead of it since it was encoded: its sequences move down by
+    /// this much before it is sent again (the broker never saw the refused ones).
+    pub sequence_shift: i32,
 }
 
 impl Batch {
@@ -264,6 +267,7 @@ impl Shared {
                 encoded: None,
                 producer: (-1, -1),
                 base_sequence: -1,
+                sequence_shift: 0,
             });
             *incomplete.entry(generation).or_default() += 1;
         }

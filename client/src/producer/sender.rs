@@ -360,6 +360,7 @@ fn split_refused(shared: &Shared, state: &mut State, tp: &TopicPartition, index:
         encoded: None,
         producer: first.producer,
         base_sequence: -1,
+        sequence_shift: 0,
     };
     first.id = first_id;
     first.state = BatchState::Retry;
@@ -367,7 +368,8 @@ fn split_refused(shared: &Shared, state: &mut State, tp: &TopicPartition, index:
     first.attempts = 0;
     first.encoded = None;
     let producer = first.producer;
-    let base = first.base_sequence;
+    let base = shift_sequence(first.base_sequence, first.sequence_shift);
+    first.sequence_shift = 0;
     for (batch, sequence) in [
         (&mut first, base),
         (&mut second, base.wrapping_add(half as i32)),
@@ -488,6 +490,8 @@ enum Outcome {
     OutOfSequence(Error),
     /// Refused as too large: split and resent, unless it holds a single record.
     TooLarge(Error),
+    /// Refused by the broker for good: certainly not written.
+    Refused(Error),
     Failed(Error),
 }
 
@@ -569,9 +573,9 @@ fn outcome_of(
             Outcome::TooLarge(Error::kafka(code, message()))
         }
         // The same bytes would be refused again.
-        Some(ResponseError::CorruptMessage) => Outcome::Failed(Error::kafka(code, message())),
+        Some(ResponseError::CorruptMessage) => Outcome::Refused(Error::kafka(code, message())),
         Some(error) if error.is_retriable() => Outcome::Retry(Error::kafka(code, message())),
-        Some(_) => Outcome::Failed(Error::kafka(code, message())),
+        Some(_) => Outcome::Refused(Error::kafka(code, message())),
     }
 }
 
@@ -591,16 +595,23 @@ fn record_outcome(
     };
     queue.in_flight -= 1;
     let earlier_unsettled = queue.batches.range(..index).any(Batch::unsettled);
+    let shifted = queue.batches[index].sequence_shift != 0;
     let outcome = match outcome {
-        Outcome::OutOfSequence(error) if earlier_unsettled => Outcome::Retry(error),
+        // Behind a lost batch, or behind a refused one whose sequences it takes over.
+        Outcome::OutOfSequence(error) if earlier_unsettled || shifted => Outcome::Retry(error),
         Outcome::OutOfSequence(error) => Outcome::Failed(error),
         Outcome::TooLarge(_) if queue.batches[index].records.len() > 1 => {
             split_refused(shared, state, tp, index);
             return;
         }
-        Outcome::TooLarge(error) => Outcome::Failed(error),
+        Outcome::TooLarge(error) => Outcome::Refused(error),
         other => other,
     };
+    if let Outcome::Refused(error) = outcome {
+        refuse(shared, state, tp, index, error);
+        return;
+    }
+    let compression = shared.config.compression;
     let batch = &mut queue.batches[index];
     match outcome {
         Outcome::Written {
@@ -612,6 +623,7 @@ fn record_outcome(
                 append_time_ms,
             }
         }
+        Outcome::Refused(_) => unreachable!("refused batches are handled by `refuse` above"),
         Outcome::Retry(error) | Outcome::OutOfSequence(error) | Outcome::TooLarge(error) => {
             tracing::debug!(%tp, %error, "produce failed; will retry");
             if error.needs_metadata_refresh() {
@@ -619,6 +631,7 @@ fn record_outcome(
             }
             batch.attempts += 1;
             batch.state = BatchState::Retry;
+            apply_sequence_shift(batch, compression);
             let config = shared.client.config();
             let exponent = batch.attempts.saturating_sub(1).min(16);
             let backoff = (config.retry_backoff * 2u32.pow(exponent)).min(config.retry_backoff_max);
@@ -634,6 +647,52 @@ fn record_outcome(
             }
             batch.state = BatchState::Failed(error);
         }
+    }
+}
+
+/// A batch the broker refused for good fails. Under idempotence the broker never saw its
+/// sequences, so the batches behind it move down by its record count (at once if waiting for
+/// a retry, when they come back if in flight) and the partition's next sequence too; the
+/// producer keeps its id, as the Java client does (KIP-360).
+fn refuse(shared: &Shared, state: &mut State, tp: &TopicPartition, index: usize, error: Error) {
+    let current = (state.producer_id, state.producer_epoch);
+    let compression = shared.config.compression;
+    let Some(queue) = state.queues.get_mut(tp) else {
+        return;
+    };
+    let batch = &mut queue.batches[index];
+    let count = batch.records.len() as i32;
+    let resequence = idempotent(shared) && batch.encoded.is_some() && batch.producer == current;
+    batch.state = BatchState::Failed(error);
+    if !resequence {
+        return;
+    }
+    for later in queue.batches.range_mut(index + 1..) {
+        if later.encoded.is_none() || later.producer != current {
+            continue;
+        }
+        later.sequence_shift = later.sequence_shift.wrapping_add(count);
+        if matches!(later.state, BatchState::Retry) {
+            apply_sequence_shift(later, compression);
+        }
+    }
+    queue.next_sequence = shift_sequence(queue.next_sequence, count);
+}
+
+/// `sequence - by`, wrapping within 0..=i32::MAX as Kafka's sequences do.
+fn shift_sequence(sequence: i32, by: i32) -> i32 {
+    (i64::from(sequence) - i64::from(by)).rem_euclid(i64::from(i32::MAX) + 1) as i32
+}
+
+/// Re-encodes a batch waiting for a retry with its pending sequence shift applied.
+fn apply_sequence_shift(batch: &mut Batch, compression: kafka_protocol::records::Compression) {
+    if batch.sequence_shift == 0 {
+        return;
+    }
+    let base = shift_sequence(batch.base_sequence, batch.sequence_shift);
+    batch.sequence_shift = 0;
+    if let Err(error) = encode_batch(batch, Some((batch.producer, base)), compression) {
+        batch.state = BatchState::Failed(error);
     }
 }
 
@@ -835,6 +894,7 @@ mod tests {
                     encoded: None,
                     producer: (-1, -1),
                     base_sequence: -1,
+                    sequence_shift: 0,
                 });
         }
         state.next_batch_id = n as u64;
@@ -917,10 +977,11 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_batch_fails_the_ones_behind_it_and_renews_the_producer_id() {
+    fn a_batch_with_an_unknown_outcome_fails_the_ones_behind_it_and_renews_the_producer_id() {
         let shared = shared();
         let mut receivers = queue_batches(&shared, 3);
         drain(&shared, Instant::now());
+        // A request-level failure: the broker may or may not have written batch 1.
         outcome(&shared, 1, Outcome::Failed(Error::kafka(87, None)));
         assert!(shared.lock().needs_producer_id);
         outcome(&shared, 2, Outcome::OutOfSequence(Error::kafka(45, None)));
@@ -1082,5 +1143,43 @@ mod tests {
             assert_eq!(error.kafka_code(), Some(31));
         }
         assert!(shared.lock().queues[&tp()].batches.is_empty());
+    }
+
+    #[test]
+    fn a_refused_batch_fails_alone_and_the_batches_behind_take_its_sequences() {
+        let shared = shared();
+        let mut receivers = queue_batches(&shared, 3);
+        drain(&shared, Instant::now());
+        // INVALID_RECORD: the broker wrote nothing of batch 1 (sequence 0).
+        outcome(&shared, 1, Outcome::Refused(Error::kafka(87, None)));
+        assert!(
+            !shared.lock().needs_producer_id,
+            "the producer keeps its id"
+        );
+        let oos = || Outcome::OutOfSequence(Error::kafka(45, None));
+        outcome(&shared, 2, oos());
+        outcome(&shared, 3, oos());
+        let later = Instant::now() + Duration::from_secs(5);
+        let mut bases = Vec::new();
+        for (id, offset) in [(2, 0), (3, 1)] {
+            let (requests, _, _) = drain(&shared, later);
+            assert_eq!(sent_ids(&requests), [[id]]);
+            let mut bytes = requests[&1][0][0].2.clone();
+            let info =
+                kafka_protocol::records::RecordBatchDecoder::decode_batch_info(&mut bytes).unwrap();
+            bases.push(info[0].base_sequence);
+            outcome(&shared, id, written(offset));
+        }
+        assert_eq!(
+            bases,
+            [0, 1],
+            "batches 2 and 3 moved down by batch 1's record"
+        );
+        assert_eq!(shared.lock().queues[&tp()].next_sequence, 2);
+        let results: Vec<Option<i64>> = receivers
+            .iter_mut()
+            .map(|r| r.try_recv().unwrap().ok().map(|m| m.offset))
+            .collect();
+        assert_eq!(results, [None, Some(0), Some(1)]);
     }
 }

@@ -28,6 +28,8 @@ const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Suffix of directories being deleted (renamed first, so a crash mid-delete leaves no
 /// directory that looks live).
 const DELETE_SUFFIX: &str = ".deleting";
+/// Suffix of log directories moved aside because no known topic owns them.
+const STRAY_SUFFIX: &str = ".stray";
 /// How often due flushes (`flush.ms`) are checked.
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often recovery points are checkpointed (`log.flush.offset.checkpoint.interval.ms`).
@@ -268,6 +270,13 @@ impl PartitionManager {
                     "removing a deleted topic's log"
                 );
                 self.rename_and_remove(&dir, &dir_name);
+                if dir.exists() {
+                    // Never serve the deleted topic's records under the new topic's id.
+                    return Err(io(
+                        &dir,
+                        std::io::Error::other("cannot move a deleted topic's log away"),
+                    ));
+                }
                 self.recovery_points.remove(&dir_name)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -410,11 +419,12 @@ impl PartitionManager {
                 strays_removed = true;
                 let manager = self.clone();
                 let image = image.clone();
-                let removed =
-                    tokio::task::spawn_blocking(move || manager.remove_deleted_topic_logs(&image))
-                        .await;
+                let removed = tokio::task::spawn_blocking(move || {
+                    manager.set_aside_unknown_topic_logs(&image)
+                })
+                .await;
                 if removed.is_err() {
-                    tracing::error!("removing deleted topics' logs panicked");
+                    tracing::error!("setting stray logs aside panicked");
                 }
             }
             tokio::select! {
@@ -540,10 +550,13 @@ impl PartitionManager {
         }
     }
 
-    /// Removes the log directories whose topic (by the id in their marker) `image` does not
-    /// know. Only call with an image at least as new as any this broker applied before (see
-    /// `run_reconciler`); a directory without a readable marker is left alone.
-    fn remove_deleted_topic_logs(&self, image: &MetadataImage) {
+    /// Moves aside (renames to `<dir>.<id>.stray`, keeping the data) the log directories whose
+    /// topic, by the id in their marker, `image` does not know: a topic deleted while this
+    /// broker was away. They are not deleted, because a metadata quorum re-created from scratch
+    /// next to old logs would look the same, and an operator should decide. Only call with an
+    /// image at least as new as any this broker applied before (see `run_reconciler`); a
+    /// directory without a readable marker is left alone.
+    fn set_aside_unknown_topic_logs(&self, image: &MetadataImage) {
         let live: std::collections::HashSet<String> =
             image.topics().map(|t| t.topic_id.to_string()).collect();
         let names = match dir_names(&self.logs_dir) {
@@ -554,7 +567,10 @@ impl PartitionManager {
             }
         };
         for name in names {
-            if name.ends_with(DELETE_SUFFIX) || self.read().values().any(|p| p.dir_name == name) {
+            if name.ends_with(DELETE_SUFFIX)
+                || name.ends_with(STRAY_SUFFIX)
+                || self.read().values().any(|p| p.dir_name == name)
+            {
                 continue;
             }
             let dir = self.logs_dir.join(&name);
@@ -564,8 +580,20 @@ impl PartitionManager {
             if live.contains(topic_id.trim()) {
                 continue;
             }
-            tracing::info!(dir = %name, topic_id = topic_id.trim(), "removing the log of a deleted topic");
-            self.rename_and_remove(&dir, &name);
+            let aside = self.logs_dir.join(format!(
+                "{name}.{}{STRAY_SUFFIX}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            match std::fs::rename(&dir, &aside) {
+                Ok(()) => tracing::warn!(
+                    dir = %name,
+                    moved_to = %aside.display(),
+                    topic_id = topic_id.trim(),
+                    "a log of a topic the cluster metadata does not know (deleted while this \
+                     broker was away?) was moved aside; delete it once sure"
+                ),
+                Err(error) => tracing::error!(dir = %name, %error, "cannot move a stray log aside"),
+            }
             if let Err(error) = self.recovery_points.remove(&name) {
                 tracing::warn!(%error, "cannot remove a recovery point");
             }
@@ -603,7 +631,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logs_of_topics_the_image_does_not_know_are_removed_and_others_kept() {
+    fn logs_of_topics_the_image_does_not_know_are_moved_aside_and_others_kept() {
         let data = tempfile::tempdir().unwrap();
         let config = BrokerConfig {
             data_dir: data.path().to_owned(),
@@ -623,10 +651,22 @@ mod tests {
         let unmarked = logs.join("unmarked");
         std::fs::create_dir_all(&unmarked).unwrap();
 
-        manager.remove_deleted_topic_logs(&MetadataImage::default());
-        assert!(!gone.exists(), "a deleted topic's log stays");
-        assert!(unmarked.exists(), "a directory without a marker is removed");
-        let left: Vec<String> = dir_names(&logs).unwrap();
-        assert_eq!(left, ["unmarked"], "nothing half-deleted stays");
+        manager.set_aside_unknown_topic_logs(&MetadataImage::default());
+        assert!(!gone.exists(), "a deleted topic's log stays in place");
+        assert!(unmarked.exists(), "a directory without a marker was moved");
+        let mut left: Vec<String> = dir_names(&logs).unwrap();
+        left.sort();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left[0].starts_with("gone-0.") && left[0].ends_with(STRAY_SUFFIX));
+        assert_eq!(left[1], "unmarked");
+        let aside = logs.join(&left[0]);
+        assert_eq!(
+            std::fs::read(aside.join("00000000000000000000.log")).unwrap(),
+            b"old records",
+            "moved aside, not deleted"
+        );
+        // A second pass leaves the stray directory alone.
+        manager.set_aside_unknown_topic_logs(&MetadataImage::default());
+        assert!(aside.exists());
     }
 }

@@ -190,7 +190,7 @@ fn drain(shared: &Shared, now: Instant) -> (BTreeMap<i32, Vec<Vec<Part>>>, Insta
                 || queue
                     .batches
                     .iter()
-                    .any(|b| b.unsettled() && b.producer != producer))
+                    .any(|b| b.unsettled() && (b.producer != producer || b.sequence_shift != 0)))
         {
             // New batches wait for the new producer id, and for the batches of the old one to
             // settle: the broker orders sequences per producer id, not across ids. If the id
@@ -370,10 +370,8 @@ fn split_refused(shared: &Shared, state: &mut State, tp: &TopicPartition, index:
     let producer = first.producer;
     let base = shift_sequence(first.base_sequence, first.sequence_shift);
     first.sequence_shift = 0;
-    for (batch, sequence) in [
-        (&mut first, base),
-        (&mut second, base.wrapping_add(half as i32)),
-    ] {
+    let second_base = shift_sequence(base, -(half as i32));
+    for (batch, sequence) in [(&mut first, base), (&mut second, second_base)] {
         let idempotence = (idempotent && producer.0 >= 0).then_some((producer, sequence));
         if let Err(error) = encode_batch(batch, idempotence, compression) {
             batch.state = BatchState::Failed(error);
@@ -569,6 +567,10 @@ fn outcome_of(
         Some(ResponseError::OutOfOrderSequenceNumber | ResponseError::UnknownProducerId) => {
             Outcome::OutOfSequence(Error::kafka(code, message()))
         }
+        // The producer id itself is refused: the batch fails and the producer takes a new one.
+        Some(ResponseError::InvalidProducerEpoch | ResponseError::ProducerFenced) => {
+            Outcome::Failed(Error::kafka(code, message()))
+        }
         Some(ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge) => {
             Outcome::TooLarge(Error::kafka(code, message()))
         }
@@ -618,6 +620,13 @@ fn record_outcome(
             base_offset,
             append_time_ms,
         } => {
+            if batch.sequence_shift != 0 {
+                // Accepted at its old sequences after a refused batch ahead of it: the broker
+                // did not insist on continuity (it had no state for this producer yet), so the
+                // shifted sequences no longer match its view. Start over under a new id.
+                batch.sequence_shift = 0;
+                state.needs_producer_id = true;
+            }
             batch.state = BatchState::Written {
                 base_offset,
                 append_time_ms,
@@ -662,9 +671,16 @@ fn refuse(shared: &Shared, state: &mut State, tp: &TopicPartition, index: usize,
     };
     let batch = &mut queue.batches[index];
     let count = batch.records.len() as i32;
-    let resequence = idempotent(shared) && batch.encoded.is_some() && batch.producer == current;
+    let ours = idempotent(shared) && batch.encoded.is_some() && batch.producer == current;
+    // Refused on its first send: certainly not written. After earlier attempts whose answers
+    // were lost it may have been, so its sequences cannot be reused: take a new producer id.
+    let first_attempt = batch.attempts == 0;
     batch.state = BatchState::Failed(error);
-    if !resequence {
+    if !ours {
+        return;
+    }
+    if !first_attempt {
+        state.needs_producer_id = true;
         return;
     }
     for later in queue.batches.range_mut(index + 1..) {
@@ -1181,5 +1197,36 @@ mod tests {
             .map(|r| r.try_recv().unwrap().ok().map(|m| m.offset))
             .collect();
         assert_eq!(results, [None, Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn batches_accepted_despite_a_refusal_ahead_renew_the_producer_id() {
+        let shared = shared();
+        let mut receivers = queue_batches(&shared, 4);
+        shared.lock().queues.get_mut(&tp()).unwrap().batches[3].state = BatchState::Open;
+        let (first, _, _) = drain(&shared, Instant::now());
+        assert_eq!(sent_ids(&first), [[1], [2], [3], [4]]);
+        // The broker had no state for this producer: it refuses batch 1 and accepts 2 at its
+        // original sequence.
+        outcome(&shared, 1, Outcome::Refused(Error::kafka(10, None)));
+        outcome(&shared, 2, written(0));
+        assert!(shared.lock().needs_producer_id, "sequences diverged");
+        // A batch refused after a retry may have been written before: no reuse either.
+        outcome(&shared, 3, Outcome::Retry(Error::kafka(6, None)));
+        outcome(&shared, 4, written(2));
+        shared.lock().needs_producer_id = false;
+        let later = Instant::now() + Duration::from_secs(5);
+        let (retry, _, _) = drain(&shared, later);
+        assert_eq!(sent_ids(&retry), [[3]]);
+        outcome(&shared, 3, Outcome::Refused(Error::kafka(87, None)));
+        assert!(
+            shared.lock().needs_producer_id,
+            "a refused retry renews the id"
+        );
+        let results: Vec<bool> = receivers
+            .iter_mut()
+            .map(|r| r.try_recv().unwrap().is_ok())
+            .collect();
+        assert_eq!(results, [false, true, false, true]);
     }
 }

@@ -981,54 +981,73 @@ async fn a_batch_too_large_for_the_topic_is_split_until_it_fits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_too_large_for_the_topic_fails_alone() {
-    const TOPIC: &str = "one-too-large";
     let broker = DevBroker::start(&[]).unwrap();
     let client = connect(&broker.bootstrap()).await;
-    create_topic(
-        &client,
-        NewTopic::new(TOPIC, 1, 1).with_config("max.message.bytes", "20000"),
-    )
-    .await;
-    // Small batches, so that the records around the big one travel in their own batches,
-    // several in flight at once.
-    let producer = Producer::new(
-        client.clone(),
-        ProducerConfig {
-            batch_size: 4_000,
-            linger: Duration::from_millis(20),
-            ..ProducerConfig::default()
-        },
-    )
-    .await
-    .expect("producer");
-    let mut pending = Vec::new();
-    for i in 0..60 {
-        let value = if i == 20 {
-            vec![b'x'; 30_000]
-        } else {
-            format!("record-{i:03}").repeat(50).into_bytes()
-        };
-        let record = ProducerRecord::new(TOPIC, value).with_partition(0);
-        pending.push(producer.send(record).await.expect("send"));
-    }
-    let results = await_all(pending, WAIT).await;
-    let mut next = 0;
-    for (i, result) in results.into_iter().enumerate() {
-        if i == 20 {
-            let error = result.expect_err("a 30 kB record in a 20 kB topic");
-            assert_eq!(error.kafka_code(), Some(10), "MESSAGE_TOO_LARGE: {error}");
-            continue;
+    // First record: the broker does not know the producer yet and accepts whatever sequence
+    // comes next. Twentieth: it does, and refuses the batches behind for the gap.
+    for big in [0usize, 20] {
+        let topic = format!("one-too-large-{big}");
+        create_topic(
+            &client,
+            NewTopic::new(&topic, 1, 1).with_config("max.message.bytes", "20000"),
+        )
+        .await;
+        // Small batches, so that the records around the big one travel in their own batches,
+        // several in flight at once.
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                batch_size: 4_000,
+                linger: Duration::from_millis(20),
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .expect("producer");
+        let mut pending = Vec::new();
+        for i in 0..60 {
+            let value = if i == big {
+                vec![b'x'; 30_000]
+            } else {
+                format!("record-{i:03}").repeat(50).into_bytes()
+            };
+            let record = ProducerRecord::new(&topic, value).with_partition(0);
+            pending.push(producer.send(record).await.expect("send"));
         }
-        let metadata = result.unwrap_or_else(|e| panic!("record {i} failed with {e}"));
-        assert_eq!(metadata.offset, next, "record {i}");
-        next += 1;
-    }
-    let mut consumer = Consumer::new(client, consumer_config());
-    consumer.assign([TopicPartition::new(TOPIC, 0)]);
-    let records = read_at_least(&mut consumer, 59).await;
-    assert_eq!(records.len(), 59);
-    for (record, i) in records.iter().zip((0..60).filter(|i| *i != 20)) {
-        let expected = format!("record-{i:03}").repeat(50);
-        assert_eq!(record.value.as_deref(), Some(expected.as_bytes()));
+        // A few more after everything settled: their sequences must still fit.
+        let results = await_all(pending, WAIT).await;
+        let mut pending = Vec::new();
+        for i in 60..70 {
+            let value = format!("record-{i:03}").repeat(50).into_bytes();
+            let record = ProducerRecord::new(&topic, value).with_partition(0);
+            pending.push(producer.send(record).await.expect("send"));
+        }
+        let results: Vec<_> = results
+            .into_iter()
+            .chain(await_all(pending, WAIT).await)
+            .collect();
+        let mut next = 0;
+        for (i, result) in results.into_iter().enumerate() {
+            if i == big {
+                let error = result.expect_err("a 30 kB record in a 20 kB topic");
+                assert_eq!(error.kafka_code(), Some(10), "MESSAGE_TOO_LARGE: {error}");
+                continue;
+            }
+            let metadata = result.unwrap_or_else(|e| panic!("{topic}: record {i} failed with {e}"));
+            assert_eq!(metadata.offset, next, "{topic}: record {i}");
+            next += 1;
+        }
+        let mut consumer = Consumer::new(client.clone(), consumer_config());
+        consumer.assign([TopicPartition::new(&topic, 0)]);
+        let records = read_at_least(&mut consumer, 69).await;
+        assert_eq!(records.len(), 69, "{topic}");
+        for (record, i) in records.iter().zip((0..70).filter(|i| *i != big)) {
+            let expected = format!("record-{i:03}").repeat(50);
+            assert_eq!(
+                record.value.as_deref(),
+                Some(expected.as_bytes()),
+                "{topic}: record {i}"
+            );
+        }
     }
 }

@@ -582,8 +582,18 @@ fn a_reassignment_moves_a_partition_within_its_throttle_and_drops_the_old_replic
         "unknown broker"
     );
     assert_eq!(reassign(&mut conn, TOPIC, Some(&[2, 3])), 0);
-    let (replicas, adding, removing) =
-        ongoing(&mut conn, TOPIC).expect("the throttled move is still in progress");
+    // The broker answering may apply the reassignment a moment after the controller did.
+    let deadline = Instant::now() + WAIT;
+    let (replicas, adding, removing) = loop {
+        if let Some(state) = ongoing(&mut conn, TOPIC) {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the throttled move never showed as in progress"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(
         (replicas, adding, removing),
         (vec![2, 3, 1], vec![3], vec![1])

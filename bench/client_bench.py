@@ -18,13 +18,11 @@ import argparse
 import json
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -147,37 +145,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-
-    def on_term(signum, _frame):
-        raise KeyboardInterrupt("signal %d" % signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    brokers = []
-    ok = False
-    try:
-        result = run(args, brokers)
-        ok = True
-    except Exception as e:  # every failure: report, show the broker's log, kill it
-        log("FAILED:", e if isinstance(e, BenchError) else "".join(traceback.format_exception(e)).rstrip())
-        for b in brokers:
-            if b.proc is not None:
-                log("%s broker; last log lines:\n%s" % (b.name, b.log_tail()))
-        return 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        for b in brokers:
-            b.stop(graceful=ok)
-    text = table(result)
-    if args.json:
-        sys.stderr.write(text + "\n")
-        json.dump(result, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(text + "\n")
-    return 0
+    return kb.run_with_brokers(parse_args(argv), run, table)
 
 
 if __name__ == "__main__":

@@ -901,8 +901,20 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def emit(result, text, as_json):
+    """The table on stdout, or JSON on stdout with the table on stderr."""
+    if as_json:
+        sys.stderr.write(text + "\n")
+        json.dump(result, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def run_with_brokers(args, run_fn, table_fn):
+    """Runs `run_fn(args, brokers)`, which starts brokers into `brokers`; on any failure or
+    interrupt reports it with the brokers' logs and kills them, otherwise stops them with
+    SIGTERM and prints `table_fn(result)` (see `emit`). Returns the exit status."""
 
     def on_term(signum, _frame):
         raise KeyboardInterrupt("signal %d" % signum)
@@ -911,7 +923,7 @@ def main(argv=None):
     brokers = []
     ok = False
     try:
-        result = run(args, brokers)
+        result = run_fn(args, brokers)
         ok = True
     except Exception as e:  # every failure: report, show the brokers' logs, kill them
         if isinstance(e, BenchError):
@@ -929,14 +941,12 @@ def main(argv=None):
     finally:
         for b in brokers:
             b.stop(graceful=ok)
-    text = table(result)
-    if args.json:
-        sys.stderr.write(text + "\n")
-        json.dump(result, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(text + "\n")
+    emit(result, table_fn(result), args.json)
     return 0
+
+
+def main(argv=None):
+    return run_with_brokers(parse_args(argv), run, table)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ run fails.
 """
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -564,13 +563,7 @@ def main(argv=None):
             shutil.rmtree(workdir, ignore_errors=True)
     if not ok:
         return status
-    text = table(result)
-    if args.json:
-        sys.stderr.write(text + "\n")
-        json.dump(result, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(text + "\n")
+    kb.emit(result, table(result), args.json)
     return 0
 
 

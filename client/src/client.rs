@@ -106,21 +106,12 @@ impl Client {
                 "no bootstrap server given".to_owned(),
             ));
         }
-        let client = Client {
-            inner: Arc::new(Inner {
-                config,
-                connections: Mutex::new(HashMap::new()),
-                metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
-                refreshed_at: Mutex::new(Instant::now()),
-                refresh: tokio::sync::Mutex::new(0),
-            }),
-        };
+        let client = Client::unconnected(config);
         client.refresh_metadata(&[], false).await?;
         Ok(client)
     }
 
-    /// A client that has not connected (for unit tests of the layers above).
-    #[cfg(test)]
+    /// A client that has not connected yet (unit tests of the layers above use it as is).
     pub(crate) fn unconnected(config: ClientConfig) -> Client {
         Client {
             inner: Arc::new(Inner {

@@ -101,7 +101,7 @@ type LookupResult = (
 );
 
 /// One fetch's answer, tagged with the partitions and epochs it was sent for.
-type FetchResult = (i32, Vec<(TopicPartition, u64, i64)>, Result<FetchResponse>);
+type FetchResult = (Vec<(TopicPartition, u64, i64)>, Result<FetchResponse>);
 
 /// A consumer of explicitly assigned partitions. Not `Clone`: like the Java consumer, one
 /// owner polls it.
@@ -112,9 +112,8 @@ pub struct Consumer {
     assigned: BTreeMap<TopicPartition, Assigned>,
     buffer: VecDeque<ConsumerRecord>,
     fetches: JoinSet<FetchResult>,
-    /// Brokers with a fetch in flight: one at a time each.
-    fetching_brokers: HashSet<i32>,
-    /// In-flight fetch tasks by task id, so a task that dies still frees its broker.
+    /// In-flight fetch tasks (one per broker at a time) by task id, with their broker and
+    /// partitions, so that a task that dies still frees them.
     fetch_tasks: HashMap<tokio::task::Id, (i32, Vec<TopicPartition>)>,
     /// A background metadata refresh is running.
     refreshing: Arc<std::sync::atomic::AtomicBool>,
@@ -135,7 +134,6 @@ impl Consumer {
             assigned: BTreeMap::new(),
             buffer: VecDeque::new(),
             fetches: JoinSet::new(),
-            fetching_brokers: HashSet::new(),
             fetch_tasks: HashMap::new(),
             refreshing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             fetch_rotation: HashMap::new(),
@@ -306,9 +304,9 @@ impl Consumer {
             tokio::select! {
                 fetched = self.fetches.join_next_with_id(), if !self.fetches.is_empty() => {
                     match fetched {
-                        Some(Ok((id, (broker, parts, result)))) => {
+                        Some(Ok((id, (parts, result)))) => {
                             self.fetch_tasks.remove(&id);
-                            self.handle_fetch(broker, parts, result)?;
+                            self.handle_fetch(parts, result)?;
                         }
                         Some(Err(join)) => {
                             self.fetch_task_died(&join);
@@ -336,8 +334,7 @@ impl Consumer {
 
     /// Frees the broker and partitions of a fetch task that died, so they are fetched again.
     fn fetch_task_died(&mut self, join: &tokio::task::JoinError) {
-        if let Some((broker, tps)) = self.fetch_tasks.remove(&join.id()) {
-            self.fetching_brokers.remove(&broker);
+        if let Some((_, tps)) = self.fetch_tasks.remove(&join.id()) {
             for tp in tps {
                 if let Some(state) = self.assigned.get_mut(&tp) {
                     state.fetching = false;
@@ -472,6 +469,11 @@ impl Consumer {
         let now = Instant::now();
         let mut by_broker: BTreeMap<i32, Vec<(TopicPartition, u64, i64)>> = BTreeMap::new();
         let mut missing_leader = false;
+        let busy: HashSet<i32> = self
+            .fetch_tasks
+            .values()
+            .map(|(broker, _)| *broker)
+            .collect();
         for (tp, state) in &self.assigned {
             if state.position.is_none()
                 || state.reset.is_some()
@@ -482,7 +484,7 @@ impl Consumer {
                 continue;
             }
             match metadata.leader(&tp.topic, tp.partition) {
-                Some(leader) if !self.fetching_brokers.contains(&leader) => by_broker
+                Some(leader) if !busy.contains(&leader) => by_broker
                     .entry(leader)
                     .or_default()
                     .push((tp.clone(), state.epoch, state.fetch_offset)),
@@ -505,7 +507,6 @@ impl Consumer {
                     state.fetching = true;
                 }
             }
-            self.fetching_brokers.insert(broker);
             let request = self.fetch_request(&parts);
             let client = self.client.clone();
             let wait = self.config.fetch_max_wait;
@@ -520,7 +521,7 @@ impl Consumer {
                     Ok(response)
                 }
                 .await;
-                (broker, parts, result)
+                (parts, result)
             });
             self.fetch_tasks.insert(task.id(), (broker, tps));
         }
@@ -568,12 +569,10 @@ impl Consumer {
 
     fn handle_fetch(
         &mut self,
-        broker: i32,
         parts: Vec<(TopicPartition, u64, i64)>,
         result: Result<FetchResponse>,
     ) -> Result<()> {
         let backoff = Instant::now() + self.client.config().retry_backoff;
-        self.fetching_brokers.remove(&broker);
         for (tp, _, _) in &parts {
             if let Some(state) = self.assigned.get_mut(tp) {
                 state.fetching = false;

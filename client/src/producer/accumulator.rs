@@ -144,30 +144,25 @@ impl Shared {
     /// The partition count of `topic`, refreshing metadata (and letting the broker auto-create
     /// the topic, if it does) until it is known or `max_block` passes.
     async fn partitions(&self, topic: &str, deadline: Instant) -> Result<i32> {
-        let mut backoff = self.client.config().retry_backoff;
-        loop {
-            // A topic listed without partitions is still being created: not usable yet.
-            if let Some(info) = self
-                .client
-                .metadata()
+        // A topic listed without partitions is still being created: not usable yet.
+        let usable = |metadata: &crate::metadata::ClusterMetadata| {
+            metadata
                 .topics
                 .get(topic)
                 .filter(|t| !t.partitions.is_empty())
-            {
-                return Ok(info.partitions.len() as i32);
-            }
+                .map(|t| t.partitions.len() as i32)
+        };
+        if let Some(partitions) = usable(&self.client.metadata()) {
+            return Ok(partitions);
+        }
+        let mut backoff = self.client.config().retry_backoff;
+        loop {
             let refreshed = self
                 .client
                 .refresh_metadata(&[topic.to_owned()], true)
                 .await;
-            if let Ok(metadata) = &refreshed {
-                if metadata
-                    .topics
-                    .get(topic)
-                    .is_some_and(|t| !t.partitions.is_empty())
-                {
-                    continue;
-                }
+            if let Some(partitions) = refreshed.as_deref().ok().and_then(usable) {
+                return Ok(partitions);
             }
             if Instant::now() + backoff > deadline {
                 return Err(match refreshed {
@@ -329,7 +324,7 @@ impl Shared {
     }
 }
 
-fn new_record(
+pub(super) fn new_record(
     index: usize,
     key: Option<Bytes>,
     value: Option<Bytes>,

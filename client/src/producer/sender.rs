@@ -823,9 +823,9 @@ mod tests {
     use std::sync::Arc;
 
     use kafka_protocol::indexmap::IndexMap;
-    use kafka_protocol::records::{Record, TimestampType};
     use tokio::sync::oneshot;
 
+    use super::super::accumulator::new_record;
     use super::*;
     use crate::client::{Client, ClientConfig};
     use crate::metadata::{ClusterMetadata, PartitionInfo, TopicInfo};
@@ -877,21 +877,13 @@ mod tests {
         for id in 1..=n as u64 {
             let (delivery, receiver) = oneshot::channel();
             receivers.push(receiver);
-            let record = Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: 0,
-                sequence: 0,
-                timestamp: 1,
-                key: None,
-                value: Some(Bytes::from_static(b"v")),
-                headers: IndexMap::new(),
-            };
+            let record = new_record(
+                0,
+                None,
+                Some(Bytes::from_static(b"v")),
+                IndexMap::new(),
+                Some(1),
+            );
             *state.incomplete.entry(0).or_default() += 1;
             state
                 .queues

@@ -791,9 +791,9 @@ fn a_paused_leader_that_resumes_after_losing_leadership_loses_no_acknowledged_re
 fn a_topic_deleted_while_a_replica_was_down_leaves_no_log_behind() {
     const DOOMED: &str = "doomed";
     const KEPT: &str = "kept";
-    // One voter: broker 3 is a learner, so stopping it keeps the quorum. Frequent snapshots:
-    // the metadata log broker 3 missed is purged, so it catches up from a snapshot that never
-    // had the deleted topic, and nothing in its metadata names that log any more.
+    // One voter: broker 3 is a learner, so stopping it keeps the quorum. Frequent snapshots
+    // purge the metadata log broker 3 missed, so it catches up from a snapshot; the log must
+    // be gone afterwards whichever way the broker learns of the deletion.
     let mut args = FAST_FAILOVER.to_vec();
     args.extend(["--set", "metadata.snapshot_interval_entries=10"]);
     let mut cluster = Cluster::start(3, 1, &args).expect("cluster starts");

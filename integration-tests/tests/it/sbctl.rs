@@ -57,6 +57,14 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `sbctl --output json topic describe <topic>`, parsed.
+fn describe_json(broker: &DevBroker, topic: &str) -> Vec<serde_json::Value> {
+    json_lines(&ok(
+        broker,
+        &["--output", "json", "topic", "describe", topic],
+    ))
+}
+
 #[test]
 fn topic_commands_and_their_errors() {
     let broker = DevBroker::start(&[]).unwrap();
@@ -120,10 +128,7 @@ fn topic_commands_and_their_errors() {
             "cleanup.policy=compact",
         ],
     );
-    let json = json_lines(&ok(
-        &broker,
-        &["--output", "json", "topic", "describe", "orders"],
-    ));
+    let json = describe_json(&broker, "orders");
     assert_eq!(json[0][0]["configs"]["retention.ms"], "7200000");
     assert_eq!(json[0][0]["configs"]["cleanup.policy"], "compact");
     ok(
@@ -136,10 +141,7 @@ fn topic_commands_and_their_errors() {
             "cleanup.policy",
         ],
     );
-    let json = json_lines(&ok(
-        &broker,
-        &["--output", "json", "topic", "describe", "orders"],
-    ));
+    let json = describe_json(&broker, "orders");
     assert!(
         json[0][0]["configs"].get("cleanup.policy").is_none(),
         "{json:?}"
@@ -165,10 +167,7 @@ fn topic_commands_and_their_errors() {
         &broker,
         &["topic", "add-partitions", "orders", "--total", "5"],
     );
-    let json = json_lines(&ok(
-        &broker,
-        &["--output", "json", "topic", "describe", "orders"],
-    ));
+    let json = describe_json(&broker, "orders");
     assert_eq!(json[0][0]["partitions"].as_array().unwrap().len(), 5);
     fails(
         &broker,

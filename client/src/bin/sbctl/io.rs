@@ -121,11 +121,9 @@ async fn send_lines(
     let mut line = Vec::new();
     for number in 1u64.. {
         line.clear();
-        if reader
-            .read_until(b'\n', &mut line)
-            .context("reading input")?
-            == 0
-        {
+        // Reading stdin may block indefinitely (a terminal): off the async worker's hands.
+        let read = tokio::task::block_in_place(|| reader.read_until(b'\n', &mut line));
+        if read.context("reading input")? == 0 {
             return Ok(());
         }
         if line.last() == Some(&b'\n') {
@@ -232,22 +230,22 @@ pub async fn consume(client: Client, format: Format, args: ConsumeArgs) -> anyho
         if !records.is_empty() {
             last_record = Instant::now();
         }
-        let mut out = stdout.lock();
-        let mut written = Ok(());
-        for record in records {
-            if args.max_messages.is_some_and(|max| printed >= max) {
-                break;
+        // A slow reader of stdout blocks these writes: off the async worker's hands.
+        let written = tokio::task::block_in_place(|| {
+            let mut out = stdout.lock();
+            for record in records {
+                if args.max_messages.is_some_and(|max| printed >= max) {
+                    break;
+                }
+                match format {
+                    Format::Json => writeln!(out, "{}", record_json(&record))?,
+                    Format::Table => out.write_all(&render(template, &record))?,
+                }
+                printed += 1;
             }
-            written = match format {
-                Format::Json => writeln!(out, "{}", record_json(&record)),
-                Format::Table => out.write_all(&render(template, &record)),
-            };
-            if written.is_err() {
-                break;
-            }
-            printed += 1;
-        }
-        if let Err(e) = written.and_then(|()| out.flush()) {
+            out.flush()
+        });
+        if let Err(e) = written {
             output::exit_on_closed_pipe(&e);
             return Err(e).context("writing to stdout");
         }

@@ -286,21 +286,17 @@ async fn consume(client: Client, args: ConsumeArgs) -> anyhow::Result<()> {
     );
     let partitions = consumer.assign_topic(&args.topic).await?;
     // Without --messages, read up to the end as it is now.
+    let at = |timestamp: i64| -> Vec<_> {
+        partitions
+            .iter()
+            .map(|tp| (tp.clone(), timestamp))
+            .collect()
+    };
     let ends = consumer
-        .offsets(
-            &partitions
-                .iter()
-                .map(|tp| (tp.clone(), streambus_client::consumer::LATEST))
-                .collect::<Vec<_>>(),
-        )
+        .offsets(&at(streambus_client::consumer::LATEST))
         .await?;
     let starts = consumer
-        .offsets(
-            &partitions
-                .iter()
-                .map(|tp| (tp.clone(), streambus_client::consumer::EARLIEST))
-                .collect::<Vec<_>>(),
-        )
+        .offsets(&at(streambus_client::consumer::EARLIEST))
         .await?;
     let available: i64 = partitions
         .iter()

@@ -53,6 +53,12 @@ ensure_build_packages() {
     apt_install build-essential libclang-dev
 }
 
+ensure_test_tools() {
+    # fincore (util-linux-extra) shows what the page-cache drop-behind leaves cached, in the
+    # storage tests.
+    apt_install util-linux-extra
+}
+
 ensure_cargo() {
     command -v cargo >/dev/null 2>&1 \
         || die "cargo not found: install Rust with rustup (https://rustup.rs) and re-run"
@@ -136,6 +142,7 @@ main() {
             ensure_build_packages
             ensure_cargo
             ensure_nextest
+            ensure_test_tools
             ensure_kafka_clients
             ;;
         clients)

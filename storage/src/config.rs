@@ -81,6 +81,10 @@ pub struct LogConfig {
     /// instead of served (Kafka leaves this to consumers). Costs about 40 µs per MiB read on
     /// the benchmark machine; see `cargo bench -p streambus-storage`.
     pub verify_crc_on_read: bool,
+    /// Newest bytes of the active segment kept in the page cache once written; older bytes are
+    /// handed to writeback and dropped from the cache (drop-behind, see `page_cache`). Readers
+    /// further behind read from disk. 0 keeps everything cached, as Kafka does.
+    pub page_cache_retain_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -99,6 +103,7 @@ impl Default for LogConfig {
             log_append_time: false,
             open_segments_max: 4,
             verify_crc_on_read: true,
+            page_cache_retain_bytes: 16 * 1024 * 1024,
         }
     }
 }

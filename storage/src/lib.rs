@@ -33,6 +33,7 @@ pub mod index;
 pub mod kv;
 pub mod log;
 pub mod metrics;
+pub mod page_cache;
 pub mod producer;
 pub mod recovery_points;
 pub mod segment;

@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use crate::batch::{self, BatchHeader, BatchStep, BATCH_HEADER_LEN, LOG_OVERHEAD};
 use crate::error::{BatchError, Result, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
+use crate::page_cache::{Advice, DropBehind};
 use crate::txn_index::TxnIndex;
 
 /// Bytes read per step when scanning a segment (recovery, index rebuild, timestamp search).
@@ -58,6 +59,7 @@ pub struct Segment {
     bytes_since_index: u64,
     open: Option<OpenState>,
     txn_index: TxnIndex,
+    drop_behind: DropBehind,
 }
 
 /// Where a batch lies, as found by a scan.
@@ -127,6 +129,7 @@ impl Segment {
             bytes_since_index: 0,
             open: None,
             txn_index: TxnIndex::open(dir.join(file_name(base_offset, "txnindex")))?,
+            drop_behind: DropBehind::default(),
         })
     }
 
@@ -185,6 +188,7 @@ impl Segment {
             file.set_len(valid_end)
                 .map_err(|e| StorageError::io(&log_path, e))?;
             self.size_bytes = valid_end;
+            self.drop_behind.truncated(valid_end);
         }
         stats.apply(self);
         let next_offset = self.next_offset;
@@ -392,6 +396,14 @@ impl Segment {
         self.open.as_ref().map(|o| Arc::clone(&o.file))
     }
 
+    /// The page-cache advice due after an append, keeping the newest `retain` bytes cached (see
+    /// [`crate::page_cache`]), with the file to give it for; run it outside the log's lock.
+    pub fn page_cache_advice(&mut self, retain: u64) -> Option<(Arc<File>, Advice)> {
+        let file = self.file()?;
+        let advice = self.drop_behind.after_append(self.size_bytes, retain)?;
+        Some((file, advice))
+    }
+
     /// Position from which a search for `offset` may start (segment must be open).
     pub fn lookup_position(&self, offset: i64) -> u64 {
         self.open
@@ -465,6 +477,7 @@ impl Segment {
         file.set_len(cut.position)
             .map_err(|e| StorageError::io(&log_path, e))?;
         self.size_bytes = cut.position;
+        self.drop_behind.truncated(cut.position);
         let new_next = offset.min(cut.header.base_offset);
         if let Some(open) = self.open.as_mut() {
             open.index.truncate_to(new_next)?;

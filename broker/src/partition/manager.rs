@@ -414,15 +414,15 @@ impl PartitionManager {
             }
             if active && !strays_removed {
                 // The image names this broker's current incarnation, registered after it
-                // started, so it is at least as new as any image before a restart: a log whose
-                // topic it does not know belongs to a topic deleted while the broker was away.
+                // started, so it is at least as new as any image before a restart: a log it
+                // gives this broker no reason to hold is of a topic deleted, or a partition
+                // reassigned away, while the broker was away. Reconciled above, so every log
+                // it does give this broker is open.
                 strays_removed = true;
                 let manager = self.clone();
                 let image = image.clone();
-                let removed = tokio::task::spawn_blocking(move || {
-                    manager.set_aside_unknown_topic_logs(&image)
-                })
-                .await;
+                let removed =
+                    tokio::task::spawn_blocking(move || manager.set_aside_stray_logs(&image)).await;
                 if removed.is_err() {
                     tracing::error!("setting stray logs aside panicked");
                 }
@@ -550,15 +550,15 @@ impl PartitionManager {
         }
     }
 
-    /// Moves aside (renames to `<dir>.<id>.stray`, keeping the data) the log directories whose
-    /// topic, by the id in their marker, `image` does not know: a topic deleted while this
-    /// broker was away. They are not deleted, because a metadata quorum re-created from scratch
-    /// next to old logs would look the same, and an operator should decide. Only call with an
-    /// image at least as new as any this broker applied before (see `run_reconciler`); a
-    /// directory without a readable marker is left alone.
-    fn set_aside_unknown_topic_logs(&self, image: &MetadataImage) {
-        let live: std::collections::HashSet<String> =
-            image.topics().map(|t| t.topic_id.to_string()).collect();
+    /// Moves aside (renames to `<dir>.<id>.stray`, keeping the data) the log directories that
+    /// `image` gives this broker no reason to hold: those of a topic it does not know (by the
+    /// id in their marker: deleted while this broker was away), and those of a known topic's
+    /// partition that does not list this broker as a replica (reassigned away while it was
+    /// down). They are not deleted: a metadata quorum re-created from scratch next to old logs
+    /// would look the same, and an operator should decide. Only call with an image at least as
+    /// new as any this broker applied before, after reconciling with it (see
+    /// `run_reconciler`); a directory without a readable marker is left alone.
+    fn set_aside_stray_logs(&self, image: &MetadataImage) {
         let names = match dir_names(&self.logs_dir) {
             Ok(names) => names,
             Err(error) => {
@@ -574,12 +574,13 @@ impl PartitionManager {
                 continue;
             }
             let dir = self.logs_dir.join(&name);
-            let Ok(topic_id) = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)) else {
+            let Ok(marker) = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)) else {
                 continue;
             };
-            if live.contains(topic_id.trim()) {
+            let topic_id = marker.trim();
+            let Some(why) = stray_reason(image, self.broker_id, &name, topic_id) else {
                 continue;
-            }
+            };
             let aside = self.logs_dir.join(format!(
                 "{name}.{}{STRAY_SUFFIX}",
                 uuid::Uuid::new_v4().simple()
@@ -588,9 +589,8 @@ impl PartitionManager {
                 Ok(()) => tracing::warn!(
                     dir = %name,
                     moved_to = %aside.display(),
-                    topic_id = topic_id.trim(),
-                    "a log of a topic the cluster metadata does not know (deleted while this \
-                     broker was away?) was moved aside; delete it once sure"
+                    topic_id,
+                    "{why}: the log was moved aside; delete it once sure"
                 ),
                 Err(error) => tracing::error!(dir = %name, %error, "cannot move a stray log aside"),
             }
@@ -606,6 +606,31 @@ impl PartitionManager {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Arc<Partition>>> {
         self.partitions.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why the log directory `dir_name` whose marker holds `topic_id` is stray on `broker_id`, or
+/// `None` if `image` has it hosted there (or the name is not `<topic>-<partition>` of the
+/// marker's topic: not ours to judge).
+fn stray_reason(
+    image: &MetadataImage,
+    broker_id: BrokerId,
+    dir_name: &str,
+    topic_id: &str,
+) -> Option<&'static str> {
+    let Some(topic) = image.topics().find(|t| t.topic_id.to_string() == topic_id) else {
+        return Some("a log of a topic the cluster metadata does not know (deleted while this broker was away?)");
+    };
+    let (name, index) = dir_name.rsplit_once('-')?;
+    let index: u32 = index.parse().ok()?;
+    if name != topic.name {
+        return None;
+    }
+    match topic.partition(index) {
+        Some(partition) if partition.replicas.contains(&broker_id) => None,
+        _ => Some(
+            "a log of a partition this broker does not host (reassigned away while it was down?)",
+        ),
     }
 }
 
@@ -630,43 +655,101 @@ fn remove_dir(dir: &Path) {
 mod tests {
     use super::*;
 
+    /// An image with brokers 1 and 2 and topic `kept` (id `[7; 16]`) whose partition 0 is on
+    /// broker 1 and partition 1 on broker 2.
+    fn image_with_topic_kept() -> MetadataImage {
+        use streambus_raft::command::{
+            CreateTopic, Endpoint, IncarnationId, MetadataCommand, RegisterBroker, TopicAssignment,
+        };
+        let mut image = MetadataImage::default();
+        let mut offset = 0;
+        let mut apply = |command: MetadataCommand| {
+            offset += 1;
+            image.apply(offset, &command)
+        };
+        for id in [1, 2] {
+            apply(MetadataCommand::RegisterBroker(RegisterBroker {
+                broker_id: id,
+                incarnation_id: IncarnationId([1; 16]),
+                endpoints: vec![Endpoint {
+                    name: "kafka".to_owned(),
+                    host: "localhost".to_owned(),
+                    port: 9092,
+                }],
+                rack: None,
+                now_ms: 1_000,
+            }));
+        }
+        apply(MetadataCommand::CreateTopic(CreateTopic {
+            name: "kept".to_owned(),
+            topic_id: TopicId([7; 16]),
+            assignment: TopicAssignment::Explicit(vec![vec![1], vec![2]]),
+            configs: Default::default(),
+        }));
+        assert!(image.topic_by_name("kept").is_some(), "topic created");
+        image
+    }
+
+    /// A log directory `logs/<name>` with a marker naming `topic_id` and one segment file.
+    fn log_dir(logs: &Path, name: &str, topic_id: TopicId) -> PathBuf {
+        let dir = logs.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(PARTITION_METADATA_FILE), topic_id.to_string()).unwrap();
+        std::fs::write(dir.join("00000000000000000000.log"), b"old records").unwrap();
+        dir
+    }
+
     #[test]
-    fn logs_of_topics_the_image_does_not_know_are_moved_aside_and_others_kept() {
+    fn logs_the_image_gives_this_broker_no_reason_to_hold_are_moved_aside_and_others_kept() {
         let data = tempfile::tempdir().unwrap();
         let config = BrokerConfig {
+            node_id: 1,
             data_dir: data.path().to_owned(),
             ..BrokerConfig::default()
         };
         let manager = PartitionManager::open(&config).unwrap();
         let logs = data.path().join("logs");
-        let gone = logs.join("gone-0");
-        std::fs::create_dir_all(&gone).unwrap();
-        std::fs::write(
-            gone.join(PARTITION_METADATA_FILE),
-            TopicId([9; 16]).to_string(),
-        )
-        .unwrap();
-        std::fs::write(gone.join("00000000000000000000.log"), b"old records").unwrap();
+        let gone = log_dir(&logs, "gone-0", TopicId([9; 16]));
+        let hosted = log_dir(&logs, "kept-0", TopicId([7; 16]));
+        let moved_away = log_dir(&logs, "kept-1", TopicId([7; 16]));
+        let beyond = log_dir(&logs, "kept-5", TopicId([7; 16]));
         // Not a partition log (no marker): not ours to judge.
         let unmarked = logs.join("unmarked");
         std::fs::create_dir_all(&unmarked).unwrap();
 
-        manager.set_aside_unknown_topic_logs(&MetadataImage::default());
+        manager.set_aside_stray_logs(&image_with_topic_kept());
         assert!(!gone.exists(), "a deleted topic's log stays in place");
+        assert!(
+            !moved_away.exists(),
+            "a partition hosted elsewhere stays in place"
+        );
+        assert!(
+            !beyond.exists(),
+            "a partition the topic does not have stays in place"
+        );
+        assert!(hosted.exists(), "a partition this broker hosts was moved");
         assert!(unmarked.exists(), "a directory without a marker was moved");
         let mut left: Vec<String> = dir_names(&logs).unwrap();
         left.sort();
-        assert_eq!(left.len(), 2, "{left:?}");
-        assert!(left[0].starts_with("gone-0.") && left[0].ends_with(STRAY_SUFFIX));
-        assert_eq!(left[1], "unmarked");
-        let aside = logs.join(&left[0]);
-        assert_eq!(
-            std::fs::read(aside.join("00000000000000000000.log")).unwrap(),
-            b"old records",
-            "moved aside, not deleted"
-        );
-        // A second pass leaves the stray directory alone.
-        manager.set_aside_unknown_topic_logs(&MetadataImage::default());
-        assert!(aside.exists());
+        assert_eq!(left.len(), 5, "{left:?}");
+        for (name, prefix) in left[..4]
+            .iter()
+            .zip(["gone-0.", "kept-0", "kept-1.", "kept-5."])
+        {
+            assert!(name.starts_with(prefix), "{left:?}");
+        }
+        assert_eq!(left[4], "unmarked");
+        for aside in [&left[0], &left[2], &left[3]] {
+            assert!(aside.ends_with(STRAY_SUFFIX), "{aside}");
+            assert_eq!(
+                std::fs::read(logs.join(aside).join("00000000000000000000.log")).unwrap(),
+                b"old records",
+                "moved aside, not deleted"
+            );
+        }
+        // A second pass, even with an image that knows nothing, leaves stray directories alone.
+        manager.set_aside_stray_logs(&MetadataImage::default());
+        assert!(logs.join(&left[0]).exists());
+        assert!(!hosted.exists(), "with no topic known, every log is stray");
     }
 }

@@ -787,10 +787,14 @@ fn a_paused_leader_that_resumes_after_losing_leadership_loses_no_acknowledged_re
     );
 }
 
+/// While broker 3 is down one of its topics is deleted and another's partition reassigned
+/// away from it: when it comes back neither log is left in place, while a log it still hosts
+/// stays. (The manager's unit tests cover logs moved aside at start.)
 #[test]
-fn a_topic_deleted_while_a_replica_was_down_leaves_no_log_behind() {
+fn a_topic_deleted_or_a_partition_moved_while_a_replica_was_down_leaves_no_live_log_behind() {
     const DOOMED: &str = "doomed";
     const KEPT: &str = "kept";
+    const MOVED: &str = "moved";
     // One voter: broker 3 is a learner, so stopping it keeps the quorum. Frequent snapshots
     // purge the metadata log broker 3 missed, so it catches up from a snapshot; the log must
     // be gone afterwards whichever way the broker learns of the deletion.
@@ -800,16 +804,20 @@ fn a_topic_deleted_while_a_replica_was_down_leaves_no_log_behind() {
     let mut conn = cluster.connect_any().unwrap();
     create_topic(&mut conn, DOOMED, &[1, 2, 3], 1).unwrap();
     create_topic(&mut conn, KEPT, &[1, 2, 3], 1).unwrap();
-    for topic in [DOOMED, KEPT] {
+    create_topic(&mut conn, MOVED, &[1, 2, 3], 1).unwrap();
+    for topic in [DOOMED, KEPT, MOVED] {
         cluster
             .wait_for(topic, 0, WAIT, "the full ISR", full_isr)
             .unwrap();
     }
     let logs = cluster.dir.path().join("broker-3/logs");
-    // The ISR starts as the replica list: wait until broker 3 really opened both logs.
+    // The ISR starts as the replica list: wait until broker 3 really opened the logs.
     let deadline = Instant::now() + WAIT;
-    while !(logs.join("doomed-0").is_dir() && logs.join("kept-0").is_dir()) {
-        assert!(Instant::now() < deadline, "broker 3 did not open both logs");
+    while ![DOOMED, KEPT, MOVED]
+        .iter()
+        .all(|t| logs.join(format!("{t}-0")).is_dir())
+    {
+        assert!(Instant::now() < deadline, "broker 3 did not open the logs");
         thread::sleep(Duration::from_millis(50));
     }
 
@@ -820,6 +828,13 @@ fn a_topic_deleted_while_a_replica_was_down_leaves_no_log_behind() {
     let mut conn = cluster.connect_any().unwrap();
     assert_eq!(conn.send(&delete, 5).unwrap().responses[0].error_code, 0);
     assert!(logs.join("doomed-0").is_dir(), "broker 3 was down");
+    // Brokers 1 and 2 are in sync, so the reassignment completes without broker 3.
+    assert_eq!(reassign(&mut conn, MOVED, Some(&[1, 2])), 0);
+    cluster
+        .wait_for(MOVED, 0, WAIT, "replicas 1 and 2 only", |v| {
+            v.replicas == [1, 2]
+        })
+        .unwrap();
     // Enough metadata changes for a few snapshots and purges.
     for i in 0..15 {
         let filler = format!("filler-{i}");
@@ -840,11 +855,31 @@ fn a_topic_deleted_while_a_replica_was_down_leaves_no_log_behind() {
         );
         thread::sleep(Duration::from_millis(50));
     }
+    let deadline = Instant::now() + WAIT;
+    while logs.join("moved-0").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the log of the partition moved away is still in place on broker 3:\n{}",
+            cluster.log_text(3)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     assert!(logs.join("kept-0").is_dir(), "a live topic's log stays");
-    let leftovers: Vec<String> = std::fs::read_dir(&logs)
+    let names: Vec<String> = std::fs::read_dir(&logs)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with(DOOMED))
         .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(
+        !names.iter().any(|name| name.starts_with(DOOMED)),
+        "{names:?}"
+    );
+    // Deleted when the broker applies the reassignment to a log it opened, moved aside when
+    // it never opens it (its image already had the move); never left in place.
+    assert!(
+        names
+            .iter()
+            .filter(|name| name.starts_with("moved-0."))
+            .all(|name| name.ends_with(".stray")),
+        "{names:?}"
+    );
 }

@@ -11,6 +11,7 @@ use crate::batch::{self, BatchHeader, BatchStep, ControlType, BATCH_HEADER_LEN};
 use crate::checkpoint::sync_dir;
 use crate::error::{BatchError, Result, StorageError};
 use crate::metrics;
+use crate::page_cache::{self, Advice};
 use crate::producer::AppendCheck;
 use crate::segment::Segment;
 use crate::txn_index::AbortedTxn;
@@ -44,7 +45,7 @@ impl Log {
         // request's own buffer, never copied.
         let mut head = batch::header_bytes(&batch)?;
         let body = &batch[BATCH_HEADER_LEN..];
-        let (info, rolled_at, flush_due) = {
+        let (info, rolled_at, flush_due, advice) = {
             let mut st = self.lock_writable()?;
             if batch.len() > st.config.max_message_bytes {
                 return Err(StorageError::BatchTooLarge {
@@ -100,8 +101,9 @@ impl Log {
                 log_start_offset: st.log_start_offset,
                 duplicate: false,
             };
-            (info, rolled_at, flush_due(&st))
+            (info, rolled_at, flush_due(&st), page_cache_advice(&mut st))
         };
+        self.advise_page_cache(advice);
         self.flush_after_append(rolled_at, flush_due, info.last_offset + 1)?;
         Ok(info)
     }
@@ -114,7 +116,7 @@ impl Log {
         let Some(&(_, first, _)) = headers.first() else {
             return Err(BatchError::NotExactlyOneBatch(0).into());
         };
-        let (info, rolled_at, flush_due) = {
+        let (info, rolled_at, flush_due, advice) = {
             let mut st = self.lock_writable()?;
             let gaps_allowed = st.config.cleanup_policy.compacts();
             self.check_continuity(&st, &headers, gaps_allowed)?;
@@ -141,8 +143,9 @@ impl Log {
                 log_start_offset: st.log_start_offset,
                 duplicate: false,
             };
-            (info, rolled_at, flush_due(&st))
+            (info, rolled_at, flush_due(&st), page_cache_advice(&mut st))
         };
+        self.advise_page_cache(advice);
         self.flush_after_append(rolled_at, flush_due, info.last_offset + 1)?;
         Ok(info)
     }
@@ -299,6 +302,14 @@ impl Log {
         Ok(base)
     }
 
+    /// Gives the kernel an append's page-cache advice, outside the state lock: starting
+    /// writeback can wait for the block layer, and readers must not wait for that.
+    fn advise_page_cache(&self, advice: Option<(Arc<File>, Advice)>) {
+        if let Some((file, advice)) = advice {
+            page_cache::apply(&file, &self.dir, &advice);
+        }
+    }
+
     /// After an append: sync a just-rolled segment, and flush up to the append if
     /// `flush.messages` was reached by it.
     fn flush_after_append(
@@ -427,6 +438,12 @@ impl Log {
         }
         Ok(targets)
     }
+}
+
+/// The active segment's drop-behind advice after an append (see [`crate::page_cache`]).
+fn page_cache_advice(st: &mut LogState) -> Option<(Arc<File>, Advice)> {
+    let retain = st.config.page_cache_retain_bytes;
+    st.active_mut().page_cache_advice(retain)
 }
 
 /// Whether `flush.messages` is reached. Decided under the same lock as the append that counted

@@ -56,7 +56,8 @@ impl Log {
     pub fn compact(&self, upper_bound: i64) -> Result<CompactionOutcome> {
         let (candidates, delete_retention_ms, truncations) = {
             let st = self.lock();
-            if !st.config.cleanup_policy.compacts() {
+            // A retired log's paths may soon name another log's files.
+            if st.retired || !st.config.cleanup_policy.compacts() {
                 return Ok(CompactionOutcome::default());
             }
             let limit = upper_bound.min(st.active_base());
@@ -89,14 +90,19 @@ impl Log {
                 .saturating_add(delete_retention_ms);
             let drop_tombstones = tombstone_horizon < now && !has_verbatim;
             let cleaned_path = cleaned_path(&candidate.path);
-            let removed = rewrite_segment(candidate, &cleaned_path, &latest, drop_tombstones)?;
+            let Some(out) = self.create_cleaned(&cleaned_path)? else {
+                // Retired: the directory is going away.
+                break;
+            };
+            let removed = rewrite_segment(candidate, out, &cleaned_path, &latest, drop_tombstones)?;
             if removed == 0 {
-                fs::remove_file(&cleaned_path).map_err(|e| StorageError::io(&cleaned_path, e))?;
+                self.discard_cleaned(&cleaned_path)?;
                 continue;
             }
             let Some(after) = self.swap_in(candidate, &cleaned_path, truncations)? else {
-                // The segment changed under us (retention or truncation): nothing to swap.
-                let _ = fs::remove_file(&cleaned_path);
+                // The segment changed under us (retention, truncation, retirement): nothing to
+                // swap.
+                let _ = self.discard_cleaned(&cleaned_path);
                 continue;
             };
             crate::metrics::compacted(removed);
@@ -106,6 +112,35 @@ impl Log {
             outcome.bytes_after += after;
         }
         Ok(outcome)
+    }
+
+    /// Creates the file of a segment's cleaned copy, or returns `None` if the log is retired.
+    /// Done under the state lock, which `retire` takes too: once the log is retired, its
+    /// directory may be moved and the path taken by another log's directory, so no file may
+    /// appear under it; a file created before moves with the directory.
+    fn create_cleaned(&self, path: &Path) -> Result<Option<File>> {
+        let st = self.lock();
+        if st.retired {
+            return Ok(None);
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| StorageError::io(path, e))?;
+        drop(st);
+        Ok(Some(file))
+    }
+
+    /// Removes a cleaned copy that will not be swapped in, unless the log is retired (the path
+    /// may then name another log's file; the copy goes with its directory).
+    fn discard_cleaned(&self, path: &Path) -> Result<()> {
+        let st = self.lock();
+        if st.retired {
+            return Ok(());
+        }
+        fs::remove_file(path).map_err(|e| StorageError::io(path, e))
     }
 
     /// Replaces the segment with its cleaned copy (see the module doc for the protocol).
@@ -272,19 +307,15 @@ struct OffsetMap {
     has_verbatim: bool,
 }
 
-/// Writes the cleaned copy of a segment; returns the number of records removed.
+/// Writes the cleaned copy of a segment to `out` (at `out_path`, named in errors); returns the
+/// number of records removed.
 fn rewrite_segment(
     candidate: &Candidate,
+    out: File,
     out_path: &Path,
     latest: &HashMap<Bytes, i64>,
     drop_tombstones: bool,
 ) -> Result<u64> {
-    let out = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(out_path)
-        .map_err(|e| StorageError::io(out_path, e))?;
     let mut writer = BufWriter::new(out);
     let mut removed = 0u64;
     for_each_batch(candidate, |bytes, header| {

@@ -655,3 +655,35 @@ fn reads_during_compaction_are_consistent() {
     }
     assert_eq!(contents(&follower), expected);
 }
+
+/// A retired log's directory may be moved and its path reused by another log: a compaction pass
+/// running on then neither creates nor removes a file under that path (here a sentinel with
+/// the name of a cleaned copy in the new directory), nor swaps anything in.
+#[test]
+fn a_retired_log_is_not_compacted_and_touches_no_file_under_its_old_path() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let path = root.path().join("topic-0");
+    fs::create_dir(&path).expect("log dir");
+    let log = open_log(&path, compact_config(), &manual_clock(), 0);
+    append_keyed(&log, 12, Compression::None, 0);
+    let bases: Vec<i64> = log_files(&path).iter().map(|(base, _)| *base).collect();
+    assert!(bases.len() > 3, "several segments to clean");
+    log.retire();
+    fs::rename(&path, root.path().join("topic-0.deleted")).expect("move the retired log");
+    fs::create_dir(&path).expect("a new log's dir at the old path");
+    for base in &bases {
+        fs::write(
+            path.join(format!("{}.cleaned", file_name(*base, "log"))),
+            b"new log",
+        )
+        .expect("sentinel");
+    }
+    let before = crate::file_sizes(&path);
+    let outcome = log.compact(log.log_end_offset()).expect("compact");
+    assert_eq!(outcome, CompactionOutcome::default());
+    assert_eq!(
+        crate::file_sizes(&path),
+        before,
+        "the new directory was touched"
+    );
+}

@@ -1295,6 +1295,75 @@ fn max_timestamp_offset_is_the_first_record_with_the_largest_timestamp() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Page-cache drop-behind
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes of `path` in the page cache, as util-linux's `fincore` reports them.
+fn cached_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--raw", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (Debian package util-linux-extra, installed by scripts/bootstrap.sh)");
+    assert!(out.status.success(), "fincore failed: {out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("fincore printed {text:?}: {e}"))
+}
+
+/// `page_cache_retain_bytes`: appends far past the window leave about the window of the active
+/// segment cached, and every byte still reads back; 0 keeps the whole segment cached. Every
+/// append is fsynced (`flush.messages=1`), so the advised pages are clean and the kernel must
+/// drop them.
+#[test]
+fn page_cache_retain_bytes_keeps_only_the_newest_bytes_cached() {
+    const MIB: u64 = 1024 * 1024;
+    const BATCHES: usize = 60;
+    const RECORDS: usize = 200;
+    for retain in [4 * MIB, 0] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            flush_messages: 1,
+            page_cache_retain_bytes: retain,
+            ..LogConfig::default()
+        };
+        let log = open_log(dir.path(), config, &manual_clock(), 0);
+        for i in 0..BATCHES {
+            log.append_as_leader(values_batch(RECORDS, 4000, i as u8, T0), 0)
+                .expect("append");
+        }
+        let path = crate::segment_file(dir.path(), 0, "log");
+        let size = fs::metadata(&path).expect("segment").len();
+        assert!(
+            size > 8 * retain,
+            "the log ({size} bytes) outgrew the window"
+        );
+        let cached = cached_bytes(&path);
+        if retain > 0 {
+            // The window, the step not yet advised (a quarter of it, at least 1 MiB) and the
+            // last append, rounded up.
+            assert!(
+                cached <= retain + 3 * MIB,
+                "{cached} of {size} bytes cached with a {retain}-byte window"
+            );
+        } else {
+            assert!(cached >= size / 2, "only {cached} of {size} bytes cached");
+        }
+        let batches = read_all(&log);
+        assert_eq!(batches.len(), BATCHES);
+        for (i, (header, bytes)) in batches.iter().enumerate() {
+            assert_eq!(header.records_count as usize, RECORDS);
+            let fill = i as u8;
+            let values = decode_records(&[(*header, bytes.clone())]);
+            assert!(values
+                .iter()
+                .all(|(_, _, v, _)| v.as_deref().is_some_and(|v| v.iter().all(|b| *b == fill))));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Flush policy and group commit
 // ---------------------------------------------------------------------------------------------
 

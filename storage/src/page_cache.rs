@@ -9,10 +9,16 @@
 //! ~3 GB/s (ROADMAP 2.1). Tail readers (consumers, followers) read the newest bytes, which stay.
 //!
 //! Mechanism: `posix_fadvise(POSIX_FADV_DONTNEED)` starts asynchronous writeback of the dirty
-//! pages in a range and drops the clean ones; dirty pages and pages under writeback stay. So the
-//! advice can cost a later read a disk access but never loses data, and, unlike
-//! `sync_file_range` with a wait flag, it does not consume a writeback error that the next
-//! fsync must report: durability is exactly what it was without it.
+//! pages in a range and drops the clean ones; dirty pages and pages under writeback stay. A
+//! range is advised twice: once half a window behind the end (writeback starts), once a whole
+//! window behind (now clean, it leaves the cache). The newest half window is never advised.
+//! The advice can cost a later read a disk access, but it drops only pages whose writeback
+//! completed (or failed: the kernel then marks them clean, and readers get the disk's bytes
+//! until the error surfaces). Unlike `sync_file_range` with a wait flag, it does not consume a
+//! writeback error that the next fsync must report: durability is what it was without it.
+//!
+//! Cost: advising a range with dirty pages makes the kernel drain every CPU's LRU batches
+//! (`lru_add_drain_all`), once per step (a quarter window) per partition.
 
 use std::fs::File;
 use std::num::NonZeroU64;
@@ -21,73 +27,101 @@ use std::path::Path;
 
 /// Smallest step between two advices, so that small appends do not cost a syscall each.
 const MIN_STEP_BYTES: u64 = 1024 * 1024;
+/// Advice is given in whole pages of this size (the common one; a larger page only means a
+/// partial page at a range's end, which the kernel then leaves alone).
+const PAGE_BYTES: u64 = 4096;
 
-/// The ranges one append hands to the kernel.
+/// The ranges one append hands to the kernel. Neither reaches into the newest half of the
+/// retained window, so those bytes stay cached even if already clean (after an fsync, or
+/// written back by the kernel's timer on a slow partition).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advice {
-    /// Bytes written since the last advice: their writeback starts now.
-    pub write_back: Range<u64>,
-    /// Bytes more than the retained window behind the end, handed to writeback at least one
-    /// step ago: dropped from the cache if clean by now.
+    /// Bytes that passed half the window since the last advice: their writeback starts now
+    /// (and those already clean leave the cache).
+    pub write_back: Option<Range<u64>>,
+    /// Bytes that left the window since the last advice, handed to writeback by an earlier
+    /// one: dropped from the cache if clean by now.
     pub drop: Option<Range<u64>>,
 }
 
 /// Where a segment's drop-behind stands. Positions only grow, except through truncation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DropBehind {
+    /// Segment size when the last advice was planned.
+    advised_at: u64,
     /// Everything below this has been handed to writeback.
     written_back: u64,
     /// Everything below this has been advised out of the cache.
     dropped: u64,
+    /// Where this tracker started: bytes below were on disk before and are never advised.
+    floor: u64,
 }
 
 impl DropBehind {
-    /// The advice due after the segment has grown to `size` bytes, keeping the newest `retain`
-    /// bytes cached; `None` when `retain` is 0 (drop-behind off) or less than a step (a quarter
-    /// of `retain`, at least 1 MiB) was written since the last advice.
+    /// A tracker for a segment found on disk with `size` bytes: what it held before is left to
+    /// the kernel (advising it all at once could drop bytes readers are about to want).
+    pub fn starting_at(size: u64) -> Self {
+        DropBehind {
+            advised_at: size,
+            written_back: size,
+            dropped: size,
+            floor: size,
+        }
+    }
+
+    /// The advice due after the segment has grown to `size` bytes, keeping between half and
+    /// all of the newest `retain` bytes cached; `None` when `retain` is 0 (drop-behind off) or
+    /// less than a step (a quarter of `retain`, at least 1 MiB) was written since the last
+    /// advice.
     pub fn after_append(&mut self, size: u64, retain: u64) -> Option<Advice> {
         if retain == 0 {
             return None;
         }
-        if size < self.written_back {
+        if size < self.advised_at {
             self.truncated(size);
         }
         let step = (retain / 4).max(MIN_STEP_BYTES);
-        if size < self.written_back.saturating_add(step) {
+        if size < self.advised_at.saturating_add(step) {
             return None;
         }
-        let previous = std::mem::replace(&mut self.written_back, size);
-        let limit = size.saturating_sub(retain).min(previous);
-        let drop = (limit > self.dropped).then(|| {
+        self.advised_at = size;
+        // Half a window behind the end: whole pages, well before the page appends go to.
+        let write_back_end = size.saturating_sub(retain / 2) & !(PAGE_BYTES - 1);
+        let handed_before = self.written_back;
+        let write_back = (write_back_end > self.written_back).then(|| {
+            let range = self.written_back..write_back_end;
+            self.written_back = write_back_end;
+            range
+        });
+        let drop_end = (size.saturating_sub(retain) & !(PAGE_BYTES - 1)).min(handed_before);
+        let drop = (drop_end > self.dropped).then(|| {
             // Start a step back: pages still under writeback when the last advice ran were
             // skipped then and are usually clean now.
-            let from = self.dropped.saturating_sub(step);
-            self.dropped = limit;
-            from..limit
+            let range = self.dropped.saturating_sub(step).max(self.floor)..drop_end;
+            self.dropped = drop_end;
+            range
         });
-        Some(Advice {
-            write_back: previous..size,
-            drop,
-        })
+        (write_back.is_some() || drop.is_some()).then_some(Advice { write_back, drop })
     }
 
     /// The segment was cut to `size` bytes.
     pub fn truncated(&mut self, size: u64) {
+        self.advised_at = self.advised_at.min(size);
         self.written_back = self.written_back.min(size);
         self.dropped = self.dropped.min(size);
+        self.floor = self.floor.min(size);
     }
 }
 
 /// Hands `advice` to the kernel for `file`. Failures are logged, not returned: the advice is
 /// only a hint, and no failure of it can leave the file different from what was written.
 pub fn apply(file: &File, path: &Path, advice: &Advice) {
-    let ranges = std::iter::once(&advice.write_back).chain(advice.drop.as_ref());
-    for range in ranges {
+    for range in advice.write_back.iter().chain(advice.drop.iter()) {
         let Some(len) = NonZeroU64::new(range.end.saturating_sub(range.start)) else {
             continue;
         };
         if let Err(error) = dont_need(file, range.start, len) {
-            tracing::warn!(segment = %path.display(), %error, "page-cache advice failed");
+            tracing::warn!(log = %path.display(), %error, "page-cache advice failed");
             return;
         }
     }
@@ -116,47 +150,62 @@ mod tests {
         assert_eq!(db.after_append(10 * 1024 * MIB, 0), None);
     }
 
+    /// `(write_back, drop)` of one advice.
+    type Ranges = (Option<Range<u64>>, Option<Range<u64>>);
+
+    /// The advice after growing to `mib` MiB.
+    fn step(db: &mut DropBehind, mib: u64, retain: u64) -> Option<Ranges> {
+        db.after_append(mib * MIB, retain)
+            .map(|a| (a.write_back, a.drop))
+    }
+
+    fn mib(range: Range<u64>) -> Option<Range<u64>> {
+        Some(range.start * MIB..range.end * MIB)
+    }
+
     #[test]
-    fn advises_once_per_step_and_keeps_the_newest_bytes() {
+    fn ranges_are_advised_half_a_window_behind_then_dropped_a_window_behind() {
         let mut db = DropBehind::default();
         let retain = 16 * MIB; // step: 4 MiB
-        assert_eq!(db.after_append(3 * MIB, retain), None);
-        // First step: writeback starts, nothing is far enough behind to drop yet.
-        let a = db
-            .after_append(4 * MIB, retain)
-            .expect("a step was written");
-        assert_eq!(a.write_back, 0..4 * MIB);
-        assert_eq!(a.drop, None);
-        assert_eq!(db.after_append(7 * MIB, retain), None);
-        for end in [8, 12, 16] {
-            let a = db.after_append(end * MIB, retain).expect("a step");
-            assert_eq!(a.write_back, (end - 4) * MIB..end * MIB);
-            assert_eq!(a.drop, None, "within the retained window at {end} MiB");
+                               // Nothing is half a window behind yet.
+        for end in [3, 4, 7, 8] {
+            assert_eq!(step(&mut db, end, retain), None, "at {end} MiB");
         }
-        // 20 MiB: the first 4 MiB are more than 16 MiB behind the end.
-        let a = db.after_append(20 * MIB, retain).expect("a step");
-        assert_eq!(a.write_back, 16 * MIB..20 * MIB);
-        assert_eq!(a.drop, Some(0..4 * MIB));
+        assert_eq!(step(&mut db, 12, retain), Some((mib(0..4), None)));
+        assert_eq!(step(&mut db, 15, retain), None, "less than a step since");
+        assert_eq!(step(&mut db, 16, retain), Some((mib(4..8), None)));
+        // 20 MiB: the first 4 MiB left the window; they were handed to writeback before.
+        assert_eq!(step(&mut db, 20, retain), Some((mib(8..12), mib(0..4))));
         // Each later drop starts a step before the last one ended.
-        let a = db.after_append(24 * MIB, retain).expect("a step");
-        assert_eq!(a.drop, Some(0..8 * MIB));
-        let a = db.after_append(28 * MIB, retain).expect("a step");
-        assert_eq!(a.write_back, 24 * MIB..28 * MIB);
-        assert_eq!(a.drop, Some(4 * MIB..12 * MIB));
+        assert_eq!(step(&mut db, 24, retain), Some((mib(12..16), mib(0..8))));
+        assert_eq!(step(&mut db, 28, retain), Some((mib(16..20), mib(4..12))));
+    }
+
+    #[test]
+    fn the_newest_half_window_is_never_advised() {
+        let mut db = DropBehind::default();
+        let retain = 16 * MIB;
+        let mut size = 0;
+        for i in 0..500u64 {
+            size += 100_000 + i * 1_000;
+            if let Some(a) = db.after_append(size, retain) {
+                for range in a.write_back.iter().chain(a.drop.iter()) {
+                    assert!(range.end <= size - retain / 2, "{range:?} at {size}");
+                    assert_eq!(range.end % PAGE_BYTES, 0, "whole pages: {range:?}");
+                }
+            }
+        }
     }
 
     #[test]
     fn never_drops_bytes_not_yet_handed_to_writeback() {
         let mut db = DropBehind::default();
         let retain = 4 * MIB; // step: 1 MiB
-        db.after_append(MIB, retain).expect("a step");
-        // One huge append: only what was handed to writeback by an earlier advice (below
-        // 1 MiB) may be dropped now, although much more lies outside the window.
-        let a = db.after_append(100 * MIB, retain).expect("a step");
-        assert_eq!(a.write_back, MIB..100 * MIB);
-        assert_eq!(a.drop, Some(0..MIB));
-        let a = db.after_append(101 * MIB, retain).expect("a step");
-        assert_eq!(a.drop, Some(0..97 * MIB));
+        assert_eq!(step(&mut db, 1, retain), None);
+        // One huge append: writeback starts for all but half a window; nothing was handed to
+        // writeback before, so nothing is dropped yet.
+        assert_eq!(step(&mut db, 100, retain), Some((mib(0..98), None)));
+        assert_eq!(step(&mut db, 101, retain), Some((mib(98..99), mib(0..97))));
     }
 
     #[test]
@@ -168,11 +217,20 @@ mod tests {
         }
         db.truncated(2 * MIB);
         assert_eq!(db.after_append(2 * MIB + 1, retain), None);
-        let a = db
-            .after_append(3 * MIB, retain)
-            .expect("a step after the cut");
-        assert_eq!(a.write_back, 2 * MIB..3 * MIB);
-        assert_eq!(a.drop, None);
+        assert_eq!(step(&mut db, 3, retain), None);
+        assert_eq!(step(&mut db, 5, retain), Some((mib(2..3), None)));
+    }
+
+    #[test]
+    fn bytes_found_on_disk_are_left_to_the_kernel() {
+        let mut db = DropBehind::starting_at(100 * MIB);
+        let retain = 4 * MIB;
+        assert_eq!(step(&mut db, 101, retain), None);
+        assert_eq!(step(&mut db, 103, retain), Some((mib(100..101), None)));
+        assert_eq!(
+            step(&mut db, 106, retain),
+            Some((mib(101..104), mib(100..101)))
+        );
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl Segment {
     pub fn load(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Segment> {
         let mut segment = Segment::unloaded(dir, base_offset)?;
         segment.size_bytes = file_len(&segment.log_path())?;
+        segment.drop_behind = DropBehind::starting_at(segment.size_bytes);
         segment.ensure_open(index_interval_bytes)?;
         segment.refresh_tail_stats()?;
         Ok(segment)
@@ -143,6 +144,7 @@ impl Segment {
     pub fn recover(&mut self, index_interval_bytes: u64, reset_txn_index: bool) -> Result<u64> {
         let log_path = self.log_path();
         self.size_bytes = file_len(&log_path)?;
+        self.drop_behind = DropBehind::starting_at(self.size_bytes);
         let file = self.open_file()?;
         let (mut index, mut time_index) = empty_indexes(&self.dir, self.base_offset)?;
         if reset_txn_index {
@@ -377,6 +379,7 @@ impl Segment {
     ) -> Result<Segment> {
         let mut segment = Segment::unloaded(dir, base_offset)?;
         segment.size_bytes = file_len(&segment.log_path())?;
+        segment.drop_behind = DropBehind::starting_at(segment.size_bytes);
         let file = segment.open_file()?;
         segment.rebuild_indexes(file, index_interval_bytes)?;
         Ok(segment)

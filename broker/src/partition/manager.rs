@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use streambus_raft::command::{BrokerId, TopicId};
+use streambus_raft::image::TopicRecord;
 use streambus_raft::{MetadataImage, RegistrationState};
 use streambus_storage::{kv, Log, LogOptions, RecoveryPoints, RocksKv, StorageError};
 use tokio::sync::watch;
@@ -559,6 +560,10 @@ impl PartitionManager {
     /// new as any this broker applied before, after reconciling with it (see
     /// `run_reconciler`); a directory without a readable marker is left alone.
     fn set_aside_stray_logs(&self, image: &MetadataImage) {
+        let topics: HashMap<String, &TopicRecord> = image
+            .topics()
+            .map(|t| (t.topic_id.to_string(), t))
+            .collect();
         let names = match dir_names(&self.logs_dir) {
             Ok(names) => names,
             Err(error) => {
@@ -578,7 +583,8 @@ impl PartitionManager {
                 continue;
             };
             let topic_id = marker.trim();
-            let Some(why) = stray_reason(image, self.broker_id, &name, topic_id) else {
+            let topic = topics.get(topic_id).copied();
+            let Some(why) = stray_reason(topic, self.broker_id, &name) else {
                 continue;
             };
             let aside = self.logs_dir.join(format!(
@@ -609,16 +615,15 @@ impl PartitionManager {
     }
 }
 
-/// Why the log directory `dir_name` whose marker holds `topic_id` is stray on `broker_id`, or
-/// `None` if `image` has it hosted there (or the name is not `<topic>-<partition>` of the
-/// marker's topic: not ours to judge).
+/// Why the log directory `dir_name` is stray on `broker_id`, given the topic its marker names
+/// (`None`: unknown to the image); `None` if the topic has it hosted there (or the name is not
+/// `<topic>-<partition>` of that topic: not ours to judge).
 fn stray_reason(
-    image: &MetadataImage,
+    topic: Option<&TopicRecord>,
     broker_id: BrokerId,
     dir_name: &str,
-    topic_id: &str,
 ) -> Option<&'static str> {
-    let Some(topic) = image.topics().find(|t| t.topic_id.to_string() == topic_id) else {
+    let Some(topic) = topic else {
         return Some("a log of a topic the cluster metadata does not know (deleted while this broker was away?)");
     };
     let (name, index) = dir_name.rsplit_once('-')?;

@@ -85,6 +85,10 @@ impl Log {
         let now = self.clock.now_ms();
         let mut outcome = CompactionOutcome::default();
         for candidate in &candidates[..usable] {
+            if self.is_retired() {
+                // Its paths may name another log's files by now.
+                break;
+            }
             let tombstone_horizon = candidate
                 .max_timestamp_ms
                 .saturating_add(delete_retention_ms);
@@ -115,12 +119,12 @@ impl Log {
     }
 
     /// Creates the file of a segment's cleaned copy, or returns `None` if the log is retired.
-    /// Done under the state lock, which `retire` takes too: once the log is retired, its
-    /// directory may be moved and the path taken by another log's directory, so no file may
-    /// appear under it; a file created before moves with the directory.
+    /// Done under `path_ops`, which `retire` takes too: once the log is retired, its directory
+    /// may be moved and the path taken by another log's directory, so no file may appear under
+    /// it; a file created before moves with the directory.
     fn create_cleaned(&self, path: &Path) -> Result<Option<File>> {
-        let st = self.lock();
-        if st.retired {
+        let _path_ops = self.lock_path_ops();
+        if self.is_retired() {
             return Ok(None);
         }
         let file = OpenOptions::new()
@@ -129,15 +133,14 @@ impl Log {
             .truncate(true)
             .open(path)
             .map_err(|e| StorageError::io(path, e))?;
-        drop(st);
         Ok(Some(file))
     }
 
     /// Removes a cleaned copy that will not be swapped in, unless the log is retired (the path
     /// may then name another log's file; the copy goes with its directory).
     fn discard_cleaned(&self, path: &Path) -> Result<()> {
-        let st = self.lock();
-        if st.retired {
+        let _path_ops = self.lock_path_ops();
+        if self.is_retired() {
             return Ok(());
         }
         fs::remove_file(path).map_err(|e| StorageError::io(path, e))

@@ -76,6 +76,10 @@ pub struct Log {
     state: Mutex<LogState>,
     /// Held while fsyncing, so concurrent flushes collapse into one (group commit).
     flush_lock: Mutex<()>,
+    /// Held by compaction while it creates or removes a file by path, and by [`Log::retire`]:
+    /// once the log is retired none runs or starts. Separate from the state lock so that an
+    /// unlink (which evicts the file's cached pages) does not stall appends and reads.
+    path_ops: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -225,7 +229,20 @@ impl Log {
     /// moving the directory, since its paths may then name another log's files (a topic
     /// recreated under the same name). Reads keep working on the open files.
     pub fn retire(&self) {
+        let _path_ops = self.lock_path_ops();
         self.lock().retired = true;
+    }
+
+    /// See `path_ops`; taken before the state lock, never after.
+    fn lock_path_ops(&self) -> MutexGuard<'_, ()> {
+        self.path_ops
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether [`Log::retire`] was called.
+    fn is_retired(&self) -> bool {
+        self.lock().retired
     }
 
     /// Blocks appends after `error`, which may have left the files out of step with the

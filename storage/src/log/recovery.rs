@@ -109,6 +109,7 @@ impl Log {
             clock: options.clock,
             state: Mutex::new(state),
             flush_lock: Mutex::new(()),
+            path_ops: Mutex::new(()),
         };
         {
             let mut st = log.lock();

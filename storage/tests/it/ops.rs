@@ -1312,17 +1312,18 @@ fn cached_bytes(path: &Path) -> u64 {
         .unwrap_or_else(|e| panic!("fincore printed {text:?}: {e}"))
 }
 
-/// `page_cache_retain_bytes`: appends far past the window leave about the window of the active
-/// segment cached, and every byte still reads back; 0 keeps the whole segment cached. Every
-/// append is fsynced (`flush.messages=1`), so the advised pages are clean and the kernel must
-/// drop them.
+/// `page_cache_retain_bytes`: appends far past the window leave between half and all of the
+/// window cached (clean bytes too: the newest half is never advised), and every byte still
+/// reads back; 0 keeps the whole segment cached. Every append is fsynced (`flush.messages=1`),
+/// so the advised pages are clean and the kernel must drop them. The log lives under the
+/// target directory, not in `/tmp`, which may be a tmpfs where nothing can be dropped.
 #[test]
 fn page_cache_retain_bytes_keeps_only_the_newest_bytes_cached() {
     const MIB: u64 = 1024 * 1024;
     const BATCHES: usize = 60;
     const RECORDS: usize = 200;
     for retain in [4 * MIB, 0] {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
         let config = LogConfig {
             flush_messages: 1,
             page_cache_retain_bytes: retain,
@@ -1344,7 +1345,7 @@ fn page_cache_retain_bytes_keeps_only_the_newest_bytes_cached() {
             // The window, the step not yet advised (a quarter of it, at least 1 MiB) and the
             // last append, rounded up.
             assert!(
-                cached <= retain + 3 * MIB,
+                (retain / 2..=retain + 3 * MIB).contains(&cached),
                 "{cached} of {size} bytes cached with a {retain}-byte window"
             );
         } else {

@@ -81,9 +81,10 @@ pub struct LogConfig {
     /// instead of served (Kafka leaves this to consumers). Costs about 40 µs per MiB read on
     /// the benchmark machine; see `cargo bench -p streambus-storage`.
     pub verify_crc_on_read: bool,
-    /// Newest bytes of the active segment kept in the page cache once written; older bytes are
-    /// handed to writeback and dropped from the cache (drop-behind, see `page_cache`). Readers
-    /// further behind read from disk. 0 keeps everything cached, as Kafka does.
+    /// Newest bytes of the active segment kept in the page cache once written (at least half of
+    /// them); older bytes are handed to writeback and dropped from the cache, and so are older
+    /// bytes a reader catching up has read (drop-behind, see `page_cache`). Readers further
+    /// behind read from disk. 0 keeps everything cached, as Kafka does.
     pub page_cache_retain_bytes: u64,
 }
 

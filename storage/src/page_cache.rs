@@ -17,6 +17,10 @@
 //! until the error surfaces). Unlike `sync_file_range` with a wait flag, it does not consume a
 //! writeback error that the next fsync must report: durability is what it was without it.
 //!
+//! Reads: a read that ends outside the window (a consumer catching up) drops what it read, so
+//! that catching up does not refill the cache with old bytes and evict the tail others read.
+//! Several readers replaying the same old range each read it from disk.
+//!
 //! Cost: advising a range with dirty pages makes the kernel drain every CPU's LRU batches
 //! (`lru_add_drain_all`), once per step (a quarter window) per partition.
 
@@ -117,13 +121,18 @@ impl DropBehind {
 /// only a hint, and no failure of it can leave the file different from what was written.
 pub fn apply(file: &File, path: &Path, advice: &Advice) {
     for range in advice.write_back.iter().chain(advice.drop.iter()) {
-        let Some(len) = NonZeroU64::new(range.end.saturating_sub(range.start)) else {
-            continue;
-        };
-        if let Err(error) = dont_need(file, range.start, len) {
-            tracing::warn!(log = %path.display(), %error, "page-cache advice failed");
-            return;
-        }
+        uncache(file, path, range.clone());
+    }
+}
+
+/// Advises `range` of `file` out of the page cache (its dirty pages: into writeback); see
+/// [`apply`] for failures.
+pub fn uncache(file: &File, path: &Path, range: Range<u64>) {
+    let Some(len) = NonZeroU64::new(range.end.saturating_sub(range.start)) else {
+        return;
+    };
+    if let Err(error) = dont_need(file, range.start, len) {
+        tracing::warn!(file = %path.display(), %error, "page-cache advice failed");
     }
 }
 

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use crate::batch::{self, BatchHeader, BatchStep, BATCH_HEADER_LEN, LOG_OVERHEAD};
 use crate::error::{BatchError, Result, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::page_cache::{Advice, DropBehind};
+use crate::page_cache::{self, Advice, DropBehind};
 use crate::txn_index::TxnIndex;
 
 /// Bytes read per step when scanning a segment (recovery, index rebuild, timestamp search).
@@ -800,6 +800,10 @@ pub struct RangeRequest<'a> {
     pub max_bytes: usize,
     /// Check each returned batch's CRC32C (see `LogConfig::verify_crc_on_read`).
     pub verify_crc: bool,
+    /// A read ending at or before this position is of bytes outside the retained window (see
+    /// [`crate::page_cache`]): they are dropped from the page cache once read, so that a
+    /// reader catching up does not fill the cache with them. 0: never.
+    pub uncache_before: u64,
 }
 
 /// Reads whole batches from the first one containing or following `start_offset`, stopping
@@ -816,6 +820,7 @@ pub fn read_range(req: RangeRequest<'_>) -> Result<RangeRead> {
         upper_bound,
         max_bytes,
         verify_crc,
+        uncache_before,
     } = req;
     let Some(first) = locate(file, path, from, end, start_offset)? else {
         return Ok(RangeRead::PastEnd);
@@ -837,6 +842,10 @@ pub fn read_range(req: RangeRequest<'_>) -> Result<RangeRead> {
     }
     let read_len = first_len.max((max_bytes as u64).min(available)) as usize;
     let buf = read_at(file, path, first.position, read_len)?;
+    let read_end = first.position + read_len as u64;
+    if read_end <= uncache_before {
+        page_cache::uncache(file, path, first.position..read_end);
+    }
     let mut accepted = 0usize;
     for step in batch::BatchIter::new(&buf) {
         let BatchStep::Batch { position, header } = step else {

@@ -36,6 +36,7 @@ struct Plan {
     next_segment: Option<i64>,
     truncations: u64,
     verify_crc: bool,
+    uncache_before: u64,
 }
 
 impl Log {
@@ -95,6 +96,7 @@ impl Log {
                 upper_bound,
                 max_bytes,
                 verify_crc: plan.verify_crc,
+                uncache_before: plan.uncache_before,
             });
             let st = self.lock();
             if st.truncations != plan.truncations {
@@ -133,8 +135,22 @@ impl Log {
         let file = segment
             .file()
             .ok_or_else(|| StorageError::io(&path, std::io::ErrorKind::NotFound.into()))?;
+        // Bytes more than `page_cache_retain_bytes` behind the log end lie before this; later
+        // segments hold at least the active one's bytes.
+        let retain = st.config.page_cache_retain_bytes;
+        let active = st.active();
+        let later = if active.base_offset() == base {
+            0
+        } else {
+            active.size_bytes()
+        };
+        let uncache_before = match retain {
+            0 => 0,
+            _ => (segment.size_bytes() + later).saturating_sub(retain),
+        };
         Ok(Plan {
             file,
+            uncache_before,
             from: segment.lookup_position(start),
             end: segment.size_bytes(),
             path,

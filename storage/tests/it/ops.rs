@@ -1314,7 +1314,8 @@ fn cached_bytes(path: &Path) -> u64 {
 
 /// `page_cache_retain_bytes`: appends far past the window leave between half and all of the
 /// window cached (clean bytes too: the newest half is never advised), and every byte still
-/// reads back; 0 keeps the whole segment cached. Every append is fsynced (`flush.messages=1`),
+/// reads back, which leaves the bytes outside the window uncached again; 0 keeps the whole
+/// segment cached. Every append is fsynced (`flush.messages=1`),
 /// so the advised pages are clean and the kernel must drop them. The log lives under the
 /// target directory, not in `/tmp`, which may be a tmpfs where nothing can be dropped.
 #[test]
@@ -1360,6 +1361,14 @@ fn page_cache_retain_bytes_keeps_only_the_newest_bytes_cached() {
             assert!(values
                 .iter()
                 .all(|(_, _, v, _)| v.as_deref().is_some_and(|v| v.iter().all(|b| *b == fill))));
+        }
+        if retain > 0 {
+            // Reading it all back (from disk, mostly) left the older bytes uncached.
+            let cached = cached_bytes(&path);
+            assert!(
+                cached <= retain + 3 * MIB,
+                "{cached} of {size} bytes cached after reading them all back"
+            );
         }
     }
 }

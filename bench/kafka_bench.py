@@ -879,7 +879,7 @@ def parse_args(argv):
     ap.add_argument("--broker-bin", default=os.path.join(home, ".cache/streambus-target/release/streambus"),
                     help="streambus binary to benchmark")
     ap.add_argument("--record-bytes", type=int, default=1024, help="value size of every record")
-    ap.add_argument("--records", type=int, default=300_000, help="records per throughput run")
+    ap.add_argument("--records", type=int, default=1_000_000, help="records per throughput run")
     ap.add_argument("--json", action="store_true", help="JSON on stdout (the table goes to stderr)")
     ap.add_argument("--latency-seconds", type=float, default=10.0, help="length of the latency run")
     ap.add_argument("--latency-rate", type=float, default=None,

@@ -135,6 +135,14 @@ impl LogConfig {
         if self.open_segments_max == 0 {
             return invalid("open.segments.max", "must be at least 1");
         }
+        // Below that the 1 MiB minimum step lets writeback lag the window, and a read's advice
+        // would start writeback on the reading thread.
+        if self.page_cache_retain_bytes != 0 && self.page_cache_retain_bytes < 4 * 1024 * 1024 {
+            return invalid(
+                "page_cache_retain_bytes",
+                "must be 0 (off) or at least 4 MiB",
+            );
+        }
         Ok(())
     }
 }
@@ -172,5 +180,12 @@ mod tests {
                 ..
             })
         ));
+        for (retain, valid) in [(0, true), (4 << 20, true), (1 << 20, false)] {
+            let config = LogConfig {
+                page_cache_retain_bytes: retain,
+                ..LogConfig::default()
+            };
+            assert_eq!(config.validate().is_ok(), valid, "retain {retain}");
+        }
     }
 }

@@ -33,7 +33,11 @@ use std::path::Path;
 const MIN_STEP_BYTES: u64 = 1024 * 1024;
 /// Advice is given in whole pages of this size (the common one; a larger page only means a
 /// partial page at a range's end, which the kernel then leaves alone).
-const PAGE_BYTES: u64 = 4096;
+pub(crate) const PAGE_BYTES: u64 = 4096;
+/// The largest page-cache folio (a PMD on x86-64). The kernel drops a folio only if the range
+/// covers all of it, so each range starts this far before where the last one ended, to catch
+/// the folio that straddled that end.
+pub(crate) const FOLIO_MAX_BYTES: u64 = 2 * 1024 * 1024;
 
 /// The ranges one append hands to the kernel. Neither reaches into the newest half of the
 /// retained window, so those bytes stay cached even if already clean (after an fsync, or
@@ -100,12 +104,26 @@ impl DropBehind {
         let drop_end = (size.saturating_sub(retain) & !(PAGE_BYTES - 1)).min(handed_before);
         let drop = (drop_end > self.dropped).then(|| {
             // Start a step back: pages still under writeback when the last advice ran were
-            // skipped then and are usually clean now.
-            let range = self.dropped.saturating_sub(step).max(self.floor)..drop_end;
+            // skipped then and are usually clean now (and so is a folio straddling its end).
+            let back = step.max(FOLIO_MAX_BYTES);
+            let range = self.dropped.saturating_sub(back).max(self.floor)..drop_end;
             self.dropped = drop_end;
             range
         });
         (write_back.is_some() || drop.is_some()).then_some(Advice { write_back, drop })
+    }
+
+    /// For a segment no longer active whose bytes all lie a window or more behind the log end:
+    /// the range still to drop (its rolled tail, fsynced by the roll), once; `None` when done.
+    pub fn finish(&mut self, size: u64, retain: u64) -> Option<Range<u64>> {
+        if self.dropped >= size {
+            return None;
+        }
+        let back = (retain / 4).max(MIN_STEP_BYTES).max(FOLIO_MAX_BYTES);
+        let range = self.dropped.saturating_sub(back).max(self.floor)..size;
+        *self = DropBehind::starting_at(size);
+        self.floor = range.start;
+        Some(range)
     }
 
     /// The segment was cut to `size` bytes.
@@ -117,16 +135,9 @@ impl DropBehind {
     }
 }
 
-/// Hands `advice` to the kernel for `file`. Failures are logged, not returned: the advice is
-/// only a hint, and no failure of it can leave the file different from what was written.
-pub fn apply(file: &File, path: &Path, advice: &Advice) {
-    for range in advice.write_back.iter().chain(advice.drop.iter()) {
-        uncache(file, path, range.clone());
-    }
-}
-
-/// Advises `range` of `file` out of the page cache (its dirty pages: into writeback); see
-/// [`apply`] for failures.
+/// Advises `range` of `file` out of the page cache (its dirty pages: into writeback). Failures
+/// are logged, not returned: the advice is only a hint, and no failure of it can leave the
+/// file different from what was written.
 pub fn uncache(file: &File, path: &Path, range: Range<u64>) {
     let Some(len) = NonZeroU64::new(range.end.saturating_sub(range.start)) else {
         return;
@@ -218,6 +229,20 @@ mod tests {
     }
 
     #[test]
+    fn a_rolled_segment_is_finished_once() {
+        let mut db = DropBehind::default();
+        let retain = 4 * MIB;
+        for end in 1..=10 {
+            db.after_append(end * MIB, retain);
+        }
+        // Dropped up to 6 MiB so far; the rest goes, from a step (at least 2 MiB) back.
+        assert_eq!(db.finish(10 * MIB + 7, retain), Some(4 * MIB..10 * MIB + 7));
+        assert_eq!(db.finish(10 * MIB + 7, retain), None);
+        // Loaded from disk: left to the kernel.
+        assert_eq!(DropBehind::starting_at(MIB).finish(MIB, retain), None);
+    }
+
+    #[test]
     fn truncation_moves_positions_back() {
         let mut db = DropBehind::default();
         let retain = 4 * MIB;
@@ -258,7 +283,9 @@ mod tests {
         for i in 1..=12 {
             file.write_all(&chunk).expect("write");
             if let Some(advice) = db.after_append(i * MIB, 4 * MIB) {
-                apply(&file, &path, &advice);
+                for range in advice.write_back.into_iter().chain(advice.drop) {
+                    uncache(&file, &path, range);
+                }
             }
         }
         let back = std::fs::read(&path).expect("read back");

@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, IoSlice, Write};
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -405,6 +405,23 @@ impl Segment {
         let file = self.file()?;
         let advice = self.drop_behind.after_append(self.size_bytes, retain)?;
         Some((file, advice))
+    }
+
+    /// Once this segment is no longer active and lies wholly a window behind the log end:
+    /// adds the range of it still to drop from the page cache to `work` (if it is open) and
+    /// returns true, or returns false if that was done before.
+    pub fn finish_page_cache(
+        &mut self,
+        retain: u64,
+        work: &mut Vec<(Arc<File>, Range<u64>)>,
+    ) -> bool {
+        let Some(range) = self.drop_behind.finish(self.size_bytes, retain) else {
+            return false;
+        };
+        if let Some(file) = self.file() {
+            work.push((file, range));
+        }
+        true
     }
 
     /// Position from which a search for `offset` may start (segment must be open).
@@ -842,10 +859,6 @@ pub fn read_range(req: RangeRequest<'_>) -> Result<RangeRead> {
     }
     let read_len = first_len.max((max_bytes as u64).min(available)) as usize;
     let buf = read_at(file, path, first.position, read_len)?;
-    let read_end = first.position + read_len as u64;
-    if read_end <= uncache_before {
-        page_cache::uncache(file, path, first.position..read_end);
-    }
     let mut accepted = 0usize;
     for step in batch::BatchIter::new(&buf) {
         let BatchStep::Batch { position, header } = step else {
@@ -874,6 +887,14 @@ pub fn read_range(req: RangeRequest<'_>) -> Result<RangeRead> {
             break;
         }
         accepted = position + header.total_len();
+    }
+    // What is returned, and the largest folio before it: the kernel keeps a folio the range
+    // covers only in part, like the one straddling the previous read's end (already returned,
+    // so dropping it now is right). The next read starts at this one's end.
+    let returned_end = first.position + accepted as u64;
+    if returned_end <= uncache_before {
+        let start = first.position.saturating_sub(page_cache::FOLIO_MAX_BYTES);
+        page_cache::uncache(file, path, start..returned_end);
     }
     Ok(RangeRead::Batches(buf.freeze().slice(..accepted)))
 }

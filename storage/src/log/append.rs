@@ -1,6 +1,7 @@
 //! Appends (leader and follower), segment roll, and the flush policy with group commit.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use crate::batch::{self, BatchHeader, BatchStep, ControlType, BATCH_HEADER_LEN};
 use crate::checkpoint::sync_dir;
 use crate::error::{BatchError, Result, StorageError};
 use crate::metrics;
-use crate::page_cache::{self, Advice};
+use crate::page_cache;
 use crate::producer::AppendCheck;
 use crate::segment::Segment;
 use crate::txn_index::AbortedTxn;
@@ -304,9 +305,9 @@ impl Log {
 
     /// Gives the kernel an append's page-cache advice, outside the state lock: starting
     /// writeback can wait for the block layer, and readers must not wait for that.
-    fn advise_page_cache(&self, advice: Option<(Arc<File>, Advice)>) {
-        if let Some((file, advice)) = advice {
-            page_cache::apply(&file, &self.dir, &advice);
+    fn advise_page_cache(&self, work: Vec<(Arc<File>, Range<u64>)>) {
+        for (file, range) in work {
+            page_cache::uncache(&file, &self.dir, range);
         }
     }
 
@@ -440,10 +441,30 @@ impl Log {
     }
 }
 
-/// The active segment's drop-behind advice after an append (see [`crate::page_cache`]).
-fn page_cache_advice(st: &mut LogState) -> Option<(Arc<File>, Advice)> {
+/// The drop-behind advice after an append (see [`crate::page_cache`]): the active segment's,
+/// and the rolled tails of older segments that are now a whole window behind the log end.
+fn page_cache_advice(st: &mut LogState) -> Vec<(Arc<File>, Range<u64>)> {
     let retain = st.config.page_cache_retain_bytes;
-    st.active_mut().page_cache_advice(retain)
+    let mut work = Vec::new();
+    if retain == 0 {
+        return work;
+    }
+    if let Some((file, advice)) = st.active_mut().page_cache_advice(retain) {
+        for range in advice.write_back.into_iter().chain(advice.drop) {
+            work.push((Arc::clone(&file), range));
+        }
+    }
+    // Newest first; stops at the first segment finished before (so are all older ones, or
+    // they were on disk before this log was opened and are left to the kernel).
+    let active_base = st.active_base();
+    let mut behind = st.active().size_bytes();
+    for (_, segment) in st.segments.range_mut(..active_base).rev() {
+        if behind >= retain && !segment.finish_page_cache(retain, &mut work) {
+            break;
+        }
+        behind = behind.saturating_add(segment.size_bytes());
+    }
+    work
 }
 
 /// Whether `flush.messages` is reached. Decided under the same lock as the append that counted

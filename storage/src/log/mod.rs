@@ -76,9 +76,10 @@ pub struct Log {
     state: Mutex<LogState>,
     /// Held while fsyncing, so concurrent flushes collapse into one (group commit).
     flush_lock: Mutex<()>,
-    /// Held by compaction while it creates or removes a file by path, and by [`Log::retire`]:
-    /// once the log is retired none runs or starts. Separate from the state lock so that an
-    /// unlink (which evicts the file's cached pages) does not stall appends and reads.
+    /// Held by compaction while it creates or removes its cleaned copy by path, and by
+    /// [`Log::retire`]: once the log is retired none runs or starts. Separate from the state
+    /// lock so that an unlink (which evicts the file's cached pages) does not stall appends and
+    /// reads. The swap itself (renames, directory fsyncs) runs under the state lock.
     path_ops: Mutex<()>,
 }
 

@@ -135,18 +135,21 @@ impl Log {
         let file = segment
             .file()
             .ok_or_else(|| StorageError::io(&path, std::io::ErrorKind::NotFound.into()))?;
-        // Bytes more than `page_cache_retain_bytes` behind the log end lie before this; later
-        // segments hold at least the active one's bytes.
+        // Bytes more than `page_cache_retain_bytes` behind the log end lie before this. The
+        // later segments are summed only while they could hold the window, so a read far
+        // behind costs a short walk.
         let retain = st.config.page_cache_retain_bytes;
-        let active = st.active();
-        let later = if active.base_offset() == base {
+        let uncache_before = if retain == 0 {
             0
         } else {
-            active.size_bytes()
-        };
-        let uncache_before = match retain {
-            0 => 0,
-            _ => (segment.size_bytes() + later).saturating_sub(retain),
+            let mut later = 0u64;
+            for (_, s) in st.segments.range(base + 1..) {
+                later = later.saturating_add(s.size_bytes());
+                if later >= retain {
+                    break;
+                }
+            }
+            (segment.size_bytes() + later).saturating_sub(retain)
         };
         Ok(Plan {
             file,

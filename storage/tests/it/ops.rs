@@ -1323,11 +1323,19 @@ fn page_cache_retain_bytes_keeps_only_the_newest_bytes_cached() {
     const MIB: u64 = 1024 * 1024;
     const BATCHES: usize = 60;
     const RECORDS: usize = 200;
-    for retain in [4 * MIB, 0] {
+    // (window, segment.bytes): one segment; several (rolled tails are dropped once a window
+    // behind, and the window can span two segments); drop-behind off.
+    let cases = [
+        (4 * MIB, LogConfig::default().segment_bytes),
+        (4 * MIB, 7 * MIB),
+        (0, LogConfig::default().segment_bytes),
+    ];
+    for (retain, segment_bytes) in cases {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
         let config = LogConfig {
             flush_messages: 1,
             page_cache_retain_bytes: retain,
+            segment_bytes,
             ..LogConfig::default()
         };
         let log = open_log(dir.path(), config, &manual_clock(), 0);
@@ -1335,22 +1343,33 @@ fn page_cache_retain_bytes_keeps_only_the_newest_bytes_cached() {
             log.append_as_leader(values_batch(RECORDS, 4000, i as u8, T0), 0)
                 .expect("append");
         }
-        let path = crate::segment_file(dir.path(), 0, "log");
-        let size = fs::metadata(&path).expect("segment").len();
-        assert!(
-            size > 8 * retain,
-            "the log ({size} bytes) outgrew the window"
-        );
-        let cached = cached_bytes(&path);
-        if retain > 0 {
-            // The window, the step not yet advised (a quarter of it, at least 1 MiB) and the
-            // last append, rounded up.
-            assert!(
-                (retain / 2..=retain + 3 * MIB).contains(&cached),
-                "{cached} of {size} bytes cached with a {retain}-byte window"
-            );
+        let files: Vec<_> = log_files(dir.path())
+            .iter()
+            .map(|(base, _)| crate::segment_file(dir.path(), *base, "log"))
+            .collect();
+        let one_segment = segment_bytes > 100 * MIB;
+        assert_eq!(files.len() == 1, one_segment, "{files:?}");
+        let size: u64 = files
+            .iter()
+            .map(|f| fs::metadata(f).expect("segment").len())
+            .sum();
+        let cached = || files.iter().map(|f| cached_bytes(f)).sum::<u64>();
+        // The window, the step not yet advised (a quarter of it, at least 1 MiB) and the last
+        // append, rounded up; across a roll, the rolled segment's part of the window again.
+        let most = if one_segment {
+            retain + 3 * MIB
         } else {
-            assert!(cached >= size / 2, "only {cached} of {size} bytes cached");
+            2 * retain + 3 * MIB
+        };
+        let what = format!(
+            "bytes cached of {size} with a {retain}-byte window, {segment_bytes}-byte segments"
+        );
+        let now = cached();
+        if retain > 0 {
+            assert!(size > 8 * retain, "the log outgrew the window");
+            assert!((retain / 2..=most).contains(&now), "{now} {what}");
+        } else {
+            assert!(now >= size / 2, "only {now} {what}");
         }
         let batches = read_all(&log);
         assert_eq!(batches.len(), BATCHES);
@@ -1364,11 +1383,8 @@ fn page_cache_retain_bytes_keeps_only_the_newest_bytes_cached() {
         }
         if retain > 0 {
             // Reading it all back (from disk, mostly) left the older bytes uncached.
-            let cached = cached_bytes(&path);
-            assert!(
-                cached <= retain + 3 * MIB,
-                "{cached} of {size} bytes cached after reading them all back"
-            );
+            let after = cached();
+            assert!(after <= most, "{after} {what}, after reading them all back");
         }
     }
 }

@@ -1,9 +1,10 @@
 //! One client connection. Requests are read as length-prefixed frames (bounded by
 //! `socket.request.max.bytes` before anything is allocated), handled one at a time in arrival
 //! order, like Kafka does, which keeps a producer's pipelined batches for a partition in order,
-//! and answered in that order. A writer task sends responses while the next requests are read
-//! and handled; at most `max_in_flight_requests_per_connection` responses wait for it, after
-//! which reading pauses.
+//! and answered in that order. A reader task reads one frame ahead of the one being handled,
+//! and a writer task sends responses while the next requests are handled; at most
+//! `max_in_flight_requests_per_connection` responses wait for it, after which handling, and so
+//! reading past the one frame ahead, pauses.
 //!
 //! A frame whose header cannot be decoded, an unknown API key, an unsupported version (other
 //! than ApiVersions, which answers UNSUPPORTED_VERSION with v0 so the client can pick another)
@@ -21,10 +22,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{self, Outcome};
@@ -50,15 +51,20 @@ pub async fn serve(
     // Responses are written whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
-    let mut frames = FramedRead::new(reader, request_codec(ctx.config.socket_request_max_bytes));
+    let frames = FramedRead::new(reader, request_codec(ctx.config.socket_request_max_bytes));
     let (responses, queued) = mpsc::channel(ctx.config.kafka.max_in_flight_requests_per_connection);
     let idle = Duration::from_millis(ctx.config.kafka.connections_max_idle_ms);
     let writer = tokio::spawn(write_responses(writer, queued, peer, idle));
+    // One frame is read ahead while the previous one is handled, so that copying a request
+    // out of the socket overlaps with appending the last one; requests are still handled one
+    // at a time, in order.
+    let (ahead, mut incoming) = mpsc::channel(1);
+    let reader = tokio::spawn(read_frames(frames, ahead));
     loop {
         let frame = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            frame = tokio::time::timeout(idle, frames.next()) => frame,
+            frame = tokio::time::timeout(idle, incoming.recv()) => frame,
         };
         let frame = match frame {
             Err(_) => {
@@ -69,7 +75,7 @@ pub async fn serve(
         };
         let frame = match frame {
             None => break,
-            Some(Ok(frame)) => frame.freeze(),
+            Some(Ok(frame)) => frame,
             Some(Err(error)) => {
                 tracing::debug!(%peer, %error, "closing connection: bad frame");
                 break;
@@ -88,9 +94,24 @@ pub async fn serve(
             }
         }
     }
+    reader.abort();
     // Queued responses are still written before the socket closes.
     drop(responses);
     let _ = writer.await;
+}
+
+/// Reads frames into `ahead` until the client closes the connection, a frame is bad (passed on
+/// as the last item), or the connection is done with them.
+async fn read_frames(
+    mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    ahead: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    while let Some(frame) = frames.next().await {
+        let last = frame.is_err();
+        if ahead.send(frame.map(BytesMut::freeze)).await.is_err() || last {
+            return;
+        }
+    }
 }
 
 async fn write_responses(

@@ -29,6 +29,10 @@ use std::num::NonZeroU64;
 use std::ops::Range;
 use std::path::Path;
 
+/// Segments walked, per append or read, to find those a window behind the end. Segments far
+/// smaller than the window (a tiny `segment.bytes`) past this many are left to the kernel, so
+/// that neither walk grows with the log.
+pub const WALK_SEGMENTS_MAX: usize = 64;
 /// Smallest step between two advices, so that small appends do not cost a syscall each.
 const MIN_STEP_BYTES: u64 = 1024 * 1024;
 /// Advice is given in whole pages of this size (the common one; a larger page only means a

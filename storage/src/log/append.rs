@@ -458,7 +458,8 @@ fn page_cache_advice(st: &mut LogState) -> Vec<(Arc<File>, Range<u64>)> {
     // they were on disk before this log was opened and are left to the kernel).
     let active_base = st.active_base();
     let mut behind = st.active().size_bytes();
-    for (_, segment) in st.segments.range_mut(..active_base).rev() {
+    let older = st.segments.range_mut(..active_base).rev();
+    for (_, segment) in older.take(page_cache::WALK_SEGMENTS_MAX) {
         if behind >= retain && !segment.finish_page_cache(retain, &mut work) {
             break;
         }

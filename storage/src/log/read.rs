@@ -136,14 +136,15 @@ impl Log {
             .file()
             .ok_or_else(|| StorageError::io(&path, std::io::ErrorKind::NotFound.into()))?;
         // Bytes more than `page_cache_retain_bytes` behind the log end lie before this. The
-        // later segments are summed only while they could hold the window, so a read far
-        // behind costs a short walk.
+        // later segments are summed only while they could hold the window, and at most
+        // `WALK_SEGMENTS_MAX` of them (an undercount only means fewer bytes dropped).
         let retain = st.config.page_cache_retain_bytes;
         let uncache_before = if retain == 0 {
             0
         } else {
             let mut later = 0u64;
-            for (_, s) in st.segments.range(base + 1..) {
+            let later_segments = st.segments.range(base + 1..);
+            for (_, s) in later_segments.take(crate::page_cache::WALK_SEGMENTS_MAX) {
                 later = later.saturating_add(s.size_bytes());
                 if later >= retain {
                     break;

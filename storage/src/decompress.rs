@@ -91,36 +91,18 @@ fn snappy(compressed: &[u8], limit: usize) -> anyhow::Result<Bytes> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::BytesMut;
-    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-
     use super::*;
+    use crate::batch::testing::{batch_kv, Producer};
 
+    /// Four keyed records whose values are `value_len` bytes of `z`.
     fn batch(compression: Compression, value_len: usize) -> Bytes {
-        let records: Vec<Record> = (0..4)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i,
-                sequence: i as i32,
-                timestamp: 1_000 + i,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(vec![b'z'; value_len])),
-                headers: Default::default(),
-            })
+        let value = vec![b'z'; value_len];
+        let keys = ["k0", "k1", "k2", "k3"];
+        let pairs: Vec<_> = keys
+            .iter()
+            .map(|k| (Some(k.as_bytes()), Some(value.as_slice())))
             .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression,
-        };
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encodes");
-        buf.freeze()
+        batch_kv(&pairs, 1_000, Producer::NONE, compression)
     }
 
     const CODECS: [Compression; 5] = [

@@ -17,10 +17,11 @@ use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
 use crate::error::{BrokerError, Result};
 use crate::kafka::server::KafkaServer;
+use crate::partition::isr::{self, IsrProposer};
 use crate::partition::PartitionManager;
 use crate::producer_ids::ProducerIdAllocator;
-use crate::quorum::{self, Quorum};
-use crate::replication::{isr, ReplicaFetchers};
+use crate::quorum::{self, Quorum, KAFKA_ENDPOINT};
+use crate::replication::ReplicaFetchers;
 
 /// How long a stopping broker waits for the controller to take its leaderships.
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,6 +59,7 @@ impl Broker {
         };
         let partitions = Arc::new(partitions);
         let quorum = quorum::start(&config, dev, kafka_addr.port()).await?;
+        partitions.set_isr_proposer(IsrProposer::new(quorum.node.clone(), config.node_id));
         let shutdown = CancellationToken::new();
         let producer_ids = ProducerIdAllocator::new(
             quorum.node.clone(),
@@ -86,13 +88,12 @@ impl Broker {
             tokio::spawn(partitions.clone().run_maintenance(shutdown.clone())),
             tokio::spawn(isr::run_shrinker(
                 partitions,
-                quorum.node.clone(),
-                ctx.config.node_id,
                 ctx.config.replication.lag_time_max_ms,
                 shutdown.clone(),
             )),
         ];
-        let server = KafkaServer::spawn(ctx.clone(), listener, shutdown).map_err(bind_error)?;
+        let server = KafkaServer::spawn(ctx.clone(), KAFKA_ENDPOINT, listener, shutdown)
+            .map_err(bind_error)?;
         Ok(Broker {
             ctx,
             quorum,

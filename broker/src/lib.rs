@@ -15,7 +15,8 @@
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
 //! - [`kafka`]: the Kafka protocol listener, API handlers and error mapping.
-//! - [`partition`]: the partitions hosted here and their maintenance.
+//! - [`partition`]: the partitions hosted here, their data path (append, read) and maintenance.
+//! - [`principal`]: the authenticated identity behind a request.
 //! - [`producer_ids`]: producer ids from quorum-allocated blocks.
 //! - [`quorum`]: the `[metadata]` config and starting this broker's metadata quorum member.
 //! - [`replication`]: replica fetchers and ISR maintenance between brokers.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod frame;
 pub mod kafka;
 pub mod partition;
+pub mod principal;
 pub mod producer_ids;
 pub mod quorum;
 pub mod replication;

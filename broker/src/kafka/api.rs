@@ -6,9 +6,10 @@
 //! v5+ is transactions v2 and two-phase commit). Fetch goes to v16: topic ids (v13+) are
 //! resolved through the metadata image.
 
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use super::handlers;
+use super::request::{Outcome, RequestContext};
 use crate::context::BrokerContext;
 
 /// `(api, min version, max version)` of every API served.
@@ -46,23 +47,9 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
     supported_versions(key).is_some_and(|(min, max)| (min..=max).contains(&version))
 }
 
-/// What the connection does after a request was handled.
-#[derive(Debug)]
-pub enum Outcome {
-    Respond(Box<ResponseKind>),
-    /// Produce with `acks=0`: Kafka sends nothing back.
-    NoResponse,
-    /// The request cannot be answered (or, for acks=0, failed); the connection is closed.
-    Close,
-}
-
 /// Runs the handler of `request`.
-pub async fn dispatch(
-    ctx: &BrokerContext,
-    header: &RequestHeader,
-    request: RequestKind,
-) -> Outcome {
-    let version = header.request_api_version;
+pub async fn dispatch(ctx: &BrokerContext, req: &RequestContext, request: RequestKind) -> Outcome {
+    let version = req.api_version;
     Outcome::Respond(Box::new(match request {
         RequestKind::ApiVersions(r) => {
             ResponseKind::ApiVersions(handlers::api_versions::handle(version, &r))
@@ -70,12 +57,10 @@ pub async fn dispatch(
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(handlers::metadata::handle(ctx, version, r).await)
         }
-        RequestKind::Produce(r) => return handlers::produce::handle(ctx, version, r).await,
-        RequestKind::Fetch(r) => {
-            ResponseKind::Fetch(handlers::fetch::handle(ctx, version, r).await)
-        }
+        RequestKind::Produce(r) => return handlers::produce::handle(ctx, req, r).await,
+        RequestKind::Fetch(r) => ResponseKind::Fetch(handlers::fetch::handle(ctx, req, r).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(handlers::list_offsets::handle(ctx, version, r).await)
+            ResponseKind::ListOffsets(handlers::list_offsets::handle(ctx, req, r).await)
         }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(handlers::create_topics::handle(ctx, version, r).await)
@@ -96,13 +81,13 @@ pub async fn dispatch(
             handlers::configs::incremental_alter(ctx, version, r).await,
         ),
         RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(handlers::delete_records::handle(ctx, version, r).await)
+            ResponseKind::DeleteRecords(handlers::delete_records::handle(ctx, req, r).await)
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(handlers::describe_cluster::handle(ctx, version, r))
         }
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
-            handlers::offset_for_leader_epoch::handle(ctx, version, r).await,
+            handlers::offset_for_leader_epoch::handle(ctx, req, r).await,
         ),
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(handlers::init_producer_id::handle(ctx, version, r).await)
@@ -118,11 +103,7 @@ pub async fn dispatch(
         }
         // The connection only decodes requests whose (key, version) is in `SUPPORTED`.
         _ => {
-            tracing::error!(
-                api_key = header.request_api_key,
-                version,
-                "request without a handler"
-            );
+            tracing::error!(api = ?req.api_key, version, "request without a handler");
             return Outcome::Close;
         }
     }))

@@ -6,11 +6,13 @@
 //! `max_in_flight_requests_per_connection` responses wait for it, after which handling, and so
 //! reading past the one frame ahead, pauses.
 //!
+//! The connection code is generic over its [`Transport`]: plain TCP today, a TLS stream later.
+//! Every request is handled with a [`RequestContext`] and inside its span.
+//!
 //! A frame whose header cannot be decoded, an unknown API key, an unsupported version (other
 //! than ApiVersions, which answers UNSUPPORTED_VERSION with v0 so the client can pick another)
 //! or an undecodable body closes this connection only.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,17 +23,53 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use super::api::{self, Outcome};
+use super::api;
 use super::handlers;
+use super::request::{ClientSoftware, ConnectionInfo, Outcome, RequestContext};
 use crate::context::BrokerContext;
 use crate::frame::request_codec;
+
+/// A byte stream a connection is served over, split into halves that a reader and a writer
+/// task own.
+pub trait Transport: Send + 'static {
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+
+    fn into_halves(self) -> (Self::Reader, Self::Writer);
+}
+
+impl Transport for TcpStream {
+    type Reader = OwnedReadHalf;
+    type Writer = OwnedWriteHalf;
+
+    fn into_halves(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        // Responses are written whole; Nagle would only delay them.
+        let _ = self.set_nodelay(true);
+        self.into_split()
+    }
+}
+
+/// Any other stream (a TLS stream, an in-memory pipe in tests), split with a lock between the
+/// halves; TCP has its own lock-free halves above.
+#[derive(Debug)]
+pub struct Split<S>(pub S);
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Transport for Split<S> {
+    type Reader = tokio::io::ReadHalf<S>;
+    type Writer = tokio::io::WriteHalf<S>;
+
+    fn into_halves(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self.0)
+    }
+}
 
 /// What to do with one frame.
 enum Step {
@@ -42,19 +80,19 @@ enum Step {
 
 /// Serves one connection until the client closes it, it misbehaves, or `shutdown` (after the
 /// request being handled is answered).
-pub async fn serve(
+pub async fn serve<T: Transport>(
     ctx: Arc<BrokerContext>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: T,
+    connection: ConnectionInfo,
     shutdown: CancellationToken,
 ) {
-    // Responses are written whole; Nagle would only delay them.
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+    let peer = connection.peer;
+    let mut connection = Arc::new(connection);
+    let (reader, writer) = stream.into_halves();
     let frames = FramedRead::new(reader, request_codec(ctx.config.socket_request_max_bytes));
     let (responses, queued) = mpsc::channel(ctx.config.kafka.max_in_flight_requests_per_connection);
     let idle = Duration::from_millis(ctx.config.kafka.connections_max_idle_ms);
-    let writer = tokio::spawn(write_responses(writer, queued, peer, idle));
+    let writer = tokio::spawn(write_responses(writer, queued, connection.clone(), idle));
     // One frame is read ahead while the previous one is handled, so that copying a request
     // out of the socket overlaps with appending the last one; requests are still handled one
     // at a time, in order.
@@ -81,7 +119,7 @@ pub async fn serve(
                 break;
             }
         };
-        match handle_frame(&ctx, frame).await {
+        match handle_frame(&ctx, &mut connection, frame).await {
             Step::Send(bytes) => {
                 if responses.send(bytes).await.is_err() {
                     break;
@@ -102,8 +140,8 @@ pub async fn serve(
 
 /// Reads frames into `ahead` until the client closes the connection, a frame is bad (passed on
 /// as the last item), or the connection is done with them.
-async fn read_frames(
-    mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut frames: FramedRead<R, LengthDelimitedCodec>,
     ahead: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
     while let Some(frame) = frames.next().await {
@@ -114,12 +152,13 @@ async fn read_frames(
     }
 }
 
-async fn write_responses(
-    mut writer: OwnedWriteHalf,
+async fn write_responses<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut queued: mpsc::Receiver<Bytes>,
-    peer: SocketAddr,
+    connection: Arc<ConnectionInfo>,
     write_timeout: Duration,
 ) {
+    let peer = connection.peer;
     while let Some(response) = queued.recv().await {
         // A client that stops reading cannot hold the connection (and its slot) forever.
         match tokio::time::timeout(write_timeout, writer.write_all(&response)).await {
@@ -137,7 +176,11 @@ async fn write_responses(
     let _ = writer.shutdown().await;
 }
 
-async fn handle_frame(ctx: &BrokerContext, mut frame: Bytes) -> Step {
+async fn handle_frame(
+    ctx: &BrokerContext,
+    connection: &mut Arc<ConnectionInfo>,
+    mut frame: Bytes,
+) -> Step {
     if frame.len() < 8 {
         return Step::Close("frame shorter than a request header");
     }
@@ -161,10 +204,42 @@ async fn handle_frame(ctx: &BrokerContext, mut frame: Bytes) -> Step {
         Ok(request) => request,
         Err(_) => return Step::Close("undecodable request body"),
     };
-    match api::dispatch(ctx, &header, request).await {
+    if let RequestKind::ApiVersions(versions) = &request {
+        learn_client_software(connection, version, versions);
+    }
+    let request_ctx = RequestContext {
+        connection: connection.clone(),
+        api_key: key,
+        api_version: version,
+        correlation_id,
+        client_id: header.client_id,
+    };
+    let span = request_ctx.span();
+    match api::dispatch(ctx, &request_ctx, request)
+        .instrument(span)
+        .await
+    {
         Outcome::Respond(response) => encode(key, version, correlation_id, &response),
         Outcome::NoResponse => Step::Nothing,
         Outcome::Close => Step::Close("request without a handler"),
+    }
+}
+
+/// ApiVersions v3+ names the client library (KIP-511); later requests carry it.
+fn learn_client_software(
+    connection: &mut Arc<ConnectionInfo>,
+    version: i16,
+    request: &kafka_protocol::messages::ApiVersionsRequest,
+) {
+    if version < 3 {
+        return;
+    }
+    let software = ClientSoftware {
+        name: request.client_software_name.to_string(),
+        version: request.client_software_version.to_string(),
+    };
+    if connection.client_software.as_ref() != Some(&software) {
+        Arc::make_mut(connection).client_software = Some(software);
     }
 }
 

@@ -8,6 +8,7 @@ use streambus_raft::RaftError;
 use streambus_storage::{BatchError, StorageError};
 
 use crate::partition::manager::LeaderLookup;
+use crate::partition::PartitionError;
 use crate::producer_ids::ProducerIdError;
 use crate::topic_config::ConfigProblem;
 
@@ -71,6 +72,7 @@ pub enum Failure<'a> {
     Metadata(&'a RaftError),
     Rejected(&'a Rejection),
     Lookup(LeaderLookup),
+    Partition(&'a PartitionError),
     Config(&'a ConfigProblem),
     ProducerIds(&'a ProducerIdError),
     Request(RequestProblem),
@@ -155,6 +157,15 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             LeaderLookup::FencedEpoch => E::FencedLeaderEpoch,
             LeaderLookup::UnknownEpoch => E::UnknownLeaderEpoch,
         },
+        Failure::Partition(error) => match error {
+            PartitionError::Storage(error) => error_code(&Failure::Storage(error)),
+            PartitionError::WrongRole(_) => E::NotLeaderOrFollower,
+            PartitionError::NotEnoughReplicas => E::NotEnoughReplicas,
+            PartitionError::NotEnoughReplicasAfterAppend => E::NotEnoughReplicasAfterAppend,
+            PartitionError::OffsetOutOfRange => E::OffsetOutOfRange,
+            // The outcome is unknown, or the broker is stopping: the client retries.
+            PartitionError::TimedOut | PartitionError::TaskFailed => E::RequestTimedOut,
+        },
         Failure::Config(_) => E::InvalidConfig,
         // Retriable: the block allocation waits for a registration or a controller.
         Failure::ProducerIds(_) => E::CoordinatorNotAvailable,
@@ -199,6 +210,7 @@ pub fn code_and_message(failure: Failure<'_>) -> (i16, String) {
         Failure::Metadata(e) => e.to_string(),
         Failure::Rejected(r) => format!("{r:?}"),
         Failure::Lookup(l) => format!("{l:?}"),
+        Failure::Partition(e) => e.to_string(),
         Failure::Config(p) => p.to_string(),
         Failure::ProducerIds(e) => e.to_string(),
         Failure::Request(p) => format!("{p:?}"),

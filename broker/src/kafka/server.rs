@@ -3,6 +3,7 @@
 //! then returns.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection;
+use super::request::{ConnectionInfo, Principal};
 use crate::context::BrokerContext;
 
 /// Pause after a failed accept (usually out of file descriptors) before trying again.
@@ -28,14 +30,16 @@ pub struct KafkaServer {
 }
 
 impl KafkaServer {
-    /// Starts serving `listener` until `shutdown` is cancelled.
+    /// Starts serving `listener`, named `name` (the listener name requests carry), until
+    /// `shutdown` is cancelled.
     pub fn spawn(
         ctx: Arc<BrokerContext>,
+        name: &str,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<KafkaServer> {
         let local_addr = listener.local_addr()?;
-        let task = tokio::spawn(accept_loop(ctx, listener, shutdown));
+        let task = tokio::spawn(accept_loop(ctx, name.into(), listener, shutdown));
         Ok(KafkaServer { local_addr, task })
     }
 
@@ -50,7 +54,15 @@ impl KafkaServer {
     }
 }
 
-async fn accept_loop(ctx: Arc<BrokerContext>, listener: TcpListener, shutdown: CancellationToken) {
+/// Connection ids, unique within this process.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+async fn accept_loop(
+    ctx: Arc<BrokerContext>,
+    name: Arc<str>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(ctx.config.kafka.max_connections));
     loop {
@@ -71,9 +83,17 @@ async fn accept_loop(ctx: Arc<BrokerContext>, listener: TcpListener, shutdown: C
             drop(stream);
             continue;
         };
+        let info = ConnectionInfo {
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            peer,
+            listener: name.clone(),
+            // Until authentication exists, as Kafka names a PLAINTEXT connection's principal.
+            principal: Principal::anonymous(),
+            client_software: None,
+        };
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         connections.spawn(async move {
-            connection::serve(ctx, stream, peer, shutdown).await;
+            connection::serve(ctx, stream, info, shutdown).await;
             drop(slot);
         });
     }

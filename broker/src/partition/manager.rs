@@ -19,7 +19,8 @@ use streambus_storage::{kv, Log, LogOptions, RecoveryPoints, RocksKv, StorageErr
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Partition, PartitionState, Role};
+use super::isr::IsrProposer;
+use super::{Partition, PartitionName, PartitionState, Role};
 use crate::config::BrokerConfig;
 use crate::replication::ReplicaFetchers;
 use crate::topic_config;
@@ -77,6 +78,9 @@ pub struct PartitionManager {
     reconciled: watch::Sender<u64>,
     /// The newest image offset a request already waited for in vain (see `leader`).
     stalled_target: std::sync::atomic::AtomicU64,
+    /// Given to every partition opened: where it sends the ISR changes it calls for. Set once
+    /// the metadata quorum runs, before the first reconciliation.
+    isr_proposer: std::sync::OnceLock<IsrProposer>,
 }
 
 impl PartitionManager {
@@ -102,7 +106,15 @@ impl PartitionManager {
             recovery_points: RecoveryPoints::new(Arc::new(kv)),
             reconciled: watch::Sender::new(0),
             stalled_target: std::sync::atomic::AtomicU64::new(0),
+            isr_proposer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where partitions opened from now on send their ISR changes.
+    pub fn set_isr_proposer(&self, proposer: IsrProposer) {
+        if self.isr_proposer.set(proposer).is_err() {
+            tracing::warn!("the ISR proposer was already set");
+        }
     }
 
     /// The partition, if hosted here.
@@ -301,14 +313,18 @@ impl PartitionManager {
             log_end_offset = log.log_end_offset(),
             "partition opened"
         );
-        Ok(Partition::new(
-            topic.to_owned(),
+        let name = PartitionName {
+            topic: topic.to_owned(),
             topic_id,
             index,
             dir_name,
+        };
+        Ok(Partition::new(
+            name,
             self.broker_id,
             log,
             state,
+            self.isr_proposer.get().cloned(),
         ))
     }
 
@@ -318,7 +334,7 @@ impl PartitionManager {
         // After this no maintenance pass still holding the partition can touch a file: the
         // directory's path may name a recreated topic's files once it moves.
         partition.log().retire();
-        partition.wake_waiters(true);
+        partition.wake(super::Wake::All);
         let dir = self.logs_dir.join(&partition.dir_name);
         self.rename_and_remove(&dir, &partition.dir_name);
         if let Err(error) = self.recovery_points.remove(&partition.dir_name) {
@@ -521,7 +537,7 @@ impl PartitionManager {
         let partitions: Vec<Arc<Partition>> = self.write().drain().map(|(_, p)| p).collect();
         let mut points = Vec::with_capacity(partitions.len());
         for partition in partitions {
-            partition.wake_waiters(true);
+            partition.wake(super::Wake::All);
             let name = partition.dir_name.clone();
             let (topic, index) = (partition.topic.clone(), partition.index);
             let log = match Arc::try_unwrap(partition) {

@@ -2,11 +2,23 @@
 //! it (leader, follower or offline), its high watermark, the leader's view of its followers, and
 //! the fetches and produce requests parked until the log or the high watermark moves.
 //!
+//! `Partition` owns the data path: handlers call [`produce`], [`fetch`] and the per-partition
+//! reads and deletions here, never the log itself, and every call that touches storage runs on a
+//! blocking thread inside this module.
+//!
 //! Modules:
+//! - [`append`]: leader appends (validation once, the compression policy, min.insync.replicas)
+//!   and the acks=all wait for the high watermark.
+//! - [`isr`]: proposing the ISR changes follower progress calls for, and the periodic shrink.
 //! - [`manager`]: the set of partitions this broker hosts, kept in step with the metadata image.
+//! - [`read`]: fetch reads with their isolation bound and long poll, offset lookups,
+//!   OffsetForLeaderEpoch and DeleteRecords.
 //! - [`replicas`]: the leader's follower tracking, high watermark and ISR-change rules.
 
+pub mod append;
+pub mod isr;
 pub mod manager;
+pub mod read;
 pub mod replicas;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -14,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
 use bytes::Bytes;
 use streambus_raft::command::{BrokerId, TopicId};
-use streambus_storage::{AppendInfo, Log, StorageError};
+use streambus_storage::{Log, StorageError};
 use tokio::sync::Notify;
 
 use crate::topic_config::TopicSettings;
@@ -58,32 +70,52 @@ impl PartitionState {
     }
 }
 
-/// Why a replica operation was refused. (Not the crate's error type: handlers turn it into a
-/// Kafka code, the fetcher into a retry.)
+/// Why a partition operation was refused. Handlers turn it into a Kafka code (in
+/// `kafka/errors.rs`), the replica fetcher into a retry.
 #[derive(Debug)]
-pub enum ReplicaError {
+pub enum PartitionError {
     /// The partition's role or leader epoch changed: the caller's view is stale. Names the
     /// role the caller assumed.
     WrongRole(&'static str),
+    /// `acks=all` while fewer replicas than `min.insync.replicas` are in sync: nothing appended.
+    NotEnoughReplicas,
+    /// `acks=all`: appended and committed, but by an ISR smaller than `min.insync.replicas`.
+    NotEnoughReplicasAfterAppend,
+    /// The high watermark did not pass the append before the request's timeout (or the broker
+    /// began shutting down).
+    TimedOut,
+    /// DeleteRecords beyond the high watermark (or below zero).
+    OffsetOutOfRange,
+    /// The blocking task running the operation died: its outcome is unknown.
+    TaskFailed,
     Storage(StorageError),
 }
 
-impl From<StorageError> for ReplicaError {
+impl From<StorageError> for PartitionError {
     fn from(error: StorageError) -> Self {
-        ReplicaError::Storage(error)
+        PartitionError::Storage(error)
     }
 }
 
-impl std::fmt::Display for ReplicaError {
+impl std::fmt::Display for PartitionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReplicaError::WrongRole(role) => {
+            PartitionError::WrongRole(role) => {
                 write!(
                     f,
                     "this broker is not the partition's {role} at that leader epoch"
                 )
             }
-            ReplicaError::Storage(error) => error.fmt(f),
+            PartitionError::NotEnoughReplicas => {
+                f.write_str("fewer in-sync replicas than min.insync.replicas")
+            }
+            PartitionError::NotEnoughReplicasAfterAppend => {
+                f.write_str("committed by fewer in-sync replicas than min.insync.replicas")
+            }
+            PartitionError::TimedOut => f.write_str("not committed within the request timeout"),
+            PartitionError::OffsetOutOfRange => f.write_str("offset beyond the high watermark"),
+            PartitionError::TaskFailed => f.write_str("the storage task failed"),
+            PartitionError::Storage(error) => error.fmt(f),
         }
     }
 }
@@ -98,12 +130,40 @@ pub struct IsrChange {
     pub seq: u64,
 }
 
+/// What wakes a parked request (besides a role change or the partition closing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeOn {
+    /// A consumer fetch or an acks=all produce: the high watermark moved.
+    HighWatermark,
+    /// A follower fetch: the log grew (or the high watermark moved).
+    Append,
+}
+
+/// Which parked requests to wake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Every one: the high watermark moved, or the role changed.
+    All,
+    /// Those parked with [`WakeOn::Append`]: the log grew.
+    AppendWaiters,
+}
+
 /// A parked request and what wakes it.
 #[derive(Debug)]
 struct Waiter {
     notify: Weak<Notify>,
-    /// Woken by appends too (follower fetches), not only by high-watermark moves.
-    on_append: bool,
+    on: WakeOn,
+}
+
+/// Where a leader's append stands in the acks=all wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// This broker no longer leads at the append's epoch: its fate is unknown.
+    Deposed,
+    /// The high watermark has not passed it yet.
+    Pending,
+    /// The high watermark passed it, with this many replicas in sync then.
+    Committed { isr_size: usize },
 }
 
 /// A partition replica hosted by this broker.
@@ -124,21 +184,38 @@ pub struct Partition {
     /// Parked fetches and produce requests; dropped from the list when woken. Weak: the request
     /// holds the only strong handle, so a finished request's entry is dead.
     waiters: Mutex<Vec<Waiter>>,
+    /// Where this partition, as leader, sends the ISR changes its followers call for. `None`
+    /// only in unit tests, which read the changes from the return values instead.
+    isr_proposer: Option<isr::IsrProposer>,
+}
+
+/// What names a partition replica: its topic, index and log directory.
+#[derive(Debug, Clone)]
+pub struct PartitionName {
+    pub topic: String,
+    pub topic_id: TopicId,
+    pub index: u32,
+    /// The directory name under `logs/`, also the key of its recovery point.
+    pub dir_name: String,
 }
 
 impl Partition {
     fn new(
-        topic: String,
-        topic_id: TopicId,
-        index: u32,
-        dir_name: String,
+        name: PartitionName,
         broker_id: BrokerId,
         log: Log,
         state: PartitionState,
+        isr_proposer: Option<isr::IsrProposer>,
     ) -> Partition {
         // Not checkpointed yet: a leader recomputes it from its followers' fetches, a follower
         // takes it from its leader, a sole replica from its own log end.
         let high_watermark = 0;
+        let PartitionName {
+            topic,
+            topic_id,
+            index,
+            dir_name,
+        } = name;
         let partition = Partition {
             topic,
             topic_id,
@@ -150,6 +227,7 @@ impl Partition {
             high_watermark: AtomicI64::new(high_watermark),
             leader_view: Mutex::new(None),
             waiters: Mutex::new(Vec::new()),
+            isr_proposer,
         };
         partition.log.on_high_watermark_updated(high_watermark);
         partition.take_role(None, &state, now_ms());
@@ -157,8 +235,9 @@ impl Partition {
         partition
     }
 
-    /// The partition log. Its methods block: call them from blocking threads.
-    pub fn log(&self) -> &Arc<Log> {
+    /// The partition log, for this module and the broker's own maintenance and replica
+    /// fetchers (never request handlers). Its methods block: call them from blocking threads.
+    pub(crate) fn log(&self) -> &Arc<Log> {
         &self.log
     }
 
@@ -197,7 +276,7 @@ impl Partition {
         self.advance_high_watermark();
         if was_leading && !leads_same_epoch {
             // Parked acks=all produces must learn they lost leadership.
-            self.wake_waiters(true);
+            self.wake(Wake::All);
         }
     }
 
@@ -246,47 +325,25 @@ impl Partition {
         state.role(self.broker_id) == Role::Leader && state.leader_epoch == leader_epoch
     }
 
-    /// For a leader's acks=all wait: `None` if this broker no longer leads at `leader_epoch`;
-    /// otherwise whether the high watermark passed `last_offset`, with the ISR size then.
-    /// Checked under the state lock, so a deposed leader's later high watermark (as a follower)
-    /// is never taken for a commit of its own append.
-    pub fn committed(&self, last_offset: i64, leader_epoch: i32) -> Option<Option<usize>> {
+    /// For a leader's acks=all wait: where the append ending at `last_offset` at
+    /// `leader_epoch` stands. Checked under the state lock, so a deposed leader's later high
+    /// watermark (as a follower) is never taken for a commit of its own append.
+    fn commit_state(&self, last_offset: i64, leader_epoch: i32) -> Commit {
         let state = self.read_state();
         if state.role(self.broker_id) != Role::Leader || state.leader_epoch != leader_epoch {
-            return None;
+            return Commit::Deposed;
         }
-        Some((self.high_watermark() > last_offset).then_some(state.isr.len()))
+        if self.high_watermark() > last_offset {
+            Commit::Committed {
+                isr_size: state.isr.len(),
+            }
+        } else {
+            Commit::Pending
+        }
     }
 
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
-    }
-
-    /// The last stable offset: read_committed consumers read below it.
-    pub fn last_stable_offset(&self) -> i64 {
-        let high_watermark = self.high_watermark();
-        self.log
-            .first_unstable_offset()
-            .map_or(high_watermark, |unstable| unstable.min(high_watermark))
-    }
-
-    /// Appends a producer's batch as leader at `leader_epoch` (blocking). The role is checked
-    /// under the state lock, so no append slips in after a metadata image deposed this leader.
-    pub fn append_as_leader(
-        &self,
-        batch: Bytes,
-        leader_epoch: i32,
-    ) -> Result<AppendInfo, ReplicaError> {
-        let info = {
-            let state = self.read_state();
-            if state.role(self.broker_id) != Role::Leader || state.leader_epoch != leader_epoch {
-                return Err(ReplicaError::WrongRole("leader"));
-            }
-            self.log.append_as_leader(batch, leader_epoch)?
-        };
-        self.wake_waiters(false);
-        self.advance_high_watermark();
-        Ok(info)
     }
 
     /// Whether this broker follows the partition at `leader_epoch`.
@@ -294,10 +351,10 @@ impl Partition {
         &self,
         state: &PartitionState,
         leader_epoch: i32,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<(), PartitionError> {
         match state.role(self.broker_id) {
             Role::Follower { .. } if state.leader_epoch == leader_epoch => Ok(()),
-            _ => Err(ReplicaError::WrongRole("follower")),
+            _ => Err(PartitionError::WrongRole("follower")),
         }
     }
 
@@ -311,7 +368,7 @@ impl Partition {
         leader_epoch: i32,
         leader_high_watermark: i64,
         leader_log_start: i64,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<(), PartitionError> {
         let state = self.read_state();
         self.check_follower(&state, leader_epoch)?;
         if !records.is_empty() {
@@ -343,7 +400,7 @@ impl Partition {
         &self,
         offset: i64,
         leader_epoch: i32,
-    ) -> Result<i64, ReplicaError> {
+    ) -> Result<i64, PartitionError> {
         let state = self.read_state();
         self.check_follower(&state, leader_epoch)?;
         let end = self.log.truncate_to(offset)?;
@@ -359,7 +416,7 @@ impl Partition {
         &self,
         offset: i64,
         leader_epoch: i32,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<(), PartitionError> {
         let state = self.read_state();
         self.check_follower(&state, leader_epoch)?;
         self.log.truncate_fully_and_start_at(offset)?;
@@ -368,24 +425,55 @@ impl Partition {
         Ok(())
     }
 
-    /// A follower fetched at `fetch_offset` (its log end): updates the leader's view and the
-    /// high watermark, and returns the ISR change this fetch calls for, if any (the caller
-    /// proposes it). Err when the broker is not a follower of this partition.
-    pub fn record_follower_fetch(
+    /// A follower fetched at `fetch_offset` (its log end) while this broker led at
+    /// `leader_epoch`: updates the leader's view and the high watermark, and proposes the ISR
+    /// expansion this fetch calls for, if any. Err when this broker no longer leads at that
+    /// epoch or `replica` is not a replica.
+    pub fn on_follower_fetch(
+        self: &Arc<Self>,
+        replica: BrokerId,
+        fetch_offset: i64,
+        leader_epoch: i32,
+    ) -> Result<(), PartitionError> {
+        if let Some(change) = self.record_follower_fetch(replica, fetch_offset, leader_epoch)? {
+            self.propose(change);
+        }
+        Ok(())
+    }
+
+    /// Proposes the ISR change this leader's followers call for now, if any (see
+    /// [`Partition::isr_maintenance`]).
+    pub fn maintain_isr(self: &Arc<Self>, lag_max_ms: i64) {
+        if let Some(change) = self.isr_maintenance(lag_max_ms) {
+            self.propose(change);
+        }
+    }
+
+    fn propose(self: &Arc<Self>, change: IsrChange) {
+        match &self.isr_proposer {
+            Some(proposer) => proposer.propose(self.clone(), change),
+            // Unit tests only: nothing to send it to, so it is refused as never applied.
+            None => self.isr_change_refused(change.seq),
+        }
+    }
+
+    /// The bookkeeping of [`Partition::on_follower_fetch`]; returns the ISR change the fetch
+    /// calls for instead of proposing it.
+    fn record_follower_fetch(
         &self,
         replica: BrokerId,
         fetch_offset: i64,
         leader_epoch: i32,
-    ) -> Result<Option<IsrChange>, ReplicaError> {
+    ) -> Result<Option<IsrChange>, PartitionError> {
         let change = {
             let state = self.read_state();
             if state.leader_epoch != leader_epoch {
-                return Err(ReplicaError::WrongRole("leader"));
+                return Err(PartitionError::WrongRole("leader"));
             }
             let leader_end = self.log.log_end_offset();
             let mut view = self.view();
             let Some(view) = view.as_mut() else {
-                return Err(ReplicaError::WrongRole("leader"));
+                return Err(PartitionError::WrongRole("leader"));
             };
             if fetch_offset > leader_end {
                 // The read answers OFFSET_OUT_OF_RANGE; a log end the leader does not have is
@@ -393,7 +481,7 @@ impl Partition {
                 return Ok(None);
             }
             if !view.on_fetch(replica, fetch_offset, leader_end, now_ms()) {
-                return Err(ReplicaError::WrongRole("replica"));
+                return Err(PartitionError::WrongRole("replica"));
             }
             let high_watermark = view
                 .high_watermark(self.broker_id, &state.isr, leader_end)
@@ -415,10 +503,10 @@ impl Partition {
         Ok(change)
     }
 
-    /// The ISR change this leader's followers call for now, if any (the caller proposes it):
-    /// a shrink by the followers not caught up for `lag_max_ms`, or a pending change whose
-    /// outcome never showed up in an image (sent again).
-    pub fn isr_maintenance(&self, lag_max_ms: i64) -> Option<IsrChange> {
+    /// The ISR change this leader's followers call for now, if any: a shrink by the followers
+    /// not caught up for `lag_max_ms`, or a pending change whose outcome never showed up in an
+    /// image (sent again).
+    fn isr_maintenance(&self, lag_max_ms: i64) -> Option<IsrChange> {
         let state = self.read_state();
         let mut view = self.view();
         let view = view.as_mut()?;
@@ -476,35 +564,36 @@ impl Partition {
             .fetch_max(high_watermark, Ordering::AcqRel);
         if high_watermark > previous {
             self.log.on_high_watermark_updated(high_watermark);
-            self.wake_waiters(true);
+            self.wake(Wake::All);
         }
     }
 
-    /// Parks `waiter` until the high watermark moves (or, with `on_append`, the log grows), or
-    /// the partition changes role or is closed.
-    pub fn add_waiter(&self, waiter: &Arc<Notify>, on_append: bool) {
+    /// Parks `waiter` until what `on` names happens, or the partition changes role or is
+    /// closed.
+    pub(crate) fn add_waiter(&self, waiter: &Arc<Notify>, on: WakeOn) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         // Requests that finished dropped their handle. Pruning here keeps the list bounded by
         // the requests actually parked on an idle partition.
         waiters.retain(|w| w.notify.strong_count() > 0);
         waiters.push(Waiter {
             notify: Arc::downgrade(waiter),
-            on_append,
+            on,
         });
     }
 
-    /// Wakes every parked request (`all`), or only those waiting for appends.
-    fn wake_waiters(&self, all: bool) {
+    /// Wakes the parked requests `wake` names.
+    fn wake(&self, wake: Wake) {
         let woken: Vec<Waiter> = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            if all {
-                std::mem::take(&mut *waiters)
-            } else {
-                let (woken, kept) = std::mem::take(&mut *waiters)
-                    .into_iter()
-                    .partition(|w| w.on_append);
-                *waiters = kept;
-                woken
+            match wake {
+                Wake::All => std::mem::take(&mut *waiters),
+                Wake::AppendWaiters => {
+                    let (woken, kept) = std::mem::take(&mut *waiters)
+                        .into_iter()
+                        .partition(|w| w.on == WakeOn::Append);
+                    *waiters = kept;
+                    woken
+                }
             }
         };
         for waiter in woken.iter().filter_map(|w| w.notify.upgrade()) {
@@ -525,43 +614,26 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
     use streambus_storage::LogOptions;
 
+    use tokio_util::sync::CancellationToken;
+
+    use super::append::Acks;
     use super::*;
     use crate::config::BrokerConfig;
+    use crate::topic_config::CompressionType;
 
     const ME: BrokerId = 1;
 
+    /// A batch of `count` small records at base offset 0.
     fn batch(count: usize) -> Bytes {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder keeps records in one batch only while offset - sequence is
-                // constant; without a producer id the sequence is not checked.
-                sequence: i as i32,
-                timestamp: 1_000,
-                key: None,
-                value: Some(Bytes::from_static(b"value")),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encodes");
-        buf.freeze()
+        streambus_storage::batch::testing::batch(count, 5, b'v', 1_000)
+    }
+
+    impl Partition {
+        fn append_as_leader(&self, batch: Bytes) -> Result<append::Appended, PartitionError> {
+            self.append_records(batch, Acks::Leader)
+        }
     }
 
     fn state(leader: BrokerId, leader_epoch: i32, isr: &[BrokerId]) -> PartitionState {
@@ -581,22 +653,20 @@ mod tests {
     fn partition(dir: &std::path::Path, initial: PartitionState) -> Partition {
         let log =
             Log::open(dir, initial.settings.log.clone(), LogOptions::default()).expect("log opens");
-        Partition::new(
-            "t".into(),
-            TopicId([7; 16]),
-            0,
-            "t-0".into(),
-            ME,
-            log,
-            initial,
-        )
+        let name = PartitionName {
+            topic: "t".into(),
+            topic_id: TopicId([7; 16]),
+            index: 0,
+            dir_name: "t-0".into(),
+        };
+        Partition::new(name, ME, log, initial, None)
     }
 
     #[test]
     fn the_leader_commits_what_every_in_sync_follower_fetched_past() {
         let dir = tempfile::tempdir().unwrap();
         let p = partition(dir.path(), state(ME, 1, &[1, 2, 3]));
-        p.append_as_leader(batch(5), 1).unwrap();
+        p.append_as_leader(batch(5)).unwrap();
         assert_eq!(p.high_watermark(), 0, "followers' positions unknown");
         assert_eq!(p.record_follower_fetch(2, 5, 1).unwrap(), None);
         assert_eq!(p.high_watermark(), 0, "follower 3 unknown");
@@ -611,10 +681,10 @@ mod tests {
     fn a_caught_up_follower_outside_the_isr_is_proposed_and_holds_the_high_watermark() {
         let dir = tempfile::tempdir().unwrap();
         let p = partition(dir.path(), state(ME, 1, &[1, 2]));
-        p.append_as_leader(batch(4), 1).unwrap();
+        p.append_as_leader(batch(4)).unwrap();
         p.record_follower_fetch(2, 4, 1).unwrap();
         assert_eq!(p.high_watermark(), 4);
-        p.append_as_leader(batch(2), 1).unwrap();
+        p.append_as_leader(batch(2)).unwrap();
         let change = p
             .record_follower_fetch(3, 4, 1)
             .unwrap()
@@ -630,12 +700,12 @@ mod tests {
     fn a_deposed_leader_refuses_appends_and_a_follower_takes_the_leaders_high_watermark() {
         let dir = tempfile::tempdir().unwrap();
         let p = partition(dir.path(), state(ME, 1, &[1]));
-        p.append_as_leader(batch(3), 1).unwrap();
+        p.append_as_leader(batch(3)).unwrap();
         assert_eq!(p.high_watermark(), 3, "a sole replica commits at once");
         p.set_state(state(2, 2, &[2, 1]));
         assert!(matches!(
-            p.append_as_leader(batch(1), 1),
-            Err(ReplicaError::WrongRole(_))
+            p.append_as_leader(batch(1)),
+            Err(PartitionError::WrongRole(_))
         ));
         assert!(
             p.record_follower_fetch(2, 3, 1).is_err(),
@@ -643,7 +713,7 @@ mod tests {
         );
         assert!(matches!(
             p.append_as_follower(Bytes::new(), 1, 3, 0),
-            Err(ReplicaError::WrongRole(_))
+            Err(PartitionError::WrongRole(_))
         ));
         let mut tail = BytesMut::from(&batch(2)[..]);
         tail[..8].copy_from_slice(&3i64.to_be_bytes());
@@ -662,6 +732,173 @@ mod tests {
         assert_eq!(state(2, 1, &[2]).role(ME), Role::Follower { leader: 2 });
         let dir = tempfile::tempdir().unwrap();
         let p = partition(dir.path(), inactive);
-        assert!(p.append_as_leader(batch(1), 1).is_err());
+        assert!(p.append_as_leader(batch(1)).is_err());
+    }
+
+    /// A partition led here (epoch 1) with replicas 1-3, ISR `isr` and
+    /// `min.insync.replicas` = `min_insync`, wrapped as the data path uses it.
+    fn leader_with(dir: &std::path::Path, isr: &[BrokerId], min_insync: u32) -> Arc<Partition> {
+        let mut initial = state(ME, 1, isr);
+        initial.settings.min_insync_replicas = min_insync;
+        Arc::new(partition(dir, initial))
+    }
+
+    fn deadline_in(ms: u64) -> tokio::time::Instant {
+        tokio::time::Instant::now() + std::time::Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn acks_all_below_min_insync_appends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_with(dir.path(), &[1], 2);
+        assert!(matches!(
+            p.append_records(batch(3), Acks::All),
+            Err(PartitionError::NotEnoughReplicas)
+        ));
+        assert_eq!(p.log().log_end_offset(), 0, "nothing appended");
+        p.append_records(batch(3), Acks::Leader)
+            .expect("acks=1 does not need the ISR");
+        assert_eq!(p.log().log_end_offset(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_acks_all_append_waits_for_the_high_watermark_and_fails_when_deposed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_with(dir.path(), &[1, 2], 2);
+        let shutdown = CancellationToken::new();
+        let appended = p.append_records(batch(4), Acks::All).unwrap();
+        let timed_out = p
+            .wait_committed(&appended, deadline_in(20), &shutdown)
+            .await;
+        assert!(
+            matches!(timed_out, Err(PartitionError::TimedOut)),
+            "{timed_out:?}"
+        );
+        let waiting = {
+            let p = p.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                p.wait_committed(&appended, deadline_in(10_000), &shutdown)
+                    .await
+            })
+        };
+        p.record_follower_fetch(2, 4, 1).unwrap();
+        let committed = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("woken by the high watermark")
+            .unwrap();
+        assert!(committed.is_ok(), "{committed:?}");
+
+        let appended = p.append_records(batch(1), Acks::All).unwrap();
+        let waiting = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.wait_committed(&appended, deadline_in(10_000), &shutdown)
+                    .await
+            })
+        };
+        p.set_state(state(2, 2, &[2, 1]));
+        let deposed = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("woken by the role change")
+            .unwrap();
+        assert!(
+            matches!(deposed, Err(PartitionError::WrongRole(_))),
+            "{deposed:?}"
+        );
+    }
+
+    #[test]
+    fn a_topic_codec_recompresses_other_batches() {
+        use kafka_protocol::records::Compression;
+        use streambus_storage::batch::BatchHeader;
+        let dir = tempfile::tempdir().unwrap();
+        let mut initial = state(ME, 1, &[1]);
+        initial.settings.compression = CompressionType::Codec(Compression::Lz4);
+        let p = Arc::new(partition(dir.path(), initial));
+        p.append_records(batch(3), Acks::Leader).unwrap();
+        let read = p.read(0, 1 << 20, read::ReadBound::HighWatermark);
+        assert!(read.error.is_none(), "{:?}", read.error);
+        let header = BatchHeader::parse(&read.records).unwrap();
+        assert_eq!(header.compression(), Compression::Lz4 as u8);
+        assert_eq!(header.last_offset(), 2);
+    }
+
+    #[tokio::test]
+    async fn reads_stop_at_the_bound_their_reader_may_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_with(dir.path(), &[1, 2], 1);
+        p.append_records(batch(2), Acks::Leader).unwrap();
+        p.record_follower_fetch(2, 2, 1).unwrap();
+        p.append_records(batch(3), Acks::Leader).unwrap();
+        assert_eq!(p.high_watermark(), 2, "follower 2 is at 2");
+
+        let consumer = p.read(0, 1 << 20, read::ReadBound::HighWatermark);
+        let follower = p.read(0, 1 << 20, read::ReadBound::LogEnd);
+        let last = |records: &Bytes| {
+            let (mut position, mut last) = (0, None);
+            // Each pass moves past one whole batch.
+            while position < records.len() {
+                let header =
+                    streambus_storage::batch::BatchHeader::parse(&records[position..]).unwrap();
+                last = Some(header.last_offset());
+                position += header.total_len();
+            }
+            last
+        };
+        assert_eq!(last(&consumer.records), Some(1), "up to the high watermark");
+        assert_eq!(last(&follower.records), Some(4), "up to the log end");
+        assert_eq!(consumer.high_watermark, 2);
+        let committed = p.read(0, 1 << 20, read::ReadBound::LastStable);
+        assert_eq!(committed.aborted, Some(Vec::new()));
+
+        let latest = p
+            .list_offset(read::OffsetSpec::Latest, read::ReadBound::HighWatermark)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((latest.offset, latest.leader_epoch), (2, 1));
+        assert!(matches!(
+            p.delete_records(Some(3)).await,
+            Err(PartitionError::OffsetOutOfRange)
+        ));
+        assert_eq!(p.delete_records(None).await.unwrap(), 2);
+        assert_eq!(p.end_offset_for_epoch(1).await.unwrap(), (1, 5));
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_answers_when_an_append_brings_enough_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_with(dir.path(), &[1], 1);
+        let shutdown = CancellationToken::new();
+        let limits = read::FetchLimits {
+            max_bytes: 1 << 20,
+            min_bytes: 1,
+            max_wait: std::time::Duration::from_secs(10),
+            bound: read::ReadBound::HighWatermark,
+        };
+        let target = read::ReadTarget {
+            partition: p.clone(),
+            fetch_offset: 0,
+            partition_max_bytes: 1 << 20,
+        };
+        let parked =
+            tokio::spawn(async move { read::fetch(vec![target], limits, &shutdown).await });
+        let registered = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while p.waiters.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < registered,
+                "the fetch never parked"
+            );
+            tokio::task::yield_now().await;
+        }
+        p.append_records(batch(2), Acks::Leader).unwrap();
+        let reads = tokio::time::timeout(std::time::Duration::from_secs(10), parked)
+            .await
+            .expect("woken by the append")
+            .unwrap();
+        assert_eq!(reads.len(), 1);
+        assert!(!reads[0].records.is_empty());
+        assert_eq!(reads[0].high_watermark, 2);
     }
 }

@@ -28,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::peer::{PeerConnection, PeerError};
 use super::ReplicationConfig;
-use crate::kafka::handlers::{to_uuid, topic_name};
+use crate::kafka::wire::{to_uuid, topic_name};
 use crate::partition::manager::Followed;
-use crate::partition::{Partition, ReplicaError};
+use crate::partition::{Partition, PartitionError};
 use crate::quorum::KAFKA_ENDPOINT;
 
 /// Fetch v13: topic ids (a recreated topic of the same name is never confused with the old
@@ -475,13 +475,13 @@ impl FetcherTask {
                 }
                 true
             }
-            Ok(Err(ReplicaError::WrongRole(_))) => {
+            Ok(Err(PartitionError::WrongRole(_))) => {
                 // The role already changed; the reconciler brings the new follow shortly.
                 self.shared
                     .delay(&key, &follow, self.config.fetch_backoff());
                 false
             }
-            Ok(Err(ReplicaError::Storage(error))) => {
+            Ok(Err(error)) => {
                 tracing::error!(topic = %follow.partition.topic, index = key.1, %error, "follower truncation failed");
                 self.shared
                     .delay(&key, &follow, self.config.fetch_backoff());
@@ -563,7 +563,7 @@ impl FetcherTask {
         let follows: HashMap<Key, Follow> = follows.into_iter().collect();
         let mut appends = Vec::new();
         for topic in response.responses {
-            let topic_id = crate::kafka::handlers::from_uuid(&topic.topic_id);
+            let topic_id = crate::kafka::wire::from_uuid(&topic.topic_id);
             for data in topic.partitions {
                 let Ok(index) = u32::try_from(data.partition_index) else {
                     continue;
@@ -635,12 +635,12 @@ impl FetcherTask {
                 );
                 match outcome {
                     Ok(()) => {}
-                    Err(ReplicaError::WrongRole(_)) => {
+                    Err(PartitionError::WrongRole(_)) => {
                         shared.update(&key, &follow, |f| {
                             f.retry_at = Some(Instant::now() + backoff);
                         });
                     }
-                    Err(ReplicaError::Storage(error)) => {
+                    Err(error) => {
                         tracing::warn!(topic = %follow.partition.topic, index = key.1, %error, "follower append failed; truncating by epoch and retrying");
                         shared.update(&key, &follow, |f| {
                             f.truncate = true;
@@ -667,11 +667,11 @@ impl FetcherTask {
             Ok(Ok(())) => {
                 tracing::info!(topic = %follow.partition.topic, index = key.1, offset, "follower log restarted at the leader's log start");
             }
-            Ok(Err(ReplicaError::WrongRole(_))) => {
+            Ok(Err(PartitionError::WrongRole(_))) => {
                 self.shared
                     .delay(&key, &follow, self.config.fetch_backoff());
             }
-            Ok(Err(ReplicaError::Storage(error))) => {
+            Ok(Err(error)) => {
                 tracing::error!(topic = %follow.partition.topic, index = key.1, %error, "cannot restart the follower log");
                 self.shared
                     .delay(&key, &follow, self.config.fetch_backoff());

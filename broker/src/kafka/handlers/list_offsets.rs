@@ -2,17 +2,17 @@
 //! (-1: the high watermark, or the last stable offset for read_committed), the offset with the
 //! largest timestamp (-3), or the first offset whose timestamp is at or after a given time.
 
-use std::sync::Arc;
-
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use streambus_storage::StorageError;
 
+use super::{per_led_partition, PartitionKey};
 use crate::context::BrokerContext;
-use crate::kafka::errors::{code, Failure, RequestProblem};
-use crate::partition::Partition;
+use crate::kafka::errors::{code, Failure};
+use crate::kafka::request::RequestContext;
+use crate::partition::read::{OffsetSpec, ReadBound};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -22,52 +22,65 @@ const READ_COMMITTED: i8 = 1;
 
 pub async fn handle(
     ctx: &BrokerContext,
-    version: i16,
+    req: &RequestContext,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    let version = req.api_version;
     let image = ctx.image();
-    let read_committed = version >= 2 && request.isolation_level == READ_COMMITTED;
+    let bound = if version >= 2 && request.isolation_level == READ_COMMITTED {
+        ReadBound::LastStable
+    } else {
+        ReadBound::HighWatermark
+    };
+    let key = |wanted: &ListOffsetsPartition| PartitionKey {
+        index: wanted.partition_index,
+        current_leader_epoch: if version >= 4 {
+            wanted.current_leader_epoch
+        } else {
+            -1
+        },
+    };
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let record = image.topic_by_name(&topic.name);
-        let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for wanted in topic.partitions {
-            let index = wanted.partition_index;
-            let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
-            let current_epoch = if version >= 4 {
-                wanted.current_leader_epoch
-            } else {
-                -1
-            };
-            let partition =
-                super::leader_partition(ctx, &image, record, index, current_epoch).await;
-            let partition = match partition {
-                Ok(partition) => partition,
-                Err(failure) => {
-                    partitions.push(response.with_error_code(code(failure)));
-                    continue;
-                }
-            };
-            let timestamp = wanted.timestamp;
-            let found =
-                tokio::task::spawn_blocking(move || lookup(&partition, timestamp, read_committed))
-                    .await;
-            let response = match found {
-                Ok(Ok(Some((offset, timestamp, epoch)))) => {
-                    let mut response = response.with_offset(offset).with_timestamp(timestamp);
-                    if version >= 4 {
-                        response = response.with_leader_epoch(epoch);
+        let partitions = per_led_partition(
+            ctx,
+            &image,
+            record,
+            topic.partitions,
+            key,
+            |partition, wanted| async move {
+                let response = ListOffsetsPartitionResponse::default()
+                    .with_partition_index(wanted.partition_index);
+                let spec = match wanted.timestamp {
+                    LATEST => OffsetSpec::Latest,
+                    EARLIEST | EARLIEST_LOCAL => OffsetSpec::Earliest,
+                    MAX_TIMESTAMP => OffsetSpec::MaxTimestamp,
+                    timestamp => OffsetSpec::Timestamp(timestamp),
+                };
+                match partition.list_offset(spec, bound).await {
+                    Ok(Some(found)) => {
+                        let response = response
+                            .with_offset(found.offset)
+                            .with_timestamp(found.timestamp);
+                        if version >= 4 {
+                            response.with_leader_epoch(found.leader_epoch)
+                        } else {
+                            response
+                        }
                     }
-                    response
+                    // No record qualifies: offset and timestamp -1.
+                    Ok(None) => response,
+                    Err(error) => response.with_error_code(code(Failure::Partition(&error))),
                 }
-                Ok(Ok(None)) => response,
-                Ok(Err(error)) => response.with_error_code(code(Failure::Storage(&error))),
-                Err(_) => {
-                    response.with_error_code(code(Failure::Request(RequestProblem::TimedOut)))
-                }
-            };
-            partitions.push(response);
-        }
+            },
+            |wanted, failure| {
+                ListOffsetsPartitionResponse::default()
+                    .with_partition_index(wanted.partition_index)
+                    .with_error_code(code(failure))
+            },
+        )
+        .await;
         topics.push(
             ListOffsetsTopicResponse::default()
                 .with_name(topic.name)
@@ -75,33 +88,4 @@ pub async fn handle(
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
-}
-
-/// `(offset, timestamp, leader epoch)` for `timestamp`, or `None` when no record qualifies
-/// (answered as offset -1). Blocking.
-fn lookup(
-    partition: &Arc<Partition>,
-    timestamp: i64,
-    read_committed: bool,
-) -> Result<Option<(i64, i64, i32)>, StorageError> {
-    let log = partition.log();
-    let epoch = log.latest_epoch().unwrap_or(-1);
-    let upper = if read_committed {
-        partition.last_stable_offset()
-    } else {
-        partition.high_watermark()
-    };
-    Ok(match timestamp {
-        LATEST => Some((upper, -1, epoch)),
-        EARLIEST | EARLIEST_LOCAL => Some((log.log_start_offset(), -1, epoch)),
-        MAX_TIMESTAMP => log
-            .max_timestamp_offset()?
-            .filter(|(offset, _)| *offset < upper)
-            .map(|(offset, ts)| (offset, ts, epoch)),
-        _ if timestamp < 0 => None,
-        _ => log
-            .offset_for_timestamp(timestamp)?
-            .filter(|(offset, _)| *offset < upper)
-            .map(|(offset, ts)| (offset, ts, epoch)),
-    })
 }

@@ -21,10 +21,9 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod reassignments;
 
+use std::future::Future;
 use std::sync::Arc;
 
-use kafka_protocol::messages::TopicName;
-use kafka_protocol::protocol::StrBytes;
 use streambus_raft::command::TopicId;
 use streambus_raft::image::TopicRecord;
 use streambus_raft::MetadataImage;
@@ -34,28 +33,9 @@ use crate::context::BrokerContext;
 use crate::kafka::errors::{Failure, RequestProblem};
 use crate::partition::Partition;
 
-/// A wire string from an owned string.
-pub fn str_bytes(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
-
-/// A wire topic name.
-pub fn topic_name(s: impl Into<String>) -> TopicName {
-    TopicName(str_bytes(s))
-}
-
-/// The wire form of a topic id.
-pub fn to_uuid(topic_id: &TopicId) -> Uuid {
-    Uuid::from_bytes(topic_id.0)
-}
-
-/// A topic id from the wire.
-pub fn from_uuid(uuid: &Uuid) -> TopicId {
-    TopicId(*uuid.as_bytes())
-}
-
-/// Kafka's "not set" for authorized-operations fields.
-pub const AUTHORIZED_OPERATIONS_UNSET: i32 = i32::MIN;
+pub use crate::kafka::wire::{
+    from_uuid, str_bytes, to_uuid, topic_name, AUTHORIZED_OPERATIONS_UNSET,
+};
 
 /// A fresh random topic id (never the all-zero "none").
 pub fn new_topic_id() -> TopicId {
@@ -67,22 +47,49 @@ pub fn new_topic_id() -> TopicId {
     }
 }
 
-/// The partition `index` of `topic` that this broker leads per `image`, checked against the
-/// client's `current_leader_epoch` (-1: no check); an unknown topic or a negative index is
-/// UNKNOWN_TOPIC_OR_PARTITION.
-pub async fn leader_partition(
+/// One requested partition of a per-partition request: its index and the client's
+/// `current_leader_epoch` (-1: no check).
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionKey {
+    pub index: i32,
+    pub current_leader_epoch: i32,
+}
+
+/// The skeleton of requests that do one thing per partition this broker leads (ListOffsets,
+/// OffsetForLeaderEpoch, DeleteRecords): each wanted partition of `topic` (unknown: `None`)
+/// is looked up as led here, then answered by `op`, or by `failed` when the lookup fails
+/// (an unknown topic or a negative index is UNKNOWN_TOPIC_OR_PARTITION). Answers keep the
+/// request's order.
+pub async fn per_led_partition<W, R, Fut>(
     ctx: &BrokerContext,
     image: &MetadataImage,
     topic: Option<&TopicRecord>,
-    index: i32,
-    current_leader_epoch: i32,
-) -> Result<Arc<Partition>, Failure<'static>> {
-    match topic {
-        Some(topic) if index >= 0 => ctx
-            .partitions
-            .leader(image, &topic.topic_id, index as u32, current_leader_epoch)
-            .await
-            .map_err(Failure::Lookup),
-        _ => Err(Failure::Request(RequestProblem::UnknownTopic)),
+    wanted: Vec<W>,
+    key: impl Fn(&W) -> PartitionKey,
+    mut op: impl FnMut(Arc<Partition>, W) -> Fut,
+    mut failed: impl FnMut(W, Failure<'_>) -> R,
+) -> Vec<R>
+where
+    Fut: Future<Output = R>,
+{
+    let mut answers = Vec::with_capacity(wanted.len());
+    for wanted in wanted {
+        let PartitionKey {
+            index,
+            current_leader_epoch,
+        } = key(&wanted);
+        let partition = match topic {
+            Some(topic) if index >= 0 => ctx
+                .partitions
+                .leader(image, &topic.topic_id, index as u32, current_leader_epoch)
+                .await
+                .map_err(Failure::Lookup),
+            _ => Err(Failure::Request(RequestProblem::UnknownTopic)),
+        };
+        answers.push(match partition {
+            Ok(partition) => op(partition, wanted).await,
+            Err(failure) => failed(wanted, failure),
+        });
     }
+    answers
 }

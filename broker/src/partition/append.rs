@@ -1,0 +1,227 @@
+//! Leader appends of producers' batches: the batch header is validated once, the topic's
+//! `compression.type` policy applied, `min.insync.replicas` checked for acks=all, and the append
+//! made under the role check; then, for acks=all, the wait until the high watermark passes it.
+//! [`append_all`] is what the Produce handler calls: every partition of a request is appended on
+//! one blocking task, then waited for under one deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
+use streambus_storage::batch::{self, BatchHeader};
+use streambus_storage::StorageError;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Commit, Partition, PartitionError, Role, WakeOn};
+use crate::topic_config::CompressionType;
+
+/// What a producer asked to wait for (Kafka's `acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// `acks=0`: nothing is sent back.
+    None,
+    /// `acks=1`: answered once the leader appended.
+    Leader,
+    /// `acks=all` (-1): answered once the high watermark passed the batch.
+    All,
+}
+
+impl Acks {
+    /// The wire value's meaning; `None` for a value Kafka does not define.
+    pub fn from_wire(acks: i16) -> Option<Acks> {
+        match acks {
+            0 => Some(Acks::None),
+            1 => Some(Acks::Leader),
+            -1 => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
+/// A leader append that happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record (of the original, for a retried duplicate).
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Broker append time if the topic uses LogAppendTime, else -1.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+    /// The leader epoch it was appended at: the acks=all wait holds only while it lasts.
+    leader_epoch: i32,
+}
+
+impl Partition {
+    /// Appends a producer's batch as leader (blocking). The role, and for `acks=all` the ISR
+    /// size, are checked under the state lock, so no append slips in after a metadata image
+    /// deposed this leader.
+    pub(crate) fn append_records(
+        &self,
+        batch: Bytes,
+        acks: Acks,
+    ) -> Result<Appended, PartitionError> {
+        let batch = self.apply_compression_policy(batch)?;
+        let appended = {
+            let state = self.read_state();
+            if state.role(self.broker_id) != Role::Leader {
+                return Err(PartitionError::WrongRole("leader"));
+            }
+            if acks == Acks::All
+                && (state.isr.len() as u64) < u64::from(state.settings.min_insync_replicas)
+            {
+                return Err(PartitionError::NotEnoughReplicas);
+            }
+            let info = self.log.append_as_leader(batch, state.leader_epoch)?;
+            Appended {
+                base_offset: info.base_offset,
+                last_offset: info.last_offset,
+                log_append_time_ms: info.log_append_time_ms,
+                log_start_offset: info.log_start_offset,
+                leader_epoch: state.leader_epoch,
+            }
+        };
+        self.wake(super::Wake::AppendWaiters);
+        self.advance_high_watermark();
+        Ok(appended)
+    }
+
+    /// The batch as the topic's `compression.type` wants it: the client's bytes when the codec
+    /// already matches (or the topic keeps the producer's), otherwise decompressed within
+    /// `max.message.bytes` and re-encoded with the topic's codec.
+    fn apply_compression_policy(&self, batch: Bytes) -> Result<Bytes, PartitionError> {
+        let (compression, max_message_bytes) = {
+            let state = self.read_state();
+            let settings = &state.settings;
+            (settings.compression, settings.log.max_message_bytes)
+        };
+        let CompressionType::Codec(target) = compression else {
+            return Ok(batch);
+        };
+        let header = batch::validate(&batch, false).map_err(StorageError::from)?;
+        if header.compression() == target as u8 {
+            return Ok(batch);
+        }
+        let limit = streambus_storage::decompress::limit_for(max_message_bytes);
+        Ok(recompress(batch, &header, target, limit)?)
+    }
+
+    /// Waits until the high watermark passes `appended`, at most until `deadline`. Fails when
+    /// this broker stops leading at the append's epoch first (the batch may be truncated away,
+    /// and a follower's high watermark says nothing about it), or when the ISR that committed
+    /// it is smaller than `min.insync.replicas` (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND:
+    /// committed, but with fewer copies than asked for).
+    pub async fn wait_committed(
+        &self,
+        appended: &Appended,
+        deadline: tokio::time::Instant,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PartitionError> {
+        // Each pass either returns or waits for a high-watermark move or a role change; bounded
+        // by the deadline.
+        loop {
+            let waiter = Arc::new(Notify::new());
+            self.add_waiter(&waiter, WakeOn::HighWatermark);
+            match self.commit_state(appended.last_offset, appended.leader_epoch) {
+                Commit::Deposed => return Err(PartitionError::WrongRole("leader")),
+                Commit::Committed { isr_size } => {
+                    let min_insync = self.read_state().settings.min_insync_replicas;
+                    if (isr_size as u64) < u64::from(min_insync) {
+                        return Err(PartitionError::NotEnoughReplicasAfterAppend);
+                    }
+                    return Ok(());
+                }
+                Commit::Pending => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PartitionError::TimedOut);
+            }
+            tokio::select! {
+                () = waiter.notified() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = shutdown.cancelled() => return Err(PartitionError::TimedOut),
+            }
+        }
+    }
+}
+
+/// Appends each `(partition, batch)` as leader on one blocking task and, for `acks=all`, waits
+/// for each to be committed, all within `timeout`. One outcome per input, in order.
+pub async fn append_all(
+    appends: Vec<(Arc<Partition>, Bytes)>,
+    acks: Acks,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Vec<(Arc<Partition>, Result<Appended, PartitionError>)> {
+    if appends.is_empty() {
+        return Vec::new();
+    }
+    // One deadline for the whole request, however many partitions it waits for.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let partitions: Vec<Arc<Partition>> = appends.iter().map(|(p, _)| p.clone()).collect();
+    let appended = tokio::task::spawn_blocking(move || {
+        appends
+            .into_iter()
+            .map(|(partition, batch)| {
+                let outcome = partition.append_records(batch, acks);
+                if let Err(PartitionError::Storage(error)) = &outcome {
+                    log_unexpected(&partition, error);
+                }
+                (partition, outcome)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let Ok(mut outcomes) = appended else {
+        // The append task panicked: what was written is unknown, so nothing is acknowledged;
+        // the client retries (an idempotent producer's retry is deduplicated).
+        tracing::error!("produce append task panicked");
+        return partitions
+            .into_iter()
+            .map(|p| (p, Err(PartitionError::TaskFailed)))
+            .collect();
+    };
+    if acks == Acks::All {
+        for (partition, outcome) in &mut outcomes {
+            if let Ok(appended) = outcome {
+                if let Err(error) = partition.wait_committed(appended, deadline, shutdown).await {
+                    *outcome = Err(error);
+                }
+            }
+        }
+    }
+    outcomes
+}
+
+/// Disk trouble and other surprises are logged; a client's own mistakes are not.
+fn log_unexpected(partition: &Partition, error: &StorageError) {
+    if !matches!(
+        error,
+        StorageError::BatchTooLarge { .. }
+            | StorageError::InvalidBatch(_)
+            | StorageError::OutOfOrderSequence { .. }
+            | StorageError::InvalidProducerEpoch { .. }
+    ) {
+        tracing::warn!(topic = %partition.topic, index = partition.index, %error, "produce failed");
+    }
+}
+
+fn recompress(
+    batch: Bytes,
+    header: &BatchHeader,
+    target: Compression,
+    limit: usize,
+) -> Result<Bytes, StorageError> {
+    let codec_error = |message: String| StorageError::RecordCodec {
+        offset: header.base_offset,
+        message,
+    };
+    let mut buf = batch;
+    // A client's batch: decompressed within a bound, never without one.
+    let set = streambus_storage::decompress::decode_batch(&mut buf, limit)
+        .map_err(|e| codec_error(e.to_string()))?;
+    let mut records = set.records;
+    let encoded = batch::encode_records(&mut records, target)?;
+    Ok(encoded.freeze())
+}

@@ -227,43 +227,12 @@ pub fn topic_name(topic: &str) -> kafka_protocol::messages::TopicName {
     kafka_protocol::messages::TopicName(StrBytes::from_string(topic.to_owned()))
 }
 
-/// One v2 batch of `values` without a producer id (not idempotent), uncompressed.
+/// One v2 batch of `values` without a producer id (not idempotent), uncompressed, record `i` at
+/// timestamp `1000 + i`.
 pub fn plain_batch(values: &[Vec<u8>]) -> Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, value)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder keeps records in one batch only while offset - sequence is
-            // constant; without a producer id the sequence is not checked.
-            sequence: i as i32,
-            timestamp: 1_000 + i as i64,
-            key: None,
-            value: Some(Bytes::copy_from_slice(value)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("a batch of plain records encodes");
-    buf.freeze()
+    use kafka_protocol::records::Compression;
+    use streambus_storage::batch::testing::{batch_values, Producer};
+    batch_values(values, 1_000, Producer::NONE, Compression::None)
 }
 
 /// Produces `records` to one partition with `acks`; returns the partition's error code and

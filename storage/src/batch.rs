@@ -435,6 +435,16 @@ pub mod testing {
             base_sequence: -1,
             transactional: false,
         };
+
+        /// An idempotent (not transactional) producer's batch starting at `base_sequence`.
+        pub fn idempotent(id: i64, epoch: i16, base_sequence: i32) -> Producer {
+            Producer {
+                id,
+                epoch,
+                base_sequence,
+                transactional: false,
+            }
+        }
     }
 
     fn record(
@@ -466,15 +476,28 @@ pub mod testing {
         }
     }
 
+    /// Exactly one valid v2 batch (base offset 0) holding `records`.
     fn encode(records: &[Record], compression: Compression) -> Bytes {
         let mut records = records.to_vec();
-        super::encode_records(&mut records, compression)
+        let bytes = super::encode_records(&mut records, compression)
             .expect("encode test batch")
-            .freeze()
+            .freeze();
+        if !records.is_empty() {
+            let header = super::validate(&bytes, false).expect("the encoder made a valid batch");
+            assert_eq!(
+                header.records_count as usize,
+                records.len(),
+                "the encoder made exactly one batch"
+            );
+        }
+        bytes
     }
 
     /// An optional key and an optional value (None value = tombstone).
     pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+    /// One record with its own timestamp: key, value (None = tombstone), timestamp in ms.
+    pub type TimedRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
 
     /// A batch of `(key, value)` records with base offset 0.
     pub fn batch_kv(
@@ -483,21 +506,49 @@ pub mod testing {
         producer: Producer,
         compression: Compression,
     ) -> Bytes {
-        let records: Vec<Record> = pairs
+        let records: Vec<TimedRecord<'_>> = pairs
+            .iter()
+            .map(|(key, value)| (*key, *value, timestamp_ms))
+            .collect();
+        batch_records(&records, producer, compression)
+    }
+
+    /// A batch of `(key, value, timestamp)` records with base offset 0, in offset order.
+    pub fn batch_records(
+        records: &[TimedRecord<'_>],
+        producer: Producer,
+        compression: Compression,
+    ) -> Bytes {
+        let records: Vec<Record> = records
             .iter()
             .enumerate()
-            .map(|(i, (k, v))| {
+            .map(|(i, (key, value, timestamp_ms))| {
                 record(
                     producer,
                     i,
-                    timestamp_ms,
-                    k.map(Bytes::copy_from_slice),
-                    v.map(Bytes::copy_from_slice),
+                    *timestamp_ms,
+                    key.map(Bytes::copy_from_slice),
+                    value.map(Bytes::copy_from_slice),
                     false,
                 )
             })
             .collect();
         encode(&records, compression)
+    }
+
+    /// A batch of keyless records holding `values`, record `i` at `timestamp_ms + i`.
+    pub fn batch_values<V: AsRef<[u8]>>(
+        values: &[V],
+        timestamp_ms: i64,
+        producer: Producer,
+        compression: Compression,
+    ) -> Bytes {
+        let records: Vec<TimedRecord<'_>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| (None, Some(value.as_ref()), timestamp_ms + i as i64))
+            .collect();
+        batch_records(&records, producer, compression)
     }
 
     /// A batch of `count` keyless records whose values are `value_len` bytes of `fill`.
@@ -577,6 +628,24 @@ mod tests {
         let h = validate(&m, false).expect("crc recomputed");
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99);
+    }
+
+    #[test]
+    fn test_builders_carry_values_timestamps_producer_and_compression() {
+        let values: [&[u8]; 3] = [b"a", b"bb", b"ccc"];
+        let b = batch_values(&values, 1_000, Producer::NONE, Compression::Zstd);
+        let h = validate(&b, false).expect("valid");
+        assert_eq!((h.records_count, h.compression()), (3, 4));
+        assert_eq!((h.first_timestamp, h.max_timestamp), (1_000, 1_002));
+        assert_eq!((h.producer_id, h.base_sequence), (-1, -1));
+
+        let records: [TimedRecord<'_>; 2] = [(Some(b"k"), None, 50), (None, Some(b"v"), 900)];
+        let b = batch_records(&records, Producer::idempotent(7, 2, 10), Compression::None);
+        let h = validate(&b, false).expect("valid");
+        assert_eq!((h.first_timestamp, h.max_timestamp), (50, 900));
+        assert_eq!((h.producer_id, h.producer_epoch), (7, 2));
+        assert_eq!((h.base_sequence, h.last_sequence()), (10, 11));
+        assert!(!h.is_transactional());
     }
 
     #[test]

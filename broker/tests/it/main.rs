@@ -4,6 +4,8 @@
 //! `streambus` binary (cargo builds a package's binaries only for its own integration tests),
 //! which the `streambus-integration-tests` crate runs.
 
+mod tidy;
+
 use std::process::Command;
 
 #[test]

@@ -15,10 +15,9 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 use streambus_integration_tests::{DevBroker, KafkaConn};
+use streambus_storage::batch::testing::{batch_values, Producer};
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
@@ -35,49 +34,13 @@ fn create_topic(conn: &mut KafkaConn, topic: &str, partitions: i32) {
     assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0]);
 }
 
-/// One v2 batch of `values`, keyed `k<i>`, optionally idempotent.
+/// One v2 batch of `values`, record `i` at timestamp `1000 + i`, optionally idempotent
+/// (`(producer id, epoch, base sequence)`).
 fn batch(values: &[&[u8]], producer: Option<(i64, i16, i32)>, compression: Compression) -> Bytes {
-    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, value)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: if base_sequence < 0 {
-                i as i32
-            } else {
-                base_sequence + i as i32
-            },
-            timestamp: 1_000 + i as i64,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::copy_from_slice(value)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encode");
-    if base_sequence < 0 {
-        // No producer: base sequence -1, CRC recomputed over attributes..end.
-        buf[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-        let crc = crc32c::crc32c(&buf[21..]);
-        buf[17..21].copy_from_slice(&crc.to_be_bytes());
-    }
-    buf.freeze()
+    let producer = producer.map_or(Producer::NONE, |(id, epoch, base_sequence)| {
+        Producer::idempotent(id, epoch, base_sequence)
+    });
+    batch_values(values, 1_000, producer, compression)
 }
 
 fn produce(

@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
-use streambus_storage::batch::testing::{idempotent_batch, Producer};
+use streambus_storage::batch::testing::{batch_kv, idempotent_batch, KeyValue, Producer};
 use streambus_storage::batch::{BatchHeader, BatchIter, BatchStep};
 use streambus_storage::segment::file_name;
 use streambus_storage::{CleanupPolicy, CompactionOutcome, Log, LogConfig, ManualClock};
 
 use crate::ops::{
-    decode_records, encode_batch, kv_batch, log_files, manual_clock, open_log, read_all, Rec,
-    Stored, READ_BYTES_MAX, T0,
+    decode_records, kv_batch, log_files, manual_clock, open_log, read_all, Stored, READ_BYTES_MAX,
+    T0,
 };
 
 /// Passes of the reader racing with a compaction, at most.
@@ -388,12 +388,12 @@ fn producer_sequence_survives_replicating_a_compacted_batch() {
         transactional: false,
     };
     let big = payload(7, 250);
-    let records: Vec<Rec<'_>> = ["a", "b", "c"]
+    let pairs: Vec<KeyValue<'_>> = ["a", "b", "c"]
         .iter()
-        .map(|k| (Some(k.as_bytes()), Some(big.as_bytes()), T0))
+        .map(|k| (Some(k.as_bytes()), Some(big.as_bytes())))
         .collect();
     leader
-        .append_as_leader(encode_batch(&records, p(0), Compression::None), 0)
+        .append_as_leader(batch_kv(&pairs, T0, p(0), Compression::None), 0)
         .expect("append"); // 0-2, sequences 0-2
     let pairs = [("c", Some(big.as_str())), ("d", Some(big.as_str()))];
     leader

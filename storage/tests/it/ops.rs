@@ -2,18 +2,18 @@
 //! reads, rolls, indexes, retention, DeleteRecords, truncation, leader epochs, producer and
 //! transaction state, timestamp lookups, the flush policy, clean shutdown and recovery points.
 //!
-//! Batches are built here with kafka-protocol's encoder (see [`encode_batch`]); the helpers are
+//! Batches are built with the storage crate's `batch::testing` builders; the helpers here are
 //! shared with `compaction`.
 
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use streambus_storage::batch::testing::{
+    self, batch_kv, batch_records, control_batch, idempotent_batch, KeyValue, Producer, TimedRecord,
 };
-use streambus_storage::batch::testing::{control_batch, idempotent_batch, Producer};
 use streambus_storage::batch::{self, BatchHeader, BatchStep, BATCH_HEADER_LEN};
 use streambus_storage::kv::COLUMN_FAMILIES;
 use streambus_storage::segment::{file_name, parse_file_name};
@@ -33,9 +33,6 @@ pub(crate) const T0: i64 = 1_700_000_000_000;
 const READ_CALLS_MAX: usize = 10_000;
 /// Largest `max_bytes` the helpers read with.
 pub(crate) const READ_BYTES_MAX: usize = 1 << 20;
-
-/// One record to encode: key, value (`None`: tombstone), timestamp.
-pub(crate) type Rec<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
 
 /// A record read back: offset, key, value, timestamp.
 pub(crate) type Stored = (i64, Option<Bytes>, Option<Bytes>, i64);
@@ -62,75 +59,26 @@ pub(crate) fn open_log(
     .expect("open log")
 }
 
-/// Exactly one v2 batch (base offset 0) holding `records`, from `producer`.
-///
-/// kafka-protocol's encoder starts a new batch whenever `offset - sequence` changes, so the
-/// sequences are `base_sequence + i` even without a producer id (base -1 stays in the header).
-pub(crate) fn encode_batch(
-    records: &[Rec<'_>],
-    producer: Producer,
-    compression: Compression,
-) -> Bytes {
-    let encoded: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (key, value, timestamp))| Record {
-            transactional: producer.transactional,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: producer.id,
-            producer_epoch: producer.epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: producer.base_sequence.wrapping_add(i as i32),
-            timestamp: *timestamp,
-            key: key.map(Bytes::copy_from_slice),
-            value: value.map(Bytes::copy_from_slice),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression,
-    };
-    RecordBatchEncoder::encode(&mut buf, encoded.iter(), &options).expect("encode batch");
-    let bytes = buf.freeze();
-    let header = batch::validate(&bytes, false).expect("the encoder made exactly one valid batch");
-    assert_eq!(header.records_count as usize, records.len());
-    bytes
-}
-
-/// `count` keyless records of `value_len` bytes of `fill`, all at `timestamp_ms`.
-pub(crate) fn values_batch(count: usize, value_len: usize, fill: u8, timestamp_ms: i64) -> Bytes {
-    let value = vec![fill; value_len];
-    let records: Vec<Rec<'_>> = (0..count)
-        .map(|_| (None, Some(value.as_slice()), timestamp_ms))
-        .collect();
-    encode_batch(&records, Producer::NONE, Compression::None)
-}
-
 /// Keyed records `(key, value)` at `timestamp_ms` (`None` value: tombstone).
 pub(crate) fn kv_batch(
     pairs: &[(&str, Option<&str>)],
     timestamp_ms: i64,
     compression: Compression,
 ) -> Bytes {
-    let records: Vec<Rec<'_>> = pairs
+    let pairs: Vec<KeyValue<'_>> = pairs
         .iter()
-        .map(|(k, v)| (Some(k.as_bytes()), v.map(str::as_bytes), timestamp_ms))
+        .map(|(k, v)| (Some(k.as_bytes()), v.map(str::as_bytes)))
         .collect();
-    encode_batch(&records, Producer::NONE, compression)
+    batch_kv(&pairs, timestamp_ms, Producer::NONE, compression)
 }
 
 /// Keyless one-byte records with the given timestamps, in offset order.
 fn timestamps_batch(timestamps: &[i64]) -> Bytes {
-    let records: Vec<Rec<'_>> = timestamps
+    let records: Vec<TimedRecord<'_>> = timestamps
         .iter()
         .map(|ts| (None, Some(&b"t"[..]), *ts))
         .collect();
-    encode_batch(&records, Producer::NONE, Compression::None)
+    batch_records(&records, Producer::NONE, Compression::None)
 }
 
 /// `batch` with its base offset and partition leader epoch set (as a leader would have).
@@ -236,7 +184,7 @@ fn small_segments() -> LogConfig {
 
 /// About 270 bytes: three fit in a 1024-byte segment, a fourth rolls.
 fn third_of_a_segment(fill: u8, timestamp_ms: i64) -> Bytes {
-    values_batch(1, 200, fill, timestamp_ms)
+    testing::batch(1, 200, fill, timestamp_ms)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,9 +197,9 @@ fn leader_append_assigns_consecutive_offsets_and_patches_offset_and_epoch() {
     let clock = manual_clock();
     let log = open_log(dir.path(), LogConfig::default(), &clock, 0);
     let inputs = [
-        (values_batch(3, 10, b'a', 1_000), 5),
-        (values_batch(2, 10, b'b', 2_000), 5),
-        (values_batch(1, 10, b'c', 3_000), 7),
+        (testing::batch(3, 10, b'a', 1_000), 5),
+        (testing::batch(2, 10, b'b', 2_000), 5),
+        (testing::batch(1, 10, b'c', 3_000), 7),
     ];
     let mut infos = Vec::new();
     for (b, epoch) in &inputs {
@@ -304,7 +252,7 @@ fn leader_append_with_log_append_time_stamps_the_clock_time() {
     let log = open_log(dir.path(), config, &clock, 0);
     let create_time = 1_000;
     let info = log
-        .append_as_leader(values_batch(3, 10, b'a', create_time), 0)
+        .append_as_leader(testing::batch(3, 10, b'a', create_time), 0)
         .expect("append");
     let now = T0 + 123;
     assert_eq!(info.log_append_time_ms, now);
@@ -329,7 +277,7 @@ fn leader_append_with_log_append_time_stamps_the_clock_time() {
 fn four_batches_of_five(log: &Log) -> usize {
     let mut len = 0;
     for fill in [b'a', b'b', b'c', b'd'] {
-        let b = values_batch(5, 20, fill, T0);
+        let b = testing::batch(5, 20, fill, T0);
         len = b.len();
         log.append_as_leader(b, 0).expect("append");
     }
@@ -493,7 +441,7 @@ fn segment_bytes_rolls_and_no_segment_exceeds_it_unless_one_batch_does() {
     let bases: Vec<i64> = files.iter().map(|(b, _)| *b).collect();
     assert_eq!(bases, (0..10).map(|i| i * 3).collect::<Vec<_>>());
 
-    let big = values_batch(1, 3000, b'B', T0);
+    let big = testing::batch(1, 3000, b'B', T0);
     let info = log
         .append_as_leader(big.clone(), 0)
         .expect("append big batch");
@@ -524,15 +472,15 @@ fn segment_ms_rolls_by_age_of_the_active_segment() {
         ..LogConfig::default()
     };
     let log = open_log(dir.path(), config, &clock, 0);
-    log.append_as_leader(values_batch(1, 10, b'a', T0), 0)
+    log.append_as_leader(testing::batch(1, 10, b'a', T0), 0)
         .expect("append");
     clock.advance(9_999);
-    log.append_as_leader(values_batch(1, 10, b'b', T0), 0)
+    log.append_as_leader(testing::batch(1, 10, b'b', T0), 0)
         .expect("append");
     assert_eq!(log.segment_count(), 1);
     clock.advance(1);
     let info = log
-        .append_as_leader(values_batch(1, 10, b'c', T0), 0)
+        .append_as_leader(testing::batch(1, 10, b'c', T0), 0)
         .expect("append");
     assert_eq!(log.segment_count(), 2);
     assert_eq!(
@@ -540,11 +488,11 @@ fn segment_ms_rolls_by_age_of_the_active_segment() {
         Some(info.base_offset)
     );
     clock.advance(9_999);
-    log.append_as_leader(values_batch(1, 10, b'd', T0), 0)
+    log.append_as_leader(testing::batch(1, 10, b'd', T0), 0)
         .expect("append");
     assert_eq!(log.segment_count(), 2);
     clock.advance(1);
-    log.append_as_leader(values_batch(1, 10, b'e', T0), 0)
+    log.append_as_leader(testing::batch(1, 10, b'e', T0), 0)
         .expect("append");
     assert_eq!(log.segment_count(), 3);
     assert_eq!(read_all(&log).len(), 5);
@@ -568,7 +516,7 @@ fn index_interval_bytes_sets_the_density_of_the_offset_index() {
     let sparse = open_log(sparse_dir.path(), LogConfig::default(), &clock, 0);
     let batches = 20;
     for i in 0..batches {
-        let b = values_batch(2, 50, i as u8, T0);
+        let b = testing::batch(2, 50, i as u8, T0);
         dense.append_as_leader(b.clone(), 0).expect("append");
         sparse.append_as_leader(b, 0).expect("append");
     }
@@ -826,7 +774,7 @@ fn truncate_to_inside_a_batch_removes_the_whole_batch() {
     assert_eq!(log.log_end_offset(), 5);
     assert_eq!(read_bases(&log, 0, READ_BYTES_MAX, i64::MAX), [0]);
     let info = log
-        .append_as_leader(values_batch(1, 1, b'x', T0), 0)
+        .append_as_leader(testing::batch(1, 1, b'x', T0), 0)
         .expect("append");
     assert_eq!(info.base_offset, 5);
 }
@@ -875,7 +823,7 @@ fn leader_epochs_answer_offset_for_leader_epoch_and_survive_reopen() {
     let clock = manual_clock();
     let log = open_log(dir.path(), LogConfig::default(), &clock, 0);
     for epoch in [0, 0, 1, 1, 3] {
-        log.append_as_leader(values_batch(2, 10, b'e', T0), epoch)
+        log.append_as_leader(testing::batch(2, 10, b'e', T0), epoch)
             .expect("append");
     }
     // Epoch 0 starts at 0, epoch 1 at 4, epoch 3 at 8; the log ends at 10.
@@ -902,7 +850,7 @@ fn a_new_leader_epoch_is_recorded_at_the_log_end_before_any_append() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = manual_clock();
     let log = open_log(dir.path(), LogConfig::default(), &clock, 0);
-    log.append_as_leader(values_batch(2, 10, b'e', T0), 1)
+    log.append_as_leader(testing::batch(2, 10, b'e', T0), 1)
         .expect("append");
     log.assign_leader_epoch(4).expect("assign");
     assert_eq!(log.latest_epoch(), Some(4));
@@ -917,7 +865,7 @@ fn a_new_leader_epoch_is_recorded_at_the_log_end_before_any_append() {
     assert_eq!(log.truncate_to(10).expect("truncate"), 2);
     assert_eq!(log.latest_epoch(), Some(1));
     log.assign_leader_epoch(4).expect("assign again");
-    log.append_as_leader(values_batch(1, 10, b'e', T0), 4)
+    log.append_as_leader(testing::batch(1, 10, b'e', T0), 4)
         .expect("append at the new epoch");
     assert_eq!(log.end_offset_for_epoch(4), (4, 3));
 }
@@ -933,14 +881,14 @@ fn a_retired_log_changes_no_file_but_still_reads() {
     };
     let log = open_log(dir.path(), config, &clock, 0);
     for _ in 0..4 {
-        log.append_as_leader(values_batch(2, 400, b'r', T0), 0)
+        log.append_as_leader(testing::batch(2, 400, b'r', T0), 0)
             .expect("append");
     }
     log.on_high_watermark_updated(log.log_end_offset());
     let files_before = std::fs::read_dir(dir.path()).expect("dir").count();
     log.retire();
     assert!(log
-        .append_as_leader(values_batch(1, 10, b'r', T0), 0)
+        .append_as_leader(testing::batch(1, 10, b'r', T0), 0)
         .is_err());
     assert!(log.truncate_to(2).is_err());
     assert!(log.delete_records_before(2).is_err());
@@ -998,7 +946,7 @@ fn idempotent_producer_retries_are_deduplicated_and_bad_sequences_refused() {
         (first.base_offset, first.last_offset, first.duplicate),
         (0, 2, false)
     );
-    log.append_as_leader(values_batch(1, 1, b'x', T0), 0)
+    log.append_as_leader(testing::batch(1, 1, b'x', T0), 0)
         .expect("plain append");
     let second = log
         .append_as_leader(idempotent_batch(2, p(3), T0), 0)
@@ -1094,13 +1042,13 @@ fn transactions_are_tracked_and_aborts_indexed() {
     let config = LogConfig::default();
     let log = open_log(dir.path(), config.clone(), &clock, 0);
     let t = |seq| producer(9, 0, seq, true);
-    log.append_as_leader(values_batch(1, 1, b'x', T0), 0)
+    log.append_as_leader(testing::batch(1, 1, b'x', T0), 0)
         .expect("append"); // 0
     assert_eq!(log.first_unstable_offset(), None);
     log.append_as_leader(idempotent_batch(2, t(0), T0), 0)
         .expect("txn"); // 1-2
     assert_eq!(log.first_unstable_offset(), Some(1));
-    log.append_as_leader(values_batch(1, 1, b'y', T0), 0)
+    log.append_as_leader(testing::batch(1, 1, b'y', T0), 0)
         .expect("append"); // 3
     log.append_as_leader(idempotent_batch(2, t(2), T0), 0)
         .expect("txn"); // 4-5
@@ -1231,12 +1179,15 @@ fn offset_for_timestamp_returns_the_first_record_at_or_after_the_target() {
             1000 * j + 900,
             1000 * j + 300,
         ];
-        let records: Vec<Rec<'_>> = ts
+        let records: Vec<TimedRecord<'_>> = ts
             .iter()
             .map(|t| (None, Some(&[7u8; 60][..]), *t))
             .collect();
         let info = log
-            .append_as_leader(encode_batch(&records, Producer::NONE, Compression::None), 0)
+            .append_as_leader(
+                batch_records(&records, Producer::NONE, Compression::None),
+                0,
+            )
             .expect("append");
         all.extend(
             ts.iter()
@@ -1340,7 +1291,7 @@ fn page_cache_retain_bytes_keeps_only_the_newest_bytes_cached() {
         };
         let log = open_log(dir.path(), config, &manual_clock(), 0);
         for i in 0..BATCHES {
-            log.append_as_leader(values_batch(RECORDS, 4000, i as u8, T0), 0)
+            log.append_as_leader(testing::batch(RECORDS, 4000, i as u8, T0), 0)
                 .expect("append");
         }
         let files: Vec<_> = log_files(dir.path())
@@ -1402,7 +1353,7 @@ fn flush_messages_one_makes_every_append_durable() {
     };
     let log = open_log(dir.path(), config, &manual_clock(), 0);
     for i in 0..10 {
-        log.append_as_leader(values_batch(1 + i % 3, 10, b'f', T0), 0)
+        log.append_as_leader(testing::batch(1 + i % 3, 10, b'f', T0), 0)
             .expect("append");
         assert_eq!(log.recovery_point(), log.log_end_offset());
     }
@@ -1418,12 +1369,12 @@ fn flush_messages_three_flushes_every_three_records() {
     let log = open_log(dir.path(), config, &manual_clock(), 0);
     let mut points = Vec::new();
     for _ in 0..7 {
-        log.append_as_leader(values_batch(1, 10, b'f', T0), 0)
+        log.append_as_leader(testing::batch(1, 10, b'f', T0), 0)
             .expect("append");
         points.push(log.recovery_point());
     }
     assert_eq!(points, [0, 0, 3, 3, 3, 6, 6]);
-    log.append_as_leader(values_batch(2, 10, b'f', T0), 0)
+    log.append_as_leader(testing::batch(2, 10, b'f', T0), 0)
         .expect("append");
     assert_eq!(
         log.recovery_point(),
@@ -1442,10 +1393,10 @@ fn flush_ms_flushes_when_the_oldest_unflushed_append_is_old_enough() {
     };
     let log = open_log(dir.path(), config, &clock, 0);
     assert!(!log.flush_if_due().expect("nothing to flush"));
-    log.append_as_leader(values_batch(1, 10, b'f', T0), 0)
+    log.append_as_leader(testing::batch(1, 10, b'f', T0), 0)
         .expect("append");
     clock.advance(600);
-    log.append_as_leader(values_batch(1, 10, b'f', T0), 0)
+    log.append_as_leader(testing::batch(1, 10, b'f', T0), 0)
         .expect("append");
     clock.advance(399);
     assert!(!log.flush_if_due().expect("not yet"));
@@ -1495,7 +1446,7 @@ fn concurrent_appends_with_flush_messages_one_share_flushes_and_get_dense_offset
                     let mut out = Vec::with_capacity(appends_per_thread);
                     for _ in 0..appends_per_thread {
                         let info = log
-                            .append_as_leader(values_batch(2, 16, t as u8, T0), 0)
+                            .append_as_leader(testing::batch(2, 16, t as u8, T0), 0)
                             .expect("append");
                         assert!(
                             log.recovery_point() > info.last_offset,
@@ -1605,7 +1556,7 @@ fn clean_shutdown_skips_recovery_while_a_crash_scans_and_truncates() {
 fn leader_record_set(dir: &Path) -> (Log, Bytes) {
     let log = open_log(dir, LogConfig::default(), &manual_clock(), 0);
     for (i, epoch) in [1, 1, 2].into_iter().enumerate() {
-        log.append_as_leader(values_batch(2, 30, i as u8, T0), epoch)
+        log.append_as_leader(testing::batch(2, 30, i as u8, T0), epoch)
             .expect("append");
     }
     let set = log.read(0, READ_BYTES_MAX, i64::MAX).expect("read").records;
@@ -1642,7 +1593,7 @@ fn replicated_append_keeps_the_leaders_offsets_and_epochs() {
 fn replicated_append_rejects_gaps_and_overlaps_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let follower = open_log(dir.path(), LogConfig::default(), &manual_clock(), 0);
-    let b = values_batch(2, 10, b'r', T0);
+    let b = testing::batch(2, 10, b'r', T0);
     follower
         .append_replicated(at_offset(&b, 0, 1))
         .expect("first");

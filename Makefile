@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR
 
 CARGO ?= cargo
 
-.PHONY: bootstrap build run test test-suite doc-test lint fmt bench bench-kafka bench-replication bench-client clean-cache
+.PHONY: bootstrap build run test test-suite doc-test lint fmt bench bench-kafka bench-replication bench-client bench-ab clean-cache
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -72,6 +72,20 @@ bench-replication: bootstrap
 bench-client: bootstrap
 	$(CARGO) build --release -p streambus-broker -p streambus-client
 	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/client_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus --sbctl-bin $(CARGO_TARGET_DIR)/release/sbctl
+
+# Build A (the baseline) against build B (default: this tree's release broker, built here) in
+# alternating rounds: produce and fetch throughput, produce latency, and each build's own
+# round-to-round spread; see bench/README.md for building A from an older commit.
+#   make bench-ab A=/tmp/streambus-old [B=/path/to/streambus] [AB_ARGS='--rounds 5']
+B ?= $(CARGO_TARGET_DIR)/release/streambus
+ifneq ($(filter bench-ab,$(MAKECMDGOALS)),)
+ifeq ($(strip $(A)),)
+$(error usage: make bench-ab A=/path/to/old/streambus [B=/path/to/streambus] [AB_ARGS='--rounds 5'])
+endif
+endif
+bench-ab: bootstrap
+	if [ "$(B)" = "$(CARGO_TARGET_DIR)/release/streambus" ]; then $(CARGO) build --release -p streambus-broker; fi
+	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/ab_compare.py --a "$(A)" --b "$(B)" $(AB_ARGS)
 
 # Removes the shared build cache; the next build compiles RocksDB again.
 clean-cache:

@@ -14,6 +14,8 @@
 //! - [`context`]: what request handlers share.
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
+//! - [`inter_broker`]: one bounded Kafka-protocol connection to another broker (replica
+//!   fetchers, coordinator-to-leader calls).
 //! - [`kafka`]: the Kafka protocol listener, API handlers and error mapping.
 //! - [`partition`]: the partitions hosted here and their maintenance.
 //! - [`producer_ids`]: producer ids from quorum-allocated blocks.
@@ -27,6 +29,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod frame;
+pub mod inter_broker;
 pub mod kafka;
 pub mod partition;
 pub mod producer_ids;

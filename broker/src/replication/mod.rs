@@ -1,11 +1,11 @@
 //! Partition replication between brokers, Kafka-style: followers fetch from leaders
 //! ([`fetcher`]), leaders keep the ISR in step with their followers' progress ([`isr`]), over
-//! plain Kafka-protocol connections ([`peer`]). The leader's side of a follower fetch (its
-//! position, the high watermark) lives with the partition (`crate::partition::replicas`).
+//! plain Kafka-protocol connections ([`crate::inter_broker`]). The leader's side of a follower
+//! fetch (its position, the high watermark) lives with the partition
+//! (`crate::partition::replicas`).
 
 pub mod fetcher;
 pub mod isr;
-pub mod peer;
 
 use std::time::Duration;
 

@@ -12,6 +12,7 @@
 //! - [`cli`]: the `streambus` command line.
 //! - [`config`]: [`BrokerConfig`] and its resolution (defaults < file < environment < flags).
 //! - [`context`]: what request handlers share.
+//! - [`coordinator`]: the runtime of coordinators whose state lives in internal topics.
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
 //! - [`inter_broker`]: one bounded Kafka-protocol connection to another broker (replica
@@ -27,6 +28,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod coordinator;
 pub mod error;
 pub mod frame;
 pub mod inter_broker;

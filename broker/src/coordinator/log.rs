@@ -83,6 +83,12 @@ pub trait CoordinatorLog: Send + Sync + 'static {
 
     /// The log's offsets now.
     fn bounds(&self) -> impl Future<Output = Result<LogBounds, CoordinatorError>> + Send;
+
+    /// Whether an append could be accepted now (enough in-sync replicas), checked before an
+    /// operation runs. `append` checks again.
+    fn writable(&self) -> Result<(), CoordinatorError> {
+        Ok(())
+    }
 }
 
 /// An in-memory [`CoordinatorLog`] for tests: appends are kept as records, and the high
@@ -102,6 +108,8 @@ struct MemoryState {
     end_offset: i64,
     high_watermark: i64,
     leading: bool,
+    /// Appends are refused as if the ISR were too small.
+    refusing_writes: bool,
 }
 
 impl MemoryLog {
@@ -115,6 +123,7 @@ impl MemoryLog {
                 end_offset: 0,
                 high_watermark: 0,
                 leading: true,
+                refusing_writes: false,
             }),
             changed: watch::Sender::new(0),
         }
@@ -147,6 +156,11 @@ impl MemoryLog {
     /// Leads again (a later epoch), keeping the records.
     pub fn lead(&self) {
         self.update(|st| st.leading = true);
+    }
+
+    /// Refuses appends (as with too few in-sync replicas) until called with `false`.
+    pub fn refuse_writes(&self, refuse: bool) {
+        self.update(|st| st.refusing_writes = refuse);
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -193,6 +207,7 @@ impl CoordinatorLog for MemoryLog {
         _now_ms: i64,
     ) -> Result<Appended, CoordinatorError> {
         assert!(!records.is_empty(), "a batch has at least one record");
+        self.writable()?;
         let appended = {
             let mut st = self.leading()?;
             let base_offset = st.end_offset;
@@ -259,6 +274,16 @@ impl CoordinatorLog for MemoryLog {
             records,
             next_offset,
         })
+    }
+
+    fn writable(&self) -> Result<(), CoordinatorError> {
+        if self.lock().refusing_writes {
+            return Err(CoordinatorError::NotEnoughReplicas {
+                isr: 1,
+                min_insync: 2,
+            });
+        }
+        Ok(())
     }
 
     async fn bounds(&self) -> Result<LogBounds, CoordinatorError> {

@@ -68,15 +68,7 @@ impl CoordinatorLog for PartitionLog {
     ) -> Result<Appended, CoordinatorError> {
         assert!(!records.is_empty(), "a batch has at least one record");
         let batch = codec::encode(&records, now_ms)?;
-        // Kafka's coordinators write with acks=all and the same min.insync.replicas check as
-        // producers: nothing is appended below it.
-        let state = self.partition.state();
-        if (state.isr.len() as u64) < u64::from(state.settings.min_insync_replicas) {
-            return Err(CoordinatorError::NotEnoughReplicas {
-                isr: state.isr.len(),
-                min_insync: state.settings.min_insync_replicas,
-            });
-        }
+        self.writable()?;
         let leader_epoch = self.leader_epoch;
         let appended = self
             .blocking(move |partition| partition.append_as_leader(batch, leader_epoch))
@@ -158,6 +150,19 @@ impl CoordinatorLog for PartitionLog {
             records,
             next_offset,
         })
+    }
+
+    /// Kafka's coordinators write with acks=all and the same `min.insync.replicas` check as
+    /// producers: nothing is appended below it.
+    fn writable(&self) -> Result<(), CoordinatorError> {
+        let state = self.partition.state();
+        if (state.isr.len() as u64) < u64::from(state.settings.min_insync_replicas) {
+            return Err(CoordinatorError::NotEnoughReplicas {
+                isr: state.isr.len(),
+                min_insync: state.settings.min_insync_replicas,
+            });
+        }
+        Ok(())
     }
 
     async fn bounds(&self) -> Result<LogBounds, CoordinatorError> {

@@ -154,6 +154,17 @@ impl<M: CoordinatorMachine> CoordinatorRuntime<M> {
             })
     }
 
+    /// Starts [`CoordinatorRuntime::run`] on this broker's image and partitions, until the
+    /// broker shuts down.
+    pub fn spawn(self: &Arc<Self>, ctx: &BrokerContext) -> JoinHandle<()> {
+        let run = self.clone().run(
+            ctx.node.subscribe(),
+            ctx.partitions.clone(),
+            ctx.shutdown.clone(),
+        );
+        tokio::spawn(run)
+    }
+
     /// Follows the metadata image until `shutdown`: after the partitions applied an image,
     /// starts a shard for each partition of the topic this broker leads and stops the others.
     /// At the end every shard resigns.

@@ -102,8 +102,18 @@ where
     }
 }
 
+/// Whether an operation may write records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Refused up front when the log cannot take writes (too few in-sync replicas).
+    Write,
+    /// Never writes: served whether or not the log can take writes.
+    Read,
+}
+
 struct Queued<M: CoordinatorMachine> {
     operation: Box<dyn Operation<M>>,
+    kind: Kind,
     deadline: Instant,
 }
 
@@ -181,6 +191,26 @@ impl<M: CoordinatorMachine> ShardHandle<M> {
         R: Send + 'static,
         F: FnOnce(&mut M, &mut OpContext<'_, M::TimerKey>) -> CoordinatorResult<R> + Send + 'static,
     {
+        self.submit(op, Kind::Write).await
+    }
+
+    /// Reads the state: answered at once, or once the writes before it are committed.
+    pub async fn read<R, F>(&self, read: F) -> Result<R, CoordinatorError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&M) -> R + Send + 'static,
+    {
+        let op = move |machine: &mut M, _: &mut OpContext<'_, M::TimerKey>| {
+            CoordinatorResult::response_only(read(machine))
+        };
+        self.submit(op, Kind::Read).await
+    }
+
+    async fn submit<R, F>(&self, op: F, kind: Kind) -> Result<R, CoordinatorError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut M, &mut OpContext<'_, M::TimerKey>) -> CoordinatorResult<R> + Send + 'static,
+    {
         match self.status() {
             ShardStatus::Loading => {
                 return Err(CoordinatorError::LoadInProgress {
@@ -194,6 +224,7 @@ impl<M: CoordinatorMachine> ShardHandle<M> {
         let (answer, answered) = oneshot::channel();
         let queued = Queued {
             operation: Box::new(Write { op, answer }),
+            kind,
             deadline: Instant::now() + self.write_timeout,
         };
         self.ops
@@ -202,16 +233,6 @@ impl<M: CoordinatorMachine> ShardHandle<M> {
             .map_err(|_| self.not_coordinator())?;
         // Dropped unanswered only if the shard task ended abnormally.
         answered.await.map_err(|_| self.not_coordinator())?
-    }
-
-    /// Reads the state: answered at once, or once the writes before it are committed.
-    pub async fn read<R, F>(&self, read: F) -> Result<R, CoordinatorError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&M) -> R + Send + 'static,
-    {
-        self.write(move |machine, _| CoordinatorResult::response_only(read(machine)))
-            .await
     }
 
     fn not_coordinator(&self) -> CoordinatorError {
@@ -457,6 +478,14 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
                 .operation
                 .fail(CoordinatorError::Timeout { timeout_ms });
             return Ok(());
+        }
+        if queued.kind == Kind::Write {
+            // Refused before it runs, so the state stays as the log has it and the shard keeps
+            // serving (a failed append would stop it).
+            if let Err(error) = self.log.writable() {
+                queued.operation.fail(error);
+                return Ok(());
+            }
         }
         let now_ms = self.config.clock.now_ms();
         let mut ctx = OpContext {
@@ -754,6 +783,58 @@ mod tests {
             "every record, in order"
         );
         assert_eq!(state.offsets, vec![0, 1, 2, 3], "applied as written");
+    }
+
+    #[tokio::test]
+    async fn too_few_in_sync_replicas_refuse_writes_but_not_reads_and_the_shard_serves_on() {
+        let log = Arc::new(MemoryLog::new("__test_state", 0));
+        let (shard, _task) = active_shard(&log).await;
+        log.refuse_writes(true);
+        let refused = tokio::time::timeout(TEST_WAIT, shard.write(put("a", "1"))).await;
+        assert!(matches!(
+            refused.unwrap(),
+            Err(CoordinatorError::NotEnoughReplicas { .. })
+        ));
+        assert_eq!(log.end_offset(), 0, "nothing appended");
+        let read = tokio::time::timeout(TEST_WAIT, shard.read(|kv| kv.map.len())).await;
+        assert_eq!(read.unwrap().unwrap(), 0);
+        log.refuse_writes(false);
+        let write = tokio::spawn({
+            let shard = shard.clone();
+            async move { shard.write(put("a", "1")).await }
+        });
+        assert!(log.wait_end_offset(1, TEST_WAIT).await);
+        log.commit_all();
+        let answer = tokio::time::timeout(TEST_WAIT, write).await.unwrap();
+        assert_eq!(answer.unwrap().unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_record_the_state_machine_refuses_stops_the_shard_and_fails_the_next_load() {
+        let log = Arc::new(MemoryLog::new("__test_state", 0));
+        let (shard, task) = active_shard(&log).await;
+        let not_utf8 = |_: &mut KvMachine, _: &mut OpContext<'_, String>| {
+            CoordinatorResult::new(vec![CoordinatorRecord::new("k", vec![0xff])], ())
+        };
+        let answer = tokio::time::timeout(TEST_WAIT, shard.write(not_utf8)).await;
+        assert!(matches!(
+            answer.unwrap(),
+            Err(CoordinatorError::Replay { offset: 0, .. })
+        ));
+        tokio::time::timeout(TEST_WAIT, task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(shard.status(), ShardStatus::Stopped);
+
+        log.commit_all();
+        let (fresh, _task) = spawn(shard_config(TEST_WAIT), KvMachine::default(), log.clone());
+        let status = tokio::time::timeout(TEST_WAIT, fresh.loaded()).await;
+        assert_eq!(
+            status.ok(),
+            Some(ShardStatus::Stopped),
+            "the load fails too"
+        );
     }
 
     /// Schedules timers `b` (10 ms), `a` (20 ms) and `c` (15 ms, then cancelled).

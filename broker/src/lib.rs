@@ -12,8 +12,11 @@
 //! - [`cli`]: the `streambus` command line.
 //! - [`config`]: [`BrokerConfig`] and its resolution (defaults < file < environment < flags).
 //! - [`context`]: what request handlers share.
+//! - [`coordinator`]: the runtime of coordinators whose state lives in internal topics.
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
+//! - [`inter_broker`]: one bounded Kafka-protocol connection to another broker (replica
+//!   fetchers, coordinator-to-leader calls).
 //! - [`kafka`]: the Kafka protocol listener, API handlers and error mapping.
 //! - [`partition`]: the partitions hosted here, their data path (append, read) and maintenance.
 //! - [`principal`]: the authenticated identity behind a request.
@@ -26,8 +29,10 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod coordinator;
 pub mod error;
 pub mod frame;
+pub mod inter_broker;
 pub mod kafka;
 pub mod partition;
 pub mod principal;

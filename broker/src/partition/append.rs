@@ -63,9 +63,33 @@ impl Partition {
         acks: Acks,
     ) -> Result<Appended, PartitionError> {
         let batch = self.apply_compression_policy(batch)?;
+        self.append_leader(batch, None, acks, Writer::Client)
+    }
+
+    /// Appends a coordinator's batch (its records, or transaction markers) as leader at
+    /// `leader_epoch` (blocking): refused once this broker leads at another epoch, since the
+    /// coordinator's state was loaded at that one. Always checks `min.insync.replicas`, as
+    /// Kafka's coordinators write with acks=all.
+    pub(crate) fn append_coordinator_records(
+        &self,
+        batch: Bytes,
+        leader_epoch: i32,
+    ) -> Result<Appended, PartitionError> {
+        self.append_leader(batch, Some(leader_epoch), Acks::All, Writer::Coordinator)
+    }
+
+    fn append_leader(
+        &self,
+        batch: Bytes,
+        leader_epoch: Option<i32>,
+        acks: Acks,
+        writer: Writer,
+    ) -> Result<Appended, PartitionError> {
         let appended = {
             let state = self.read_state();
-            if state.role(self.broker_id) != Role::Leader {
+            if state.role(self.broker_id) != Role::Leader
+                || leader_epoch.is_some_and(|epoch| epoch != state.leader_epoch)
+            {
                 return Err(PartitionError::WrongRole("leader"));
             }
             if acks == Acks::All
@@ -73,7 +97,10 @@ impl Partition {
             {
                 return Err(PartitionError::NotEnoughReplicas);
             }
-            let info = self.log.append_as_leader(batch, state.leader_epoch)?;
+            let info = match writer {
+                Writer::Client => self.log.append_as_leader(batch, state.leader_epoch)?,
+                Writer::Coordinator => self.log.append_as_coordinator(batch, state.leader_epoch)?,
+            };
             Appended {
                 base_offset: info.base_offset,
                 last_offset: info.last_offset,
@@ -118,32 +145,57 @@ impl Partition {
         deadline: tokio::time::Instant,
         shutdown: &CancellationToken,
     ) -> Result<(), PartitionError> {
+        let commit = tokio::select! {
+            commit = self.wait_commit(appended.last_offset, appended.leader_epoch, deadline) => commit,
+            () = shutdown.cancelled() => return Err(PartitionError::TimedOut),
+        };
+        match commit {
+            Commit::Deposed => Err(PartitionError::WrongRole("leader")),
+            Commit::Pending => Err(PartitionError::TimedOut),
+            Commit::Committed { isr_size, .. } => {
+                let min_insync = self.read_state().settings.min_insync_replicas;
+                if (isr_size as u64) < u64::from(min_insync) {
+                    return Err(PartitionError::NotEnoughReplicasAfterAppend);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until the high watermark passes `last_offset`, appended as leader at
+    /// `leader_epoch`, or this broker stops leading at that epoch, or `deadline` (then
+    /// [`Commit::Pending`]).
+    pub(crate) async fn wait_commit(
+        &self,
+        last_offset: i64,
+        leader_epoch: i32,
+        deadline: tokio::time::Instant,
+    ) -> Commit {
         // Each pass either returns or waits for a high-watermark move or a role change; bounded
         // by the deadline.
         loop {
+            // Registered before the check: a move between the check and the wait still wakes.
             let waiter = Arc::new(Notify::new());
             self.add_waiter(&waiter, WakeOn::HighWatermark);
-            match self.commit_state(appended.last_offset, appended.leader_epoch) {
-                Commit::Deposed => return Err(PartitionError::WrongRole("leader")),
-                Commit::Committed { isr_size } => {
-                    let min_insync = self.read_state().settings.min_insync_replicas;
-                    if (isr_size as u64) < u64::from(min_insync) {
-                        return Err(PartitionError::NotEnoughReplicasAfterAppend);
-                    }
-                    return Ok(());
-                }
-                Commit::Pending => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(PartitionError::TimedOut);
+            let commit = self.commit_state(last_offset, leader_epoch);
+            if commit != Commit::Pending || tokio::time::Instant::now() >= deadline {
+                return commit;
             }
             tokio::select! {
                 () = waiter.notified() => {}
                 () = tokio::time::sleep_until(deadline) => {}
-                () = shutdown.cancelled() => return Err(PartitionError::TimedOut),
             }
         }
     }
+}
+
+/// Who writes a leader append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// A producer: control batches are refused.
+    Client,
+    /// A coordinator on this broker: control batches (transaction markers) allowed.
+    Coordinator,
 }
 
 /// Appends each `(partition, batch)` as leader on one blocking task and, for `acks=all`, waits

@@ -155,15 +155,18 @@ struct Waiter {
     on: WakeOn,
 }
 
-/// Where a leader's append stands in the acks=all wait.
+/// Where a leader's append stands in the wait for its commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Commit {
+pub(crate) enum Commit {
     /// This broker no longer leads at the append's epoch: its fate is unknown.
     Deposed,
     /// The high watermark has not passed it yet.
     Pending,
-    /// The high watermark passed it, with this many replicas in sync then.
-    Committed { isr_size: usize },
+    /// The high watermark passed it: it was this, with this many replicas in sync.
+    Committed {
+        high_watermark: i64,
+        isr_size: usize,
+    },
 }
 
 /// A partition replica hosted by this broker.
@@ -333,13 +336,25 @@ impl Partition {
         if state.role(self.broker_id) != Role::Leader || state.leader_epoch != leader_epoch {
             return Commit::Deposed;
         }
-        if self.high_watermark() > last_offset {
+        let high_watermark = self.high_watermark();
+        if high_watermark > last_offset {
             Commit::Committed {
+                high_watermark,
                 isr_size: state.isr.len(),
             }
         } else {
             Commit::Pending
         }
+    }
+
+    /// The first offset of the log (cheap: no storage lock).
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+
+    /// The offset the next append gets (cheap: no storage lock).
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
     }
 
     pub fn high_watermark(&self) -> i64 {

@@ -182,7 +182,7 @@ impl Partition {
 
     /// Reads whole batches from `fetch_offset`, at most `budget` bytes (the first batch even
     /// when larger), up to `bound` (blocking).
-    pub(super) fn read(&self, fetch_offset: i64, budget: usize, bound: ReadBound) -> PartitionRead {
+    pub(crate) fn read(&self, fetch_offset: i64, budget: usize, bound: ReadBound) -> PartitionRead {
         let high_watermark = self.high_watermark();
         let last_stable_offset = self.last_stable_offset();
         let upper = match bound {

@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::peer::{PeerConnection, PeerError};
 use super::ReplicationConfig;
+use crate::inter_broker::{PeerConnection, PeerError};
 use crate::kafka::wire::{to_uuid, topic_name};
 use crate::partition::manager::Followed;
 use crate::partition::{Partition, PartitionError};

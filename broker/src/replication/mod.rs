@@ -1,10 +1,9 @@
 //! Partition replication between brokers, the follower's side: followers fetch from leaders
-//! ([`fetcher`]) over plain Kafka-protocol connections ([`peer`]). The leader's side of a
-//! follower fetch (its position, the high watermark, the ISR changes it calls for) lives with
-//! the partition (`crate::partition::replicas`, `crate::partition::isr`).
+//! ([`fetcher`]) over plain Kafka-protocol connections ([`crate::inter_broker`]). The leader's
+//! side of a follower fetch (its position, the high watermark, the ISR changes it calls for)
+//! lives with the partition (`crate::partition::replicas`, `crate::partition::isr`).
 
 pub mod fetcher;
-pub mod peer;
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
-//! One Kafka-protocol connection from this broker to another (a follower to its leader): sends
-//! a request, waits for its response, one at a time. Every step is bounded by a timeout, and a
-//! response frame by a size limit checked before anything is allocated for it.
+//! One Kafka-protocol connection from this broker to another (a follower to its leader, a
+//! coordinator to a partition leader): sends a request, waits for its response, one at a time.
+//! Every step is bounded by a timeout, and a response frame by a size limit checked before
+//! anything is allocated for it.
 
 use std::time::Duration;
 

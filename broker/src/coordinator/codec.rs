@@ -1,0 +1,150 @@
+//! Coordinator records to and from Kafka v2 record batches, with kafka-protocol's codec (through
+//! the storage crate's `encode_records` and bounded `decode_batch`). Batches carry no producer
+//! id and no transactional flag, as Kafka's coordinators write their own records.
+
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, Record, TimestampType};
+use streambus_storage::batch::{self, BatchIter, BatchStep};
+use streambus_storage::decompress;
+
+use super::log::LoggedRecord;
+use super::machine::CoordinatorRecord;
+use super::CoordinatorError;
+
+/// Encodes `records` as one uncompressed batch at base offset 0 (the log assigns offsets),
+/// stamped `now_ms`.
+pub fn encode(records: &[CoordinatorRecord], now_ms: i64) -> Result<Bytes, CoordinatorError> {
+    let mut encoded: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now_ms,
+            key: Some(record.key.clone()),
+            value: record.value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let batch = batch::encode_records(&mut encoded, Compression::None).map_err(|error| {
+        CoordinatorError::Codec {
+            offset: -1,
+            reason: error.to_string(),
+        }
+    })?;
+    let batch = batch.freeze();
+    // Checked on this side of the write too: exactly one valid batch holding every record.
+    let header = batch::validate(&batch, false).map_err(|error| CoordinatorError::Codec {
+        offset: -1,
+        reason: error.to_string(),
+    })?;
+    debug_assert_eq!(header.total_len(), batch.len());
+    debug_assert_eq!(header.records_count as usize, records.len());
+    Ok(batch)
+}
+
+/// The records of the whole batches in `batches` at or after `from_offset`, and the offset after
+/// the last batch. Control batches (transaction markers) hold no coordinator records and are
+/// skipped; a partial batch at the end is left for the next read. `decompressed_bytes_max`
+/// bounds what one batch may inflate to.
+pub fn decode(
+    batches: &Bytes,
+    from_offset: i64,
+    decompressed_bytes_max: usize,
+) -> Result<(Vec<LoggedRecord>, i64), CoordinatorError> {
+    let mut records = Vec::new();
+    let mut next_offset = from_offset;
+    for step in BatchIter::new(batches) {
+        let (position, header) = match step {
+            BatchStep::Batch { position, header } => (position, header),
+            BatchStep::Partial { .. } => break,
+            BatchStep::Invalid { .. } => {
+                return Err(CoordinatorError::Codec {
+                    offset: next_offset,
+                    reason: "impossible batch length".to_owned(),
+                })
+            }
+        };
+        next_offset = next_offset.max(header.next_offset());
+        if header.is_control() {
+            continue;
+        }
+        let mut one = batches.slice(position..position + header.total_len());
+        let set = decompress::decode_batch(&mut one, decompressed_bytes_max).map_err(|error| {
+            CoordinatorError::Codec {
+                offset: header.base_offset,
+                reason: error.to_string(),
+            }
+        })?;
+        records.extend(
+            set.records
+                .into_iter()
+                .filter(|record| record.offset >= from_offset)
+                .map(|record| LoggedRecord {
+                    offset: record.offset,
+                    key: record.key,
+                    value: record.value,
+                }),
+        );
+    }
+    Ok((records, next_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_come_back_with_their_offsets_keys_values_and_tombstones() {
+        let written = vec![
+            CoordinatorRecord::new("k1", "v1"),
+            CoordinatorRecord::tombstone("k2"),
+            CoordinatorRecord::new("k3", ""),
+        ];
+        let mut batch = bytes::BytesMut::from(&encode(&written, 1_000).unwrap()[..]);
+        batch::set_base_offset(&mut batch, 10);
+        let batch = batch.freeze();
+        let header = batch::validate(&batch, false).unwrap();
+        assert_eq!(header.producer_id, -1);
+        assert!(!header.is_transactional());
+
+        let (read, next) = decode(&batch, 0, 1 << 20).unwrap();
+        assert_eq!(next, 13);
+        let keys: Vec<_> = read.iter().map(|r| (r.offset, r.key.clone())).collect();
+        assert_eq!(
+            keys,
+            vec![
+                (10, Some(Bytes::from("k1"))),
+                (11, Some(Bytes::from("k2"))),
+                (12, Some(Bytes::from("k3")))
+            ]
+        );
+        assert_eq!(read[0].value, Some(Bytes::from("v1")));
+        assert_eq!(read[1].value, None, "a tombstone has no value");
+        assert_eq!(
+            read[2].value,
+            Some(Bytes::new()),
+            "empty is not a tombstone"
+        );
+
+        let (from_middle, _) = decode(&batch, 12, 1 << 20).unwrap();
+        assert_eq!(
+            from_middle.len(),
+            1,
+            "records before the start are left out"
+        );
+        let (partial, next) = decode(&batch.slice(..batch.len() - 1), 10, 1 << 20).unwrap();
+        assert!(
+            partial.is_empty(),
+            "a partial batch waits for the next read"
+        );
+        assert_eq!(next, 10);
+    }
+}

@@ -1,0 +1,103 @@
+//! The contract of a coordinator state machine: rebuilt from its partition by `replay`, changed
+//! by operations that return *(records to write, response)*, woken by timers that also return
+//! records. Pure: no I/O and no clock (time comes in as `now_ms`), so a state machine is
+//! deterministic in tests and every replica's replay reaches the same state.
+
+use std::fmt::Debug;
+
+use bytes::Bytes;
+
+use super::timer::Timers;
+
+/// One record a coordinator writes to its partition: a key and a value, or no value for a
+/// tombstone (compaction then removes the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorRecord {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+}
+
+impl CoordinatorRecord {
+    pub fn new(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        CoordinatorRecord {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    pub fn tombstone(key: impl Into<Bytes>) -> Self {
+        CoordinatorRecord {
+            key: key.into(),
+            value: None,
+        }
+    }
+}
+
+/// What an operation returns: the records to write and the response released once they are
+/// committed. Records empty: the response is released once every record written before is
+/// committed, so it never reflects an uncommitted write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorResult<R> {
+    pub records: Vec<CoordinatorRecord>,
+    pub response: R,
+}
+
+impl<R> CoordinatorResult<R> {
+    pub fn new(records: Vec<CoordinatorRecord>, response: R) -> Self {
+        CoordinatorResult { records, response }
+    }
+
+    /// A result that writes nothing.
+    pub fn response_only(response: R) -> Self {
+        CoordinatorResult {
+            records: Vec::new(),
+            response,
+        }
+    }
+}
+
+/// What an operation, a timer callback or `on_loaded` may use besides the state: the time and
+/// the state machine's timers.
+#[derive(Debug)]
+pub struct OpContext<'a, K: Ord + Clone> {
+    /// Milliseconds since the Unix epoch, read once by the shard for this call.
+    pub now_ms: i64,
+    pub timers: &'a mut Timers<K>,
+}
+
+/// Why `replay` refused a record; the load (or the shard) fails with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayError(pub String);
+
+/// A coordinator state machine (one per partition of its internal topic).
+///
+/// Persistent state changes only in [`CoordinatorMachine::replay`]: the shard replays an
+/// operation's records right after appending them, so the state after a write is exactly what
+/// replaying the log gives. Operations (closures given to the runtime) and timer callbacks may
+/// change volatile state (members' heartbeats, timers) directly.
+pub trait CoordinatorMachine: Send + 'static {
+    /// Identifies a timer of this machine (a member's session, a group's rebalance).
+    type TimerKey: Ord + Clone + Debug + Send + 'static;
+
+    /// Applies the record at `offset` (read from the log or just written). `value: None` is a
+    /// tombstone.
+    fn replay(
+        &mut self,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(), ReplayError>;
+
+    /// Called once the partition has been replayed, before any operation: schedules the timers
+    /// the loaded state needs.
+    fn on_loaded(&mut self, ctx: &mut OpContext<'_, Self::TimerKey>) {
+        let _ = ctx;
+    }
+
+    /// Timer `key` expired: returns the records to write (expired offsets, a member removed).
+    fn on_timer(
+        &mut self,
+        key: Self::TimerKey,
+        ctx: &mut OpContext<'_, Self::TimerKey>,
+    ) -> Vec<CoordinatorRecord>;
+}

@@ -1,0 +1,140 @@
+//! Keyed timers of one coordinator state machine, with time passed in: `schedule` and `cancel`
+//! by key, `expired(now_ms)` pops the due ones in deadline order. Pure (no clock, no tasks): the
+//! shard drives it from a real clock, tests by hand. Timers are volatile state: a new
+//! coordinator schedules them again after replay (`CoordinatorMachine::on_loaded`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Pending timers by key; at most one per key.
+#[derive(Debug, Clone)]
+pub struct Timers<K: Ord + Clone> {
+    /// Key → (deadline, sequence number of its scheduling).
+    by_key: BTreeMap<K, (i64, u64)>,
+    /// Due order: deadline, then scheduling order, so timers with equal deadlines fire in the
+    /// order they were scheduled.
+    queue: BTreeSet<(i64, u64, K)>,
+    next_seq: u64,
+}
+
+impl<K: Ord + Clone> Default for Timers<K> {
+    fn default() -> Self {
+        Timers {
+            by_key: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            next_seq: 0,
+        }
+    }
+}
+
+impl<K: Ord + Clone> Timers<K> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Schedules `key` to fire at `deadline_ms`, replacing its pending timer if it has one.
+    pub fn schedule(&mut self, key: K, deadline_ms: i64) {
+        self.cancel(&key);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.insert((deadline_ms, seq, key.clone()));
+        self.by_key.insert(key, (deadline_ms, seq));
+    }
+
+    /// Cancels `key`'s pending timer; whether it had one.
+    pub fn cancel(&mut self, key: &K) -> bool {
+        match self.by_key.remove(key) {
+            Some((deadline_ms, seq)) => {
+                let removed = self.queue.remove(&(deadline_ms, seq, key.clone()));
+                debug_assert!(removed, "timer queue and key index agree");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `key`'s deadline, if it has a pending timer.
+    pub fn deadline_ms(&self, key: &K) -> Option<i64> {
+        self.by_key.get(key).map(|(deadline_ms, _)| *deadline_ms)
+    }
+
+    /// The earliest pending deadline.
+    pub fn next_deadline_ms(&self) -> Option<i64> {
+        self.queue.first().map(|(deadline_ms, _, _)| *deadline_ms)
+    }
+
+    /// Removes and returns the timers due at `now_ms` (deadline at or before it), earliest
+    /// deadline first.
+    pub fn expired(&mut self, now_ms: i64) -> Vec<K> {
+        let mut due = Vec::new();
+        // Each pass removes one entry; bounded by the number of pending timers.
+        while let Some((deadline_ms, _, _)) = self.queue.first() {
+            if *deadline_ms > now_ms {
+                break;
+            }
+            let Some((_, _, key)) = self.queue.pop_first() else {
+                break;
+            };
+            self.by_key.remove(&key);
+            due.push(key);
+        }
+        due
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_fire_in_deadline_order_and_cancelled_ones_do_not() {
+        let mut timers = Timers::new();
+        timers.schedule("session-b", 300);
+        timers.schedule("session-a", 100);
+        timers.schedule("rebalance", 200);
+        timers.schedule("cancelled", 150);
+        timers.schedule("same-deadline-later", 200);
+        assert!(timers.cancel(&"cancelled"));
+        assert!(!timers.cancel(&"cancelled"), "cancelled once only");
+        assert_eq!(timers.next_deadline_ms(), Some(100));
+
+        assert!(timers.expired(99).is_empty(), "nothing due yet");
+        assert_eq!(
+            timers.expired(100),
+            vec!["session-a"],
+            "due at its deadline"
+        );
+        assert_eq!(
+            timers.expired(250),
+            vec!["rebalance", "same-deadline-later"],
+            "equal deadlines fire in scheduling order"
+        );
+        assert_eq!(timers.len(), 1);
+        assert_eq!(timers.expired(1_000), vec!["session-b"]);
+        assert!(timers.is_empty());
+        assert_eq!(timers.next_deadline_ms(), None);
+    }
+
+    #[test]
+    fn scheduling_a_key_again_replaces_its_deadline() {
+        let mut timers = Timers::new();
+        timers.schedule(1u32, 100);
+        timers.schedule(2u32, 150);
+        timers.schedule(1u32, 200);
+        assert_eq!(timers.len(), 2);
+        assert_eq!(timers.deadline_ms(&1), Some(200));
+        assert_eq!(
+            timers.expired(199),
+            vec![2],
+            "the old deadline no longer fires"
+        );
+        assert_eq!(timers.expired(200), vec![1]);
+    }
+}

@@ -12,12 +12,14 @@
 //! - [`cli`]: the `streambus` command line.
 //! - [`config`]: [`BrokerConfig`] and its resolution (defaults < file < environment < flags).
 //! - [`context`]: what request handlers share.
+//! - [`endpoints`]: the names of a broker's registered endpoints, and live brokers' Kafka
+//!   endpoints in the image.
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
 //! - [`kafka`]: the Kafka protocol listener, API handlers and error mapping.
 //! - [`partition`]: the partitions hosted here and their maintenance.
 //! - [`producer_ids`]: producer ids from quorum-allocated blocks.
-//! - [`quorum`]: the `[metadata]` config and starting this broker's metadata quorum member.
+//! - [`quorum`]: starting this broker's metadata quorum member.
 //! - [`replication`]: replica fetchers and ISR maintenance between brokers.
 //! - [`topic_config`]: Kafka topic configs: validation, resolution, description.
 
@@ -25,6 +27,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod endpoints;
 pub mod error;
 pub mod frame;
 pub mod kafka;

@@ -2,14 +2,16 @@
 //! dispatch, the error mapping, and one handler module per API.
 //!
 //! Modules:
-//! - [`api`]: supported versions (what ApiVersions advertises) and dispatch to handlers.
+//! - [`api`]: dispatch to handlers.
 //! - [`connection`]: one client connection: framing, ordering, limits.
 //! - [`errors`]: the single mapping from failures to Kafka error codes.
 //! - [`handlers`]: one module per Kafka API.
 //! - [`server`]: the accept loop, connection limit and graceful stop.
+//! - [`versions`]: the APIs and versions served (what ApiVersions advertises).
 
 pub mod api;
 pub mod connection;
 pub mod errors;
 pub mod handlers;
 pub mod server;
+pub mod versions;

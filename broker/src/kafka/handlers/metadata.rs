@@ -16,8 +16,8 @@ use streambus_raft::{MetadataCommand, MetadataImage, RaftError};
 
 use super::{from_uuid, new_topic_id, str_bytes, to_uuid, topic_name, AUTHORIZED_OPERATIONS_UNSET};
 use crate::context::BrokerContext;
+use crate::endpoints;
 use crate::kafka::errors::{code, Failure, RequestProblem};
-use crate::quorum::KAFKA_ENDPOINT;
 
 /// How long an auto-created topic may take to appear in this broker's image.
 const AUTO_CREATE_WAIT: Duration = Duration::from_secs(5);
@@ -148,17 +148,13 @@ async fn wait_for_topics(ctx: &BrokerContext, names: Vec<String>) -> Arc<Metadat
 
 /// The brokers clients may connect to: registered, not fenced, with a Kafka listener.
 fn live_brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
-    image
-        .unfenced_brokers()
-        .filter_map(|broker| {
-            let endpoint = broker.endpoints.iter().find(|e| e.name == KAFKA_ENDPOINT)?;
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(WireBrokerId(broker.broker_id))
-                    .with_host(str_bytes(endpoint.host.clone()))
-                    .with_port(i32::from(endpoint.port))
-                    .with_rack(broker.rack.clone().map(str_bytes)),
-            )
+    endpoints::live_kafka_brokers(image)
+        .map(|(broker, endpoint)| {
+            MetadataResponseBroker::default()
+                .with_node_id(WireBrokerId(broker.broker_id))
+                .with_host(str_bytes(endpoint.host.clone()))
+                .with_port(i32::from(endpoint.port))
+                .with_rack(broker.rack.clone().map(str_bytes))
         })
         .collect()
 }

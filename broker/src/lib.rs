@@ -17,6 +17,8 @@
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
 //! - [`kafka`]: the Kafka protocol listener, API handlers and error mapping.
+//! - [`ops`]: cluster operations (topics, configs, reassignments, elections) in domain types,
+//!   under every admin protocol.
 //! - [`partition`]: the partitions hosted here and their maintenance.
 //! - [`producer_ids`]: producer ids from quorum-allocated blocks.
 //! - [`quorum`]: starting this broker's metadata quorum member.
@@ -31,6 +33,7 @@ pub mod endpoints;
 pub mod error;
 pub mod frame;
 pub mod kafka;
+pub mod ops;
 pub mod partition;
 pub mod producer_ids;
 pub mod quorum;

@@ -1,6 +1,6 @@
-//! One module per Kafka API. A handler turns a decoded request into calls on the metadata image,
-//! metadata commands and the partition manager, and builds the response; failures become codes
-//! through [`crate::kafka::errors`] only.
+//! One module per Kafka API. A handler turns a decoded request into calls on the cluster
+//! operations ([`crate::ops`]), the metadata image and the partition manager, and builds the
+//! response; failures become codes through [`crate::kafka::errors`] only.
 //!
 //! Every handler has the shape `handle(ctx, version, request) -> response` (async when it
 //! waits for storage or the quorum); `version` is the request's API version.
@@ -56,16 +56,6 @@ pub fn from_uuid(uuid: &Uuid) -> TopicId {
 
 /// Kafka's "not set" for authorized-operations fields.
 pub const AUTHORIZED_OPERATIONS_UNSET: i32 = i32::MIN;
-
-/// A fresh random topic id (never the all-zero "none").
-pub fn new_topic_id() -> TopicId {
-    loop {
-        let id = TopicId(*Uuid::new_v4().as_bytes());
-        if !id.is_zero() {
-            return id;
-        }
-    }
-}
 
 /// The partition `index` of `topic` that this broker leads per `image`, checked against the
 /// client's `current_leader_epoch` (-1: no check); an unknown topic or a negative index is

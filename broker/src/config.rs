@@ -8,6 +8,9 @@
 //!
 //! Environment variable names are derived from the TOML keys: `node_id` is `STREAMBUS_NODE_ID`,
 //! `log.segment_bytes` (key `segment_bytes` of the `[log]` table) is `STREAMBUS_LOG_SEGMENT_BYTES`.
+//!
+//! Tables with a module of their own: `[metadata]` ([`MetadataConfig`]) and `[topics]`
+//! ([`TopicsConfig`]); `[replication]` lives with the replication code.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,8 +21,13 @@ use streambus_storage::LogConfig;
 use toml::{Table, Value};
 
 use crate::error::{BrokerError, Origin, Result};
-use crate::quorum::MetadataConfig;
 use crate::replication::ReplicationConfig;
+
+mod metadata;
+mod topics;
+
+pub use metadata::MetadataConfig;
+pub use topics::{CompressionType, TopicsConfig};
 
 /// Prefix of the environment variables that set config keys. The whole prefix is reserved: an
 /// unknown `STREAMBUS_*` variable is an error, like an unknown key in the file.
@@ -81,43 +89,6 @@ impl Default for BrokerConfig {
             kafka: KafkaConfig::default(),
             metadata: MetadataConfig::default(),
             replication: ReplicationConfig::default(),
-        }
-    }
-}
-
-/// The `[topics]` table: broker-wide topic defaults beyond the log settings, and auto-creation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TopicsConfig {
-    /// `auto.create.topics.enable`: Metadata and Produce requests for an unknown topic create it.
-    pub auto_create_enable: bool,
-    /// `num.partitions`: partitions of an auto-created topic, and of CreateTopics asking for -1.
-    pub num_partitions: u32,
-    /// `default.replication.factor`: replicas of an auto-created topic, and of CreateTopics asking
-    /// for -1.
-    pub default_replication_factor: u16,
-    /// `compression.type`: `producer` keeps the client's codec; `uncompressed`, `gzip`, `snappy`,
-    /// `lz4` or `zstd` make the broker recompress batches that use another codec.
-    pub compression_type: String,
-    /// `min.insync.replicas`: an `acks=all` produce fails with NOT_ENOUGH_REPLICAS when fewer
-    /// replicas are in sync.
-    pub min_insync_replicas: u32,
-    /// `log.retention.check.interval.ms`: how often retention and compaction run.
-    pub retention_check_interval_ms: u64,
-    /// `producer.id.expiration.ms`: idempotent-producer state is dropped after this much silence.
-    pub producer_id_expiration_ms: i64,
-}
-
-impl Default for TopicsConfig {
-    fn default() -> Self {
-        TopicsConfig {
-            auto_create_enable: true,
-            num_partitions: 1,
-            default_replication_factor: 1,
-            compression_type: "producer".to_owned(),
-            min_insync_replicas: 1,
-            retention_check_interval_ms: 300_000,
-            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -341,7 +312,7 @@ impl BrokerConfig {
         if topics.min_insync_replicas == 0 {
             return invalid("topics.min_insync_replicas", "must be at least 1");
         }
-        if crate::topic_config::CompressionType::parse(&topics.compression_type).is_none() {
+        if CompressionType::parse(&topics.compression_type).is_none() {
             return invalid(
                 "topics.compression_type",
                 "must be one of producer, uncompressed, gzip, snappy, lz4, zstd",

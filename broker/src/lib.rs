@@ -13,15 +13,19 @@
 //! - [`config`]: [`BrokerConfig`] and its resolution (defaults < file < environment < flags).
 //! - [`context`]: what request handlers share.
 //! - [`coordinator`]: the runtime of coordinators whose state lives in internal topics.
+//! - [`endpoints`]: the names of a broker's registered endpoints, and live brokers' Kafka
+//!   endpoints in the image.
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
 //! - [`inter_broker`]: one bounded Kafka-protocol connection to another broker (replica
 //!   fetchers, coordinator-to-leader calls).
 //! - [`kafka`]: the Kafka protocol listener, API handlers and error mapping.
+//! - [`ops`]: cluster operations (topics, configs, reassignments, elections) in domain types,
+//!   under every admin protocol.
 //! - [`partition`]: the partitions hosted here, their data path (append, read) and maintenance.
 //! - [`principal`]: the authenticated identity behind a request.
 //! - [`producer_ids`]: producer ids from quorum-allocated blocks.
-//! - [`quorum`]: the `[metadata]` config and starting this broker's metadata quorum member.
+//! - [`quorum`]: starting this broker's metadata quorum member.
 //! - [`replication`]: replica fetchers and ISR maintenance between brokers.
 //! - [`topic_config`]: Kafka topic configs: validation, resolution, description.
 
@@ -30,10 +34,12 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod coordinator;
+pub mod endpoints;
 pub mod error;
 pub mod frame;
 pub mod inter_broker;
 pub mod kafka;
+pub mod ops;
 pub mod partition;
 pub mod principal;
 pub mod producer_ids;

@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::records::Compression;
 use streambus_storage::{CleanupPolicy, LogConfig};
 
+pub use crate::config::CompressionType;
 use crate::config::{BrokerConfig, TopicsConfig};
 
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
@@ -45,30 +45,6 @@ pub const KEYS: &[&str] = &[
     SEGMENT_MS,
     UNCLEAN_LEADER_ELECTION_ENABLE,
 ];
-
-/// The `compression.type` of a topic (or the broker default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompressionType {
-    /// Keep whatever codec the producer used.
-    Producer,
-    /// Store batches with this codec, recompressing those that use another.
-    Codec(Compression),
-}
-
-impl CompressionType {
-    /// Parses Kafka's spelling.
-    pub fn parse(value: &str) -> Option<Self> {
-        Some(match value.trim() {
-            "producer" => CompressionType::Producer,
-            "uncompressed" | "none" => CompressionType::Codec(Compression::None),
-            "gzip" => CompressionType::Codec(Compression::Gzip),
-            "snappy" => CompressionType::Codec(Compression::Snappy),
-            "lz4" => CompressionType::Codec(Compression::Lz4),
-            "zstd" => CompressionType::Codec(Compression::Zstd),
-            _ => return None,
-        })
-    }
-}
 
 /// What a partition of a topic runs with: topic configs over broker defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -272,6 +248,8 @@ pub fn describe(config: &BrokerConfig, configs: &BTreeMap<String, String>) -> Ve
 
 #[cfg(test)]
 mod tests {
+    use kafka_protocol::records::Compression;
+
     use super::*;
 
     fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::CoordinatorError;
 use crate::context::BrokerContext;
-use crate::kafka::handlers::new_topic_id;
+use crate::ops::topics::new_topic_id;
 use crate::topic_config;
 
 /// How long a created topic may take to reach this broker's image before the caller is told

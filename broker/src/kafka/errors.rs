@@ -7,6 +7,7 @@ use streambus_raft::command::Rejection;
 use streambus_raft::RaftError;
 use streambus_storage::{BatchError, StorageError};
 
+use crate::ops::OpsError;
 use crate::partition::manager::LeaderLookup;
 use crate::partition::PartitionError;
 use crate::producer_ids::ProducerIdError;
@@ -75,7 +76,44 @@ pub enum Failure<'a> {
     Partition(&'a PartitionError),
     Config(&'a ConfigProblem),
     ProducerIds(&'a ProducerIdError),
+    Ops(&'a OpsError),
     Request(RequestProblem),
+}
+
+/// A failure as a response carries it: the Kafka error code and the one-line message the client
+/// sees with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: i16,
+    pub message: String,
+}
+
+impl Refusal {
+    /// `failure`'s code and its own message.
+    pub fn of(failure: Failure<'_>) -> Refusal {
+        let (code, message) = code_and_message(failure);
+        Refusal { code, message }
+    }
+
+    /// `failure`'s code with a message of the caller's.
+    pub fn with_message(failure: Failure<'_>, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: code(failure),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<&OpsError> for Refusal {
+    fn from(error: &OpsError) -> Refusal {
+        Refusal::of(Failure::Ops(error))
+    }
+}
+
+impl From<OpsError> for Refusal {
+    fn from(error: OpsError) -> Refusal {
+        Refusal::from(&error)
+    }
 }
 
 /// The Kafka error for `failure`.
@@ -169,6 +207,7 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
         Failure::Config(_) => E::InvalidConfig,
         // Retriable: the block allocation waits for a registration or a controller.
         Failure::ProducerIds(_) => E::CoordinatorNotAvailable,
+        Failure::Ops(error) => ops_error_code(error),
         Failure::Request(problem) => match problem {
             RequestProblem::InvalidRequiredAcks => E::InvalidRequiredAcks,
             RequestProblem::MissingRecords => E::CorruptMessage,
@@ -198,6 +237,30 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
     }
 }
 
+fn ops_error_code(error: &OpsError) -> ResponseError {
+    use ResponseError as E;
+    match error {
+        OpsError::Metadata(error) => error_code(&Failure::Metadata(error)),
+        OpsError::Rejected(rejection) => error_code(&Failure::Rejected(rejection)),
+        OpsError::Config(problem) => error_code(&Failure::Config(problem)),
+        OpsError::DuplicateTopic(_)
+        | OpsError::DuplicateResource(_)
+        | OpsError::DuplicateConfig(_)
+        | OpsError::StaticBrokerConfigs
+        | OpsError::OtherBroker { .. } => E::InvalidRequest,
+        OpsError::UnknownTopic(_) | OpsError::UnknownPartition { .. } => E::UnknownTopicOrPartition,
+        OpsError::UnknownTopicId(_) => E::UnknownTopicId,
+        OpsError::InvalidPartitions(_) => E::InvalidPartitions,
+        OpsError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
+        OpsError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
+        OpsError::ElectionNotNeeded => E::ElectionNotNeeded,
+        OpsError::PreferredLeaderNotAvailable => E::PreferredLeaderNotAvailable,
+        OpsError::EligibleLeadersNotAvailable => E::EligibleLeadersNotAvailable,
+        // As a controller that does not answer: retriable.
+        OpsError::UnexpectedAnswer(_) => E::RequestTimedOut,
+    }
+}
+
 /// The wire code of `failure`.
 pub fn code(failure: Failure<'_>) -> i16 {
     error_code(&failure).code()
@@ -213,6 +276,7 @@ pub fn code_and_message(failure: Failure<'_>) -> (i16, String) {
         Failure::Partition(e) => e.to_string(),
         Failure::Config(p) => p.to_string(),
         Failure::ProducerIds(e) => e.to_string(),
+        Failure::Ops(e) => e.to_string(),
         Failure::Request(p) => format!("{p:?}"),
     };
     (code(failure), message)
@@ -272,5 +336,30 @@ mod tests {
             current_epoch: 1,
         };
         assert_eq!(code(Failure::Storage(&epoch)), 47);
+    }
+
+    #[test]
+    fn ops_errors_keep_the_codes_of_what_they_wrap() {
+        let rejection = Rejection::TopicAlreadyExists { name: "t".into() };
+        let written = OpsError::from(RaftError::Rejected(rejection.clone()));
+        assert_eq!(code(Failure::Ops(&written)), 36);
+        assert_eq!(code(Failure::Ops(&OpsError::Rejected(rejection))), 36);
+        let problem = ConfigProblem::UnknownKey("k".into());
+        assert_eq!(code(Failure::Ops(&OpsError::Config(problem))), 40);
+        let no_controller = OpsError::from(RaftError::NoController("x".into()));
+        assert!(error_code(&Failure::Ops(&no_controller)).is_retriable());
+        let unknown = OpsError::UnknownPartition {
+            topic: "t".into(),
+            partition: -1,
+        };
+        assert_eq!(code(Failure::Ops(&unknown)), 3);
+        assert_eq!(
+            code(Failure::Ops(&OpsError::DuplicateTopic("t".into()))),
+            42
+        );
+        assert_eq!(code(Failure::Ops(&OpsError::ElectionNotNeeded)), 84);
+        let refusal = Refusal::from(OpsError::UnknownTopic("t".into()));
+        assert_eq!(refusal.code, 3);
+        assert_eq!(refusal.message, "unknown topic `t`");
     }
 }

@@ -1,15 +1,15 @@
-//! ApiVersions: the APIs and version ranges this broker handles, exactly as [`api::SUPPORTED`]
+//! ApiVersions: the APIs and version ranges this broker handles, exactly as [`versions::SUPPORTED`]
 //! lists them. No feature flags or other tagged fields are sent: librdkafka before 2.2 (Debian's
 //! kcat) cannot skip tagged fields it does not know in this response.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 
-use crate::kafka::api;
+use crate::kafka::versions;
 
 /// The advertised ranges.
 pub fn supported_api_keys() -> Vec<ApiVersion> {
-    api::SUPPORTED
+    versions::SUPPORTED
         .iter()
         .map(|(key, min, max)| {
             ApiVersion::default()

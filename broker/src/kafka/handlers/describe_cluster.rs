@@ -5,10 +5,10 @@
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::{str_bytes, AUTHORIZED_OPERATIONS_UNSET};
 use crate::context::BrokerContext;
+use crate::endpoints;
 use crate::kafka::errors::{code, Failure, RequestProblem};
-use crate::quorum::KAFKA_ENDPOINT;
+use crate::kafka::wire::{str_bytes, AUTHORIZED_OPERATIONS_UNSET};
 
 /// Kafka's `EndpointType.BROKER`.
 const ENDPOINT_TYPE_BROKER: i8 = 1;
@@ -38,17 +38,13 @@ pub fn handle(
         }
     }
     let image = ctx.image();
-    let brokers = image
-        .unfenced_brokers()
-        .filter_map(|broker| {
-            let endpoint = broker.endpoints.iter().find(|e| e.name == KAFKA_ENDPOINT)?;
-            Some(
-                DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(broker.broker_id))
-                    .with_host(str_bytes(endpoint.host.clone()))
-                    .with_port(i32::from(endpoint.port))
-                    .with_rack(broker.rack.clone().map(str_bytes)),
-            )
+    let brokers = endpoints::live_kafka_brokers(&image)
+        .map(|(broker, endpoint)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(broker.broker_id))
+                .with_host(str_bytes(endpoint.host.clone()))
+                .with_port(i32::from(endpoint.port))
+                .with_rack(broker.rack.clone().map(str_bytes))
         })
         .collect();
     response.with_brokers(brokers)

@@ -23,10 +23,10 @@ use streambus_raft::image::TopicRecord;
 use streambus_raft::MetadataImage;
 use uuid::Uuid;
 
-use super::from_uuid;
 use crate::context::BrokerContext;
 use crate::kafka::errors::{code, Failure, RequestProblem};
 use crate::kafka::request::RequestContext;
+use crate::kafka::wire::from_uuid;
 use crate::partition::read::{self, FetchLimits, PartitionRead, ReadBound, ReadTarget};
 use crate::partition::Partition;
 

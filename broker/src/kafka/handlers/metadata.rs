@@ -3,24 +3,18 @@
 //! topics are created when `topics.auto_create_enable` is on and the client allows it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId as WireBrokerId, MetadataRequest, MetadataResponse};
-use streambus_raft::command::{CreateTopic, TopicAssignment};
 use streambus_raft::image::TopicRecord;
-use streambus_raft::{MetadataCommand, MetadataImage, RaftError};
+use streambus_raft::MetadataImage;
 
-use super::{from_uuid, new_topic_id, str_bytes, to_uuid, topic_name, AUTHORIZED_OPERATIONS_UNSET};
 use crate::context::BrokerContext;
 use crate::kafka::errors::{code, Failure, RequestProblem};
-use crate::quorum::KAFKA_ENDPOINT;
-
-/// How long an auto-created topic may take to appear in this broker's image.
-const AUTO_CREATE_WAIT: Duration = Duration::from_secs(5);
+use crate::kafka::wire::{from_uuid, str_bytes, to_uuid, topic_name, AUTHORIZED_OPERATIONS_UNSET};
+use crate::{endpoints, ops};
 
 pub async fn handle(
     ctx: &BrokerContext,
@@ -49,20 +43,17 @@ pub async fn handle(
             if allow_auto_create {
                 for wanted in &requested {
                     let Some(name) = &wanted.name else { continue };
-                    if image.topic_by_name(name).is_none() {
-                        let outcome = auto_create(ctx, name.as_str()).await;
+                    if image.topic_by_name(name).is_none() && !created.contains_key(name.as_str()) {
+                        // Each creation waits until this broker shows the topic.
+                        let outcome = match ops::topics::auto_create(ctx, name.as_str()).await {
+                            Ok(()) => 0,
+                            Err(error) => code(Failure::Ops(&error)),
+                        };
                         created.insert(name.to_string(), outcome);
                     }
                 }
-                // Only names whose creation was accepted will appear; waiting for the refused
-                // ones would hold the response for the whole wait.
-                let accepted: Vec<String> = created
-                    .iter()
-                    .filter(|(_, code)| **code == 0)
-                    .map(|(name, _)| name.clone())
-                    .collect();
-                if !accepted.is_empty() {
-                    image = wait_for_topics(ctx, accepted).await;
+                if !created.is_empty() {
+                    image = ctx.image();
                 }
             }
             for wanted in requested {
@@ -110,55 +101,15 @@ pub async fn handle(
     response
 }
 
-/// Creates `name` with the broker defaults; returns 0 or the error code to report for it.
-async fn auto_create(ctx: &BrokerContext, name: &str) -> i16 {
-    // Checked here first: a bad name costs no metadata write (each unknown name in a request
-    // would otherwise be one round trip to the controller).
-    if let Err(rejection) = streambus_raft::image::validate_topic_name(name) {
-        return code(Failure::Rejected(&rejection));
-    }
-    let command = MetadataCommand::CreateTopic(CreateTopic {
-        name: name.to_owned(),
-        topic_id: new_topic_id(),
-        assignment: TopicAssignment::Auto {
-            partitions: ctx.config.topics.num_partitions,
-            replication_factor: ctx.config.topics.default_replication_factor,
-        },
-        configs: BTreeMap::new(),
-    });
-    match ctx.write(command).await {
-        Ok(_) => {
-            tracing::info!(topic = name, "topic auto-created");
-            0
-        }
-        // Another client's request created it first.
-        Err(RaftError::Rejected(streambus_raft::Rejection::TopicAlreadyExists { .. })) => 0,
-        Err(error) => code(Failure::Metadata(&error)),
-    }
-}
-
-async fn wait_for_topics(ctx: &BrokerContext, names: Vec<String>) -> Arc<MetadataImage> {
-    ctx.node
-        .wait_for_image(AUTO_CREATE_WAIT, |image| {
-            names.iter().all(|n| image.topic_by_name(n).is_some())
-        })
-        .await
-        .unwrap_or_else(|| ctx.image())
-}
-
 /// The brokers clients may connect to: registered, not fenced, with a Kafka listener.
 fn live_brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
-    image
-        .unfenced_brokers()
-        .filter_map(|broker| {
-            let endpoint = broker.endpoints.iter().find(|e| e.name == KAFKA_ENDPOINT)?;
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(WireBrokerId(broker.broker_id))
-                    .with_host(str_bytes(endpoint.host.clone()))
-                    .with_port(i32::from(endpoint.port))
-                    .with_rack(broker.rack.clone().map(str_bytes)),
-            )
+    endpoints::live_kafka_brokers(image)
+        .map(|(broker, endpoint)| {
+            MetadataResponseBroker::default()
+                .with_node_id(WireBrokerId(broker.broker_id))
+                .with_host(str_bytes(endpoint.host.clone()))
+                .with_port(i32::from(endpoint.port))
+                .with_rack(broker.rack.clone().map(str_bytes))
         })
         .collect()
 }

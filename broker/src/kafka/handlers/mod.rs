@@ -1,6 +1,6 @@
-//! One module per Kafka API. A handler turns a decoded request into calls on the metadata image,
-//! metadata commands and the partition manager, and builds the response; failures become codes
-//! through [`crate::kafka::errors`] only.
+//! One module per Kafka API. A handler turns a decoded request into calls on the cluster
+//! operations ([`crate::ops`]), the metadata image and the partition manager, and builds the
+//! response; failures become codes through [`crate::kafka::errors`] only.
 //!
 //! Every handler has the shape `handle(ctx, version, request) -> response` (async when it
 //! waits for storage or the quorum); `version` is the request's API version.
@@ -24,28 +24,12 @@ pub mod reassignments;
 use std::future::Future;
 use std::sync::Arc;
 
-use streambus_raft::command::TopicId;
 use streambus_raft::image::TopicRecord;
 use streambus_raft::MetadataImage;
-use uuid::Uuid;
 
 use crate::context::BrokerContext;
 use crate::kafka::errors::{Failure, RequestProblem};
 use crate::partition::Partition;
-
-pub use crate::kafka::wire::{
-    from_uuid, str_bytes, to_uuid, topic_name, AUTHORIZED_OPERATIONS_UNSET,
-};
-
-/// A fresh random topic id (never the all-zero "none").
-pub fn new_topic_id() -> TopicId {
-    loop {
-        let id = TopicId(*Uuid::new_v4().as_bytes());
-        if !id.is_zero() {
-            return id;
-        }
-    }
-}
 
 /// One requested partition of a per-partition request: its index and the client's
 /// `current_leader_epoch` (-1: no check).

@@ -14,10 +14,10 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use streambus_raft::image::TopicRecord;
 use streambus_raft::MetadataImage;
 
-use super::str_bytes;
 use crate::context::BrokerContext;
 use crate::kafka::errors::{code_and_message, Failure, RequestProblem};
 use crate::kafka::request::{Outcome, RequestContext};
+use crate::kafka::wire::str_bytes;
 use crate::partition::append::{self, Acks, Appended};
 use crate::partition::Partition;
 

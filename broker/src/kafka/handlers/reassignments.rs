@@ -1,6 +1,6 @@
-//! AlterPartitionReassignments and ListPartitionReassignments (KIP-455): moves are one
-//! `AlterReassignments` metadata command for the whole request; the controller's state machine
-//! completes each move once its target replicas are in sync, and the listing reads the image.
+//! AlterPartitionReassignments and ListPartitionReassignments (KIP-455), translated to
+//! [`ops::reassignments`]: the moves of a request are one metadata command, and the listing
+//! reads the image.
 
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
@@ -12,96 +12,67 @@ use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
-use streambus_raft::command::{AlterReassignments, Reassignment};
-use streambus_raft::{MetadataCommand, MetadataResponse};
 
-use super::{str_bytes, topic_name};
 use crate::context::BrokerContext;
-use crate::kafka::errors::{code_and_message, Failure, RequestProblem};
+use crate::kafka::errors::Refusal;
+use crate::kafka::wire::{str_bytes, topic_name};
+use crate::ops;
+use crate::ops::reassignments::{PartitionMove, ReplicationFactorChange};
 
 pub async fn alter(
     ctx: &BrokerContext,
     version: i16,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
-    let image = ctx.image();
+    // v0 has no flag and always allowed it.
     let allow_rf_change = version < 1 || request.allow_replication_factor_change;
-    let mut responses = Vec::with_capacity(request.topics.len());
-    // (topic slot, partition slot) of each partition sent to the controller.
-    let mut sent = Vec::new();
-    let mut reassignments = Vec::new();
-    let refused = |index: i32, failure: Failure<'_>| {
-        let (code, message) = code_and_message(failure);
-        ReassignablePartitionResponse::default()
-            .with_partition_index(index)
-            .with_error_code(code)
-            .with_error_message(Some(str_bytes(message)))
+    let replication_factor = if allow_rf_change {
+        ReplicationFactorChange::Allowed
+    } else {
+        ReplicationFactorChange::Refused
     };
-    for (topic_slot, topic) in request.topics.iter().enumerate() {
-        let record = image.topic_by_name(&topic.name);
-        let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for wanted in &topic.partitions {
-            let index = wanted.partition_index;
-            let current =
-                record.and_then(|t| u32::try_from(index).ok().and_then(|i| t.partition(i)));
-            let Some(current) = current else {
-                partitions.push(refused(
-                    index,
-                    Failure::Request(RequestProblem::UnknownTopic),
-                ));
-                continue;
-            };
-            let target: Option<Vec<i32>> = wanted
-                .replicas
-                .as_ref()
-                .map(|r| r.iter().map(|b| b.0).collect());
-            let original_count = current.replicas.len() - current.adding_replicas.len();
-            if !allow_rf_change && target.as_ref().is_some_and(|t| t.len() != original_count) {
-                partitions.push(refused(
-                    index,
-                    Failure::Request(RequestProblem::InvalidReplicationFactor),
-                ));
-                continue;
-            }
-            sent.push((topic_slot, partitions.len()));
-            reassignments.push(Reassignment {
+    let moves = request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|wanted| PartitionMove {
                 topic: topic.name.to_string(),
-                partition: index as u32,
-                target,
-            });
-            partitions.push(ReassignablePartitionResponse::default().with_partition_index(index));
-        }
-        responses.push(
+                partition: wanted.partition_index,
+                target: wanted
+                    .replicas
+                    .as_ref()
+                    .map(|replicas| replicas.iter().map(|b| b.0).collect()),
+            })
+        })
+        .collect();
+    // One outcome per partition, in request order.
+    let mut outcomes = ops::reassignments::alter_reassignments(ctx, moves, replication_factor)
+        .await
+        .into_iter();
+    let responses = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .zip(outcomes.by_ref())
+                .map(|(wanted, outcome)| {
+                    let response = ReassignablePartitionResponse::default()
+                        .with_partition_index(wanted.partition_index);
+                    match outcome.map_err(Refusal::from) {
+                        Ok(()) => response,
+                        Err(refusal) => response
+                            .with_error_code(refusal.code)
+                            .with_error_message(Some(str_bytes(refusal.message))),
+                    }
+                })
+                .collect();
             ReassignableTopicResponse::default()
                 .with_name(topic.name.clone())
-                .with_partitions(partitions),
-        );
-    }
-    if !reassignments.is_empty() {
-        let command = MetadataCommand::AlterReassignments(AlterReassignments { reassignments });
-        match ctx.write(command).await {
-            Ok(MetadataResponse::ReassignmentsAltered { results }) => {
-                for ((topic, slot), result) in sent.into_iter().zip(results) {
-                    if let Err(rejection) = result {
-                        let entry = &mut responses[topic].partitions[slot];
-                        *entry = refused(entry.partition_index, Failure::Rejected(&rejection));
-                    }
-                }
-            }
-            outcome => {
-                let error = match outcome {
-                    Err(error) => error,
-                    Ok(other) => streambus_raft::RaftError::NoController(format!(
-                        "unexpected answer {other:?}"
-                    )),
-                };
-                for (topic, slot) in sent {
-                    let entry = &mut responses[topic].partitions[slot];
-                    *entry = refused(entry.partition_index, Failure::Metadata(&error));
-                }
-            }
-        }
-    }
+                .with_partitions(partitions)
+        })
+        .collect();
     AlterPartitionReassignmentsResponse::default()
         .with_allow_replication_factor_change(allow_rf_change)
         .with_responses(responses)
@@ -111,35 +82,36 @@ pub fn list(
     ctx: &BrokerContext,
     request: &ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
-    let image = ctx.image();
-    let wanted = |topic: &str, index: usize| match &request.topics {
-        None => true,
-        Some(topics) => topics
+    // Negative partition indexes name no partition, so they match nothing.
+    let wanted: Option<Vec<(String, u32)>> = request.topics.as_ref().map(|topics| {
+        topics
             .iter()
-            .any(|t| &*t.name == topic && t.partition_indexes.iter().any(|&i| i as usize == index)),
-    };
+            .flat_map(|topic| {
+                topic
+                    .partition_indexes
+                    .iter()
+                    .filter_map(|&index| Some((topic.name.to_string(), u32::try_from(index).ok()?)))
+            })
+            .collect()
+    });
     let ids = |list: &[i32]| list.iter().map(|b| BrokerId(*b)).collect();
-    let topics = image
-        .topics()
-        .filter_map(|topic| {
-            let partitions: Vec<OngoingPartitionReassignment> = topic
+    let topics = ops::reassignments::list_reassignments(ctx, wanted.as_deref())
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
                 .partitions
                 .iter()
-                .enumerate()
-                .filter(|(index, p)| p.is_reassigning() && wanted(&topic.name, *index))
-                .map(|(index, p)| {
+                .map(|p| {
                     OngoingPartitionReassignment::default()
-                        .with_partition_index(index as i32)
+                        .with_partition_index(i32::try_from(p.partition).unwrap_or(i32::MAX))
                         .with_replicas(ids(&p.replicas))
-                        .with_adding_replicas(ids(&p.adding_replicas))
-                        .with_removing_replicas(ids(&p.removing_replicas))
+                        .with_adding_replicas(ids(&p.adding))
+                        .with_removing_replicas(ids(&p.removing))
                 })
                 .collect();
-            (!partitions.is_empty()).then(|| {
-                OngoingTopicReassignment::default()
-                    .with_name(topic_name(topic.name.clone()))
-                    .with_partitions(partitions)
-            })
+            OngoingTopicReassignment::default()
+                .with_name(topic_name(topic.topic))
+                .with_partitions(partitions)
         })
         .collect();
     ListPartitionReassignmentsResponse::default().with_topics(topics)

@@ -1,0 +1,45 @@
+//! The Kafka APIs this broker serves, with exactly the versions it handles: what ApiVersions
+//! advertises and what the connection accepts. A module of its own so that neither dispatch
+//! (`api`) nor the ApiVersions handler imports the other for it.
+//!
+//! Versions are capped where a later version changes semantics the broker does not implement
+//! yet (Produce v12+ is transactions v2, Produce v13+ addresses topics by id only; InitProducerId
+//! v5+ is transactions v2 and two-phase commit). Fetch goes to v16: topic ids (v13+) are
+//! resolved through the metadata image.
+
+use kafka_protocol::messages::ApiKey;
+
+/// `(api, min version, max version)` of every API served.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::ElectLeaders, 0, 2),
+];
+
+/// The versions of `key` served, if it is served at all.
+pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(api, _, _)| *api == key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// Whether `version` of `key` is served.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported_versions(key).is_some_and(|(min, max)| (min..=max).contains(&version))
+}

@@ -6,7 +6,8 @@
 //! format, which is also its on-disk format, and nothing else of the wire protocol).
 //!
 //! Modules:
-//! - [`batch`]: v2 batch header validation and in-place patching.
+//! - [`batch`]: v2 batch header validation (and [`ValidatedBatch`], a batch checked once) and
+//!   in-place patching.
 //! - [`checkpoint`]: atomic, checksummed small files.
 //! - [`clock`]: the time source (wall clock, or manual in tests).
 //! - [`config`]: per-log settings (Kafka topic configs).
@@ -39,6 +40,7 @@ pub mod recovery_points;
 pub mod segment;
 pub mod txn_index;
 
+pub use batch::{OffsetGaps, ValidatedBatch};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{BatchError, Result, StorageError};

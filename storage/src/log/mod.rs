@@ -589,4 +589,32 @@ mod tests {
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
         assert_eq!(published(&log), locked(&log));
     }
+
+    #[test]
+    fn a_validated_batch_is_appended_and_client_rules_still_apply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path());
+        let batch =
+            crate::batch::ValidatedBatch::new(testing::batch(2, 4, b'v', T0)).expect("valid batch");
+        let info = log
+            .append_validated_as_leader(batch, 1)
+            .expect("append a validated batch");
+        assert_eq!((info.base_offset, info.last_offset), (0, 1));
+
+        let producer = Producer {
+            id: 3,
+            epoch: 0,
+            base_sequence: 0,
+            transactional: true,
+        };
+        let marker = crate::batch::ValidatedBatch::new(testing::control_batch(producer, true, T0))
+            .expect("a control batch is a valid batch");
+        assert!(matches!(
+            log.append_validated_as_leader(marker, 1),
+            Err(StorageError::InvalidBatch(
+                crate::error::BatchError::ControlBatchFromClient
+            ))
+        ));
+        assert_eq!(log.log_end_offset(), 2);
+    }
 }

@@ -17,6 +17,8 @@
 //! - [`index`]: sparse offset and time indexes of a segment.
 //! - [`kv`]: the key-value store trait, its RocksDB and in-memory implementations.
 //! - [`log`]: the partition log: append, read, roll, flush, recovery, retention, truncation.
+//! - [`log_dir`]: `<data_dir>/logs/`, the partition directories' layout (topic-id markers,
+//!   deletion by rename, stray logs set aside).
 //! - [`producer`]: producer state (idempotence, transactions, LSO bound) and its snapshots.
 //! - [`metrics`]: metric names and the recording helpers (via the `metrics` facade).
 //! - [`recovery_points`]: per-partition recovery points in the KV store.
@@ -33,6 +35,7 @@ pub mod error;
 pub mod index;
 pub mod kv;
 pub mod log;
+pub mod log_dir;
 pub mod metrics;
 pub mod page_cache;
 pub mod producer;
@@ -46,4 +49,5 @@ pub use config::{CleanupPolicy, LogConfig};
 pub use error::{BatchError, Result, StorageError};
 pub use kv::{KvOp, KvStore, MemKv, RocksKv};
 pub use log::{AppendInfo, CompactionOutcome, Log, LogOptions, ReadResult, RetentionOutcome};
+pub use log_dir::{LogDir, LogDirEntry, PreparedDir};
 pub use recovery_points::RecoveryPoints;

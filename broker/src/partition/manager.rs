@@ -4,18 +4,18 @@
 //! work on every log (flush policy, retention, compaction, producer expiry, recovery-point
 //! checkpoints) and the clean close at shutdown.
 //!
-//! Layout: `logs/<topic>-<partition>/`, with a `partition.metadata` file holding the topic id,
-//! so a directory left by a deleted topic of the same name is never mistaken for the new one.
+//! Layout: the storage crate's `LogDir` (`logs/<topic>-<partition>/`, with a
+//! `partition.metadata` file holding the topic id, so a directory left by a deleted topic of the
+//! same name is never mistaken for the new one); which logs are stray is decided here.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use streambus_raft::command::{BrokerId, TopicId};
 use streambus_raft::image::TopicRecord;
 use streambus_raft::{MetadataImage, RegistrationState};
-use streambus_storage::{kv, Log, LogOptions, RecoveryPoints, RocksKv, StorageError};
+use streambus_storage::{kv, Log, LogDir, LogOptions, RecoveryPoints, RocksKv, StorageError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -24,13 +24,6 @@ use crate::config::BrokerConfig;
 use crate::replication::ReplicaFetchers;
 use crate::topic_config;
 
-/// File in a partition directory naming the topic id it belongs to.
-const PARTITION_METADATA_FILE: &str = "partition.metadata";
-/// Suffix of directories being deleted (renamed first, so a crash mid-delete leaves no
-/// directory that looks live).
-const DELETE_SUFFIX: &str = ".deleting";
-/// Suffix of log directories moved aside because no known topic owns them.
-const STRAY_SUFFIX: &str = ".stray";
 /// How often due flushes (`flush.ms`) are checked.
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often recovery points are checkpointed (`log.flush.offset.checkpoint.interval.ms`).
@@ -70,7 +63,8 @@ pub enum LeaderLookup {
 pub struct PartitionManager {
     broker_id: BrokerId,
     config: BrokerConfig,
-    logs_dir: PathBuf,
+    /// `<data_dir>/logs/`: where partition directories are created, deleted and set aside.
+    log_dir: LogDir,
     partitions: RwLock<HashMap<Key, Arc<Partition>>>,
     recovery_points: RecoveryPoints,
     /// The metadata offset of the last image applied to the partitions.
@@ -83,21 +77,12 @@ impl PartitionManager {
     /// Opens the broker-local store (`<data_dir>/meta`) and removes leftovers of interrupted
     /// deletions. Logs are opened by the first [`PartitionManager::reconcile`].
     pub fn open(config: &BrokerConfig) -> Result<PartitionManager, StorageError> {
-        let logs_dir = config.data_dir.join("logs");
-        std::fs::create_dir_all(&logs_dir).map_err(|source| StorageError::Io {
-            path: logs_dir.clone(),
-            source,
-        })?;
-        for name in dir_names(&logs_dir)? {
-            if name.ends_with(DELETE_SUFFIX) {
-                remove_dir(&logs_dir.join(name));
-            }
-        }
+        let log_dir = LogDir::open(&config.data_dir)?;
         let kv = RocksKv::open(config.data_dir.join("meta"), kv::COLUMN_FAMILIES)?;
         Ok(PartitionManager {
             broker_id: config.node_id,
             config: config.clone(),
-            logs_dir,
+            log_dir,
             partitions: RwLock::new(HashMap::new()),
             recovery_points: RecoveryPoints::new(Arc::new(kv)),
             reconciled: watch::Sender::new(0),
@@ -252,49 +237,17 @@ impl PartitionManager {
         index: u32,
         state: PartitionState,
     ) -> Result<Partition, StorageError> {
-        let dir_name = format!("{topic}-{index}");
-        let dir = self.logs_dir.join(&dir_name);
-        let marker = dir.join(PARTITION_METADATA_FILE);
-        let io = |path: &Path, source| StorageError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let id_text = topic_id.to_string();
-        match std::fs::read_to_string(&marker) {
-            Ok(found) if found.trim() == id_text => {}
-            Ok(found) => {
-                // A topic of the same name that was deleted while this broker was away.
-                tracing::info!(
-                    topic,
-                    index,
-                    old_topic_id = found.trim(),
-                    "removing a deleted topic's log"
-                );
-                self.rename_and_remove(&dir, &dir_name);
-                if dir.exists() {
-                    // Never serve the deleted topic's records under the new topic's id.
-                    return Err(io(
-                        &dir,
-                        std::io::Error::other("cannot move a deleted topic's log away"),
-                    ));
-                }
-                self.recovery_points.remove(&dir_name)?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&marker, e)),
+        let dir = self.log_dir.prepare(topic, index, topic_id.0)?;
+        if dir.replaced {
+            // The recovery point saved under this name was the deleted topic's log's.
+            self.recovery_points.remove(&dir.name)?;
         }
-        // The marker goes first: a crash right after the directory appears must not leave an
-        // unmarked directory that a later topic of the same name would adopt.
-        if !marker.exists() {
-            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-            streambus_storage::checkpoint::write_atomically(&marker, id_text.as_bytes())?;
-        }
-        let recovery_point = self.recovery_points.get(&dir_name)?;
+        let recovery_point = self.recovery_points.get(&dir.name)?;
         let options = LogOptions {
             recovery_point,
             ..LogOptions::default()
         };
-        let log = Log::open(&dir, state.settings.log.clone(), options)?;
+        let log = Log::open(&dir.path, state.settings.log.clone(), options)?;
         tracing::debug!(
             topic,
             index,
@@ -305,7 +258,7 @@ impl PartitionManager {
             topic.to_owned(),
             topic_id,
             index,
-            dir_name,
+            dir.name,
             self.broker_id,
             log,
             state,
@@ -319,24 +272,11 @@ impl PartitionManager {
         // directory's path may name a recreated topic's files once it moves.
         partition.log().retire();
         partition.wake_waiters(true);
-        let dir = self.logs_dir.join(&partition.dir_name);
-        self.rename_and_remove(&dir, &partition.dir_name);
+        if let Err(error) = self.log_dir.delete(&partition.dir_name) {
+            tracing::error!(%error, "cannot delete a partition directory");
+        }
         if let Err(error) = self.recovery_points.remove(&partition.dir_name) {
             tracing::warn!(%error, "cannot remove a recovery point");
-        }
-    }
-
-    fn rename_and_remove(&self, dir: &Path, dir_name: &str) {
-        let doomed = self.logs_dir.join(format!(
-            "{dir_name}.{}{DELETE_SUFFIX}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        match std::fs::rename(dir, &doomed) {
-            Ok(()) => remove_dir(&doomed),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::error!(dir = %dir.display(), %error, "cannot delete a partition directory")
-            }
         }
     }
 
@@ -560,39 +500,26 @@ impl PartitionManager {
     /// new as any this broker applied before, after reconciling with it (see
     /// `run_reconciler`); a directory without a readable marker is left alone.
     fn set_aside_stray_logs(&self, image: &MetadataImage) {
-        let topics: HashMap<String, &TopicRecord> = image
-            .topics()
-            .map(|t| (t.topic_id.to_string(), t))
-            .collect();
-        let names = match dir_names(&self.logs_dir) {
-            Ok(names) => names,
+        let entries = match self.log_dir.list() {
+            Ok(entries) => entries,
             Err(error) => {
                 tracing::warn!(%error, "cannot list the log directories");
                 return;
             }
         };
-        for name in names {
-            if name.ends_with(DELETE_SUFFIX)
-                || name.ends_with(STRAY_SUFFIX)
-                || self.read().values().any(|p| p.dir_name == name)
-            {
+        for entry in entries {
+            let name = entry.name.as_str();
+            if self.read().values().any(|p| p.dir_name == name) {
                 continue;
             }
-            let dir = self.logs_dir.join(&name);
-            let Ok(marker) = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)) else {
+            let topic_id = entry.topic_id.map(TopicId);
+            let topic = topic_id.and_then(|id| image.topic_by_id(&id));
+            let Some(why) = stray_reason(topic, self.broker_id, name) else {
                 continue;
             };
-            let topic_id = marker.trim();
-            let topic = topics.get(topic_id).copied();
-            let Some(why) = stray_reason(topic, self.broker_id, &name) else {
-                continue;
-            };
-            let aside = self.logs_dir.join(format!(
-                "{name}.{}{STRAY_SUFFIX}",
-                uuid::Uuid::new_v4().simple()
-            ));
-            match std::fs::rename(&dir, &aside) {
-                Ok(()) => tracing::warn!(
+            let topic_id = topic_id.map_or_else(|| "none".to_owned(), |id| id.to_string());
+            match self.log_dir.set_aside(name) {
+                Ok(aside) => tracing::warn!(
                     dir = %name,
                     moved_to = %aside.display(),
                     topic_id,
@@ -600,7 +527,7 @@ impl PartitionManager {
                 ),
                 Err(error) => tracing::error!(dir = %name, %error, "cannot move a stray log aside"),
             }
-            if let Err(error) = self.recovery_points.remove(&name) {
+            if let Err(error) = self.recovery_points.remove(name) {
                 tracing::warn!(%error, "cannot remove a recovery point");
             }
         }
@@ -626,8 +553,7 @@ fn stray_reason(
     let Some(topic) = topic else {
         return Some("a log of a topic the cluster metadata does not know (deleted while this broker was away?)");
     };
-    let (name, index) = dir_name.rsplit_once('-')?;
-    let index: u32 = index.parse().ok()?;
+    let (name, index) = LogDir::parse_dir_name(dir_name)?;
     if name != topic.name {
         return None;
     }
@@ -639,25 +565,12 @@ fn stray_reason(
     }
 }
 
-fn dir_names(dir: &Path) -> Result<Vec<String>, StorageError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| StorageError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    Ok(entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect())
-}
-
-fn remove_dir(dir: &Path) {
-    if let Err(error) = std::fs::remove_dir_all(dir) {
-        tracing::error!(dir = %dir.display(), %error, "cannot remove a directory");
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
+    use streambus_storage::log_dir::{marker_text, MARKER_FILE, STRAY_SUFFIX};
+
     use super::*;
 
     /// An image with brokers 1 and 2 and topic `kept` (id `[7; 16]`) whose partition 0 is on
@@ -699,9 +612,22 @@ mod tests {
     fn log_dir(logs: &Path, name: &str, topic_id: TopicId) -> PathBuf {
         let dir = logs.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(PARTITION_METADATA_FILE), topic_id.to_string()).unwrap();
+        std::fs::write(dir.join(MARKER_FILE), topic_id.to_string()).unwrap();
         std::fs::write(dir.join("00000000000000000000.log"), b"old records").unwrap();
         dir
+    }
+
+    fn dir_names(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn markers_spell_topic_ids_as_the_metadata_does() {
+        let id = TopicId([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 255]);
+        assert_eq!(marker_text(id.0), id.to_string());
     }
 
     #[test]
@@ -734,7 +660,7 @@ mod tests {
         );
         assert!(hosted.exists(), "a partition this broker hosts was moved");
         assert!(unmarked.exists(), "a directory without a marker was moved");
-        let mut left: Vec<String> = dir_names(&logs).unwrap();
+        let mut left: Vec<String> = dir_names(&logs);
         left.sort();
         assert_eq!(left.len(), 5, "{left:?}");
         for (name, prefix) in left[..4]

@@ -6,7 +6,10 @@
 //! - [`manager`]: the set of partitions this broker hosts, kept in step with the metadata image.
 //! - [`replicas`]: the leader's follower tracking, high watermark and ISR-change rules.
 
+mod maintenance;
 pub mod manager;
+mod reconcile;
+mod registry;
 pub mod replicas;
 
 use std::sync::atomic::{AtomicI64, Ordering};

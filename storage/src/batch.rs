@@ -163,12 +163,23 @@ impl BatchHeader {
     }
 }
 
+/// Whether a batch's record count may fall short of its offset span, in [`validate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetGaps {
+    /// A batch as a producer writes it: one record per offset, so the record count is exactly
+    /// the last offset delta plus one, and at least one.
+    Forbidden,
+    /// A batch already in a log (read back, or fetched from a leader): compaction keeps a
+    /// batch's last offset delta but removes records, so fewer records (even none) may remain.
+    Allowed,
+}
+
 /// Validates one complete batch that occupies exactly `buf` and returns its header.
 ///
 /// Checks: header present, length field matches, magic 2, known codec, CRC32C over
-/// attributes..end, a positive record count consistent with the last offset delta unless
-/// `allow_offset_gaps` (compacted batches keep their last offset delta but lose records).
-pub fn validate(buf: &[u8], allow_offset_gaps: bool) -> Result<BatchHeader, BatchError> {
+/// attributes..end, and a record count consistent with the last offset delta as `offset_gaps`
+/// says.
+pub fn validate(buf: &[u8], offset_gaps: OffsetGaps) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let available = buf.len() - LOG_OVERHEAD;
     if header.batch_length < 0 || header.batch_length as usize != available {
@@ -190,12 +201,15 @@ pub fn validate(buf: &[u8], allow_offset_gaps: bool) -> Result<BatchHeader, Batc
             computed,
         });
     }
-    let count_ok = if allow_offset_gaps {
-        header.records_count >= 0
-            && header.last_offset_delta >= 0
-            && i64::from(header.records_count) <= i64::from(header.last_offset_delta) + 1
-    } else {
-        header.records_count > 0 && header.last_offset_delta == header.records_count - 1
+    let count_ok = match offset_gaps {
+        OffsetGaps::Allowed => {
+            header.records_count >= 0
+                && header.last_offset_delta >= 0
+                && i64::from(header.records_count) <= i64::from(header.last_offset_delta) + 1
+        }
+        OffsetGaps::Forbidden => {
+            header.records_count > 0 && header.last_offset_delta == header.records_count - 1
+        }
     };
     if !count_ok {
         return Err(BatchError::BadRecordCount {
@@ -204,6 +218,39 @@ pub fn validate(buf: &[u8], allow_offset_gaps: bool) -> Result<BatchHeader, Batc
         });
     }
     Ok(header)
+}
+
+/// One producer's record batch that passed [`validate`] with [`OffsetGaps::Forbidden`], with
+/// its parsed header. Only [`ValidatedBatch::new`] makes one, so code handed a
+/// `ValidatedBatch` (the broker's produce path, then [`crate::Log::append_validated_as_leader`])
+/// reads its header without checking the bytes again.
+#[derive(Debug, Clone)]
+pub struct ValidatedBatch {
+    bytes: Bytes,
+    header: BatchHeader,
+}
+
+impl ValidatedBatch {
+    /// Validates `bytes` as exactly one batch from a producer (see [`validate`]).
+    pub fn new(bytes: Bytes) -> Result<ValidatedBatch, BatchError> {
+        let header = validate(&bytes, OffsetGaps::Forbidden)?;
+        Ok(ValidatedBatch { bytes, header })
+    }
+
+    /// The batch's header, as validated.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The whole batch.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The whole batch, giving up the proof of validation.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
 }
 
 /// Splits a buffer of concatenated batches into `(position, header)` of each complete batch.
@@ -483,7 +530,8 @@ pub mod testing {
             .expect("encode test batch")
             .freeze();
         if !records.is_empty() {
-            let header = super::validate(&bytes, false).expect("the encoder made a valid batch");
+            let header = super::validate(&bytes, super::OffsetGaps::Forbidden)
+                .expect("the encoder made a valid batch");
             assert_eq!(
                 header.records_count as usize,
                 records.len(),
@@ -609,7 +657,7 @@ mod tests {
     #[test]
     fn valid_batch_parses_and_patches() {
         let b = batch(3, 10, b'x', 1_000);
-        let h = validate(&b, false).expect("valid");
+        let h = validate(&b, OffsetGaps::Forbidden).expect("valid");
         assert_eq!(h.records_count, 3);
         assert_eq!(h.last_offset_delta, 2);
         assert_eq!(h.total_len(), b.len());
@@ -619,13 +667,14 @@ mod tests {
         set_partition_leader_epoch(&mut head, 7);
         let mut m = head.to_vec();
         m.extend_from_slice(&b[BATCH_HEADER_LEN..]);
-        let h = validate(&m, false).expect("still valid: patched fields are outside the crc");
+        let h = validate(&m, OffsetGaps::Forbidden)
+            .expect("still valid: patched fields are outside the crc");
         assert_eq!((h.base_offset, h.partition_leader_epoch), (42, 7));
 
         set_log_append_time(&mut head, &b[BATCH_HEADER_LEN..], 99);
         let mut m = head.to_vec();
         m.extend_from_slice(&b[BATCH_HEADER_LEN..]);
-        let h = validate(&m, false).expect("crc recomputed");
+        let h = validate(&m, OffsetGaps::Forbidden).expect("crc recomputed");
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99);
     }
@@ -634,14 +683,14 @@ mod tests {
     fn test_builders_carry_values_timestamps_producer_and_compression() {
         let values: [&[u8]; 3] = [b"a", b"bb", b"ccc"];
         let b = batch_values(&values, 1_000, Producer::NONE, Compression::Zstd);
-        let h = validate(&b, false).expect("valid");
+        let h = validate(&b, OffsetGaps::Forbidden).expect("valid");
         assert_eq!((h.records_count, h.compression()), (3, 4));
         assert_eq!((h.first_timestamp, h.max_timestamp), (1_000, 1_002));
         assert_eq!((h.producer_id, h.base_sequence), (-1, -1));
 
         let records: [TimedRecord<'_>; 2] = [(Some(b"k"), None, 50), (None, Some(b"v"), 900)];
         let b = batch_records(&records, Producer::idempotent(7, 2, 10), Compression::None);
-        let h = validate(&b, false).expect("valid");
+        let h = validate(&b, OffsetGaps::Forbidden).expect("valid");
         assert_eq!((h.first_timestamp, h.max_timestamp), (50, 900));
         assert_eq!((h.producer_id, h.producer_epoch), (7, 2));
         assert_eq!((h.base_sequence, h.last_sequence()), (10, 11));
@@ -655,31 +704,73 @@ mod tests {
         let last = crc.len() - 1;
         crc[last] ^= 1;
         assert!(matches!(
-            validate(&crc, false),
+            validate(&crc, OffsetGaps::Forbidden),
             Err(BatchError::CrcMismatch { .. })
         ));
 
         let mut magic = good.to_vec();
         magic[16] = 1;
         assert_eq!(
-            validate(&magic, false),
+            validate(&magic, OffsetGaps::Forbidden),
             Err(BatchError::UnsupportedMagic(1))
         );
 
         assert!(matches!(
-            validate(&good[..good.len() - 1], false),
+            validate(&good[..good.len() - 1], OffsetGaps::Forbidden),
             Err(BatchError::LengthMismatch { .. })
         ));
         assert_eq!(
-            validate(&good[..20], false),
+            validate(&good[..20], OffsetGaps::Forbidden),
             Err(BatchError::TooShort { len: 20 })
         );
 
         let mut negative = good.to_vec();
         negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
         assert!(matches!(
-            validate(&negative, false),
+            validate(&negative, OffsetGaps::Forbidden),
             Err(BatchError::LengthMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn offset_gaps_are_allowed_only_when_asked_for() {
+        // A compacted batch: three records left of an offset span of five.
+        let mut gapped = batch(3, 4, b'g', 5).to_vec();
+        gapped[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4].copy_from_slice(&4i32.to_be_bytes());
+        let crc = crc32c::crc32c(&gapped[ATTRIBUTES..]);
+        gapped[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            validate(&gapped, OffsetGaps::Forbidden),
+            Err(BatchError::BadRecordCount {
+                records_count: 3,
+                last_offset_delta: 4
+            })
+        );
+        let h = validate(&gapped, OffsetGaps::Allowed).expect("gaps allowed");
+        assert_eq!(h.last_offset(), 4);
+        assert!(
+            ValidatedBatch::new(Bytes::from(gapped)).is_err(),
+            "a producer's batch has no gaps"
+        );
+    }
+
+    #[test]
+    fn a_validated_batch_keeps_its_bytes_and_header() {
+        let good = batch(2, 4, b'v', 5);
+        let validated = ValidatedBatch::new(good.clone()).expect("valid");
+        assert_eq!(
+            *validated.header(),
+            validate(&good, OffsetGaps::Forbidden).expect("valid")
+        );
+        assert_eq!(validated.bytes(), &good);
+        assert_eq!(validated.into_bytes(), good);
+
+        let mut crc = good.to_vec();
+        let last = crc.len() - 1;
+        crc[last] ^= 1;
+        assert!(matches!(
+            ValidatedBatch::new(Bytes::from(crc)),
+            Err(BatchError::CrcMismatch { .. })
         ));
     }
 
@@ -711,12 +802,12 @@ mod tests {
             transactional: true,
         };
         let b = idempotent_batch(3, p, 1);
-        let h = validate(&b, false).expect("valid");
+        let h = validate(&b, OffsetGaps::Forbidden).expect("valid");
         assert!(h.is_transactional() && !h.is_control());
         assert_eq!(h.last_sequence(), 0, "sequence wraps after i32::MAX");
 
         let c = control_batch(p, false, 1);
-        let h = validate(&c, false).expect("valid control");
+        let h = validate(&c, OffsetGaps::Forbidden).expect("valid control");
         assert!(h.is_control());
         assert_eq!(control_type(&c), Ok(ControlType::Abort));
         let c = control_batch(p, true, 1);

@@ -6,7 +6,8 @@
 //! format, which is also its on-disk format, and nothing else of the wire protocol).
 //!
 //! Modules:
-//! - [`batch`]: v2 batch header validation and in-place patching.
+//! - [`batch`]: v2 batch header validation (and [`ValidatedBatch`], a batch checked once) and
+//!   in-place patching.
 //! - [`checkpoint`]: atomic, checksummed small files.
 //! - [`clock`]: the time source (wall clock, or manual in tests).
 //! - [`config`]: per-log settings (Kafka topic configs).
@@ -16,6 +17,8 @@
 //! - [`index`]: sparse offset and time indexes of a segment.
 //! - [`kv`]: the key-value store trait, its RocksDB and in-memory implementations.
 //! - [`log`]: the partition log: append, read, roll, flush, recovery, retention, truncation.
+//! - [`log_dir`]: `<data_dir>/logs/`, the partition directories' layout (topic-id markers,
+//!   deletion by rename, stray logs set aside).
 //! - [`producer`]: producer state (idempotence, transactions, LSO bound) and its snapshots.
 //! - [`metrics`]: metric names and the recording helpers (via the `metrics` facade).
 //! - [`recovery_points`]: per-partition recovery points in the KV store.
@@ -32,6 +35,7 @@ pub mod error;
 pub mod index;
 pub mod kv;
 pub mod log;
+pub mod log_dir;
 pub mod metrics;
 pub mod page_cache;
 pub mod producer;
@@ -39,9 +43,11 @@ pub mod recovery_points;
 pub mod segment;
 pub mod txn_index;
 
+pub use batch::{OffsetGaps, ValidatedBatch};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{BatchError, Result, StorageError};
 pub use kv::{KvOp, KvStore, MemKv, RocksKv};
 pub use log::{AppendInfo, CompactionOutcome, Log, LogOptions, ReadResult, RetentionOutcome};
+pub use log_dir::{LogDir, LogDirEntry, PreparedDir};
 pub use recovery_points::RecoveryPoints;

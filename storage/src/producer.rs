@@ -615,7 +615,7 @@ impl Reader<'_> {
 mod tests {
     use super::*;
     use crate::batch::testing::{batch, control_batch, idempotent_batch, Producer};
-    use crate::batch::{set_base_offset, validate};
+    use crate::batch::{set_base_offset, validate, OffsetGaps};
 
     const PID: i64 = 1000;
 
@@ -669,7 +669,7 @@ mod tests {
     fn at_offset(bytes: bytes::Bytes, base_offset: i64) -> BatchHeader {
         let mut buf = bytes.to_vec();
         set_base_offset(&mut buf, base_offset);
-        validate(&buf, false).expect("valid test batch")
+        validate(&buf, OffsetGaps::Forbidden).expect("valid test batch")
     }
 
     fn manager() -> (tempfile::TempDir, ProducerStateManager) {

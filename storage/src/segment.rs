@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::batch::{self, BatchHeader, BatchStep, BATCH_HEADER_LEN, LOG_OVERHEAD};
+use crate::batch::{self, BatchHeader, BatchStep, OffsetGaps, BATCH_HEADER_LEN, LOG_OVERHEAD};
 use crate::error::{BatchError, Result, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::page_cache::{self, Advice, DropBehind};
@@ -165,7 +165,7 @@ impl Segment {
             0,
             self.size_bytes,
             |position, bytes, header| {
-                let header_ok = batch::validate(bytes, true).is_ok()
+                let header_ok = batch::validate(bytes, OffsetGaps::Allowed).is_ok()
                     && header.base_offset >= expected_min
                     && header.last_offset() - base <= i64::from(i32::MAX);
                 if !header_ok {
@@ -869,7 +869,7 @@ pub fn read_range(req: RangeRequest<'_>) -> Result<RangeRead> {
         }
         let bytes = &buf[position..position + header.total_len()];
         let checked = if verify_crc {
-            batch::validate(bytes, true).map(|_| ())
+            batch::validate(bytes, OffsetGaps::Allowed).map(|_| ())
         } else {
             Ok(())
         };

@@ -41,9 +41,11 @@ pub fn encode(records: &[CoordinatorRecord], now_ms: i64) -> Result<Bytes, Coord
     })?;
     let batch = batch.freeze();
     // Checked on this side of the write too: exactly one valid batch holding every record.
-    let header = batch::validate(&batch, false).map_err(|error| CoordinatorError::Codec {
-        offset: -1,
-        reason: error.to_string(),
+    let header = batch::validate(&batch, batch::OffsetGaps::Forbidden).map_err(|error| {
+        CoordinatorError::Codec {
+            offset: -1,
+            reason: error.to_string(),
+        }
     })?;
     debug_assert_eq!(header.total_len(), batch.len());
     debug_assert_eq!(header.records_count as usize, records.len());
@@ -111,7 +113,7 @@ mod tests {
         let mut batch = bytes::BytesMut::from(&encode(&written, 1_000).unwrap()[..]);
         batch::set_base_offset(&mut batch, 10);
         let batch = batch.freeze();
-        let header = batch::validate(&batch, false).unwrap();
+        let header = batch::validate(&batch, batch::OffsetGaps::Forbidden).unwrap();
         assert_eq!(header.producer_id, -1);
         assert!(!header.is_transactional());
 

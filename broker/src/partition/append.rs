@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
-use streambus_storage::batch::{self, BatchHeader};
-use streambus_storage::StorageError;
+use streambus_storage::batch;
+use streambus_storage::{StorageError, ValidatedBatch};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -62,8 +62,9 @@ impl Partition {
         batch: Bytes,
         acks: Acks,
     ) -> Result<Appended, PartitionError> {
+        let batch = ValidatedBatch::new(batch).map_err(StorageError::from)?;
         let batch = self.apply_compression_policy(batch)?;
-        self.append_leader(batch, None, acks, Writer::Client)
+        self.append_leader(LeaderBatch::Client(batch), None, acks)
     }
 
     /// Appends a coordinator's batch (its records, or transaction markers) as leader at
@@ -75,15 +76,15 @@ impl Partition {
         batch: Bytes,
         leader_epoch: i32,
     ) -> Result<Appended, PartitionError> {
-        self.append_leader(batch, Some(leader_epoch), Acks::All, Writer::Coordinator)
+        let batch = LeaderBatch::Coordinator(batch);
+        self.append_leader(batch, Some(leader_epoch), Acks::All)
     }
 
     fn append_leader(
         &self,
-        batch: Bytes,
+        batch: LeaderBatch,
         leader_epoch: Option<i32>,
         acks: Acks,
-        writer: Writer,
     ) -> Result<Appended, PartitionError> {
         let appended = {
             let state = self.read_state();
@@ -97,9 +98,10 @@ impl Partition {
             {
                 return Err(PartitionError::NotEnoughReplicas);
             }
-            let info = match writer {
-                Writer::Client => self.log.append_as_leader(batch, state.leader_epoch)?,
-                Writer::Coordinator => self.log.append_as_coordinator(batch, state.leader_epoch)?,
+            let epoch = state.leader_epoch;
+            let info = match batch {
+                LeaderBatch::Client(batch) => self.log.append_validated_as_leader(batch, epoch)?,
+                LeaderBatch::Coordinator(batch) => self.log.append_as_coordinator(batch, epoch)?,
             };
             Appended {
                 base_offset: info.base_offset,
@@ -117,7 +119,10 @@ impl Partition {
     /// The batch as the topic's `compression.type` wants it: the client's bytes when the codec
     /// already matches (or the topic keeps the producer's), otherwise decompressed within
     /// `max.message.bytes` and re-encoded with the topic's codec.
-    fn apply_compression_policy(&self, batch: Bytes) -> Result<Bytes, PartitionError> {
+    fn apply_compression_policy(
+        &self,
+        batch: ValidatedBatch,
+    ) -> Result<ValidatedBatch, PartitionError> {
         let (compression, max_message_bytes) = {
             let state = self.read_state();
             let settings = &state.settings;
@@ -126,12 +131,13 @@ impl Partition {
         let CompressionType::Codec(target) = compression else {
             return Ok(batch);
         };
-        let header = batch::validate(&batch, false).map_err(StorageError::from)?;
-        if header.compression() == target as u8 {
+        if batch.header().compression() == target as u8 {
             return Ok(batch);
         }
         let limit = streambus_storage::decompress::limit_for(max_message_bytes);
-        Ok(recompress(batch, &header, target, limit)?)
+        let recompressed = recompress(batch, target, limit)?;
+        // The encoder's own batch, checked like any other before it is written.
+        Ok(ValidatedBatch::new(recompressed).map_err(StorageError::from)?)
     }
 
     /// Waits until the high watermark passes `appended`, at most until `deadline`. Fails when
@@ -189,13 +195,13 @@ impl Partition {
     }
 }
 
-/// Who writes a leader append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Writer {
-    /// A producer: control batches are refused.
-    Client,
-    /// A coordinator on this broker: control batches (transaction markers) allowed.
-    Coordinator,
+/// A leader append and who writes it.
+#[derive(Debug)]
+enum LeaderBatch {
+    /// A producer's batch, validated once on arrival: control batches are refused.
+    Client(ValidatedBatch),
+    /// A coordinator's batch on this broker: control batches (transaction markers) allowed.
+    Coordinator(Bytes),
 }
 
 /// Appends each `(partition, batch)` as leader on one blocking task and, for `acks=all`, waits
@@ -260,16 +266,16 @@ fn log_unexpected(partition: &Partition, error: &StorageError) {
 }
 
 fn recompress(
-    batch: Bytes,
-    header: &BatchHeader,
+    batch: ValidatedBatch,
     target: Compression,
     limit: usize,
 ) -> Result<Bytes, StorageError> {
+    let base_offset = batch.header().base_offset;
     let codec_error = |message: String| StorageError::RecordCodec {
-        offset: header.base_offset,
+        offset: base_offset,
         message,
     };
-    let mut buf = batch;
+    let mut buf = batch.into_bytes();
     // A client's batch: decompressed within a bound, never without one.
     let set = streambus_storage::decompress::decode_batch(&mut buf, limit)
         .map_err(|e| codec_error(e.to_string()))?;

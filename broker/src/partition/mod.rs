@@ -10,15 +10,20 @@
 //! - [`append`]: leader appends (validation once, the compression policy, min.insync.replicas)
 //!   and the acks=all wait for the high watermark.
 //! - [`isr`]: proposing the ISR changes follower progress calls for, and the periodic shrink.
-//! - [`manager`]: the set of partitions this broker hosts, kept in step with the metadata image.
+//! - [`manager`]: the set of partitions this broker hosts (`PartitionManager`), with its
+//!   `registry` (lookups), `reconcile` (kept in step with the metadata image; log directories
+//!   through storage's `LogDir`) and `maintenance` (flush, retention, checkpoints, clean close).
 //! - [`read`]: fetch reads with their isolation bound and long poll, offset lookups,
 //!   OffsetForLeaderEpoch and DeleteRecords.
 //! - [`replicas`]: the leader's follower tracking, high watermark and ISR-change rules.
 
 pub mod append;
 pub mod isr;
+mod maintenance;
 pub mod manager;
 pub mod read;
+mod reconcile;
+mod registry;
 pub mod replicas;
 
 use std::sync::atomic::{AtomicI64, Ordering};

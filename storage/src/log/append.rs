@@ -8,7 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{segment_path, AppendInfo, Log, LogState};
-use crate::batch::{self, BatchHeader, BatchStep, ControlType, BATCH_HEADER_LEN};
+use crate::batch::{
+    self, BatchHeader, BatchStep, ControlType, OffsetGaps, ValidatedBatch, BATCH_HEADER_LEN,
+};
 use crate::checkpoint::sync_dir;
 use crate::error::{BatchError, Result, StorageError};
 use crate::metrics;
@@ -26,22 +28,44 @@ enum SyncTarget {
 impl Log {
     /// Appends one batch from a producer as partition leader at `leader_epoch`: validates it,
     /// checks producer sequence/epoch, assigns offsets by patching the base offset in place,
-    /// and flushes according to the flush policy.
+    /// and flushes according to the flush policy. For a caller that has not validated the
+    /// batch; see [`Log::append_validated_as_leader`].
     pub fn append_as_leader(&self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_validated_as_leader(ValidatedBatch::new(batch)?, leader_epoch)
+    }
+
+    /// [`Log::append_as_leader`] for a batch already validated (the broker's produce path reads
+    /// its header before appending): the header is not checked again, but the rules for
+    /// client batches (no control batch, ...) still apply.
+    pub fn append_validated_as_leader(
+        &self,
+        batch: ValidatedBatch,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
         self.append_leader(batch, leader_epoch, Origin::Client)
     }
 
     /// Appends a batch written by a coordinator on this broker (transaction markers), as
     /// leader at `leader_epoch`. Unlike client batches, control batches are accepted.
     pub fn append_as_coordinator(&self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
-        self.append_leader(batch, leader_epoch, Origin::Coordinator)
+        self.append_leader(
+            ValidatedBatch::new(batch)?,
+            leader_epoch,
+            Origin::Coordinator,
+        )
     }
 
-    fn append_leader(&self, batch: Bytes, leader_epoch: i32, origin: Origin) -> Result<AppendInfo> {
-        let header = batch::validate(&batch, false)?;
+    fn append_leader(
+        &self,
+        batch: ValidatedBatch,
+        leader_epoch: i32,
+        origin: Origin,
+    ) -> Result<AppendInfo> {
+        let header = *batch.header();
         if origin == Origin::Client {
             check_client_batch(&header)?;
         }
+        let batch = batch.into_bytes();
         // Only the 61-byte header is patched, in a copy: the records are written from the
         // request's own buffer, never copied.
         let mut head = batch::header_bytes(&batch)?;
@@ -521,7 +545,7 @@ fn parse_record_set(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader, Option<Cont
         match step {
             BatchStep::Batch { position, header } => {
                 let batch_bytes = &bytes[position..position + header.total_len()];
-                batch::validate(batch_bytes, true)?;
+                batch::validate(batch_bytes, OffsetGaps::Allowed)?;
                 let control = if header.is_control() {
                     Some(batch::control_type(batch_bytes)?)
                 } else {

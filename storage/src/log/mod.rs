@@ -7,6 +7,14 @@
 //! commit work: appenders that wait for the flush lock usually find their offsets already
 //! covered by the fsync that held it. Blocking calls: the broker calls these methods from
 //! blocking threads, never directly on the async executor.
+//!
+//! The cheap getters ([`Log::log_start_offset`], [`Log::log_end_offset`],
+//! [`Log::recovery_point`], [`Log::latest_epoch`], [`Log::first_unstable_offset`]) take no
+//! lock: they read a `Published` snapshot of atomics. An append holds the state lock across
+//! its `pwrite`, and the broker asks these from async code, which must never wait for a write.
+//! The snapshot is refreshed by the state guard itself (`StateGuard`): whoever borrowed the
+//! state mutably republishes it when the guard drops, still under the lock, so no mutation site
+//! can forget and writers publish in lock order.
 
 mod append;
 mod compact;
@@ -15,7 +23,9 @@ mod recovery;
 mod retention;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::clock::{Clock, SystemClock};
@@ -74,6 +84,8 @@ pub struct Log {
     dir: PathBuf,
     clock: Arc<dyn Clock>,
     state: Mutex<LogState>,
+    /// The cheap getters' values, republished whenever the state changes (see [`StateGuard`]).
+    published: Published,
     /// Held while fsyncing, so concurrent flushes collapse into one (group commit).
     flush_lock: Mutex<()>,
     /// Held by compaction while it creates or removes its cleaned copy by path, and by
@@ -122,17 +134,17 @@ impl Log {
 
     /// First offset that can be read.
     pub fn log_start_offset(&self) -> i64 {
-        self.lock().log_start_offset
+        self.published.log_start_offset.load(Ordering::Acquire)
     }
 
     /// Offset the next appended record gets.
     pub fn log_end_offset(&self) -> i64 {
-        self.lock().log_end_offset
+        self.published.log_end_offset.load(Ordering::Acquire)
     }
 
     /// Every offset below this is on stable storage.
     pub fn recovery_point(&self) -> i64 {
-        self.lock().recovery_point
+        self.published.recovery_point.load(Ordering::Acquire)
     }
 
     /// Bytes of all segments.
@@ -168,7 +180,9 @@ impl Log {
 
     /// Latest leader epoch in the epoch cache.
     pub fn latest_epoch(&self) -> Option<i32> {
-        self.lock().epochs.latest_epoch()
+        let epoch = self.published.latest_epoch.load(Ordering::Acquire);
+        // Epochs are non-negative `i32`s; `NONE` stands for an empty epoch cache.
+        (epoch != Published::NONE).then_some(epoch as i32)
     }
 
     /// A new leader records its epoch as starting at the log end before it appends anything
@@ -193,7 +207,8 @@ impl Log {
     /// the high watermark; the broker derives the last stable offset as the minimum of this and
     /// the high watermark.
     pub fn first_unstable_offset(&self) -> Option<i64> {
-        self.lock().producers.first_unstable_offset()
+        let offset = self.published.first_unstable_offset.load(Ordering::Acquire);
+        (offset != Published::NONE).then_some(offset)
     }
 
     /// Tells the log the partition's high watermark moved (the broker calls this).
@@ -215,7 +230,7 @@ impl Log {
     }
 
     /// The state, for an operation that writes: refused once appends are blocked.
-    fn lock_writable(&self) -> Result<MutexGuard<'_, LogState>> {
+    fn lock_writable(&self) -> Result<StateGuard<'_>> {
         let st = self.lock();
         if st.appends_blocked || st.retired {
             return Err(StorageError::AppendsBlocked {
@@ -254,12 +269,98 @@ impl Log {
         error
     }
 
-    fn lock(&self) -> MutexGuard<'_, LogState> {
+    /// The state lock. Mutating through the guard republishes the cheap getters' values when
+    /// it drops (see [`StateGuard`]).
+    fn lock(&self) -> StateGuard<'_> {
         // A panic while holding the lock leaves the state as consistent as any crash would;
         // recovering the guard keeps the broker serving instead of cascading panics.
-        self.state
+        let guard = self
+            .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        StateGuard {
+            guard,
+            published: &self.published,
+            changed: false,
+        }
+    }
+}
+
+/// The values the cheap getters answer, readable without the state lock. Each is a copy of a
+/// [`LogState`] field (or of what it derives), stored while the state lock is held.
+#[derive(Debug)]
+struct Published {
+    log_start_offset: AtomicI64,
+    log_end_offset: AtomicI64,
+    recovery_point: AtomicI64,
+    /// The epoch cache's latest epoch, or [`Published::NONE`].
+    latest_epoch: AtomicI64,
+    /// The producer state's first unstable offset, or [`Published::NONE`].
+    first_unstable_offset: AtomicI64,
+}
+
+impl Published {
+    /// Stands for `None`: offsets and epochs are never negative.
+    const NONE: i64 = -1;
+
+    fn new(st: &LogState) -> Published {
+        let published = Published {
+            log_start_offset: AtomicI64::new(0),
+            log_end_offset: AtomicI64::new(0),
+            recovery_point: AtomicI64::new(0),
+            latest_epoch: AtomicI64::new(Published::NONE),
+            first_unstable_offset: AtomicI64::new(Published::NONE),
+        };
+        published.publish(st);
+        published
+    }
+
+    fn publish(&self, st: &LogState) {
+        let latest_epoch = st.epochs.latest_epoch().map_or(Published::NONE, i64::from);
+        let first_unstable = st.producers.first_unstable_offset();
+        self.log_start_offset
+            .store(st.log_start_offset, Ordering::Release);
+        self.log_end_offset
+            .store(st.log_end_offset, Ordering::Release);
+        self.recovery_point
+            .store(st.recovery_point, Ordering::Release);
+        self.latest_epoch.store(latest_epoch, Ordering::Release);
+        self.first_unstable_offset
+            .store(first_unstable.unwrap_or(Published::NONE), Ordering::Release);
+    }
+}
+
+/// The locked [`LogState`]. A guard that was dereferenced mutably republishes the state into
+/// [`Published`] when it drops, before the lock is released: every change made under the lock
+/// reaches the lock-free getters, whichever code path made it.
+#[derive(Debug)]
+struct StateGuard<'a> {
+    guard: MutexGuard<'a, LogState>,
+    published: &'a Published,
+    /// Set by the first mutable borrow: read-only users (read planning) publish nothing.
+    changed: bool,
+}
+
+impl Deref for StateGuard<'_> {
+    type Target = LogState;
+
+    fn deref(&self) -> &LogState {
+        &self.guard
+    }
+}
+
+impl DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut LogState {
+        self.changed = true;
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if self.changed {
+            self.published.publish(&self.guard);
+        }
     }
 }
 
@@ -364,4 +465,156 @@ impl LogState {
 /// Path of a file of the segment at `base` in `dir`.
 fn segment_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
     dir.join(file_name(base, ext))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::testing::{self, Producer};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn open(dir: &Path) -> Log {
+        Log::open(dir, LogConfig::default(), LogOptions::default()).expect("open log")
+    }
+
+    /// What the lock-free getters answer, in one tuple.
+    fn published(log: &Log) -> (i64, i64, i64, Option<i32>, Option<i64>) {
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.recovery_point(),
+            log.latest_epoch(),
+            log.first_unstable_offset(),
+        )
+    }
+
+    /// What the same values are under the state lock.
+    fn locked(log: &Log) -> (i64, i64, i64, Option<i32>, Option<i64>) {
+        let st = log.lock();
+        (
+            st.log_start_offset,
+            st.log_end_offset,
+            st.recovery_point,
+            st.epochs.latest_epoch(),
+            st.producers.first_unstable_offset(),
+        )
+    }
+
+    #[test]
+    fn cheap_getters_answer_while_the_state_lock_is_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path());
+        log.append_as_leader(testing::batch(3, 10, b'a', T0), 2)
+            .expect("append");
+        // Held as an append holds it across its write: a getter that took the lock would
+        // deadlock here (the mutex is not reentrant).
+        let mut st = log.lock();
+        assert_eq!(log.log_start_offset(), 0);
+        assert_eq!(log.log_end_offset(), 3);
+        assert_eq!(log.recovery_point(), st.recovery_point);
+        assert_eq!(log.latest_epoch(), Some(2));
+        assert_eq!(log.first_unstable_offset(), None);
+        // A change made under the lock shows only once the guard is released.
+        st.log_end_offset = 4;
+        assert_eq!(
+            log.log_end_offset(),
+            3,
+            "published before the lock is released"
+        );
+        st.log_end_offset = 3;
+        drop(st);
+        assert_eq!(log.log_end_offset(), 3);
+    }
+
+    #[test]
+    fn cheap_getters_follow_appends_flushes_truncation_and_delete_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path());
+        assert_eq!(published(&log), (0, 0, 0, None, None));
+
+        log.append_as_leader(testing::batch(5, 10, b'a', T0), 1)
+            .expect("append");
+        log.assign_leader_epoch(3).expect("new leader epoch");
+        log.append_as_leader(testing::batch(5, 10, b'b', T0), 3)
+            .expect("append");
+        assert_eq!(log.log_end_offset(), 10);
+        assert_eq!(log.latest_epoch(), Some(3));
+        assert_eq!(published(&log), locked(&log));
+
+        log.flush().expect("flush");
+        assert_eq!(log.recovery_point(), 10);
+        assert_eq!(published(&log), locked(&log));
+
+        // An open transaction holds the first unstable offset at its first record.
+        let txn = Producer {
+            id: 7,
+            epoch: 0,
+            base_sequence: 0,
+            transactional: true,
+        };
+        log.append_as_leader(testing::idempotent_batch(2, txn, T0), 3)
+            .expect("transactional append");
+        assert_eq!(log.first_unstable_offset(), Some(10));
+        log.append_as_coordinator(testing::control_batch(txn, true, T0), 3)
+            .expect("commit marker");
+        assert_eq!(
+            log.first_unstable_offset(),
+            Some(10),
+            "marker not yet replicated"
+        );
+        log.on_high_watermark_updated(13);
+        assert_eq!(log.first_unstable_offset(), None);
+        assert_eq!(published(&log), locked(&log));
+
+        // Follower truncation into epoch 1's batch: the end and the epoch cache move back.
+        log.truncate_to(5).expect("truncate");
+        assert_eq!(log.log_end_offset(), 5);
+        assert_eq!(log.latest_epoch(), Some(1));
+        assert_eq!(published(&log), locked(&log));
+
+        // DeleteRecords moves the start.
+        assert_eq!(log.delete_records_before(4).expect("delete records"), 4);
+        assert_eq!(log.log_start_offset(), 4);
+        assert_eq!(published(&log), locked(&log));
+
+        // A follower restarting at the leader's log start.
+        log.truncate_fully_and_start_at(20).expect("restart at 20");
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
+        assert_eq!(published(&log), locked(&log));
+
+        // Reopening publishes what recovery found.
+        drop(log);
+        let log = open(dir.path());
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
+        assert_eq!(published(&log), locked(&log));
+    }
+
+    #[test]
+    fn a_validated_batch_is_appended_and_client_rules_still_apply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path());
+        let batch =
+            crate::batch::ValidatedBatch::new(testing::batch(2, 4, b'v', T0)).expect("valid batch");
+        let info = log
+            .append_validated_as_leader(batch, 1)
+            .expect("append a validated batch");
+        assert_eq!((info.base_offset, info.last_offset), (0, 1));
+
+        let producer = Producer {
+            id: 3,
+            epoch: 0,
+            base_sequence: 0,
+            transactional: true,
+        };
+        let marker = crate::batch::ValidatedBatch::new(testing::control_batch(producer, true, T0))
+            .expect("a control batch is a valid batch");
+        assert!(matches!(
+            log.append_validated_as_leader(marker, 1),
+            Err(StorageError::InvalidBatch(
+                crate::error::BatchError::ControlBatchFromClient
+            ))
+        ));
+        assert_eq!(log.log_end_offset(), 2);
+    }
 }

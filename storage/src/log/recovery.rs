@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{Log, LogOptions, LogState, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE};
+use super::{Log, LogOptions, LogState, Published, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE};
 use crate::batch::{self, ControlType};
 use crate::checkpoint::{read_framed, sync_dir, write_framed};
 use crate::config::LogConfig;
@@ -107,6 +107,7 @@ impl Log {
         let log = Log {
             dir: dir.to_path_buf(),
             clock: options.clock,
+            published: Published::new(&state),
             state: Mutex::new(state),
             flush_lock: Mutex::new(()),
             path_ops: Mutex::new(()),

@@ -17,7 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use streambus_storage::batch::{self, BatchHeader, BatchStep};
+use streambus_storage::batch::{self, BatchHeader, BatchStep, OffsetGaps};
 use streambus_storage::segment::parse_file_name;
 use streambus_storage::Log;
 
@@ -71,7 +71,7 @@ pub fn split_batches(records: &Bytes) -> Vec<(BatchHeader, Bytes)> {
         match step {
             BatchStep::Batch { position, header } => {
                 let bytes = records.slice(position..position + header.total_len());
-                let checked = batch::validate(&bytes, false).unwrap_or_else(|e| {
+                let checked = batch::validate(&bytes, OffsetGaps::Forbidden).unwrap_or_else(|e| {
                     panic!("read returned an invalid batch at {position}: {e}")
                 });
                 assert_eq!(checked, header);

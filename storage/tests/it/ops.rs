@@ -14,7 +14,7 @@ use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use streambus_storage::batch::testing::{
     self, batch_kv, batch_records, control_batch, idempotent_batch, KeyValue, Producer, TimedRecord,
 };
-use streambus_storage::batch::{self, BatchHeader, BatchStep, BATCH_HEADER_LEN};
+use streambus_storage::batch::{self, BatchHeader, BatchStep, OffsetGaps, BATCH_HEADER_LEN};
 use streambus_storage::kv::COLUMN_FAMILIES;
 use streambus_storage::segment::{file_name, parse_file_name};
 use streambus_storage::txn_index::AbortedTxn;
@@ -99,7 +99,7 @@ pub(crate) fn batches_of(records: &Bytes) -> Vec<(BatchHeader, Bytes)> {
             None => break,
             Some(BatchStep::Batch { position, header }) => {
                 let bytes = records.slice(position..position + header.total_len());
-                let checked = batch::validate(&bytes, true).unwrap_or_else(|e| {
+                let checked = batch::validate(&bytes, OffsetGaps::Allowed).unwrap_or_else(|e| {
                     panic!("read returned an invalid batch at {position}: {e}")
                 });
                 assert_eq!(checked, header);
@@ -236,7 +236,7 @@ fn leader_append_assigns_consecutive_offsets_and_patches_offset_and_epoch() {
             &input[BATCH_HEADER_LEN..],
             "records untouched"
         );
-        batch::validate(bytes, false).expect("stored batch valid");
+        batch::validate(bytes, OffsetGaps::Forbidden).expect("stored batch valid");
     }
 }
 
@@ -261,7 +261,7 @@ fn leader_append_with_log_append_time_stamps_the_clock_time() {
     let (header, bytes) = &stored[0];
     assert!(header.is_log_append_time());
     assert_eq!(header.max_timestamp, now);
-    batch::validate(bytes, false).expect("CRC recomputed over the patched header");
+    batch::validate(bytes, OffsetGaps::Forbidden).expect("CRC recomputed over the patched header");
     assert_eq!(
         log.offset_for_timestamp(now).expect("lookup"),
         Some((0, now)),

@@ -13,10 +13,10 @@ pub async fn dispatch(ctx: &BrokerContext, req: &RequestContext, request: Reques
     let version = req.api_version;
     Outcome::Respond(Box::new(match request {
         RequestKind::ApiVersions(r) => {
-            ResponseKind::ApiVersions(handlers::api_versions::handle(version, &r))
+            ResponseKind::ApiVersions(handlers::api_versions::handle(req, &r))
         }
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(handlers::metadata::handle(ctx, version, r).await)
+            ResponseKind::Metadata(handlers::metadata::handle(ctx, req, r).await)
         }
         RequestKind::Produce(r) => return handlers::produce::handle(ctx, req, r).await,
         RequestKind::Fetch(r) => ResponseKind::Fetch(handlers::fetch::handle(ctx, req, r).await),
@@ -24,43 +24,43 @@ pub async fn dispatch(ctx: &BrokerContext, req: &RequestContext, request: Reques
             ResponseKind::ListOffsets(handlers::list_offsets::handle(ctx, req, r).await)
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(handlers::create_topics::handle(ctx, version, r).await)
+            ResponseKind::CreateTopics(handlers::create_topics::handle(ctx, req, r).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(handlers::delete_topics::handle(ctx, version, r).await)
+            ResponseKind::DeleteTopics(handlers::delete_topics::handle(ctx, req, r).await)
         }
-        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
-            handlers::create_partitions::handle(ctx, version, r).await,
-        ),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(handlers::create_partitions::handle(ctx, req, r).await)
+        }
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(handlers::configs::describe(ctx, version, r))
+            ResponseKind::DescribeConfigs(handlers::configs::describe(ctx, req, r))
         }
         RequestKind::AlterConfigs(r) => {
-            ResponseKind::AlterConfigs(handlers::configs::alter(ctx, version, r).await)
+            ResponseKind::AlterConfigs(handlers::configs::alter(ctx, req, r).await)
         }
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
-            handlers::configs::incremental_alter(ctx, version, r).await,
+            handlers::configs::incremental_alter(ctx, req, r).await,
         ),
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(handlers::delete_records::handle(ctx, req, r).await)
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(handlers::describe_cluster::handle(ctx, version, r))
+            ResponseKind::DescribeCluster(handlers::describe_cluster::handle(ctx, req, r))
         }
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
             handlers::offset_for_leader_epoch::handle(ctx, req, r).await,
         ),
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(handlers::init_producer_id::handle(ctx, version, r).await)
+            ResponseKind::InitProducerId(handlers::init_producer_id::handle(ctx, req, r).await)
         }
         RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
-            handlers::reassignments::alter(ctx, version, r).await,
+            handlers::reassignments::alter(ctx, req, r).await,
         ),
         RequestKind::ListPartitionReassignments(r) => {
-            ResponseKind::ListPartitionReassignments(handlers::reassignments::list(ctx, &r))
+            ResponseKind::ListPartitionReassignments(handlers::reassignments::list(ctx, req, &r))
         }
         RequestKind::ElectLeaders(r) => {
-            ResponseKind::ElectLeaders(handlers::elect_leaders::handle(ctx, version, r).await)
+            ResponseKind::ElectLeaders(handlers::elect_leaders::handle(ctx, req, r).await)
         }
         // The connection only decodes requests whose (key, version) is in `SUPPORTED`.
         _ => {

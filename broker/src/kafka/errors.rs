@@ -20,13 +20,6 @@ pub enum RequestProblem {
     InvalidRequiredAcks,
     /// A produce partition without records.
     MissingRecords,
-    /// `acks=all` while fewer replicas than `min.insync.replicas` are in sync.
-    NotEnoughReplicas,
-    /// `acks=all`: the batch was appended, but the ISR shrank below `min.insync.replicas`
-    /// before it was committed.
-    NotEnoughReplicasAfterAppend,
-    /// The same topic (or resource) twice in one request.
-    DuplicateResource,
     /// A resource type, operation or target this broker does not handle.
     Unsupported,
     /// Fields of one request that contradict each other (e.g. CreateTopics with both explicit
@@ -34,36 +27,18 @@ pub enum RequestProblem {
     Inconsistent,
     /// DescribeCluster asking for an endpoint type (controllers) this listener does not serve.
     UnsupportedEndpointType,
-    /// A topic name that is not valid.
-    InvalidTopicName,
-    /// A partition count or assignment that is not valid.
-    InvalidPartitions,
-    /// A replication factor that is not valid.
-    InvalidReplicationFactor,
-    /// Replica assignments that are not valid.
-    InvalidReplicaAssignment,
     /// A topic named in a request does not exist.
     UnknownTopic,
     /// A topic id named in a request does not exist.
     UnknownTopicId,
     /// A partition has no leader right now.
     LeaderNotAvailable,
-    /// DeleteRecords beyond the high watermark.
-    OffsetOutOfRange,
-    /// A request this broker cannot serve because it is shutting down or not registered.
-    BrokerNotAvailable,
     /// The request waited longer than its timeout.
     TimedOut,
     /// A transactional request before transactions are implemented.
     TransactionsUnsupported,
     /// A fetch session id this broker never created.
     FetchSessionIdNotFound,
-    /// ElectLeaders: the partition already has the leader asked for.
-    ElectionNotNeeded,
-    /// ElectLeaders (preferred): the preferred replica is out of the ISR or fenced.
-    PreferredLeaderNotAvailable,
-    /// ElectLeaders (unclean): no replica could take over.
-    EligibleLeadersNotAvailable,
 }
 
 /// Something that went wrong while serving one part of a request.
@@ -211,28 +186,15 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
         Failure::Request(problem) => match problem {
             RequestProblem::InvalidRequiredAcks => E::InvalidRequiredAcks,
             RequestProblem::MissingRecords => E::CorruptMessage,
-            RequestProblem::NotEnoughReplicas => E::NotEnoughReplicas,
-            RequestProblem::NotEnoughReplicasAfterAppend => E::NotEnoughReplicasAfterAppend,
-            RequestProblem::DuplicateResource
-            | RequestProblem::Unsupported
-            | RequestProblem::Inconsistent => E::InvalidRequest,
+            RequestProblem::Unsupported | RequestProblem::Inconsistent => E::InvalidRequest,
             RequestProblem::UnsupportedEndpointType => E::UnsupportedEndpointType,
-            RequestProblem::InvalidTopicName => E::InvalidTopicException,
-            RequestProblem::InvalidPartitions => E::InvalidPartitions,
-            RequestProblem::InvalidReplicationFactor => E::InvalidReplicationFactor,
-            RequestProblem::InvalidReplicaAssignment => E::InvalidReplicaAssignment,
             RequestProblem::UnknownTopic => E::UnknownTopicOrPartition,
             RequestProblem::UnknownTopicId => E::UnknownTopicId,
             RequestProblem::LeaderNotAvailable => E::LeaderNotAvailable,
-            RequestProblem::OffsetOutOfRange => E::OffsetOutOfRange,
-            RequestProblem::BrokerNotAvailable => E::BrokerNotAvailable,
             RequestProblem::TimedOut => E::RequestTimedOut,
             // The coordinator does not exist yet: retriable, and honest about what is missing.
             RequestProblem::TransactionsUnsupported => E::CoordinatorNotAvailable,
             RequestProblem::FetchSessionIdNotFound => E::FetchSessionIdNotFound,
-            RequestProblem::ElectionNotNeeded => E::ElectionNotNeeded,
-            RequestProblem::PreferredLeaderNotAvailable => E::PreferredLeaderNotAvailable,
-            RequestProblem::EligibleLeadersNotAvailable => E::EligibleLeadersNotAvailable,
         },
     }
 }
@@ -256,6 +218,8 @@ fn ops_error_code(error: &OpsError) -> ResponseError {
         OpsError::ElectionNotNeeded => E::ElectionNotNeeded,
         OpsError::PreferredLeaderNotAvailable => E::PreferredLeaderNotAvailable,
         OpsError::EligibleLeadersNotAvailable => E::EligibleLeadersNotAvailable,
+        OpsError::Lookup(lookup) => error_code(&Failure::Lookup(*lookup)),
+        OpsError::Partition(error) => error_code(&Failure::Partition(error)),
         // As a controller that does not answer: retriable.
         OpsError::UnexpectedAnswer(_) => E::RequestTimedOut,
     }
@@ -293,8 +257,11 @@ mod tests {
             Failure::Storage(&io),
             Failure::Lookup(LeaderLookup::NotLeader),
             Failure::Lookup(LeaderLookup::Unknown),
-            Failure::Request(RequestProblem::NotEnoughReplicas),
-            Failure::Request(RequestProblem::NotEnoughReplicasAfterAppend),
+            Failure::Partition(&PartitionError::NotEnoughReplicas),
+            Failure::Partition(&PartitionError::NotEnoughReplicasAfterAppend),
+            Failure::Partition(&PartitionError::TimedOut),
+            Failure::Partition(&PartitionError::TaskFailed),
+            Failure::Partition(&PartitionError::WrongRole("leader")),
             Failure::Request(RequestProblem::TimedOut),
         ] {
             assert!(error_code(&failure).is_retriable(), "{failure:?}");

@@ -1,5 +1,5 @@
-//! Cluster operations in domain terms: topics, topic configs, partition reassignments and leader
-//! elections. Each operation takes and returns plain Rust types (names as `String`,
+//! Cluster operations in domain terms: topics, topic configs, partition reassignments, leader
+//! elections and DeleteRecords. Each operation takes and returns plain Rust types (names as `String`,
 //! [`TopicId`], config maps, `Option`s for "not given") and fails with one [`OpsError`], so the
 //! Kafka handlers and the admin gRPC service are both thin translators over the same calls.
 //!
@@ -18,10 +18,12 @@
 //!   topic configs through one implementation.
 //! - [`reassignments`]: alter, cancel and list partition reassignments.
 //! - [`elections`]: preferred and unclean leader elections.
+//! - [`records`]: DeleteRecords on a partition this broker leads.
 
 pub mod configs;
 pub mod elections;
 pub mod reassignments;
+pub mod records;
 pub mod topics;
 
 use std::collections::{HashMap, HashSet};
@@ -34,6 +36,8 @@ use streambus_raft::{MetadataCommand, MetadataImage, MetadataResponse, RaftError
 use tokio::time::Instant;
 
 use crate::context::BrokerContext;
+use crate::partition::manager::LeaderLookup;
+use crate::partition::PartitionError;
 use crate::topic_config::ConfigProblem;
 
 /// Bounds the wait for a committed change to reach this broker's image and partitions. Past it
@@ -117,6 +121,12 @@ pub enum OpsError {
     /// An unclean election: no replica could take over.
     #[error("no replica is eligible to lead")]
     EligibleLeadersNotAvailable,
+    /// A partition this broker does not lead (or not at the epoch asked for).
+    #[error("{0:?}")]
+    Lookup(LeaderLookup),
+    /// The partition refused or failed the operation.
+    #[error("{0}")]
+    Partition(Arc<PartitionError>),
     /// The controller answered a command with something else than that command's answer.
     #[error("unexpected answer from the controller: {0}")]
     UnexpectedAnswer(String),

@@ -27,11 +27,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ReplicationConfig;
+use crate::endpoints::live_kafka_endpoint;
 use crate::inter_broker::{PeerConnection, PeerError};
 use crate::kafka::wire::{to_uuid, topic_name};
 use crate::partition::manager::Followed;
 use crate::partition::{Partition, PartitionError};
-use crate::quorum::KAFKA_ENDPOINT;
 
 /// Fetch v13: topic ids (a recreated topic of the same name is never confused with the old
 /// one) and the replica id as a plain field.
@@ -165,11 +165,7 @@ impl ReplicaFetchers {
             keep
         });
         for (leader, partitions) in by_leader {
-            let address = image
-                .broker(leader)
-                .filter(|b| !b.fenced)
-                .and_then(|b| b.endpoints.iter().find(|e| e.name == KAFKA_ENDPOINT))
-                .map(|e| host_port(&e.host, e.port));
+            let address = live_kafka_endpoint(image, leader).map(|e| host_port(&e.host, e.port));
             let fetcher = fetchers.entry(leader).or_insert_with(|| self.spawn(leader));
             let mut inner = fetcher.shared.lock();
             let mut changed =

@@ -5,6 +5,8 @@
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 
+use crate::kafka::request::RequestContext;
+
 use crate::kafka::versions;
 
 /// The advertised ranges.
@@ -20,6 +22,6 @@ pub fn supported_api_keys() -> Vec<ApiVersion> {
         .collect()
 }
 
-pub fn handle(_version: i16, _request: &ApiVersionsRequest) -> ApiVersionsResponse {
+pub fn handle(_req: &RequestContext, _request: &ApiVersionsRequest) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(supported_api_keys())
 }

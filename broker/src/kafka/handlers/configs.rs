@@ -16,6 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::context::BrokerContext;
 use crate::kafka::errors::{Failure, Refusal, RequestProblem};
+use crate::kafka::request::RequestContext;
 use crate::kafka::wire::str_bytes;
 use crate::ops::configs::{ConfigAlteration, ConfigEdit, ConfigEntry, ConfigOp, ConfigResource};
 use crate::ops::{self, Mode, OpsError};
@@ -40,9 +41,10 @@ const TYPE_LIST: i8 = 7;
 
 pub fn describe(
     ctx: &BrokerContext,
-    version: i16,
+    req: &RequestContext,
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
+    let version = req.api_version;
     let results = request
         .resources
         .into_iter()
@@ -113,7 +115,7 @@ fn config_type(name: &str) -> i8 {
 
 pub async fn alter(
     ctx: &BrokerContext,
-    _version: i16,
+    _req: &RequestContext,
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let alterations = request.resources.iter().map(|resource| {
@@ -152,7 +154,7 @@ pub async fn alter(
 
 pub async fn incremental_alter(
     ctx: &BrokerContext,
-    _version: i16,
+    _req: &RequestContext,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let alterations = request.resources.iter().map(|resource| {

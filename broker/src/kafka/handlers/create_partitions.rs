@@ -8,13 +8,14 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 
 use crate::context::BrokerContext;
 use crate::kafka::errors::Refusal;
+use crate::kafka::request::RequestContext;
 use crate::kafka::wire::str_bytes;
 use crate::ops::topics::NewPartitions;
 use crate::ops::{self, Mode, OpsError};
 
 pub async fn handle(
     ctx: &BrokerContext,
-    _version: i16,
+    _req: &RequestContext,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let duplicates = ops::duplicates(request.topics.iter().map(|topic| &topic.name));

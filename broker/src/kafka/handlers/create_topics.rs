@@ -12,15 +12,17 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicN
 
 use crate::context::BrokerContext;
 use crate::kafka::errors::{Failure, Refusal, RequestProblem};
+use crate::kafka::request::RequestContext;
 use crate::kafka::wire::{str_bytes, to_uuid};
 use crate::ops::topics::{CreatedTopic, Layout, NewTopic, PartitionReplicas};
 use crate::ops::{self, Mode, OpsError};
 
 pub async fn handle(
     ctx: &BrokerContext,
-    version: i16,
+    req: &RequestContext,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
+    let version = req.api_version;
     let duplicates = ops::duplicates(request.topics.iter().map(|topic| &topic.name));
     let mode = Mode::from_validate_only(request.validate_only);
     // Kafka answers a duplicated name once, with INVALID_REQUEST, and creates none of its copies.

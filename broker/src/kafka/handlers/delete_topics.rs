@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::context::BrokerContext;
 use crate::kafka::errors::{Failure, Refusal, RequestProblem};
+use crate::kafka::request::RequestContext;
 use crate::kafka::wire::{from_uuid, str_bytes, to_uuid, topic_name};
 use crate::ops::{self, OpsError};
 
@@ -25,9 +26,10 @@ struct Target {
 
 pub async fn handle(
     ctx: &BrokerContext,
-    version: i16,
+    req: &RequestContext,
     request: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
+    let version = req.api_version;
     let mut targets = targets(&ctx.image(), version, &request);
     // Kafka refuses every entry that names (or, by id, resolves to) a topic given more than once.
     let duplicates = ops::duplicates(

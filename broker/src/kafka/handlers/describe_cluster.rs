@@ -8,6 +8,7 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use crate::context::BrokerContext;
 use crate::endpoints;
 use crate::kafka::errors::{code, Failure, RequestProblem};
+use crate::kafka::request::RequestContext;
 use crate::kafka::wire::{str_bytes, AUTHORIZED_OPERATIONS_UNSET};
 
 /// Kafka's `EndpointType.BROKER`.
@@ -15,9 +16,10 @@ const ENDPOINT_TYPE_BROKER: i8 = 1;
 
 pub fn handle(
     ctx: &BrokerContext,
-    version: i16,
+    req: &RequestContext,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    let version = req.api_version;
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(ctx.config.kafka.cluster_id.clone()))
         .with_controller_id(BrokerId(ctx.controller_id()))

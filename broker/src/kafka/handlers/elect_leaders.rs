@@ -9,14 +9,16 @@ use streambus_raft::command::ElectionType;
 
 use crate::context::BrokerContext;
 use crate::kafka::errors::{code, Failure, Refusal, RequestProblem};
+use crate::kafka::request::RequestContext;
 use crate::kafka::wire::{str_bytes, topic_name};
 use crate::ops;
 
 pub async fn handle(
     ctx: &BrokerContext,
-    version: i16,
+    req: &RequestContext,
     request: ElectLeadersRequest,
 ) -> ElectLeadersResponse {
+    let version = req.api_version;
     let partitions: Option<Vec<(String, i32)>> = request.topic_partitions.as_ref().map(|topics| {
         topics
             .iter()

@@ -7,10 +7,11 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use crate::context::BrokerContext;
 use crate::kafka::errors::{code, Failure, RequestProblem};
+use crate::kafka::request::RequestContext;
 
 pub async fn handle(
     ctx: &BrokerContext,
-    _version: i16,
+    _req: &RequestContext,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()

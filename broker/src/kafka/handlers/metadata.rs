@@ -13,14 +13,16 @@ use streambus_raft::MetadataImage;
 
 use crate::context::BrokerContext;
 use crate::kafka::errors::{code, Failure, RequestProblem};
+use crate::kafka::request::RequestContext;
 use crate::kafka::wire::{from_uuid, str_bytes, to_uuid, topic_name, AUTHORIZED_OPERATIONS_UNSET};
 use crate::{endpoints, ops};
 
 pub async fn handle(
     ctx: &BrokerContext,
-    version: i16,
+    req: &RequestContext,
     request: MetadataRequest,
 ) -> MetadataResponse {
+    let version = req.api_version;
     // v0: an empty list means every topic; v1+: null means every topic.
     let requested = match request.topics {
         Some(topics) if !(version == 0 && topics.is_empty()) => Some(topics),

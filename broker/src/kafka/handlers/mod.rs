@@ -2,8 +2,12 @@
 //! operations ([`crate::ops`]), the metadata image and the partition manager, and builds the
 //! response; failures become codes through [`crate::kafka::errors`] only.
 //!
-//! Every handler has the shape `handle(ctx, version, request) -> response` (async when it
-//! waits for storage or the quorum); `version` is the request's API version.
+//! Every handler has the shape `handle(ctx, req, request) -> response` (async when it waits for
+//! storage or the quorum): `ctx` is what the broker shares, `req` the request's
+//! [`RequestContext`](crate::kafka::request::RequestContext) (API version, connection,
+//! principal). Handlers only translate: data-path calls go to `crate::partition`, cluster
+//! operations to `crate::ops`; a tidy test (`broker/tests/it/tidy.rs`) keeps storage and raft
+//! internals, `.log()` and `spawn_blocking` out of this directory.
 
 pub mod api_versions;
 pub mod configs;

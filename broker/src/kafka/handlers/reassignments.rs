@@ -15,15 +15,17 @@ use kafka_protocol::messages::{
 
 use crate::context::BrokerContext;
 use crate::kafka::errors::Refusal;
+use crate::kafka::request::RequestContext;
 use crate::kafka::wire::{str_bytes, topic_name};
 use crate::ops;
 use crate::ops::reassignments::{PartitionMove, ReplicationFactorChange};
 
 pub async fn alter(
     ctx: &BrokerContext,
-    version: i16,
+    req: &RequestContext,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
+    let version = req.api_version;
     // v0 has no flag and always allowed it.
     let allow_rf_change = version < 1 || request.allow_replication_factor_change;
     let replication_factor = if allow_rf_change {
@@ -80,6 +82,7 @@ pub async fn alter(
 
 pub fn list(
     ctx: &BrokerContext,
+    _req: &RequestContext,
     request: &ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
     // Negative partition indexes name no partition, so they match nothing.

@@ -274,3 +274,39 @@ fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &ResponseKin
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Step::Send(buf.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::ApiVersionsRequest;
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::kafka::request::Principal;
+
+    #[test]
+    fn api_versions_v3_names_the_client_software_for_later_requests() {
+        let mut connection = Arc::new(ConnectionInfo {
+            id: 1,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: "kafka".into(),
+            principal: Principal::anonymous(),
+            client_software: None,
+        });
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("kafka-python"))
+            .with_client_software_version(StrBytes::from_static_str("2.0.6"));
+        learn_client_software(&mut connection, 2, &request);
+        assert_eq!(connection.client_software, None, "v2 carries no software");
+        let before = connection.clone();
+        learn_client_software(&mut connection, 3, &request);
+        let expected = ClientSoftware {
+            name: "kafka-python".to_owned(),
+            version: "2.0.6".to_owned(),
+        };
+        assert_eq!(connection.client_software.as_ref(), Some(&expected));
+        assert_eq!(
+            before.client_software, None,
+            "requests already handled keep theirs"
+        );
+    }
+}

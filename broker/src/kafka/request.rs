@@ -71,3 +71,74 @@ pub enum Outcome {
     /// The request cannot be answered (or, for acks=0, failed); the connection is closed.
     Close,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn logs_inside_a_request_carry_its_context() {
+        let connection = ConnectionInfo {
+            id: 7,
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            listener: "kafka".into(),
+            principal: Principal::anonymous(),
+            client_software: Some(ClientSoftware {
+                name: "librdkafka".to_owned(),
+                version: "2.0.2".to_owned(),
+            }),
+        };
+        let request = RequestContext {
+            connection: Arc::new(connection),
+            api_key: ApiKey::Produce,
+            api_version: 9,
+            correlation_id: 42,
+            client_id: Some(StrBytes::from_static_str("rdkafka-test")),
+        };
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            request
+                .span()
+                .in_scope(|| tracing::warn!("inside the request"));
+        });
+        let line = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        for field in [
+            "connection=7",
+            "peer=127.0.0.1:40000",
+            "listener=kafka",
+            "principal=User:ANONYMOUS",
+            "rdkafka-test",
+            "librdkafka",
+            "2.0.2",
+            "api=Produce",
+            "version=9",
+            "correlation_id=42",
+            "inside the request",
+        ] {
+            assert!(line.contains(field), "`{field}` missing from {line}");
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! Creating a coordinator's internal topic on first use: one `CreateTopic` metadata command with
 //! the configured partition count, replication factor and configs, then a wait until this
-//! broker's image shows the topic. (A small private step on purpose: the `ops` layer will offer
-//! the shared "write a metadata command, then wait for the image" function.)
+//! broker's image shows the topic. Unlike `ops::write_and_wait` it does not wait for the
+//! partition manager: the runtime's leadership hook waits for that itself; and it takes the
+//! metadata writer as a function, so its tests run without a quorum.
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -23,6 +23,7 @@ use streambus_raft::image::TopicRecord;
 use streambus_raft::MetadataImage;
 use uuid::Uuid;
 
+use super::led_partition;
 use crate::context::BrokerContext;
 use crate::kafka::errors::{code, Failure, RequestProblem};
 use crate::kafka::request::RequestContext;
@@ -172,19 +173,18 @@ async fn lookup(
     index: i32,
     current_epoch: i32,
 ) -> Result<(Arc<Partition>, i32), i16> {
-    let unknown = if version >= 13 {
-        RequestProblem::UnknownTopicId
-    } else {
-        RequestProblem::UnknownTopic
+    let Some(topic) = topic else {
+        // Fetch v13+ names topics by id.
+        let unknown = if version >= 13 {
+            RequestProblem::UnknownTopicId
+        } else {
+            RequestProblem::UnknownTopic
+        };
+        return Err(code(Failure::Request(unknown)));
     };
-    let topic = topic
-        .filter(|_| index >= 0)
-        .ok_or_else(|| code(Failure::Request(unknown)))?;
-    let led = ctx
-        .partitions
-        .leader(image, &topic.topic_id, index as u32, current_epoch)
+    let led = led_partition(ctx, image, Some(topic), index, current_epoch)
         .await
-        .map_err(|lookup| code(Failure::Lookup(lookup)))?;
+        .map_err(code)?;
     let leader_epoch = topic.partition(index as u32).map_or(-1, |p| p.leader_epoch);
     Ok((led, leader_epoch))
 }

@@ -66,18 +66,31 @@ where
             index,
             current_leader_epoch,
         } = key(&wanted);
-        let partition = match topic {
-            Some(topic) if index >= 0 => ctx
-                .partitions
-                .leader(image, &topic.topic_id, index as u32, current_leader_epoch)
-                .await
-                .map_err(Failure::Lookup),
-            _ => Err(Failure::Request(RequestProblem::UnknownTopic)),
-        };
+        let partition = led_partition(ctx, image, topic, index, current_leader_epoch).await;
         answers.push(match partition {
             Ok(partition) => op(partition, wanted).await,
             Err(failure) => failed(wanted, failure),
         });
     }
     answers
+}
+
+/// The partition `index` of `topic` (unknown: `None`) that this broker leads per `image`,
+/// checked against the client's `current_leader_epoch` (-1: no check); an unknown topic or a
+/// negative index is UNKNOWN_TOPIC_OR_PARTITION.
+pub async fn led_partition(
+    ctx: &BrokerContext,
+    image: &MetadataImage,
+    topic: Option<&TopicRecord>,
+    index: i32,
+    current_leader_epoch: i32,
+) -> Result<Arc<Partition>, Failure<'static>> {
+    match topic {
+        Some(topic) if index >= 0 => ctx
+            .partitions
+            .leader(image, &topic.topic_id, index as u32, current_leader_epoch)
+            .await
+            .map_err(Failure::Lookup),
+        _ => Err(Failure::Request(RequestProblem::UnknownTopic)),
+    }
 }

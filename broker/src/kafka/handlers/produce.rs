@@ -11,9 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
-use streambus_raft::image::TopicRecord;
-use streambus_raft::MetadataImage;
 
+use super::led_partition;
 use crate::context::BrokerContext;
 use crate::kafka::errors::{code_and_message, Failure, RequestProblem};
 use crate::kafka::request::{Outcome, RequestContext};
@@ -41,7 +40,7 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
             let planned = match (acks, transactional) {
                 (None, _) => Err(Failure::Request(RequestProblem::InvalidRequiredAcks)),
                 (_, true) => Err(Failure::Request(RequestProblem::TransactionsUnsupported)),
-                _ => leader(ctx, &image, record, index).await,
+                _ => led_partition(ctx, &image, record, index, -1).await,
             };
             let records = data.records.filter(|r| !r.is_empty());
             match (planned, records) {
@@ -90,22 +89,6 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
         };
     }
     respond(responses)
-}
-
-/// The partition `index` of `topic`, led here.
-async fn leader(
-    ctx: &BrokerContext,
-    image: &MetadataImage,
-    topic: Option<&TopicRecord>,
-    index: i32,
-) -> Result<Arc<Partition>, Failure<'static>> {
-    let topic = topic
-        .filter(|_| index >= 0)
-        .ok_or(Failure::Request(RequestProblem::UnknownTopic))?;
-    ctx.partitions
-        .leader(image, &topic.topic_id, index as u32, -1)
-        .await
-        .map_err(Failure::Lookup)
 }
 
 fn succeeded(version: i16, index: i32, appended: &Appended) -> PartitionProduceResponse {

@@ -295,6 +295,8 @@ mod tests {
     use crate::coordinator::partition_log::tests::{appended, open_manager, TOPIC};
     use crate::coordinator::test_machine::{put, Images, KvMachine, NOT_YET, TEST_WAIT};
     use crate::coordinator::topic::FewerBrokers;
+    use crate::partition::read::ReadBound;
+    use crate::partition::Partition;
 
     /// Polls `ready` until it holds (at most 500 times, 20 ms apart).
     async fn eventually(mut ready: impl FnMut() -> bool) {
@@ -438,6 +440,125 @@ mod tests {
         assert_eq!(loaded_map(&second, 0).await, before);
         shutdown.cancel();
         tokio::time::timeout(TEST_WAIT, task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Copies what broker 2's replica of `leader`'s partition lacks, as its replica fetcher
+    /// would, and reports broker 2's new position to the leader.
+    fn replicate(leader: &Arc<Partition>, follower: &Arc<Partition>, leader_epoch: i32) {
+        let from = follower.log_end_offset();
+        let read = leader.read(from, 1 << 20, ReadBound::LogEnd);
+        assert!(read.error.is_none(), "{:?}", read.error);
+        follower
+            .append_as_follower(read.records, leader_epoch, read.high_watermark, 0)
+            .unwrap();
+        leader
+            .on_follower_fetch(2, follower.log_end_offset(), leader_epoch)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_replays_what_the_killed_one_committed_and_nothing_else() {
+        let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut images = Images::with_brokers(&[1, 2]);
+        let topic_id = images.create_topic(TOPIC, vec![vec![1, 2]]);
+        let epoch = images.leader_epoch(&topic_id, 0);
+        let broker1 = open_manager(dir1.path());
+        let broker2 = Arc::new(
+            PartitionManager::open(&crate::config::BrokerConfig {
+                node_id: 2,
+                data_dir: dir2.path().to_owned(),
+                ..crate::config::BrokerConfig::default()
+            })
+            .unwrap(),
+        );
+        broker1.reconcile(&images.image, true);
+        broker2.reconcile(&images.image, true);
+        let (leader, follower) = (
+            broker1.get(&topic_id, 0).unwrap(),
+            broker2.get(&topic_id, 0).unwrap(),
+        );
+        let (publish1, watched1) = watch::channel(Arc::new(images.image.clone()));
+        let first = runtime(1);
+        let shutdown1 = CancellationToken::new();
+        let task1 = tokio::spawn(
+            first
+                .clone()
+                .run(watched1, broker1.clone(), shutdown1.clone()),
+        );
+        assert!(loaded_map(&first, 0).await.is_empty());
+
+        for (n, (key, value)) in [("a", "1"), ("b", "2"), ("a", "3")].into_iter().enumerate() {
+            let write = tokio::spawn({
+                let first = first.clone();
+                async move { first.write(0, put(key, value)).await }
+            });
+            appended(&leader, n as i64 + 1).await;
+            replicate(&leader, &follower, epoch);
+            let answer = tokio::time::timeout(TEST_WAIT, write).await.unwrap();
+            answer.unwrap().unwrap();
+        }
+        let committed = loaded_map(&first, 0).await;
+        // Appended on the leader only: never committed, so never answered.
+        let lost = tokio::spawn({
+            let first = first.clone();
+            async move { first.write(0, put("c", "4")).await }
+        });
+        appended(&leader, 4).await;
+
+        // The leader dies: the controller fences it and broker 2, the only other ISR member,
+        // takes over at a new epoch.
+        images.fence(1);
+        publish1.send_replace(Arc::new(images.image.clone()));
+        broker1.reconcile(&images.image, false);
+        let answer = tokio::time::timeout(TEST_WAIT, lost).await.unwrap();
+        assert!(
+            matches!(
+                answer.unwrap(),
+                Err(CoordinatorError::NotCoordinator { .. })
+            ),
+            "a write the dead leader never committed is not acknowledged"
+        );
+        shutdown1.cancel();
+        tokio::time::timeout(TEST_WAIT, task1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            images.image.partition(&topic_id, 0).unwrap().leader,
+            Some(2)
+        );
+        broker2.reconcile(&images.image, true);
+        let (_publish2, watched2) = watch::channel(Arc::new(images.image.clone()));
+        let second = CoordinatorRuntime::new(
+            2,
+            InternalTopic::compacted(TOPIC, 1, 1, FewerBrokers::Cap),
+            RuntimeConfig {
+                write_timeout: TEST_WAIT,
+                ..RuntimeConfig::default()
+            },
+            |_| KvMachine::default(),
+        );
+        let shutdown2 = CancellationToken::new();
+        let task2 = tokio::spawn(
+            second
+                .clone()
+                .run(watched2, broker2.clone(), shutdown2.clone()),
+        );
+        assert_eq!(
+            loaded_map(&second, 0).await,
+            committed,
+            "the new coordinator replays exactly what was committed"
+        );
+        let previous = tokio::time::timeout(TEST_WAIT, second.write(0, put("b", "5")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(previous.as_deref(), Some("2"), "it serves on from there");
+        shutdown2.cancel();
+        tokio::time::timeout(TEST_WAIT, task2)
             .await
             .unwrap()
             .unwrap();

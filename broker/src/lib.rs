@@ -45,6 +45,8 @@ pub mod principal;
 pub mod producer_ids;
 pub mod quorum;
 pub mod replication;
+#[cfg(test)]
+pub mod testing;
 pub mod topic_config;
 
 pub use config::BrokerConfig;

@@ -1,15 +1,12 @@
-//! Test-only: a key-value state machine for the runtime's tests, and metadata images with a
-//! coordinator topic.
+//! Test-only: a key-value state machine for the runtime's tests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use streambus_raft::command::{
-    CreateTopic, Endpoint, IncarnationId, MetadataCommand, RegisterBroker, TopicAssignment, TopicId,
-};
-use streambus_raft::MetadataImage;
 use streambus_storage::SystemClock;
+
+pub use crate::testing::Images;
 
 use super::machine::{
     CoordinatorMachine, CoordinatorRecord, CoordinatorResult, OpContext, ReplayError,
@@ -91,78 +88,5 @@ pub fn shard_config(write_timeout: Duration) -> ShardConfig {
         partition: 0,
         write_timeout,
         clock: Arc::new(SystemClock),
-    }
-}
-
-/// Builds images by applying commands, as the quorum would.
-#[derive(Debug, Default)]
-pub struct Images {
-    pub image: MetadataImage,
-    offset: u64,
-}
-
-impl Images {
-    /// Brokers `ids` registered and unfenced.
-    pub fn with_brokers(ids: &[i32]) -> Images {
-        let mut images = Images::default();
-        for &broker_id in ids {
-            let _ = images.apply(MetadataCommand::RegisterBroker(RegisterBroker {
-                broker_id,
-                incarnation_id: IncarnationId([broker_id as u8; 16]),
-                endpoints: vec![Endpoint {
-                    name: "kafka".to_owned(),
-                    host: "localhost".to_owned(),
-                    port: 9092,
-                }],
-                rack: None,
-                now_ms: 1_000,
-            }));
-        }
-        images
-    }
-
-    /// Applies `command`, which must not be rejected.
-    pub fn apply(&mut self, command: MetadataCommand) -> streambus_raft::MetadataResponse {
-        self.offset += 1;
-        let response = self.image.apply(self.offset, &command);
-        assert!(
-            !matches!(response, streambus_raft::MetadataResponse::Rejected(_)),
-            "{command:?}: {response:?}"
-        );
-        response
-    }
-
-    /// Fences broker `broker_id` (its session lapsed).
-    pub fn fence(&mut self, broker_id: i32) {
-        let broker_epoch = self
-            .image
-            .broker(broker_id)
-            .expect("registered")
-            .broker_epoch;
-        self.apply(MetadataCommand::FenceBroker(
-            streambus_raft::command::FenceBroker {
-                broker_id,
-                broker_epoch,
-            },
-        ));
-    }
-
-    /// Creates topic `name` with these replica lists; its id.
-    pub fn create_topic(&mut self, name: &str, replicas: Vec<Vec<i32>>) -> TopicId {
-        let topic_id = TopicId([42; 16]);
-        let _ = self.apply(MetadataCommand::CreateTopic(CreateTopic {
-            name: name.to_owned(),
-            topic_id,
-            assignment: TopicAssignment::Explicit(replicas),
-            configs: BTreeMap::from([("cleanup.policy".to_owned(), "compact".to_owned())]),
-        }));
-        topic_id
-    }
-
-    pub fn leader_epoch(&self, topic_id: &TopicId, partition: u32) -> i32 {
-        self.image
-            .partition(topic_id, partition)
-            .expect("partition exists")
-            .leader_epoch
     }
 }

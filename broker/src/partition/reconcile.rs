@@ -310,40 +310,14 @@ mod tests {
 
     use super::*;
     use crate::config::BrokerConfig;
+    use crate::testing::{Images, TOPIC_ID};
 
-    /// An image with brokers 1 and 2 and topic `kept` (id `[7; 16]`) whose partition 0 is on
-    /// broker 1 and partition 1 on broker 2.
+    /// An image with brokers 1 and 2 and topic `kept` (id [`TOPIC_ID`]) whose partition 0 is
+    /// on broker 1 and partition 1 on broker 2.
     fn image_with_topic_kept() -> MetadataImage {
-        use streambus_raft::command::{
-            CreateTopic, Endpoint, IncarnationId, MetadataCommand, RegisterBroker, TopicAssignment,
-        };
-        let mut image = MetadataImage::default();
-        let mut offset = 0;
-        let mut apply = |command: MetadataCommand| {
-            offset += 1;
-            image.apply(offset, &command)
-        };
-        for id in [1, 2] {
-            apply(MetadataCommand::RegisterBroker(RegisterBroker {
-                broker_id: id,
-                incarnation_id: IncarnationId([1; 16]),
-                endpoints: vec![Endpoint {
-                    name: "kafka".to_owned(),
-                    host: "localhost".to_owned(),
-                    port: 9092,
-                }],
-                rack: None,
-                now_ms: 1_000,
-            }));
-        }
-        apply(MetadataCommand::CreateTopic(CreateTopic {
-            name: "kept".to_owned(),
-            topic_id: TopicId([7; 16]),
-            assignment: TopicAssignment::Explicit(vec![vec![1], vec![2]]),
-            configs: Default::default(),
-        }));
-        assert!(image.topic_by_name("kept").is_some(), "topic created");
-        image
+        let mut images = Images::with_brokers(&[1, 2]);
+        images.create_topic("kept", vec![vec![1], vec![2]]);
+        images.image
     }
 
     /// A log directory `logs/<name>` with a marker naming `topic_id` and one segment file.
@@ -379,9 +353,9 @@ mod tests {
         let manager = PartitionManager::open(&config).unwrap();
         let logs = data.path().join("logs");
         let gone = log_dir(&logs, "gone-0", TopicId([9; 16]));
-        let hosted = log_dir(&logs, "kept-0", TopicId([7; 16]));
-        let moved_away = log_dir(&logs, "kept-1", TopicId([7; 16]));
-        let beyond = log_dir(&logs, "kept-5", TopicId([7; 16]));
+        let hosted = log_dir(&logs, "kept-0", TOPIC_ID);
+        let moved_away = log_dir(&logs, "kept-1", TOPIC_ID);
+        let beyond = log_dir(&logs, "kept-5", TOPIC_ID);
         // Not a partition log (no marker): not ours to judge.
         let unmarked = logs.join("unmarked");
         std::fs::create_dir_all(&unmarked).unwrap();

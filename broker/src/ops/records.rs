@@ -1,6 +1,8 @@
 //! DeleteRecords: moving a partition's log start offset up, on a partition this broker leads.
 //! Only committed records may go, so an offset past the high watermark is out of range.
 
+use streambus_raft::MetadataImage;
+
 use super::OpsError;
 use crate::context::BrokerContext;
 
@@ -14,23 +16,17 @@ pub enum DeleteUpTo {
 }
 
 /// Deletes the records of partition `index` of `topic` before `up_to`, on this broker, which
-/// must lead it. Returns the new log start offset (Kafka's low watermark).
+/// must lead it per `image`. Returns the new log start offset (Kafka's low watermark).
 pub async fn delete_records(
     ctx: &BrokerContext,
+    image: &MetadataImage,
     topic: &str,
     index: i32,
     up_to: DeleteUpTo,
 ) -> Result<i64, OpsError> {
-    let image = ctx.image();
-    let unknown = || OpsError::UnknownPartition {
-        topic: topic.to_owned(),
-        partition: index,
-    };
-    let record = image.topic_by_name(topic).ok_or_else(unknown)?;
-    let index = u32::try_from(index).map_err(|_| unknown())?;
     let partition = ctx
         .partitions
-        .leader(&image, &record.topic_id, index, -1)
+        .led(image, image.topic_by_name(topic), index, -1)
         .await
         .map_err(OpsError::Lookup)?;
     let offset = match up_to {

@@ -14,7 +14,7 @@ use streambus_storage::{StorageError, ValidatedBatch};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Commit, Partition, PartitionError, Role, WakeOn};
+use super::{Commit, Partition, PartitionError, PartitionState, Role, WakeOn};
 use crate::topic_config::CompressionType;
 
 /// What a producer asked to wait for (Kafka's `acks`).
@@ -62,9 +62,37 @@ impl Partition {
         batch: Bytes,
         acks: Acks,
     ) -> Result<Appended, PartitionError> {
+        // Checked first, as Kafka does, so a deposed or under-replicated leader refuses
+        // before paying for validation or recompression; checked again under the lock.
+        let (compression, max_message_bytes) = {
+            let state = self.read_state();
+            self.check_leader(&state, None, acks)?;
+            let settings = &state.settings;
+            (settings.compression, settings.log.max_message_bytes)
+        };
         let batch = ValidatedBatch::new(batch).map_err(StorageError::from)?;
-        let batch = self.apply_compression_policy(batch)?;
+        let batch = apply_compression_policy(batch, compression, max_message_bytes)?;
         self.append_leader(LeaderBatch::Client(batch), None, acks)
+    }
+
+    /// Whether this broker may append as leader (at `leader_epoch`, if given) with `acks`.
+    fn check_leader(
+        &self,
+        state: &PartitionState,
+        leader_epoch: Option<i32>,
+        acks: Acks,
+    ) -> Result<(), PartitionError> {
+        if state.role(self.broker_id) != Role::Leader
+            || leader_epoch.is_some_and(|epoch| epoch != state.leader_epoch)
+        {
+            return Err(PartitionError::WrongRole("leader"));
+        }
+        if acks == Acks::All
+            && (state.isr.len() as u64) < u64::from(state.settings.min_insync_replicas)
+        {
+            return Err(PartitionError::NotEnoughReplicas);
+        }
+        Ok(())
     }
 
     /// Appends a coordinator's batch (its records, or transaction markers) as leader at
@@ -88,16 +116,7 @@ impl Partition {
     ) -> Result<Appended, PartitionError> {
         let appended = {
             let state = self.read_state();
-            if state.role(self.broker_id) != Role::Leader
-                || leader_epoch.is_some_and(|epoch| epoch != state.leader_epoch)
-            {
-                return Err(PartitionError::WrongRole("leader"));
-            }
-            if acks == Acks::All
-                && (state.isr.len() as u64) < u64::from(state.settings.min_insync_replicas)
-            {
-                return Err(PartitionError::NotEnoughReplicas);
-            }
+            self.check_leader(&state, leader_epoch, acks)?;
             let epoch = state.leader_epoch;
             let info = match batch {
                 LeaderBatch::Client(batch) => self.log.append_validated_as_leader(batch, epoch)?,
@@ -116,30 +135,6 @@ impl Partition {
         Ok(appended)
     }
 
-    /// The batch as the topic's `compression.type` wants it: the client's bytes when the codec
-    /// already matches (or the topic keeps the producer's), otherwise decompressed within
-    /// `max.message.bytes` and re-encoded with the topic's codec.
-    fn apply_compression_policy(
-        &self,
-        batch: ValidatedBatch,
-    ) -> Result<ValidatedBatch, PartitionError> {
-        let (compression, max_message_bytes) = {
-            let state = self.read_state();
-            let settings = &state.settings;
-            (settings.compression, settings.log.max_message_bytes)
-        };
-        let CompressionType::Codec(target) = compression else {
-            return Ok(batch);
-        };
-        if batch.header().compression() == target as u8 {
-            return Ok(batch);
-        }
-        let limit = streambus_storage::decompress::limit_for(max_message_bytes);
-        let recompressed = recompress(batch, target, limit)?;
-        // The encoder's own batch, checked like any other before it is written.
-        Ok(ValidatedBatch::new(recompressed).map_err(StorageError::from)?)
-    }
-
     /// Waits until the high watermark passes `appended`, at most until `deadline`. Fails when
     /// this broker stops leading at the append's epoch first (the batch may be truncated away,
     /// and a follower's high watermark says nothing about it), or when the ISR that committed
@@ -152,6 +147,8 @@ impl Partition {
         shutdown: &CancellationToken,
     ) -> Result<(), PartitionError> {
         let commit = tokio::select! {
+            // A batch already committed is acknowledged even while the broker stops.
+            biased;
             commit = self.wait_commit(appended.last_offset, appended.leader_epoch, deadline) => commit,
             () = shutdown.cancelled() => return Err(PartitionError::TimedOut),
         };
@@ -211,13 +208,13 @@ pub async fn append_all(
     acks: Acks,
     timeout: Duration,
     shutdown: &CancellationToken,
-) -> Vec<(Arc<Partition>, Result<Appended, PartitionError>)> {
+) -> Vec<Result<Appended, PartitionError>> {
     if appends.is_empty() {
         return Vec::new();
     }
     // One deadline for the whole request, however many partitions it waits for.
     let deadline = tokio::time::Instant::now() + timeout;
-    let partitions: Vec<Arc<Partition>> = appends.iter().map(|(p, _)| p.clone()).collect();
+    let count = appends.len();
     let appended = tokio::task::spawn_blocking(move || {
         appends
             .into_iter()
@@ -235,9 +232,8 @@ pub async fn append_all(
         // The append task panicked: what was written is unknown, so nothing is acknowledged;
         // the client retries (an idempotent producer's retry is deduplicated).
         tracing::error!("produce append task panicked");
-        return partitions
-            .into_iter()
-            .map(|p| (p, Err(PartitionError::TaskFailed)))
+        return (0..count)
+            .map(|_| Err(PartitionError::TaskFailed))
             .collect();
     };
     if acks == Acks::All {
@@ -249,7 +245,27 @@ pub async fn append_all(
             }
         }
     }
-    outcomes
+    outcomes.into_iter().map(|(_, outcome)| outcome).collect()
+}
+
+/// The batch as the topic's `compression.type` wants it: the client's bytes when the codec
+/// already matches (or the topic keeps the producer's), otherwise decompressed within
+/// `max.message.bytes` and re-encoded with the topic's codec.
+fn apply_compression_policy(
+    batch: ValidatedBatch,
+    compression: CompressionType,
+    max_message_bytes: usize,
+) -> Result<ValidatedBatch, PartitionError> {
+    let CompressionType::Codec(target) = compression else {
+        return Ok(batch);
+    };
+    if batch.header().compression() == target as u8 {
+        return Ok(batch);
+    }
+    let limit = streambus_storage::decompress::limit_for(max_message_bytes);
+    let recompressed = recompress(batch, target, limit)?;
+    // The encoder's own batch, checked like any other before it is written.
+    Ok(ValidatedBatch::new(recompressed).map_err(StorageError::from)?)
 }
 
 /// Disk trouble and other surprises are logged; a client's own mistakes are not.

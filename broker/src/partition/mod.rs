@@ -2,9 +2,10 @@
 //! it (leader, follower or offline), its high watermark, the leader's view of its followers, and
 //! the fetches and produce requests parked until the log or the high watermark moves.
 //!
-//! `Partition` owns the data path: handlers call [`produce`], [`fetch`] and the per-partition
-//! reads and deletions here, never the log itself, and every call that touches storage runs on a
-//! blocking thread inside this module.
+//! `Partition` owns the data path: handlers call [`append::append_all`], [`read::fetch`] and the
+//! per-partition reads and deletions here, never the log itself. Async entry points run their
+//! storage calls on blocking threads inside this module; the plain methods block and are for
+//! blocking threads (the replica fetchers' appends, the coordinators' adapter).
 //!
 //! Modules:
 //! - [`append`]: leader appends (validation once, the compression policy, min.insync.replicas)
@@ -472,8 +473,12 @@ impl Partition {
     fn propose(self: &Arc<Self>, change: IsrChange) {
         match &self.isr_proposer {
             Some(proposer) => proposer.propose(self.clone(), change),
-            // Unit tests only: nothing to send it to, so it is refused as never applied.
-            None => self.isr_change_refused(change.seq),
+            None => {
+                // Unit tests only (the broker sets the proposer before opening partitions):
+                // nothing to send it to, so it is refused as never applied.
+                tracing::warn!(topic = %self.topic, index = self.index, "no ISR proposer: change dropped");
+                self.isr_change_refused(change.seq);
+            }
         }
     }
 
@@ -901,6 +906,7 @@ mod tests {
             partition: p.clone(),
             fetch_offset: 0,
             partition_max_bytes: 1 << 20,
+            follower: None,
         };
         let parked =
             tokio::spawn(async move { read::fetch(vec![target], limits, &shutdown).await });
@@ -920,5 +926,68 @@ mod tests {
         assert_eq!(reads.len(), 1);
         assert!(!reads[0].records.is_empty());
         assert_eq!(reads[0].high_watermark, 2);
+    }
+
+    #[test]
+    fn a_deposed_or_under_replicated_leader_refuses_before_looking_at_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_with(dir.path(), &[1], 2);
+        let garbage = Bytes::from_static(b"not a record batch");
+        assert!(matches!(
+            p.append_records(garbage.clone(), Acks::All),
+            Err(PartitionError::NotEnoughReplicas)
+        ));
+        assert!(matches!(
+            p.append_records(garbage.clone(), Acks::Leader),
+            Err(PartitionError::Storage(_))
+        ));
+        p.set_state(state(2, 2, &[2, 1]));
+        assert!(matches!(
+            p.append_records(garbage, Acks::Leader),
+            Err(PartitionError::WrongRole(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_follower_fetch_records_its_position_and_a_stranger_gets_an_error_and_no_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_with(dir.path(), &[1, 2], 1);
+        p.append_records(batch(3), Acks::Leader).unwrap();
+        assert_eq!(p.high_watermark(), 0, "follower 2 has fetched nothing yet");
+        let shutdown = CancellationToken::new();
+        let limits = read::FetchLimits {
+            max_bytes: 1 << 20,
+            min_bytes: 1,
+            max_wait: std::time::Duration::from_secs(10),
+            bound: read::ReadBound::LogEnd,
+        };
+        let target = |replica, fetch_offset| read::ReadTarget {
+            partition: p.clone(),
+            fetch_offset,
+            partition_max_bytes: 1 << 20,
+            follower: Some(read::FollowerFetch {
+                replica,
+                leader_epoch: 1,
+            }),
+        };
+        // Caught up: nothing to wait for.
+        let caught_up = read::FetchLimits {
+            min_bytes: 0,
+            ..limits
+        };
+        let reads = read::fetch(vec![target(2, 3)], caught_up, &shutdown).await;
+        assert!(reads[0].error.is_none(), "{:?}", reads[0].error);
+        assert_eq!(p.high_watermark(), 3, "follower 2's position moved it");
+
+        // Broker 9 is no replica: refused at once, with no bytes from the shared budget.
+        let started = std::time::Instant::now();
+        let reads = read::fetch(vec![target(9, 0), target(2, 0)], limits, &shutdown).await;
+        assert!(matches!(reads[0].error, Some(PartitionError::WrongRole(_))));
+        assert!(reads[0].records.is_empty());
+        assert!(!reads[1].records.is_empty(), "the replica still reads");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no long poll"
+        );
     }
 }

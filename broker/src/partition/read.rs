@@ -1,7 +1,8 @@
 //! Reads of a partition for its clients: fetches up to the bound their isolation allows (with
-//! the aborted transactions read_committed needs) and the long poll that parks them until
-//! enough bytes are there, offset lookups for ListOffsets, OffsetForLeaderEpoch, and
-//! DeleteRecords. Storage calls run on blocking threads here; callers stay async.
+//! the aborted transactions read_committed needs), a follower's position recorded first, and
+//! the long poll that parks them until enough bytes are there; offset lookups for ListOffsets,
+//! OffsetForLeaderEpoch, and DeleteRecords. The async entry points ([`fetch`] and the `async`
+//! methods) run their storage calls on blocking threads; the plain methods block.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use bytes::Bytes;
 use streambus_storage::StorageError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use streambus_raft::command::BrokerId;
 
 use super::{Partition, PartitionError, WakeOn};
 
@@ -31,6 +34,16 @@ pub struct ReadTarget {
     pub partition: Arc<Partition>,
     pub fetch_offset: i64,
     pub partition_max_bytes: usize,
+    /// Set for a follower's fetch: its position is recorded with the leader before the read.
+    pub follower: Option<FollowerFetch>,
+}
+
+/// Who fetches as a follower, and the leader epoch the request's lookup checked: the position
+/// counts only while this broker still leads at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerFetch {
+    pub replica: BrokerId,
+    pub leader_epoch: i32,
 }
 
 /// The limits of one fetch request.
@@ -89,16 +102,70 @@ pub struct FoundOffset {
     pub leader_epoch: i32,
 }
 
-/// Reads every target once, and parks until some partition's high watermark (for a follower:
-/// log end) moves while fewer than `min_bytes` came back and `max_wait` has not passed, or
-/// `shutdown`. One read per target, in order.
+/// Records followers' positions, reads every target once, and parks until some partition's
+/// high watermark (for a follower: log end) moves while fewer than `min_bytes` came back and
+/// `max_wait` has not passed, or `shutdown`. One read per target, in order; a target whose
+/// follower position was refused is answered with that error, at once.
 pub async fn fetch(
     targets: Vec<ReadTarget>,
     limits: FetchLimits,
     shutdown: &CancellationToken,
 ) -> Vec<PartitionRead> {
     let targets = Arc::new(targets);
-    let deadline = tokio::time::Instant::now() + limits.max_wait;
+    let mut refused = record_followers(&targets).await;
+    let max_wait = if refused.iter().any(Option::is_some) {
+        Duration::ZERO
+    } else {
+        limits.max_wait
+    };
+    let skipped: Arc<Vec<bool>> = Arc::new(refused.iter().map(Option::is_some).collect());
+    let reads = read_until_enough(&targets, &skipped, limits, max_wait, shutdown).await;
+    reads
+        .into_iter()
+        .zip(refused.iter_mut())
+        .map(|(read, refused)| refused.take().map_or(read, failed))
+        .collect()
+}
+
+/// Records the position of each follower target (on a blocking thread: moving the high
+/// watermark takes the log's lock, which appends hold while they write). One entry per
+/// target: the refusal, if any.
+async fn record_followers(targets: &Arc<Vec<ReadTarget>>) -> Vec<Option<PartitionError>> {
+    if targets.iter().all(|t| t.follower.is_none()) {
+        return targets.iter().map(|_| None).collect();
+    }
+    let snapshot = targets.clone();
+    tokio::task::spawn_blocking(move || {
+        snapshot
+            .iter()
+            .map(|target| {
+                let follower = target.follower?;
+                target
+                    .partition
+                    .on_follower_fetch(follower.replica, target.fetch_offset, follower.leader_epoch)
+                    .err()
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_else(|_| {
+        tracing::error!("follower fetch bookkeeping panicked");
+        targets
+            .iter()
+            .map(|_| Some(PartitionError::TaskFailed))
+            .collect()
+    })
+}
+
+/// The long poll of [`fetch`].
+async fn read_until_enough(
+    targets: &Arc<Vec<ReadTarget>>,
+    skipped: &Arc<Vec<bool>>,
+    limits: FetchLimits,
+    max_wait: Duration,
+    shutdown: &CancellationToken,
+) -> Vec<PartitionRead> {
+    let deadline = tokio::time::Instant::now() + max_wait;
     let wake_on = match limits.bound {
         ReadBound::LogEnd => WakeOn::Append,
         ReadBound::HighWatermark | ReadBound::LastStable => WakeOn::HighWatermark,
@@ -107,11 +174,15 @@ pub async fn fetch(
     // bounds the number of passes.
     loop {
         let waiter = Arc::new(Notify::new());
-        for target in targets.iter() {
+        for (target, _) in targets
+            .iter()
+            .zip(skipped.iter())
+            .filter(|(_, skip)| !**skip)
+        {
             target.partition.add_waiter(&waiter, wake_on);
         }
-        let snapshot = targets.clone();
-        let reads = tokio::task::spawn_blocking(move || read_all(&snapshot, limits))
+        let (snapshot, skip) = (targets.clone(), skipped.clone());
+        let reads = tokio::task::spawn_blocking(move || read_all(&snapshot, &skip, limits))
             .await
             .unwrap_or_else(|_| {
                 tracing::error!("fetch read task panicked");
@@ -137,13 +208,18 @@ pub async fn fetch(
     }
 }
 
-/// Reads every target (blocking), within the byte budgets.
-fn read_all(targets: &[ReadTarget], limits: FetchLimits) -> Vec<PartitionRead> {
+/// Reads every target but the skipped ones (blocking), within the byte budgets.
+fn read_all(targets: &[ReadTarget], skipped: &[bool], limits: FetchLimits) -> Vec<PartitionRead> {
     let mut remaining = limits.max_bytes;
     let mut total = 0usize;
     targets
         .iter()
-        .map(|target| {
+        .zip(skipped)
+        .map(|(target, skip)| {
+            if *skip {
+                // Answered with its refusal by the caller.
+                return failed(PartitionError::WrongRole("leader"));
+            }
             let budget = target.partition_max_bytes.min(remaining);
             let mut read = target
                 .partition

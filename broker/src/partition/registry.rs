@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use streambus_raft::command::{BrokerId, TopicId};
+use streambus_raft::image::TopicRecord;
 use streambus_raft::MetadataImage;
 
 use super::manager::{Key, PartitionManager};
@@ -88,6 +89,24 @@ impl PartitionManager {
         match self.get(topic_id, index) {
             Some(partition) if partition.is_leader_at(record.leader_epoch) => Ok(partition),
             _ => Err(LeaderLookup::NotLeader),
+        }
+    }
+
+    /// [`PartitionManager::leader`] for a partition as a request names it: `topic` as the image
+    /// knows it (`None`: unknown) and an index from the wire (negative: unknown).
+    pub async fn led(
+        &self,
+        image: &MetadataImage,
+        topic: Option<&TopicRecord>,
+        index: i32,
+        current_leader_epoch: i32,
+    ) -> Result<Arc<Partition>, LeaderLookup> {
+        match (topic, u32::try_from(index)) {
+            (Some(topic), Ok(index)) => {
+                self.leader(image, &topic.topic_id, index, current_leader_epoch)
+                    .await
+            }
+            _ => Err(LeaderLookup::Unknown),
         }
     }
 

@@ -19,6 +19,7 @@ pub async fn handle(
     _req: &RequestContext,
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
+    let image = ctx.image();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
@@ -28,7 +29,8 @@ pub async fn handle(
                 offset => DeleteUpTo::Offset(offset),
             };
             let deleted =
-                records::delete_records(ctx, &topic.name, wanted.partition_index, up_to).await;
+                records::delete_records(ctx, &image, &topic.name, wanted.partition_index, up_to)
+                    .await;
             let result = DeleteRecordsPartitionResult::default()
                 .with_partition_index(wanted.partition_index);
             partitions.push(match deleted {

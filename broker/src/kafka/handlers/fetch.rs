@@ -6,7 +6,7 @@
 //! `max_wait_ms` passes.
 //!
 //! A fetch with a replica id is a follower's: it reads up to the log end (not the high
-//! watermark), and its position is recorded with the partition first (which may move the high
+//! watermark), and the partition records its position first (which may move the high
 //! watermark and propose an ISR expansion).
 //!
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
@@ -28,7 +28,9 @@ use crate::context::BrokerContext;
 use crate::kafka::errors::{code, Failure, RequestProblem};
 use crate::kafka::request::RequestContext;
 use crate::kafka::wire::from_uuid;
-use crate::partition::read::{self, FetchLimits, PartitionRead, ReadBound, ReadTarget};
+use crate::partition::read::{
+    self, FetchLimits, FollowerFetch, PartitionRead, ReadBound, ReadTarget,
+};
 use crate::partition::Partition;
 
 const READ_COMMITTED: i8 = 1;
@@ -101,23 +103,19 @@ pub async fn handle(
                 partition.partition,
                 current_epoch,
             )
-            .await
-            .and_then(|(led, leader_epoch)| match follower {
-                // The position is recorded only if the partition is still at the epoch
-                // the lookup checked against the image; otherwise the follower is not a
-                // replica of it (or leadership just moved).
-                Some(replica) => led
-                    .on_follower_fetch(replica, partition.fetch_offset, leader_epoch)
-                    .map(|()| led)
-                    .map_err(|error| code(Failure::Partition(&error))),
-                None => Ok(led),
-            });
-            let read = lookup.map(|led| {
+            .await;
+            let read = lookup.map(|(led, leader_epoch)| {
                 targets.push(ReadTarget {
                     partition: led,
                     fetch_offset: partition.fetch_offset,
                     partition_max_bytes: usize::try_from(partition.partition_max_bytes)
                         .unwrap_or(0),
+                    // The position counts only while this broker leads at the epoch the lookup
+                    // checked against the image.
+                    follower: follower.map(|replica| FollowerFetch {
+                        replica,
+                        leader_epoch,
+                    }),
                 });
                 targets.len() - 1
             });
@@ -224,5 +222,6 @@ fn failed(index: i32, error: i16) -> PartitionData {
         .with_high_watermark(-1)
         .with_last_stable_offset(-1)
         .with_log_start_offset(-1)
+        .with_aborted_transactions(None)
         .with_records(Some(bytes::Bytes::new()))
 }

@@ -32,7 +32,7 @@ use streambus_raft::image::TopicRecord;
 use streambus_raft::MetadataImage;
 
 use crate::context::BrokerContext;
-use crate::kafka::errors::{Failure, RequestProblem};
+use crate::kafka::errors::Failure;
 use crate::partition::Partition;
 
 /// One requested partition of a per-partition request: its index and the client's
@@ -44,7 +44,7 @@ pub struct PartitionKey {
 }
 
 /// The skeleton of requests that do one thing per partition this broker leads (ListOffsets,
-/// OffsetForLeaderEpoch, DeleteRecords): each wanted partition of `topic` (unknown: `None`)
+/// OffsetForLeaderEpoch): each wanted partition of `topic` (unknown: `None`)
 /// is looked up as led here, then answered by `op`, or by `failed` when the lookup fails
 /// (an unknown topic or a negative index is UNKNOWN_TOPIC_OR_PARTITION). Answers keep the
 /// request's order.
@@ -85,12 +85,8 @@ pub async fn led_partition(
     index: i32,
     current_leader_epoch: i32,
 ) -> Result<Arc<Partition>, Failure<'static>> {
-    match topic {
-        Some(topic) if index >= 0 => ctx
-            .partitions
-            .leader(image, &topic.topic_id, index as u32, current_leader_epoch)
-            .await
-            .map_err(Failure::Lookup),
-        _ => Err(Failure::Request(RequestProblem::UnknownTopic)),
-    }
+    ctx.partitions
+        .led(image, topic, index, current_leader_epoch)
+        .await
+        .map_err(Failure::Lookup)
 }

@@ -74,14 +74,14 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
             .iter()
             .flat_map(|t| &t.partition_responses)
             .any(|p| p.error_code != 0);
-        let failed_append = outcomes.iter().any(|(_, outcome)| outcome.is_err());
+        let failed_append = outcomes.iter().any(Result::is_err);
         return if failed_before || failed_append {
             Outcome::Close
         } else {
             Outcome::NoResponse
         };
     }
-    for ((topic, slot), (_, outcome)) in slots.into_iter().zip(outcomes) {
+    for ((topic, slot), outcome) in slots.into_iter().zip(outcomes) {
         let entry = &mut responses[topic].partition_responses[slot];
         *entry = match outcome {
             Ok(appended) => succeeded(version, entry.index, &appended),

@@ -40,16 +40,15 @@ impl PartitionLog {
     fn partition_error(&self, error: PartitionError) -> CoordinatorError {
         match error {
             PartitionError::Storage(error) => error.into(),
-            PartitionError::NotEnoughReplicas => {
-                let state = self.partition.state();
-                CoordinatorError::NotEnoughReplicas {
-                    isr: state.isr.len(),
-                    min_insync: state.settings.min_insync_replicas,
-                }
-            }
+            PartitionError::NotEnoughReplicas => self.not_enough_replicas(),
             // Deposed, or an outcome this broker cannot know: the shard is reloaded.
             _ => self.not_coordinator(),
         }
+    }
+
+    fn not_enough_replicas(&self) -> CoordinatorError {
+        let (isr, min_insync) = self.partition.in_sync_replicas();
+        CoordinatorError::NotEnoughReplicas { isr, min_insync }
     }
 
     fn check_leader(&self) -> Result<(), CoordinatorError> {
@@ -127,8 +126,7 @@ impl CoordinatorLog for PartitionLog {
                 next_offset: from_offset,
             });
         }
-        let decompressed_bytes_max =
-            decompress::limit_for(self.partition.state().settings.log.max_message_bytes);
+        let decompressed_bytes_max = decompress::limit_for(self.partition.max_message_bytes());
         let read = self
             .blocking(move |partition| {
                 partition.read(from_offset, max_bytes, ReadBound::HighWatermark)
@@ -158,12 +156,9 @@ impl CoordinatorLog for PartitionLog {
     /// Kafka's coordinators write with acks=all and the same `min.insync.replicas` check as
     /// producers: nothing is appended below it.
     fn writable(&self) -> Result<(), CoordinatorError> {
-        let state = self.partition.state();
-        if (state.isr.len() as u64) < u64::from(state.settings.min_insync_replicas) {
-            return Err(CoordinatorError::NotEnoughReplicas {
-                isr: state.isr.len(),
-                min_insync: state.settings.min_insync_replicas,
-            });
+        let (isr, min_insync) = self.partition.in_sync_replicas();
+        if (isr as u64) < u64::from(min_insync) {
+            return Err(self.not_enough_replicas());
         }
         Ok(())
     }

@@ -363,6 +363,17 @@ impl Partition {
         self.log.log_end_offset()
     }
 
+    /// `(ISR size, min.insync.replicas)` now, read without copying the state.
+    pub fn in_sync_replicas(&self) -> (usize, u32) {
+        let state = self.read_state();
+        (state.isr.len(), state.settings.min_insync_replicas)
+    }
+
+    /// The topic's `max.message.bytes` now.
+    pub fn max_message_bytes(&self) -> usize {
+        self.read_state().settings.log.max_message_bytes
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use streambus_raft::command::FenceBroker;
 use streambus_raft::{MetadataCommand, RegistrationState};
+use streambus_storage::clean_shutdown;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -49,16 +50,26 @@ impl Broker {
             .await
             .map_err(bind_error)?;
         let kafka_addr = listener.local_addr().map_err(bind_error)?;
-        let partitions = {
+        let (partitions, previous_broker_epoch) = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || PartitionManager::open(&config))
-                .await
-                .map_err(|e| {
-                    BrokerError::Storage(streambus_storage::StorageError::Kv(e.to_string()))
-                })??
+            tokio::task::spawn_blocking(move || {
+                // Taken before any log is opened: from here on a crash must look unclean.
+                let previous = clean_shutdown::take(&config.data_dir)?;
+                Ok::<_, BrokerError>((PartitionManager::open(&config)?, previous))
+            })
+            .await
+            .map_err(|e| {
+                BrokerError::Storage(streambus_storage::StorageError::Kv(e.to_string()))
+            })??
         };
+        if previous_broker_epoch.is_none() {
+            tracing::warn!(
+                "no clean shutdown recorded: registering as recovered from an unclean shutdown, \
+                 so this broker cannot lead a partition it was the last in-sync replica of"
+            );
+        }
         let partitions = Arc::new(partitions);
-        let quorum = quorum::start(&config, dev, kafka_addr.port()).await?;
+        let quorum = quorum::start(&config, dev, kafka_addr.port(), previous_broker_epoch).await?;
         partitions.set_isr_proposer(IsrProposer::new(quorum.node.clone(), config.node_id));
         let shutdown = CancellationToken::new();
         let producer_ids = ProducerIdAllocator::new(
@@ -75,6 +86,7 @@ impl Broker {
         });
         let fetchers = Arc::new(ReplicaFetchers::new(
             ctx.config.node_id,
+            quorum.lifecycle.state(),
             ctx.config.replication.clone(),
             shutdown.clone(),
         ));
@@ -176,12 +188,29 @@ impl Broker {
         }
         self.fetchers.stop().await;
         let partitions = self.ctx.partitions.clone();
+        let registered = match *self.quorum.lifecycle.state().borrow() {
+            RegistrationState::Registered { broker_epoch, .. } => Some(broker_epoch),
+            RegistrationState::Unregistered => None,
+        };
+        let data_dir = self.ctx.config.data_dir.clone();
         drop(self.ctx);
-        if tokio::task::spawn_blocking(move || partitions.close())
-            .await
-            .is_err()
-        {
-            tracing::error!("closing the partition logs panicked");
+        let closed = tokio::task::spawn_blocking(move || {
+            if !partitions.close() {
+                return Ok(false);
+            }
+            // Last: the marker promises every log's data is durable under this epoch. A broker
+            // that never registered has no epoch to promise anything under.
+            if let Some(broker_epoch) = registered {
+                clean_shutdown::mark(&data_dir, broker_epoch)?;
+            }
+            Ok::<_, BrokerError>(true)
+        })
+        .await;
+        match closed {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => tracing::error!("the partition logs did not close cleanly"),
+            Ok(Err(error)) => tracing::error!(%error, "cannot record the clean shutdown"),
+            Err(_) => tracing::error!("closing the partition logs panicked"),
         }
         self.quorum.node.shutdown().await?;
         Ok(())

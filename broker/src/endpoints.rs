@@ -58,6 +58,7 @@ mod tests {
             endpoints,
             rack: None,
             now_ms: 0,
+            previous_broker_epoch: None,
         });
         match image.apply(offset, &command) {
             MetadataResponse::BrokerRegistered { broker_epoch } => broker_epoch,

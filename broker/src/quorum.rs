@@ -26,9 +26,15 @@ pub struct Quorum {
 }
 
 /// Starts this broker's metadata node (in `<data_dir>/raft`) and registers the broker with its
-/// Kafka listener on `kafka_port`. With `dev`, or with no voters configured, the broker is a
-/// single-voter cluster of its own.
-pub async fn start(config: &BrokerConfig, dev: bool, kafka_port: u16) -> Result<Quorum> {
+/// Kafka listener on `kafka_port`, naming `previous_broker_epoch`, the epoch of its last clean
+/// shutdown if the previous run ended with one. With `dev`, or with no voters configured, the
+/// broker is a single-voter cluster of its own.
+pub async fn start(
+    config: &BrokerConfig,
+    dev: bool,
+    kafka_port: u16,
+    previous_broker_epoch: Option<i64>,
+) -> Result<Quorum> {
     // `validate` rejects negative ids.
     let node_id = NodeId::try_from(config.node_id).unwrap_or_default();
     let bind_error = |source| BrokerError::Bind {
@@ -77,6 +83,7 @@ pub async fn start(config: &BrokerConfig, dev: bool, kafka_port: u16) -> Result<
             endpoint(RAFT_ENDPOINT, local.port()),
         ],
         rack: (!metadata.rack.is_empty()).then(|| metadata.rack.clone()),
+        previous_broker_epoch,
     };
     let lifecycle = BrokerLifecycle::spawn(
         node.clone(),

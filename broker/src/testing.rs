@@ -35,6 +35,7 @@ impl Images {
                 }],
                 rack: None,
                 now_ms: 1_000,
+                previous_broker_epoch: None,
             }));
         }
         images

@@ -49,6 +49,7 @@ fn info(id: i32) -> BrokerInfo {
             port: 9092,
         }],
         rack: None,
+        previous_broker_epoch: None,
     }
 }
 

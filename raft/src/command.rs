@@ -86,6 +86,13 @@ pub struct RegisterBroker {
     /// Replica placement spreads a partition's replicas across racks when brokers have one.
     pub rack: Option<String>,
     pub now_ms: i64,
+    /// The broker epoch this broker's data was last known intact under (Kafka's
+    /// `PreviousBrokerEpoch`, KIP-966): read from the clean-shutdown marker at process start, or
+    /// the epoch of the registration this process already held. `None` after an unclean
+    /// shutdown (a crash, a power loss, a lost disk): the broker's logs may be shorter than what
+    /// it acknowledged, so it may not lead from a last-member ISR or an ELR.
+    #[serde(default)]
+    pub previous_broker_epoch: Option<i64>,
 }
 
 /// A named, advertised listener address.
@@ -166,6 +173,11 @@ pub struct AlterPartition {
     /// The partition epoch the leader based its change on: a compare-and-set guard.
     pub partition_epoch: i32,
     pub new_isr: Vec<BrokerId>,
+    /// The broker epoch each member sent with its latest fetch (Kafka's `NewIsrWithEpochs`,
+    /// KIP-903). A member being added must have fetched as its broker's current incarnation:
+    /// a fetch of a previous incarnation says nothing about the restarted broker's log.
+    #[serde(default)]
+    pub member_epochs: BTreeMap<BrokerId, i64>,
 }
 
 /// See [`MetadataCommand::ElectLeaders`].
@@ -262,6 +274,12 @@ pub enum ElectionOutcome {
     Elected {
         leader: BrokerId,
         leader_epoch: i32,
+        /// `None` for a clean election. For an unclean one, the replicas that last held every
+        /// committed record (the ISR, eligible leader replicas or last known ELR before the
+        /// election; the new leader may be among them, with a log that lost its unflushed
+        /// tail): records beyond the new leader's log end that only they hold are lost.
+        #[serde(default)]
+        last_in_sync: Option<Vec<BrokerId>>,
     },
     /// The preferred replica already leads, or (unclean) the partition has a leader.
     NotNeeded,
@@ -410,6 +428,13 @@ pub enum IsrProblem {
     MissingLeader(BrokerId),
     /// A broker added to the ISR must be registered and unfenced.
     IneligibleBroker(BrokerId),
+    /// A broker added to the ISR must have fetched as its current incarnation (KIP-903);
+    /// `fetched` is the broker epoch of the fetch the leader based the change on.
+    StaleBrokerEpoch {
+        broker_id: BrokerId,
+        fetched: Option<i64>,
+        current: i64,
+    },
 }
 
 impl fmt::Display for Rejection {
@@ -561,6 +586,22 @@ impl fmt::Display for IsrProblem {
             IsrProblem::IneligibleBroker(id) => {
                 write!(f, "broker {id} is fenced or not registered")
             }
+            IsrProblem::StaleBrokerEpoch {
+                broker_id,
+                fetched: Some(fetched),
+                current,
+            } => write!(
+                f,
+                "broker {broker_id} fetched at broker epoch {fetched}, not its current {current}"
+            ),
+            IsrProblem::StaleBrokerEpoch {
+                broker_id,
+                fetched: None,
+                current,
+            } => write!(
+                f,
+                "broker {broker_id} has no fetch at its current broker epoch {current}"
+            ),
         }
     }
 }
@@ -589,6 +630,7 @@ mod tests {
                 }],
                 rack: Some("rack-a".to_owned()),
                 now_ms: 1_700_000_000_000,
+                previous_broker_epoch: None,
             }),
             MetadataCommand::FenceBroker(FenceBroker {
                 broker_id: 1,
@@ -629,6 +671,7 @@ mod tests {
                 leader_epoch: 3,
                 partition_epoch: 5,
                 new_isr: vec![2, 3],
+                member_epochs: [(2, 10), (3, 12)].into(),
             }),
             MetadataCommand::ElectLeaders(ElectLeaders {
                 election: ElectionType::Preferred,
@@ -679,6 +722,7 @@ mod tests {
                     outcome: ElectionOutcome::Elected {
                         leader: 1,
                         leader_epoch: 4,
+                        last_in_sync: Some(vec![2]),
                     },
                 }],
             },

@@ -1,6 +1,11 @@
 //! [`BrokerLifecycle`]: keeps one broker registered with the controller. It registers with a
 //! fresh incarnation id, heartbeats every interval, and registers again (with a new incarnation)
 //! when the controller says its registration is gone, e.g. after it was fenced.
+//!
+//! Every registration names the broker epoch under which the broker's data was last known
+//! intact (KIP-966): the clean-shutdown marker's at start, then the epoch this same process
+//! held. Retries of one registration keep its incarnation id, so a registration applied whose
+//! answer was lost is answered again rather than replaced by one that looks unclean.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +25,8 @@ pub struct BrokerInfo {
     pub broker_id: BrokerId,
     pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
+    /// The broker epoch of the previous run's clean shutdown; `None` after an unclean one.
+    pub previous_broker_epoch: Option<i64>,
 }
 
 /// Where this broker's registration stands.
@@ -97,12 +104,18 @@ async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_alive = Instant::now();
+    let mut intact_epoch = info.previous_broker_epoch;
+    let mut incarnation_id = new_incarnation();
     loop {
         ticker.tick().await;
         let current = *state.borrow();
         let next = match current {
             RegistrationState::Unregistered => {
-                let next = register(&node, &info).await;
+                let next = register(&node, &info, incarnation_id, intact_epoch).await;
+                if let RegistrationState::Registered { broker_epoch, .. } = next {
+                    // This process keeps its logs: its next registration is a clean one.
+                    intact_epoch = Some(broker_epoch);
+                }
                 last_alive = Instant::now();
                 next
             }
@@ -144,6 +157,11 @@ async fn run(
                 }
             }
         };
+        if next == RegistrationState::Unregistered && current != next {
+            // A registration that was lost (fenced, or forgotten by a new controller) is
+            // replaced, and the image answers a known incarnation with its old, fenced state.
+            incarnation_id = new_incarnation();
+        }
         state.send_if_modified(|old| {
             let changed = *old != next;
             *old = next;
@@ -152,14 +170,23 @@ async fn run(
     }
 }
 
-async fn register(node: &MetadataNode, info: &BrokerInfo) -> RegistrationState {
-    let incarnation_id = IncarnationId(*uuid::Uuid::new_v4().as_bytes());
+fn new_incarnation() -> IncarnationId {
+    IncarnationId(*uuid::Uuid::new_v4().as_bytes())
+}
+
+async fn register(
+    node: &MetadataNode,
+    info: &BrokerInfo,
+    incarnation_id: IncarnationId,
+    previous_broker_epoch: Option<i64>,
+) -> RegistrationState {
     let command = MetadataCommand::RegisterBroker(RegisterBroker {
         broker_id: info.broker_id,
         incarnation_id,
         endpoints: info.endpoints.clone(),
         rack: info.rack.clone(),
         now_ms: now_ms(),
+        previous_broker_epoch,
     });
     match node.write(command).await {
         Ok(MetadataResponse::BrokerRegistered { broker_epoch }) => {

@@ -27,6 +27,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod clean_shutdown;
 pub mod clock;
 pub mod config;
 pub mod decompress;

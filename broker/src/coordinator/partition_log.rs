@@ -175,6 +175,7 @@ impl CoordinatorLog for PartitionLog {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use crate::partition::read::FollowerFetch;
     use std::path::Path;
 
     use tokio::sync::Notify;
@@ -304,7 +305,9 @@ pub(crate) mod tests {
             "answered before follower 2 had the record"
         );
         assert_eq!(partition.high_watermark(), 0);
-        partition.on_follower_fetch(2, 1, epoch).unwrap();
+        partition
+            .on_follower_fetch(FollowerFetch::at(2, epoch), 1)
+            .unwrap();
         assert_eq!(partition.high_watermark(), 1);
         let answer = tokio::time::timeout(TEST_WAIT, write).await.unwrap();
         assert_eq!(answer.unwrap().unwrap(), None);

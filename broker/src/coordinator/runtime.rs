@@ -295,6 +295,7 @@ mod tests {
     use crate::coordinator::partition_log::tests::{appended, open_manager, TOPIC};
     use crate::coordinator::test_machine::{put, Images, KvMachine, NOT_YET, TEST_WAIT};
     use crate::coordinator::topic::FewerBrokers;
+    use crate::partition::read::FollowerFetch;
     use crate::partition::read::ReadBound;
     use crate::partition::Partition;
 
@@ -371,7 +372,9 @@ mod tests {
         });
         appended(&partition, 1).await;
         assert!(tokio::time::timeout(NOT_YET, &mut write).await.is_err());
-        partition.on_follower_fetch(2, 1, epoch).unwrap();
+        partition
+            .on_follower_fetch(FollowerFetch::at(2, epoch), 1)
+            .unwrap();
         let answer = tokio::time::timeout(TEST_WAIT, write).await.unwrap();
         assert_eq!(answer.unwrap().unwrap(), None);
 
@@ -455,7 +458,10 @@ mod tests {
             .append_as_follower(read.records, leader_epoch, read.high_watermark, 0)
             .unwrap();
         leader
-            .on_follower_fetch(2, follower.log_end_offset(), leader_epoch)
+            .on_follower_fetch(
+                FollowerFetch::at(2, leader_epoch),
+                follower.log_end_offset(),
+            )
             .unwrap();
     }
 

@@ -20,10 +20,27 @@ pub struct PartitionElection {
 }
 
 /// A partition's leader after an election.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewLeader {
     pub leader: BrokerId,
     pub leader_epoch: i32,
+    /// `None` after a clean election. After an unclean one, the replicas that last held every
+    /// committed record: any record beyond the new leader's log end that only they hold is
+    /// lost, and they truncate to the new leader's log when they return.
+    pub last_in_sync: Option<Vec<BrokerId>>,
+}
+
+impl NewLeader {
+    /// What an unclean election may have lost, for the operator; `None` after a clean one.
+    pub fn loss_report(&self) -> Option<String> {
+        let holders = self.last_in_sync.as_ref()?;
+        Some(format!(
+            "unclean election: broker {} leads without a guarantee of every committed record; \
+             records beyond its log end are lost unless it holds them (last in sync: brokers \
+             {holders:?})",
+            self.leader
+        ))
+    }
 }
 
 /// Runs a `election` for `partitions` (`None`: every partition of every topic). Invalid
@@ -74,10 +91,18 @@ fn elected(election: ElectionType, result: ElectionResult) -> PartitionElection 
         ElectionOutcome::Elected {
             leader,
             leader_epoch,
-        } => Ok(NewLeader {
-            leader,
-            leader_epoch,
-        }),
+            last_in_sync,
+        } => {
+            let new_leader = NewLeader {
+                leader,
+                leader_epoch,
+                last_in_sync,
+            };
+            if let Some(report) = new_leader.loss_report() {
+                tracing::warn!(topic = %result.topic, partition, "{report}");
+            }
+            Ok(new_leader)
+        }
         ElectionOutcome::NotNeeded => Err(OpsError::ElectionNotNeeded),
         ElectionOutcome::NotAvailable => Err(match election {
             ElectionType::Preferred => OpsError::PreferredLeaderNotAvailable,
@@ -127,6 +152,7 @@ mod tests {
             result(ElectionOutcome::Elected {
                 leader: 2,
                 leader_epoch: 5,
+                last_in_sync: None,
             }),
         );
         assert_eq!((done.topic.as_str(), done.partition), ("t", 3));
@@ -134,7 +160,8 @@ mod tests {
             done.outcome.unwrap(),
             NewLeader {
                 leader: 2,
-                leader_epoch: 5
+                leader_epoch: 5,
+                last_in_sync: None,
             }
         );
         let unknown = elected(

@@ -182,6 +182,7 @@ mod tests {
                 endpoints: Vec::new(),
                 rack: None,
                 now_ms: 0,
+                previous_broker_epoch: None,
             }));
         }
         apply(MetadataCommand::CreateTopic(CreateTopic {

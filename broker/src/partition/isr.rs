@@ -42,6 +42,7 @@ impl IsrProposer {
                 leader_epoch: change.leader_epoch,
                 partition_epoch: change.partition_epoch,
                 new_isr: change.new_isr,
+                member_epochs: change.member_epochs,
             });
             let seq = change.seq;
             match node.write(command).await {

@@ -93,8 +93,10 @@ impl PartitionManager {
     }
 
     /// Clean shutdown (blocking): flushes and closes every log, so the next start skips
-    /// recovery, and checkpoints the recovery points. Call after the listener stopped.
-    pub fn close(&self) {
+    /// recovery, and checkpoints the recovery points. Call after the listener stopped. Returns
+    /// whether every log's data is durable, i.e. the broker may record a clean shutdown.
+    pub fn close(&self) -> bool {
+        let mut durable = true;
         let partitions: Vec<Arc<Partition>> = self.write().drain().map(|(_, p)| p).collect();
         let mut points = Vec::with_capacity(partitions.len());
         for partition in partitions {
@@ -109,6 +111,8 @@ impl PartitionManager {
                     tracing::warn!(topic, index, "partition still in use at shutdown");
                     if shared.log().flush().is_ok() {
                         points.push((name, shared.log().recovery_point()));
+                    } else {
+                        durable = false;
                     }
                     continue;
                 }
@@ -119,12 +123,16 @@ impl PartitionManager {
             let end = log.log_end_offset();
             match log.close() {
                 Ok(()) => points.push((name, end)),
-                Err(error) => tracing::error!(topic, index, %error, "cannot close log cleanly"),
+                Err(error) => {
+                    durable = false;
+                    tracing::error!(topic, index, %error, "cannot close log cleanly");
+                }
             }
         }
         let points: Vec<(&str, i64)> = points.iter().map(|(n, o)| (n.as_str(), *o)).collect();
         if let Err(error) = self.recovery_points.save(&points) {
             tracing::error!(%error, "cannot checkpoint recovery points");
         }
+        durable
     }
 }

@@ -27,6 +27,7 @@ mod reconcile;
 mod registry;
 pub mod replicas;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
@@ -38,6 +39,7 @@ use tokio::sync::Notify;
 use crate::topic_config::TopicSettings;
 
 pub use manager::PartitionManager;
+use read::FollowerFetch;
 use replicas::LeaderView;
 
 /// A partition's role and settings as of the last metadata image applied to it.
@@ -66,6 +68,15 @@ pub enum Role {
 }
 
 impl PartitionState {
+    /// Whether the ISR is smaller than `min.insync.replicas` (capped by the replica count, as
+    /// Kafka caps it). The leader then keeps the high watermark where it is (KIP-966): what
+    /// the controller made an eligible leader replica when the ISR shrank below the minimum
+    /// holds every committed record only if nothing is committed without it.
+    pub fn under_min_isr(&self) -> bool {
+        let min = usize::try_from(self.settings.min_insync_replicas).unwrap_or(usize::MAX);
+        self.isr.len() < min.min(self.replicas.len().max(1))
+    }
+
     pub fn role(&self, me: BrokerId) -> Role {
         match self.leader {
             _ if !self.active => Role::Offline,
@@ -132,8 +143,22 @@ pub struct IsrChange {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<BrokerId>,
+    /// The broker epoch each member fetched as (KIP-903).
+    pub member_epochs: BTreeMap<BrokerId, i64>,
     /// Identifies this proposal in the leader's view (see `LeaderView::alter_refused`).
     pub seq: u64,
+}
+
+impl IsrChange {
+    fn new(leader_epoch: i32, proposal: replicas::Proposal) -> IsrChange {
+        IsrChange {
+            leader_epoch,
+            partition_epoch: proposal.base_partition_epoch,
+            new_isr: proposal.new_isr,
+            member_epochs: proposal.member_epochs,
+            seq: proposal.seq,
+        }
+    }
 }
 
 /// What wakes a parked request (besides a role change or the partition closing).
@@ -463,11 +488,10 @@ impl Partition {
     /// epoch or `replica` is not a replica.
     pub fn on_follower_fetch(
         self: &Arc<Self>,
-        replica: BrokerId,
+        replica: FollowerFetch,
         fetch_offset: i64,
-        leader_epoch: i32,
     ) -> Result<(), PartitionError> {
-        if let Some(change) = self.record_follower_fetch(replica, fetch_offset, leader_epoch)? {
+        if let Some(change) = self.record_follower_fetch(replica, fetch_offset)? {
             self.propose(change);
         }
         Ok(())
@@ -497,13 +521,13 @@ impl Partition {
     /// calls for instead of proposing it.
     fn record_follower_fetch(
         &self,
-        replica: BrokerId,
+        follower: FollowerFetch,
         fetch_offset: i64,
-        leader_epoch: i32,
     ) -> Result<Option<IsrChange>, PartitionError> {
+        let replica = follower.replica;
         let change = {
             let state = self.read_state();
-            if state.leader_epoch != leader_epoch {
+            if state.leader_epoch != follower.leader_epoch {
                 return Err(PartitionError::WrongRole("leader"));
             }
             let leader_end = self.log.log_end_offset();
@@ -516,7 +540,13 @@ impl Partition {
                 // not a position.
                 return Ok(None);
             }
-            if !view.on_fetch(replica, fetch_offset, leader_end, now_ms()) {
+            if !view.on_fetch(
+                replica,
+                follower.broker_epoch,
+                fetch_offset,
+                leader_end,
+                now_ms(),
+            ) {
                 return Err(PartitionError::WrongRole("replica"));
             }
             let high_watermark = view
@@ -525,14 +555,9 @@ impl Partition {
                 .max(self.high_watermark());
             view.expansion(replica, &state.isr, high_watermark)
                 .map(|new_isr| {
-                    let seq =
+                    let proposal =
                         view.begin_alter(&state.isr, &new_isr, state.partition_epoch, now_ms());
-                    IsrChange {
-                        leader_epoch: state.leader_epoch,
-                        partition_epoch: state.partition_epoch,
-                        new_isr,
-                        seq,
-                    }
+                    IsrChange::new(state.leader_epoch, proposal)
                 })
         };
         self.advance_high_watermark();
@@ -547,22 +572,12 @@ impl Partition {
         let mut view = self.view();
         let view = view.as_mut()?;
         let now = now_ms();
-        if let Some((new_isr, base, seq)) = view.stale_pending(now, lag_max_ms / 2) {
-            return Some(IsrChange {
-                leader_epoch: state.leader_epoch,
-                partition_epoch: base,
-                new_isr,
-                seq,
-            });
+        if let Some(resend) = view.stale_pending(now, lag_max_ms / 2) {
+            return Some(IsrChange::new(state.leader_epoch, resend));
         }
         let new_isr = view.shrink(self.broker_id, &state.isr, now, lag_max_ms)?;
-        let seq = view.begin_alter(&state.isr, &new_isr, state.partition_epoch, now);
-        Some(IsrChange {
-            leader_epoch: state.leader_epoch,
-            partition_epoch: state.partition_epoch,
-            new_isr,
-            seq,
-        })
+        let proposal = view.begin_alter(&state.isr, &new_isr, state.partition_epoch, now);
+        Some(IsrChange::new(state.leader_epoch, proposal))
     }
 
     /// The controller refused ISR change `seq` in a way that proves nothing changed.
@@ -578,7 +593,7 @@ impl Partition {
     fn advance_high_watermark(&self) {
         let high_watermark = {
             let state = self.read_state();
-            if state.role(self.broker_id) != Role::Leader {
+            if state.role(self.broker_id) != Role::Leader || state.under_min_isr() {
                 return;
             }
             let leader_end = self.log.log_end_offset();
@@ -704,13 +719,19 @@ mod tests {
         let p = partition(dir.path(), state(ME, 1, &[1, 2, 3]));
         p.append_as_leader(batch(5)).unwrap();
         assert_eq!(p.high_watermark(), 0, "followers' positions unknown");
-        assert_eq!(p.record_follower_fetch(2, 5, 1).unwrap(), None);
+        assert_eq!(
+            p.record_follower_fetch(FollowerFetch::at(2, 1), 5).unwrap(),
+            None
+        );
         assert_eq!(p.high_watermark(), 0, "follower 3 unknown");
-        p.record_follower_fetch(3, 2, 1).unwrap();
+        p.record_follower_fetch(FollowerFetch::at(3, 1), 2).unwrap();
         assert_eq!(p.high_watermark(), 2);
-        p.record_follower_fetch(3, 5, 1).unwrap();
+        p.record_follower_fetch(FollowerFetch::at(3, 1), 5).unwrap();
         assert_eq!(p.high_watermark(), 5);
-        assert!(p.record_follower_fetch(9, 5, 1).is_err(), "not a replica");
+        assert!(
+            p.record_follower_fetch(FollowerFetch::at(9, 1), 5).is_err(),
+            "not a replica"
+        );
     }
 
     #[test]
@@ -718,15 +739,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = partition(dir.path(), state(ME, 1, &[1, 2]));
         p.append_as_leader(batch(4)).unwrap();
-        p.record_follower_fetch(2, 4, 1).unwrap();
+        p.record_follower_fetch(FollowerFetch::at(2, 1), 4).unwrap();
         assert_eq!(p.high_watermark(), 4);
         p.append_as_leader(batch(2)).unwrap();
         let change = p
-            .record_follower_fetch(3, 4, 1)
+            .record_follower_fetch(FollowerFetch::at(3, 1), 4)
             .unwrap()
             .expect("3 qualifies");
         assert_eq!(change.new_isr, vec![1, 2, 3]);
-        p.record_follower_fetch(2, 6, 1).unwrap();
+        p.record_follower_fetch(FollowerFetch::at(2, 1), 6).unwrap();
         assert_eq!(p.high_watermark(), 4, "3, being added, is at 4");
         p.isr_change_refused(change.seq);
         assert_eq!(p.high_watermark(), 6, "refused: back to the committed ISR");
@@ -744,7 +765,7 @@ mod tests {
             Err(PartitionError::WrongRole(_))
         ));
         assert!(
-            p.record_follower_fetch(2, 3, 1).is_err(),
+            p.record_follower_fetch(FollowerFetch::at(2, 1), 3).is_err(),
             "no longer leading"
         );
         assert!(matches!(
@@ -797,6 +818,26 @@ mod tests {
         assert_eq!(p.log().log_end_offset(), 3);
     }
 
+    #[test]
+    fn the_high_watermark_stays_while_the_isr_is_below_min_insync() {
+        // KIP-966: a replica that left an ISR below the minimum became an eligible leader on
+        // the promise that nothing is committed without it.
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_with(dir.path(), &[1], 2);
+        p.append_records(batch(3), Acks::Leader).expect("acks=1");
+        p.advance_high_watermark();
+        assert_eq!(
+            p.high_watermark(),
+            0,
+            "an ISR of 1 below min.insync.replicas=2"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let full = leader_with(dir.path(), &[1], 1);
+        full.append_records(batch(3), Acks::Leader).expect("acks=1");
+        full.advance_high_watermark();
+        assert_eq!(full.high_watermark(), 3);
+    }
+
     #[tokio::test]
     async fn an_acks_all_append_waits_for_the_high_watermark_and_fails_when_deposed() {
         let dir = tempfile::tempdir().unwrap();
@@ -818,7 +859,7 @@ mod tests {
                     .await
             })
         };
-        p.record_follower_fetch(2, 4, 1).unwrap();
+        p.record_follower_fetch(FollowerFetch::at(2, 1), 4).unwrap();
         let committed = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
             .await
             .expect("woken by the high watermark")
@@ -865,7 +906,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = leader_with(dir.path(), &[1, 2], 1);
         p.append_records(batch(2), Acks::Leader).unwrap();
-        p.record_follower_fetch(2, 2, 1).unwrap();
+        p.record_follower_fetch(FollowerFetch::at(2, 1), 2).unwrap();
         p.append_records(batch(3), Acks::Leader).unwrap();
         assert_eq!(p.high_watermark(), 2, "follower 2 is at 2");
 
@@ -976,10 +1017,7 @@ mod tests {
             partition: p.clone(),
             fetch_offset,
             partition_max_bytes: 1 << 20,
-            follower: Some(read::FollowerFetch {
-                replica,
-                leader_epoch: 1,
-            }),
+            follower: Some(read::FollowerFetch::at(replica, 1)),
         };
         // Caught up: nothing to wait for.
         let caught_up = read::FetchLimits {

@@ -44,6 +44,20 @@ pub struct ReadTarget {
 pub struct FollowerFetch {
     pub replica: BrokerId,
     pub leader_epoch: i32,
+    /// The follower's broker epoch (Fetch v15+ `ReplicaState.ReplicaEpoch`), -1 if unnamed.
+    pub broker_epoch: i64,
+}
+
+#[cfg(test)]
+impl FollowerFetch {
+    /// A fetch by `replica` at `leader_epoch` as broker epoch 1, for tests.
+    pub fn at(replica: BrokerId, leader_epoch: i32) -> FollowerFetch {
+        FollowerFetch {
+            replica,
+            leader_epoch,
+            broker_epoch: 1,
+        }
+    }
 }
 
 /// The limits of one fetch request.
@@ -142,7 +156,7 @@ async fn record_followers(targets: &Arc<Vec<ReadTarget>>) -> Vec<Option<Partitio
                 let follower = target.follower?;
                 target
                     .partition
-                    .on_follower_fetch(follower.replica, target.fetch_offset, follower.leader_epoch)
+                    .on_follower_fetch(follower, target.fetch_offset)
                     .err()
             })
             .collect()

@@ -10,7 +10,7 @@
 //! being added): a replica about to join must already hold everything below the high
 //! watermark, or it could become leader without committed records.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use streambus_raft::command::BrokerId;
 
@@ -24,6 +24,10 @@ struct FollowerView {
     last_fetch_ms: i64,
     /// The leader's log end offset when that last fetch arrived.
     leader_end_at_last_fetch: i64,
+    /// The broker epoch (incarnation) that fetch came from, -1 until one named it. An ISR
+    /// addition carries it, so the controller refuses it if the follower restarted since
+    /// (KIP-903): a restarted broker's log may be shorter than the position seen here.
+    broker_epoch: i64,
 }
 
 /// An ISR change sent to the controller and not yet seen in a metadata image. The controller
@@ -35,6 +39,9 @@ struct PendingIsr {
     maximal: Vec<BrokerId>,
     new_isr: Vec<BrokerId>,
     base_partition_epoch: i32,
+    /// The broker epoch of each member's fetch when the change was decided: a resend must
+    /// carry the evidence it was decided on, not a later incarnation's.
+    member_epochs: BTreeMap<BrokerId, i64>,
     /// Tells this change's answers from a earlier one's with the same base.
     seq: u64,
     /// When it was (last) sent.
@@ -51,6 +58,17 @@ pub struct LeaderView {
     followers: HashMap<BrokerId, FollowerView>,
     pending: Option<PendingIsr>,
     next_seq: u64,
+}
+
+/// An ISR change for the controller (Kafka's AlterPartition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    pub new_isr: Vec<BrokerId>,
+    /// See [`PendingIsr::member_epochs`].
+    pub member_epochs: BTreeMap<BrokerId, i64>,
+    pub base_partition_epoch: i32,
+    /// Identifies it for [`LeaderView::alter_refused`].
+    pub seq: u64,
 }
 
 impl LeaderView {
@@ -74,6 +92,7 @@ impl LeaderView {
                         last_caught_up_ms: now_ms,
                         last_fetch_ms: now_ms,
                         leader_end_at_last_fetch: epoch_start_offset,
+                        broker_epoch: -1,
                     },
                 )
             })
@@ -96,15 +115,19 @@ impl LeaderView {
                 last_caught_up_ms: now_ms,
                 last_fetch_ms: now_ms,
                 leader_end_at_last_fetch: self.epoch_start_offset,
+                broker_epoch: -1,
             });
         }
     }
 
-    /// Records a fetch by `replica` at `fetch_offset` (its log end) while the leader's log ends
-    /// at `leader_end`. Returns false for a broker that is not a follower of this partition.
+    /// Records a fetch by `replica`, as its incarnation `broker_epoch` (-1: unnamed), at
+    /// `fetch_offset` (its log end) while the leader's log ends at `leader_end`. Returns false
+    /// for a broker that is not a follower of this partition. A fetch of an older incarnation
+    /// than one already seen (a late request of a restarted broker) is not a position.
     pub fn on_fetch(
         &mut self,
         replica: BrokerId,
+        broker_epoch: i64,
         fetch_offset: i64,
         leader_end: i64,
         now_ms: i64,
@@ -112,6 +135,10 @@ impl LeaderView {
         let Some(view) = self.followers.get_mut(&replica) else {
             return false;
         };
+        if broker_epoch < view.broker_epoch {
+            return true;
+        }
+        view.broker_epoch = broker_epoch;
         if fetch_offset >= leader_end {
             view.last_caught_up_ms = view.last_caught_up_ms.max(now_ms);
         } else if fetch_offset >= view.leader_end_at_last_fetch {
@@ -192,25 +219,37 @@ impl LeaderView {
     }
 
     /// An ISR change from `isr` to `new_isr`, based on `base_partition_epoch`, is being sent
-    /// to the controller; returns its sequence number (for [`LeaderView::alter_refused`]).
+    /// to the controller: the proposal to send, with the broker epoch of each member's latest
+    /// fetch.
     pub fn begin_alter(
         &mut self,
         isr: &[BrokerId],
         new_isr: &[BrokerId],
         base_partition_epoch: i32,
         now_ms: i64,
-    ) -> u64 {
+    ) -> Proposal {
         let mut maximal = isr.to_vec();
         maximal.extend(new_isr.iter().filter(|m| !isr.contains(m)));
+        let member_epochs: BTreeMap<BrokerId, i64> = new_isr
+            .iter()
+            .filter_map(|m| Some((*m, self.followers.get(m)?.broker_epoch)))
+            .filter(|&(_, epoch)| epoch >= 0)
+            .collect();
         self.next_seq += 1;
         self.pending = Some(PendingIsr {
             maximal,
             new_isr: new_isr.to_vec(),
             base_partition_epoch,
+            member_epochs: member_epochs.clone(),
             seq: self.next_seq,
             sent_ms: now_ms,
         });
-        self.next_seq
+        Proposal {
+            new_isr: new_isr.to_vec(),
+            member_epochs,
+            base_partition_epoch,
+            seq: self.next_seq,
+        }
     }
 
     pub fn is_altering(&self) -> bool {
@@ -240,23 +279,21 @@ impl LeaderView {
     }
 
     /// A pending change sent more than `retry_ms` ago and still unsettled (its answer was lost,
-    /// or it never reached the log): `(new ISR, base partition epoch)` to send again. Sending
-    /// the same compare-and-set twice is harmless.
-    pub fn stale_pending(
-        &mut self,
-        now_ms: i64,
-        retry_ms: i64,
-    ) -> Option<(Vec<BrokerId>, i32, u64)> {
+    /// or it never reached the log), to send again unchanged. Sending the same compare-and-set
+    /// twice is harmless, and the broker epochs it carries make the controller refuse it if a
+    /// member restarted meanwhile.
+    pub fn stale_pending(&mut self, now_ms: i64, retry_ms: i64) -> Option<Proposal> {
         let pending = self.pending.as_mut()?;
         if now_ms.saturating_sub(pending.sent_ms) <= retry_ms {
             return None;
         }
         pending.sent_ms = now_ms;
-        Some((
-            pending.new_isr.clone(),
-            pending.base_partition_epoch,
-            pending.seq,
-        ))
+        Some(Proposal {
+            new_isr: pending.new_isr.clone(),
+            member_epochs: pending.member_epochs.clone(),
+            base_partition_epoch: pending.base_partition_epoch,
+            seq: pending.seq,
+        })
     }
 }
 
@@ -265,31 +302,59 @@ mod tests {
     use super::*;
 
     const ME: BrokerId = 1;
+    /// The broker epoch the followers fetch as, unless a test restarts one.
+    const EPOCH: i64 = 40;
 
     fn view() -> LeaderView {
         LeaderView::new(3, 100, &[1, 2, 3], ME, 1_000)
     }
 
     #[test]
+    fn an_isr_addition_carries_the_broker_epoch_it_was_decided_on_even_when_resent() {
+        let mut v = view();
+        v.on_fetch(2, EPOCH, 120, 120, 1_001);
+        v.on_fetch(3, EPOCH, 120, 120, 1_001);
+        let proposal = v.begin_alter(&[1, 2], &[1, 2, 3], 4, 1_002);
+        assert_eq!(proposal.member_epochs, [(2, EPOCH), (3, EPOCH)].into());
+        // Broker 3 restarts (a new registration, a later epoch) with a shorter log.
+        v.on_fetch(3, EPOCH + 5, 10, 120, 1_003);
+        let resend = v.stale_pending(60_000, 10_000).expect("unsettled");
+        assert_eq!(
+            resend.member_epochs.get(&3),
+            Some(&EPOCH),
+            "the resend must carry the old incarnation's epoch, so the controller refuses it"
+        );
+    }
+
+    #[test]
+    fn a_late_fetch_of_an_older_incarnation_is_not_a_position() {
+        let mut v = view();
+        v.on_fetch(2, EPOCH + 1, 50, 120, 1_001);
+        v.on_fetch(3, EPOCH, 120, 120, 1_001);
+        assert!(v.on_fetch(2, EPOCH, 120, 120, 1_002), "still a follower");
+        assert_eq!(v.high_watermark(ME, &[1, 2, 3], 120), Some(50));
+    }
+
+    #[test]
     fn the_high_watermark_waits_for_every_in_sync_follower_and_is_their_minimum() {
         let mut v = view();
         assert_eq!(v.high_watermark(ME, &[1, 2, 3], 120), None);
-        v.on_fetch(2, 110, 120, 1_001);
+        v.on_fetch(2, EPOCH, 110, 120, 1_001);
         assert_eq!(v.high_watermark(ME, &[1, 2, 3], 120), None, "3 unknown");
-        v.on_fetch(3, 105, 120, 1_002);
+        v.on_fetch(3, EPOCH, 105, 120, 1_002);
         assert_eq!(v.high_watermark(ME, &[1, 2, 3], 120), Some(105));
         assert_eq!(v.high_watermark(ME, &[1, 2], 120), Some(110));
         assert_eq!(v.high_watermark(ME, &[1], 120), Some(120));
-        assert!(!v.on_fetch(9, 1, 120, 1_003), "not a replica");
+        assert!(!v.on_fetch(9, EPOCH, 1, 120, 1_003), "not a replica");
     }
 
     #[test]
     fn a_member_being_added_holds_the_high_watermark_back() {
         let mut v = view();
-        v.on_fetch(2, 120, 120, 1_001);
-        v.on_fetch(3, 100, 120, 1_001);
+        v.on_fetch(2, EPOCH, 120, 120, 1_001);
+        v.on_fetch(3, EPOCH, 100, 120, 1_001);
         assert_eq!(v.high_watermark(ME, &[1, 2], 120), Some(120));
-        let seq = v.begin_alter(&[1, 2], &[1, 2, 3], 7, 1_002);
+        let seq = v.begin_alter(&[1, 2], &[1, 2, 3], 7, 1_002).seq;
         assert_eq!(v.high_watermark(ME, &[1, 2], 120), Some(100));
         v.on_partition_epoch(7);
         assert!(v.is_altering(), "settles only past its base epoch");
@@ -302,9 +367,9 @@ mod tests {
     #[test]
     fn expansion_needs_the_high_watermark_and_the_epoch_start() {
         let mut v = view();
-        v.on_fetch(3, 90, 120, 1_001);
+        v.on_fetch(3, EPOCH, 90, 120, 1_001);
         assert_eq!(v.expansion(3, &[1, 2], 80), None, "below the epoch start");
-        v.on_fetch(3, 110, 120, 1_002);
+        v.on_fetch(3, EPOCH, 110, 120, 1_002);
         assert_eq!(
             v.expansion(3, &[1, 2], 115),
             None,
@@ -321,16 +386,20 @@ mod tests {
         let mut v = view();
         // Follower 2 keeps fetching at the leader's end of its previous fetch: caught up as of
         // that previous fetch (20 s), though never at the leader's current end.
-        v.on_fetch(2, 100, 110, 5_000);
-        v.on_fetch(2, 110, 130, 20_000);
-        v.on_fetch(2, 130, 140, 21_000);
+        v.on_fetch(2, EPOCH, 100, 110, 5_000);
+        v.on_fetch(2, EPOCH, 110, 130, 20_000);
+        v.on_fetch(2, EPOCH, 130, 140, 21_000);
         assert_eq!(v.shrink(ME, &[1, 2, 3], 25_000, 10_000), Some(vec![1, 2]));
         assert_eq!(v.shrink(ME, &[1, 2], 25_000, 10_000), None);
         assert_eq!(v.shrink(ME, &[1], 1_000_000, 10_000), None);
         v.begin_alter(&[1, 2, 3], &[1, 2], 4, 25_000);
         assert_eq!(v.shrink(ME, &[1, 2, 3], 25_000, 10_000), None);
         assert_eq!(v.stale_pending(30_000, 10_000), None);
-        assert_eq!(v.stale_pending(40_000, 10_000), Some((vec![1, 2], 4, 1)));
+        let resend = v.stale_pending(40_000, 10_000).expect("unsettled");
+        assert_eq!(
+            (resend.new_isr, resend.base_partition_epoch, resend.seq),
+            (vec![1, 2], 4, 1)
+        );
         assert_eq!(v.stale_pending(41_000, 10_000), None, "sent again just now");
         assert!(v.is_altering(), "still pending until an image settles it");
     }
@@ -338,7 +407,7 @@ mod tests {
     #[test]
     fn a_refused_change_is_no_longer_pending() {
         let mut v = view();
-        let seq = v.begin_alter(&[1, 2], &[1, 2, 3], 4, 1_000);
+        let seq = v.begin_alter(&[1, 2], &[1, 2, 3], 4, 1_000).seq;
         v.alter_refused(seq);
         assert!(!v.is_altering());
     }

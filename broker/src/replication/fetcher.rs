@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -20,8 +20,8 @@ use kafka_protocol::messages::{
 };
 use streambus_raft::command::{BrokerId, TopicId};
 use streambus_raft::controller::host_port;
-use streambus_raft::MetadataImage;
-use tokio::sync::Notify;
+use streambus_raft::{MetadataImage, RegistrationState};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,9 +33,9 @@ use crate::kafka::wire::{to_uuid, topic_name};
 use crate::partition::manager::Followed;
 use crate::partition::{Partition, PartitionError};
 
-/// Fetch v13: topic ids (a recreated topic of the same name is never confused with the old
-/// one) and the replica id as a plain field.
-const FETCH_VERSION: i16 = 13;
+/// Fetch v15: topic ids (v13+: a recreated topic of the same name is never confused with the
+/// old one) and the replica state with the follower's broker epoch (KIP-903).
+const FETCH_VERSION: i16 = 15;
 /// OffsetForLeaderEpoch v4: carries the replica id and the follower's current leader epoch.
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 /// Rounds of OffsetForLeaderEpoch for one truncation: each round lowers the follower's latest
@@ -123,6 +123,8 @@ struct Fetcher {
 #[derive(Debug)]
 pub struct ReplicaFetchers {
     broker_id: BrokerId,
+    /// This broker's registration: its fetches name the broker epoch (KIP-903).
+    registration: watch::Receiver<RegistrationState>,
     config: ReplicationConfig,
     max_response_bytes: usize,
     fetchers: Mutex<HashMap<BrokerId, Fetcher>>,
@@ -132,11 +134,13 @@ pub struct ReplicaFetchers {
 impl ReplicaFetchers {
     pub fn new(
         broker_id: BrokerId,
+        registration: watch::Receiver<RegistrationState>,
         config: ReplicationConfig,
         shutdown: CancellationToken,
     ) -> ReplicaFetchers {
         ReplicaFetchers {
             broker_id,
+            registration,
             max_response_bytes: MAX_PEER_FRAME_BYTES,
             config,
             fetchers: Mutex::new(HashMap::new()),
@@ -217,6 +221,7 @@ impl ReplicaFetchers {
         let task = tokio::spawn(
             FetcherTask {
                 broker_id: self.broker_id,
+                registration: self.registration.clone(),
                 leader,
                 config: self.config.clone(),
                 max_response_bytes: self.max_response_bytes,
@@ -244,6 +249,7 @@ impl ReplicaFetchers {
 /// The loop of one fetcher.
 struct FetcherTask {
     broker_id: BrokerId,
+    registration: watch::Receiver<RegistrationState>,
     leader: BrokerId,
     config: ReplicationConfig,
     /// Bound on one fetch response frame.
@@ -518,8 +524,20 @@ impl FetcherTask {
                     .with_partition_max_bytes(i32::try_from(max_bytes).unwrap_or(i32::MAX)),
             );
         }
+        // v15+ names the follower by its replica state, including its broker epoch: the
+        // leader's ISR additions carry it, and the controller refuses an addition based on a
+        // fetch of an earlier incarnation (KIP-903). Unregistered, the epoch is unknown (-1)
+        // and no addition based on this fetch can pass.
+        let broker_epoch = match *self.registration.borrow() {
+            RegistrationState::Registered { broker_epoch, .. } => broker_epoch,
+            RegistrationState::Unregistered => -1,
+        };
         let request = FetchRequest::default()
-            .with_replica_id(WireBrokerId(self.broker_id))
+            .with_replica_state(
+                ReplicaState::default()
+                    .with_replica_id(WireBrokerId(self.broker_id))
+                    .with_replica_epoch(broker_epoch),
+            )
             .with_max_wait_ms(i32::try_from(self.config.fetch_wait_max_ms).unwrap_or(i32::MAX))
             .with_min_bytes(1)
             .with_max_bytes(i32::try_from(self.config.fetch_max_bytes).unwrap_or(i32::MAX))

@@ -2,7 +2,7 @@
 //! stopped, with the leader and ISR moves both imply.
 
 use super::partition::PartitionChange;
-use super::{is_unfenced, unclean_enabled, BrokerRecord, MetadataImage};
+use super::{effective_min_isr, is_unfenced, unclean_enabled, BrokerRecord, MetadataImage};
 use crate::command::{BrokerId, FenceBroker, MetadataResponse, RegisterBroker, Rejection};
 
 impl MetadataImage {
@@ -15,15 +15,15 @@ impl MetadataImage {
         if broker_id < 0 {
             return Err(Rejection::InvalidBrokerId { broker_id });
         }
-        let had_previous = match self.brokers.get(&broker_id) {
+        let previous = match self.brokers.get(&broker_id) {
             // The same process retrying (its answer was lost): answer as the first time did.
             Some(existing) if existing.incarnation_id == cmd.incarnation_id => {
                 return Ok(MetadataResponse::BrokerRegistered {
                     broker_epoch: existing.broker_epoch,
                 });
             }
-            Some(_) => true,
-            None => false,
+            Some(existing) => Some(existing.broker_epoch),
+            None => None,
         };
         // Offsets beyond i64::MAX cannot occur in practice; saturate rather than wrap.
         let broker_epoch = i64::try_from(offset).unwrap_or(i64::MAX);
@@ -39,10 +39,19 @@ impl MetadataImage {
                 registered_at_ms: cmd.now_ms,
             },
         );
-        // A new incarnation means the previous process died with whatever state it had: its
-        // replicas are treated as fenced first (it must catch up to rejoin ISRs), then the new
-        // process is offered the partitions that have no leader.
-        self.update_partitions_of(broker_id, had_previous, true);
+        // A new incarnation means the previous process is gone: its replicas are treated as
+        // fenced first (it must catch up to rejoin ISRs), then the new process is offered the
+        // partitions that have no leader. Its data is intact only if it says so with the epoch
+        // it last held (a clean shutdown, or the same process registering again); otherwise
+        // it leaves every ISR and ELR too (KIP-966).
+        let re_registration = previous.map(|epoch| {
+            if cmd.previous_broker_epoch == Some(epoch) {
+                Return::Clean
+            } else {
+                Return::Unclean
+            }
+        });
+        self.update_partitions_of(broker_id, re_registration, true);
         Ok(MetadataResponse::BrokerRegistered { broker_epoch })
     }
 
@@ -62,15 +71,22 @@ impl MetadataImage {
             });
         }
         broker.fenced = true;
-        let partitions_changed = self.update_partitions_of(cmd.broker_id, true, false);
+        let partitions_changed =
+            self.update_partitions_of(cmd.broker_id, Some(Return::Clean), false);
         Ok(MetadataResponse::BrokerFenced { partitions_changed })
     }
 
     /// Moves every partition that `broker_id` replicates to its next state: with `fence`, as if
-    /// the broker's process died (it leaves ISRs and leaderships); with `elect`, leaderless
-    /// partitions may then elect it. Both in one staged change, so each partition's epochs move
-    /// at most once. Returns how many partitions changed.
-    fn update_partitions_of(&mut self, broker_id: BrokerId, fence: bool, elect: bool) -> u32 {
+    /// the broker's process died (it leaves ISRs and leaderships; after an unclean shutdown,
+    /// ELRs too); with `elect`, leaderless partitions may then elect it. Both in one staged
+    /// change, so each partition's epochs move at most once. Returns how many partitions
+    /// changed.
+    fn update_partitions_of(
+        &mut self,
+        broker_id: BrokerId,
+        fence: Option<Return>,
+        elect: bool,
+    ) -> u32 {
         let brokers = &self.brokers;
         // While fencing, the broker itself is excluded even when its record is unfenced (a new
         // incarnation): the dead process's leaderships must go to someone else if possible.
@@ -83,12 +99,22 @@ impl MetadataImage {
                 if !partition.replicas.contains(&broker_id) {
                     continue;
                 }
-                let mut change = PartitionChange::of(partition);
-                if fence && partition.isr.contains(&broker_id) {
-                    // A re-registering broker is back with its data: no unclean election
-                    // while fencing its old incarnation, or a lagging replica would take over
-                    // a partition the returning broker can lead cleanly in the elect step.
-                    change.fence(broker_id, &partition.replicas, unclean && !elect, &survivor);
+                let min_isr = effective_min_isr(&topic.configs, partition.replicas.len());
+                let mut change = PartitionChange::of(partition, min_isr);
+                match fence {
+                    Some(Return::Clean) if partition.isr.contains(&broker_id) => {
+                        // A broker back with its data: no unclean election while fencing its
+                        // old incarnation, or a lagging replica would take over a partition
+                        // the returning broker can lead from the ELR in the elect step.
+                        change.fence(broker_id, &partition.replicas, unclean && !elect, &survivor);
+                    }
+                    Some(Return::Unclean) => {
+                        // No unclean election yet: with the broker out of the ISR and ELR, the
+                        // elect step may still prefer it as the last known holder of the data.
+                        change.fence(broker_id, &partition.replicas, false, &survivor);
+                        change.unclean_shutdown(broker_id);
+                    }
+                    Some(Return::Clean) | None => {}
                 }
                 if elect {
                     change.elect_if_leaderless(&partition.replicas, unclean, &eligible);
@@ -102,10 +128,19 @@ impl MetadataImage {
     }
 }
 
+/// How a broker's previous incarnation ended, as far as its data is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Return {
+    /// Fenced while its process may still run, or re-registered with its data intact.
+    Clean,
+    /// Re-registered after an unclean shutdown: its logs may miss acknowledged records.
+    Unclean,
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{assert_rejected, register_cmd, Harness};
-    use super::super::UNCLEAN_LEADER_ELECTION_CONFIG;
+    use super::super::{MIN_INSYNC_REPLICAS_CONFIG, UNCLEAN_LEADER_ELECTION_CONFIG};
     use crate::command::{
         AlterPartition, AlterTopicConfigs, FenceBroker, IncarnationId, MetadataCommand,
         MetadataResponse, Rejection,
@@ -127,6 +162,7 @@ mod tests {
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
             new_isr,
+            member_epochs: Default::default(),
         }));
         assert!(matches!(
             response,
@@ -212,11 +248,12 @@ mod tests {
     }
 
     #[test]
-    fn fencing_the_last_isr_member_takes_the_partition_offline_keeping_its_isr() {
+    fn fencing_the_last_isr_member_takes_the_partition_offline_into_the_elr() {
         let mut h = Harness::with_brokers(&[1, 2]);
         h.create("t", 1, vec![vec![1, 2]]);
         h.fence(2);
-        assert_eq!(h.partition("t", 0).isr, vec![1]);
+        let p = h.partition("t", 0);
+        assert_eq!((p.isr.clone(), p.elr.clone()), (vec![1], vec![]));
         let response = h.fence(1);
         assert_eq!(
             response,
@@ -225,7 +262,12 @@ mod tests {
             }
         );
         let p = h.partition("t", 0);
-        assert_eq!((p.leader, p.isr.clone()), (None, vec![1]));
+        assert_eq!((p.leader, p.isr.clone()), (None, vec![]));
+        assert_eq!(
+            p.elr,
+            vec![1],
+            "the last member holds every committed record"
+        );
         assert_eq!((p.leader_epoch, p.partition_epoch), (1, 2));
     }
 
@@ -304,7 +346,7 @@ mod tests {
         h.create("t", 1, vec![vec![1, 2]]);
         shrink_isr(&mut h, "t", 0, vec![1]);
         let before = h.partition("t", 0).clone();
-        h.register(1, 2, None);
+        h.reregister(1, 2, true);
         let p = h.partition("t", 0);
         assert_eq!((p.leader, p.isr.clone()), (Some(1), vec![1]));
         // Fenced and re-elected in one command: each epoch moves exactly once.
@@ -320,9 +362,9 @@ mod tests {
         h.fence(1);
         assert_eq!(h.partition("t", 0).leader, None);
         // Broker 2 is not in partition 0's ISR: without unclean election it stays offline.
-        h.register(2, 2, None);
+        h.reregister(2, 2, true);
         assert_eq!(h.partition("t", 0).leader, None);
-        h.register(1, 2, None);
+        h.reregister(1, 2, true);
         let p = h.partition("t", 0);
         assert_eq!((p.leader, p.isr.clone()), (Some(1), vec![1]));
         assert_eq!((p.leader_epoch, p.partition_epoch), (2, 3));
@@ -336,8 +378,126 @@ mod tests {
         h.create("t", 1, vec![vec![1, 2]]);
         shrink_isr(&mut h, "t", 0, vec![1]);
         set_unclean(&mut h, "t");
-        h.register(1, 2, None);
+        h.reregister(1, 2, true);
         let p = h.partition("t", 0);
         assert_eq!((p.leader, p.isr.clone()), (Some(1), vec![1]));
+    }
+
+    /// Topic `t` with the one partition `[1, 2, 3]`, `min.insync.replicas` = 2, on brokers
+    /// 1, 2, 3.
+    fn min_isr_two() -> Harness {
+        let mut h = three_brokers_one_topic_of(vec![vec![1, 2, 3]]);
+        let response = h.apply(MetadataCommand::AlterTopicConfigs(AlterTopicConfigs {
+            name: "t".to_owned(),
+            set: [(MIN_INSYNC_REPLICAS_CONFIG.to_owned(), "2".to_owned())].into(),
+            remove: vec![],
+        }));
+        assert_eq!(response, MetadataResponse::Ok);
+        h
+    }
+
+    fn three_brokers_one_topic_of(lists: Vec<Vec<i32>>) -> Harness {
+        let mut h = Harness::with_brokers(&[1, 2, 3]);
+        h.create("t", 1, lists);
+        h
+    }
+
+    #[test]
+    fn an_uncleanly_restarted_last_isr_member_is_not_elected_again() {
+        // KIP-966: after a power loss or a lost disk the broker's log may be shorter than what
+        // it acknowledged; leading again would make the other replicas truncate to it.
+        let mut h = three_brokers_one_topic_of(vec![vec![1, 2, 3]]);
+        shrink_isr(&mut h, "t", 0, vec![1]);
+        h.reregister(1, 2, false);
+        let p = h.partition("t", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.elr.clone()),
+            (None, vec![], vec![])
+        );
+        assert_eq!(
+            p.last_known_elr,
+            vec![1],
+            "who last held every committed record"
+        );
+        // Replicas outside the ISR stay ineligible however often they come back.
+        h.reregister(2, 2, true);
+        h.reregister(3, 2, false);
+        assert_eq!(h.partition("t", 0).leader, None);
+    }
+
+    #[test]
+    fn an_unclean_restart_with_unclean_election_enabled_prefers_the_last_known_holder() {
+        let mut h = three_brokers_one_topic_of(vec![vec![2, 3, 1]]);
+        shrink_isr(&mut h, "t", 0, vec![2]);
+        set_unclean(&mut h, "t");
+        h.reregister(2, 2, false);
+        let p = h.partition("t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (Some(2), vec![2]));
+        assert!(p.last_known_elr.is_empty() && p.elr.is_empty());
+    }
+
+    #[test]
+    fn a_sole_replica_recovers_from_an_unclean_shutdown_having_no_other_copy_to_wait_for() {
+        let mut h = three_brokers_one_topic_of(vec![vec![1]]);
+        h.reregister(1, 2, false);
+        let p = h.partition("t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (Some(1), vec![1]));
+        assert!(p.last_known_elr.is_empty());
+    }
+
+    #[test]
+    fn isr_members_leaving_an_isr_below_min_insync_become_eligible_leaders() {
+        let mut h = min_isr_two();
+        shrink_isr(&mut h, "t", 0, vec![1, 2]);
+        assert!(
+            h.partition("t", 0).elr.is_empty(),
+            "the ISR is still full-sized"
+        );
+        shrink_isr(&mut h, "t", 0, vec![1]);
+        assert_eq!(h.partition("t", 0).elr, vec![2]);
+        // The leader dies: its ELR peer, which holds every committed record, takes over.
+        h.fence(1);
+        let p = h.partition("t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (Some(2), vec![2]));
+        assert_eq!(p.elr, vec![1], "the fenced leader held everything too");
+        // An unclean restart of 1 removes it from the ELR; a clean one would not.
+        h.reregister(1, 2, false);
+        assert!(h.partition("t", 0).elr.is_empty());
+    }
+
+    #[test]
+    fn a_full_sized_isr_clears_the_elr() {
+        let mut h = min_isr_two();
+        shrink_isr(&mut h, "t", 0, vec![1]);
+        assert_eq!(h.partition("t", 0).elr, vec![2, 3]);
+        let p = h.partition("t", 0).clone();
+        let response = h.apply(MetadataCommand::AlterPartition(AlterPartition {
+            topic_id: h.topic_id("t"),
+            partition: 0,
+            leader_id: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            member_epochs: h.member_epochs(&[1, 3]),
+            new_isr: vec![1, 3],
+        }));
+        assert!(matches!(
+            response,
+            MetadataResponse::PartitionAltered { .. }
+        ));
+        assert!(h.partition("t", 0).elr.is_empty());
+    }
+
+    #[test]
+    fn a_clean_restart_of_the_last_isr_member_leads_again_from_the_elr() {
+        let mut h = three_brokers_one_topic_of(vec![vec![1, 2, 3]]);
+        shrink_isr(&mut h, "t", 0, vec![1]);
+        h.fence(1);
+        assert_eq!(h.partition("t", 0).elr, vec![1]);
+        h.reregister(1, 2, true);
+        let p = h.partition("t", 0);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.elr.clone()),
+            (Some(1), vec![1], vec![])
+        );
     }
 }

@@ -215,6 +215,7 @@ mod tests {
             leader_epoch: 0,
             partition_epoch: 0,
             new_isr: vec![2],
+            member_epochs: Default::default(),
         }));
         assert_eq!(
             local_changes(&old, &h.image, 2),

@@ -35,6 +35,9 @@ use crate::command::{
 
 /// The topic config that lets a leaderless partition elect a replica outside its ISR.
 pub const UNCLEAN_LEADER_ELECTION_CONFIG: &str = "unclean.leader.election.enable";
+/// The topic config below whose ISR size acks=all writes are refused and former ISR members
+/// become eligible leader replicas.
+pub const MIN_INSYNC_REPLICAS_CONFIG: &str = "min.insync.replicas";
 
 /// One registered broker. Records are never removed: a broker that goes away stays, fenced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,9 +80,21 @@ impl TopicRecord {
 pub struct PartitionRecord {
     /// Preferred leader first. Never empty, no duplicates.
     pub replicas: Vec<BrokerId>,
-    /// The in-sync replicas, a non-empty subset of `replicas` in no particular order. A fenced
-    /// broker stays in it only as its last member, so it can lead again when it returns.
+    /// The in-sync replicas, a subset of `replicas` in no particular order. Empty only when the
+    /// partition is offline: its last member was fenced or shut down uncleanly (Kafka 4 with
+    /// eligible leader replicas, KIP-966).
     pub isr: Vec<BrokerId>,
+    /// Eligible leader replicas (KIP-966): former ISR members that left it while it was below
+    /// `min.insync.replicas`. The leader advances the high watermark only with a full-sized
+    /// ISR, so each of them holds every committed record and may lead once the ISR is empty.
+    /// A member that shuts down uncleanly leaves it. Empty whenever the ISR is full-sized.
+    #[serde(default)]
+    pub elr: Vec<BrokerId>,
+    /// The replicas that held every committed record when the last of them left the ISR and
+    /// ELR through an unclean shutdown (Kafka's `LastKnownElr`): who an unclean election should
+    /// prefer, and whose records it may lose. Empty while the ISR is not.
+    #[serde(default)]
+    pub last_known_elr: Vec<BrokerId>,
     /// `None` when no replica may lead (the partition is offline). Always an ISR member.
     pub leader: Option<BrokerId>,
     /// Bumped at every leader change, including to and from `None`.
@@ -245,6 +260,19 @@ impl MetadataImage {
         }
         Ok(())
     }
+}
+
+/// The ISR size below which ISR members that leave become eligible leader replicas: the
+/// topic's `min.insync.replicas`, capped by its replication factor as Kafka's controller caps
+/// it. Without a topic value the controller assumes 1: it does not know the brokers' default,
+/// and a value too low only keeps replicas out of the ELR (less available, never unsafe),
+/// while one too high would make a replica eligible that may miss committed records.
+fn effective_min_isr(configs: &BTreeMap<String, String>, replicas: usize) -> usize {
+    configs
+        .get(MIN_INSYNC_REPLICAS_CONFIG)
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, replicas.max(1))
 }
 
 fn unclean_enabled(configs: &BTreeMap<String, String>) -> bool {

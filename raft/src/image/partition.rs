@@ -6,28 +6,42 @@
 
 use std::collections::BTreeMap;
 
-use super::{is_unfenced, BrokerRecord, MetadataImage, PartitionRecord, TopicRecord};
+use super::{
+    effective_min_isr, is_unfenced, BrokerRecord, MetadataImage, PartitionRecord, TopicRecord,
+};
 use crate::command::{
     AlterPartition, AlterReassignments, BrokerId, ElectLeaders, ElectionOutcome, ElectionResult,
     ElectionType, IsrProblem, MetadataResponse, Reassignment, Rejection, TopicId,
 };
 
-/// A partition's next leader and ISR, staged so that one command moves each epoch at most once
-/// however many steps it took (a re-registration fences a broker, then elects it again).
+/// A partition's next leader, ISR and eligible leader replicas, staged so that one command
+/// moves each epoch at most once however many steps it took (a re-registration fences a
+/// broker, then elects it again).
+///
+/// The ELR rules are Kafka 4's (KIP-966): while the ISR is below the effective
+/// `min.insync.replicas`, members that leave it join the ELR (the leader no longer advances
+/// the high watermark, so they keep every committed record); a full-sized ISR clears it; an
+/// empty ISR elects from it; an unclean shutdown removes a broker from both.
 #[derive(Debug)]
 pub(super) struct PartitionChange {
     leader: Option<BrokerId>,
     isr: Vec<BrokerId>,
+    elr: Vec<BrokerId>,
+    last_known_elr: Vec<BrokerId>,
+    min_isr: usize,
     /// Set by any election, even one that picks the same broker again: a new incarnation must
     /// lead under a new leader epoch, so its predecessor's requests are fenced.
     leader_elected: bool,
 }
 
 impl PartitionChange {
-    pub(super) fn of(partition: &PartitionRecord) -> Self {
+    pub(super) fn of(partition: &PartitionRecord, min_isr: usize) -> Self {
         PartitionChange {
             leader: partition.leader,
             isr: partition.isr.clone(),
+            elr: partition.elr.clone(),
+            last_known_elr: partition.last_known_elr.clone(),
+            min_isr,
             leader_elected: false,
         }
     }
@@ -41,9 +55,28 @@ impl PartitionChange {
         self.leader_elected = true;
     }
 
-    /// The fence procedure for one partition: `broker` leaves the ISR unless it is the last
-    /// member (Kafka keeps it so the partition can come back when it returns), and if it led,
-    /// the next leader is elected among `eligible` brokers, which must exclude `broker`.
+    /// Replaces the ISR, moving members that leave it into the ELR while it is below the
+    /// minimum, and clearing the ELR once it is not.
+    pub(super) fn set_isr(&mut self, isr: Vec<BrokerId>) {
+        let old = std::mem::replace(&mut self.isr, isr);
+        if self.isr.len() >= self.min_isr {
+            self.elr.clear();
+        } else {
+            for member in old {
+                if !self.isr.contains(&member) && !self.elr.contains(&member) {
+                    self.elr.push(member);
+                }
+            }
+            self.elr.retain(|member| !self.isr.contains(member));
+        }
+        if !self.isr.is_empty() {
+            self.last_known_elr.clear();
+        }
+    }
+
+    /// The fence procedure for one partition: `broker` leaves the ISR (into the ELR if the ISR
+    /// is below the minimum, which an emptied ISR always is), and if it led, the next leader
+    /// is elected among `eligible` brokers, which must exclude `broker`.
     pub(super) fn fence(
         &mut self,
         broker: BrokerId,
@@ -51,12 +84,38 @@ impl PartitionChange {
         unclean: bool,
         eligible: &impl Fn(BrokerId) -> bool,
     ) {
-        if self.isr.len() > 1 {
-            self.isr.retain(|&member| member != broker);
-        }
+        let mut isr = self.isr.clone();
+        isr.retain(|&member| member != broker);
+        self.set_isr(isr);
         if self.leader == Some(broker) {
             let next = self.candidate(replicas, unclean, eligible);
             self.set_leader(next);
+        }
+    }
+
+    /// `broker` came back from an unclean shutdown: its log may have lost acknowledged records,
+    /// so it leaves the ISR and the ELR. If it was the last replica known to hold every
+    /// committed record, it is remembered in the last known ELR for an unclean election.
+    pub(super) fn unclean_shutdown(&mut self, broker: BrokerId) {
+        let held_everything = self.isr.contains(&broker) || self.elr.contains(&broker);
+        self.fence_leader_out(broker);
+        let mut isr = self.isr.clone();
+        isr.retain(|&member| member != broker);
+        self.set_isr(isr);
+        self.elr.retain(|&member| member != broker);
+        if held_everything
+            && self.isr.is_empty()
+            && self.elr.is_empty()
+            && !self.last_known_elr.contains(&broker)
+        {
+            self.last_known_elr.push(broker);
+        }
+    }
+
+    /// An unclean broker cannot keep leading: its process is gone.
+    fn fence_leader_out(&mut self, broker: BrokerId) {
+        if self.leader == Some(broker) {
+            self.set_leader(None);
         }
     }
 
@@ -74,36 +133,69 @@ impl PartitionChange {
         }
     }
 
-    /// The first eligible ISR member in replica order; failing that, with `unclean`, the first
-    /// eligible replica, and the ISR restarts from it since only its log now counts.
+    /// The replicas that last held every committed record, for an unclean election's report.
+    pub(super) fn last_in_sync(&self) -> Vec<BrokerId> {
+        let mut holders = self.isr.clone();
+        for &b in self.elr.iter().chain(&self.last_known_elr) {
+            if !holders.contains(&b) {
+                holders.push(b);
+            }
+        }
+        holders
+    }
+
+    /// In replica order: the first eligible ISR member; with an empty ISR, the first eligible
+    /// ELR member; a sole replica that is the last known holder of the data (there is no other
+    /// copy to wait for); failing those, with `unclean`, an eligible last known ELR member,
+    /// then any eligible replica. The ISR restarts from an ELR or unclean leader, since only
+    /// its log now counts.
     fn candidate(
         &mut self,
         replicas: &[BrokerId],
         unclean: bool,
         eligible: &impl Fn(BrokerId) -> bool,
     ) -> Option<BrokerId> {
-        let clean = replicas
-            .iter()
-            .copied()
-            .find(|&r| self.isr.contains(&r) && eligible(r));
-        if clean.is_some() || !unclean {
-            return clean;
+        let in_order = |set: &[BrokerId]| {
+            replicas
+                .iter()
+                .copied()
+                .find(|&r| set.contains(&r) && eligible(r))
+        };
+        if let Some(leader) = in_order(&self.isr) {
+            return Some(leader);
         }
-        let unclean_leader = replicas.iter().copied().find(|&r| eligible(r))?;
-        self.isr = vec![unclean_leader];
-        Some(unclean_leader)
+        if self.isr.is_empty() {
+            if let Some(leader) = in_order(&self.elr) {
+                self.set_isr(vec![leader]);
+                return Some(leader);
+            }
+        }
+        let sole_holder = matches!(replicas, [only] if self.last_known_elr == [*only]);
+        if !unclean && !sole_holder {
+            return None;
+        }
+        let leader = in_order(&self.last_known_elr).or_else(|| in_order(replicas))?;
+        self.isr = vec![leader];
+        self.elr.clear();
+        self.last_known_elr.clear();
+        Some(leader)
     }
 
     /// Writes the staged state, bumping each epoch at most once. Returns whether anything changed.
     pub(super) fn commit(self, partition: &mut PartitionRecord) -> bool {
         let leader_changed = self.leader_elected || self.leader != partition.leader;
-        let changed = leader_changed || self.isr != partition.isr;
+        let changed = leader_changed
+            || self.isr != partition.isr
+            || self.elr != partition.elr
+            || self.last_known_elr != partition.last_known_elr;
         if leader_changed {
             partition.leader = self.leader;
             partition.leader_epoch = partition.leader_epoch.saturating_add(1);
         }
         if changed {
             partition.isr = self.isr;
+            partition.elr = self.elr;
+            partition.last_known_elr = self.last_known_elr;
             partition.partition_epoch = partition.partition_epoch.saturating_add(1);
         }
         changed
@@ -116,7 +208,7 @@ impl MetadataImage {
         cmd: &AlterPartition,
     ) -> Result<MetadataResponse, Rejection> {
         let brokers = &self.brokers;
-        let partition = partition_mut(
+        let (partition, min_isr) = partition_mut(
             &mut self.topics,
             &self.topic_names,
             cmd.topic_id,
@@ -140,15 +232,16 @@ impl MetadataImage {
                 requested: cmd.partition_epoch,
             });
         }
-        validate_isr(partition, &cmd.new_isr, cmd.leader_id, brokers)
+        validate_isr(partition, cmd, brokers)
             .map_err(|problem| Rejection::InvalidIsr { problem })?;
         // An unchanged ISR is not a change: the epoch stays, and the answer tells the leader so.
         // The ISR is a set; a reordering changes nothing.
         let same_members = partition.isr.len() == cmd.new_isr.len()
             && cmd.new_isr.iter().all(|b| partition.isr.contains(b));
         if !same_members {
-            partition.isr.clone_from(&cmd.new_isr);
-            partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+            let mut change = PartitionChange::of(partition, min_isr);
+            change.set_isr(cmd.new_isr.clone());
+            change.commit(partition);
             // An added replica joining the ISR may be the last one a reassignment waited for.
             complete_reassignment(partition, &|b| is_unfenced(brokers, b));
         }
@@ -198,13 +291,22 @@ impl MetadataImage {
         let Some(record) = self.topics.get_mut(topic) else {
             return ElectionOutcome::UnknownTopicOrPartition;
         };
+        let configs = &record.configs;
         let Some(partition) = usize::try_from(partition)
             .ok()
             .and_then(|index| record.partitions.get_mut(index))
         else {
             return ElectionOutcome::UnknownTopicOrPartition;
         };
-        let mut change = PartitionChange::of(partition);
+        let min_isr = effective_min_isr(configs, partition.replicas.len());
+        let mut change = PartitionChange::of(partition, min_isr);
+        let holders = change.last_in_sync();
+        let clean_candidates: Vec<BrokerId> = partition
+            .isr
+            .iter()
+            .chain(&partition.elr)
+            .copied()
+            .collect();
         match election {
             ElectionType::Preferred => {
                 let Some(&preferred) = partition.replicas.first() else {
@@ -228,9 +330,11 @@ impl MetadataImage {
         match change.leader() {
             Some(leader) => {
                 change.commit(partition);
+                let last_in_sync = (!clean_candidates.contains(&leader)).then_some(holders);
                 ElectionOutcome::Elected {
                     leader,
                     leader_epoch: partition.leader_epoch,
+                    last_in_sync,
                 }
             }
             None => ElectionOutcome::NotAvailable,
@@ -333,6 +437,8 @@ fn narrow_to(
         });
     }
     partition.isr.retain(|b| replicas.contains(b));
+    partition.elr.retain(|b| replicas.contains(b));
+    partition.last_known_elr.retain(|b| replicas.contains(b));
     let replace = match partition.leader {
         Some(leader) => !replicas.contains(&leader),
         None => elect_if_leaderless,
@@ -380,33 +486,38 @@ fn finish_replicas(
     Ok(())
 }
 
+/// The partition and its topic's effective `min.insync.replicas`.
 fn partition_mut<'a>(
     topics: &'a mut BTreeMap<String, TopicRecord>,
     topic_names: &BTreeMap<TopicId, String>,
     topic_id: TopicId,
     partition: u32,
-) -> Result<&'a mut PartitionRecord, Rejection> {
+) -> Result<(&'a mut PartitionRecord, usize), Rejection> {
     let topic = topic_names
         .get(&topic_id)
         .and_then(|name| topics.get_mut(name))
         .ok_or(Rejection::UnknownTopicId { topic_id })?;
-    usize::try_from(partition)
+    let configs = &topic.configs;
+    let partition = usize::try_from(partition)
         .ok()
         .and_then(|index| topic.partitions.get_mut(index))
         .ok_or(Rejection::UnknownPartition {
             topic_id,
             partition,
-        })
+        })?;
+    let min_isr = effective_min_isr(configs, partition.replicas.len());
+    Ok((partition, min_isr))
 }
 
-/// The rules a leader's proposed ISR must follow. Only additions must be registered and
-/// unfenced: a member already in the ISR was checked when it joined, and fencing removes it.
+/// The rules a leader's proposed ISR must follow. Only additions must be registered, unfenced
+/// and have fetched as their current incarnation (KIP-903): a member already in the ISR was
+/// checked when it joined, and fencing or re-registering removes it.
 fn validate_isr(
     partition: &PartitionRecord,
-    new_isr: &[BrokerId],
-    leader: BrokerId,
+    cmd: &AlterPartition,
     brokers: &BTreeMap<BrokerId, BrokerRecord>,
 ) -> Result<(), IsrProblem> {
+    let (new_isr, leader) = (&cmd.new_isr, cmd.leader_id);
     if new_isr.is_empty() {
         return Err(IsrProblem::Empty);
     }
@@ -417,8 +528,19 @@ fn validate_isr(
         if !partition.replicas.contains(&member) {
             return Err(IsrProblem::NotAReplica(member));
         }
-        if !partition.isr.contains(&member) && !is_unfenced(brokers, member) {
+        if partition.isr.contains(&member) {
+            continue;
+        }
+        let Some(broker) = brokers.get(&member).filter(|broker| !broker.fenced) else {
             return Err(IsrProblem::IneligibleBroker(member));
+        };
+        let fetched = cmd.member_epochs.get(&member).copied();
+        if fetched != Some(broker.broker_epoch) {
+            return Err(IsrProblem::StaleBrokerEpoch {
+                broker_id: member,
+                fetched,
+                current: broker.broker_epoch,
+            });
         }
     }
     if !new_isr.contains(&leader) {
@@ -451,6 +573,7 @@ mod tests {
             leader_id: p.leader.expect("has a leader"),
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
+            member_epochs: h.member_epochs(&new_isr),
             new_isr,
         }
     }
@@ -606,6 +729,70 @@ mod tests {
     }
 
     #[test]
+    fn an_isr_addition_decided_on_a_previous_incarnation_is_refused_when_resent() {
+        // KIP-903: the leader saw broker 3 caught up and proposed adding it; the outcome was
+        // lost, broker 3 restarted with a shorter log, and the same change is sent again.
+        let mut h = cluster();
+        h.apply(MetadataCommand::AlterPartition(alter(&h, vec![1, 2])));
+        let add_3 = alter(&h, vec![1, 2, 3]);
+        let old_epoch = h.epoch(3);
+        let new_epoch = h.reregister(3, 2, false);
+        let resend = MetadataCommand::AlterPartition(add_3.clone());
+        assert_rejected(
+            &mut h,
+            resend.clone(),
+            Rejection::InvalidIsr {
+                problem: IsrProblem::StaleBrokerEpoch {
+                    broker_id: 3,
+                    fetched: Some(old_epoch),
+                    current: new_epoch,
+                },
+            },
+        );
+        // Twice the same refusal: nothing about the resend changes the outcome.
+        assert_rejected(&mut h, resend, rejection_of_stale(3, old_epoch, new_epoch));
+        // A fetch of the new incarnation is the evidence it takes.
+        let mut current = add_3;
+        current.member_epochs.insert(3, new_epoch);
+        let response = h.apply(MetadataCommand::AlterPartition(current));
+        assert!(matches!(
+            response,
+            MetadataResponse::PartitionAltered { .. }
+        ));
+        assert_eq!(h.partition("t", 0).isr, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn an_isr_addition_without_the_members_broker_epoch_is_refused() {
+        let mut h = cluster();
+        h.apply(MetadataCommand::AlterPartition(alter(&h, vec![1, 2])));
+        let mut add_3 = alter(&h, vec![1, 2, 3]);
+        add_3.member_epochs.remove(&3);
+        let current = h.epoch(3);
+        assert_rejected(
+            &mut h,
+            MetadataCommand::AlterPartition(add_3),
+            Rejection::InvalidIsr {
+                problem: IsrProblem::StaleBrokerEpoch {
+                    broker_id: 3,
+                    fetched: None,
+                    current,
+                },
+            },
+        );
+    }
+
+    fn rejection_of_stale(broker_id: BrokerId, fetched: i64, current: i64) -> Rejection {
+        Rejection::InvalidIsr {
+            problem: IsrProblem::StaleBrokerEpoch {
+                broker_id,
+                fetched: Some(fetched),
+                current,
+            },
+        }
+    }
+
+    #[test]
     fn preferred_election_moves_leadership_back_to_the_first_replica() {
         let mut h = cluster();
         h.register(1, 2, None);
@@ -623,7 +810,8 @@ mod tests {
                     partition: 0,
                     outcome: ElectionOutcome::Elected {
                         leader: 1,
-                        leader_epoch: 2
+                        leader_epoch: 2,
+                        last_in_sync: None,
                     },
                 }],
             }
@@ -667,7 +855,8 @@ mod tests {
             outcomes(response),
             [ElectionOutcome::Elected {
                 leader: 3,
-                leader_epoch: 2
+                leader_epoch: 2,
+                last_in_sync: Some(vec![1]),
             }]
         );
         let p = h.partition("t", 0);

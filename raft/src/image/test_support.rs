@@ -52,6 +52,29 @@ impl Harness {
         self.image.broker(id).expect("registered").broker_epoch
     }
 
+    /// The current broker epoch of each registered member, as a leader whose followers all
+    /// fetched as their current incarnations reports them in an ISR change.
+    pub(crate) fn member_epochs(&self, members: &[BrokerId]) -> BTreeMap<BrokerId, i64> {
+        members
+            .iter()
+            .filter_map(|&b| Some((b, self.image.broker(b)?.broker_epoch)))
+            .collect()
+    }
+
+    /// Registers `id` again as a new process (`incarnation`): `clean` says its previous run
+    /// shut down cleanly at its current epoch, so its data is intact.
+    pub(crate) fn reregister(&mut self, id: BrokerId, incarnation: u8, clean: bool) -> i64 {
+        let previous = clean.then(|| self.epoch(id));
+        let MetadataCommand::RegisterBroker(mut cmd) = register_cmd(id, incarnation, None) else {
+            unreachable!("register_cmd builds a registration")
+        };
+        cmd.previous_broker_epoch = previous;
+        match self.apply(MetadataCommand::RegisterBroker(cmd)) {
+            MetadataResponse::BrokerRegistered { broker_epoch } => broker_epoch,
+            other => panic!("registration of {id} answered {other:?}"),
+        }
+    }
+
     /// Creates a topic with explicit replica lists and id `[id_byte; 16]`.
     pub(crate) fn create(
         &mut self,
@@ -102,6 +125,7 @@ pub(crate) fn register_cmd(id: BrokerId, incarnation: u8, rack: Option<&str>) ->
         }],
         rack: rack.map(str::to_owned),
         now_ms: 1_000 + i64::from(id),
+        previous_broker_epoch: None,
     })
 }
 

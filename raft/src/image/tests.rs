@@ -1,7 +1,7 @@
 //! Whole-image tests: producer ids, getters, snapshots (serde), determinism, and a property test
 //! that applies random command sequences and checks the image's invariants after each.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
@@ -154,6 +154,8 @@ enum Op {
         broker: BrokerId,
         incarnation: u8,
         rack: Option<u8>,
+        /// Names the broker's current epoch as the one its data was intact under.
+        clean: bool,
     },
     Fence {
         broker: BrokerId,
@@ -209,8 +211,10 @@ fn op() -> impl Strategy<Value = Op> {
     let topic_id = prop_oneof![9 => 1..6u8, 1 => Just(0u8)];
     let lists = prop::collection::vec(prop::collection::vec(0..5i32, 0..4), 0..4);
     prop_oneof![
-        3 => (broker.clone(), 0..3u8, prop::option::of(0..3u8))
-            .prop_map(|(broker, incarnation, rack)| Op::Register { broker, incarnation, rack }),
+        3 => (broker.clone(), 0..3u8, prop::option::of(0..3u8), any::<bool>())
+            .prop_map(|(broker, incarnation, rack, clean)| {
+                Op::Register { broker, incarnation, rack, clean }
+            }),
         3 => (broker.clone(), prop::bool::weighted(0.2))
             .prop_map(|(broker, stale)| Op::Fence { broker, stale }),
         3 => (0..3usize, topic_id.clone(), prop_oneof![8 => 1..4u32, 1 => Just(0u32)], prop_oneof![8 => 1..3u16, 1 => 0..5u16])
@@ -243,9 +247,16 @@ fn resolve(image: &MetadataImage, op: Op) -> MetadataCommand {
             broker,
             incarnation,
             rack,
+            clean,
         } => {
             let rack = rack.map(|r| format!("r{r}"));
-            register_cmd(broker, incarnation, rack.as_deref())
+            let mut command = register_cmd(broker, incarnation, rack.as_deref());
+            if let MetadataCommand::RegisterBroker(register) = &mut command {
+                register.previous_broker_epoch = clean
+                    .then(|| image.broker(broker).map(|b| b.broker_epoch))
+                    .flatten();
+            }
+            command
         }
         Op::Fence { broker, stale } => MetadataCommand::FenceBroker(FenceBroker {
             broker_id: broker,
@@ -267,6 +278,7 @@ fn resolve(image: &MetadataImage, op: Op) -> MetadataCommand {
                 leader_epoch: 0,
                 partition_epoch: 0,
                 new_isr: vec![],
+                member_epochs: BTreeMap::new(),
             };
             let tweaks = (mask, extra, wrong_leader, stale_partition_epoch);
             resolve_alter_isr(image, NAMES[name], command, tweaks)
@@ -354,6 +366,13 @@ fn resolve_alter_isr(
             .collect();
     }
     command.new_isr.extend(extra);
+    // Every member fetched at its current broker epoch (the stale-epoch refusal has its own
+    // tests in `partition`).
+    command.member_epochs = command
+        .new_isr
+        .iter()
+        .filter_map(|&b| Some((b, image.broker(b)?.broker_epoch)))
+        .collect();
     MetadataCommand::AlterPartition(command)
 }
 
@@ -380,19 +399,31 @@ fn check_image(image: &MetadataImage) -> Result<(), TestCaseError> {
                 "{:?}",
                 p
             );
-            prop_assert!(!p.isr.is_empty(), "empty ISR: {:?}", p);
             prop_assert!(p.isr.iter().all(|b| p.replicas.contains(b)), "{:?}", p);
+            prop_assert!(no_duplicates(&p.elr), "{:?}", p);
+            prop_assert!(p.elr.iter().all(|b| p.replicas.contains(b)), "{:?}", p);
+            prop_assert!(p.elr.iter().all(|b| !p.isr.contains(b)), "{:?}", p);
+            prop_assert!(
+                p.isr.is_empty() || p.last_known_elr.is_empty(),
+                "a last known ELR beside an ISR: {:?}",
+                p
+            );
             match p.leader {
                 Some(leader) => {
                     prop_assert!(p.isr.contains(&leader) && unfenced(leader), "{:?}", p)
                 }
-                // Offline only when no ISR member could lead.
-                None => prop_assert!(!p.isr.iter().any(|&b| unfenced(b)), "{:?}", p),
+                // Offline only when no ISR member, or with an empty ISR no ELR member, could
+                // lead.
+                None => {
+                    prop_assert!(!p.isr.iter().any(|&b| unfenced(b)), "{:?}", p);
+                    if p.isr.is_empty() {
+                        prop_assert!(!p.elr.iter().any(|&b| unfenced(b)), "{:?}", p);
+                    }
+                }
             }
-            // A fenced broker stays in an ISR only as its last member.
-            if p.isr.len() > 1 {
-                prop_assert!(p.isr.iter().all(|&b| unfenced(b)), "{:?}", p);
-            }
+            // With eligible leader replicas a fenced broker leaves the ISR, even as its last
+            // member (it waits in the ELR instead).
+            prop_assert!(p.isr.iter().all(|&b| unfenced(b)), "{:?}", p);
         }
     }
     Ok(())
@@ -423,7 +454,11 @@ fn check_step(
         for (a, b) in before.partitions.iter().zip(&topic.partitions) {
             prop_assert_eq!(&a.replicas, &b.replicas);
             let leader_moved = a.leader != b.leader;
-            let changed = leader_moved || a.isr != b.isr || a.leader_epoch != b.leader_epoch;
+            let changed = leader_moved
+                || a.isr != b.isr
+                || a.elr != b.elr
+                || a.last_known_elr != b.last_known_elr
+                || a.leader_epoch != b.leader_epoch;
             prop_assert_eq!(b.partition_epoch, a.partition_epoch + i32::from(changed));
             prop_assert!(b.leader_epoch == a.leader_epoch || b.leader_epoch == a.leader_epoch + 1);
             if leader_moved {
@@ -441,6 +476,7 @@ fn setup() -> Vec<Op> {
             broker,
             incarnation: 0,
             rack: u8::try_from(broker % 2).ok(),
+            clean: true,
         })
         .collect();
     ops.push(Op::CreateAuto {

@@ -3,7 +3,9 @@
 
 use super::partition::PartitionChange;
 use super::placement::{self, Candidate};
-use super::{is_unfenced, unclean_enabled, MetadataImage, PartitionRecord, TopicRecord};
+use super::{
+    effective_min_isr, is_unfenced, unclean_enabled, MetadataImage, PartitionRecord, TopicRecord,
+};
 use crate::command::{
     AlterTopicConfigs, AssignmentProblem, BrokerId, CreatePartitions, CreateTopic, DeleteTopic,
     MetadataResponse, Rejection, TopicAssignment, TopicNameProblem, MAX_PARTITIONS_PER_TOPIC,
@@ -136,14 +138,19 @@ impl MetadataImage {
             topic.configs.remove(key);
         }
         // Enabling unclean election is how an operator revives offline partitions, so it acts
-        // at once rather than waiting for the next fence or registration.
-        if unclean_enabled(&topic.configs) {
-            let eligible = |b: BrokerId| is_unfenced(brokers, b);
-            for partition in &mut topic.partitions {
-                let mut change = PartitionChange::of(partition);
+        // at once rather than waiting for the next fence or registration. A new
+        // `min.insync.replicas` may make an ISR full-sized, which clears its ELR: the leader
+        // advances the high watermark from now on without the ELR members.
+        let unclean = unclean_enabled(&topic.configs);
+        let eligible = |b: BrokerId| is_unfenced(brokers, b);
+        for partition in &mut topic.partitions {
+            let min_isr = effective_min_isr(&topic.configs, partition.replicas.len());
+            let mut change = PartitionChange::of(partition, min_isr);
+            change.set_isr(partition.isr.clone());
+            if unclean {
                 change.elect_if_leaderless(&partition.replicas, true, &eligible);
-                change.commit(partition);
             }
+            change.commit(partition);
         }
         Ok(MetadataResponse::Ok)
     }
@@ -160,6 +167,8 @@ impl MetadataImage {
             replicas: replicas.to_vec(),
             leader: isr.first().copied(),
             isr,
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
             leader_epoch: 0,
             partition_epoch: 0,
             adding_replicas: Vec::new(),
@@ -658,6 +667,7 @@ mod tests {
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
             new_isr: vec![1],
+            member_epochs: Default::default(),
         }));
         h.fence(1);
         assert_eq!(h.partition("t", 0).leader, None);

@@ -118,6 +118,7 @@ mod tests {
                 }],
                 rack: None,
                 now_ms: 1,
+                previous_broker_epoch: None,
             })),
         }
     }

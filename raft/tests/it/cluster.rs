@@ -61,6 +61,7 @@ pub async fn register(node: &MetadataNode, broker_id: i32, rack: Option<&str>) -
         }],
         rack: rack.map(str::to_owned),
         now_ms: 1,
+        previous_broker_epoch: None,
     });
     match node.write(command).await.expect("write commits") {
         MetadataResponse::BrokerRegistered { broker_epoch } => broker_epoch,

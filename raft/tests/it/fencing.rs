@@ -28,6 +28,7 @@ fn broker(cluster: &LoopbackCluster, id: u64) -> BrokerLifecycle {
             port: 9000 + id as u16,
         }],
         rack: Some(format!("rack-{id}")),
+        previous_broker_epoch: None,
     };
     BrokerLifecycle::spawn(cluster.node(id).clone(), info, HEARTBEAT, SESSION)
 }
@@ -191,6 +192,7 @@ async fn a_broker_outside_the_raft_group_keeps_its_session_by_following_hints() 
             port: 9004,
         }],
         rack: None,
+        previous_broker_epoch: None,
     };
     let lifecycle = BrokerLifecycle::spawn(outsider.clone(), info, HEARTBEAT, SESSION);
     let registered = wait_registered(lifecycle.state()).await;

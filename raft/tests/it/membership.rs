@@ -123,6 +123,7 @@ async fn a_registered_broker_that_is_not_a_voter_follows_the_log_as_a_learner() 
             port,
         }],
         rack: None,
+        previous_broker_epoch: None,
     };
     // It knows no controller yet: its requests go to the initial voters until it learns one.
     let lifecycle = BrokerLifecycle::spawn(

@@ -41,7 +41,9 @@ pub async fn handle(
     for elected in elections {
         let result = PartitionResult::default().with_partition_id(elected.partition);
         let result = match elected.outcome.map_err(Refusal::from) {
-            Ok(_) => result.with_error_message(None),
+            // Kafka's answer has no place for what an unclean election lost but the message of
+            // a successful result, which clients ignore and `sbctl` prints.
+            Ok(new_leader) => result.with_error_message(new_leader.loss_report().map(str_bytes)),
             Err(refusal) => result
                 .with_error_code(refusal.code)
                 .with_error_message(Some(str_bytes(refusal.message))),

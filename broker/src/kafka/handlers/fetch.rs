@@ -56,10 +56,15 @@ pub async fn handle(
         )));
     }
     let image = ctx.image();
-    let replica_id = if version >= 15 {
-        request.replica_state.replica_id.0
+    // Before v15 a follower names no broker epoch; the controller then refuses to add it to
+    // an ISR, so followers fetch with v15+.
+    let (replica_id, replica_epoch) = if version >= 15 {
+        (
+            request.replica_state.replica_id.0,
+            request.replica_state.replica_epoch,
+        )
     } else {
-        request.replica_id.0
+        (request.replica_id.0, -1)
     };
     let follower = (replica_id >= 0).then_some(replica_id);
     let bound = match follower {
@@ -115,6 +120,7 @@ pub async fn handle(
                     follower: follower.map(|replica| FollowerFetch {
                         replica,
                         leader_epoch,
+                        broker_epoch: replica_epoch,
                     }),
                 });
                 targets.len() - 1

@@ -6,5 +6,6 @@ mod compat;
 mod deploy;
 mod kafka;
 mod metadata;
+mod recovery;
 mod replication;
 mod sbctl;

@@ -20,12 +20,12 @@ use streambus_integration_tests::cluster::{Cluster, PartitionView, FAST_FAILOVER
 use streambus_integration_tests::kafka::{fetch_values, plain_batch, produce_to, topic_name};
 use streambus_integration_tests::KafkaConn;
 
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// Error codes a producer may see during a failover: all retriable.
 const RETRIABLE: &[i16] = &[3, 5, 6, 7, 8, 19, 20, 56, 74, 75];
 
-fn create_topic(
+pub(crate) fn create_topic(
     conn: &mut KafkaConn,
     topic: &str,
     assignment: &[i32],
@@ -55,7 +55,7 @@ fn create_topic(
 }
 
 /// The Kafka address of the current leader of partition 0, asking every broker in turn.
-fn find_leader(addrs: &[SocketAddr], topic: &str) -> Option<SocketAddr> {
+pub(crate) fn find_leader(addrs: &[SocketAddr], topic: &str) -> Option<SocketAddr> {
     let request = MetadataRequest::default()
         .with_topics(Some(vec![
             kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()

@@ -51,7 +51,7 @@ impl Broker {
         let kafka_addr = listener.local_addr().map_err(bind_error)?;
         let partitions = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || PartitionManager::open(&config))
+            crate::blocking::spawn(move || PartitionManager::open(&config))
                 .await
                 .map_err(|e| {
                     BrokerError::Storage(streambus_storage::StorageError::Kv(e.to_string()))
@@ -177,7 +177,7 @@ impl Broker {
         self.fetchers.stop().await;
         let partitions = self.ctx.partitions.clone();
         drop(self.ctx);
-        if tokio::task::spawn_blocking(move || partitions.close())
+        if crate::blocking::spawn(move || partitions.close())
             .await
             .is_err()
         {

@@ -215,7 +215,7 @@ pub async fn append_all(
     // One deadline for the whole request, however many partitions it waits for.
     let deadline = tokio::time::Instant::now() + timeout;
     let count = appends.len();
-    let appended = tokio::task::spawn_blocking(move || {
+    let appended = crate::blocking::spawn(move || {
         appends
             .into_iter()
             .map(|(partition, batch)| {

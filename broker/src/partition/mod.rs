@@ -216,6 +216,9 @@ impl Partition {
         state: PartitionState,
         isr_proposer: Option<isr::IsrProposer>,
     ) -> Partition {
+        // Every process that serves a partition checks its log locks (debug builds), tests that
+        // build partitions directly included.
+        crate::blocking::install_check();
         // Not checkpointed yet: a leader recomputes it from its followers' fetches, a follower
         // takes it from its leader, a sole replica from its own log end.
         let high_watermark = 0;
@@ -797,12 +800,35 @@ mod tests {
         assert_eq!(p.log().log_end_offset(), 3);
     }
 
+    /// [`leader_with`] from an async test body: opening a log takes its locks.
+    async fn leader_off_runtime(
+        dir: &std::path::Path,
+        isr: &'static [BrokerId],
+        min_insync: u32,
+    ) -> Arc<Partition> {
+        let dir = dir.to_owned();
+        crate::testing::off_runtime(move || leader_with(&dir, isr, min_insync)).await
+    }
+
+    /// Runs `work` on `p` as the broker does: on a marked blocking thread, never on the
+    /// test's runtime thread (debug builds refuse log locks there).
+    async fn on_blocking<R, F>(p: &Arc<Partition>, work: F) -> R
+    where
+        F: FnOnce(&Arc<Partition>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let p = p.clone();
+        crate::testing::off_runtime(move || work(&p)).await
+    }
+
     #[tokio::test]
     async fn an_acks_all_append_waits_for_the_high_watermark_and_fails_when_deposed() {
         let dir = tempfile::tempdir().unwrap();
-        let p = leader_with(dir.path(), &[1, 2], 2);
+        let p = leader_off_runtime(dir.path(), &[1, 2], 2).await;
         let shutdown = CancellationToken::new();
-        let appended = p.append_records(batch(4), Acks::All).unwrap();
+        let appended = on_blocking(&p, |p| p.append_records(batch(4), Acks::All))
+            .await
+            .unwrap();
         let timed_out = p
             .wait_committed(&appended, deadline_in(20), &shutdown)
             .await;
@@ -818,14 +844,18 @@ mod tests {
                     .await
             })
         };
-        p.record_follower_fetch(2, 4, 1).unwrap();
+        on_blocking(&p, |p| p.record_follower_fetch(2, 4, 1))
+            .await
+            .unwrap();
         let committed = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
             .await
             .expect("woken by the high watermark")
             .unwrap();
         assert!(committed.is_ok(), "{committed:?}");
 
-        let appended = p.append_records(batch(1), Acks::All).unwrap();
+        let appended = on_blocking(&p, |p| p.append_records(batch(1), Acks::All))
+            .await
+            .unwrap();
         let waiting = {
             let p = p.clone();
             tokio::spawn(async move {
@@ -833,7 +863,7 @@ mod tests {
                     .await
             })
         };
-        p.set_state(state(2, 2, &[2, 1]));
+        on_blocking(&p, |p| p.set_state(state(2, 2, &[2, 1]))).await;
         let deposed = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
             .await
             .expect("woken by the role change")
@@ -863,14 +893,23 @@ mod tests {
     #[tokio::test]
     async fn reads_stop_at_the_bound_their_reader_may_see() {
         let dir = tempfile::tempdir().unwrap();
-        let p = leader_with(dir.path(), &[1, 2], 1);
-        p.append_records(batch(2), Acks::Leader).unwrap();
-        p.record_follower_fetch(2, 2, 1).unwrap();
-        p.append_records(batch(3), Acks::Leader).unwrap();
+        let p = leader_off_runtime(dir.path(), &[1, 2], 1).await;
+        on_blocking(&p, |p| {
+            p.append_records(batch(2), Acks::Leader).unwrap();
+            p.record_follower_fetch(2, 2, 1).unwrap();
+            p.append_records(batch(3), Acks::Leader).unwrap();
+        })
+        .await;
         assert_eq!(p.high_watermark(), 2, "follower 2 is at 2");
 
-        let consumer = p.read(0, 1 << 20, read::ReadBound::HighWatermark);
-        let follower = p.read(0, 1 << 20, read::ReadBound::LogEnd);
+        let (consumer, follower, committed) = on_blocking(&p, |p| {
+            (
+                p.read(0, 1 << 20, read::ReadBound::HighWatermark),
+                p.read(0, 1 << 20, read::ReadBound::LogEnd),
+                p.read(0, 1 << 20, read::ReadBound::LastStable),
+            )
+        })
+        .await;
         let last = |records: &Bytes| {
             let (mut position, mut last) = (0, None);
             // Each pass moves past one whole batch.
@@ -885,7 +924,6 @@ mod tests {
         assert_eq!(last(&consumer.records), Some(1), "up to the high watermark");
         assert_eq!(last(&follower.records), Some(4), "up to the log end");
         assert_eq!(consumer.high_watermark, 2);
-        let committed = p.read(0, 1 << 20, read::ReadBound::LastStable);
         assert_eq!(committed.aborted, Some(Vec::new()));
 
         let latest = p
@@ -905,7 +943,7 @@ mod tests {
     #[tokio::test]
     async fn a_long_poll_answers_when_an_append_brings_enough_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let p = leader_with(dir.path(), &[1], 1);
+        let p = leader_off_runtime(dir.path(), &[1], 1).await;
         let shutdown = CancellationToken::new();
         let limits = read::FetchLimits {
             max_bytes: 1 << 20,
@@ -929,7 +967,9 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
-        p.append_records(batch(2), Acks::Leader).unwrap();
+        on_blocking(&p, |p| p.append_records(batch(2), Acks::Leader))
+            .await
+            .unwrap();
         let reads = tokio::time::timeout(std::time::Duration::from_secs(10), parked)
             .await
             .expect("woken by the append")
@@ -962,8 +1002,10 @@ mod tests {
     #[tokio::test]
     async fn a_follower_fetch_records_its_position_and_a_stranger_gets_an_error_and_no_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let p = leader_with(dir.path(), &[1, 2], 1);
-        p.append_records(batch(3), Acks::Leader).unwrap();
+        let p = leader_off_runtime(dir.path(), &[1, 2], 1).await;
+        on_blocking(&p, |p| p.append_records(batch(3), Acks::Leader))
+            .await
+            .unwrap();
         assert_eq!(p.high_watermark(), 0, "follower 2 has fetched nothing yet");
         let shutdown = CancellationToken::new();
         let limits = read::FetchLimits {

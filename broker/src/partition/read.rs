@@ -135,7 +135,7 @@ async fn record_followers(targets: &Arc<Vec<ReadTarget>>) -> Vec<Option<Partitio
         return targets.iter().map(|_| None).collect();
     }
     let snapshot = targets.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::spawn(move || {
         snapshot
             .iter()
             .map(|target| {
@@ -182,7 +182,7 @@ async fn read_until_enough(
             target.partition.add_waiter(&waiter, wake_on);
         }
         let (snapshot, skip) = (targets.clone(), skipped.clone());
-        let reads = tokio::task::spawn_blocking(move || read_all(&snapshot, &skip, limits))
+        let reads = crate::blocking::spawn(move || read_all(&snapshot, &skip, limits))
             .await
             .unwrap_or_else(|_| {
                 tracing::error!("fetch read task panicked");
@@ -382,7 +382,7 @@ impl Partition {
         op: impl FnOnce(&Partition) -> Result<T, PartitionError> + Send + 'static,
     ) -> Result<T, PartitionError> {
         let partition = self.clone();
-        tokio::task::spawn_blocking(move || op(&partition))
+        crate::blocking::spawn(move || op(&partition))
             .await
             .unwrap_or(Err(PartitionError::TaskFailed))
     }

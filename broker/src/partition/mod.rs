@@ -92,6 +92,9 @@ pub enum PartitionError {
     TimedOut,
     /// DeleteRecords beyond the high watermark (or below zero).
     OffsetOutOfRange,
+    /// ListOffsets on a new leader whose high watermark is still below the offset its leader
+    /// epoch started at: the answer could be lower than one a previous leader gave.
+    OffsetNotAvailable,
     /// The blocking task running the operation died: its outcome is unknown.
     TaskFailed,
     Storage(StorageError),
@@ -120,6 +123,9 @@ impl std::fmt::Display for PartitionError {
             }
             PartitionError::TimedOut => f.write_str("not committed within the request timeout"),
             PartitionError::OffsetOutOfRange => f.write_str("offset beyond the high watermark"),
+            PartitionError::OffsetNotAvailable => {
+                f.write_str("the high watermark has not reached this leader epoch's start yet")
+            }
             PartitionError::TaskFailed => f.write_str("the storage task failed"),
             PartitionError::Storage(error) => error.fmt(f),
         }
@@ -1042,5 +1048,89 @@ mod tests {
             started.elapsed() < std::time::Duration::from_secs(10),
             "no long poll"
         );
+    }
+
+    /// Five records at offsets 0-4 in two batches (0-2, 3-4), record `i` timestamped `1_000 + i`.
+    fn timed_records() -> Bytes {
+        use kafka_protocol::records::Compression;
+        use streambus_storage::batch::testing::{batch_values, Producer};
+        let head = batch_values(&["a", "b", "c"], 1_000, Producer::NONE, Compression::None);
+        let mut tail = BytesMut::from(
+            &batch_values(&["d", "e"], 1_003, Producer::NONE, Compression::None)[..],
+        );
+        tail[..8].copy_from_slice(&3i64.to_be_bytes());
+        let mut records = BytesMut::from(&head[..]);
+        records.extend_from_slice(&tail);
+        records.freeze()
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_refuses_latest_and_unanswered_timestamp_lookups_until_its_high_watermark_reaches_its_epoch_start(
+    ) {
+        use read::{OffsetSpec, ReadBound};
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().to_owned();
+        let p = crate::testing::off_runtime(move || Arc::new(partition(&at, state(2, 1, &[2, 1]))))
+            .await;
+        // A follower at epoch 1 holds offsets 0-4, of which the leader said 0-2 are committed.
+        on_blocking(&p, |p| p.append_as_follower(timed_records(), 1, 3, 0))
+            .await
+            .unwrap();
+        assert_eq!(p.high_watermark(), 3);
+        // Elected at epoch 2: the epoch starts at 5, and follower 2 has not fetched yet.
+        on_blocking(&p, |p| p.set_state(state(ME, 2, &[1, 2]))).await;
+        let lookup = |spec, bound| {
+            let p = p.clone();
+            async move { p.list_offset(spec, bound).await }
+        };
+        let hw = ReadBound::HighWatermark;
+        for bound in [hw, ReadBound::LastStable] {
+            let latest = lookup(OffsetSpec::Latest, bound).await;
+            assert!(
+                matches!(latest, Err(PartitionError::OffsetNotAvailable)),
+                "{bound:?}: {latest:?}"
+            );
+        }
+        let max = lookup(OffsetSpec::MaxTimestamp, hw).await;
+        assert!(
+            matches!(max, Err(PartitionError::OffsetNotAvailable)),
+            "the largest timestamp is at offset 4, not known committed: {max:?}"
+        );
+        let later = lookup(OffsetSpec::Timestamp(2_000), hw).await;
+        assert!(
+            matches!(later, Err(PartitionError::OffsetNotAvailable)),
+            "no hit may only mean not committed yet: {later:?}"
+        );
+        let hit = lookup(OffsetSpec::Timestamp(1_001), hw).await.unwrap();
+        assert_eq!(
+            hit.map(|f| f.offset),
+            Some(1),
+            "a committed hit is answered"
+        );
+        let earliest = lookup(OffsetSpec::Earliest, hw).await.unwrap();
+        assert_eq!(
+            earliest.map(|f| f.offset),
+            Some(0),
+            "EARLIEST is never refused"
+        );
+        let read = on_blocking(&p, |p| p.read(0, 1 << 20, ReadBound::HighWatermark)).await;
+        assert!(
+            read.error.is_none(),
+            "fetch is not refused: {:?}",
+            read.error
+        );
+        assert!(!read.records.is_empty(), "the committed batch is served");
+
+        // Follower 2 reaches the epoch start: the answers are the committed ones again.
+        on_blocking(&p, |p| p.record_follower_fetch(2, 5, 2))
+            .await
+            .unwrap();
+        assert_eq!(p.high_watermark(), 5);
+        let latest = lookup(OffsetSpec::Latest, hw).await.unwrap();
+        assert_eq!(latest.map(|f| (f.offset, f.leader_epoch)), Some((5, 2)));
+        let max = lookup(OffsetSpec::MaxTimestamp, hw).await.unwrap();
+        assert_eq!(max.map(|f| f.timestamp), Some(1_004));
+        let later = lookup(OffsetSpec::Timestamp(2_000), hw).await.unwrap();
+        assert_eq!(later, None, "no record that late: no offset, no error");
     }
 }

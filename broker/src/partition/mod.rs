@@ -202,6 +202,8 @@ pub struct Partition {
     /// Where this partition, as leader, sends the ISR changes its followers call for. `None`
     /// only in unit tests, which read the changes from the return values instead.
     isr_proposer: Option<isr::IsrProposer>,
+    #[cfg(test)]
+    before_locked_append: append::BeforeLockedAppend,
 }
 
 /// What names a partition replica: its topic, index and log directory.
@@ -246,6 +248,8 @@ impl Partition {
             leader_view: Mutex::new(None),
             waiters: Mutex::new(Vec::new()),
             isr_proposer,
+            #[cfg(test)]
+            before_locked_append: append::BeforeLockedAppend::default(),
         };
         partition.log.on_high_watermark_updated(high_watermark);
         partition.take_role(None, &state, now_ms());
@@ -1048,6 +1052,42 @@ mod tests {
             started.elapsed() < std::time::Duration::from_secs(10),
             "no long poll"
         );
+    }
+
+    #[tokio::test]
+    async fn an_isr_shrink_landing_after_the_early_check_refuses_acks_all_and_appends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_off_runtime(dir.path(), &[1, 2], 2).await;
+        // The early check passes with ISR {1, 2}; then an image shrinks it to {1}, as one
+        // applied between a Produce request's plan and its append would.
+        p.before_locked_append.set(Box::new(|p| {
+            let mut shrunk = p.state();
+            shrunk.isr = vec![ME];
+            shrunk.partition_epoch += 1;
+            p.set_state(shrunk);
+        }));
+        let shutdown = CancellationToken::new();
+        let appends = vec![(p.clone(), batch(3))];
+        let outcomes = append::append_all(
+            appends,
+            Acks::All,
+            std::time::Duration::from_secs(10),
+            &shutdown,
+        )
+        .await;
+        let refused = outcomes.into_iter().next().expect("one outcome");
+        assert!(
+            matches!(refused, Err(PartitionError::NotEnoughReplicas)),
+            "{refused:?}"
+        );
+        let error = refused.unwrap_err();
+        let code = crate::kafka::errors::code(crate::kafka::errors::Failure::Partition(&error));
+        assert_eq!(
+            code, 19,
+            "NOT_ENOUGH_REPLICAS: nothing written, safe to retry"
+        );
+        assert_eq!(p.log_end_offset(), 0, "the log end is unchanged");
+        assert_eq!(p.in_sync_replicas(), (1, 2), "the shrink did land");
     }
 
     /// Five records at offsets 0-4 in two batches (0-2, 3-4), record `i` timestamped `1_000 + i`.

@@ -52,7 +52,7 @@ impl Broker {
         let kafka_addr = listener.local_addr().map_err(bind_error)?;
         let (partitions, previous_broker_epoch) = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || {
+            crate::blocking::spawn(move || {
                 // Taken before any log is opened: from here on a crash must look unclean.
                 let previous = clean_shutdown::take(&config.data_dir)?;
                 Ok::<_, BrokerError>((PartitionManager::open(&config)?, previous))
@@ -194,7 +194,7 @@ impl Broker {
         };
         let data_dir = self.ctx.config.data_dir.clone();
         drop(self.ctx);
-        let closed = tokio::task::spawn_blocking(move || {
+        let closed = crate::blocking::spawn(move || {
             if !partitions.close() {
                 return Ok(false);
             }

@@ -8,6 +8,8 @@
 //! through the partition manager, the coordinators and the metadata image.
 //!
 //! Modules:
+//! - [`blocking`]: the broker's one way onto blocking threads, and the debug check that
+//!   partition log locks are never taken on a runtime worker.
 //! - [`broker`]: starting and stopping a whole broker (quorum member, partitions, listener).
 //! - [`cli`]: the `streambus` command line.
 //! - [`config`]: [`BrokerConfig`] and its resolution (defaults < file < environment < flags).
@@ -29,6 +31,7 @@
 //! - [`replication`]: replica fetchers and ISR maintenance between brokers.
 //! - [`topic_config`]: Kafka topic configs: validation, resolution, description.
 
+pub mod blocking;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -86,3 +86,26 @@ impl Images {
             .leader_epoch
     }
 }
+
+/// Runs blocking partition work from an async test body as the broker runs it: on a blocking
+/// thread marked by [`crate::blocking::spawn`] (debug builds refuse log locks on a runtime
+/// thread, the test's own included).
+pub async fn off_runtime<R, F>(work: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    crate::blocking::spawn(work)
+        .await
+        .expect("blocking test work panicked")
+}
+
+/// [`crate::partition::PartitionManager::reconcile`] from an async test body.
+pub async fn reconcile(
+    manager: &std::sync::Arc<crate::partition::PartitionManager>,
+    image: &MetadataImage,
+    active: bool,
+) {
+    let (manager, image) = (manager.clone(), image.clone());
+    off_runtime(move || manager.reconcile(&image, active)).await;
+}

@@ -8,6 +8,8 @@
 //! Modules:
 //! - [`batch`]: v2 batch header validation (and [`ValidatedBatch`], a batch checked once) and
 //!   in-place patching.
+//! - [`blocking`]: the debug-build check that log locks are taken only where blocking is
+//!   allowed (the broker says where).
 //! - [`checkpoint`]: atomic, checksummed small files.
 //! - [`clock`]: the time source (wall clock, or manual in tests).
 //! - [`config`]: per-log settings (Kafka topic configs).
@@ -26,6 +28,7 @@
 //! - [`txn_index`]: per-segment index of aborted transactions, for read_committed fetches.
 
 pub mod batch;
+pub mod blocking;
 pub mod checkpoint;
 pub mod clean_shutdown;
 pub mod clock;
@@ -45,6 +48,7 @@ pub mod segment;
 pub mod txn_index;
 
 pub use batch::{OffsetGaps, ValidatedBatch};
+pub use blocking::install_blocking_check;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{BatchError, Result, StorageError};

@@ -65,7 +65,7 @@ impl PartitionLog {
         call: impl FnOnce(&Partition) -> T + Send + 'static,
     ) -> Result<T, CoordinatorError> {
         let partition = self.partition.clone();
-        tokio::task::spawn_blocking(move || call(&partition))
+        crate::blocking::spawn(move || call(&partition))
             .await
             .map_err(|error| CoordinatorError::NotAvailable {
                 topic: self.partition.topic.clone(),
@@ -188,6 +188,7 @@ pub(crate) mod tests {
         delete, put, shard_config, Images, KvMachine, NOT_YET, TEST_WAIT,
     };
     use crate::partition::{PartitionManager, WakeOn};
+    use crate::testing::{off_runtime, reconcile};
 
     pub const TOPIC: &str = "__test_state";
 
@@ -201,11 +202,14 @@ pub(crate) mod tests {
     }
 
     /// Broker 1's manager hosting partition 0 of [`TOPIC`] with `replicas` (broker 1 leads).
-    fn hosted(dir: &Path, replicas: Vec<i32>) -> (Arc<PartitionManager>, Arc<Partition>, Images) {
+    async fn hosted(
+        dir: &Path,
+        replicas: Vec<i32>,
+    ) -> (Arc<PartitionManager>, Arc<Partition>, Images) {
         let mut images = Images::with_brokers(&[1, 2]);
         let topic_id = images.create_topic(TOPIC, vec![replicas]);
         let manager = open_manager(dir);
-        manager.reconcile(&images.image, true);
+        reconcile(&manager, &images.image, true).await;
         let partition = manager.get(&topic_id, 0).expect("hosted");
         assert!(partition.is_leader_at(images.leader_epoch(&topic_id, 0)));
         (manager, partition, images)
@@ -245,7 +249,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_partition_reopened_from_disk_replays_into_the_same_state() {
         let dir = tempfile::tempdir().unwrap();
-        let (manager, partition, images) = hosted(dir.path(), vec![1]);
+        let (manager, partition, images) = hosted(dir.path(), vec![1]).await;
         let (first, task) = start(&partition).await;
         for (key, value) in [("a", "1"), ("b", "2"), ("c", "3")] {
             let write = tokio::time::timeout(TEST_WAIT, first.write(put(key, value))).await;
@@ -265,10 +269,9 @@ pub(crate) mod tests {
         stop(second, task).await;
 
         drop(partition);
-        manager.close();
-        drop(manager);
+        off_runtime(move || manager.close()).await;
         let manager = open_manager(dir.path());
-        manager.reconcile(&images.image, true);
+        reconcile(&manager, &images.image, true).await;
         let topic = images.image.topic_by_name(TOPIC).unwrap();
         let partition = manager.get(&topic.topic_id, 0).expect("hosted again");
         let (third, task) = start(&partition).await;
@@ -290,7 +293,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_write_waits_for_the_follower_and_fails_when_the_leader_is_fenced() {
         let dir = tempfile::tempdir().unwrap();
-        let (manager, partition, mut images) = hosted(dir.path(), vec![1, 2]);
+        let (manager, partition, mut images) = hosted(dir.path(), vec![1, 2]).await;
         assert_eq!(partition.state().isr, vec![1, 2]);
         let epoch = partition.state().leader_epoch;
         let (shard, _task) = start(&partition).await;
@@ -305,8 +308,9 @@ pub(crate) mod tests {
             "answered before follower 2 had the record"
         );
         assert_eq!(partition.high_watermark(), 0);
-        partition
-            .on_follower_fetch(FollowerFetch::at(2, epoch), 1)
+        let leader = partition.clone();
+        off_runtime(move || leader.on_follower_fetch(FollowerFetch::at(2, epoch), 1))
+            .await
             .unwrap();
         assert_eq!(partition.high_watermark(), 1);
         let answer = tokio::time::timeout(TEST_WAIT, write).await.unwrap();
@@ -319,7 +323,7 @@ pub(crate) mod tests {
         appended(&partition, 2).await;
         assert!(tokio::time::timeout(NOT_YET, &mut write).await.is_err());
         images.fence(1);
-        manager.reconcile(&images.image, false);
+        reconcile(&manager, &images.image, false).await;
         let answer = tokio::time::timeout(TEST_WAIT, write).await.unwrap();
         assert!(
             matches!(

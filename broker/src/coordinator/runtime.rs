@@ -298,6 +298,7 @@ mod tests {
     use crate::partition::read::FollowerFetch;
     use crate::partition::read::ReadBound;
     use crate::partition::Partition;
+    use crate::testing::{off_runtime, reconcile};
 
     /// Polls `ready` until it holds (at most 500 times, 20 ms apart).
     async fn eventually(mut ready: impl FnMut() -> bool) {
@@ -343,7 +344,7 @@ mod tests {
         let mut images = Images::with_brokers(&[1, 2]);
         let topic_id = images.create_topic(TOPIC, vec![vec![1, 2], vec![2, 1]]);
         let manager = open_manager(dir.path());
-        manager.reconcile(&images.image, true);
+        reconcile(&manager, &images.image, true).await;
         let (publish, watched) = watch::channel(Arc::new(images.image.clone()));
         let runtime = runtime(50);
         let shutdown = CancellationToken::new();
@@ -372,8 +373,9 @@ mod tests {
         });
         appended(&partition, 1).await;
         assert!(tokio::time::timeout(NOT_YET, &mut write).await.is_err());
-        partition
-            .on_follower_fetch(FollowerFetch::at(2, epoch), 1)
+        let leader = partition.clone();
+        off_runtime(move || leader.on_follower_fetch(FollowerFetch::at(2, epoch), 1))
+            .await
             .unwrap();
         let answer = tokio::time::timeout(TEST_WAIT, write).await.unwrap();
         assert_eq!(answer.unwrap().unwrap(), None);
@@ -383,7 +385,7 @@ mod tests {
             async move { runtime.write(0, put("b", "2")).await }
         });
         images.fence(1);
-        manager.reconcile(&images.image, false);
+        reconcile(&manager, &images.image, false).await;
         publish.send_replace(Arc::new(images.image.clone()));
         let answer = tokio::time::timeout(TEST_WAIT, pending).await.unwrap();
         assert!(matches!(
@@ -408,7 +410,7 @@ mod tests {
         let (_publish, watched) = watch::channel(image.clone());
 
         let manager = open_manager(dir.path());
-        manager.reconcile(&image, true);
+        reconcile(&manager, &image, true).await;
         let first = runtime(1);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(first.clone().run(
@@ -428,11 +430,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!first.is_coordinator(0), "resigned at shutdown");
-        manager.close();
-        drop(manager);
+        off_runtime(move || manager.close()).await;
 
         let manager = open_manager(dir.path());
-        manager.reconcile(&image, true);
+        reconcile(&manager, &image, true).await;
         let second = runtime(1);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(
@@ -450,7 +451,12 @@ mod tests {
 
     /// Copies what broker 2's replica of `leader`'s partition lacks, as its replica fetcher
     /// would, and reports broker 2's new position to the leader.
-    fn replicate(leader: &Arc<Partition>, follower: &Arc<Partition>, leader_epoch: i32) {
+    async fn replicate(leader: &Arc<Partition>, follower: &Arc<Partition>, leader_epoch: i32) {
+        let (leader, follower) = (leader.clone(), follower.clone());
+        off_runtime(move || replicate_blocking(&leader, &follower, leader_epoch)).await;
+    }
+
+    fn replicate_blocking(leader: &Arc<Partition>, follower: &Partition, leader_epoch: i32) {
         let from = follower.log_end_offset();
         let read = leader.read(from, 1 << 20, ReadBound::LogEnd);
         assert!(read.error.is_none(), "{:?}", read.error);
@@ -480,8 +486,8 @@ mod tests {
             })
             .unwrap(),
         );
-        broker1.reconcile(&images.image, true);
-        broker2.reconcile(&images.image, true);
+        reconcile(&broker1, &images.image, true).await;
+        reconcile(&broker2, &images.image, true).await;
         let (leader, follower) = (
             broker1.get(&topic_id, 0).unwrap(),
             broker2.get(&topic_id, 0).unwrap(),
@@ -502,7 +508,7 @@ mod tests {
                 async move { first.write(0, put(key, value)).await }
             });
             appended(&leader, n as i64 + 1).await;
-            replicate(&leader, &follower, epoch);
+            replicate(&leader, &follower, epoch).await;
             let answer = tokio::time::timeout(TEST_WAIT, write).await.unwrap();
             answer.unwrap().unwrap();
         }
@@ -518,7 +524,7 @@ mod tests {
         // takes over at a new epoch.
         images.fence(1);
         publish1.send_replace(Arc::new(images.image.clone()));
-        broker1.reconcile(&images.image, false);
+        reconcile(&broker1, &images.image, false).await;
         let answer = tokio::time::timeout(TEST_WAIT, lost).await.unwrap();
         assert!(
             matches!(
@@ -536,7 +542,7 @@ mod tests {
             images.image.partition(&topic_id, 0).unwrap().leader,
             Some(2)
         );
-        broker2.reconcile(&images.image, true);
+        reconcile(&broker2, &images.image, true).await;
         let (_publish2, watched2) = watch::channel(Arc::new(images.image.clone()));
         let second = CoordinatorRuntime::new(
             2,

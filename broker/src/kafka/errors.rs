@@ -176,6 +176,7 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             PartitionError::NotEnoughReplicas => E::NotEnoughReplicas,
             PartitionError::NotEnoughReplicasAfterAppend => E::NotEnoughReplicasAfterAppend,
             PartitionError::OffsetOutOfRange => E::OffsetOutOfRange,
+            PartitionError::OffsetNotAvailable => E::OffsetNotAvailable,
             // The outcome is unknown, or the broker is stopping: the client retries.
             PartitionError::TimedOut | PartitionError::TaskFailed => E::RequestTimedOut,
         },

@@ -72,6 +72,9 @@ impl Partition {
         };
         let batch = ValidatedBatch::new(batch).map_err(StorageError::from)?;
         let batch = apply_compression_policy(batch, compression, max_message_bytes)?;
+        // Where a metadata image (an ISR shrink, a new leader) may land before the append.
+        #[cfg(test)]
+        self.before_locked_append.run(self);
         self.append_leader(LeaderBatch::Client(batch), None, acks)
     }
 
@@ -108,6 +111,10 @@ impl Partition {
         self.append_leader(batch, Some(leader_epoch), Acks::All)
     }
 
+    /// The append itself. The role, leader epoch and ISR size are checked under the state read
+    /// lock held across the storage append, as Kafka's `appendRecordsToLeader` holds
+    /// `leaderIsrUpdateLock`: an image changing the ISR or the leader takes the write lock, so
+    /// it lands wholly before the check or wholly after the append, never in between.
     fn append_leader(
         &self,
         batch: LeaderBatch,
@@ -192,6 +199,36 @@ impl Partition {
     }
 }
 
+/// Test seam: work run once between [`Partition::append_records`]' early check and its locked
+/// append.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct BeforeLockedAppend(std::sync::Mutex<Option<BeforeLockedAppendWork>>);
+
+#[cfg(test)]
+type BeforeLockedAppendWork = Box<dyn FnOnce(&Partition) + Send>;
+
+#[cfg(test)]
+impl BeforeLockedAppend {
+    pub(crate) fn set(&self, work: BeforeLockedAppendWork) {
+        *self.0.lock().unwrap() = Some(work);
+    }
+
+    fn run(&self, partition: &Partition) {
+        let work = self.0.lock().unwrap().take();
+        if let Some(work) = work {
+            work(partition);
+        }
+    }
+}
+
+#[cfg(test)]
+impl std::fmt::Debug for BeforeLockedAppend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeLockedAppend")
+    }
+}
+
 /// A leader append and who writes it.
 #[derive(Debug)]
 enum LeaderBatch {
@@ -215,7 +252,7 @@ pub async fn append_all(
     // One deadline for the whole request, however many partitions it waits for.
     let deadline = tokio::time::Instant::now() + timeout;
     let count = appends.len();
-    let appended = tokio::task::spawn_blocking(move || {
+    let appended = crate::blocking::spawn(move || {
         appends
             .into_iter()
             .map(|(partition, batch)| {

@@ -54,7 +54,12 @@ impl IsrProposer {
                     // leader epoch may be this very change, sent before: the image settles
                     // those.
                     if matches!(rejection, Rejection::InvalidIsr { .. }) {
-                        partition.isr_change_refused(seq);
+                        // May move the high watermark, which takes the log's lock.
+                        let refused =
+                            crate::blocking::spawn(move || partition.isr_change_refused(seq));
+                        if refused.await.is_err() {
+                            tracing::error!("ISR refusal bookkeeping panicked");
+                        }
                     }
                 }
                 Ok(other) => tracing::warn!(?other, "unexpected answer to an ISR change"),

@@ -33,7 +33,7 @@ impl PartitionManager {
                 _ = checkpoint.tick() => Box::new(move || manager.checkpoint_recovery_points()),
                 () = shutdown.cancelled() => return,
             };
-            if tokio::task::spawn_blocking(job).await.is_err() {
+            if crate::blocking::spawn(job).await.is_err() {
                 tracing::error!("log maintenance panicked");
             }
         }

@@ -45,6 +45,9 @@ impl PartitionManager {
     /// Opens the broker-local store (`<data_dir>/meta`) and removes leftovers of interrupted
     /// deletions. Logs are opened by the first [`PartitionManager::reconcile`].
     pub fn open(config: &BrokerConfig) -> Result<PartitionManager, StorageError> {
+        // Before any log exists: from here on, debug builds catch a log lock taken on a
+        // runtime worker (see `crate::blocking`).
+        crate::blocking::install_check();
         let log_dir = LogDir::open(&config.data_dir)?;
         let kv = RocksKv::open(config.data_dir.join("meta"), kv::COLUMN_FAMILIES)?;
         Ok(PartitionManager {

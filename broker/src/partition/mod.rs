@@ -103,6 +103,9 @@ pub enum PartitionError {
     TimedOut,
     /// DeleteRecords beyond the high watermark (or below zero).
     OffsetOutOfRange,
+    /// ListOffsets on a new leader whose high watermark is still below the offset its leader
+    /// epoch started at: the answer could be lower than one a previous leader gave.
+    OffsetNotAvailable,
     /// The blocking task running the operation died: its outcome is unknown.
     TaskFailed,
     Storage(StorageError),
@@ -131,6 +134,9 @@ impl std::fmt::Display for PartitionError {
             }
             PartitionError::TimedOut => f.write_str("not committed within the request timeout"),
             PartitionError::OffsetOutOfRange => f.write_str("offset beyond the high watermark"),
+            PartitionError::OffsetNotAvailable => {
+                f.write_str("the high watermark has not reached this leader epoch's start yet")
+            }
             PartitionError::TaskFailed => f.write_str("the storage task failed"),
             PartitionError::Storage(error) => error.fmt(f),
         }
@@ -221,6 +227,8 @@ pub struct Partition {
     /// Where this partition, as leader, sends the ISR changes its followers call for. `None`
     /// only in unit tests, which read the changes from the return values instead.
     isr_proposer: Option<isr::IsrProposer>,
+    #[cfg(test)]
+    before_locked_append: append::BeforeLockedAppend,
 }
 
 /// What names a partition replica: its topic, index and log directory.
@@ -241,6 +249,9 @@ impl Partition {
         state: PartitionState,
         isr_proposer: Option<isr::IsrProposer>,
     ) -> Partition {
+        // Every process that serves a partition checks its log locks (debug builds), tests that
+        // build partitions directly included.
+        crate::blocking::install_check();
         // Not checkpointed yet: a leader recomputes it from its followers' fetches, a follower
         // takes it from its leader, a sole replica from its own log end.
         let high_watermark = 0;
@@ -262,6 +273,8 @@ impl Partition {
             leader_view: Mutex::new(None),
             waiters: Mutex::new(Vec::new()),
             isr_proposer,
+            #[cfg(test)]
+            before_locked_append: append::BeforeLockedAppend::default(),
         };
         partition.log.on_high_watermark_updated(high_watermark);
         partition.take_role(None, &state, now_ms());
@@ -838,12 +851,35 @@ mod tests {
         assert_eq!(full.high_watermark(), 3);
     }
 
+    /// [`leader_with`] from an async test body: opening a log takes its locks.
+    async fn leader_off_runtime(
+        dir: &std::path::Path,
+        isr: &'static [BrokerId],
+        min_insync: u32,
+    ) -> Arc<Partition> {
+        let dir = dir.to_owned();
+        crate::testing::off_runtime(move || leader_with(&dir, isr, min_insync)).await
+    }
+
+    /// Runs `work` on `p` as the broker does: on a marked blocking thread, never on the
+    /// test's runtime thread (debug builds refuse log locks there).
+    async fn on_blocking<R, F>(p: &Arc<Partition>, work: F) -> R
+    where
+        F: FnOnce(&Arc<Partition>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let p = p.clone();
+        crate::testing::off_runtime(move || work(&p)).await
+    }
+
     #[tokio::test]
     async fn an_acks_all_append_waits_for_the_high_watermark_and_fails_when_deposed() {
         let dir = tempfile::tempdir().unwrap();
-        let p = leader_with(dir.path(), &[1, 2], 2);
+        let p = leader_off_runtime(dir.path(), &[1, 2], 2).await;
         let shutdown = CancellationToken::new();
-        let appended = p.append_records(batch(4), Acks::All).unwrap();
+        let appended = on_blocking(&p, |p| p.append_records(batch(4), Acks::All))
+            .await
+            .unwrap();
         let timed_out = p
             .wait_committed(&appended, deadline_in(20), &shutdown)
             .await;
@@ -859,14 +895,18 @@ mod tests {
                     .await
             })
         };
-        p.record_follower_fetch(FollowerFetch::at(2, 1), 4).unwrap();
+        on_blocking(&p, |p| p.record_follower_fetch(FollowerFetch::at(2, 1), 4))
+            .await
+            .unwrap();
         let committed = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
             .await
             .expect("woken by the high watermark")
             .unwrap();
         assert!(committed.is_ok(), "{committed:?}");
 
-        let appended = p.append_records(batch(1), Acks::All).unwrap();
+        let appended = on_blocking(&p, |p| p.append_records(batch(1), Acks::All))
+            .await
+            .unwrap();
         let waiting = {
             let p = p.clone();
             tokio::spawn(async move {
@@ -874,7 +914,7 @@ mod tests {
                     .await
             })
         };
-        p.set_state(state(2, 2, &[2, 1]));
+        on_blocking(&p, |p| p.set_state(state(2, 2, &[2, 1]))).await;
         let deposed = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
             .await
             .expect("woken by the role change")
@@ -904,14 +944,23 @@ mod tests {
     #[tokio::test]
     async fn reads_stop_at_the_bound_their_reader_may_see() {
         let dir = tempfile::tempdir().unwrap();
-        let p = leader_with(dir.path(), &[1, 2], 1);
-        p.append_records(batch(2), Acks::Leader).unwrap();
-        p.record_follower_fetch(FollowerFetch::at(2, 1), 2).unwrap();
-        p.append_records(batch(3), Acks::Leader).unwrap();
+        let p = leader_off_runtime(dir.path(), &[1, 2], 1).await;
+        on_blocking(&p, |p| {
+            p.append_records(batch(2), Acks::Leader).unwrap();
+            p.record_follower_fetch(FollowerFetch::at(2, 1), 2).unwrap();
+            p.append_records(batch(3), Acks::Leader).unwrap();
+        })
+        .await;
         assert_eq!(p.high_watermark(), 2, "follower 2 is at 2");
 
-        let consumer = p.read(0, 1 << 20, read::ReadBound::HighWatermark);
-        let follower = p.read(0, 1 << 20, read::ReadBound::LogEnd);
+        let (consumer, follower, committed) = on_blocking(&p, |p| {
+            (
+                p.read(0, 1 << 20, read::ReadBound::HighWatermark),
+                p.read(0, 1 << 20, read::ReadBound::LogEnd),
+                p.read(0, 1 << 20, read::ReadBound::LastStable),
+            )
+        })
+        .await;
         let last = |records: &Bytes| {
             let (mut position, mut last) = (0, None);
             // Each pass moves past one whole batch.
@@ -926,7 +975,6 @@ mod tests {
         assert_eq!(last(&consumer.records), Some(1), "up to the high watermark");
         assert_eq!(last(&follower.records), Some(4), "up to the log end");
         assert_eq!(consumer.high_watermark, 2);
-        let committed = p.read(0, 1 << 20, read::ReadBound::LastStable);
         assert_eq!(committed.aborted, Some(Vec::new()));
 
         let latest = p
@@ -946,7 +994,7 @@ mod tests {
     #[tokio::test]
     async fn a_long_poll_answers_when_an_append_brings_enough_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let p = leader_with(dir.path(), &[1], 1);
+        let p = leader_off_runtime(dir.path(), &[1], 1).await;
         let shutdown = CancellationToken::new();
         let limits = read::FetchLimits {
             max_bytes: 1 << 20,
@@ -970,7 +1018,9 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
-        p.append_records(batch(2), Acks::Leader).unwrap();
+        on_blocking(&p, |p| p.append_records(batch(2), Acks::Leader))
+            .await
+            .unwrap();
         let reads = tokio::time::timeout(std::time::Duration::from_secs(10), parked)
             .await
             .expect("woken by the append")
@@ -1003,8 +1053,10 @@ mod tests {
     #[tokio::test]
     async fn a_follower_fetch_records_its_position_and_a_stranger_gets_an_error_and_no_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let p = leader_with(dir.path(), &[1, 2], 1);
-        p.append_records(batch(3), Acks::Leader).unwrap();
+        let p = leader_off_runtime(dir.path(), &[1, 2], 1).await;
+        on_blocking(&p, |p| p.append_records(batch(3), Acks::Leader))
+            .await
+            .unwrap();
         assert_eq!(p.high_watermark(), 0, "follower 2 has fetched nothing yet");
         let shutdown = CancellationToken::new();
         let limits = read::FetchLimits {
@@ -1038,5 +1090,125 @@ mod tests {
             started.elapsed() < std::time::Duration::from_secs(10),
             "no long poll"
         );
+    }
+
+    #[tokio::test]
+    async fn an_isr_shrink_landing_after_the_early_check_refuses_acks_all_and_appends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_off_runtime(dir.path(), &[1, 2], 2).await;
+        // The early check passes with ISR {1, 2}; then an image shrinks it to {1}, as one
+        // applied between a Produce request's plan and its append would.
+        p.before_locked_append.set(Box::new(|p| {
+            let mut shrunk = p.state();
+            shrunk.isr = vec![ME];
+            shrunk.partition_epoch += 1;
+            p.set_state(shrunk);
+        }));
+        let shutdown = CancellationToken::new();
+        let appends = vec![(p.clone(), batch(3))];
+        let outcomes = append::append_all(
+            appends,
+            Acks::All,
+            std::time::Duration::from_secs(10),
+            &shutdown,
+        )
+        .await;
+        let refused = outcomes.into_iter().next().expect("one outcome");
+        assert!(
+            matches!(refused, Err(PartitionError::NotEnoughReplicas)),
+            "{refused:?}"
+        );
+        let error = refused.unwrap_err();
+        let code = crate::kafka::errors::code(crate::kafka::errors::Failure::Partition(&error));
+        assert_eq!(
+            code, 19,
+            "NOT_ENOUGH_REPLICAS: nothing written, safe to retry"
+        );
+        assert_eq!(p.log_end_offset(), 0, "the log end is unchanged");
+        assert_eq!(p.in_sync_replicas(), (1, 2), "the shrink did land");
+    }
+
+    /// Five records at offsets 0-4 in two batches (0-2, 3-4), record `i` timestamped `1_000 + i`.
+    fn timed_records() -> Bytes {
+        use kafka_protocol::records::Compression;
+        use streambus_storage::batch::testing::{batch_values, Producer};
+        let head = batch_values(&["a", "b", "c"], 1_000, Producer::NONE, Compression::None);
+        let mut tail = BytesMut::from(
+            &batch_values(&["d", "e"], 1_003, Producer::NONE, Compression::None)[..],
+        );
+        tail[..8].copy_from_slice(&3i64.to_be_bytes());
+        let mut records = BytesMut::from(&head[..]);
+        records.extend_from_slice(&tail);
+        records.freeze()
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_refuses_latest_and_unanswered_timestamp_lookups_until_its_high_watermark_reaches_its_epoch_start(
+    ) {
+        use read::{OffsetSpec, ReadBound};
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().to_owned();
+        let p = crate::testing::off_runtime(move || Arc::new(partition(&at, state(2, 1, &[2, 1]))))
+            .await;
+        // A follower at epoch 1 holds offsets 0-4, of which the leader said 0-2 are committed.
+        on_blocking(&p, |p| p.append_as_follower(timed_records(), 1, 3, 0))
+            .await
+            .unwrap();
+        assert_eq!(p.high_watermark(), 3);
+        // Elected at epoch 2: the epoch starts at 5, and follower 2 has not fetched yet.
+        on_blocking(&p, |p| p.set_state(state(ME, 2, &[1, 2]))).await;
+        let lookup = |spec, bound| {
+            let p = p.clone();
+            async move { p.list_offset(spec, bound).await }
+        };
+        let hw = ReadBound::HighWatermark;
+        for bound in [hw, ReadBound::LastStable] {
+            let latest = lookup(OffsetSpec::Latest, bound).await;
+            assert!(
+                matches!(latest, Err(PartitionError::OffsetNotAvailable)),
+                "{bound:?}: {latest:?}"
+            );
+        }
+        let max = lookup(OffsetSpec::MaxTimestamp, hw).await;
+        assert!(
+            matches!(max, Err(PartitionError::OffsetNotAvailable)),
+            "the largest timestamp is at offset 4, not known committed: {max:?}"
+        );
+        let later = lookup(OffsetSpec::Timestamp(2_000), hw).await;
+        assert!(
+            matches!(later, Err(PartitionError::OffsetNotAvailable)),
+            "no hit may only mean not committed yet: {later:?}"
+        );
+        let hit = lookup(OffsetSpec::Timestamp(1_001), hw).await.unwrap();
+        assert_eq!(
+            hit.map(|f| f.offset),
+            Some(1),
+            "a committed hit is answered"
+        );
+        let earliest = lookup(OffsetSpec::Earliest, hw).await.unwrap();
+        assert_eq!(
+            earliest.map(|f| f.offset),
+            Some(0),
+            "EARLIEST is never refused"
+        );
+        let read = on_blocking(&p, |p| p.read(0, 1 << 20, ReadBound::HighWatermark)).await;
+        assert!(
+            read.error.is_none(),
+            "fetch is not refused: {:?}",
+            read.error
+        );
+        assert!(!read.records.is_empty(), "the committed batch is served");
+
+        // Follower 2 reaches the epoch start: the answers are the committed ones again.
+        on_blocking(&p, |p| p.record_follower_fetch(FollowerFetch::at(2, 2), 5))
+            .await
+            .unwrap();
+        assert_eq!(p.high_watermark(), 5);
+        let latest = lookup(OffsetSpec::Latest, hw).await.unwrap();
+        assert_eq!(latest.map(|f| (f.offset, f.leader_epoch)), Some((5, 2)));
+        let max = lookup(OffsetSpec::MaxTimestamp, hw).await.unwrap();
+        assert_eq!(max.map(|f| f.timestamp), Some(1_004));
+        let later = lookup(OffsetSpec::Timestamp(2_000), hw).await.unwrap();
+        assert_eq!(later, None, "no record that late: no offset, no error");
     }
 }

@@ -1,6 +1,8 @@
 //! Reads of a partition for its clients: fetches up to the bound their isolation allows (with
 //! the aborted transactions read_committed needs), a follower's position recorded first, and
-//! the long poll that parks them until enough bytes are there; offset lookups for ListOffsets,
+//! the long poll that parks them until enough bytes are there; offset lookups for ListOffsets
+//! (refused with `OffsetNotAvailable` while a new leader's high watermark is below its epoch
+//! start, as Kafka's `fetchOffsetForTimestamp` does; fetches are never refused for it),
 //! OffsetForLeaderEpoch, and DeleteRecords. The async entry points ([`fetch`] and the `async`
 //! methods) run their storage calls on blocking threads; the plain methods block.
 
@@ -149,7 +151,7 @@ async fn record_followers(targets: &Arc<Vec<ReadTarget>>) -> Vec<Option<Partitio
         return targets.iter().map(|_| None).collect();
     }
     let snapshot = targets.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::spawn(move || {
         snapshot
             .iter()
             .map(|target| {
@@ -196,7 +198,7 @@ async fn read_until_enough(
             target.partition.add_waiter(&waiter, wake_on);
         }
         let (snapshot, skip) = (targets.clone(), skipped.clone());
-        let reads = tokio::task::spawn_blocking(move || read_all(&snapshot, &skip, limits))
+        let reads = crate::blocking::spawn(move || read_all(&snapshot, &skip, limits))
             .await
             .unwrap_or_else(|_| {
                 tracing::error!("fetch read task panicked");
@@ -323,7 +325,8 @@ impl Partition {
     }
 
     /// ListOffsets: the offset `spec` asks for among what `bound` lets a consumer see, or
-    /// `None` when no record qualifies.
+    /// `None` when no record qualifies; `OffsetNotAvailable` while this new leader's high
+    /// watermark is below its epoch start and the answer could go backwards.
     pub async fn list_offset(
         self: &Arc<Self>,
         spec: OffsetSpec,
@@ -338,6 +341,9 @@ impl Partition {
         spec: OffsetSpec,
         bound: ReadBound,
     ) -> Result<Option<FoundOffset>, PartitionError> {
+        // Before `upper` is read: the high watermark only grows, so a bound read after a check
+        // that passed is past the epoch start too.
+        let lagging = self.high_watermark_lags_epoch_start()?;
         let leader_epoch = self.log.latest_epoch().unwrap_or(-1);
         let upper = match bound {
             ReadBound::LastStable => self.last_stable_offset(),
@@ -348,19 +354,38 @@ impl Partition {
             timestamp,
             leader_epoch,
         };
-        let committed = |hit: Option<(i64, i64)>| {
-            hit.filter(|(offset, _)| *offset < upper)
-                .map(|(offset, timestamp)| found(offset, timestamp))
+        // Kafka's rule for a timestamp lookup: a committed hit is an answer; no hit is "none"
+        // only once the high watermark covers the previous leaders' records, since until then
+        // the record asked for may be committed without this leader knowing it yet.
+        let committed = |hit: Option<(i64, i64)>| match hit.filter(|(offset, _)| *offset < upper) {
+            Some((offset, timestamp)) => Ok(Some(found(offset, timestamp))),
+            None if lagging => Err(PartitionError::OffsetNotAvailable),
+            None => Ok(None),
         };
-        Ok(match spec {
-            OffsetSpec::Latest => Some(found(upper, -1)),
-            OffsetSpec::Earliest => Some(found(self.log.log_start_offset(), -1)),
+        match spec {
+            // A new leader's high watermark below its epoch start is lower than the offset its
+            // predecessor may have answered: a consumer seeking to the end would go backwards.
+            OffsetSpec::Latest if lagging => Err(PartitionError::OffsetNotAvailable),
+            OffsetSpec::Latest => Ok(Some(found(upper, -1))),
+            // Never refused (as in Kafka): the log start does not depend on the high watermark.
+            OffsetSpec::Earliest => Ok(Some(found(self.log.log_start_offset(), -1))),
             OffsetSpec::MaxTimestamp => committed(self.log.max_timestamp_offset()?),
-            OffsetSpec::Timestamp(timestamp) if timestamp < 0 => None,
+            OffsetSpec::Timestamp(timestamp) if timestamp < 0 => Ok(None),
             OffsetSpec::Timestamp(timestamp) => {
                 committed(self.log.offset_for_timestamp(timestamp)?)
             }
-        })
+        }
+    }
+
+    /// Whether this leader's high watermark is still below the offset its leader epoch started
+    /// at (Kafka's `leaderEpochStartOffsetOpt` check): true after a leader change until the
+    /// followers' fetches show the previous leaders' records committed. Err once this broker no
+    /// longer leads.
+    fn high_watermark_lags_epoch_start(&self) -> Result<bool, PartitionError> {
+        // Under the view's lock: a new epoch cannot replace the start offset in between.
+        let view = self.view();
+        let view = view.as_ref().ok_or(PartitionError::WrongRole("leader"))?;
+        Ok(self.high_watermark() < view.epoch_start_offset)
     }
 
     /// OffsetForLeaderEpoch: `(epoch, end offset)` for `requested_epoch`, Kafka semantics.
@@ -396,7 +421,7 @@ impl Partition {
         op: impl FnOnce(&Partition) -> Result<T, PartitionError> + Send + 'static,
     ) -> Result<T, PartitionError> {
         let partition = self.clone();
-        tokio::task::spawn_blocking(move || op(&partition))
+        crate::blocking::spawn(move || op(&partition))
             .await
             .unwrap_or(Err(PartitionError::TaskFailed))
     }

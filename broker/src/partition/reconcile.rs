@@ -189,7 +189,7 @@ impl PartitionManager {
             let manager = self.clone();
             let reconciled = {
                 let image = image.clone();
-                tokio::task::spawn_blocking(move || manager.reconcile(&image, active)).await
+                crate::blocking::spawn(move || manager.reconcile(&image, active)).await
             };
             if reconciled.is_err() {
                 tracing::error!("partition reconciliation panicked");
@@ -221,7 +221,7 @@ impl PartitionManager {
                 let manager = self.clone();
                 let image = image.clone();
                 let removed =
-                    tokio::task::spawn_blocking(move || manager.set_aside_stray_logs(&image)).await;
+                    crate::blocking::spawn(move || manager.set_aside_stray_logs(&image)).await;
                 if removed.is_err() {
                     tracing::error!("setting stray logs aside panicked");
                 }

@@ -422,7 +422,19 @@ impl FetcherTask {
                     self.apply_truncation(key, follow, leader_end.min(log_end), true)
                         .await;
                 } else {
-                    let (own_epoch, own_end) = log.end_offset_for_epoch(leader_epoch);
+                    // The epoch cache is behind the log's lock: off the runtime worker.
+                    let (own_epoch, own_end) = match crate::blocking::spawn(move || {
+                        log.end_offset_for_epoch(leader_epoch)
+                    })
+                    .await
+                    {
+                        Ok(found) => found,
+                        Err(_) => {
+                            self.shared
+                                .delay(&key, &follow, self.config.fetch_backoff());
+                            continue;
+                        }
+                    };
                     if own_epoch == leader_epoch || i64::from(own_epoch) == UNDEFINED {
                         let own_end = if own_end < 0 { log_end } else { own_end };
                         let target = leader_end.min(own_end).min(log_end);
@@ -457,8 +469,7 @@ impl FetcherTask {
         // Called even when the target is at or past the log end: the storage then drops epochs
         // recorded at the end without data.
         let outcome =
-            tokio::task::spawn_blocking(move || partition.truncate_as_follower(target, epoch))
-                .await;
+            crate::blocking::spawn(move || partition.truncate_as_follower(target, epoch)).await;
         match outcome {
             Ok(Ok(end)) => {
                 if done {
@@ -627,7 +638,7 @@ impl FetcherTask {
         let shared = self.shared.clone();
         let backoff = self.config.fetch_backoff();
         let throttle = self.config.reassignment_max_bytes_per_sec;
-        let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = crate::blocking::spawn(move || {
             for fetched in appends {
                 let Fetched {
                     key,
@@ -675,8 +686,7 @@ impl FetcherTask {
         let partition = follow.partition.clone();
         let epoch = follow.leader_epoch;
         let outcome =
-            tokio::task::spawn_blocking(move || partition.restart_as_follower_at(offset, epoch))
-                .await;
+            crate::blocking::spawn(move || partition.restart_as_follower_at(offset, epoch)).await;
         match outcome {
             Ok(Ok(())) => {
                 tracing::info!(topic = %follow.partition.topic, index = key.1, offset, "follower log restarted at the leader's log start");

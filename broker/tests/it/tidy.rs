@@ -13,6 +13,9 @@
 //!   `store`, `network`, `node`, `controller`, `lifecycle`, `types`). It does not call `.log()`
 //!   (reaching past `Partition` into its log) nor `spawn_blocking` (blocking work belongs to the
 //!   partition and ops layers).
+//! - `unmarked-blocking`: in `broker/src/`, only `broker/src/blocking.rs` calls tokio's
+//!   `spawn_blocking`; everything else goes through `blocking::spawn`, which marks the thread so
+//!   the debug check on partition log locks can tell a blocking task from a runtime worker.
 //! - `rocksdb-import`: only `storage/src/kv/rocks.rs` and `raft/src/store/**` import `rocksdb`.
 //! - `client-depends-on-server`: the client crate depends on none of `streambus-broker`,
 //!   `streambus-storage`, `streambus-raft` (in any dependency table of `client/Cargo.toml`) and
@@ -63,6 +66,11 @@ const RULES: &[Rule] = &[
         name: "handler-leak",
         applies: is_handler,
         matcher: handler_leak,
+    },
+    Rule {
+        name: "unmarked-blocking",
+        applies: is_broker_source_but_blocking,
+        matcher: unmarked_spawn_blocking,
     },
     Rule {
         name: "rocksdb-import",
@@ -182,6 +190,11 @@ fn is_handler(path: &str, _source: &str) -> bool {
     path.starts_with("broker/src/kafka/handlers/")
 }
 
+fn is_broker_source_but_blocking(path: &str, source: &str) -> bool {
+    // Handlers may not block at all: `handler-leak` already refuses `spawn_blocking` there.
+    path.starts_with("broker/src/") && path != "broker/src/blocking.rs" && !is_handler(path, source)
+}
+
 fn may_not_import_rocksdb(path: &str, _source: &str) -> bool {
     path != "storage/src/kv/rocks.rs" && !path.starts_with("raft/src/store/")
 }
@@ -257,6 +270,14 @@ fn handler_leak(line: &str) -> Option<String> {
         }
     }
     None
+}
+
+fn unmarked_spawn_blocking(line: &str) -> Option<String> {
+    has_token(line, "spawn_blocking").then(|| {
+        "`spawn_blocking` outside broker/src/blocking.rs: use `crate::blocking::spawn`, or the \
+         debug check on log locks cannot tell this thread from a runtime worker"
+            .to_owned()
+    })
 }
 
 fn rocksdb_import(line: &str) -> Option<String> {
@@ -537,6 +558,21 @@ let read = partition.read(request).await; // .log() is the partition's
 let catalog = ctx.catalog();
 ";
     assert_eq!(broken(HANDLER, source), vec![]);
+}
+
+#[test]
+fn blocking_rule_flags_spawn_blocking_outside_the_blocking_module() {
+    let source = "\
+let read = tokio::task::spawn_blocking(move || log.read());
+use tokio::task::spawn_blocking;
+let marked = crate::blocking::spawn(move || log.read()); // not spawn_blocking
+";
+    assert_eq!(
+        broken("broker/src/partition/read.rs", source),
+        vec![(1, "unmarked-blocking"), (2, "unmarked-blocking")]
+    );
+    assert_eq!(broken("broker/src/blocking.rs", source), vec![]);
+    assert_eq!(broken("raft/src/store/log_store.rs", source), vec![]);
 }
 
 #[test]

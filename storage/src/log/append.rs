@@ -377,6 +377,7 @@ impl Log {
     /// queue on the flush lock; whoever gets it syncs everything appended so far, so the
     /// others usually return without a syscall (group commit).
     pub(super) fn flush_to(&self, target: i64) -> Result<()> {
+        crate::blocking::debug_assert_may_block();
         let _flushing = self
             .flush_lock
             .lock()

@@ -6,7 +6,8 @@
 //! outside it; fsyncs run outside it under a separate flush lock, which is what makes group
 //! commit work: appenders that wait for the flush lock usually find their offsets already
 //! covered by the fsync that held it. Blocking calls: the broker calls these methods from
-//! blocking threads, never directly on the async executor.
+//! blocking threads, never directly on the async executor; debug builds assert it on every
+//! lock acquisition once the broker installed its check (`crate::blocking`).
 //!
 //! The cheap getters ([`Log::log_start_offset`], [`Log::log_end_offset`],
 //! [`Log::recovery_point`], [`Log::latest_epoch`], [`Log::first_unstable_offset`]) take no
@@ -251,6 +252,7 @@ impl Log {
 
     /// See `path_ops`; taken before the state lock, never after.
     fn lock_path_ops(&self) -> MutexGuard<'_, ()> {
+        crate::blocking::debug_assert_may_block();
         self.path_ops
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -274,6 +276,7 @@ impl Log {
     fn lock(&self) -> StateGuard<'_> {
         // A panic while holding the lock leaves the state as consistent as any crash would;
         // recovering the guard keeps the broker serving instead of cascading panics.
+        crate::blocking::debug_assert_may_block();
         let guard = self
             .state
             .lock()

@@ -44,6 +44,9 @@ pub async fn dispatch(ctx: &BrokerContext, req: &RequestContext, request: Reques
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(handlers::delete_records::handle(ctx, req, r).await)
         }
+        RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
+            handlers::describe_topic_partitions::handle(ctx, req, r),
+        ),
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(handlers::describe_cluster::handle(ctx, req, r))
         }

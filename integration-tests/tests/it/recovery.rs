@@ -8,8 +8,9 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
-use kafka_protocol::messages::ElectLeadersRequest;
+use kafka_protocol::messages::{DescribeTopicPartitionsRequest, ElectLeadersRequest};
 use streambus_integration_tests::cluster::Cluster;
 use streambus_integration_tests::kafka::{plain_batch, produce_to, topic_name};
 use streambus_integration_tests::KafkaConn;
@@ -141,8 +142,29 @@ fn a_power_loss_of_the_last_isr_member_leaves_the_partition_offline_instead_of_r
         thread::sleep(Duration::from_millis(250));
     }
 
-    // The operator's unclean election brings it back, saying what may be lost.
+    // Kafka 4's DescribeTopicPartitions shows why: no ISR, no eligible leader replica, and
+    // broker 1 as the last replica known to hold every record.
     let mut conn = cluster.connect_any().unwrap();
+    let described = conn
+        .send(
+            &DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![TopicRequest::default().with_name(topic_name(TOPIC))]),
+            0,
+        )
+        .expect("DescribeTopicPartitions");
+    let partition = &described.topics[0].partitions[0];
+    assert_eq!(partition.leader_id.0, -1);
+    assert!(partition.isr_nodes.is_empty());
+    assert_eq!(partition.eligible_leader_replicas.as_deref(), Some(&[][..]));
+    let last_known: Vec<i32> = partition
+        .last_known_elr
+        .iter()
+        .flatten()
+        .map(|b| b.0)
+        .collect();
+    assert_eq!(last_known, [1]);
+
+    // The operator's unclean election brings it back, saying what may be lost.
     let request = ElectLeadersRequest::default()
         .with_election_type(1)
         .with_timeout_ms(10_000)

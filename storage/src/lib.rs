@@ -19,6 +19,8 @@
 //! - [`log`]: the partition log: append, read, roll, flush, recovery, retention, truncation.
 //! - [`log_dir`]: `<data_dir>/logs/`, the partition directories' layout (topic-id markers,
 //!   deletion by rename, stray logs set aside).
+//! - [`offset_checkpoint`]: a log directory's file of one offset per partition (Kafka's
+//!   `replication-offset-checkpoint`, for high watermarks).
 //! - [`producer`]: producer state (idempotence, transactions, LSO bound) and its snapshots.
 //! - [`metrics`]: metric names and the recording helpers (via the `metrics` facade).
 //! - [`recovery_points`]: per-partition recovery points in the KV store.
@@ -37,6 +39,7 @@ pub mod kv;
 pub mod log;
 pub mod log_dir;
 pub mod metrics;
+pub mod offset_checkpoint;
 pub mod page_cache;
 pub mod producer;
 pub mod recovery_points;
@@ -50,4 +53,5 @@ pub use error::{BatchError, Result, StorageError};
 pub use kv::{KvOp, KvStore, MemKv, RocksKv};
 pub use log::{AppendInfo, CompactionOutcome, Log, LogOptions, ReadResult, RetentionOutcome};
 pub use log_dir::{LogDir, LogDirEntry, PreparedDir};
+pub use offset_checkpoint::{CheckpointedOffset, OffsetCheckpointFile};
 pub use recovery_points::RecoveryPoints;

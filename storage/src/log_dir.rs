@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::write_atomically;
 use crate::error::{Result, StorageError};
+use crate::offset_checkpoint::{OffsetCheckpointFile, HIGH_WATERMARK_FILE};
 
 /// File in a partition directory naming the topic id it belongs to.
 pub const MARKER_FILE: &str = "partition.metadata";
@@ -69,6 +70,12 @@ impl LogDir {
     /// The directory holding the partition directories.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory's high-watermark checkpoint, `replication-offset-checkpoint` (Kafka's
+    /// name and place: one per log directory).
+    pub fn high_watermark_checkpoint(&self) -> OffsetCheckpointFile {
+        OffsetCheckpointFile::new(self.root.join(HIGH_WATERMARK_FILE))
     }
 
     /// The name of partition `index` of `topic`'s directory.

@@ -209,16 +209,24 @@ pub struct PartitionName {
 }
 
 impl Partition {
+    /// A replica over `log`, starting from `checkpointed_high_watermark` (the last one this
+    /// broker checkpointed for it, 0 if none).
     fn new(
         name: PartitionName,
         broker_id: BrokerId,
         log: Log,
         state: PartitionState,
         isr_proposer: Option<isr::IsrProposer>,
+        checkpointed_high_watermark: i64,
     ) -> Partition {
-        // Not checkpointed yet: a leader recomputes it from its followers' fetches, a follower
-        // takes it from its leader, a sole replica from its own log end.
-        let high_watermark = 0;
+        // Kafka's replication-offset-checkpoint: a restarted replica starts from the high
+        // watermark it had, not 0, so a fallback truncation to it keeps the committed log.
+        // Clamped into the log as Kafka's `updateHighWatermark` does: recovery may have cut an
+        // unflushed tail below it. From here a leader raises it from its followers' fetches, a
+        // follower from its leader's answers.
+        let high_watermark = checkpointed_high_watermark
+            .min(log.log_end_offset())
+            .max(log.log_start_offset());
         let PartitionName {
             topic,
             topic_id,
@@ -376,6 +384,15 @@ impl Partition {
 
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Where a follower cuts its log when leader epochs cannot locate the divergence (a log
+    /// written without epochs, a leader that knows none of ours, epochs still diverging after
+    /// the last round): its high watermark, which every later leader holds. After a restart
+    /// that is the checkpointed one, so the fallback keeps the committed log rather than
+    /// cutting it all and fetching it again.
+    pub fn fallback_truncation_offset(&self) -> i64 {
+        self.high_watermark().min(self.log.log_end_offset())
     }
 
     /// Whether this broker follows the partition at `leader_epoch`.
@@ -695,7 +712,7 @@ mod tests {
             index: 0,
             dir_name: "t-0".into(),
         };
-        Partition::new(name, ME, log, initial, None)
+        Partition::new(name, ME, log, initial, None, 0)
     }
 
     #[test]

@@ -122,31 +122,43 @@ impl PartitionManager {
             // The recovery point saved under this name was the deleted topic's log's.
             self.recovery_points.remove(&dir.name)?;
         }
+        // Only the same topic's: a directory name outlives a deleted topic.
+        let high_watermark = self
+            .checkpointed()
+            .get(&dir.name)
+            .filter(|entry| !dir.replaced && entry.topic_id == topic_id.0)
+            .map_or(0, |entry| entry.offset);
         let recovery_point = self.recovery_points.get(&dir.name)?;
         let options = LogOptions {
             recovery_point,
             ..LogOptions::default()
         };
         let log = Log::open(&dir.path, state.settings.log.clone(), options)?;
-        tracing::debug!(
-            topic,
-            index,
-            log_end_offset = log.log_end_offset(),
-            "partition opened"
-        );
         let name = PartitionName {
             topic: topic.to_owned(),
             topic_id,
             index,
             dir_name: dir.name,
         };
-        Ok(Partition::new(
+        let partition = Partition::new(
             name,
             self.broker_id,
             log,
             state,
             self.isr_proposer.get().cloned(),
-        ))
+            high_watermark,
+        );
+        // Kafka logs each loaded log with its offsets too; operators and tests read the high
+        // watermark a restarted replica starts from here.
+        tracing::info!(
+            topic,
+            index,
+            log_start_offset = partition.log_start_offset(),
+            log_end_offset = partition.log_end_offset(),
+            high_watermark = partition.high_watermark(),
+            "partition opened"
+        );
+        Ok(partition)
     }
 
     fn delete(&self, partition: Arc<Partition>) {
@@ -162,6 +174,7 @@ impl PartitionManager {
         if let Err(error) = self.recovery_points.remove(&partition.dir_name) {
             tracing::warn!(%error, "cannot remove a recovery point");
         }
+        self.checkpointed().remove(&partition.dir_name);
     }
 
     /// Keeps the partitions (and, through `fetchers`, the replica fetchers) in step with the
@@ -275,6 +288,7 @@ impl PartitionManager {
             if let Err(error) = self.recovery_points.remove(name) {
                 tracing::warn!(%error, "cannot remove a recovery point");
             }
+            self.checkpointed().remove(name);
         }
     }
 }

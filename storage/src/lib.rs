@@ -14,6 +14,8 @@
 //! - [`decompress`]: record-batch decoding with a bound on the decompressed size.
 //! - [`epoch`]: leader-epoch cache (epoch → start offset), for truncation by OffsetForLeaderEpoch.
 //! - [`error`]: the crate's error enum.
+//! - [`failure`]: how a log reports the i/o failure that made it refuse appends (Kafka's
+//!   log-dir failure channel), and the fsync failpoint of fault-injection tests.
 //! - [`index`]: sparse offset and time indexes of a segment.
 //! - [`kv`]: the key-value store trait, its RocksDB and in-memory implementations.
 //! - [`log`]: the partition log: append, read, roll, flush, recovery, retention, truncation.
@@ -34,6 +36,7 @@ pub mod config;
 pub mod decompress;
 pub mod epoch;
 pub mod error;
+pub mod failure;
 pub mod index;
 pub mod kv;
 pub mod log;
@@ -50,6 +53,7 @@ pub use batch::{OffsetGaps, ValidatedBatch};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{BatchError, Result, StorageError};
+pub use failure::FailureReporter;
 pub use kv::{KvOp, KvStore, MemKv, RocksKv};
 pub use log::{AppendInfo, CompactionOutcome, Log, LogOptions, ReadResult, RetentionOutcome};
 pub use log_dir::{LogDir, LogDirEntry, PreparedDir};

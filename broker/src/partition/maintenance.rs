@@ -56,6 +56,10 @@ impl PartitionManager {
     }
 
     fn flush_due(&self) {
+        if !self.log_dir_health.is_online() {
+            // Every log refuses writes until the directory is recovered.
+            return;
+        }
         for partition in self.all() {
             if let Err(error) = partition.log().flush_if_due() {
                 tracing::error!(topic = %partition.topic, index = partition.index, %error, "flush failed");
@@ -65,6 +69,9 @@ impl PartitionManager {
 
     /// Retention, compaction and producer expiry on every hosted log (blocking).
     pub fn enforce_retention(&self) {
+        if !self.log_dir_health.is_online() {
+            return;
+        }
         let expiration_ms = self.config.topics.producer_id_expiration_ms;
         for partition in self.all() {
             let log = partition.log();
@@ -126,6 +133,10 @@ impl PartitionManager {
     }
 
     fn write_high_watermarks(&self, offsets: &BTreeMap<String, CheckpointedOffset>) {
+        if !self.log_dir_health.is_online() {
+            // The file is in the failed directory; the reopened logs start from `offsets`.
+            return;
+        }
         if let Err(error) = self.high_watermark_file.write(offsets) {
             tracing::error!(%error, "cannot checkpoint high watermarks");
         }
@@ -178,7 +189,7 @@ impl PartitionManager {
 }
 
 /// What the high-watermark checkpoint keeps of `partition`.
-fn checkpoint_entry(partition: &Partition) -> CheckpointedOffset {
+pub(super) fn checkpoint_entry(partition: &Partition) -> CheckpointedOffset {
     CheckpointedOffset {
         topic_id: partition.topic_id.0,
         offset: partition.high_watermark(),

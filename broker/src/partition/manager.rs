@@ -3,6 +3,8 @@
 //! - `registry.rs`: the map of hosted partitions and the lookups on it (leader, followed);
 //! - `reconcile.rs`: keeping the partitions in step with the metadata image (open, update,
 //!   delete, stray logs set aside), on the log directory layout of the storage crate's `LogDir`;
+//! - `log_dir_health.rs`: the log directory failing and being recovered (Kafka's log-dir
+//!   failure handling);
 //! - `maintenance.rs`: periodic work on every log (flush, retention, compaction, producer
 //!   expiry, recovery-point and high-watermark checkpoints) and the clean close at shutdown.
 
@@ -17,6 +19,7 @@ use streambus_storage::{
 use tokio::sync::watch;
 
 use super::isr::IsrProposer;
+use super::log_dir_health::LogDirHealth;
 use super::Partition;
 use crate::config::BrokerConfig;
 
@@ -43,6 +46,9 @@ pub struct PartitionManager {
     pub(super) reconciled: watch::Sender<u64>,
     /// The newest image offset a request already waited for in vain (see `leader`).
     pub(super) stalled_target: AtomicU64,
+    /// Whether the log directory serves (see `log_dir_health`); every log opened reports its
+    /// failures here.
+    pub(super) log_dir_health: Arc<LogDirHealth>,
     /// Given to every partition opened: where it sends the ISR changes it calls for. Set once
     /// the metadata quorum runs, before the first reconciliation.
     pub(super) isr_proposer: std::sync::OnceLock<IsrProposer>,
@@ -69,6 +75,7 @@ impl PartitionManager {
             recovery_points: RecoveryPoints::new(Arc::new(kv)),
             high_watermark_file,
             checkpointed: Mutex::new(checkpointed),
+            log_dir_health: Arc::new(LogDirHealth::new()),
             reconciled: watch::Sender::new(0),
             stalled_target: AtomicU64::new(0),
             isr_proposer: std::sync::OnceLock::new(),
@@ -78,6 +85,11 @@ impl PartitionManager {
     /// The checkpointed high watermarks (see `checkpointed`).
     pub(super) fn checkpointed(&self) -> MutexGuard<'_, BTreeMap<String, CheckpointedOffset>> {
         self.checkpointed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the log directory serves now.
+    pub fn log_dir_online(&self) -> bool {
+        self.log_dir_health.is_online()
     }
 
     /// Where partitions opened from now on send their ISR changes.

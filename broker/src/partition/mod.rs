@@ -11,6 +11,8 @@
 //! - [`append`]: leader appends (validation once, the compression policy, min.insync.replicas)
 //!   and the acks=all wait for the high watermark.
 //! - [`isr`]: proposing the ISR changes follower progress calls for, and the periodic shrink.
+//! - [`log_dir_health`]: a failed log takes the log directory offline; its replicas move away
+//!   and come back once it is recovered (Kafka's log-dir failure handling).
 //! - [`manager`]: the set of partitions this broker hosts (`PartitionManager`), with its
 //!   `registry` (lookups), `reconcile` (kept in step with the metadata image; log directories
 //!   through storage's `LogDir`) and `maintenance` (flush, retention, checkpoints, clean close).
@@ -20,6 +22,7 @@
 
 pub mod append;
 pub mod isr;
+pub mod log_dir_health;
 mod maintenance;
 pub mod manager;
 pub mod read;

@@ -15,6 +15,7 @@ use streambus_storage::{Log, LogDir, LogOptions, StorageError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::log_dir_health::LogDirState;
 use super::manager::{Key, PartitionManager};
 use super::{Partition, PartitionName, PartitionState};
 use crate::replication::ReplicaFetchers;
@@ -25,8 +26,11 @@ const OPEN_THREADS: usize = 8;
 
 impl PartitionManager {
     /// Applies `image` to the hosted partitions: opens, updates and removes logs. `active`: this
-    /// broker is registered and unfenced in `image` (see [`PartitionState::active`]). Blocking.
+    /// broker is registered and unfenced in `image` (see [`PartitionState::active`]). While the
+    /// log directory is offline every replica is inactive and nothing is opened. Blocking.
     pub fn reconcile(&self, image: &MetadataImage, active: bool) {
+        let log_dir_online = self.log_dir_health.is_online();
+        let active = active && log_dir_online;
         let mut wanted = HashMap::new();
         for topic in image.topics() {
             let settings = topic_config::resolve(&self.config, &topic.configs);
@@ -72,7 +76,10 @@ impl PartitionManager {
                 None => to_open.push((name, topic_id, index, state)),
             }
         }
-        self.open_all(to_open);
+        if log_dir_online {
+            // Offline, they are opened (with recovery) once the directory is back.
+            self.open_all(to_open);
+        }
         self.reconciled.send_replace(image.metadata_offset());
     }
 
@@ -131,6 +138,7 @@ impl PartitionManager {
         let recovery_point = self.recovery_points.get(&dir.name)?;
         let options = LogOptions {
             recovery_point,
+            failures: self.log_dir_health.reporter(),
             ..LogOptions::default()
         };
         let log = Log::open(&dir.path, state.settings.log.clone(), options)?;
@@ -191,18 +199,22 @@ impl PartitionManager {
         // The registration task ends at shutdown (before the controlled-shutdown fence): its
         // last state stays, and images keep coming so the fence is applied.
         let mut registration_open = true;
+        let mut log_dir = self.log_dir_health.subscribe();
         loop {
             let image = images.borrow_and_update().clone();
-            let active = match *registration.borrow_and_update() {
+            let registered = match *registration.borrow_and_update() {
                 RegistrationState::Registered { incarnation_id, .. } => image
                     .broker(self.broker_id)
                     .is_some_and(|b| b.incarnation_id == incarnation_id && !b.fenced),
                 RegistrationState::Unregistered => false,
             };
+            let log_dir_online = *log_dir.borrow_and_update() == LogDirState::Online;
+            // `reconcile` reads the directory's state itself; this is for the log lines.
+            let active = registered && log_dir_online;
             let manager = self.clone();
             let reconciled = {
                 let image = image.clone();
-                tokio::task::spawn_blocking(move || manager.reconcile(&image, active)).await
+                tokio::task::spawn_blocking(move || manager.reconcile(&image, registered)).await
             };
             if reconciled.is_err() {
                 tracing::error!("partition reconciliation panicked");
@@ -215,6 +227,11 @@ impl PartitionManager {
                     tracing::info!(
                         broker_id = self.broker_id,
                         "broker active: leading and following partitions"
+                    );
+                } else if !log_dir_online {
+                    tracing::warn!(
+                        broker_id = self.broker_id,
+                        "broker inactive: log directory offline, serving no partition"
                     );
                 } else {
                     tracing::warn!(
@@ -244,6 +261,7 @@ impl PartitionManager {
                 changed = registration.changed(), if registration_open => {
                     registration_open = changed.is_ok();
                 }
+                changed = log_dir.changed() => if changed.is_err() { return },
                 () = shutdown.cancelled() => return,
             }
         }

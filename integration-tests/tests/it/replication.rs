@@ -55,7 +55,7 @@ pub(crate) fn create_topic(
 }
 
 /// The Kafka address of the current leader of partition 0, asking every broker in turn.
-fn find_leader(addrs: &[SocketAddr], topic: &str) -> Option<SocketAddr> {
+pub(crate) fn find_leader(addrs: &[SocketAddr], topic: &str) -> Option<SocketAddr> {
     let request = MetadataRequest::default()
         .with_topics(Some(vec![
             kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
@@ -85,15 +85,15 @@ fn find_leader(addrs: &[SocketAddr], topic: &str) -> Option<SocketAddr> {
 
 /// What a producer thread saw.
 #[derive(Debug, Default)]
-struct Produced {
+pub(crate) struct Produced {
     /// Acknowledged `(offset, value)`.
-    acked: Vec<(i64, Vec<u8>)>,
+    pub(crate) acked: Vec<(i64, Vec<u8>)>,
     /// Error codes answered, in order.
-    errors: Vec<i16>,
+    pub(crate) errors: Vec<i16>,
 }
 
 impl Produced {
-    fn assert_only_retriable_errors(&self) {
+    pub(crate) fn assert_only_retriable_errors(&self) {
         let unexpected: Vec<i16> = self
             .errors
             .iter()
@@ -109,7 +109,7 @@ impl Produced {
 
 /// Produces one-record batches with acks=all to partition 0 until `stop`, following the leader
 /// through failovers (bounded by `limit`).
-fn spawn_producer(
+pub(crate) fn spawn_producer(
     addrs: Vec<SocketAddr>,
     topic: &'static str,
     stop: Arc<AtomicBool>,

@@ -19,6 +19,7 @@ use crate::context::BrokerContext;
 use crate::error::{BrokerError, Result};
 use crate::kafka::server::KafkaServer;
 use crate::partition::isr::{self, IsrProposer};
+use crate::partition::log_dir_health;
 use crate::partition::PartitionManager;
 use crate::producer_ids::ProducerIdAllocator;
 use crate::quorum::{self, Quorum, KAFKA_ENDPOINT};
@@ -98,6 +99,14 @@ impl Broker {
                 shutdown.clone(),
             )),
             tokio::spawn(partitions.clone().run_maintenance(shutdown.clone())),
+            tokio::spawn(partitions.clone().run_log_dir_recovery(
+                log_dir_health::Quorum {
+                    node: quorum.node.clone(),
+                    registration: quorum.lifecycle.state(),
+                    images: quorum.node.subscribe(),
+                },
+                shutdown.clone(),
+            )),
             tokio::spawn(isr::run_shrinker(
                 partitions,
                 ctx.config.replication.lag_time_max_ms,

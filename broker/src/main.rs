@@ -25,6 +25,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    configure_failpoints()?;
     let env = config::env_from_process()?;
     let config = BrokerConfig::resolve(&cli.sources(env)?)?;
     if cli.print_config {
@@ -42,6 +43,38 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(serve(config, cli.dev))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fault-injection tests set failpoints in `FAILPOINTS`, fail-rs's `name=actions;...` (e.g.
+/// `log::fsync=1*return`). Parsed here rather than by `FailScenario::setup`, which panics on a
+/// bad value; a build without the `failpoints` feature refuses the variable instead of
+/// silently running without the faults a test asked for.
+fn configure_failpoints() -> anyhow::Result<()> {
+    let Some(spec) = std::env::var_os("FAILPOINTS") else {
+        return Ok(());
+    };
+    if !fail::has_failpoints() {
+        anyhow::bail!(
+            "FAILPOINTS is set but this build has no failpoints (build the broker with \
+             `--features failpoints`, or the whole workspace)"
+        );
+    }
+    let spec = spec
+        .into_string()
+        .map_err(|_| anyhow::anyhow!("FAILPOINTS is not valid UTF-8"))?;
+    for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, actions) = entry
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("FAILPOINTS entry {entry:?} is not name=actions"))?;
+        fail::cfg(name.trim(), actions.trim())
+            .map_err(|error| anyhow::anyhow!("FAILPOINTS entry {entry:?}: {error}"))?;
+        tracing::warn!(
+            failpoint = name.trim(),
+            actions = actions.trim(),
+            "failpoint configured"
+        );
+    }
+    Ok(())
 }
 
 async fn serve(config: BrokerConfig, dev: bool) -> anyhow::Result<()> {

@@ -23,6 +23,8 @@ pub struct Member {
     pub id: i32,
     pub kafka_addr: SocketAddr,
     args: Vec<String>,
+    /// Environment variables set for this member's process (e.g. `FAILPOINTS`).
+    env: Vec<(String, String)>,
     pub process: Option<BrokerProcess>,
     /// SIGSTOPped: its sockets still accept connections but nothing answers.
     pub paused: bool,
@@ -73,6 +75,17 @@ pub fn free_ports(count: usize) -> Vec<u16> {
 impl Cluster {
     /// Starts `n` brokers with `extra` arguments each and waits until all are active (registered, serving their partitions).
     pub fn start(n: usize, voters: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Cluster::start_with_env(n, voters, extra, &[])
+    }
+
+    /// [`Cluster::start`], with `(broker id, name, value)` environment variables for some
+    /// members (kept for their restarts), e.g. `FAILPOINTS` for one broker.
+    pub fn start_with_env(
+        n: usize,
+        voters: usize,
+        extra: &[&str],
+        env: &[(i32, &str, &str)],
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let ports = free_ports(2 * n);
         let voter_list = (0..voters.min(n))
@@ -103,10 +116,16 @@ impl Cluster {
             .map(|s| (*s).to_owned())
             .collect();
             args.extend(extra.iter().map(|s| (*s).to_owned()));
+            let env = env
+                .iter()
+                .filter(|(member, _, _)| *member == id)
+                .map(|(_, name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect();
             members.push(Member {
                 id,
                 kafka_addr: format!("127.0.0.1:{}", ports[2 * i]).parse()?,
                 args,
+                env,
                 process: None,
                 paused: false,
             });
@@ -114,7 +133,7 @@ impl Cluster {
         let mut cluster = Cluster { dir, members };
         for member in &mut cluster.members {
             let args: Vec<&str> = member.args.iter().map(String::as_str).collect();
-            member.process = Some(BrokerProcess::start(&args)?);
+            member.process = Some(BrokerProcess::start_with_env(&args, &member.env)?);
         }
         for id in 1..=n {
             cluster.wait_active(i32::try_from(id)?, 0)?;
@@ -176,7 +195,7 @@ impl Cluster {
             bail!("broker {id} is running");
         }
         let args: Vec<&str> = member.args.iter().map(String::as_str).collect();
-        member.process = Some(BrokerProcess::start(&args)?);
+        member.process = Some(BrokerProcess::start_with_env(&args, &member.env)?);
         self.wait_active(id, 0)
     }
 

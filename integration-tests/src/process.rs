@@ -25,9 +25,19 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts `streambus` with `args`.
     pub fn start(args: &[&str]) -> anyhow::Result<BrokerProcess> {
+        BrokerProcess::start_with_env(args, &[])
+    }
+
+    /// Starts `streambus` with `args` and these environment variables set (`FAILPOINTS`, for
+    /// fault injection).
+    pub fn start_with_env(
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> anyhow::Result<BrokerProcess> {
         let mut command: Command = streambus_command()?;
         command
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -74,6 +74,12 @@ pub enum MetadataCommand {
     AllocateProducerIds(AllocateProducerIds),
     /// Starts, replaces or cancels partition reassignments (Kafka's KIP-455).
     AlterReassignments(AlterReassignments),
+    /// A broker's log directory failed (a write or fsync error): its replicas are offline, so
+    /// it leaves ISRs and leaderships and may not lead or rejoin until [`LogDirOnline`].
+    LogDirOffline(LogDirOffline),
+    /// The broker's log directory is healthy again and its logs were recovered: it may lead
+    /// and rejoin ISRs (after catching up, as any follower).
+    LogDirOnline(LogDirOnline),
 }
 
 /// See [`MetadataCommand::RegisterBroker`].
@@ -223,6 +229,23 @@ pub struct AllocateProducerIds {
     pub count: u32,
 }
 
+/// See [`MetadataCommand::LogDirOffline`]. Kafka's brokers report failed directories in their
+/// heartbeats (KIP-858); here, with one log directory per broker, it is a command of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogDirOffline {
+    pub broker_id: BrokerId,
+    /// Must be the broker's current epoch: a previous run's report says nothing of this one.
+    pub broker_epoch: i64,
+}
+
+/// See [`MetadataCommand::LogDirOnline`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogDirOnline {
+    pub broker_id: BrokerId,
+    /// Must be the broker's current epoch.
+    pub broker_epoch: i64,
+}
+
 /// What applying a [`MetadataCommand`] answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataResponse {
@@ -258,6 +281,9 @@ pub enum MetadataResponse {
     /// Not applied: the command conflicts with the current metadata. Deterministic, so every
     /// replica of the state machine rejects it the same way.
     Rejected(Rejection),
+    /// [`LogDirOffline`] or [`LogDirOnline`] applied (0 partitions changed if the broker's log
+    /// directory was already in that state).
+    LogDirChanged { partitions_changed: u32 },
 }
 
 /// The outcome of an election for one partition.

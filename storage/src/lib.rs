@@ -16,11 +16,15 @@
 //! - [`decompress`]: record-batch decoding with a bound on the decompressed size.
 //! - [`epoch`]: leader-epoch cache (epoch → start offset), for truncation by OffsetForLeaderEpoch.
 //! - [`error`]: the crate's error enum.
+//! - [`failure`]: how a log reports the i/o failure that made it refuse appends (Kafka's
+//!   log-dir failure channel), and the fsync failpoint of fault-injection tests.
 //! - [`index`]: sparse offset and time indexes of a segment.
 //! - [`kv`]: the key-value store trait, its RocksDB and in-memory implementations.
 //! - [`log`]: the partition log: append, read, roll, flush, recovery, retention, truncation.
 //! - [`log_dir`]: `<data_dir>/logs/`, the partition directories' layout (topic-id markers,
 //!   deletion by rename, stray logs set aside).
+//! - [`offset_checkpoint`]: a log directory's file of one offset per partition (Kafka's
+//!   `replication-offset-checkpoint`, for high watermarks).
 //! - [`producer`]: producer state (idempotence, transactions, LSO bound) and its snapshots.
 //! - [`metrics`]: metric names and the recording helpers (via the `metrics` facade).
 //! - [`recovery_points`]: per-partition recovery points in the KV store.
@@ -36,11 +40,13 @@ pub mod config;
 pub mod decompress;
 pub mod epoch;
 pub mod error;
+pub mod failure;
 pub mod index;
 pub mod kv;
 pub mod log;
 pub mod log_dir;
 pub mod metrics;
+pub mod offset_checkpoint;
 pub mod page_cache;
 pub mod producer;
 pub mod recovery_points;
@@ -52,7 +58,9 @@ pub use blocking::install_blocking_check;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{BatchError, Result, StorageError};
+pub use failure::FailureReporter;
 pub use kv::{KvOp, KvStore, MemKv, RocksKv};
 pub use log::{AppendInfo, CompactionOutcome, Log, LogOptions, ReadResult, RetentionOutcome};
 pub use log_dir::{LogDir, LogDirEntry, PreparedDir};
+pub use offset_checkpoint::{CheckpointedOffset, OffsetCheckpointFile};
 pub use recovery_points::RecoveryPoints;

@@ -8,11 +8,12 @@
 //! (it needs the cluster metadata); this module only does the file operations.
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::write_atomically;
+use crate::checkpoint::{sync_dir, write_atomically};
 use crate::error::{Result, StorageError};
+use crate::offset_checkpoint::{OffsetCheckpointFile, HIGH_WATERMARK_FILE};
 
 /// File in a partition directory naming the topic id it belongs to.
 pub const MARKER_FILE: &str = "partition.metadata";
@@ -23,6 +24,8 @@ pub const DELETE_SUFFIX: &str = ".deleting";
 pub const STRAY_SUFFIX: &str = ".stray";
 /// The directory under the data directory that holds the partition logs.
 const LOGS_DIR: &str = "logs";
+/// The file [`LogDir::probe`] writes and removes (not a directory: never taken for a log).
+const PROBE_FILE: &str = ".probe";
 
 /// `<data_dir>/logs/`: where partition directories are created, found, deleted and set aside.
 #[derive(Debug)]
@@ -69,6 +72,29 @@ impl LogDir {
     /// The directory holding the partition directories.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory's high-watermark checkpoint, `replication-offset-checkpoint` (Kafka's
+    /// name and place: one per log directory).
+    pub fn high_watermark_checkpoint(&self) -> OffsetCheckpointFile {
+        OffsetCheckpointFile::new(self.root.join(HIGH_WATERMARK_FILE))
+    }
+
+    /// Checks that the directory takes writes again after a failure: writes a small file,
+    /// fsyncs it (through the fsync failpoint, as a log's data fsync), removes it and fsyncs
+    /// the directory. Blocking.
+    pub fn probe(&self) -> Result<()> {
+        let path = self.root.join(PROBE_FILE);
+        let written = (|| {
+            let mut file = fs::File::create(&path).map_err(|e| StorageError::io(&path, e))?;
+            file.write_all(b"streambus log directory probe\n")
+                .map_err(|e| StorageError::io(&path, e))?;
+            crate::failure::before_fsync(&path)?;
+            file.sync_all().map_err(|e| StorageError::io(&path, e))
+        })();
+        let removed = fs::remove_file(&path).map_err(|e| StorageError::io(&path, e));
+        written.and(removed)?;
+        sync_dir(&self.root)
     }
 
     /// The name of partition `index` of `topic`'s directory.
@@ -316,6 +342,16 @@ mod tests {
         let left = names(log_dir.root());
         assert_eq!(left.len(), 4, "{left:?}");
         assert!(!left.iter().any(|n| n.starts_with("gone-0")), "{left:?}");
+    }
+
+    #[test]
+    fn a_probe_of_a_healthy_directory_succeeds_and_leaves_nothing() {
+        let data = tempfile::tempdir().unwrap();
+        let log_dir = LogDir::open(data.path()).unwrap();
+        log_dir.probe().unwrap();
+        assert!(names(log_dir.root()).is_empty());
+        fs::remove_dir_all(log_dir.root()).unwrap();
+        assert!(log_dir.probe().is_err(), "a directory that is gone");
     }
 
     #[test]

@@ -169,6 +169,7 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             LeaderLookup::NotLeader => E::NotLeaderOrFollower,
             LeaderLookup::FencedEpoch => E::FencedLeaderEpoch,
             LeaderLookup::UnknownEpoch => E::UnknownLeaderEpoch,
+            LeaderLookup::LogDirOffline => E::KafkaStorageError,
         },
         Failure::Partition(error) => match error {
             PartitionError::Storage(error) => error_code(&Failure::Storage(error)),
@@ -258,6 +259,7 @@ mod tests {
             Failure::Storage(&io),
             Failure::Lookup(LeaderLookup::NotLeader),
             Failure::Lookup(LeaderLookup::Unknown),
+            Failure::Lookup(LeaderLookup::LogDirOffline),
             Failure::Partition(&PartitionError::NotEnoughReplicas),
             Failure::Partition(&PartitionError::NotEnoughReplicasAfterAppend),
             Failure::Partition(&PartitionError::TimedOut),

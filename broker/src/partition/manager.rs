@@ -3,18 +3,23 @@
 //! - `registry.rs`: the map of hosted partitions and the lookups on it (leader, followed);
 //! - `reconcile.rs`: keeping the partitions in step with the metadata image (open, update,
 //!   delete, stray logs set aside), on the log directory layout of the storage crate's `LogDir`;
+//! - `log_dir_health.rs`: the log directory failing and being recovered (Kafka's log-dir
+//!   failure handling);
 //! - `maintenance.rs`: periodic work on every log (flush, retention, compaction, producer
-//!   expiry, recovery-point checkpoints) and the clean close at shutdown.
+//!   expiry, recovery-point and high-watermark checkpoints) and the clean close at shutdown.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use streambus_raft::command::{BrokerId, TopicId};
-use streambus_storage::{kv, LogDir, RecoveryPoints, RocksKv, StorageError};
+use streambus_storage::{
+    kv, CheckpointedOffset, LogDir, OffsetCheckpointFile, RecoveryPoints, RocksKv, StorageError,
+};
 use tokio::sync::watch;
 
 use super::isr::IsrProposer;
+use super::log_dir_health::LogDirHealth;
 use super::Partition;
 use crate::config::BrokerConfig;
 
@@ -32,10 +37,18 @@ pub struct PartitionManager {
     pub(super) log_dir: LogDir,
     pub(super) partitions: RwLock<HashMap<Key, Arc<Partition>>>,
     pub(super) recovery_points: RecoveryPoints,
+    /// `logs/replication-offset-checkpoint`: the partitions' high watermarks.
+    pub(super) high_watermark_file: OffsetCheckpointFile,
+    /// The high watermarks last read from or written to that file, by directory name: where a
+    /// partition opened (again) starts. Lock order: after the partition map.
+    pub(super) checkpointed: Mutex<BTreeMap<String, CheckpointedOffset>>,
     /// The metadata offset of the last image applied to the partitions.
     pub(super) reconciled: watch::Sender<u64>,
     /// The newest image offset a request already waited for in vain (see `leader`).
     pub(super) stalled_target: AtomicU64,
+    /// Whether the log directory serves (see `log_dir_health`); every log opened reports its
+    /// failures here.
+    pub(super) log_dir_health: Arc<LogDirHealth>,
     /// Given to every partition opened: where it sends the ISR changes it calls for. Set once
     /// the metadata quorum runs, before the first reconciliation.
     pub(super) isr_proposer: std::sync::OnceLock<IsrProposer>,
@@ -50,16 +63,36 @@ impl PartitionManager {
         crate::blocking::install_check();
         let log_dir = LogDir::open(&config.data_dir)?;
         let kv = RocksKv::open(config.data_dir.join("meta"), kv::COLUMN_FAMILIES)?;
+        let high_watermark_file = log_dir.high_watermark_checkpoint();
+        let checkpointed = high_watermark_file.read().unwrap_or_else(|error| {
+            // Only costs what a missing file costs: high watermarks start at 0 and are
+            // learnt again from the leaders and followers.
+            tracing::error!(%error, "ignoring an unreadable high-watermark checkpoint");
+            BTreeMap::new()
+        });
         Ok(PartitionManager {
             broker_id: config.node_id,
             config: config.clone(),
             log_dir,
             partitions: RwLock::new(HashMap::new()),
             recovery_points: RecoveryPoints::new(Arc::new(kv)),
+            high_watermark_file,
+            checkpointed: Mutex::new(checkpointed),
+            log_dir_health: Arc::new(LogDirHealth::new()),
             reconciled: watch::Sender::new(0),
             stalled_target: AtomicU64::new(0),
             isr_proposer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The checkpointed high watermarks (see `checkpointed`).
+    pub(super) fn checkpointed(&self) -> MutexGuard<'_, BTreeMap<String, CheckpointedOffset>> {
+        self.checkpointed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the log directory serves now.
+    pub fn log_dir_online(&self) -> bool {
+        self.log_dir_health.is_online()
     }
 
     /// Where partitions opened from now on send their ISR changes.

@@ -11,6 +11,8 @@
 //! - [`append`]: leader appends (validation once, the compression policy, min.insync.replicas)
 //!   and the acks=all wait for the high watermark.
 //! - [`isr`]: proposing the ISR changes follower progress calls for, and the periodic shrink.
+//! - [`log_dir_health`]: a failed log takes the log directory offline; its replicas move away
+//!   and come back once it is recovered (Kafka's log-dir failure handling).
 //! - [`manager`]: the set of partitions this broker hosts (`PartitionManager`), with its
 //!   `registry` (lookups), `reconcile` (kept in step with the metadata image; log directories
 //!   through storage's `LogDir`) and `maintenance` (flush, retention, checkpoints, clean close).
@@ -20,6 +22,7 @@
 
 pub mod append;
 pub mod isr;
+pub mod log_dir_health;
 mod maintenance;
 pub mod manager;
 pub mod read;
@@ -242,19 +245,27 @@ pub struct PartitionName {
 }
 
 impl Partition {
+    /// A replica over `log`, starting from `checkpointed_high_watermark` (the last one this
+    /// broker checkpointed for it, 0 if none).
     fn new(
         name: PartitionName,
         broker_id: BrokerId,
         log: Log,
         state: PartitionState,
         isr_proposer: Option<isr::IsrProposer>,
+        checkpointed_high_watermark: i64,
     ) -> Partition {
         // Every process that serves a partition checks its log locks (debug builds), tests that
         // build partitions directly included.
         crate::blocking::install_check();
-        // Not checkpointed yet: a leader recomputes it from its followers' fetches, a follower
-        // takes it from its leader, a sole replica from its own log end.
-        let high_watermark = 0;
+        // Kafka's replication-offset-checkpoint: a restarted replica starts from the high
+        // watermark it had, not 0, so a fallback truncation to it keeps the committed log.
+        // Clamped into the log as Kafka's `updateHighWatermark` does: recovery may have cut an
+        // unflushed tail below it. From here a leader raises it from its followers' fetches, a
+        // follower from its leader's answers.
+        let high_watermark = checkpointed_high_watermark
+            .min(log.log_end_offset())
+            .max(log.log_start_offset());
         let PartitionName {
             topic,
             topic_id,
@@ -414,6 +425,15 @@ impl Partition {
 
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Where a follower cuts its log when leader epochs cannot locate the divergence (a log
+    /// written without epochs, a leader that knows none of ours, epochs still diverging after
+    /// the last round): its high watermark, which every later leader holds. After a restart
+    /// that is the checkpointed one, so the fallback keeps the committed log rather than
+    /// cutting it all and fetching it again.
+    pub fn fallback_truncation_offset(&self) -> i64 {
+        self.high_watermark().min(self.log.log_end_offset())
     }
 
     /// Whether this broker follows the partition at `leader_epoch`.
@@ -723,7 +743,7 @@ mod tests {
             index: 0,
             dir_name: "t-0".into(),
         };
-        Partition::new(name, ME, log, initial, None)
+        Partition::new(name, ME, log, initial, None, 0)
     }
 
     #[test]

@@ -15,6 +15,7 @@ use streambus_storage::{Log, LogDir, LogOptions, StorageError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::log_dir_health::LogDirState;
 use super::manager::{Key, PartitionManager};
 use super::{Partition, PartitionName, PartitionState};
 use crate::replication::ReplicaFetchers;
@@ -25,8 +26,11 @@ const OPEN_THREADS: usize = 8;
 
 impl PartitionManager {
     /// Applies `image` to the hosted partitions: opens, updates and removes logs. `active`: this
-    /// broker is registered and unfenced in `image` (see [`PartitionState::active`]). Blocking.
+    /// broker is registered and unfenced in `image` (see [`PartitionState::active`]). While the
+    /// log directory is offline every replica is inactive and nothing is opened. Blocking.
     pub fn reconcile(&self, image: &MetadataImage, active: bool) {
+        let log_dir_online = self.log_dir_health.is_online();
+        let active = active && log_dir_online;
         let mut wanted = HashMap::new();
         for topic in image.topics() {
             let settings = topic_config::resolve(&self.config, &topic.configs);
@@ -72,7 +76,10 @@ impl PartitionManager {
                 None => to_open.push((name, topic_id, index, state)),
             }
         }
-        self.open_all(to_open);
+        if log_dir_online {
+            // Offline, they are opened (with recovery) once the directory is back.
+            self.open_all(to_open);
+        }
         self.reconciled.send_replace(image.metadata_offset());
     }
 
@@ -122,31 +129,44 @@ impl PartitionManager {
             // The recovery point saved under this name was the deleted topic's log's.
             self.recovery_points.remove(&dir.name)?;
         }
+        // Only the same topic's: a directory name outlives a deleted topic.
+        let high_watermark = self
+            .checkpointed()
+            .get(&dir.name)
+            .filter(|entry| !dir.replaced && entry.topic_id == topic_id.0)
+            .map_or(0, |entry| entry.offset);
         let recovery_point = self.recovery_points.get(&dir.name)?;
         let options = LogOptions {
             recovery_point,
+            failures: self.log_dir_health.reporter(),
             ..LogOptions::default()
         };
         let log = Log::open(&dir.path, state.settings.log.clone(), options)?;
-        tracing::debug!(
-            topic,
-            index,
-            log_end_offset = log.log_end_offset(),
-            "partition opened"
-        );
         let name = PartitionName {
             topic: topic.to_owned(),
             topic_id,
             index,
             dir_name: dir.name,
         };
-        Ok(Partition::new(
+        let partition = Partition::new(
             name,
             self.broker_id,
             log,
             state,
             self.isr_proposer.get().cloned(),
-        ))
+            high_watermark,
+        );
+        // Kafka logs each loaded log with its offsets too; operators and tests read the high
+        // watermark a restarted replica starts from here.
+        tracing::info!(
+            topic,
+            index,
+            log_start_offset = partition.log_start_offset(),
+            log_end_offset = partition.log_end_offset(),
+            high_watermark = partition.high_watermark(),
+            "partition opened"
+        );
+        Ok(partition)
     }
 
     fn delete(&self, partition: Arc<Partition>) {
@@ -162,6 +182,7 @@ impl PartitionManager {
         if let Err(error) = self.recovery_points.remove(&partition.dir_name) {
             tracing::warn!(%error, "cannot remove a recovery point");
         }
+        self.checkpointed().remove(&partition.dir_name);
     }
 
     /// Keeps the partitions (and, through `fetchers`, the replica fetchers) in step with the
@@ -178,18 +199,22 @@ impl PartitionManager {
         // The registration task ends at shutdown (before the controlled-shutdown fence): its
         // last state stays, and images keep coming so the fence is applied.
         let mut registration_open = true;
+        let mut log_dir = self.log_dir_health.subscribe();
         loop {
             let image = images.borrow_and_update().clone();
-            let active = match *registration.borrow_and_update() {
+            let registered = match *registration.borrow_and_update() {
                 RegistrationState::Registered { incarnation_id, .. } => image
                     .broker(self.broker_id)
                     .is_some_and(|b| b.incarnation_id == incarnation_id && !b.fenced),
                 RegistrationState::Unregistered => false,
             };
+            let log_dir_online = *log_dir.borrow_and_update() == LogDirState::Online;
+            // `reconcile` reads the directory's state itself; this is for the log lines.
+            let active = registered && log_dir_online;
             let manager = self.clone();
             let reconciled = {
                 let image = image.clone();
-                crate::blocking::spawn(move || manager.reconcile(&image, active)).await
+                crate::blocking::spawn(move || manager.reconcile(&image, registered)).await
             };
             if reconciled.is_err() {
                 tracing::error!("partition reconciliation panicked");
@@ -202,6 +227,11 @@ impl PartitionManager {
                     tracing::info!(
                         broker_id = self.broker_id,
                         "broker active: leading and following partitions"
+                    );
+                } else if !log_dir_online {
+                    tracing::warn!(
+                        broker_id = self.broker_id,
+                        "broker inactive: log directory offline, serving no partition"
                     );
                 } else {
                     tracing::warn!(
@@ -231,6 +261,7 @@ impl PartitionManager {
                 changed = registration.changed(), if registration_open => {
                     registration_open = changed.is_ok();
                 }
+                changed = log_dir.changed() => if changed.is_err() { return },
                 () = shutdown.cancelled() => return,
             }
         }
@@ -275,6 +306,7 @@ impl PartitionManager {
             if let Err(error) = self.recovery_points.remove(name) {
                 tracing::warn!(%error, "cannot remove a recovery point");
             }
+            self.checkpointed().remove(name);
         }
     }
 }

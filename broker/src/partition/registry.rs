@@ -38,6 +38,9 @@ pub enum LeaderLookup {
     FencedEpoch,
     /// The client's epoch is newer than this broker knows.
     UnknownEpoch,
+    /// The image still has this broker lead, but its log directory failed: the leadership is
+    /// moving away (Kafka answers KAFKA_STORAGE_ERROR).
+    LogDirOffline,
 }
 
 impl PartitionManager {
@@ -66,6 +69,9 @@ impl PartitionManager {
             .ok_or(LeaderLookup::Unknown)?;
         if record.leader != Some(self.broker_id) {
             return Err(LeaderLookup::NotLeader);
+        }
+        if !self.log_dir_health.is_online() {
+            return Err(LeaderLookup::LogDirOffline);
         }
         if current_leader_epoch >= 0 && current_leader_epoch < record.leader_epoch {
             return Err(LeaderLookup::FencedEpoch);

@@ -3,7 +3,9 @@
 //! leader or leader epoch) first truncates its log by leader epochs (KIP-101/279:
 //! OffsetForLeaderEpoch against the leader, never by high watermark alone when epochs are
 //! known), then fetches from its log end with the Fetch API and its replica id, appending with
-//! the leader's offsets and epochs and taking the leader's high watermark.
+//! the leader's offsets and epochs and taking the leader's high watermark. Where epochs cannot
+//! locate the divergence it falls back to the high watermark, which after a restart is the
+//! checkpointed one (`Partition::fallback_truncation_offset`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -361,7 +363,7 @@ impl FetcherTask {
                     None => {
                         // No epochs: an empty log has nothing to cut; otherwise (a log written
                         // without epochs) the high watermark is the only safe point.
-                        let target = follow.partition.high_watermark();
+                        let target = follow.partition.fallback_truncation_offset();
                         self.apply_truncation(key, follow, target, true).await;
                     }
                 }
@@ -416,7 +418,7 @@ impl FetcherTask {
                 let (leader_epoch, leader_end) = (answer.leader_epoch, answer.end_offset);
                 if i64::from(leader_epoch) == UNDEFINED || leader_end == UNDEFINED {
                     // The leader knows no epoch at or below ours: keep what is committed.
-                    let target = follow.partition.high_watermark().min(log_end);
+                    let target = follow.partition.fallback_truncation_offset();
                     self.apply_truncation(key, follow, target, true).await;
                 } else if leader_epoch == requested {
                     self.apply_truncation(key, follow, leader_end.min(log_end), true)
@@ -455,7 +457,7 @@ impl FetcherTask {
         }
         // Epochs kept diverging for every round: fall back to the committed offset.
         for (key, follow) in pending {
-            let target = follow.partition.high_watermark();
+            let target = follow.partition.fallback_truncation_offset();
             self.apply_truncation(key, follow, target, true).await;
         }
         Ok(())

@@ -32,6 +32,10 @@ pub struct ReplicationConfig {
     /// Kafka's `follower.replication.throttled.rate` for reassignments: bytes per second one
     /// partition being added to this broker may fetch while catching up; 0 = no limit.
     pub reassignment_max_bytes_per_sec: u64,
+    /// `replica.high.watermark.checkpoint.interval.ms`: how often the partitions' high
+    /// watermarks are written to `logs/replication-offset-checkpoint` (also at clean shutdown),
+    /// where a restarted replica starts from.
+    pub high_watermark_checkpoint_interval_ms: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -44,6 +48,7 @@ impl Default for ReplicationConfig {
             fetch_backoff_ms: 1_000,
             socket_timeout_ms: 30_000,
             reassignment_max_bytes_per_sec: 0,
+            high_watermark_checkpoint_interval_ms: 5_000,
         }
     }
 }
@@ -57,10 +62,20 @@ impl ReplicationConfig {
         Duration::from_millis(self.socket_timeout_ms)
     }
 
+    pub fn high_watermark_checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.high_watermark_checkpoint_interval_ms)
+    }
+
     /// Rules serde cannot express; `Err` names the key.
     pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
         if self.lag_time_max_ms == 0 {
             return Err(("replication.lag_time_max_ms", "must be positive"));
+        }
+        if self.high_watermark_checkpoint_interval_ms == 0 {
+            return Err((
+                "replication.high_watermark_checkpoint_interval_ms",
+                "must be positive",
+            ));
         }
         if self.fetch_backoff_ms == 0 || self.socket_timeout_ms == 0 {
             return Err(("replication", "timeouts and backoffs must be positive"));

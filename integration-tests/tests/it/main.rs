@@ -5,6 +5,7 @@ mod client;
 mod compat;
 mod deploy;
 mod kafka;
+mod log_dir;
 mod metadata;
 mod recovery;
 mod replication;

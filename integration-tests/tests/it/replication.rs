@@ -23,7 +23,7 @@ use streambus_integration_tests::KafkaConn;
 pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// Error codes a producer may see during a failover: all retriable.
-const RETRIABLE: &[i16] = &[3, 5, 6, 7, 8, 19, 20, 56, 74, 75];
+pub(crate) const RETRIABLE: &[i16] = &[3, 5, 6, 7, 8, 19, 20, 56, 74, 75];
 
 pub(crate) fn create_topic(
     conn: &mut KafkaConn,
@@ -85,15 +85,15 @@ pub(crate) fn find_leader(addrs: &[SocketAddr], topic: &str) -> Option<SocketAdd
 
 /// What a producer thread saw.
 #[derive(Debug, Default)]
-struct Produced {
+pub(crate) struct Produced {
     /// Acknowledged `(offset, value)`.
-    acked: Vec<(i64, Vec<u8>)>,
+    pub(crate) acked: Vec<(i64, Vec<u8>)>,
     /// Error codes answered, in order.
-    errors: Vec<i16>,
+    pub(crate) errors: Vec<i16>,
 }
 
 impl Produced {
-    fn assert_only_retriable_errors(&self) {
+    pub(crate) fn assert_only_retriable_errors(&self) {
         let unexpected: Vec<i16> = self
             .errors
             .iter()
@@ -109,7 +109,7 @@ impl Produced {
 
 /// Produces one-record batches with acks=all to partition 0 until `stop`, following the leader
 /// through failovers (bounded by `limit`).
-fn spawn_producer(
+pub(crate) fn spawn_producer(
     addrs: Vec<SocketAddr>,
     topic: &'static str,
     stop: Arc<AtomicBool>,
@@ -149,7 +149,11 @@ fn spawn_producer(
 }
 
 /// Reads partition 0 from its leader and checks every acknowledged record is at its offset.
-fn assert_acked_present(cluster: &Cluster, topic: &str, acked: &[(i64, Vec<u8>)]) -> usize {
+pub(crate) fn assert_acked_present(
+    cluster: &Cluster,
+    topic: &str,
+    acked: &[(i64, Vec<u8>)],
+) -> usize {
     let addrs: Vec<SocketAddr> = cluster.members.iter().map(|m| m.kafka_addr).collect();
     let deadline = Instant::now() + WAIT;
     let records = loop {
@@ -207,7 +211,12 @@ fn log_bytes(dir: &Path, end: i64) -> Vec<u8> {
 }
 
 /// Stops every broker cleanly and compares partition 0's logs on all replicas below `end`.
-fn assert_replicas_identical(cluster: &mut Cluster, topic: &str, replicas: &[i32], end: i64) {
+pub(crate) fn assert_replicas_identical(
+    cluster: &mut Cluster,
+    topic: &str,
+    replicas: &[i32],
+    end: i64,
+) {
     for id in replicas {
         cluster.stop(*id).expect("clean stop");
     }
@@ -233,7 +242,7 @@ fn assert_replicas_identical(cluster: &mut Cluster, topic: &str, replicas: &[i32
     }
 }
 
-fn full_isr(view: &PartitionView) -> bool {
+pub(crate) fn full_isr(view: &PartitionView) -> bool {
     view.leader > 0 && view.isr.len() == view.replicas.len()
 }
 

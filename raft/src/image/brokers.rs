@@ -37,6 +37,7 @@ impl MetadataImage {
                 rack: cmd.rack.clone(),
                 fenced: false,
                 registered_at_ms: cmd.now_ms,
+                log_dir_offline: false,
             },
         );
         // A new incarnation means the previous process is gone: its replicas are treated as

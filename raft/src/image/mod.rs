@@ -12,10 +12,13 @@
 //! - `topics`: topic creation and deletion, added partitions, topic configs.
 //! - `placement`: automatic, rack-aware replica placement.
 //! - `partition`: leader elections, ISR changes, operator-requested elections.
+//! - `log_dirs`: a broker's log directory going offline (its replicas leave ISRs and
+//!   leaderships, as in a fence) and coming back.
 //! - [`delta`]: what changed for one broker between two images.
 
 mod brokers;
 pub mod delta;
+mod log_dirs;
 mod partition;
 mod placement;
 mod topics;
@@ -51,6 +54,11 @@ pub struct BrokerRecord {
     /// A fenced broker leads nothing and is not added to ISRs.
     pub fenced: bool,
     pub registered_at_ms: i64,
+    /// The broker's log directory failed (`LogDirOffline`): like a fenced broker it leads
+    /// nothing and joins no ISR, though it stays registered and live. A new registration
+    /// starts without it. Absent from images written before it existed.
+    #[serde(default)]
+    pub log_dir_offline: bool,
 }
 
 /// One topic and its partitions (indexed by partition number).
@@ -177,6 +185,8 @@ impl MetadataImage {
             MetadataCommand::ElectLeaders(cmd) => Ok(self.elect_leaders(cmd)),
             MetadataCommand::AllocateProducerIds(cmd) => self.allocate_producer_ids(cmd),
             MetadataCommand::AlterReassignments(cmd) => Ok(self.alter_reassignments(cmd)),
+            MetadataCommand::LogDirOffline(cmd) => self.log_dir_offline(cmd),
+            MetadataCommand::LogDirOnline(cmd) => self.log_dir_online(cmd),
         };
         outcome.unwrap_or_else(MetadataResponse::Rejected)
     }
@@ -281,9 +291,12 @@ fn unclean_enabled(configs: &BTreeMap<String, String>) -> bool {
         .is_some_and(|value| value.eq_ignore_ascii_case("true"))
 }
 
-/// Whether `broker_id` is registered and unfenced, i.e. may lead or join an ISR.
+/// Whether `broker_id` is registered, unfenced and has its log directory online, i.e. may
+/// lead or join an ISR.
 fn is_unfenced(brokers: &BTreeMap<BrokerId, BrokerRecord>, broker_id: BrokerId) -> bool {
-    brokers.get(&broker_id).is_some_and(|broker| !broker.fenced)
+    brokers
+        .get(&broker_id)
+        .is_some_and(|broker| !broker.fenced && !broker.log_dir_offline)
 }
 
 #[cfg(test)]

@@ -531,7 +531,10 @@ fn validate_isr(
         if partition.isr.contains(&member) {
             continue;
         }
-        let Some(broker) = brokers.get(&member).filter(|broker| !broker.fenced) else {
+        let Some(broker) = brokers
+            .get(&member)
+            .filter(|_| is_unfenced(brokers, member))
+        else {
             return Err(IsrProblem::IneligibleBroker(member));
         };
         let fetched = cmd.member_epochs.get(&member).copied();

@@ -525,6 +525,7 @@ fn sync_all(targets: Vec<SyncTarget>) -> Result<()> {
     for target in targets {
         match target {
             SyncTarget::File(file, path) => {
+                crate::failure::before_fsync(&path)?;
                 file.sync_data().map_err(|e| StorageError::io(&path, e))?
             }
             SyncTarget::Path(path) => match File::open(&path) {

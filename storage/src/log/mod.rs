@@ -33,6 +33,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{Result, StorageError};
+use crate::failure::FailureReporter;
 use crate::producer::ProducerStateManager;
 use crate::segment::{file_name, Segment};
 
@@ -53,6 +54,8 @@ pub struct LogOptions {
     pub recovery_point: i64,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// Told when an i/o failure makes the log refuse appends (Kafka's log-dir failure channel).
+    pub failures: FailureReporter,
 }
 
 impl Default for LogOptions {
@@ -60,6 +63,7 @@ impl Default for LogOptions {
         LogOptions {
             recovery_point: 0,
             clock: Arc::new(SystemClock),
+            failures: FailureReporter::default(),
         }
     }
 }
@@ -84,6 +88,7 @@ pub struct AppendInfo {
 pub struct Log {
     dir: PathBuf,
     clock: Arc<dyn Clock>,
+    failures: FailureReporter,
     state: Mutex<LogState>,
     /// The cheap getters' values, republished whenever the state changes (see [`StateGuard`]).
     published: Published,
@@ -268,6 +273,7 @@ impl Log {
     fn block_appends(&self, st: &mut LogState, error: StorageError) -> StorageError {
         tracing::error!(dir = %self.dir.display(), %error, "blocking appends after an i/o failure");
         st.appends_blocked = true;
+        self.failures.report(&self.dir, &error);
         error
     }
 
@@ -591,6 +597,40 @@ mod tests {
         let log = open(dir.path());
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 20));
         assert_eq!(published(&log), locked(&log));
+    }
+
+    #[test]
+    fn a_failure_that_blocks_appends_is_reported_once_per_failure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reported = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&reported);
+        let options = LogOptions {
+            failures: FailureReporter::new(move |dir, error| {
+                let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+                sink.push((dir.to_owned(), error.to_string()));
+            }),
+            ..LogOptions::default()
+        };
+        let log = Log::open(dir.path(), LogConfig::default(), options).expect("open log");
+        log.append_as_leader(testing::batch(2, 10, b'a', T0), 1)
+            .expect("append");
+        log.flush().expect("flush");
+        assert!(reported.lock().unwrap().is_empty(), "nothing failed yet");
+
+        let failure = StorageError::io(dir.path(), std::io::Error::other("fsync failed"));
+        let returned = {
+            let mut st = log.lock();
+            log.block_appends(&mut st, failure)
+        };
+        assert!(matches!(returned, StorageError::Io { .. }));
+        let reported = reported.lock().unwrap().clone();
+        assert_eq!(reported.len(), 1);
+        assert_eq!(reported[0].0, dir.path());
+        assert!(reported[0].1.contains("fsync failed"), "{reported:?}");
+        assert!(matches!(
+            log.append_as_leader(testing::batch(1, 10, b'b', T0), 1),
+            Err(StorageError::AppendsBlocked { .. })
+        ));
     }
 
     #[test]

@@ -107,6 +107,7 @@ impl Log {
         let log = Log {
             dir: dir.to_path_buf(),
             clock: options.clock,
+            failures: options.failures,
             published: Published::new(&state),
             state: Mutex::new(state),
             flush_lock: Mutex::new(()),

@@ -36,6 +36,7 @@ fn options(recovery_point: i64) -> LogOptions {
     LogOptions {
         recovery_point,
         clock: Arc::new(ManualClock::new(START_MS)) as Arc<dyn Clock>,
+        ..LogOptions::default()
     }
 }
 

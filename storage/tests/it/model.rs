@@ -598,6 +598,7 @@ fn options(clock: &Arc<ManualClock>, recovery_point: i64) -> LogOptions {
     LogOptions {
         recovery_point,
         clock: Arc::clone(clock) as Arc<dyn Clock>,
+        ..LogOptions::default()
     }
 }
 

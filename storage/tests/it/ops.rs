@@ -54,6 +54,7 @@ pub(crate) fn open_log(
         LogOptions {
             recovery_point,
             clock,
+            ..LogOptions::default()
         },
     )
     .expect("open log")

@@ -121,7 +121,12 @@ fn describe_topic(
     version: i16,
     topic: &TopicRecord,
 ) -> MetadataResponseTopic {
-    let fenced = |id: &i32| image.broker(*id).is_none_or(|b| b.fenced);
+    // Kafka's offline replicas: on a broker that is gone or whose log directory failed.
+    let offline = |id: &i32| {
+        image
+            .broker(*id)
+            .is_none_or(|b| b.fenced || b.log_dir_offline)
+    };
     let partitions = topic
         .partitions
         .iter()
@@ -145,7 +150,7 @@ fn describe_topic(
                 partition = partition.with_offline_replicas(
                     p.replicas
                         .iter()
-                        .filter(|r| fenced(r))
+                        .filter(|r| offline(r))
                         .map(|r| WireBrokerId(*r))
                         .collect(),
                 );

@@ -10,3 +10,4 @@ mod metadata;
 mod recovery;
 mod replication;
 mod sbctl;
+mod schedules;

@@ -232,14 +232,42 @@ pub(crate) fn assert_replicas_identical(
         .collect();
     for (id, log) in replicas.iter().zip(&logs).skip(1) {
         assert!(!log.is_empty(), "broker {id} holds nothing");
-        assert!(
-            log == &logs[0],
-            "broker {id}'s log differs from broker {}'s below offset {end} ({} vs {} bytes)",
-            replicas[0],
-            log.len(),
-            logs[0].len()
-        );
+        if log != &logs[0] {
+            let (ours, theirs) = (batches(log), batches(&logs[0]));
+            let first = ours.iter().zip(&theirs).position(|(a, b)| a != b);
+            let at = first.unwrap_or(ours.len().min(theirs.len()));
+            panic!(
+                "broker {id}'s log differs from broker {}'s below offset {end} ({} vs {} bytes, \
+                 {} vs {} batches); first difference at batch {at}: {:?} vs {:?}",
+                replicas[0],
+                log.len(),
+                logs[0].len(),
+                ours.len(),
+                theirs.len(),
+                &ours[at.saturating_sub(1)..(at + 2).min(ours.len())],
+                &theirs[at.saturating_sub(1)..(at + 2).min(theirs.len())],
+            );
+        }
     }
+}
+
+/// `(base offset, last offset delta, partition leader epoch, length)` of each batch in `log`.
+fn batches(log: &[u8]) -> Vec<(i64, i32, i32, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + 27 <= log.len() {
+        let field = |at: usize| <[u8; 4]>::try_from(&log[pos + at..pos + at + 4]).expect("4");
+        let base = i64::from_be_bytes(log[pos..pos + 8].try_into().expect("8 bytes"));
+        let len = usize::try_from(i32::from_be_bytes(field(8))).unwrap_or(0);
+        out.push((
+            base,
+            i32::from_be_bytes(field(23)),
+            i32::from_be_bytes(field(12)),
+            len,
+        ));
+        pos += 12 + len;
+    }
+    out
 }
 
 pub(crate) fn full_isr(view: &PartitionView) -> bool {

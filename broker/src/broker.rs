@@ -1,12 +1,14 @@
-//! A whole broker: binds the Kafka listener, opens the broker-local store, joins the metadata
-//! quorum and registers, keeps the hosted partitions in step with the metadata image, serves
-//! Kafka clients, and stops in the reverse order.
+//! A whole broker: checks (or writes) its data directory's identity, binds the Kafka listener,
+//! opens the broker-local store, joins the metadata quorum and registers, keeps the hosted
+//! partitions in step with the metadata image, serves Kafka clients, and stops in the reverse
+//! order.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use streambus_raft::command::FenceBroker;
+use streambus_raft::identity::RefusalLog;
 use streambus_raft::{MetadataCommand, RegistrationState};
 
 use tokio::net::TcpListener;
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
 use crate::error::{BrokerError, Result};
+use crate::identity::{self, Bootstrap, MetaProperties};
 use crate::kafka::server::KafkaServer;
 use crate::partition::isr::{self, IsrProposer};
 use crate::partition::PartitionManager;
@@ -39,6 +42,9 @@ pub struct Broker {
 impl Broker {
     /// Starts every part of the broker; returns once the Kafka listener accepts connections.
     pub async fn start(config: BrokerConfig, dev: bool) -> Result<Broker> {
+        // First, before anything is written to the data directory: refuse another cluster's
+        // or another node's data.
+        let identity = resolve_identity(&config, dev).await?;
         let kafka_listener = config.kafka_listener;
         let bind_error = move |source| BrokerError::Bind {
             listener: "kafka_listener",
@@ -58,7 +64,7 @@ impl Broker {
                 })??
         };
         let partitions = Arc::new(partitions);
-        let quorum = quorum::start(&config, dev, kafka_addr.port()).await?;
+        let quorum = quorum::start(&config, &identity.cluster_id, dev, kafka_addr.port()).await?;
         partitions.set_isr_proposer(IsrProposer::new(quorum.node.clone(), config.node_id));
         let shutdown = CancellationToken::new();
         let producer_ids = ProducerIdAllocator::new(
@@ -68,13 +74,16 @@ impl Broker {
         );
         let ctx = Arc::new(BrokerContext {
             config,
+            cluster_id: identity.cluster_id,
             node: quorum.node.clone(),
             partitions: partitions.clone(),
             producer_ids,
             shutdown: shutdown.clone(),
+            refusals: RefusalLog::default(),
         });
         let fetchers = Arc::new(ReplicaFetchers::new(
             ctx.config.node_id,
+            ctx.cluster_id.clone(),
             ctx.config.replication.clone(),
             shutdown.clone(),
         ));
@@ -186,4 +195,17 @@ impl Broker {
         self.quorum.node.shutdown().await?;
         Ok(())
     }
+}
+
+/// The data directory's identity ([`identity::resolve`]) on a blocking thread: it reads, and
+/// the first time writes and fsyncs, `meta.properties`.
+async fn resolve_identity(config: &BrokerConfig, dev: bool) -> Result<MetaProperties> {
+    let path = config.data_dir.join(identity::META_PROPERTIES);
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || identity::resolve(&config, Bootstrap::of(&config, dev)))
+        .await
+        .map_err(|e| BrokerError::MetaPropertiesIo {
+            path,
+            source: std::io::Error::other(e.to_string()),
+        })?
 }

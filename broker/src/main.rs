@@ -9,6 +9,7 @@ use clap::Parser;
 use streambus_broker::broker::Broker;
 use streambus_broker::cli::Cli;
 use streambus_broker::config::{self, BrokerConfig};
+use streambus_raft::ClusterId;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -25,6 +26,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    if cli.new_cluster_id {
+        println!("{}", ClusterId::random());
+        return Ok(ExitCode::SUCCESS);
+    }
     let env = config::env_from_process()?;
     let config = BrokerConfig::resolve(&cli.sources(env)?)?;
     if cli.print_config {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use streambus_raft::command::Endpoint;
 use streambus_raft::controller::host_port;
 use streambus_raft::lifecycle::BrokerInfo;
-use streambus_raft::{BrokerLifecycle, MetadataNode, NodeConfig, NodeId};
+use streambus_raft::{BrokerLifecycle, ClusterId, MetadataNode, NodeConfig, NodeId};
 
 use crate::config::BrokerConfig;
 use crate::endpoints::RAFT_ENDPOINT;
@@ -25,10 +25,15 @@ pub struct Quorum {
     pub lifecycle: BrokerLifecycle,
 }
 
-/// Starts this broker's metadata node (in `<data_dir>/raft`) and registers the broker with its
-/// Kafka listener on `kafka_port`. With `dev`, or with no voters configured, the broker is a
-/// single-voter cluster of its own.
-pub async fn start(config: &BrokerConfig, dev: bool, kafka_port: u16) -> Result<Quorum> {
+/// Starts this broker's metadata node (in `<data_dir>/raft`) as a member of `cluster_id` and
+/// registers the broker with its Kafka listener on `kafka_port`. With `dev`, or with no voters
+/// configured, the broker is a single-voter cluster of its own.
+pub async fn start(
+    config: &BrokerConfig,
+    cluster_id: &ClusterId,
+    dev: bool,
+    kafka_port: u16,
+) -> Result<Quorum> {
     // `validate` rejects negative ids.
     let node_id = NodeId::try_from(config.node_id).unwrap_or_default();
     let bind_error = |source| BrokerError::Bind {
@@ -55,7 +60,12 @@ pub async fn start(config: &BrokerConfig, dev: bool, kafka_port: u16) -> Result<
         voters = BTreeMap::from([(node_id, raft_addr.clone())]);
     }
     let metadata = &config.metadata;
-    let mut node_config = NodeConfig::single_voter(node_id, local, config.data_dir.join("raft"));
+    let mut node_config = NodeConfig::single_voter(
+        node_id,
+        cluster_id.clone(),
+        local,
+        config.data_dir.join("raft"),
+    );
     node_config.advertised_addr = raft_addr;
     node_config.initial_voters = voters;
     node_config.raft_heartbeat_interval_ms = metadata.raft_heartbeat_interval_ms;

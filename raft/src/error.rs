@@ -28,6 +28,9 @@ pub enum RaftError {
     /// The raft core stopped (shutdown, or a storage failure it cannot survive).
     #[error("metadata quorum stopped: {0}")]
     Stopped(String),
+    /// A cluster id that cannot be one (see [`crate::identity::ClusterId`]).
+    #[error("invalid cluster id {value:?}: {reason}")]
+    InvalidClusterId { value: String, reason: &'static str },
 }
 
 /// `Result` with [`RaftError`].

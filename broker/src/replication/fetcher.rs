@@ -3,7 +3,9 @@
 //! leader or leader epoch) first truncates its log by leader epochs (KIP-101/279:
 //! OffsetForLeaderEpoch against the leader, never by high watermark alone when epochs are
 //! known), then fetches from its log end with the Fetch API and its replica id, appending with
-//! the leader's offsets and epochs and taking the leader's high watermark.
+//! the leader's offsets and epochs and taking the leader's high watermark. Every fetch carries
+//! this cluster's id (Fetch v12+ `ClusterId`), so the leader of another cluster that answers at
+//! a stale address refuses it rather than serving its data.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,9 +20,10 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 use kafka_protocol::messages::{
     BrokerId as WireBrokerId, FetchRequest, OffsetForLeaderEpochRequest,
 };
+use kafka_protocol::protocol::StrBytes;
 use streambus_raft::command::{BrokerId, TopicId};
 use streambus_raft::controller::host_port;
-use streambus_raft::MetadataImage;
+use streambus_raft::{ClusterId, MetadataImage};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -123,6 +126,8 @@ struct Fetcher {
 #[derive(Debug)]
 pub struct ReplicaFetchers {
     broker_id: BrokerId,
+    /// Sent with every fetch; built once, cloned cheaply.
+    cluster_id: StrBytes,
     config: ReplicationConfig,
     max_response_bytes: usize,
     fetchers: Mutex<HashMap<BrokerId, Fetcher>>,
@@ -132,11 +137,13 @@ pub struct ReplicaFetchers {
 impl ReplicaFetchers {
     pub fn new(
         broker_id: BrokerId,
+        cluster_id: ClusterId,
         config: ReplicationConfig,
         shutdown: CancellationToken,
     ) -> ReplicaFetchers {
         ReplicaFetchers {
             broker_id,
+            cluster_id: StrBytes::from_string(cluster_id.to_string()),
             max_response_bytes: MAX_PEER_FRAME_BYTES,
             config,
             fetchers: Mutex::new(HashMap::new()),
@@ -217,12 +224,14 @@ impl ReplicaFetchers {
         let task = tokio::spawn(
             FetcherTask {
                 broker_id: self.broker_id,
+                cluster_id: self.cluster_id.clone(),
                 leader,
                 config: self.config.clone(),
                 max_response_bytes: self.max_response_bytes,
                 shared: shared.clone(),
                 stop: stop.clone(),
                 connection: None,
+                refusal_logged_at: None,
             }
             .run(),
         );
@@ -244,6 +253,7 @@ impl ReplicaFetchers {
 /// The loop of one fetcher.
 struct FetcherTask {
     broker_id: BrokerId,
+    cluster_id: StrBytes,
     leader: BrokerId,
     config: ReplicationConfig,
     /// Bound on one fetch response frame.
@@ -251,13 +261,22 @@ struct FetcherTask {
     shared: Arc<Shared>,
     stop: CancellationToken,
     connection: Option<PeerConnection>,
+    /// When a refusal of the whole fetch was last logged: the fetch is retried every backoff.
+    refusal_logged_at: Option<Instant>,
 }
+
+/// A refused fetch is logged again after this long at the earliest.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl FetcherTask {
     async fn run(mut self) {
         // Each pass does one round trip or waits; the stop token ends the loop.
         while !self.stop.is_cancelled() {
             if let Err(error) = self.pass().await {
+                if let PeerError::InconsistentClusterId { .. } = &error {
+                    // Worth an operator's attention: the leader's address leads elsewhere.
+                    self.log_refusal(&address_of(&self.shared), &error);
+                }
                 tracing::debug!(leader = self.leader, %error, "replica fetch failed, reconnecting");
                 self.connection = None;
                 self.sleep(self.config.fetch_backoff()).await;
@@ -303,8 +322,10 @@ impl FetcherTask {
             return Ok(());
         };
         if self.connection.is_none() {
+            let cluster_id = self.cluster_id.clone();
             let connect = PeerConnection::connect(
                 &address,
+                &cluster_id,
                 format!("streambus-replica-{}", self.broker_id),
                 self.max_response_bytes,
                 self.config.socket_timeout(),
@@ -519,6 +540,7 @@ impl FetcherTask {
             );
         }
         let request = FetchRequest::default()
+            .with_cluster_id(Some(self.cluster_id.clone()))
             .with_replica_id(WireBrokerId(self.broker_id))
             .with_max_wait_ms(i32::try_from(self.config.fetch_wait_max_ms).unwrap_or(i32::MAX))
             .with_min_bytes(1)
@@ -551,6 +573,11 @@ impl FetcherTask {
             return Ok(());
         };
         if response.error_code != 0 {
+            let error = ResponseError::try_from_code(response.error_code);
+            self.log_refusal(
+                &address_of(&self.shared),
+                &format!("{error:?} (code {})", response.error_code),
+            );
             for (key, follow) in &follows {
                 self.shared.delay(key, follow, self.config.fetch_backoff());
             }
@@ -599,6 +626,25 @@ impl FetcherTask {
         }
         self.append(appends).await;
         Ok(())
+    }
+
+    /// Logs, at most once per [`REFUSAL_LOG_INTERVAL`], a fetch the leader refused as a whole
+    /// (another cluster at the leader's address, or a leader that does not know this broker).
+    fn log_refusal(&mut self, address: &str, error: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        if self
+            .refusal_logged_at
+            .is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL)
+        {
+            return;
+        }
+        self.refusal_logged_at = Some(now);
+        tracing::warn!(
+            leader = self.leader,
+            %address,
+            %error,
+            "the leader refused this broker's replica fetch"
+        );
     }
 
     /// Appends fetched records (blocking work on one thread for the whole response).
@@ -675,4 +721,9 @@ impl FetcherTask {
             Err(_) => tracing::error!("follower log restart panicked"),
         }
     }
+}
+
+/// The leader's address as the fetcher knows it, for messages.
+fn address_of(shared: &Shared) -> String {
+    shared.lock().address.clone().unwrap_or_default()
 }

@@ -1,11 +1,13 @@
 //! [`MetadataNode`]: what every broker runs to take part in the metadata quorum. It owns the raft
 //! instance, its stores and its listener; it keeps a read-only [`MetadataImage`] in step with the
 //! committed log and publishes each new image; and it sends writes and heartbeats to the current
-//! controller, wherever that is.
+//! controller, wherever that is. It also tells its owner when the raft core failed
+//! ([`MetadataNode::failed`]), since a node whose core is gone can never serve metadata again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,6 +144,8 @@ pub struct MetadataNode {
 struct Inner {
     node_id: NodeId,
     identity: NodeIdentity,
+    /// Set when [`MetadataNode::shutdown`] begins: the core stopping is then no failure.
+    stopping: AtomicBool,
     /// Refusals of this node's forwarded requests by their targets.
     refusals: RefusalLog,
     local_addr: SocketAddr,
@@ -231,6 +235,7 @@ impl MetadataNode {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
                 identity: config.identity(),
+                stopping: AtomicBool::new(false),
                 refusals: RefusalLog::default(),
                 local_addr,
                 raft,
@@ -477,8 +482,31 @@ impl MetadataNode {
         Ok(HeartbeatReply::NotController { leader: None })
     }
 
+    /// Resolves when the raft core stopped on its own: openraft's `Fatal` (a panic in the core,
+    /// or a storage error it cannot survive). Such a node still listens but never serves
+    /// metadata again, so its owner must end the process and let the supervisor restart it.
+    /// Never resolves once [`MetadataNode::shutdown`] has begun.
+    pub async fn failed(&self) -> RaftError {
+        let mut metrics = self.inner.raft.metrics();
+        let reason = loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                break fatal.to_string();
+            }
+            // The core sets `running_state` when it returns; a panic unwinds past that and
+            // drops the sender instead.
+            if metrics.changed().await.is_err() {
+                break "the raft core task ended without a result (it panicked)".to_owned();
+            }
+        };
+        if self.inner.stopping.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+        RaftError::CoreFailed(reason)
+    }
+
     /// Stops raft and the listener. Other clones of this node stop working too.
     pub async fn shutdown(&self) -> Result<()> {
+        self.inner.stopping.store(true, Ordering::Release);
         let tasks = self
             .inner
             .tasks

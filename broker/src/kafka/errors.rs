@@ -134,7 +134,7 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
         Failure::Metadata(error) => match error {
             RaftError::Rejected(rejection) => error_code(&Failure::Rejected(rejection)),
             RaftError::NoController(_) => E::RequestTimedOut,
-            RaftError::Stopped(_) => E::BrokerNotAvailable,
+            RaftError::Stopped(_) | RaftError::CoreFailed(_) => E::BrokerNotAvailable,
             RaftError::Store(_)
             | RaftError::Config(_)
             | RaftError::Listener(_)

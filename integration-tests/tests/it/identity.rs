@@ -1,10 +1,11 @@
 //! Cluster identity across real processes (issue 21): two clusters whose raft addresses overlap
 //! refuse each other's requests and each serve on; a data directory of another cluster or node
 //! stops a broker at startup; a multi-node broker needs a cluster id; a replica fetch naming
-//! another cluster, or from an unknown broker, is refused.
+//! another cluster, or from an unknown broker, is refused; a broker whose raft core fails exits
+//! with an error instead of lingering.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -17,6 +18,8 @@ use streambus_integration_tests::kafka::{
     dev_args, fetch_values, plain_batch, produce_to, topic_name,
 };
 use streambus_integration_tests::{run_streambus, DevBroker, KafkaConn};
+use streambus_proto::raft::v1 as pb;
+use streambus_proto::raft::v1::raft_service_client::RaftServiceClient;
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Kafka's INCONSISTENT_CLUSTER_ID.
@@ -241,4 +244,56 @@ fn replica_fetches_naming_another_cluster_or_an_unknown_broker_are_refused() {
         .clone()
         .unwrap_or_default();
     assert!(!records.is_empty(), "{served:?}");
+}
+
+/// An AppendEntries from node `sender`, claiming a huge term, whose previous entry (index 1)
+/// contradicts what the receiver has committed: openraft trusts members, and its core asserts
+/// (in debug builds, which these tests run) that a committed entry never conflicts.
+fn contradicting_append(cluster_id: &str, sender: u64, target: u64) -> pb::AppendEntriesRequest {
+    let leader = serde_json::json!({ "term": 1_000_000, "node_id": sender });
+    let rpc = serde_json::json!({
+        "vote": { "leader_id": leader, "committed": true },
+        "prev_log_id": { "leader_id": leader, "index": 1 },
+        "entries": [],
+        "leader_commit": null,
+    });
+    pb::AppendEntriesRequest {
+        payload: serde_json::to_vec(&rpc).expect("serializes"),
+        identity: Some(pb::Identity {
+            cluster_id: cluster_id.to_owned(),
+            sender_node_id: sender,
+            target_node_id: target,
+        }),
+    }
+}
+
+#[test]
+fn a_broker_whose_raft_core_fails_exits_with_an_error() {
+    let mut cluster = Cluster::start(3, 3, FAST_FAILOVER).expect("cluster starts");
+    let request = contradicting_append(&cluster.cluster_id, 2, 1);
+    let raft_addr = cluster.member(1).raft_addr;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // The answer does not matter (the core may die before it answers): the process must end.
+    let _ = runtime.block_on(async move {
+        let mut client = RaftServiceClient::connect(format!("http://{raft_addr}")).await?;
+        client.append_entries(request).await?;
+        anyhow::Ok(())
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        let exited = cluster.exited().expect("status");
+        if let Some((_, status)) = exited.into_iter().find(|(id, _)| *id == 1) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker 1 still runs without a raft core:\n{}",
+            cluster.log_text(1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(status, "exit status: 0", "{}", cluster.log_text(1));
+    let log = cluster.log_text(1);
+    assert!(log.contains("metadata quorum failed"), "{log}");
+    assert!(log.contains("the process must restart"), "{log}");
 }

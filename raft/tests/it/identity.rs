@@ -1,8 +1,10 @@
 //! Cluster identity on the wire: raft and controller requests of another cluster, for another
 //! node or from a non-member are refused before they reach openraft or the controller, and
-//! two clusters whose addresses overlap each form their own quorum.
+//! two clusters whose addresses overlap each form their own quorum. Also: a failed raft core is
+//! reported, a stopped one is not.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::Vote;
@@ -10,10 +12,12 @@ use streambus_proto::raft::v1 as pb;
 use streambus_proto::raft::v1::controller_service_client::ControllerServiceClient;
 use streambus_proto::raft::v1::raft_service_client::RaftServiceClient;
 use streambus_raft::command::TopicAssignment;
-use streambus_raft::{ClusterId, MetadataNode, NodeConfig, TypeConfig};
+use streambus_raft::{ClusterId, MetadataNode, NodeConfig, RaftError, TypeConfig};
 use tonic::transport::Channel;
 
-use crate::cluster::{assert_applied, create_topic, eventually, fast, register, LoopbackCluster};
+use crate::cluster::{
+    assert_applied, create_topic, eventually, fast, register, LoopbackCluster, WAIT,
+};
 
 /// A term no election of these tests reaches: seeing it in a node's metrics means a forged
 /// request got through to openraft.
@@ -282,4 +286,53 @@ async fn two_clusters_whose_voter_addresses_overlap_each_form_their_own_quorum()
         node.shutdown().await.expect("B stops");
     }
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_raft_core_is_reported_as_a_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = NodeConfig::single_voter(
+        1,
+        ClusterId::random(),
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.path().join("meta"),
+    );
+    fast(&mut config);
+    let node = MetadataNode::start(config).await.expect("starts");
+    eventually("node 1 leads itself", || async {
+        (node.controller_id() == Some(1)).then_some(())
+    })
+    .await;
+    // Runs inside the core task, like the openraft bug of issue 21 (an index out of bounds
+    // while applying entries).
+    node.raft()
+        .external_request(|_| panic!("injected raft core panic"));
+    let failure = tokio::time::timeout(WAIT, node.failed())
+        .await
+        .expect("the failure is reported");
+    assert!(
+        matches!(&failure, RaftError::CoreFailed(reason) if reason.contains("panic")),
+        "{failure}"
+    );
+    let _ = node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shut_down_on_purpose_reports_no_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = NodeConfig::single_voter(
+        1,
+        ClusterId::random(),
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.path().join("meta"),
+    );
+    fast(&mut config);
+    let node = MetadataNode::start(config).await.expect("starts");
+    let watcher = tokio::spawn({
+        let node = node.clone();
+        async move { node.failed().await }
+    });
+    node.shutdown().await.expect("stops");
+    let outcome = tokio::time::timeout(Duration::from_millis(500), watcher).await;
+    assert!(outcome.is_err(), "a clean stop was reported: {outcome:?}");
 }

@@ -82,7 +82,7 @@ class Member:
     """One cluster broker on fixed loopback ports (so a restart finds it where it was). Its
     stdout and stderr are appended to `<workdir>/broker-<id>.log`."""
 
-    def __init__(self, binary, workdir, node_id, kafka_port, raft_port, voters):
+    def __init__(self, binary, workdir, node_id, kafka_port, raft_port, voters, cluster_id):
         self.id = node_id
         self.name = "broker-%d" % node_id
         self.data_dir = os.path.join(workdir, self.name)
@@ -91,6 +91,7 @@ class Member:
         self.cmd = [
             binary,
             "--node-id", str(node_id),
+            "--cluster-id", cluster_id,
             "--data-dir", self.data_dir,
             "--kafka-listener", self.kafka_addr,
             "--raft-listener", "127.0.0.1:%d" % raft_port,
@@ -167,7 +168,11 @@ class Cluster:
         ports = free_ports(2 * len(CLUSTER_IDS))
         voters = ",".join("%d@127.0.0.1:%d" % (node_id, ports[2 * i + 1])
                           for i, node_id in enumerate(CLUSTER_IDS))
-        self.members = [Member(binary, workdir, node_id, ports[2 * i], ports[2 * i + 1], voters)
+        # A multi-node broker needs a cluster id: a new one per cluster.
+        cluster_id = subprocess.run([binary, "--new-cluster-id"], check=True, capture_output=True,
+                                    text=True, timeout=30).stdout.strip()
+        self.members = [Member(binary, workdir, node_id, ports[2 * i], ports[2 * i + 1], voters,
+                               cluster_id)
                         for i, node_id in enumerate(CLUSTER_IDS)]
 
     def bootstrap(self):

@@ -39,6 +39,10 @@ Environment:
 Ports of broker i (plus the offset): Kafka 9092, raft 9093, admin 9094, HTTP 9644, each
 +100*(i-1). Broker i keeps its data in <dir>/broker-i/data and logs to
 <dir>/broker-i/streambus.log (the previous run's log is kept as streambus.log.1).
+
+A new cluster (no broker data yet) gets a new cluster id (`streambus --new-cluster-id`); a
+restarted one keeps the id its data directories record. Brokers of another cluster on the
+same ports (one still stopping) are thereby refused, never joined.
 EOF
 }
 
@@ -201,10 +205,27 @@ scrub_environment() {
 
 started=()
 
+# Prints the cluster id for this run: the one the brokers' data directories record (the
+# cluster is restarting), or a new one (a new cluster). Never a fixed id: a cluster started on
+# the ports of a previous one must not accept that one's brokers as its own.
+cluster_id() {
+    local id file recorded
+    for id in "${BROKER_IDS[@]}"; do
+        file="$(data_dir "$id")/meta.properties"
+        if [[ -f $file ]]; then
+            recorded="$(sed -n 's/^cluster\.id=//p' "$file" | head -n 1)"
+            [[ -n $recorded ]] || die "$file records no cluster.id"
+            echo "$recorded"
+            return
+        fi
+    done
+    "$broker_bin" --new-cluster-id || die "$broker_bin --new-cluster-id failed"
+}
+
 # Starts broker `id` detached (own session, SIGHUP ignored) and waits for its pid file, which
 # the launching shell writes for itself right before it becomes the broker.
 launch() {
-    local id=$1 voters=$2 file log_path extra=()
+    local id=$1 voters=$2 cluster=$3 file log_path extra=()
     file="$(pid_file "$id")"
     log_path="$(log_file "$id")"
     read -r -a extra <<<"${STREAMBUS_BROKER_ARGS:-}"
@@ -219,6 +240,7 @@ launch() {
         streambus-launch "$file" \
         "$broker_bin" \
         --node-id "$id" \
+        --cluster-id "$cluster" \
         --data-dir "$(data_dir "$id")" \
         --kafka-listener "127.0.0.1:$(port "$KAFKA_BASE" "$id")" \
         --raft-listener "127.0.0.1:$(port "$RAFT_BASE" "$id")" \
@@ -276,11 +298,15 @@ cmd_start() {
         echo "${voters[*]}"
     )"
 
+    local cluster
+    cluster="$(cluster_id)"
+    log "cluster id $cluster"
+
     scrub_environment
     # The brokers run in their own session, so Ctrl-C would not reach them: clean up here.
     trap on_interrupt INT TERM
     for id in "${BROKER_IDS[@]}"; do
-        launch "$id" "$voter_list"
+        launch "$id" "$voter_list" "$cluster"
     done
 
     local deadline=$((SECONDS + cluster_timeout)) pending=("${BROKER_IDS[@]}") still

@@ -1,12 +1,15 @@
-//! A whole broker: binds the Kafka listener, opens the broker-local store, joins the metadata
-//! quorum and registers, keeps the hosted partitions in step with the metadata image, serves
-//! Kafka clients, and stops in the reverse order.
+//! A whole broker: checks (or writes) its data directory's identity, binds the Kafka listener,
+//! opens the broker-local store, joins the metadata quorum and registers, keeps the hosted
+//! partitions in step with the metadata image, serves Kafka clients, and stops in the reverse
+//! order — on a signal, or at once when the metadata quorum's raft core fails.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use streambus_raft::command::FenceBroker;
+use streambus_raft::identity::RefusalLog;
 use streambus_raft::{MetadataCommand, RegistrationState};
 use streambus_storage::clean_shutdown;
 
@@ -17,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
 use crate::error::{BrokerError, Result};
+use crate::identity::{self, Bootstrap, MetaProperties};
 use crate::kafka::server::KafkaServer;
 use crate::partition::isr::{self, IsrProposer};
 use crate::partition::log_dir_health;
@@ -27,6 +31,18 @@ use crate::replication::ReplicaFetchers;
 
 /// How long a stopping broker waits for the controller to take its leaderships.
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a broker whose metadata quorum failed may take to close its logs before the
+/// process exits anyway.
+const FAILED_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a stopping broker first hands its leaderships over through the quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    Controlled,
+    /// The quorum is gone: the controller learns of the stop when the session lapses.
+    Skip,
+}
 
 /// A running broker.
 #[derive(Debug)]
@@ -41,6 +57,9 @@ pub struct Broker {
 impl Broker {
     /// Starts every part of the broker; returns once the Kafka listener accepts connections.
     pub async fn start(config: BrokerConfig, dev: bool) -> Result<Broker> {
+        // First, before anything is written to the data directory: refuse another cluster's
+        // or another node's data.
+        let identity = resolve_identity(&config, dev).await?;
         let kafka_listener = config.kafka_listener;
         let bind_error = move |source| BrokerError::Bind {
             listener: "kafka_listener",
@@ -70,7 +89,14 @@ impl Broker {
             );
         }
         let partitions = Arc::new(partitions);
-        let quorum = quorum::start(&config, dev, kafka_addr.port(), previous_broker_epoch).await?;
+        let quorum = quorum::start(
+            &config,
+            &identity.cluster_id,
+            dev,
+            kafka_addr.port(),
+            previous_broker_epoch,
+        )
+        .await?;
         partitions.set_isr_proposer(IsrProposer::new(quorum.node.clone(), config.node_id));
         let shutdown = CancellationToken::new();
         let producer_ids = ProducerIdAllocator::new(
@@ -80,14 +106,17 @@ impl Broker {
         );
         let ctx = Arc::new(BrokerContext {
             config,
+            cluster_id: identity.cluster_id,
             node: quorum.node.clone(),
             partitions: partitions.clone(),
             producer_ids,
             shutdown: shutdown.clone(),
+            refusals: RefusalLog::default(),
         });
         let fetchers = Arc::new(ReplicaFetchers::new(
             ctx.config.node_id,
             quorum.lifecycle.state(),
+            ctx.cluster_id.clone(),
             ctx.config.replication.clone(),
             shutdown.clone(),
         ));
@@ -185,11 +214,47 @@ impl Broker {
         self.quorum.node.local_addr()
     }
 
+    /// The metadata quorum member this broker runs.
+    pub fn metadata_node(&self) -> &streambus_raft::MetadataNode {
+        &self.quorum.node
+    }
+
+    /// Serves until `stop` resolves, then stops gracefully ([`Broker::shutdown`]). If the raft
+    /// core fails first, stops without the controlled shutdown (it needs the quorum) and
+    /// returns the failure: the process must exit with an error, so that its supervisor
+    /// restarts it, rather than linger as a broker that listens but never serves metadata.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<()> {
+        let node = self.quorum.node.clone();
+        tokio::select! {
+            () = stop => {
+                tracing::info!("shutting down");
+                self.shutdown().await
+            }
+            failure = node.failed() => {
+                tracing::error!(error = %failure, "metadata quorum failed; stopping the broker");
+                // Bounded: the process must exit even if some part does not stop.
+                match tokio::time::timeout(FAILED_STOP_TIMEOUT, self.stop(Handover::Skip)).await {
+                    Ok(Ok(())) => {}
+                    // Leaving the quorum reports the same failure again.
+                    Ok(Err(error)) => tracing::debug!(%error, "stop after the quorum failed"),
+                    Err(_) => tracing::warn!("the broker did not stop in time; exiting anyway"),
+                }
+                Err(BrokerError::Metadata(failure))
+            }
+        }
+    }
+
     /// Graceful stop: hand leaderships over (controlled shutdown), stop accepting, answer the
     /// requests being handled, stop replicating, close every log cleanly (flushed, marked
     /// clean), leave the quorum.
     pub async fn shutdown(self) -> Result<()> {
-        self.controlled_shutdown().await;
+        self.stop(Handover::Controlled).await
+    }
+
+    async fn stop(self, handover: Handover) -> Result<()> {
+        if handover == Handover::Controlled {
+            self.controlled_shutdown().await;
+        }
         self.ctx.shutdown.cancel();
         self.server.stopped().await;
         for task in self.background {
@@ -223,5 +288,67 @@ impl Broker {
         }
         self.quorum.node.shutdown().await?;
         Ok(())
+    }
+}
+
+/// The data directory's identity ([`identity::resolve`]) on a blocking thread: it reads, and
+/// the first time writes and fsyncs, `meta.properties`.
+async fn resolve_identity(config: &BrokerConfig, dev: bool) -> Result<MetaProperties> {
+    let path = config.data_dir.join(identity::META_PROPERTIES);
+    let config = config.clone();
+    crate::blocking::spawn(move || identity::resolve(&config, Bootstrap::of(&config, dev)))
+        .await
+        .map_err(|e| BrokerError::MetaPropertiesIo {
+            path,
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::dev_config;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_raft_core_panic_ends_the_broker_with_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let broker = Broker::start(dev_config(dir.path()), true)
+            .await
+            .expect("starts");
+        // Runs inside openraft's core task, like the index-out-of-bounds panic of issue 21.
+        broker
+            .metadata_node()
+            .raft()
+            .external_request(|_| panic!("injected raft core panic"));
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(60),
+            broker.run_until(std::future::pending()),
+        )
+        .await
+        .expect("the broker stops without a signal");
+        assert!(
+            matches!(
+                &outcome,
+                Err(BrokerError::Metadata(
+                    streambus_raft::RaftError::CoreFailed(_)
+                ))
+            ),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_signal_ends_the_broker_cleanly() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let broker = Broker::start(dev_config(dir.path()), true)
+            .await
+            .expect("starts");
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(60),
+            broker.run_until(std::future::ready(())),
+        )
+        .await
+        .expect("stops");
+        assert!(outcome.is_ok(), "{outcome:?}");
     }
 }

@@ -29,9 +29,19 @@ pub struct Cli {
     #[arg(long)]
     pub print_config: bool,
 
+    /// Print a new random cluster id (Kafka's format) and exit; give it to every broker of a
+    /// new multi-node cluster as --cluster-id.
+    #[arg(long)]
+    pub new_cluster_id: bool,
+
     /// Broker id, unique in the cluster [key: node_id].
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
+
+    /// Cluster id, the same on every broker of a cluster; required for a new multi-node
+    /// cluster, checked against <data_dir>/meta.properties [key: cluster_id].
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
 
     /// Data directory [key: data_dir].
     #[arg(long, value_name = "PATH")]
@@ -66,7 +76,7 @@ pub struct Cli {
 impl Cli {
     /// The config overrides given on the command line, in the order they apply.
     pub fn overrides(&self) -> Result<Vec<FlagOverride>> {
-        let mut overrides = Vec::with_capacity(self.set.len() + 7);
+        let mut overrides = Vec::with_capacity(self.set.len() + 8);
         for arg in &self.set {
             let (key, value) = arg
                 .split_once('=')
@@ -79,6 +89,7 @@ impl Cli {
         }
         let named = [
             ("node_id", "--node-id", &self.node_id),
+            ("cluster_id", "--cluster-id", &self.cluster_id),
             ("data_dir", "--data-dir", &self.data_dir),
             ("kafka_listener", "--kafka-listener", &self.kafka_listener),
             ("raft_listener", "--raft-listener", &self.raft_listener),
@@ -171,8 +182,19 @@ mod tests {
 
     #[test]
     fn mode_flags_parse() {
-        let cli = Cli::try_parse_from(["streambus", "--dev", "--print-config"]).expect("parses");
-        assert!(cli.dev && cli.print_config);
+        let cli = Cli::try_parse_from(["streambus", "--dev", "--print-config", "--new-cluster-id"])
+            .expect("parses");
+        assert!(cli.dev && cli.print_config && cli.new_cluster_id);
         assert!(cli.overrides().expect("none").is_empty());
+    }
+
+    #[test]
+    fn cluster_id_flag_sets_the_key() {
+        let config = resolve(
+            &["streambus", "--cluster-id", "cluster-a"],
+            &[("STREAMBUS_CLUSTER_ID", "cluster-b")],
+        )
+        .expect("resolves");
+        assert_eq!(config.cluster_id, "cluster-a");
     }
 }

@@ -45,6 +45,13 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub struct BrokerConfig {
     /// This broker's id, unique in the cluster: its Kafka broker id and its raft node id.
     pub node_id: i32,
+    /// Kafka's `cluster.id`: the id every broker of the cluster shares, recorded in
+    /// `<data_dir>/meta.properties` when the directory is first used and checked on every
+    /// start, sent on every inter-broker request and reported to clients. Empty: the one in
+    /// `meta.properties`; a broker that bootstraps a cluster alone (`--dev`, no
+    /// `metadata.quorum_voters`) makes one up; a broker of several must be given one
+    /// (`streambus --new-cluster-id` prints a new one).
+    pub cluster_id: String,
     /// Root of everything the broker stores: `meta/` (RocksDB) and `logs/` (partition logs).
     pub data_dir: PathBuf,
     /// Kafka protocol listener.
@@ -77,6 +84,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             node_id: 1,
+            cluster_id: String::new(),
             data_dir: PathBuf::from("./data"),
             kafka_listener: SocketAddr::new(LOOPBACK, 9092),
             raft_listener: SocketAddr::new(LOOPBACK, 9093),
@@ -108,8 +116,6 @@ pub struct KafkaConfig {
     /// Upper bound on a Fetch response's size in bytes, whatever the client asks
     /// (`fetch.max.bytes`).
     pub fetch_max_bytes: usize,
-    /// Kafka cluster id reported to clients (Metadata, DescribeCluster).
-    pub cluster_id: String,
     /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed; also
     /// the bound on writing one response to a client that does not read.
     pub connections_max_idle_ms: u64,
@@ -122,7 +128,6 @@ impl Default for KafkaConfig {
             max_in_flight_requests_per_connection: 64,
             fetch_max_wait_ms_limit: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
-            cluster_id: "streambus-cluster".to_owned(),
             connections_max_idle_ms: 600_000,
         }
     }
@@ -245,6 +250,14 @@ impl BrokerConfig {
                 reason: format!("must not be negative, got {}", self.node_id),
             });
         }
+        if !self.cluster_id.is_empty() {
+            streambus_raft::ClusterId::parse(&self.cluster_id).map_err(|error| {
+                BrokerError::InvalidConfig {
+                    key: "cluster_id",
+                    reason: error.to_string(),
+                }
+            })?;
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(BrokerError::InvalidConfig {
                 key: "data_dir",
@@ -330,9 +343,6 @@ impl BrokerConfig {
         }
         if kafka.fetch_max_bytes < 1024 {
             return invalid("kafka.fetch_max_bytes", "must be at least 1024");
-        }
-        if kafka.cluster_id.is_empty() {
-            return invalid("kafka.cluster_id", "must not be empty");
         }
         Ok(())
     }
@@ -807,6 +817,25 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn cluster_id_is_a_top_level_key_checked_as_a_cluster_id() {
+        let config = resolve_env(&[("STREAMBUS_CLUSTER_ID", "MkU3OEVBNTcwNTJENDM2Qk")])
+            .expect("a Kafka-style id");
+        assert_eq!(config.cluster_id, "MkU3OEVBNTcwNTJENDM2Qk");
+        assert_eq!(BrokerConfig::default().cluster_id, "", "unset by default");
+        let error = resolve_env(&[("STREAMBUS_CLUSTER_ID", "my cluster")]).expect_err("a space");
+        assert!(
+            matches!(
+                error,
+                BrokerError::InvalidConfig {
+                    key: "cluster_id",
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 
     #[test]

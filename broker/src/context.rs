@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use streambus_raft::command::BrokerId;
-use streambus_raft::{MetadataCommand, MetadataImage, MetadataNode, MetadataResponse, RaftError};
+use streambus_raft::identity::RefusalLog;
+use streambus_raft::{
+    ClusterId, MetadataCommand, MetadataImage, MetadataNode, MetadataResponse, RaftError,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
@@ -16,11 +19,17 @@ use crate::producer_ids::ProducerIdAllocator;
 #[derive(Debug)]
 pub struct BrokerContext {
     pub config: BrokerConfig,
+    /// The cluster's id, from the data directory's `meta.properties` (which the config's
+    /// `cluster_id`, when set, matches).
+    pub cluster_id: ClusterId,
     pub node: MetadataNode,
     pub partitions: Arc<PartitionManager>,
     pub producer_ids: ProducerIdAllocator,
     /// Cancelled when the broker starts shutting down: parked fetches answer at once.
     pub shutdown: CancellationToken,
+    /// Keeps refused inter-broker requests (another cluster, an unknown replica) from flooding
+    /// the log: their senders retry every second or so.
+    pub refusals: RefusalLog,
 }
 
 impl BrokerContext {

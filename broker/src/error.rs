@@ -76,6 +76,45 @@ pub enum BrokerError {
         source: std::io::Error,
     },
 
+    #[error("cannot read or write {path}")]
+    MetaPropertiesIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is not a valid meta.properties: {reason}")]
+    CorruptMetaProperties { path: PathBuf, reason: String },
+
+    /// Kafka's INCONSISTENT_CLUSTER_ID at startup: the data directory holds another cluster's
+    /// data.
+    #[error(
+        "INCONSISTENT_CLUSTER_ID: {path} says this data directory belongs to cluster {found:?}, \
+         but `cluster_id` is {configured:?}; point data_dir at this cluster's data or fix cluster_id"
+    )]
+    InconsistentClusterId {
+        path: PathBuf,
+        found: String,
+        configured: String,
+    },
+
+    #[error(
+        "{path} says this data directory belongs to node {found}, but `node_id` is {configured}; \
+         point data_dir at node {configured}'s data or fix node_id"
+    )]
+    InconsistentNodeId {
+        path: PathBuf,
+        found: i32,
+        configured: i32,
+    },
+
+    #[error(
+        "`cluster_id` must be set: {data_dir} has no meta.properties yet and this broker is one of \
+         several (metadata.quorum_voters is set); generate an id once with \
+         `streambus --new-cluster-id` and give it to every broker of the cluster"
+    )]
+    ClusterIdRequired { data_dir: PathBuf },
+
     #[error("metadata quorum")]
     Metadata(#[from] streambus_raft::RaftError),
 

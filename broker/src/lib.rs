@@ -19,6 +19,7 @@
 //!   endpoints in the image.
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
+//! - [`identity`]: the data directory's `meta.properties` (cluster id, node id) and its checks.
 //! - [`inter_broker`]: one bounded Kafka-protocol connection to another broker (replica
 //!   fetchers, coordinator-to-leader calls).
 //! - [`kafka`]: the Kafka protocol listener, API handlers and error mapping.
@@ -40,6 +41,7 @@ pub mod coordinator;
 pub mod endpoints;
 pub mod error;
 pub mod frame;
+pub mod identity;
 pub mod inter_broker;
 pub mod kafka;
 pub mod ops;

@@ -1,15 +1,22 @@
 //! The `streambus` binary: parses the command line, resolves the configuration, starts the
 //! broker (metadata quorum member, partitions, Kafka listener), then runs until SIGTERM or
-//! SIGINT and stops gracefully.
+//! SIGINT and stops gracefully. If the metadata quorum's raft core fails instead, the process
+//! exits with an error (status 1) so that its supervisor restarts it: a broker without a raft
+//! core would keep listening but never serve metadata again.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use streambus_broker::broker::Broker;
 use streambus_broker::cli::Cli;
 use streambus_broker::config::{self, BrokerConfig};
+use streambus_raft::ClusterId;
 use tracing_subscriber::EnvFilter;
+
+/// How long the process waits for blocking tasks once the broker has stopped.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,6 +32,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    if cli.new_cluster_id {
+        println!("{}", ClusterId::random());
+        return Ok(ExitCode::SUCCESS);
+    }
     configure_failpoints()?;
     let env = config::env_from_process()?;
     let config = BrokerConfig::resolve(&cli.sources(env)?)?;
@@ -41,7 +52,11 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config, cli.dev))?;
+    let served = runtime.block_on(serve(config, cli.dev));
+    // Bounded: a blocking task stuck behind a failed component must not keep the process from
+    // exiting (and its supervisor from restarting it).
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -78,29 +93,41 @@ fn configure_failpoints() -> anyhow::Result<()> {
 }
 
 async fn serve(config: BrokerConfig, dev: bool) -> anyhow::Result<()> {
+    // Installed before the broker starts, so a signal during startup is not lost.
+    let mut signals = ShutdownSignals::new()?;
     let broker = Broker::start(config, dev).await?;
     tracing::info!(
         kafka_listener = %broker.kafka_addr(),
         raft_listener = %broker.raft_addr(),
         "broker started"
     );
-    shutdown_signal().await?;
-    tracing::info!("shutting down");
-    broker.shutdown().await?;
+    broker.run_until(signals.recv()).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on the first SIGTERM (systemd, `kill`) or SIGINT (Ctrl-C).
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// SIGTERM (systemd, `kill`) and SIGINT (Ctrl-C).
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    /// Resolves on the first of either.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`, openraft at `warn`); colours only on a terminal, so

@@ -8,7 +8,7 @@ use std::time::Duration;
 use streambus_raft::command::Endpoint;
 use streambus_raft::controller::host_port;
 use streambus_raft::lifecycle::BrokerInfo;
-use streambus_raft::{BrokerLifecycle, MetadataNode, NodeConfig, NodeId};
+use streambus_raft::{BrokerLifecycle, ClusterId, MetadataNode, NodeConfig, NodeId};
 
 use crate::config::BrokerConfig;
 use crate::endpoints::RAFT_ENDPOINT;
@@ -25,12 +25,13 @@ pub struct Quorum {
     pub lifecycle: BrokerLifecycle,
 }
 
-/// Starts this broker's metadata node (in `<data_dir>/raft`) and registers the broker with its
-/// Kafka listener on `kafka_port`, naming `previous_broker_epoch`, the epoch of its last clean
-/// shutdown if the previous run ended with one. With `dev`, or with no voters configured, the
-/// broker is a single-voter cluster of its own.
+/// Starts this broker's metadata node (in `<data_dir>/raft`) as a member of `cluster_id` and
+/// registers the broker with its Kafka listener on `kafka_port`, naming `previous_broker_epoch`,
+/// the epoch of its last clean shutdown if the previous run ended with one. With `dev`, or with
+/// no voters configured, the broker is a single-voter cluster of its own.
 pub async fn start(
     config: &BrokerConfig,
+    cluster_id: &ClusterId,
     dev: bool,
     kafka_port: u16,
     previous_broker_epoch: Option<i64>,
@@ -61,7 +62,12 @@ pub async fn start(
         voters = BTreeMap::from([(node_id, raft_addr.clone())]);
     }
     let metadata = &config.metadata;
-    let mut node_config = NodeConfig::single_voter(node_id, local, config.data_dir.join("raft"));
+    let mut node_config = NodeConfig::single_voter(
+        node_id,
+        cluster_id.clone(),
+        local,
+        config.data_dir.join("raft"),
+    );
     node_config.advertised_addr = raft_addr;
     node_config.initial_voters = voters;
     node_config.raft_heartbeat_interval_ms = metadata.raft_heartbeat_interval_ms;

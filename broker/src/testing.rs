@@ -1,5 +1,5 @@
 //! Test-only helpers shared by the broker's unit tests: metadata images built by applying
-//! commands, as the quorum would.
+//! commands, as the quorum would, and the config of an in-process `--dev` broker.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,21 @@ use streambus_raft::command::{
 };
 use streambus_raft::MetadataImage;
 
+use crate::config::BrokerConfig;
 use crate::endpoints::KAFKA_ENDPOINT;
+
+/// A `--dev` broker's config with its data in `dir` and every listener on a free port.
+pub fn dev_config(dir: &std::path::Path) -> BrokerConfig {
+    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    BrokerConfig {
+        data_dir: dir.to_owned(),
+        kafka_listener: any_port,
+        raft_listener: any_port,
+        admin_listener: any_port,
+        http_listener: any_port,
+        ..BrokerConfig::default()
+    }
+}
 
 /// The id [`Images::create_topic`] gives the topics it creates.
 pub const TOPIC_ID: TopicId = TopicId([42; 16]);

@@ -1,7 +1,8 @@
 //! [`Cluster`]: several `streambus` processes on loopback forming one cluster, each on ports
 //! fixed for the test's life (so a restarted broker is found where it was), with the faults a
 //! test injects: SIGKILL, SIGTERM, SIGSTOP/SIGCONT, restart. Also the Metadata look-ups a
-//! fault test needs (who leads a partition, its ISR, the controller).
+//! fault test needs (who leads a partition, its ISR, the controller). Each cluster gets a new
+//! cluster id (`streambus --new-cluster-id`), as an operator formatting one would.
 
 use std::net::SocketAddr;
 use std::thread;
@@ -12,7 +13,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::{BrokerProcess, KafkaConn};
+use crate::{new_cluster_id, BrokerProcess, KafkaConn};
 
 const STARTUP: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
@@ -22,6 +23,8 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct Member {
     pub id: i32,
     pub kafka_addr: SocketAddr,
+    /// The raft listener, which the other members know it by.
+    pub raft_addr: SocketAddr,
     args: Vec<String>,
     /// Environment variables set for this member's process (e.g. `FAILPOINTS`).
     env: Vec<(String, String)>,
@@ -44,6 +47,8 @@ pub struct PartitionView {
 #[derive(Debug)]
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// Given to every member with `--cluster-id`.
+    pub cluster_id: String,
     pub members: Vec<Member>,
 }
 
@@ -75,7 +80,7 @@ pub fn free_ports(count: usize) -> Vec<u16> {
 impl Cluster {
     /// Starts `n` brokers with `extra` arguments each and waits until all are active (registered, serving their partitions).
     pub fn start(n: usize, voters: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
-        Cluster::start_with_env(n, voters, extra, &[])
+        Cluster::start_full(n, voters, &[], extra, &[])
     }
 
     /// [`Cluster::start`], with `(broker id, name, value)` environment variables for some
@@ -86,10 +91,34 @@ impl Cluster {
         extra: &[&str],
         env: &[(i32, &str, &str)],
     ) -> anyhow::Result<Cluster> {
+        Cluster::start_full(n, voters, &[], extra, env)
+    }
+
+    /// [`Cluster::start`] with more voters in `metadata.quorum_voters` than the cluster starts:
+    /// `foreign` `(node id, raft address)` entries that lead elsewhere (e.g. to a broker of
+    /// another cluster), as a stale or mistyped address would.
+    pub fn start_with_voters(
+        n: usize,
+        voters: usize,
+        foreign: &[(i32, SocketAddr)],
+        extra: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        Cluster::start_full(n, voters, foreign, extra, &[])
+    }
+
+    fn start_full(
+        n: usize,
+        voters: usize,
+        foreign: &[(i32, SocketAddr)],
+        extra: &[&str],
+        env: &[(i32, &str, &str)],
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
+        let cluster_id = new_cluster_id()?;
         let ports = free_ports(2 * n);
         let voter_list = (0..voters.min(n))
             .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[2 * i + 1]))
+            .chain(foreign.iter().map(|(id, addr)| format!("{id}@{addr}")))
             .collect::<Vec<_>>()
             .join(",");
         let mut members = Vec::with_capacity(n);
@@ -99,6 +128,8 @@ impl Cluster {
             let mut args: Vec<String> = [
                 "--node-id",
                 &id.to_string(),
+                "--cluster-id",
+                &cluster_id,
                 "--data-dir",
                 data_dir.to_str().context("utf-8 path")?,
                 "--kafka-listener",
@@ -124,13 +155,18 @@ impl Cluster {
             members.push(Member {
                 id,
                 kafka_addr: format!("127.0.0.1:{}", ports[2 * i]).parse()?,
+                raft_addr: format!("127.0.0.1:{}", ports[2 * i + 1]).parse()?,
                 args,
                 env,
                 process: None,
                 paused: false,
             });
         }
-        let mut cluster = Cluster { dir, members };
+        let mut cluster = Cluster {
+            dir,
+            cluster_id,
+            members,
+        };
         for member in &mut cluster.members {
             let args: Vec<&str> = member.args.iter().map(String::as_str).collect();
             member.process = Some(BrokerProcess::start_with_env(&args, &member.env)?);
@@ -218,6 +254,33 @@ impl Cluster {
 
     pub fn is_running(&self, id: i32) -> bool {
         self.member(id).process.is_some()
+    }
+
+    /// The members whose process has exited on its own, with how.
+    pub fn exited(&mut self) -> anyhow::Result<Vec<(i32, String)>> {
+        let mut exited = Vec::new();
+        for member in &mut self.members {
+            if let Some(process) = member.process.as_mut() {
+                if let Some(status) = process.exit_status()? {
+                    exited.push((member.id, status.to_string()));
+                }
+            }
+        }
+        Ok(exited)
+    }
+
+    /// Waits up to `timeout` for a log line of broker `id` containing `needle`.
+    pub fn wait_for_log(
+        &mut self,
+        id: i32,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        self.member_mut(id)
+            .process
+            .as_mut()
+            .context("broker not running")?
+            .wait_for_log(needle, 0, timeout)
     }
 
     /// The log of broker `id` so far.

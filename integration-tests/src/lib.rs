@@ -123,6 +123,17 @@ pub fn run_streambus(args: &[&str]) -> anyhow::Result<Output> {
     run_with_timeout(command, COMMAND_TIMEOUT)
 }
 
+/// A new cluster id from `streambus --new-cluster-id`, for a cluster a test starts.
+pub fn new_cluster_id() -> anyhow::Result<String> {
+    let output = run_streambus(&["--new-cluster-id"])?;
+    anyhow::ensure!(
+        output.status.success(),
+        "streambus --new-cluster-id failed: {}",
+        output.stderr
+    );
+    Ok(output.stdout.trim().to_owned())
+}
+
 /// Runs `command` to completion with captured output, killing it after `timeout`.
 pub fn run_with_timeout(mut command: Command, timeout: Duration) -> anyhow::Result<Output> {
     let description = format!("{command:?}");

@@ -102,6 +102,11 @@ impl BrokerProcess {
         }
     }
 
+    /// The exit status if the process has exited, without waiting.
+    pub fn exit_status(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit.
     pub fn terminate(mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let status = Command::new("kill")

@@ -72,13 +72,18 @@ mod tests {
     }
 
     #[test]
-    fn raft_payloads_are_carried_verbatim() {
+    fn raft_payloads_and_identities_are_carried_verbatim() {
         let request = AppendEntriesRequest {
             payload: vec![0, 1, 2, 255],
+            identity: Some(Identity {
+                cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".to_owned(),
+                sender_node_id: 1,
+                target_node_id: 2,
+            }),
         };
         let decoded =
             AppendEntriesRequest::decode(request.encode_to_vec().as_slice()).expect("decodes");
-        assert_eq!(decoded.payload, vec![0, 1, 2, 255]);
+        assert_eq!(decoded, request);
     }
 
     /// Answers every call with `UNIMPLEMENTED`: enough to prove the generated traits can be

@@ -28,6 +28,13 @@ pub enum RaftError {
     /// The raft core stopped (shutdown, or a storage failure it cannot survive).
     #[error("metadata quorum stopped: {0}")]
     Stopped(String),
+    /// The raft core stopped on its own (openraft's `Fatal`: a panic or a storage error): this
+    /// node serves no metadata any more, and only a restart of the process brings it back.
+    #[error("the raft core failed ({0}); the process must restart")]
+    CoreFailed(String),
+    /// A cluster id that cannot be one (see [`crate::identity::ClusterId`]).
+    #[error("invalid cluster id {value:?}: {reason}")]
+    InvalidClusterId { value: String, reason: &'static str },
 }
 
 /// `Result` with [`RaftError`].

@@ -12,6 +12,8 @@
 //! - [`command`]: what can be written to the metadata log, and what applying it answers.
 //! - [`image`]: the metadata image and the pure, deterministic state machine that changes it.
 //! - [`store`]: the RocksDB raft log store and the snapshotting state machine adapter.
+//! - [`identity`]: the cluster id and the identity checks every raft and controller request
+//!   passes before it reaches openraft or the controller.
 //! - [`network`]: openraft RPCs over tonic, client and server.
 //! - [`controller`]: leader-only duties: proposing writes, broker sessions and fencing.
 //! - [`node`]: [`MetadataNode`], a running quorum member with its published image.
@@ -22,6 +24,7 @@
 pub mod command;
 pub mod controller;
 pub mod error;
+pub mod identity;
 pub mod image;
 pub mod lifecycle;
 pub mod network;
@@ -34,6 +37,7 @@ pub mod types;
 pub use command::{MetadataCommand, MetadataResponse, Rejection};
 pub use controller::{Heartbeat, HeartbeatReply};
 pub use error::{RaftError, Result};
+pub use identity::{ClusterId, NodeIdentity};
 pub use image::MetadataImage;
 pub use lifecycle::{BrokerInfo, BrokerLifecycle, RegistrationState};
 pub use node::{MetadataNode, NodeConfig};

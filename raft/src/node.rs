@@ -1,11 +1,13 @@
 //! [`MetadataNode`]: what every broker runs to take part in the metadata quorum. It owns the raft
 //! instance, its stores and its listener; it keeps a read-only [`MetadataImage`] in step with the
 //! committed log and publishes each new image; and it sends writes and heartbeats to the current
-//! controller, wherever that is.
+//! controller, wherever that is. It also tells its owner when the raft core failed
+//! ([`MetadataNode::failed`]), since a node whose core is gone can never serve metadata again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,7 @@ use crate::controller::{
     voter_nodes, Controller, ControllerReply, ControllerRequest, Heartbeat, HeartbeatReply,
 };
 use crate::error::{RaftError, Result};
+use crate::identity::{is_refusal, ClusterId, NodeIdentity, RefusalLog};
 use crate::image::MetadataImage;
 use crate::network::{channel, from_payload, to_payload, GrpcNetworkFactory, RaftGrpcService};
 use crate::store;
@@ -51,6 +54,9 @@ const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub node_id: NodeId,
+    /// The cluster this node belongs to: sent with every request, and required of every
+    /// request it receives.
+    pub cluster_id: ClusterId,
     /// Where the raft listener binds (port 0 picks a free port; see [`MetadataNode::local_addr`]).
     pub listen_addr: SocketAddr,
     /// `host:port` that peers use to reach this node's listener.
@@ -74,12 +80,18 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults for a node with the given id, listener and data directory, alone in its own
-    /// single-voter cluster (`streambus --dev`).
-    pub fn single_voter(node_id: NodeId, listen_addr: SocketAddr, data_dir: PathBuf) -> NodeConfig {
+    /// Defaults for a node with the given id, cluster, listener and data directory, alone in its
+    /// own single-voter cluster (`streambus --dev`).
+    pub fn single_voter(
+        node_id: NodeId,
+        cluster_id: ClusterId,
+        listen_addr: SocketAddr,
+        data_dir: PathBuf,
+    ) -> NodeConfig {
         let advertised_addr = listen_addr.to_string();
         NodeConfig {
             node_id,
+            cluster_id,
             listen_addr,
             initial_voters: BTreeMap::from([(node_id, advertised_addr.clone())]),
             advertised_addr,
@@ -90,6 +102,14 @@ impl NodeConfig {
             snapshot_logs_since_last: 5000,
             broker_session_timeout_ms: 9000,
             request_timeout_ms: 10_000,
+        }
+    }
+
+    /// This node's identity on the wire.
+    pub fn identity(&self) -> NodeIdentity {
+        NodeIdentity {
+            cluster_id: self.cluster_id.clone(),
+            node_id: self.node_id,
         }
     }
 
@@ -123,6 +143,11 @@ pub struct MetadataNode {
 
 struct Inner {
     node_id: NodeId,
+    identity: NodeIdentity,
+    /// Set when [`MetadataNode::shutdown`] begins: the core stopping is then no failure.
+    stopping: AtomicBool,
+    /// Refusals of this node's forwarded requests by their targets.
+    refusals: RefusalLog,
     local_addr: SocketAddr,
     raft: Raft<TypeConfig>,
     image: watch::Receiver<Arc<MetadataImage>>,
@@ -175,7 +200,7 @@ impl MetadataNode {
         let raft = Raft::new(
             config.node_id,
             raft_config,
-            GrpcNetworkFactory,
+            GrpcNetworkFactory::new(config.identity()),
             log_store,
             state_machine,
         )
@@ -198,6 +223,7 @@ impl MetadataNode {
             listener,
             raft.clone(),
             Arc::clone(&controller),
+            config.identity(),
             stopped,
         ));
         // Checking four times per timeout fences a broker at most a quarter late; the cap keeps
@@ -208,6 +234,9 @@ impl MetadataNode {
         let node = MetadataNode {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
+                identity: config.identity(),
+                stopping: AtomicBool::new(false),
+                refusals: RefusalLog::default(),
                 local_addr,
                 raft,
                 image,
@@ -350,9 +379,13 @@ impl MetadataNode {
                         )
                     })
                 }
-                Some((_, addr)) => {
+                Some((target, addr)) => {
                     let client = self.controller_client(&addr)?;
-                    forward_write(client, &addr, &request, deadline).await?
+                    let peer = Peer {
+                        node_id: target,
+                        addr: &addr,
+                    };
+                    self.forward_write(client, peer, &request, deadline).await?
                 }
                 None => ControllerReply::NotController { leader: None },
             };
@@ -422,9 +455,14 @@ impl MetadataNode {
                 Some((leader, _)) if *leader == self.inner.node_id => {
                     self.inner.controller.heartbeat(&heartbeat)
                 }
-                Some((_, addr)) => {
+                Some((target, addr)) => {
                     let client = self.controller_client(addr)?;
-                    forward_heartbeat(client, addr, &heartbeat, deadline).await?
+                    let peer = Peer {
+                        node_id: *target,
+                        addr,
+                    };
+                    self.forward_heartbeat(client, peer, &heartbeat, deadline)
+                        .await?
                 }
                 None => HeartbeatReply::NotController { leader: None },
             };
@@ -444,8 +482,31 @@ impl MetadataNode {
         Ok(HeartbeatReply::NotController { leader: None })
     }
 
+    /// Resolves when the raft core stopped on its own: openraft's `Fatal` (a panic in the core,
+    /// or a storage error it cannot survive). Such a node still listens but never serves
+    /// metadata again, so its owner must end the process and let the supervisor restart it.
+    /// Never resolves once [`MetadataNode::shutdown`] has begun.
+    pub async fn failed(&self) -> RaftError {
+        let mut metrics = self.inner.raft.metrics();
+        let reason = loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                break fatal.to_string();
+            }
+            // The core sets `running_state` when it returns; a panic unwinds past that and
+            // drops the sender instead.
+            if metrics.changed().await.is_err() {
+                break "the raft core task ended without a result (it panicked)".to_owned();
+            }
+        };
+        if self.inner.stopping.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+        RaftError::CoreFailed(reason)
+    }
+
     /// Stops raft and the listener. Other clones of this node stop working too.
     pub async fn shutdown(&self) -> Result<()> {
+        self.inner.stopping.store(true, Ordering::Release);
         let tasks = self
             .inner
             .tasks
@@ -468,9 +529,82 @@ impl MetadataNode {
         stopped
     }
 
+    /// Forwards a controller request to `peer`.
+    async fn forward_write(
+        &self,
+        mut client: ControllerServiceClient<Channel>,
+        peer: Peer<'_>,
+        request: &ControllerRequest,
+        deadline: Instant,
+    ) -> Result<ControllerReply> {
+        let addr = peer.addr;
+        let transport = |e: &dyn std::fmt::Display| RaftError::NoController(format!("{addr}: {e}"));
+        let payload = to_payload(request).map_err(|e| transport(&e))?;
+        let identity = Some(self.inner.identity.to(peer.node_id));
+        let mut grpc_request = Request::new(pb::WriteRequest { payload, identity });
+        grpc_request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        match client.write(grpc_request).await {
+            Ok(reply) => from_payload(&reply.into_inner().payload).map_err(|e| transport(&e)),
+            // No connection to the old leader, or a node of another cluster (or another node)
+            // at its address: nothing was proposed, so looking for the controller elsewhere and
+            // retrying is safe. Any other failure may have happened after the proposal, and is
+            // reported instead of retried.
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                Ok(ControllerReply::NotController { leader: None })
+            }
+            Err(status) if is_refusal(&status) => {
+                self.inner
+                    .refusals
+                    .refused_by_peer("write", &peer.to_string(), &status);
+                Ok(ControllerReply::NotController { leader: None })
+            }
+            Err(status) => Err(transport(&status)),
+        }
+    }
+
+    /// Sends a heartbeat to `peer`.
+    async fn forward_heartbeat(
+        &self,
+        mut client: ControllerServiceClient<Channel>,
+        peer: Peer<'_>,
+        heartbeat: &Heartbeat,
+        deadline: Instant,
+    ) -> Result<HeartbeatReply> {
+        let addr = peer.addr;
+        let transport = |e: &dyn std::fmt::Display| RaftError::NoController(format!("{addr}: {e}"));
+        let payload = to_payload(heartbeat).map_err(|e| transport(&e))?;
+        let identity = Some(self.inner.identity.to(peer.node_id));
+        let mut grpc_request = Request::new(pb::HeartbeatRequest { payload, identity });
+        grpc_request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        match client.heartbeat(grpc_request).await {
+            Ok(reply) => from_payload(&reply.into_inner().payload).map_err(|e| transport(&e)),
+            Err(status) if is_refusal(&status) => {
+                self.inner
+                    .refusals
+                    .refused_by_peer("heartbeat", &peer.to_string(), &status);
+                // As if it knew no leader: the next contact is tried.
+                Ok(HeartbeatReply::NotController { leader: None })
+            }
+            Err(status) => Err(transport(&status)),
+        }
+    }
+
     /// The raft handle, for tests and tools that need openraft directly.
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.inner.raft
+    }
+}
+
+/// A node another one sends a request to: its id and the address it is believed to be at.
+#[derive(Debug, Clone, Copy)]
+struct Peer<'a> {
+    node_id: NodeId,
+    addr: &'a str,
+}
+
+impl std::fmt::Display for Peer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.node_id, self.addr)
     }
 }
 
@@ -478,13 +612,18 @@ async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
     controller: Arc<Controller>,
+    identity: NodeIdentity,
     stop: oneshot::Receiver<()>,
 ) {
-    let raft_service = RaftServiceServer::new(RaftGrpcService::new(raft))
+    let raft_service = RaftServiceServer::new(RaftGrpcService::new(raft, identity.clone()))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-    let controller_service = ControllerServiceServer::new(ControllerGrpcService { controller })
-        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let controller_service = ControllerServiceServer::new(ControllerGrpcService {
+        controller,
+        identity,
+        refusals: RefusalLog::default(),
+    })
+    .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
         .add_service(raft_service)
@@ -498,49 +637,31 @@ async fn serve(
     }
 }
 
-async fn forward_write(
-    mut client: ControllerServiceClient<Channel>,
-    addr: &str,
-    request: &ControllerRequest,
-    deadline: Instant,
-) -> Result<ControllerReply> {
-    let transport = |e: &dyn std::fmt::Display| RaftError::NoController(format!("{addr}: {e}"));
-    let payload = to_payload(request).map_err(|e| transport(&e))?;
-    let mut grpc_request = Request::new(pb::WriteRequest { payload });
-    grpc_request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    match client.write(grpc_request).await {
-        Ok(reply) => from_payload(&reply.into_inner().payload).map_err(|e| transport(&e)),
-        // No connection to the old leader: nothing was proposed there, so looking for the new
-        // controller and retrying is safe. Any other failure may have happened after the
-        // proposal, and is reported instead of retried.
-        Err(status) if status.code() == tonic::Code::Unavailable => {
-            Ok(ControllerReply::NotController { leader: None })
-        }
-        Err(status) => Err(transport(&status)),
-    }
-}
-
-async fn forward_heartbeat(
-    mut client: ControllerServiceClient<Channel>,
-    addr: &str,
-    heartbeat: &Heartbeat,
-    deadline: Instant,
-) -> Result<HeartbeatReply> {
-    let transport = |e: &dyn std::fmt::Display| RaftError::NoController(format!("{addr}: {e}"));
-    let payload = to_payload(heartbeat).map_err(|e| transport(&e))?;
-    let mut grpc_request = Request::new(pb::HeartbeatRequest { payload });
-    grpc_request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    let reply = client
-        .heartbeat(grpc_request)
-        .await
-        .map_err(|e| transport(&e))?;
-    from_payload(&reply.into_inner().payload).map_err(|e| transport(&e))
-}
-
-/// Serves other brokers' forwarded writes and heartbeats.
+/// Serves other brokers' forwarded writes and heartbeats. The sender may be a broker that is no
+/// raft member yet (it registers through here), so only its cluster and the target are checked.
 #[derive(Debug)]
 struct ControllerGrpcService {
     controller: Arc<Controller>,
+    identity: NodeIdentity,
+    refusals: RefusalLog,
+}
+
+impl ControllerGrpcService {
+    fn admit(
+        &self,
+        rpc: &'static str,
+        peer: Option<SocketAddr>,
+        identity: Option<&pb::Identity>,
+    ) -> Result<(), Status> {
+        self.identity
+            .admit(identity)
+            .map(|_| ())
+            .map_err(|refusal| {
+                let peer = peer.map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
+                self.refusals.refused(rpc, &refusal, &peer);
+                refusal.to_status()
+            })
+    }
 }
 
 #[tonic::async_trait]
@@ -549,6 +670,11 @@ impl pb::controller_service_server::ControllerService for ControllerGrpcService 
         &self,
         request: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.admit(
+            "write",
+            request.remote_addr(),
+            request.get_ref().identity.as_ref(),
+        )?;
         let request: ControllerRequest = from_payload(&request.get_ref().payload)
             .map_err(|e| Status::invalid_argument(format!("bad controller request: {e}")))?;
         let reply = self.controller.handle(request).await;
@@ -560,6 +686,11 @@ impl pb::controller_service_server::ControllerService for ControllerGrpcService 
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.admit(
+            "heartbeat",
+            request.remote_addr(),
+            request.get_ref().identity.as_ref(),
+        )?;
         let heartbeat: Heartbeat = from_payload(&request.get_ref().payload)
             .map_err(|e| Status::invalid_argument(format!("bad heartbeat: {e}")))?;
         let reply = self.controller.heartbeat(&heartbeat);

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::command::IncarnationId;
-use crate::{MetadataImage, MetadataNode, NodeConfig, RegistrationState};
+use crate::{ClusterId, MetadataImage, MetadataNode, NodeConfig, RegistrationState};
 
 /// Long enough for elections on a loaded 2-core machine; every wait is bounded by it.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -20,6 +20,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct LoopbackCluster {
     pub dir: tempfile::TempDir,
+    /// One random id per cluster, so two clusters in one test never accept each other.
+    pub cluster_id: ClusterId,
     pub addrs: BTreeMap<u64, String>,
     pub nodes: BTreeMap<u64, MetadataNode>,
     pub tune: fn(&mut NodeConfig),
@@ -40,6 +42,7 @@ impl LoopbackCluster {
             .collect();
         let mut cluster = LoopbackCluster {
             dir,
+            cluster_id: ClusterId::random(),
             addrs,
             nodes: BTreeMap::new(),
             tune,
@@ -60,6 +63,7 @@ impl LoopbackCluster {
         let addr = self.addrs[&id].clone();
         let mut config = NodeConfig::single_voter(
             id,
+            self.cluster_id.clone(),
             addr.parse().expect("socket addr"),
             self.dir.path().join(format!("node-{id}")),
         );

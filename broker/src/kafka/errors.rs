@@ -39,6 +39,10 @@ pub enum RequestProblem {
     TransactionsUnsupported,
     /// A fetch session id this broker never created.
     FetchSessionIdNotFound,
+    /// A request that names another cluster's id (Fetch v12+ `ClusterId`).
+    InconsistentClusterId,
+    /// A follower fetch from a replica id that is no registered broker.
+    UnknownReplica,
 }
 
 /// Something that went wrong while serving one part of a request.
@@ -130,11 +134,12 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
         Failure::Metadata(error) => match error {
             RaftError::Rejected(rejection) => error_code(&Failure::Rejected(rejection)),
             RaftError::NoController(_) => E::RequestTimedOut,
-            RaftError::Stopped(_) => E::BrokerNotAvailable,
+            RaftError::Stopped(_) | RaftError::CoreFailed(_) => E::BrokerNotAvailable,
             RaftError::Store(_)
             | RaftError::Config(_)
             | RaftError::Listener(_)
-            | RaftError::Membership(_) => E::UnknownServerError,
+            | RaftError::Membership(_)
+            | RaftError::InvalidClusterId { .. } => E::UnknownServerError,
         },
         Failure::Rejected(rejection) => match rejection {
             Rejection::InvalidTopicName { .. } => E::InvalidTopicException,
@@ -197,6 +202,8 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             // The coordinator does not exist yet: retriable, and honest about what is missing.
             RequestProblem::TransactionsUnsupported => E::CoordinatorNotAvailable,
             RequestProblem::FetchSessionIdNotFound => E::FetchSessionIdNotFound,
+            RequestProblem::InconsistentClusterId => E::InconsistentClusterId,
+            RequestProblem::UnknownReplica => E::BrokerIdNotRegistered,
         },
     }
 }

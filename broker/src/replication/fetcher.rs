@@ -5,7 +5,9 @@
 //! known), then fetches from its log end with the Fetch API and its replica id, appending with
 //! the leader's offsets and epochs and taking the leader's high watermark. Where epochs cannot
 //! locate the divergence it falls back to the high watermark, which after a restart is the
-//! checkpointed one (`Partition::fallback_truncation_offset`).
+//! checkpointed one (`Partition::fallback_truncation_offset`). Every fetch carries this
+//! cluster's id (Fetch v12+ `ClusterId`), so the leader of another cluster that answers at a
+//! stale address refuses it rather than serving its data.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,9 +22,10 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 use kafka_protocol::messages::{
     BrokerId as WireBrokerId, FetchRequest, OffsetForLeaderEpochRequest,
 };
+use kafka_protocol::protocol::StrBytes;
 use streambus_raft::command::{BrokerId, TopicId};
 use streambus_raft::controller::host_port;
-use streambus_raft::{MetadataImage, RegistrationState};
+use streambus_raft::{ClusterId, MetadataImage, RegistrationState};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -127,6 +130,8 @@ pub struct ReplicaFetchers {
     broker_id: BrokerId,
     /// This broker's registration: its fetches name the broker epoch (KIP-903).
     registration: watch::Receiver<RegistrationState>,
+    /// Sent with every fetch; built once, cloned cheaply.
+    cluster_id: StrBytes,
     config: ReplicationConfig,
     max_response_bytes: usize,
     fetchers: Mutex<HashMap<BrokerId, Fetcher>>,
@@ -137,12 +142,14 @@ impl ReplicaFetchers {
     pub fn new(
         broker_id: BrokerId,
         registration: watch::Receiver<RegistrationState>,
+        cluster_id: ClusterId,
         config: ReplicationConfig,
         shutdown: CancellationToken,
     ) -> ReplicaFetchers {
         ReplicaFetchers {
             broker_id,
             registration,
+            cluster_id: StrBytes::from_string(cluster_id.to_string()),
             max_response_bytes: MAX_PEER_FRAME_BYTES,
             config,
             fetchers: Mutex::new(HashMap::new()),
@@ -224,12 +231,14 @@ impl ReplicaFetchers {
             FetcherTask {
                 broker_id: self.broker_id,
                 registration: self.registration.clone(),
+                cluster_id: self.cluster_id.clone(),
                 leader,
                 config: self.config.clone(),
                 max_response_bytes: self.max_response_bytes,
                 shared: shared.clone(),
                 stop: stop.clone(),
                 connection: None,
+                refusal_logged_at: None,
             }
             .run(),
         );
@@ -252,6 +261,7 @@ impl ReplicaFetchers {
 struct FetcherTask {
     broker_id: BrokerId,
     registration: watch::Receiver<RegistrationState>,
+    cluster_id: StrBytes,
     leader: BrokerId,
     config: ReplicationConfig,
     /// Bound on one fetch response frame.
@@ -259,13 +269,22 @@ struct FetcherTask {
     shared: Arc<Shared>,
     stop: CancellationToken,
     connection: Option<PeerConnection>,
+    /// When a refusal of the whole fetch was last logged: the fetch is retried every backoff.
+    refusal_logged_at: Option<Instant>,
 }
+
+/// A refused fetch is logged again after this long at the earliest.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl FetcherTask {
     async fn run(mut self) {
         // Each pass does one round trip or waits; the stop token ends the loop.
         while !self.stop.is_cancelled() {
             if let Err(error) = self.pass().await {
+                if let PeerError::InconsistentClusterId { .. } = &error {
+                    // Worth an operator's attention: the leader's address leads elsewhere.
+                    self.log_refusal(&address_of(&self.shared), &error);
+                }
                 tracing::debug!(leader = self.leader, %error, "replica fetch failed, reconnecting");
                 self.connection = None;
                 self.sleep(self.config.fetch_backoff()).await;
@@ -311,8 +330,10 @@ impl FetcherTask {
             return Ok(());
         };
         if self.connection.is_none() {
+            let cluster_id = self.cluster_id.clone();
             let connect = PeerConnection::connect(
                 &address,
+                &cluster_id,
                 format!("streambus-replica-{}", self.broker_id),
                 self.max_response_bytes,
                 self.config.socket_timeout(),
@@ -546,6 +567,7 @@ impl FetcherTask {
             RegistrationState::Unregistered => -1,
         };
         let request = FetchRequest::default()
+            .with_cluster_id(Some(self.cluster_id.clone()))
             .with_replica_state(
                 ReplicaState::default()
                     .with_replica_id(WireBrokerId(self.broker_id))
@@ -582,6 +604,11 @@ impl FetcherTask {
             return Ok(());
         };
         if response.error_code != 0 {
+            let error = ResponseError::try_from_code(response.error_code);
+            self.log_refusal(
+                &address_of(&self.shared),
+                &format!("{error:?} (code {})", response.error_code),
+            );
             for (key, follow) in &follows {
                 self.shared.delay(key, follow, self.config.fetch_backoff());
             }
@@ -630,6 +657,25 @@ impl FetcherTask {
         }
         self.append(appends).await;
         Ok(())
+    }
+
+    /// Logs, at most once per [`REFUSAL_LOG_INTERVAL`], a fetch the leader refused as a whole
+    /// (another cluster at the leader's address, or a leader that does not know this broker).
+    fn log_refusal(&mut self, address: &str, error: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        if self
+            .refusal_logged_at
+            .is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL)
+        {
+            return;
+        }
+        self.refusal_logged_at = Some(now);
+        tracing::warn!(
+            leader = self.leader,
+            %address,
+            %error,
+            "the leader refused this broker's replica fetch"
+        );
     }
 
     /// Appends fetched records (blocking work on one thread for the whole response).
@@ -705,4 +751,9 @@ impl FetcherTask {
             Err(_) => tracing::error!("follower log restart panicked"),
         }
     }
+}
+
+/// The leader's address as the fetcher knows it, for messages.
+fn address_of(shared: &Shared) -> String {
+    shared.lock().address.clone().unwrap_or_default()
 }

@@ -239,6 +239,24 @@ fn the_local_cluster_script_starts_three_brokers_that_know_each_other_and_stops_
         })
         .collect();
     assert_eq!(brokers, expected);
+    // One new cluster id, recorded in every broker's data directory.
+    let ids: Vec<String> = (1..=BROKERS)
+        .map(|id| {
+            let path = cluster
+                .dir
+                .path()
+                .join(format!("broker-{id}/data/meta.properties"));
+            let text = std::fs::read_to_string(&path).expect("meta.properties written");
+            text.lines()
+                .find_map(|line| line.strip_prefix("cluster.id="))
+                .expect("a cluster.id line")
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0] && id.len() == 22),
+        "{ids:?}"
+    );
 
     let stopped = cluster.stop();
     assert!(stopped.status.success(), "stop: {}", describe(&stopped));

@@ -80,6 +80,7 @@ fn free_ports(count: usize) -> Vec<u16> {
 #[test]
 fn three_broker_processes_form_one_quorum_and_all_register() {
     let dir = tempfile::tempdir().unwrap();
+    let cluster_id = streambus_integration_tests::new_cluster_id().expect("a cluster id");
     let raft_ports = free_ports(3);
     let voters = raft_ports
         .iter()
@@ -96,6 +97,8 @@ fn three_broker_processes_form_one_quorum_and_all_register() {
         let args = [
             "--node-id",
             &id,
+            "--cluster-id",
+            &cluster_id,
             "--data-dir",
             data_dir.to_str().unwrap(),
             "--kafka-listener",

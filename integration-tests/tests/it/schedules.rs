@@ -250,9 +250,11 @@ fn seeded_schedules_of_power_losses_and_leader_fsync_failures_lose_no_acknowledg
     for id in 1..=BROKERS {
         for line in cluster.log_text(id).lines().filter(|line| {
             line.contains(TOPIC)
-                && ["truncat", "restart", "opened", "retir", "recover", "offline", "online"]
-                    .iter()
-                    .any(|word| line.contains(word))
+                && [
+                    "truncat", "restart", "opened", "retir", "recover", "offline", "online",
+                ]
+                .iter()
+                .any(|word| line.contains(word))
         }) {
             println!("broker {id}: {line}");
         }

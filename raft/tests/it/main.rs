@@ -3,5 +3,6 @@
 
 mod cluster;
 mod fencing;
+mod identity;
 mod membership;
 mod quorum;

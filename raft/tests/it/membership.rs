@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use streambus_raft::command::{Endpoint, TopicAssignment};
-use streambus_raft::{BrokerInfo, BrokerLifecycle, MetadataNode, NodeConfig};
+use streambus_raft::{BrokerInfo, BrokerLifecycle, ClusterId, MetadataNode, NodeConfig};
 
 use crate::cluster::{
     assert_applied, create_topic, eventually, fast, register, wait_registered, LoopbackCluster,
@@ -21,8 +21,12 @@ fn voters(node: &MetadataNode) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_voter_elects_itself_and_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        NodeConfig::single_voter(7, "127.0.0.1:0".parse().unwrap(), dir.path().join("meta"));
+    let mut config = NodeConfig::single_voter(
+        7,
+        ClusterId::random(),
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().join("meta"),
+    );
     fast(&mut config);
     let node = MetadataNode::start(config).await.expect("starts");
     eventually("node 7 leads itself", || async {

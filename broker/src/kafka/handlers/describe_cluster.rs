@@ -21,7 +21,7 @@ pub fn handle(
 ) -> DescribeClusterResponse {
     let version = req.api_version;
     let mut response = DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(ctx.config.kafka.cluster_id.clone()))
+        .with_cluster_id(str_bytes(ctx.cluster_id.to_string()))
         .with_controller_id(BrokerId(ctx.controller_id()))
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_UNSET)
         .with_error_message(None);

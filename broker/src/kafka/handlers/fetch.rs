@@ -7,7 +7,10 @@
 //!
 //! A fetch with a replica id is a follower's: it reads up to the log end (not the high
 //! watermark), and the partition records its position first (which may move the high
-//! watermark and propose an ISR expansion).
+//! watermark and propose an ISR expansion). A fetch that names another cluster (the tagged
+//! `ClusterId` of v12+, which our followers send) is answered INCONSISTENT_CLUSTER_ID, and a
+//! follower fetch from a broker id the metadata does not know BROKER_ID_NOT_REGISTERED, both at
+//! the top level with no data.
 //!
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
 //! clients to send full fetch requests.
@@ -67,6 +70,9 @@ pub async fn handle(
         (request.replica_id.0, -1)
     };
     let follower = (replica_id >= 0).then_some(replica_id);
+    if let Some(problem) = refusal(ctx, &image, &request, follower) {
+        return FetchResponse::default().with_error_code(code(Failure::Request(problem)));
+    }
     let bound = match follower {
         Some(_) => ReadBound::LogEnd,
         None if request.isolation_level == READ_COMMITTED => ReadBound::LastStable,
@@ -166,6 +172,42 @@ pub async fn handle(
         })
         .collect();
     FetchResponse::default().with_responses(responses)
+}
+
+/// Why the whole fetch is refused, if it is: it names another cluster, or comes from a follower
+/// this cluster does not know. Checked before any partition is looked up, so nothing is read
+/// and no follower position is recorded.
+fn refusal(
+    ctx: &BrokerContext,
+    image: &MetadataImage,
+    request: &FetchRequest,
+    follower: Option<i32>,
+) -> Option<RequestProblem> {
+    // Clients send no cluster id (the field is null), and that is accepted, as Kafka does.
+    let theirs: Option<&str> = request.cluster_id.as_deref();
+    let (problem, detail) = match (theirs, follower) {
+        (Some(theirs), _) if theirs != ctx.cluster_id.as_str() => (
+            RequestProblem::InconsistentClusterId,
+            format!(
+                "cluster id {theirs:?}, this cluster is {:?}",
+                ctx.cluster_id.as_str()
+            ),
+        ),
+        (_, Some(replica)) if image.broker(replica).is_none() => (
+            RequestProblem::UnknownReplica,
+            format!("replica id {replica} is no registered broker"),
+        ),
+        _ => return None,
+    };
+    if let Some(held_back) = ctx.refusals.due(format!("fetch {follower:?} {detail}")) {
+        tracing::warn!(
+            replica = follower,
+            refusal = ?problem,
+            held_back,
+            "refused a fetch: {detail}"
+        );
+    }
+    Some(problem)
 }
 
 /// The partition `index` of `topic` led here, with the leader epoch the image gives it.

@@ -98,7 +98,7 @@ pub async fn handle(
         response = response.with_controller_id(WireBrokerId(ctx.controller_id()));
     }
     if version >= 2 {
-        response = response.with_cluster_id(Some(str_bytes(ctx.config.kafka.cluster_id.clone())));
+        response = response.with_cluster_id(Some(str_bytes(ctx.cluster_id.to_string())));
     }
     response
 }

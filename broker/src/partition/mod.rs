@@ -470,6 +470,7 @@ impl Partition {
             if first_base < end && self.log.log_start_offset() == end {
                 // An empty log restarted inside a batch (the leader's log start is mid-batch
                 // after DeleteRecords): restart it at that batch, as Kafka does.
+                tracing::info!(topic = %self.topic, index = self.index, end, first_base, "empty follower log restarted at the leader's first batch");
                 self.log.truncate_fully_and_start_at(first_base)?;
             }
             self.log.append_replicated(records)?;
@@ -479,6 +480,7 @@ impl Partition {
         self.raise_high_watermark(high_watermark);
         let start = leader_log_start.min(self.high_watermark());
         if start > self.log.log_start_offset() {
+            tracing::info!(topic = %self.topic, index = self.index, from = self.log.log_start_offset(), to = start, leader_log_start, "follower log start raised to the leader's");
             self.log.delete_records_before(start)?;
         }
         Ok(())

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, FetchRequest, MetadataRequest, MetadataResponse,
@@ -36,19 +36,7 @@ fn metadata(conn: &mut KafkaConn) -> MetadataResponse {
 /// leader and reads them back there.
 fn round_trip(cluster: &Cluster, topic: &str, replicas: &[i32]) {
     let mut conn = cluster.connect_any().expect("a broker answers");
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(topic_name(topic))
-            .with_num_partitions(-1)
-            .with_replication_factor(-1)
-            .with_assignments(vec![CreatableReplicaAssignment::default()
-                .with_partition_index(0)
-                .with_broker_ids(
-                    replicas.iter().map(|b| BrokerId(*b)).collect(),
-                )])])
-        .with_timeout_ms(10_000);
-    let created = conn.send(&request, 7).expect("create topics");
-    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+    crate::replication::create_topic_with(&mut conn, topic, replicas, &[]).expect("create topic");
     let view = cluster
         .wait_for(topic, 0, WAIT, "a leader and a full ISR", |view| {
             view.leader > 0 && view.isr.len() == replicas.len()

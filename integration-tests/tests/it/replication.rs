@@ -31,6 +31,30 @@ pub(crate) fn create_topic(
     assignment: &[i32],
     min_insync: u32,
 ) -> anyhow::Result<()> {
+    let min_insync = min_insync.to_string();
+    create_topic_with(
+        conn,
+        topic,
+        assignment,
+        &[("min.insync.replicas", min_insync.as_str())],
+    )
+}
+
+/// Creates `topic` with one partition on `assignment` and these topic configs.
+pub(crate) fn create_topic_with(
+    conn: &mut KafkaConn,
+    topic: &str,
+    assignment: &[i32],
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let configs = configs
+        .iter()
+        .map(|(name, value)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string((*name).to_owned()))
+                .with_value(Some(StrBytes::from_string((*value).to_owned())))
+        })
+        .collect();
     let request = CreateTopicsRequest::default()
         .with_topics(vec![CreatableTopic::default()
             .with_name(topic_name(topic))
@@ -39,11 +63,7 @@ pub(crate) fn create_topic(
             .with_assignments(vec![CreatableReplicaAssignment::default()
                 .with_partition_index(0)
                 .with_broker_ids(assignment.iter().map(|b| BrokerId(*b)).collect())])
-            .with_configs(vec![CreatableTopicConfig::default()
-                .with_name(StrBytes::from_static_str("min.insync.replicas"))
-                .with_value(Some(StrBytes::from_string(
-                    min_insync.to_string(),
-                )))])])
+            .with_configs(configs)])
         .with_timeout_ms(10_000);
     let response = conn.send(&request, 7)?;
     anyhow::ensure!(

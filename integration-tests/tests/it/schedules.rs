@@ -17,19 +17,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kafka_protocol::messages::create_topics_request::{
-    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
-};
-use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
-use kafka_protocol::protocol::StrBytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use streambus_integration_tests::cluster::{Cluster, FAST_FAILOVER};
-use streambus_integration_tests::kafka::{plain_batch, produce_to, topic_name};
+use streambus_integration_tests::kafka::{plain_batch, produce_to};
 use streambus_integration_tests::KafkaConn;
 
 use crate::replication::{
-    assert_acked_present, assert_replicas_identical, full_isr, spawn_producer, WAIT,
+    assert_acked_present, assert_replicas_identical, create_topic, create_topic_with, full_isr,
+    spawn_producer, WAIT,
 };
 
 const TOPIC: &str = "schedule";
@@ -78,31 +74,6 @@ fn schedule(seed: u64) -> Vec<Fault> {
         .collect()
 }
 
-/// Creates `topic` with one partition on `replicas` and these configs.
-fn create(conn: &mut KafkaConn, topic: &str, replicas: &[i32], configs: &[(&str, &str)]) {
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(topic_name(topic))
-            .with_num_partitions(-1)
-            .with_replication_factor(-1)
-            .with_assignments(vec![CreatableReplicaAssignment::default()
-                .with_partition_index(0)
-                .with_broker_ids(replicas.iter().map(|b| BrokerId(*b)).collect())])
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(name, value)| {
-                        CreatableTopicConfig::default()
-                            .with_name(StrBytes::from_string((*name).to_owned()))
-                            .with_value(Some(StrBytes::from_string((*value).to_owned())))
-                    })
-                    .collect(),
-            )])
-        .with_timeout_ms(10_000);
-    let response = conn.send(&request, 7).expect("CreateTopics");
-    assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0]);
-}
-
 /// The topic's newest segment file on broker `id`.
 fn active_segment(root: &Path, id: i32) -> Option<PathBuf> {
     let dir = root.join(format!("broker-{id}/logs/{TOPIC}-0"));
@@ -140,19 +111,15 @@ fn seeded_schedules_of_power_losses_and_leader_fsync_failures_lose_no_acknowledg
     let mut cluster = Cluster::start_with_env(3, 3, FAST_FAILOVER, &env).expect("cluster starts");
     let root = cluster.dir.path().to_path_buf();
     let mut conn = cluster.connect_any().unwrap();
-    create(
-        &mut conn,
-        TOPIC,
-        &[1, 2, 3],
-        &[("min.insync.replicas", "2")],
-    );
+    create_topic(&mut conn, TOPIC, &[1, 2, 3], 2).unwrap();
     for id in 1..=BROKERS {
-        create(
+        create_topic_with(
             &mut conn,
             &trigger_topic(id),
             &[id],
             &[("flush.messages", "1")],
-        );
+        )
+        .unwrap();
     }
     drop(conn);
     cluster

@@ -82,7 +82,7 @@ impl MetadataImage {
     /// ELRs too); with `elect`, leaderless partitions may then elect it. Both in one staged
     /// change, so each partition's epochs move at most once. Returns how many partitions
     /// changed.
-    fn update_partitions_of(
+    pub(super) fn update_partitions_of(
         &mut self,
         broker_id: BrokerId,
         fence: Option<Return>,
@@ -131,7 +131,7 @@ impl MetadataImage {
 
 /// How a broker's previous incarnation ended, as far as its data is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Return {
+pub(super) enum Return {
     /// Fenced while its process may still run, or re-registered with its data intact.
     Clean,
     /// Re-registered after an unclean shutdown: its logs may miss acknowledged records.

@@ -6,8 +6,8 @@
 //! online, it is offered the leaderless partitions it may lead (a sole replica, or with unclean
 //! election enabled); elsewhere it rejoins ISRs the normal way, once caught up.
 
-use super::partition::PartitionChange;
-use super::{effective_min_isr, is_unfenced, unclean_enabled, MetadataImage};
+use super::brokers::Return;
+use super::MetadataImage;
 use crate::command::{BrokerId, LogDirOffline, LogDirOnline, MetadataResponse, Rejection};
 
 impl MetadataImage {
@@ -20,30 +20,11 @@ impl MetadataImage {
                 partitions_changed: 0,
             });
         }
-        let broker_id = cmd.broker_id;
-        let brokers = &self.brokers;
-        // The flag is set: the broker itself is no longer eligible.
-        let eligible = |b: BrokerId| is_unfenced(brokers, b);
-        let mut changed: u32 = 0;
-        for topic in self.topics.values_mut() {
-            let unclean = unclean_enabled(&topic.configs);
-            for partition in &mut topic.partitions {
-                if !partition.isr.contains(&broker_id) && !partition.elr.contains(&broker_id) {
-                    // A leader is always an ISR member: nothing of this broker to move.
-                    continue;
-                }
-                let min_isr = effective_min_isr(&topic.configs, partition.replicas.len());
-                let mut change = PartitionChange::of(partition, min_isr);
-                change.fence(broker_id, &partition.replicas, unclean, &eligible);
-                change.unclean_shutdown(broker_id);
-                if change.commit(partition) {
-                    changed = changed.saturating_add(1);
-                }
-            }
-        }
-        Ok(MetadataResponse::LogDirChanged {
-            partitions_changed: changed,
-        })
+        // The flag is set, so the broker is no longer eligible: leaderships move at once, and
+        // a topic that allows unclean election elects outside the ISR now rather than wait.
+        let partitions_changed =
+            self.update_partitions_of(cmd.broker_id, Some(Return::Unclean), true);
+        Ok(MetadataResponse::LogDirChanged { partitions_changed })
     }
 
     pub(super) fn log_dir_online(
@@ -55,29 +36,10 @@ impl MetadataImage {
                 partitions_changed: 0,
             });
         }
-        let broker_id = cmd.broker_id;
-        let brokers = &self.brokers;
-        let eligible = |b: BrokerId| is_unfenced(brokers, b);
-        let mut changed: u32 = 0;
-        for topic in self.topics.values_mut() {
-            let unclean = unclean_enabled(&topic.configs);
-            for partition in &mut topic.partitions {
-                if !partition.replicas.contains(&broker_id) {
-                    continue;
-                }
-                // As after an unclean registration: only a sole replica, or a topic that allows
-                // unclean election, comes back with it, under a new leader epoch.
-                let min_isr = effective_min_isr(&topic.configs, partition.replicas.len());
-                let mut change = PartitionChange::of(partition, min_isr);
-                change.elect_if_leaderless(&partition.replicas, unclean, &eligible);
-                if change.commit(partition) {
-                    changed = changed.saturating_add(1);
-                }
-            }
-        }
-        Ok(MetadataResponse::LogDirChanged {
-            partitions_changed: changed,
-        })
+        // As after an unclean registration: only a sole replica, or a topic that allows
+        // unclean election, comes back with it, under a new leader epoch.
+        let partitions_changed = self.update_partitions_of(cmd.broker_id, None, true);
+        Ok(MetadataResponse::LogDirChanged { partitions_changed })
     }
 
     /// Sets the broker's log-directory flag to `offline` after checking its epoch; whether

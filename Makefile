@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR
 
 CARGO ?= cargo
 
-.PHONY: bootstrap build run test test-suite doc-test lint fmt bench bench-kafka bench-replication bench-client bench-ab clean-cache
+.PHONY: bootstrap build run test test-suite doc-test lint fmt chaos bench bench-kafka bench-replication bench-client bench-ab clean-cache
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -39,6 +39,10 @@ test-suite:
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+# Seeded fault schedules for CHAOS_MINUTES (default 10); not part of `make test`.
+chaos: bootstrap
+	scripts/chaos.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -56,9 +56,16 @@ impl ClusterId {
     }
 
     /// A new random id in Kafka's format (`kafka-storage random-uuid`): a version-4 UUID as 22
-    /// characters of unpadded base64url.
+    /// characters of unpadded base64url, never starting with `-`, as Kafka's `Uuid.randomUuid`
+    /// avoids it: command lines would take such an id for an option.
     pub fn random() -> ClusterId {
-        ClusterId(base64url(uuid::Uuid::new_v4().as_bytes()))
+        // A leading '-' has a 1 in 64 chance, so this ends at once in practice.
+        loop {
+            let id = base64url(uuid::Uuid::new_v4().as_bytes());
+            if !id.starts_with('-') {
+                return ClusterId(id);
+            }
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -74,20 +81,8 @@ impl fmt::Display for ClusterId {
 
 /// Unpadded base64url (RFC 4648 §5), as Java's `Base64.getUrlEncoder().withoutPadding()`.
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let group = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-        // A chunk of n bytes carries n + 1 characters of 6 bits.
-        for i in 0..=chunk.len() {
-            let index = (group >> (18 - 6 * i)) & 0x3f;
-            out.push(char::from(ALPHABET[index as usize]));
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// This node as its peers must see it: the identity it sends and the one it accepts.
@@ -366,6 +361,8 @@ mod tests {
     fn random_cluster_ids_look_like_kafkas() {
         let id = ClusterId::random();
         assert_eq!(id.as_str().len(), 22, "{id}");
+        // 1 in 64 would start with '-' if nothing prevented it.
+        assert!((0..2_000).all(|_| !ClusterId::random().as_str().starts_with('-')));
         assert_eq!(ClusterId::parse(id.as_str()).unwrap(), id);
         assert_ne!(ClusterId::random(), id);
     }

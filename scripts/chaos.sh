@@ -11,7 +11,7 @@ deadline=$(($(date +%s) + minutes * 60))
 runs=0
 while [ "$(date +%s)" -lt "$deadline" ]; do
     runs=$((runs + 1))
-    if ! out=$(cargo nextest run --workspace --run-ignored ignored-only \
+    if ! out=$(cargo nextest run --workspace \
         -E 'test(seeded_schedules)' --no-capture 2>&1); then
         printf '%s\n' "$out" | tail -n 80
         echo "chaos: schedule $runs FAILED (its seed is above)"

@@ -1,14 +1,13 @@
 //! Seeded fault schedules under an acks=all producer: power losses (a broker killed and the
-//! unsynced tail of its active segment cut at a seeded point) and fsync failures on the
-//! partition leader (a failpoint armed in every broker, fired by an fsync the test asks for),
-//! one fault at a time, each followed by the full ISR again. Every acknowledged record must be
+//! unsynced tail of its active segment cut at a seeded point), power losses of the last ISR
+//! member, and fsync failures on the partition leader (a failpoint armed in every broker, fired
+//! by an fsync the test asks for), one fault at a time, each followed by the full ISR again. Every acknowledged record must be
 //! read back at its offset and the replicas must end identical.
 //!
 //! The seed is printed with the schedule; `STREAMBUS_SCHEDULE_SEED=<seed>` replays it (the
 //! broker processes never see `STREAMBUS_*` variables of the test's environment). A first
-//! piece of the reliability suite (issue 19), which grows the fault list and the checker. Run
-//! by `make chaos` (ignored by `make test` until the replica divergence it found once, noted in
-//! ROADMAP 2.5, is explained).
+//! piece of the reliability suite (issue 19), which grows the fault list and the checker.
+//! `make test` runs one schedule; `make chaos` runs them for a time bound.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -26,14 +25,18 @@ use streambus_integration_tests::kafka::{plain_batch, produce_to};
 use streambus_integration_tests::KafkaConn;
 
 use crate::replication::{
-    assert_acked_present, assert_replicas_identical, create_topic, create_topic_with, full_isr,
-    spawn_producer, WAIT,
+    assert_acked_present, assert_replicas_identical, create_topic_with, full_isr, spawn_producer,
+    WAIT,
 };
 
 const TOPIC: &str = "schedule";
 /// Faults per schedule, unless `STREAMBUS_SCHEDULE_ROUNDS` says otherwise (`make chaos`).
 const ROUNDS: usize = 4;
-const BROKERS: i32 = 3;
+/// Brokers 1-5; 1, 2 and 3 are the metadata quorum's voters.
+const BROKERS: usize = 5;
+/// The topic's replicas: at most one voter among them, so a fault that stops all three still
+/// leaves the quorum its majority (brokers 1 and 2) to fence and elect.
+const REPLICAS: [i32; 3] = [3, 4, 5];
 /// Every broker's next log fsync fails, once per process; no log fsyncs happen unless a topic
 /// asks for them (`flush.messages`), so the test chooses when and where it fires.
 const ARMED: &str = "log::fsync=1*return";
@@ -48,6 +51,11 @@ enum Fault {
     /// The partition leader's next fsync fails: its log directory goes offline, leadership
     /// moves, and the directory comes back once healthy.
     FsyncFailureOnLeader,
+    /// Both followers stop (SIGSTOP) until they are fenced and the ISR is the leader alone,
+    /// then the leader loses power as in [`Fault::PowerLoss`], then the followers resume. The
+    /// follower fenced last left an ISR below `min.insync.replicas` and is an eligible leader
+    /// replica (KIP-966): it takes over cleanly, and the leader, back uncleanly, follows.
+    PowerLossOfLastIsrMember { keep_per_mille: u64 },
 }
 
 fn schedule_seed() -> u64 {
@@ -69,15 +77,15 @@ fn schedule(seed: u64) -> Vec<Fault> {
         .clamp(1, 100);
     let mut rng = StdRng::seed_from_u64(seed);
     (0..rounds)
-        .map(|_| {
-            if rng.random_bool(0.5) {
-                Fault::PowerLoss {
-                    broker: rng.random_range(1..=BROKERS),
-                    keep_per_mille: rng.random_range(0..=1000),
-                }
-            } else {
-                Fault::FsyncFailureOnLeader
-            }
+        .map(|_| match rng.random_range(0..10) {
+            0..=3 => Fault::PowerLoss {
+                broker: REPLICAS[rng.random_range(0..REPLICAS.len())],
+                keep_per_mille: rng.random_range(0..=1000),
+            },
+            4..=6 => Fault::FsyncFailureOnLeader,
+            _ => Fault::PowerLossOfLastIsrMember {
+                keep_per_mille: rng.random_range(0..=1000),
+            },
         })
         .collect()
 }
@@ -97,12 +105,18 @@ fn active_segment(root: &Path, id: i32) -> Option<PathBuf> {
 /// See [`Fault::PowerLoss`].
 fn power_loss(cluster: &mut Cluster, root: &Path, broker: i32, keep_per_mille: u64) {
     cluster.kill(broker);
+    cut_active_segment(root, broker, keep_per_mille);
+    cluster.restart(broker).unwrap();
+}
+
+/// What a power loss leaves of a killed broker's active segment: its first
+/// `keep_per_mille`/1000.
+fn cut_active_segment(root: &Path, broker: i32, keep_per_mille: u64) {
     if let Some(segment) = active_segment(root, broker) {
         let file = OpenOptions::new().write(true).open(&segment).unwrap();
         let len = file.metadata().unwrap().len();
         file.set_len(len * keep_per_mille / 1000).unwrap();
     }
-    cluster.restart(broker).unwrap();
 }
 
 /// The fsync-trigger topic of broker `id`: its only replica, fsynced at every append.
@@ -111,17 +125,29 @@ fn trigger_topic(id: i32) -> String {
 }
 
 #[test]
-#[ignore = "a chaos schedule, run repeatedly by `make chaos`"]
 fn seeded_schedules_of_power_losses_and_leader_fsync_failures_lose_no_acknowledged_record() {
     let seed = schedule_seed();
     let faults = schedule(seed);
     println!("schedule seed {seed} (replay: STREAMBUS_SCHEDULE_SEED={seed}): {faults:?}");
-    let env: Vec<(i32, &str, &str)> = (1..=BROKERS).map(|id| (id, "FAILPOINTS", ARMED)).collect();
-    let mut cluster = Cluster::start_with_env(3, 3, FAST_FAILOVER, &env).expect("cluster starts");
+    let env: Vec<(i32, &str, &str)> = REPLICAS
+        .iter()
+        .map(|&id| (id, "FAILPOINTS", ARMED))
+        .collect();
+    let mut cluster =
+        Cluster::start_with_env(BROKERS, 3, FAST_FAILOVER, &env).expect("cluster starts");
     let root = cluster.dir.path().to_path_buf();
     let mut conn = cluster.connect_any().unwrap();
-    create_topic(&mut conn, TOPIC, &[1, 2, 3], 2).unwrap();
-    for id in 1..=BROKERS {
+    // The records carry 1970 timestamps: without `retention.ms=-1`, a segment rolled after a
+    // reopen (its roll time is its first record's) would be deleted as expired on that replica
+    // alone, which the end comparison would take for a lost prefix.
+    create_topic_with(
+        &mut conn,
+        TOPIC,
+        &REPLICAS,
+        &[("min.insync.replicas", "2"), ("retention.ms", "-1")],
+    )
+    .unwrap();
+    for id in REPLICAS {
         create_topic_with(
             &mut conn,
             &trigger_topic(id),
@@ -138,7 +164,7 @@ fn seeded_schedules_of_power_losses_and_leader_fsync_failures_lose_no_acknowledg
     let stop = Arc::new(AtomicBool::new(false));
     let producer = spawn_producer(addrs.clone(), TOPIC, stop.clone(), Duration::from_secs(600));
     // Brokers whose failpoint has not fired in their current process.
-    let mut armed: BTreeSet<i32> = (1..=BROKERS).collect();
+    let mut armed: BTreeSet<i32> = REPLICAS.into_iter().collect();
     let mut applied = Vec::new();
     for fault in faults {
         thread::sleep(Duration::from_millis(500));
@@ -161,6 +187,29 @@ fn seeded_schedules_of_power_losses_and_leader_fsync_failures_lose_no_acknowledg
             } => {
                 power_loss(&mut cluster, &root, broker, keep_per_mille);
                 armed.insert(broker);
+            }
+            Fault::PowerLossOfLastIsrMember { keep_per_mille } => {
+                let followers: Vec<i32> = REPLICAS.into_iter().filter(|&b| b != leader).collect();
+                for &follower in &followers {
+                    cluster.signal(follower, "STOP").unwrap();
+                }
+                cluster
+                    .wait_for(TOPIC, 0, WAIT, "the leader alone in the ISR", |v| {
+                        v.leader == leader && v.isr == [leader]
+                    })
+                    .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                cluster.kill(leader);
+                cut_active_segment(&root, leader, keep_per_mille);
+                for &follower in &followers {
+                    cluster.signal(follower, "CONT").unwrap();
+                }
+                cluster
+                    .wait_for(TOPIC, 0, WAIT, "an eligible leader replica leading", |v| {
+                        v.leader > 0 && v.leader != leader
+                    })
+                    .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                cluster.restart(leader).unwrap();
+                armed.insert(leader);
             }
             Fault::FsyncFailureOnLeader => {
                 // The trigger's append is fsynced and the fsync fails. Sent until leadership
@@ -223,7 +272,7 @@ fn seeded_schedules_of_power_losses_and_leader_fsync_failures_lose_no_acknowledg
         "seed {seed}: nothing acknowledged"
     );
     // What each broker did to its copy of the topic, for a failure's reader.
-    for id in 1..=BROKERS {
+    for id in REPLICAS {
         for line in cluster.log_text(id).lines().filter(|line| {
             line.contains(TOPIC)
                 && [
@@ -240,5 +289,5 @@ fn seeded_schedules_of_power_losses_and_leader_fsync_failures_lose_no_acknowledg
     cluster
         .wait_for(TOPIC, 0, WAIT, "the full ISR before stopping", full_isr)
         .unwrap();
-    assert_replicas_identical(&mut cluster, TOPIC, &[1, 2, 3], end);
+    assert_replicas_identical(&mut cluster, TOPIC, &REPLICAS, end);
 }

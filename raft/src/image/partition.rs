@@ -95,10 +95,10 @@ impl PartitionChange {
 
     /// `broker` came back from an unclean shutdown: its log may have lost acknowledged records,
     /// so it leaves the ISR and the ELR. If it was the last replica known to hold every
-    /// committed record, it is remembered in the last known ELR for an unclean election.
+    /// committed record, it is remembered in the last known ELR for an unclean election. Call
+    /// after [`PartitionChange::fence`], which took its leaderships.
     pub(super) fn unclean_shutdown(&mut self, broker: BrokerId) {
         let held_everything = self.isr.contains(&broker) || self.elr.contains(&broker);
-        self.fence_leader_out(broker);
         let mut isr = self.isr.clone();
         isr.retain(|&member| member != broker);
         self.set_isr(isr);
@@ -109,13 +109,6 @@ impl PartitionChange {
             && !self.last_known_elr.contains(&broker)
         {
             self.last_known_elr.push(broker);
-        }
-    }
-
-    /// An unclean broker cannot keep leading: its process is gone.
-    fn fence_leader_out(&mut self, broker: BrokerId) {
-        if self.leader == Some(broker) {
-            self.set_leader(None);
         }
     }
 

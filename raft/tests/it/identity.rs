@@ -288,17 +288,22 @@ async fn two_clusters_whose_voter_addresses_overlap_each_form_their_own_quorum()
     a.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_in_the_raft_core_is_reported_as_a_failure() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A single-voter node of a new cluster, its data under `dir`.
+async fn start_alone(dir: &std::path::Path) -> MetadataNode {
     let mut config = NodeConfig::single_voter(
         1,
         ClusterId::random(),
         "127.0.0.1:0".parse().expect("addr"),
-        dir.path().join("meta"),
+        dir.join("meta"),
     );
     fast(&mut config);
-    let node = MetadataNode::start(config).await.expect("starts");
+    MetadataNode::start(config).await.expect("starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_raft_core_is_reported_as_a_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start_alone(dir.path()).await;
     eventually("node 1 leads itself", || async {
         (node.controller_id() == Some(1)).then_some(())
     })
@@ -320,14 +325,7 @@ async fn a_panic_in_the_raft_core_is_reported_as_a_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_shut_down_on_purpose_reports_no_failure() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = NodeConfig::single_voter(
-        1,
-        ClusterId::random(),
-        "127.0.0.1:0".parse().expect("addr"),
-        dir.path().join("meta"),
-    );
-    fast(&mut config);
-    let node = MetadataNode::start(config).await.expect("starts");
+    let node = start_alone(dir.path()).await;
     let watcher = tokio::spawn({
         let node = node.clone();
         async move { node.failed().await }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
 use crate::error::{BrokerError, Result};
+use crate::group::GroupCoordinator;
 use crate::identity::{self, Bootstrap, MetaProperties};
 use crate::kafka::server::KafkaServer;
 use crate::partition::isr::{self, IsrProposer};
@@ -104,12 +105,14 @@ impl Broker {
             config.node_id,
             quorum.lifecycle.state(),
         );
+        let groups = GroupCoordinator::new(config.node_id, &config.groups, dev);
         let ctx = Arc::new(BrokerContext {
             config,
             cluster_id: identity.cluster_id,
             node: quorum.node.clone(),
             partitions: partitions.clone(),
             producer_ids,
+            groups: groups.clone(),
             shutdown: shutdown.clone(),
             refusals: RefusalLog::default(),
         });
@@ -120,7 +123,7 @@ impl Broker {
             ctx.config.replication.clone(),
             shutdown.clone(),
         ));
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(partitions.clone().run_reconciler(
                 quorum.node.subscribe(),
                 quorum.lifecycle.state(),
@@ -142,6 +145,7 @@ impl Broker {
                 shutdown.clone(),
             )),
         ];
+        background.extend(groups.spawn(&ctx));
         let server = KafkaServer::spawn(ctx.clone(), KAFKA_ENDPOINT, listener, shutdown)
             .map_err(bind_error)?;
         Ok(Broker {

@@ -9,8 +9,8 @@
 //! Environment variable names are derived from the TOML keys: `node_id` is `STREAMBUS_NODE_ID`,
 //! `log.segment_bytes` (key `segment_bytes` of the `[log]` table) is `STREAMBUS_LOG_SEGMENT_BYTES`.
 //!
-//! Tables with a module of their own: `[metadata]` ([`MetadataConfig`]) and `[topics]`
-//! ([`TopicsConfig`]); `[replication]` lives with the replication code.
+//! Tables with a module of their own: `[metadata]` ([`MetadataConfig`]), `[topics]`
+//! ([`TopicsConfig`]) and `[groups]` ([`GroupsConfig`]); `[replication]` lives with the replication code.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,9 +23,11 @@ use toml::{Table, Value};
 use crate::error::{BrokerError, Origin, Result};
 use crate::replication::ReplicationConfig;
 
+mod groups;
 mod metadata;
 mod topics;
 
+pub use groups::GroupsConfig;
 pub use metadata::MetadataConfig;
 pub use topics::{CompressionType, TopicsConfig};
 
@@ -78,6 +80,8 @@ pub struct BrokerConfig {
     pub metadata: MetadataConfig,
     /// Follower fetching and ISR maintenance.
     pub replication: ReplicationConfig,
+    /// The group coordinator and `__consumer_offsets`.
+    pub groups: GroupsConfig,
 }
 
 impl Default for BrokerConfig {
@@ -97,6 +101,7 @@ impl Default for BrokerConfig {
             kafka: KafkaConfig::default(),
             metadata: MetadataConfig::default(),
             replication: ReplicationConfig::default(),
+            groups: GroupsConfig::default(),
         }
     }
 }
@@ -294,6 +299,12 @@ impl BrokerConfig {
         self.check_listeners_distinct()?;
         self.check_topics_and_kafka()?;
         self.metadata.validate()?;
+        self.groups
+            .check()
+            .map_err(|(key, reason)| BrokerError::InvalidConfig {
+                key,
+                reason: reason.to_owned(),
+            })?;
         self.replication
             .check()
             .map_err(|(key, reason)| BrokerError::InvalidConfig {

@@ -12,6 +12,7 @@ use streambus_raft::{
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
+use crate::group::GroupCoordinator;
 use crate::partition::PartitionManager;
 use crate::producer_ids::ProducerIdAllocator;
 
@@ -25,6 +26,8 @@ pub struct BrokerContext {
     pub node: MetadataNode,
     pub partitions: Arc<PartitionManager>,
     pub producer_ids: ProducerIdAllocator,
+    /// The group coordinator's share of `__consumer_offsets` on this broker.
+    pub groups: Arc<GroupCoordinator>,
     /// Cancelled when the broker starts shutting down: parked fetches answer at once.
     pub shutdown: CancellationToken,
     /// Keeps refused inter-broker requests (another cluster, an unknown replica) from flooding

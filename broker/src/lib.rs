@@ -19,6 +19,7 @@
 //!   endpoints in the image.
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
+//! - [`group`]: the group coordinator (classic consumer groups, committed offsets).
 //! - [`identity`]: the data directory's `meta.properties` (cluster id, node id) and its checks.
 //! - [`inter_broker`]: one bounded Kafka-protocol connection to another broker (replica
 //!   fetchers, coordinator-to-leader calls).
@@ -41,6 +42,7 @@ pub mod coordinator;
 pub mod endpoints;
 pub mod error;
 pub mod frame;
+pub mod group;
 pub mod identity;
 pub mod inter_broker;
 pub mod kafka;

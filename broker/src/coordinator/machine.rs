@@ -65,6 +65,12 @@ pub struct OpContext<'a, K: Ord + Clone> {
     pub timers: &'a mut Timers<K>,
 }
 
+/// Something a state machine lets happen only once the records of the call that produced it are
+/// committed: typically answering another waiting request (the members of a group waiting for
+/// its leader's assignment). Dropped unrun when the write fails or the shard stops, which the
+/// waiting side sees as its sender gone.
+pub type Deferred = Box<dyn FnOnce() + Send>;
+
 /// Why `replay` refused a record; the load (or the shard) fails with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayError(pub String);
@@ -100,4 +106,10 @@ pub trait CoordinatorMachine: Send + 'static {
         key: Self::TimerKey,
         ctx: &mut OpContext<'_, Self::TimerKey>,
     ) -> Vec<CoordinatorRecord>;
+
+    /// The completions the last operation or timer callback queued: the shard runs them once
+    /// that call's records (or, when it wrote none, every earlier record) are committed.
+    fn take_deferred(&mut self) -> Vec<Deferred> {
+        Vec::new()
+    }
 }

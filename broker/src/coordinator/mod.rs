@@ -42,7 +42,7 @@ mod test_machine;
 use std::sync::Arc;
 
 pub use log::{CoordinatorLog, LogChunk, LoggedRecord, MemoryLog};
-pub use machine::{CoordinatorMachine, CoordinatorRecord, CoordinatorResult, OpContext};
+pub use machine::{CoordinatorMachine, CoordinatorRecord, CoordinatorResult, Deferred, OpContext};
 pub use route::{java_string_hash, partition_for};
 pub use runtime::{CoordinatorRuntime, RuntimeConfig};
 pub use timer::Timers;

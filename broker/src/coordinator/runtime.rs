@@ -126,6 +126,15 @@ impl<M: CoordinatorMachine> CoordinatorRuntime<M> {
             .is_some_and(|running| running.handle.status() != ShardStatus::Stopped)
     }
 
+    /// The partitions this broker coordinates now (loading or serving), in order.
+    pub fn coordinated(&self) -> Vec<u32> {
+        self.read_shards()
+            .iter()
+            .filter(|(_, running)| running.handle.status() != ShardStatus::Stopped)
+            .map(|(index, _)| *index)
+            .collect()
+    }
+
     /// Runs `op` on `partition`'s state machine; its response once its records are committed.
     pub async fn write<R, F>(&self, partition: u32, op: F) -> Result<R, CoordinatorError>
     where

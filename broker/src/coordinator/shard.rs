@@ -22,7 +22,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::log::{CommitWait, CoordinatorLog, LogBounds};
-use super::machine::{CoordinatorMachine, CoordinatorRecord, CoordinatorResult, OpContext};
+use super::machine::{
+    CoordinatorMachine, CoordinatorRecord, CoordinatorResult, Deferred, OpContext,
+};
 use super::timer::Timers;
 use super::CoordinatorError;
 
@@ -123,12 +125,20 @@ struct Pending {
     deadline: Instant,
     /// `None` for a timer's write: nobody waits for it.
     complete: Option<Completion>,
+    /// Run once committed; dropped unrun otherwise.
+    deferred: Vec<Deferred>,
 }
 
 impl Pending {
     fn finish(self, outcome: Result<(), CoordinatorError>) {
+        let committed = outcome.is_ok();
         if let Some(complete) = self.complete {
             complete(outcome);
+        }
+        if committed {
+            for deferred in self.deferred {
+                deferred();
+            }
         }
     }
 }
@@ -493,11 +503,13 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
             timers: &mut self.timers,
         };
         let (records, complete) = queued.operation.run(&mut self.machine, &mut ctx);
+        let deferred = self.machine.take_deferred();
         if records.is_empty() {
             let pending = Pending {
                 last_offset: self.last_written,
                 deadline: queued.deadline,
                 complete: Some(complete),
+                deferred,
             };
             if self.last_written < self.high_watermark {
                 pending.finish(Ok(()));
@@ -512,6 +524,7 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
                     last_offset,
                     deadline: queued.deadline,
                     complete: Some(complete),
+                    deferred,
                 });
                 Ok(())
             }
@@ -532,15 +545,23 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
                 timers: &mut self.timers,
             };
             let records = self.machine.on_timer(key, &mut ctx);
-            if records.is_empty() {
-                continue;
-            }
-            let last_offset = self.write(records, now_ms).await?;
-            self.pending.push_back(Pending {
+            let deferred = self.machine.take_deferred();
+            let last_offset = if records.is_empty() {
+                self.last_written
+            } else {
+                self.write(records, now_ms).await?
+            };
+            let pending = Pending {
                 last_offset,
                 deadline: Instant::now() + self.config.write_timeout,
                 complete: None,
-            });
+                deferred,
+            };
+            if last_offset < self.high_watermark {
+                pending.finish(Ok(()));
+            } else {
+                self.pending.push_back(pending);
+            }
         }
         Ok(())
     }

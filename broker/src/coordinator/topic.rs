@@ -22,6 +22,14 @@ use crate::topic_config;
 /// to retry (the topic exists anyway; the next call finds it).
 const VISIBILITY_WAIT: Duration = Duration::from_secs(5);
 
+/// Kafka's internal topics: written only by their coordinators, and shown as internal.
+pub const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+
+/// Whether `name` is one of Kafka's internal topics (not any name starting with `__`).
+pub fn is_internal(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
 /// What to do when fewer brokers are live than the replication factor asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FewerBrokers {

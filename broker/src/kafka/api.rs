@@ -65,6 +65,39 @@ pub async fn dispatch(ctx: &BrokerContext, req: &RequestContext, request: Reques
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(handlers::elect_leaders::handle(ctx, req, r).await)
         }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(handlers::find_coordinator::handle(ctx, req, r).await)
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(handlers::groups::join(ctx, req, r).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(handlers::groups::sync(ctx, req, r).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(handlers::groups::heartbeat(ctx, req, r).await)
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(handlers::groups::leave(ctx, req, r).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(handlers::groups::list(ctx, req, r).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(handlers::groups::describe(ctx, req, r).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(handlers::groups::delete(ctx, req, r).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(handlers::offsets::commit(ctx, req, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(handlers::offsets::fetch(ctx, req, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(handlers::offsets::delete(ctx, req, r).await)
+        }
         // The connection only decodes requests whose (key, version) is in `SUPPORTED`.
         _ => {
             tracing::error!(api = ?req.api_key, version, "request without a handler");

@@ -7,6 +7,8 @@ use streambus_raft::command::Rejection;
 use streambus_raft::RaftError;
 use streambus_storage::{BatchError, StorageError};
 
+use crate::coordinator::CoordinatorError;
+use crate::group::GroupProblem;
 use crate::ops::OpsError;
 use crate::partition::manager::LeaderLookup;
 use crate::partition::PartitionError;
@@ -43,6 +45,10 @@ pub enum RequestProblem {
     InconsistentClusterId,
     /// A follower fetch from a replica id that is no registered broker.
     UnknownReplica,
+    /// A client wrote to an internal topic (`__consumer_offsets`, `__transaction_state`).
+    InternalTopic,
+    /// A FindCoordinator key type this broker does not coordinate (share groups).
+    UnsupportedCoordinatorType,
 }
 
 /// Something that went wrong while serving one part of a request.
@@ -57,6 +63,10 @@ pub enum Failure<'a> {
     ProducerIds(&'a ProducerIdError),
     Ops(&'a OpsError),
     Request(RequestProblem),
+    /// The group coordinator refused a group request.
+    Group(GroupProblem),
+    /// A coordinator (this broker's share of it) could not serve the request.
+    Coordinator(&'a CoordinatorError),
 }
 
 /// A failure as a response carries it: the Kafka error code and the one-line message the client
@@ -204,7 +214,44 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             RequestProblem::FetchSessionIdNotFound => E::FetchSessionIdNotFound,
             RequestProblem::InconsistentClusterId => E::InconsistentClusterId,
             RequestProblem::UnknownReplica => E::BrokerIdNotRegistered,
+            RequestProblem::InternalTopic => E::InvalidTopicException,
+            RequestProblem::UnsupportedCoordinatorType => E::InvalidRequest,
         },
+        Failure::Group(problem) => group_error_code(*problem),
+        Failure::Coordinator(error) => match error {
+            CoordinatorError::NotCoordinator { .. }
+            | CoordinatorError::Storage(_)
+            | CoordinatorError::Replay { .. } => E::NotCoordinator,
+            CoordinatorError::LoadInProgress { .. } => E::CoordinatorLoadInProgress,
+            // Kafka's coordinators answer these retriable conditions as COORDINATOR_NOT_AVAILABLE
+            // (`normalizeException`): clients look the coordinator up again and retry.
+            CoordinatorError::NotAvailable { .. }
+            | CoordinatorError::Timeout { .. }
+            | CoordinatorError::NotEnoughReplicas { .. }
+            | CoordinatorError::Metadata(_) => E::CoordinatorNotAvailable,
+            CoordinatorError::Codec { .. } => E::UnknownServerError,
+        },
+    }
+}
+
+fn group_error_code(problem: GroupProblem) -> ResponseError {
+    use ResponseError as E;
+    match problem {
+        GroupProblem::InvalidGroupId => E::InvalidGroupId,
+        GroupProblem::InvalidSessionTimeout => E::InvalidSessionTimeout,
+        GroupProblem::UnknownMemberId => E::UnknownMemberId,
+        GroupProblem::MemberIdRequired => E::MemberIdRequired,
+        GroupProblem::IllegalGeneration => E::IllegalGeneration,
+        GroupProblem::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
+        GroupProblem::RebalanceInProgress => E::RebalanceInProgress,
+        GroupProblem::FencedInstanceId => E::FencedInstanceId,
+        GroupProblem::GroupMaxSizeReached => E::GroupMaxSizeReached,
+        GroupProblem::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        GroupProblem::GroupIdNotFound => E::GroupIdNotFound,
+        GroupProblem::NonEmptyGroup => E::NonEmptyGroup,
+        GroupProblem::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
+        GroupProblem::OffsetMetadataTooLarge => E::OffsetMetadataTooLarge,
+        GroupProblem::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
     }
 }
 
@@ -251,6 +298,8 @@ pub fn code_and_message(failure: Failure<'_>) -> (i16, String) {
         Failure::ProducerIds(e) => e.to_string(),
         Failure::Ops(e) => e.to_string(),
         Failure::Request(p) => format!("{p:?}"),
+        Failure::Group(p) => format!("{p:?}"),
+        Failure::Coordinator(e) => e.to_string(),
     };
     (code(failure), message)
 }

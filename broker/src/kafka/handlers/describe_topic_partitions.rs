@@ -22,9 +22,6 @@ use crate::kafka::wire::{to_uuid, topic_name, AUTHORIZED_OPERATIONS_UNSET};
 /// `max.request.partition.size.limit`. It bounds the work and the size of one response.
 const MAX_PARTITIONS_PER_RESPONSE: usize = 2000;
 
-/// Kafka's internal topics (the group and transaction coordinators' logs).
-const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
-
 pub fn handle(
     ctx: &BrokerContext,
     _req: &RequestContext,
@@ -162,7 +159,7 @@ fn describe_topic(
     DescribeTopicPartitionsResponseTopic::default()
         .with_name(Some(topic_name(topic.name.clone())))
         .with_topic_id(to_uuid(&topic.topic_id))
-        .with_is_internal(INTERNAL_TOPICS.contains(&topic.name.as_str()))
+        .with_is_internal(crate::coordinator::topic::is_internal(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_UNSET)
 }

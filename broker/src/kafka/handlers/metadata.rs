@@ -161,6 +161,9 @@ fn describe_topic(
     let mut response = MetadataResponseTopic::default()
         .with_name(Some(topic_name(topic.name.clone())))
         .with_partitions(partitions);
+    if version >= 1 {
+        response = response.with_is_internal(crate::coordinator::topic::is_internal(&topic.name));
+    }
     if version >= 10 {
         response = response.with_topic_id(to_uuid(&topic.topic_id));
     }

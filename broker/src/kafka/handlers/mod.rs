@@ -19,10 +19,13 @@ pub mod describe_cluster;
 pub mod describe_topic_partitions;
 pub mod elect_leaders;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
+pub mod offsets;
 pub mod produce;
 pub mod reassignments;
 

@@ -34,11 +34,14 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
     let image = ctx.image();
     for (topic_slot, topic) in request.topic_data.into_iter().enumerate() {
         let record = image.topic_by_name(&topic.name);
+        let internal = crate::coordinator::topic::is_internal(&topic.name);
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
             let index = data.index;
             let planned = match (acks, transactional) {
                 (None, _) => Err(Failure::Request(RequestProblem::InvalidRequiredAcks)),
+                // Only the coordinators write their topics (Kafka: INVALID_TOPIC_EXCEPTION).
+                _ if internal => Err(Failure::Request(RequestProblem::InternalTopic)),
                 (_, true) => Err(Failure::Request(RequestProblem::TransactionsUnsupported)),
                 _ => led_partition(ctx, &image, record, index, -1).await,
             };

@@ -1,0 +1,70 @@
+//! The group coordinator: Kafka's classic consumer-group protocol (JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup) and committed offsets, on the coordinator runtime over
+//! `__consumer_offsets`.
+//!
+//! Modules:
+//! - [`records`]: Kafka's key and value schemas of `__consumer_offsets`.
+//! - [`classic`]: one classic group: members, generations, the rebalance state machine.
+//! - [`offsets`]: committed offsets and their expiry.
+//! - [`machine`]: the state machine of one `__consumer_offsets` partition (pure: time is passed
+//!   in, member ids are made by the caller).
+//! - [`coordinator`]: the service handlers call: routing to partitions, waiting for rebalances.
+//!
+//! As in Kafka's classic groups (`replayRecords = false` there), group operations change the
+//! in-memory group themselves and write its `GroupMetadata` record without replaying it: the
+//! group holds volatile parts a record cannot carry (members waiting for a join or a sync
+//! answer, heartbeat deadlines). Replay of group records only rebuilds groups while a
+//! partition loads. Offset commits go through replay like any coordinator record.
+
+pub mod classic;
+pub mod coordinator;
+pub mod machine;
+pub mod offsets;
+pub mod records;
+
+pub use coordinator::GroupCoordinator;
+pub use machine::GroupMachine;
+
+/// The name of the internal topic that holds groups and their offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The longest string Kafka's record schemas (and its generated readers) allow, in bytes.
+pub const STRING_MAX_BYTES: usize = 0x7fff;
+
+/// Why a record could not be encoded although every stored string was checked: the checks and
+/// the schemas disagree, a bug.
+pub(crate) const LENGTHS_CHECKED: &str =
+    "ids, names and metadata are checked against Kafka's string limit before they are stored";
+
+/// Kafka's group id rule: not empty (and, here, within the record schema's string limit).
+pub fn check_group_id(group_id: &str) -> Result<(), GroupProblem> {
+    if group_id.is_empty() || group_id.len() > STRING_MAX_BYTES {
+        Err(GroupProblem::InvalidGroupId)
+    } else {
+        Ok(())
+    }
+}
+
+/// Why the group coordinator refused (part of) a request: each case is one Kafka error code,
+/// mapped in `kafka/errors.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupProblem {
+    InvalidGroupId,
+    InvalidSessionTimeout,
+    UnknownMemberId,
+    /// KIP-394: a new dynamic member must join again with the id it was given.
+    MemberIdRequired,
+    IllegalGeneration,
+    InconsistentGroupProtocol,
+    RebalanceInProgress,
+    /// KIP-345: another member holds this `group.instance.id`.
+    FencedInstanceId,
+    GroupMaxSizeReached,
+    /// The group is being removed (or was): clients look the coordinator up again.
+    CoordinatorNotAvailable,
+    GroupIdNotFound,
+    NonEmptyGroup,
+    GroupSubscribedToTopic,
+    OffsetMetadataTooLarge,
+    UnknownTopicOrPartition,
+}

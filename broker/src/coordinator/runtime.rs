@@ -3,7 +3,7 @@
 //! loads it by replay, then serves), resigns from those it no longer leads, routes keys to
 //! partitions, and hands operations to the right shard.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -68,6 +68,9 @@ pub struct CoordinatorRuntime<M: CoordinatorMachine> {
     shards: RwLock<BTreeMap<u32, Running<M>>>,
     /// The topic's partition count in the image (0 until the topic exists).
     partitions_seen: AtomicU32,
+    /// Partitions the latest image says this broker leads, before their shards start: a request
+    /// for one is told to wait (LoadInProgress), not to look for another coordinator.
+    expected: RwLock<BTreeSet<u32>>,
 }
 
 impl<M: CoordinatorMachine> std::fmt::Debug for CoordinatorRuntime<M> {
@@ -95,6 +98,7 @@ impl<M: CoordinatorMachine> CoordinatorRuntime<M> {
             new_machine: Box::new(new_machine),
             shards: RwLock::new(BTreeMap::new()),
             partitions_seen: AtomicU32::new(0),
+            expected: RwLock::new(BTreeSet::new()),
         })
     }
 
@@ -154,13 +158,40 @@ impl<M: CoordinatorMachine> CoordinatorRuntime<M> {
     }
 
     fn shard(&self, partition: u32) -> Result<ShardHandle<M>, CoordinatorError> {
-        self.read_shards()
-            .get(&partition)
-            .map(|running| running.handle.clone())
-            .ok_or_else(|| CoordinatorError::NotCoordinator {
+        if let Some(running) = self.read_shards().get(&partition) {
+            return Ok(running.handle.clone());
+        }
+        let expected = self
+            .expected
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&partition);
+        Err(if expected {
+            CoordinatorError::LoadInProgress {
                 topic: self.topic.name.clone(),
                 partition,
+            }
+        } else {
+            CoordinatorError::NotCoordinator {
+                topic: self.topic.name.clone(),
+                partition,
+            }
+        })
+    }
+
+    /// Notes which partitions `image` says this broker leads.
+    fn expect(&self, image: &MetadataImage) {
+        let led = image
+            .topic_by_name(&self.topic.name)
+            .map(|topic| {
+                (0u32..)
+                    .zip(&topic.partitions)
+                    .filter(|(_, p)| p.leader == Some(self.broker_id))
+                    .map(|(index, _)| index)
+                    .collect()
             })
+            .unwrap_or_default();
+        *self.expected.write().unwrap_or_else(|e| e.into_inner()) = led;
     }
 
     /// Starts [`CoordinatorRuntime::run`] on this broker's image and partitions, until the
@@ -188,6 +219,7 @@ impl<M: CoordinatorMachine> CoordinatorRuntime<M> {
         // Each pass applies the latest image; ends at shutdown or when the images end.
         loop {
             let image = images.borrow_and_update().clone();
+            self.expect(&image);
             // A timeout leaves the partitions' own role checks to decide below.
             partitions
                 .wait_reconciled(image.metadata_offset(), RECONCILE_WAIT)
@@ -199,6 +231,10 @@ impl<M: CoordinatorMachine> CoordinatorRuntime<M> {
                 () = shutdown.cancelled() => break,
             }
         }
+        self.expected
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.resign_all().await;
     }
 

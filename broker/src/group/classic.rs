@@ -508,9 +508,6 @@ impl Group {
             return error(GroupProblem::InconsistentGroupProtocol);
         }
         if request.member_id.is_empty() {
-            if self.members.len() + self.pending_members.len() >= fx.rules.max_size {
-                return error(GroupProblem::GroupMaxSizeReached);
-            }
             return self.join_new_member(request, fx);
         }
         if self.pending_members.remove(&request.member_id) {
@@ -561,10 +558,22 @@ impl Group {
         fx: &mut Effects<'_>,
     ) -> Reply<JoinResponse> {
         let new_id = request.new_member_id.clone();
-        if let Some(instance) = request.group_instance_id.clone() {
-            if let Some(old_id) = self.static_members.get(&instance).cloned() {
-                return self.replace_static_member(&instance, &old_id, request, fx);
-            }
+        let replaces = request.group_instance_id.as_ref().and_then(|instance| {
+            Some((instance.clone(), self.static_members.get(instance)?.clone()))
+        });
+        if let Some((instance, old_id)) = replaces {
+            // A restarted static member takes its own place: the group does not grow.
+            return self.replace_static_member(&instance, &old_id, request, fx);
+        }
+        // `group.max.size` counts members and KIP-394 pending ones; members already in the
+        // group (rejoining with their id) are never refused.
+        if self.members.len() + self.pending_members.len() >= fx.rules.max_size {
+            return Reply::Now(JoinResponse::error(
+                GroupProblem::GroupMaxSizeReached,
+                &request.member_id,
+            ));
+        }
+        if request.group_instance_id.is_some() {
             return self.add_member_and_rebalance(new_id, request, fx);
         }
         if request.require_known_member_id {

@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod compat;
 mod deploy;
+mod group_coordinator;
 mod identity;
 mod kafka;
 mod log_dir;

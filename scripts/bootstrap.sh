@@ -4,9 +4,11 @@
 #
 # Usage: scripts/bootstrap.sh [all|clients]
 #   all      (default) the Rust toolchain prerequisites and the third-party Kafka clients
-#   clients  only the third-party Kafka clients the compatibility tests drive: Debian's kcat and
+#   clients  only the third-party Kafka clients the compatibility tests drive: Debian's kcat,
 #            a Python virtualenv with the exact pins of scripts/python-requirements.txt, at
-#            ${STREAMBUS_VENV:-$HOME/.cache/streambus-venv} (run its bin/python).
+#            ${STREAMBUS_VENV:-$HOME/.cache/streambus-venv} (run its bin/python), and the npm
+#            packages of integration-tests/node/package-lock.json (kafkajs) in
+#            integration-tests/node/node_modules.
 set -euo pipefail
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -95,9 +97,9 @@ venv_capable_python() {
 }
 
 # The virtualenv with the third-party Python Kafka clients (confluent-kafka, kafka-python and its
-# codecs) at exactly the versions of scripts/python-requirements.txt. A stamp file inside the venv
-# holds the hash of the requirements it was built from, so a re-run is a no-op until that file
-# changes; then (or when its interpreter no longer starts) the venv is rebuilt from scratch.
+# codecs, aiokafka) at exactly the versions of scripts/python-requirements.txt. A stamp file inside
+# the venv holds the hash of the requirements it was built from, so a re-run is a no-op until that
+# file changes; then (or when its interpreter no longer starts) the venv is rebuilt from scratch.
 ensure_python_venv() {
     local venv="${STREAMBUS_VENV:-$HOME/.cache/streambus-venv}"
     local requirements="$script_dir/python-requirements.txt"
@@ -126,14 +128,45 @@ ensure_python_venv() {
     log "installing $requirements into $venv"
     "$venv/bin/python" -m pip install --no-input --disable-pip-version-check -q -r "$requirements"
     # Fails (and leaves no stamp, so the next run starts over) if a pinned client cannot be imported.
-    "$venv/bin/python" -c 'import confluent_kafka, kafka, lz4.frame, snappy, zstandard, crc32c' \
+    "$venv/bin/python" -c 'import confluent_kafka, kafka, aiokafka, lz4.frame, snappy, zstandard, crc32c' \
         || die "the Kafka client packages in $venv do not import"
+    printf '%s\n' "$want" >"$stamp"
+}
+
+# The Node.js Kafka client (kafkajs) for integration-tests/node/groups.js: `npm ci` of
+# integration-tests/node/package-lock.json into integration-tests/node/node_modules (not in git).
+# Like the venv, a stamp inside node_modules holds the hash of package.json and package-lock.json
+# it was installed from, so a re-run is a no-op until either changes. Node.js and npm come with the
+# machine; Debian's are installed only when either is missing.
+ensure_node_modules() {
+    local dir
+    dir="$(cd "$script_dir/.." && pwd)/integration-tests/node"
+    local stamp="$dir/node_modules/.streambus-lock.sha256"
+    local want
+
+    [ -f "$dir/package.json" ] && [ -f "$dir/package-lock.json" ] \
+        || die "missing $dir/package.json or package-lock.json"
+    want="$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -d' ' -f1)"
+
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$dir/node_modules/kafkajs/package.json" ]; then
+        return 0
+    fi
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+    log "installing the npm packages of $dir/package-lock.json with node $(node --version), npm $(npm --version)"
+    # npm ci starts from an empty node_modules (so no stamp survives a failed install) and installs
+    # exactly the lock file's versions; it fails if package.json and the lock file disagree.
+    (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+    (cd "$dir" && node -e 'require("kafkajs")') \
+        || die "kafkajs in $dir/node_modules does not load"
     printf '%s\n' "$want" >"$stamp"
 }
 
 ensure_kafka_clients() {
     ensure_kcat
     ensure_python_venv
+    ensure_node_modules
 }
 
 main() {

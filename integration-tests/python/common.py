@@ -98,3 +98,65 @@ def first_mismatch(expected, actual):
             return "first difference at byte %d (expected %d, got %d); lengths %d/%d" % (
                 idx, a, b, len(expected), len(actual))
     return "lengths differ: expected %d, got %d" % (len(expected), len(actual))
+
+
+# --- Consumer groups (the groups_*.py scripts) ---------------------------------------------------
+
+# Every group script uses a topic of this many partitions with RECORDS_PER_PARTITION records in
+# each, so that 2 members get 3 partitions each and 3 members 2 each.
+GROUP_PARTITIONS = 6
+RECORDS_PER_PARTITION = 20
+
+
+def commit_cutoff(partition):
+    """The offset committed for `partition` in the commit checks: a different one per partition
+    (3..8), none at either end of the partition, so that resuming from the beginning, from the end
+    or from another partition's offset all show."""
+    return 3 + partition
+
+
+def altered_offset(partition):
+    """The offset an admin client sets for `partition` in the alter-offsets checks (10..15)."""
+    return 10 + partition
+
+
+def group_record(partition, i):
+    """(key, value) of record `i` of `partition` in the group scripts' topics: the value names
+    both, so a record read back shows where it was written."""
+    return b"p%d-k%03d" % (partition, i), b"partition %d record %d" % (partition, i)
+
+
+def format_assignment(assignments):
+    """{member: iterable of partitions} as 'a=[0, 1] b=[2]' for messages."""
+    return " ".join("%s=%s" % (name, sorted(parts)) for name, parts in sorted(assignments.items()))
+
+
+def assignment_problem(assignments, partitions=GROUP_PARTITIONS):
+    """None if the members' partition sets ({member: set}) are pairwise disjoint and together
+    cover 0..partitions-1 exactly; otherwise what is wrong with them."""
+    owners = {}
+    for name, parts in sorted(assignments.items()):
+        for p in parts:
+            owners.setdefault(p, []).append(name)
+    shared = {p: names for p, names in owners.items() if len(names) > 1}
+    if shared:
+        return "partitions owned by more than one member: %s (%s)" % (
+            ", ".join("%d by %s" % (p, "+".join(n)) for p, n in sorted(shared.items())),
+            format_assignment(assignments))
+    missing = sorted(set(range(partitions)) - set(owners))
+    extra = sorted(set(owners) - set(range(partitions)))
+    if missing or extra:
+        return "assignment does not cover partitions 0..%d: missing %s, unknown %s (%s)" % (
+            partitions - 1, missing, extra, format_assignment(assignments))
+    return None
+
+
+def balance_problem(assignments, partitions=GROUP_PARTITIONS):
+    """None if every member has partitions/len(members) partitions (the topics here divide
+    evenly), otherwise what is wrong."""
+    want = partitions // max(1, len(assignments))
+    uneven = {name: len(parts) for name, parts in assignments.items() if len(parts) != want}
+    if uneven:
+        return "expected %d partitions per member, got %s (%s)" % (
+            want, uneven, format_assignment(assignments))
+    return None

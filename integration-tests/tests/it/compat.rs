@@ -3,49 +3,18 @@
 //! and kafka-python. `make test` installs all of them (`scripts/bootstrap.sh`); a missing
 //! client fails the test rather than skipping it.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
-use streambus_integration_tests::{run_with_timeout, DevBroker};
+use streambus_integration_tests::DevBroker;
 
-/// Bound on one client script (each of its own waits is bounded too).
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn python_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-fn run(broker: &DevBroker, mut command: Command, what: &str) {
-    command.env("STREAMBUS_BOOTSTRAP", broker.bootstrap());
-    let output = run_with_timeout(command, SCRIPT_TIMEOUT).expect(what);
-    assert!(
-        output.status.success(),
-        "{what} failed ({})\n--- stdout\n{}\n--- stderr\n{}\n--- broker log (tail)\n{}",
-        output.status,
-        output.stdout,
-        output.stderr,
-        tail(&broker.log_text(), 60),
-    );
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn script(name: &str) -> Command {
-    let mut command = Command::new(streambus_integration_tests::python().unwrap());
-    command.arg(python_dir().join(name));
-    command
-}
+use crate::scripts::{python_dir, python_script, run_script};
 
 #[test]
 fn confluent_kafka_suite() {
     let broker = DevBroker::start(&[]).unwrap();
-    run(
+    run_script(
         &broker,
-        script("test_confluent.py"),
+        python_script("test_confluent.py"),
         "confluent-kafka suite",
     );
 }
@@ -53,9 +22,9 @@ fn confluent_kafka_suite() {
 #[test]
 fn kafka_python_suite() {
     let broker = DevBroker::start(&[]).unwrap();
-    run(
+    run_script(
         &broker,
-        script("test_kafka_python.py"),
+        python_script("test_kafka_python.py"),
         "kafka-python suite",
     );
 }
@@ -65,7 +34,7 @@ fn debian_kcat_metadata_produce_consume() {
     let broker = DevBroker::start(&[]).unwrap();
     let mut command = Command::new("bash");
     command.arg(python_dir().join("kcat.sh"));
-    run(&broker, command, "kcat");
+    run_script(&broker, command, "kcat");
 }
 
 #[test]
@@ -73,11 +42,11 @@ fn broker_restart_loses_no_acknowledged_record() {
     let mut broker = DevBroker::start(&[]).unwrap();
     let acked = tempfile::NamedTempFile::new().unwrap();
     let acked_path = acked.path().to_str().unwrap().to_owned();
-    let mut produce = script("durability.py");
+    let mut produce = python_script("durability.py");
     produce.args(["produce", "restart-topic", "5000", &acked_path]);
-    run(&broker, produce, "produce before restart");
+    run_script(&broker, produce, "produce before restart");
     broker.restart().unwrap();
-    let mut verify = script("durability.py");
+    let mut verify = python_script("durability.py");
     verify.args(["verify", "restart-topic", &acked_path]);
-    run(&broker, verify, "verify after restart");
+    run_script(&broker, verify, "verify after restart");
 }

@@ -37,6 +37,13 @@ pub struct GroupsConfig {
     pub group_max_session_timeout_ms: u64,
     /// `group.max.size`: members a classic group may have.
     pub group_max_size: u32,
+    /// `group.consumer.session.timeout.ms`: a KIP-848 member that does not heartbeat for this
+    /// long is removed.
+    pub consumer_session_timeout_ms: u64,
+    /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members are told to heartbeat.
+    pub consumer_heartbeat_interval_ms: u64,
+    /// `group.consumer.max.size`: members a KIP-848 consumer group may have.
+    pub consumer_max_size: u32,
 }
 
 impl Default for GroupsConfig {
@@ -53,6 +60,9 @@ impl Default for GroupsConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: i32::MAX as u32,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_max_size: i32::MAX as u32,
         }
     }
 }
@@ -104,6 +114,19 @@ impl GroupsConfig {
         }
         if self.group_max_size == 0 || self.group_max_size > i32::MAX as u32 {
             return Err(("groups.group_max_size", "must be between 1 and 2^31-1"));
+        }
+        if self.consumer_session_timeout_ms == 0
+            || self.consumer_heartbeat_interval_ms == 0
+            || self.consumer_heartbeat_interval_ms >= self.consumer_session_timeout_ms
+            || self.consumer_session_timeout_ms > i32::MAX as u64
+        {
+            return Err((
+                "groups.consumer_heartbeat_interval_ms",
+                "must be positive and below consumer_session_timeout_ms (at most 2^31-1)",
+            ));
+        }
+        if self.consumer_max_size == 0 || self.consumer_max_size > i32::MAX as u32 {
+            return Err(("groups.consumer_max_size", "must be between 1 and 2^31-1"));
         }
         if self.group_initial_rebalance_delay_ms > i32::MAX as u64 {
             return Err(("groups.group_initial_rebalance_delay_ms", "at most 2^31-1"));

@@ -55,6 +55,10 @@ pub enum GroupTimer {
     Sync { group: String, generation: i32 },
     /// Removal of expired offsets, over the whole partition.
     ExpireOffsets,
+    /// A KIP-848 member's session.
+    ConsumerSession { group: String, member: String },
+    /// A KIP-848 member that must revoke partitions within its rebalance timeout.
+    ConsumerRevocation { group: String, member: String },
 }
 
 /// Limits from the broker's `[groups]` config.

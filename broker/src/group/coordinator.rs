@@ -12,6 +12,8 @@ use streambus_storage::SystemClock;
 use tokio::task::JoinHandle;
 
 use super::classic::{GroupRules, JoinRequest, JoinResponse, Reply, SyncRequest, SyncResponse};
+use super::consumer::{ConsumerHeartbeat, ConsumerHeartbeatResponse, ConsumerRules, TopicsView};
+use super::consumer_ops::ConsumerDescribed;
 use super::machine::{CommitRequest, DescribedGroup, GroupMachine, ListedGroup, PartitionOutcomes};
 use super::offsets::{Committed, TopicPartition};
 use super::{GroupProblem, OFFSETS_TOPIC};
@@ -32,6 +34,8 @@ const SYNC_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
 #[derive(Debug)]
 pub struct GroupCoordinator {
     runtime: Arc<CoordinatorRuntime<GroupMachine>>,
+    /// The topics of the latest image as consumer groups see them, with the image's offset.
+    topics: std::sync::Mutex<(Option<u64>, Arc<TopicsView>)>,
 }
 
 impl GroupCoordinator {
@@ -57,14 +61,24 @@ impl GroupCoordinator {
             .configs
             .insert("compression.type".to_owned(), "producer".to_owned());
         let rules = GroupRules::from_config(config);
+        let consumer_rules = ConsumerRules {
+            session_timeout_ms: i32::try_from(config.consumer_session_timeout_ms)
+                .unwrap_or(i32::MAX),
+            heartbeat_interval_ms: i32::try_from(config.consumer_heartbeat_interval_ms)
+                .unwrap_or(i32::MAX),
+            max_size: config.consumer_max_size as usize,
+        };
         let runtime_config = RuntimeConfig {
             write_timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
             clock: Arc::new(SystemClock),
         };
         let runtime = CoordinatorRuntime::new(broker_id, topic, runtime_config, move |_| {
-            GroupMachine::new(rules.clone())
+            GroupMachine::new(rules.clone(), consumer_rules.clone())
         });
-        Arc::new(GroupCoordinator { runtime })
+        Arc::new(GroupCoordinator {
+            runtime,
+            topics: std::sync::Mutex::new((None, Arc::new(TopicsView::new()))),
+        })
     }
 
     pub fn runtime(&self) -> &Arc<CoordinatorRuntime<GroupMachine>> {
@@ -203,6 +217,60 @@ impl GroupCoordinator {
                 }),
             },
         }
+    }
+
+    // ---------------------------------------------------------------- KIP-848
+
+    /// The image's topics by name (id, partition count), rebuilt once per image.
+    fn topics_view(&self, ctx: &BrokerContext) -> Arc<TopicsView> {
+        let image = ctx.image();
+        let mut cached = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.0 != Some(image.metadata_offset()) {
+            let view: TopicsView = image
+                .topics()
+                .filter(|t| !crate::coordinator::topic::is_internal(&t.name))
+                .map(|t| {
+                    let count = u32::try_from(t.partitions.len()).unwrap_or(u32::MAX);
+                    (
+                        t.name.clone(),
+                        (crate::kafka::wire::to_uuid(&t.topic_id), count),
+                    )
+                })
+                .collect();
+            *cached = (Some(image.metadata_offset()), Arc::new(view));
+        }
+        cached.1.clone()
+    }
+
+    pub async fn consumer_heartbeat(
+        &self,
+        ctx: &BrokerContext,
+        group_id: &str,
+        request: ConsumerHeartbeat,
+    ) -> Result<ConsumerHeartbeatResponse, CoordinatorError> {
+        let partition = self.partition_for(group_id);
+        let group = group_id.to_owned();
+        let topics = self.topics_view(ctx);
+        self.runtime
+            .write(partition, move |machine, op| {
+                machine.consumer_heartbeat(&group, request, &topics, op)
+            })
+            .await
+    }
+
+    pub async fn consumer_describe(
+        &self,
+        ctx: &BrokerContext,
+        group_id: &str,
+    ) -> Result<Result<ConsumerDescribed, GroupProblem>, CoordinatorError> {
+        let partition = self.partition_for(group_id);
+        let group = group_id.to_owned();
+        let topics = self.topics_view(ctx);
+        self.runtime
+            .read(partition, move |machine| {
+                machine.consumer_describe(&group, &topics)
+            })
+            .await
     }
 
     // ---------------------------------------------------------------- offsets

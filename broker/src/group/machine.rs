@@ -11,6 +11,7 @@ use super::classic::{
     DescribedMember, Effects, Group, GroupRules, GroupState, GroupTimer, JoinRequest, JoinResponse,
     Reply, SyncRequest, SyncResponse,
 };
+use super::consumer::{ConsumerGroup, ConsumerRules};
 use super::offsets::{commit_record, Committed, Expiry, Offsets, TopicPartition};
 use super::records::{GroupMetadataValue, OffsetCommitValue, RecordKey};
 use super::{GroupProblem, LENGTHS_CHECKED};
@@ -22,15 +23,19 @@ use crate::coordinator::{
 /// One partition's groups and offsets.
 #[derive(Default)]
 pub struct GroupMachine {
-    rules: GroupRules,
-    groups: HashMap<String, Group>,
-    offsets: Offsets,
+    pub(super) rules: GroupRules,
+    pub(super) consumer_rules: ConsumerRules,
+    /// Classic groups.
+    pub(super) groups: HashMap<String, Group>,
+    /// KIP-848 consumer groups; a group id is in at most one of the two maps.
+    pub(super) consumer_groups: HashMap<String, ConsumerGroup>,
+    pub(super) offsets: Offsets,
     /// Records the current call writes (drained into its result).
-    records: Vec<CoordinatorRecord>,
+    pub(super) records: Vec<CoordinatorRecord>,
     /// Answers the current call releases once committed (taken by the shard).
-    deferred: Vec<Deferred>,
+    pub(super) deferred: Vec<Deferred>,
     /// Set once replay is over: from then on operations apply group records themselves.
-    loaded: bool,
+    pub(super) loaded: bool,
 }
 
 impl std::fmt::Debug for GroupMachine {
@@ -59,6 +64,8 @@ pub struct CommitPartition {
 /// An OffsetCommit as the coordinator sees it.
 #[derive(Debug, Clone)]
 pub struct CommitRequest {
+    /// OffsetCommit's version: a stale member epoch is STALE_MEMBER_EPOCH from v9.
+    pub api_version: i16,
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub generation_id: i32,
@@ -87,6 +94,8 @@ pub struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
     pub state: &'static str,
+    /// `classic` or `consumer` (KIP-848).
+    pub group_type: &'static str,
 }
 
 /// Splits the machine into the group map and the effects of one call (disjoint borrows).
@@ -113,15 +122,16 @@ macro_rules! with_effects {
 }
 
 impl GroupMachine {
-    pub fn new(rules: GroupRules) -> GroupMachine {
+    pub fn new(rules: GroupRules, consumer_rules: ConsumerRules) -> GroupMachine {
         GroupMachine {
             rules,
+            consumer_rules,
             ..GroupMachine::default()
         }
     }
 
     /// This call's records, with `response`.
-    fn result<R>(&mut self, response: R) -> CoordinatorResult<R> {
+    pub(super) fn result<R>(&mut self, response: R) -> CoordinatorResult<R> {
         CoordinatorResult::new(std::mem::take(&mut self.records), response)
     }
 
@@ -145,6 +155,18 @@ impl GroupMachine {
         request: JoinRequest,
         ctx: &mut OpContext<'_, GroupTimer>,
     ) -> CoordinatorResult<Reply<JoinResponse>> {
+        if let Some(consumer) = self.consumer_groups.get(group_id) {
+            if !consumer.is_empty() {
+                // Kafka's answer when a classic member cannot join a consumer group.
+                let response = JoinResponse::error(
+                    GroupProblem::InconsistentGroupProtocol,
+                    &request.member_id,
+                );
+                return self.result(Reply::Now(response));
+            }
+            // An empty consumer group becomes a classic one, as Kafka converts it.
+            self.remove_consumer_group(group_id);
+        }
         let created = !self.groups.contains_key(group_id);
         if created && !request.member_id.is_empty() {
             let response = JoinResponse::error(GroupProblem::UnknownMemberId, &request.member_id);
@@ -232,27 +254,35 @@ impl GroupMachine {
         ctx: &mut OpContext<'_, GroupTimer>,
     ) -> CoordinatorResult<Result<PartitionOutcomes, GroupProblem>> {
         let now_ms = ctx.now_ms;
-        if !self.groups.contains_key(group_id) {
-            if request.generation_id >= 0 {
-                return self.result(Err(GroupProblem::IllegalGeneration));
-            }
-            // A consumer outside group management (or the admin client) commits for a group
-            // that does not exist yet: it is created empty.
-            self.groups
-                .insert(group_id.to_owned(), Group::new(group_id, Some(now_ms)));
-        }
-        let validated = with_effects!(self, ctx, |groups, _offsets, fx| {
-            let group = &groups[group_id];
-            let valid = group.validate_offset_commit(
+        let validated = if let Some(consumer) = self.consumer_groups.get(group_id) {
+            consumer.validate_offset_commit(
                 &request.member_id,
-                request.group_instance_id.as_deref(),
                 request.generation_id,
-            );
-            if valid.is_ok() && request.generation_id >= 0 {
-                group.commit_heartbeat(&request.member_id, &mut fx);
+                request.api_version,
+            )
+        } else {
+            if !self.groups.contains_key(group_id) {
+                if request.generation_id >= 0 {
+                    return self.result(Err(GroupProblem::IllegalGeneration));
+                }
+                // A consumer outside group management (or the admin client) commits for a
+                // group that does not exist yet: it is created empty.
+                self.groups
+                    .insert(group_id.to_owned(), Group::new(group_id, Some(now_ms)));
             }
-            valid
-        });
+            with_effects!(self, ctx, |groups, _offsets, fx| {
+                let group = &groups[group_id];
+                let valid = group.validate_offset_commit(
+                    &request.member_id,
+                    request.group_instance_id.as_deref(),
+                    request.generation_id,
+                );
+                if valid.is_ok() && request.generation_id >= 0 {
+                    group.commit_heartbeat(&request.member_id, &mut fx);
+                }
+                valid
+            })
+        };
         if let Err(problem) = validated {
             return self.result(Err(problem));
         }
@@ -322,16 +352,23 @@ impl GroupMachine {
         group_id: &str,
         partitions: Vec<TopicPartition>,
     ) -> CoordinatorResult<Result<PartitionOutcomes, GroupProblem>> {
-        let Some(group) = self.groups.get(group_id) else {
-            return self.result(Err(GroupProblem::GroupIdNotFound));
-        };
-        let subscribed = if group.is(GroupState::Empty) {
-            Some(BTreeSet::new())
-        } else if group.protocol_type.as_deref() == Some("consumer") {
-            // Unknown subscriptions protect every topic.
-            group.subscribed_topics()
+        let subscribed = if let Some(consumer) = self.consumer_groups.get(group_id) {
+            Some(if consumer.is_empty() {
+                BTreeSet::new()
+            } else {
+                consumer.subscribed_topics()
+            })
+        } else if let Some(group) = self.groups.get(group_id) {
+            if group.is(GroupState::Empty) {
+                Some(BTreeSet::new())
+            } else if group.protocol_type.as_deref() == Some("consumer") {
+                // Unknown subscriptions protect every topic.
+                group.subscribed_topics()
+            } else {
+                return self.result(Err(GroupProblem::NonEmptyGroup));
+            }
         } else {
-            return self.result(Err(GroupProblem::NonEmptyGroup));
+            return self.result(Err(GroupProblem::GroupIdNotFound));
         };
         let mut outcomes = Vec::with_capacity(partitions.len());
         for (topic, partition) in partitions {
@@ -363,6 +400,16 @@ impl GroupMachine {
     ) -> CoordinatorResult<Vec<(String, Option<GroupProblem>)>> {
         let mut outcomes = Vec::with_capacity(group_ids.len());
         for group_id in group_ids {
+            if let Some(consumer) = self.consumer_groups.get(&group_id) {
+                let problem = (!consumer.is_empty()).then_some(GroupProblem::NonEmptyGroup);
+                if problem.is_none() {
+                    let tombstones = self.offsets.tombstones_of_group(&group_id);
+                    self.records.extend(tombstones);
+                    self.remove_consumer_group(&group_id);
+                }
+                outcomes.push((group_id, problem));
+                continue;
+            }
             let problem = match self.groups.get(&group_id) {
                 None => Some(GroupProblem::GroupIdNotFound),
                 Some(group) if group.is(GroupState::Dead) => Some(GroupProblem::GroupIdNotFound),
@@ -432,7 +479,14 @@ impl GroupMachine {
                 group_id: group.id.clone(),
                 protocol_type: group.protocol_type.clone().unwrap_or_default(),
                 state: group.state.name(),
+                group_type: "classic",
             })
+            .chain(self.consumer_groups.values().map(|group| ListedGroup {
+                group_id: group.id.clone(),
+                protocol_type: "consumer".to_owned(),
+                state: group.state(),
+                group_type: "consumer",
+            }))
             .collect();
         listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         listed
@@ -445,7 +499,13 @@ impl GroupMachine {
         let mut emptied = Vec::new();
         let group_ids: Vec<String> = self.offsets.groups().cloned().collect();
         for group_id in group_ids {
+            let consumer = self.consumer_groups.get(&group_id);
             let expiry = match self.groups.get(&group_id) {
+                // KIP-848 groups: an offset expires after its commit, unless its topic is
+                // subscribed to.
+                None if consumer.is_some_and(|c| !c.is_empty()) => Expiry::Unsubscribed {
+                    subscribed: consumer.map(|c| c.subscribed_topics()).unwrap_or_default(),
+                },
                 None => Expiry::All { base_ms: None },
                 Some(group) if group.is(GroupState::Empty) => Expiry::All {
                     base_ms: group.state_timestamp_ms,
@@ -478,6 +538,13 @@ impl GroupMachine {
             if removable && self.groups.remove(&group_id).is_some() {
                 self.records.push(Group::tombstone(&group_id));
             }
+            if self
+                .consumer_groups
+                .get(&group_id)
+                .is_some_and(ConsumerGroup::is_empty)
+            {
+                self.remove_consumer_group(&group_id);
+            }
         }
         ctx.timers.schedule(
             GroupTimer::ExpireOffsets,
@@ -505,13 +572,12 @@ impl CoordinatorMachine for GroupMachine {
                     .map(OffsetCommitValue::decode)
                     .transpose()
                     .map_err(|e| refused("an offset commit", e.to_string()))?;
-                if let Some(value) = &value {
-                    if !self.groups.contains_key(&key.group) {
-                        // Kafka keeps a group for offsets committed outside group management.
-                        self.groups
-                            .insert(key.group.clone(), Group::new(&key.group, None));
-                        let _ = value;
-                    }
+                let unknown = !self.groups.contains_key(&key.group)
+                    && !self.consumer_groups.contains_key(&key.group);
+                if value.is_some() && unknown {
+                    // Kafka keeps a group for offsets committed outside group management.
+                    self.groups
+                        .insert(key.group.clone(), Group::new(&key.group, None));
                 }
                 self.offsets.apply(&key, value.as_ref());
             }
@@ -528,8 +594,19 @@ impl CoordinatorMachine for GroupMachine {
                     self.groups.remove(&key.group);
                 }
             },
-            // KIP-848 and share-group records: not served by this coordinator yet.
+            // Share and streams groups: not served by this coordinator.
             RecordKey::Unknown { .. } => {}
+            // Once loaded, the operation that wrote a consumer-group record applied it already.
+            _ if self.loaded => {}
+            key => {
+                super::consumer_log::replay(
+                    &mut self.consumer_groups,
+                    &mut self.groups,
+                    &key,
+                    value,
+                )
+                .map_err(|e| refused("a consumer group record", e.to_string()))?;
+            }
         }
         Ok(())
     }
@@ -541,6 +618,7 @@ impl CoordinatorMachine for GroupMachine {
                 group.on_loaded(&mut fx);
             }
         });
+        self.consumer_groups_loaded(ctx);
         ctx.timers.schedule(
             GroupTimer::ExpireOffsets,
             ctx.now_ms + self.rules.offsets_retention_check_interval_ms,
@@ -573,6 +651,12 @@ impl CoordinatorMachine for GroupMachine {
                     group.on_join_timer(&mut fx);
                 }
             }),
+            GroupTimer::ConsumerSession { group, member } => {
+                self.consumer_timer(&group, &member, false, ctx)
+            }
+            GroupTimer::ConsumerRevocation { group, member } => {
+                self.consumer_timer(&group, &member, true, ctx)
+            }
             GroupTimer::Sync { group, generation } => {
                 with_effects!(self, ctx, |groups, _offsets, fx| {
                     if let Some(group) = groups.get_mut(&group) {

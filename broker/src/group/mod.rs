@@ -5,6 +5,8 @@
 //! Modules:
 //! - [`records`]: Kafka's key and value schemas of `__consumer_offsets`.
 //! - [`classic`]: one classic group: members, generations, the rebalance state machine.
+//! - [`consumer`]: one KIP-848 consumer group: epochs, target assignment, reconciliation.
+//! - [`assignor`]: the server-side assignors of consumer groups (`uniform`, `range`).
 //! - [`offsets`]: committed offsets and their expiry.
 //! - [`machine`]: the state machine of one `__consumer_offsets` partition (pure: time is passed
 //!   in, member ids are made by the caller).
@@ -16,7 +18,11 @@
 //! answer, heartbeat deadlines). Replay of group records only rebuilds groups while a
 //! partition loads. Offset commits go through replay like any coordinator record.
 
+pub mod assignor;
 pub mod classic;
+pub mod consumer;
+mod consumer_log;
+pub mod consumer_ops;
 pub mod coordinator;
 pub mod machine;
 pub mod offsets;
@@ -67,4 +73,14 @@ pub enum GroupProblem {
     GroupSubscribedToTopic,
     OffsetMetadataTooLarge,
     UnknownTopicOrPartition,
+    /// KIP-848: a heartbeat with an epoch the member no longer has.
+    FencedMemberEpoch,
+    /// KIP-848: the instance id is held by a member that has not left.
+    UnreleasedInstanceId,
+    UnsupportedAssignor,
+    /// KIP-848: an offset commit with an outdated member epoch.
+    StaleMemberEpoch,
+    /// A request whose fields contradict the protocol (a first heartbeat without a
+    /// subscription, a bad regex).
+    InvalidRequest,
 }

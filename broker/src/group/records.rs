@@ -5,35 +5,54 @@
 //! Framing (Kafka's `CoordinatorRecordSerde`): a record's key is an int16 *record type* followed
 //! by the key struct, and its value an int16 *value version* followed by the value struct. A
 //! tombstone is the key with a null value. Record types: 0 and 1 are an offset commit (Kafka has
-//! written 1 since 0.9; 0 is the 0.8.2 key with the same layout), 2 is classic group metadata.
-//! Higher types (KIP-848 consumer groups, share and streams groups) decode to
-//! [`RecordKey::Unknown`] so a replay can skip them, as Kafka's loader skips unknown types.
+//! written 1 since 0.9; 0 is the 0.8.2 key with the same layout), 2 is classic group metadata,
+//! 3 to 8 and 16 are the records of a KIP-848 consumer group (`group.protocol=consumer`). Other
+//! types (share groups 9 to 15, streams groups, later additions) decode to [`RecordKey::Unknown`]
+//! so a replay can skip them, as Kafka's loader skips unknown types. Recent Kafka declares a key
+//! schema as version 0 of a `coordinator-key` whose `apiKey` is the type, where older Kafka
+//! declared the type as the key's only version: the bytes are the same.
 //!
 //! Schemas (Kafka's `group-coordinator/src/main/resources/common/message/*.json`):
 //!
-//! | record | versions | flexible | version-dependent fields |
+//! | record | versions | flexible | version-dependent and tagged fields |
 //! |---|---|---|---|
 //! | `OffsetCommitKey` (type 0, 1) | — | never | — |
 //! | `GroupMetadataKey` (type 2) | — | never | — |
+//! | `ConsumerGroup*Key` (types 3-8, 16) | — | never | — |
 //! | `OffsetCommitValue` | 0-4 | 4+ | `leaderEpoch` 3+, `expireTimestamp` only 1, `topicId` tag 0 in 4+ |
 //! | `GroupMetadataValue` | 0-4 | 4+ | `currentStateTimestamp` 2+; member `rebalanceTimeout` 1+, `groupInstanceId` 3+ |
+//! | `ConsumerGroupMetadataValue` (3) | 0 | 0+ | `metadataHash` tag 0 (int64, default 0; Kafka 4.1+) |
+//! | `ConsumerGroupPartitionMetadataValue` (4) | 0 | 0+ | — |
+//! | `ConsumerGroupMemberMetadataValue` (5) | 0 | 0+ | `classicMemberMetadata` tag 0 (nullable struct, default null) |
+//! | `ConsumerGroupTargetAssignmentMetadataValue` (6) | 0 | 0+ | — |
+//! | `ConsumerGroupTargetAssignmentMemberValue` (7) | 0 | 0+ | — |
+//! | `ConsumerGroupCurrentMemberAssignmentValue` (8) | 0 | 0+ | — |
+//! | `ConsumerGroupRegularExpressionValue` (16) | 0 | 0+ | — |
 //!
 //! Flexible versions use compact (varint-length) strings, bytes and arrays and end every struct
 //! with a tagged-field section. A field absent from a version decodes to its schema default
 //! (-1, null, the nil topic id), and encoding at a version without the field drops it, as Kafka
-//! does for these fields (all are `ignorable`).
+//! does for these fields (all are `ignorable`). A tagged field is written only when it differs
+//! from its default; a nullable struct in one (`classicMemberMetadata`) is a varint presence
+//! marker (1) followed by the struct, as Kafka's generated code writes it.
 //!
 //! Versions Kafka writes (`GroupCoordinatorRecordHelpers`): `OffsetCommitValue` 1 when the commit
 //! carries an expire timestamp (v1 is the only version holding one), else 4 since Kafka 4.1
 //! (KAFKA-19141, which added `topicId`), and 3 before; `GroupMetadataValue` 3. [`encode`] writes
 //! what Kafka 4.0 writes (1 or 3): version 4 is unreadable to Kafka tools before 3.5 and to Burrow
-//! before 1.9.5, and the topic id it adds is not needed to read the topic.
+//! before 1.9.5, and the topic id it adds is not needed to read the topic. The KIP-848 values
+//! have only version 0, which Kafka 4.0 writes and `encode` writes. Kafka 4.0 writes type 4 with
+//! no racks (its schema: not used after 4.0); since 4.1 (KIP-1101) it keeps `metadataHash` in
+//! type 3 instead of writing type 4, and tombstones a type 4 record a group still has.
 //!
 //! Decoding never panics and allocates at most in proportion to the input: every length is
 //! checked against the bytes present before anything is copied or reserved. It is stricter than
-//! Kafka in three ways, each a sign of corruption rather than of another writer: bytes left after
-//! a key or value, strings that are not UTF-8 (Java replaces the bad sequences) and a `topicId`
-//! tag whose size is not 16 are errors. Unknown tagged fields are skipped and not kept.
+//! Kafka in these ways, each a sign of corruption rather than of another writer: bytes left after
+//! a key or value, strings that are not UTF-8 (Java replaces the bad sequences), a `topicId` tag
+//! whose size is not 16, a `metadataHash` tag whose size is not 8, and a `classicMemberMetadata`
+//! tag whose struct does not fill its size exactly (Java reads tagged fields of a known tag
+//! without checking their size) are errors. Unknown tagged fields, such as those newer Kafka
+//! versions add, are skipped and not kept.
 //!
 //! The primitives (int16-length strings, compact strings, varints) are written here, not taken
 //! from kafka-protocol: its `types::*` encoders work through traits it keeps `pub(crate)`. The
@@ -52,6 +71,22 @@ const OFFSET_COMMIT_LEGACY_TYPE: i16 = 0;
 const OFFSET_COMMIT_TYPE: i16 = 1;
 /// The record type of classic group metadata.
 const GROUP_METADATA_TYPE: i16 = 2;
+/// The record type of a consumer group's epoch (`ConsumerGroupMetadata`).
+const CONSUMER_GROUP_METADATA_TYPE: i16 = 3;
+/// The record type of a consumer group's subscription metadata (`ConsumerGroupPartitionMetadata`).
+const CONSUMER_GROUP_PARTITION_METADATA_TYPE: i16 = 4;
+/// The record type of a consumer group member's metadata (`ConsumerGroupMemberMetadata`).
+const CONSUMER_GROUP_MEMBER_METADATA_TYPE: i16 = 5;
+/// The record type of a consumer group's target assignment epoch
+/// (`ConsumerGroupTargetAssignmentMetadata`).
+const CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE: i16 = 6;
+/// The record type of a member's target assignment (`ConsumerGroupTargetAssignmentMember`).
+const CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE: i16 = 7;
+/// The record type of a member's current assignment (`ConsumerGroupCurrentMemberAssignment`).
+const CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_TYPE: i16 = 8;
+/// The record type of a consumer group's resolved regular expression
+/// (`ConsumerGroupRegularExpression`).
+const CONSUMER_GROUP_REGULAR_EXPRESSION_TYPE: i16 = 16;
 
 /// The longest string Kafka's generated code reads or writes, in any version (its `0x7fff`
 /// check), compact strings included.
@@ -59,6 +94,12 @@ const STRING_MAX_BYTES: usize = 0x7fff;
 
 /// The tag of `OffsetCommitValue.topicId`.
 const TOPIC_ID_TAG: u32 = 0;
+/// The tag of `ConsumerGroupMetadataValue.metadataHash`.
+const METADATA_HASH_TAG: u32 = 0;
+/// The tag of `ConsumerGroupMemberMetadataValue.classicMemberMetadata`.
+const CLASSIC_MEMBER_METADATA_TAG: u32 = 0;
+/// The only version of the KIP-848 consumer group values, flexible.
+const CONSUMER_GROUP_VALUE_VERSION: i16 = 0;
 
 /// The key of a `__consumer_offsets` record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +108,28 @@ pub enum RecordKey {
     OffsetCommit(OffsetCommitKey),
     /// The metadata of a classic group (record type 2).
     GroupMetadata(GroupMetadataKey),
-    /// A record type this module does not know (KIP-848 consumer groups, share groups, ...);
-    /// only the type was read, so a replay can skip the record.
+    /// A consumer group's epoch (record type 3), value [`ConsumerGroupMetadataValue`].
+    ConsumerGroupMetadata(ConsumerGroupKey),
+    /// A consumer group's subscription metadata (record type 4), value
+    /// [`ConsumerGroupPartitionMetadataValue`].
+    ConsumerGroupPartitionMetadata(ConsumerGroupKey),
+    /// A consumer group member's metadata (record type 5), value
+    /// [`ConsumerGroupMemberMetadataValue`].
+    ConsumerGroupMemberMetadata(ConsumerGroupMemberKey),
+    /// A consumer group's target assignment epoch (record type 6), value
+    /// [`ConsumerGroupTargetAssignmentMetadataValue`].
+    ConsumerGroupTargetAssignmentMetadata(ConsumerGroupKey),
+    /// A member's target assignment (record type 7), value
+    /// [`ConsumerGroupTargetAssignmentMemberValue`].
+    ConsumerGroupTargetAssignmentMember(ConsumerGroupMemberKey),
+    /// A member's current assignment (record type 8), value
+    /// [`ConsumerGroupCurrentMemberAssignmentValue`].
+    ConsumerGroupCurrentMemberAssignment(ConsumerGroupMemberKey),
+    /// A consumer group's resolved regular expression (record type 16), value
+    /// [`ConsumerGroupRegularExpressionValue`].
+    ConsumerGroupRegularExpression(ConsumerGroupRegularExpressionKey),
+    /// A record type this module does not know (share groups, streams groups, ...); only the
+    /// type was read, so a replay can skip the record.
     Unknown {
         /// The record type.
         version: i16,
@@ -148,6 +209,172 @@ pub struct MemberMetadata {
     pub assignment: Bytes,
 }
 
+/// The key of a consumer group record that holds one value for the whole group: its epoch
+/// (type 3), its subscription metadata (type 4) or its target assignment epoch (type 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupKey {
+    /// The group id.
+    pub group: String,
+}
+
+/// The key of a consumer group record about one member: its metadata (type 5), its target
+/// assignment (type 7) or its current assignment (type 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMemberKey {
+    /// The group id.
+    pub group: String,
+    /// The member id.
+    pub member_id: String,
+}
+
+/// The key of a consumer group's resolved regular expression (type 16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupRegularExpressionKey {
+    /// The group id.
+    pub group: String,
+    /// The regular expression, as members subscribed with it.
+    pub regex: String,
+}
+
+/// The value of a consumer group's epoch record (`ConsumerGroupMetadataValue`, version 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMetadataValue {
+    /// The group epoch.
+    pub epoch: i32,
+    /// The hash of the metadata of every subscribed topic, 0 when unknown (tagged field 0; Kafka
+    /// writes it since 4.1, KIP-1101).
+    pub metadata_hash: i64,
+}
+
+/// The value of a consumer group's subscription metadata record
+/// (`ConsumerGroupPartitionMetadataValue`, version 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupPartitionMetadataValue {
+    /// The subscribed topics.
+    pub topics: Vec<TopicMetadata>,
+}
+
+/// One subscribed topic in [`ConsumerGroupPartitionMetadataValue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    /// The topic id.
+    pub topic_id: Uuid,
+    /// The topic name.
+    pub topic_name: String,
+    /// The number of partitions of the topic.
+    pub num_partitions: i32,
+    /// The racks of each partition (Kafka's `PartitionMetadata`); Kafka 4.0 writes it empty.
+    pub partition_racks: Vec<PartitionRacks>,
+}
+
+/// The racks holding one partition, in [`TopicMetadata`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRacks {
+    /// The partition index.
+    pub partition: i32,
+    /// The racks of the partition's replicas.
+    pub racks: Vec<String>,
+}
+
+/// The value of a consumer group member's metadata record (`ConsumerGroupMemberMetadataValue`,
+/// version 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMemberMetadataValue {
+    /// The static member's instance id.
+    pub instance_id: Option<String>,
+    /// The member's rack.
+    pub rack_id: Option<String>,
+    /// The client id.
+    pub client_id: String,
+    /// The client host.
+    pub client_host: String,
+    /// The topics the member subscribed to by name.
+    pub subscribed_topic_names: Vec<String>,
+    /// The regular expression the member subscribed with, if any.
+    pub subscribed_topic_regex: Option<String>,
+    /// The rebalance timeout in milliseconds (schema default -1).
+    pub rebalance_timeout: i32,
+    /// The server-side assignor the member asked for, if any.
+    pub server_assignor: Option<String>,
+    /// The classic protocol metadata of a member that joined with the classic protocol (a
+    /// group converted from classic); `None` for a member using the consumer protocol (tagged
+    /// field 0).
+    pub classic_member_metadata: Option<ClassicMemberMetadata>,
+}
+
+/// The classic protocol metadata of a member in [`ConsumerGroupMemberMetadataValue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicMemberMetadata {
+    /// The session timeout in milliseconds.
+    pub session_timeout: i32,
+    /// The protocols (assignors) the member supports, with their metadata.
+    pub supported_protocols: Vec<ClassicProtocol>,
+}
+
+/// One protocol a classic member supports, in [`ClassicMemberMetadata`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicProtocol {
+    /// The protocol name, e.g. `range`.
+    pub name: String,
+    /// The protocol metadata (the member's subscription).
+    pub metadata: Bytes,
+}
+
+/// The value of a consumer group's target assignment epoch record
+/// (`ConsumerGroupTargetAssignmentMetadataValue`, version 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupTargetAssignmentMetadataValue {
+    /// The group epoch the target assignment was computed for.
+    pub assignment_epoch: i32,
+}
+
+/// The value of a member's target assignment record (`ConsumerGroupTargetAssignmentMemberValue`,
+/// version 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupTargetAssignmentMemberValue {
+    /// The partitions the target assignment gives the member.
+    pub topic_partitions: Vec<TopicPartitions>,
+}
+
+/// The partitions of one topic, in the assignment records (Kafka's `TopicPartition` of type 7
+/// and `TopicPartitions` of type 8, the same layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPartitions {
+    /// The topic id.
+    pub topic_id: Uuid,
+    /// The partition indexes.
+    pub partitions: Vec<i32>,
+}
+
+/// The value of a member's current assignment record
+/// (`ConsumerGroupCurrentMemberAssignmentValue`, version 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupCurrentMemberAssignmentValue {
+    /// The member epoch the member is expected to heartbeat with.
+    pub member_epoch: i32,
+    /// The previous member epoch, which the member may retry with if it missed the last bump.
+    pub previous_member_epoch: i32,
+    /// The member state, Kafka's `MemberState` value (the `STATE_*` constants).
+    pub state: i8,
+    /// The partitions assigned to (owned by) the member.
+    pub assigned_partitions: Vec<TopicPartitions>,
+    /// The partitions the member must revoke.
+    pub partitions_pending_revocation: Vec<TopicPartitions>,
+}
+
+/// The value of a consumer group's resolved regular expression record
+/// (`ConsumerGroupRegularExpressionValue`, version 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupRegularExpressionValue {
+    /// The topics the regular expression matched.
+    pub topics: Vec<String>,
+    /// The version of the metadata image it was resolved against (Kafka: the image's last
+    /// contained offset).
+    pub version: i64,
+    /// When the resolution started, in milliseconds since the epoch.
+    pub timestamp: i64,
+}
+
 /// Why a record could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordError {
@@ -194,6 +421,46 @@ impl RecordKey {
                 w.string("group", &key.group)?;
                 Ok(w.finish())
             }
+            RecordKey::ConsumerGroupMetadata(key) => encode_group_key(
+                "ConsumerGroupMetadataKey",
+                CONSUMER_GROUP_METADATA_TYPE,
+                key,
+            ),
+            RecordKey::ConsumerGroupPartitionMetadata(key) => encode_group_key(
+                "ConsumerGroupPartitionMetadataKey",
+                CONSUMER_GROUP_PARTITION_METADATA_TYPE,
+                key,
+            ),
+            RecordKey::ConsumerGroupMemberMetadata(key) => encode_member_key(
+                "ConsumerGroupMemberMetadataKey",
+                CONSUMER_GROUP_MEMBER_METADATA_TYPE,
+                key,
+            ),
+            RecordKey::ConsumerGroupTargetAssignmentMetadata(key) => encode_group_key(
+                "ConsumerGroupTargetAssignmentMetadataKey",
+                CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE,
+                key,
+            ),
+            RecordKey::ConsumerGroupTargetAssignmentMember(key) => encode_member_key(
+                "ConsumerGroupTargetAssignmentMemberKey",
+                CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE,
+                key,
+            ),
+            RecordKey::ConsumerGroupCurrentMemberAssignment(key) => encode_member_key(
+                "ConsumerGroupCurrentMemberAssignmentKey",
+                CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_TYPE,
+                key,
+            ),
+            RecordKey::ConsumerGroupRegularExpression(key) => {
+                let mut w = Writer::new(
+                    "ConsumerGroupRegularExpressionKey",
+                    CONSUMER_GROUP_REGULAR_EXPRESSION_TYPE,
+                    false,
+                );
+                w.string("groupId", &key.group)?;
+                w.string("regularExpression", &key.regex)?;
+                Ok(w.finish())
+            }
             RecordKey::Unknown { version } => Err(RecordError::UnsupportedVersion {
                 schema: "RecordKey",
                 version: *version,
@@ -201,7 +468,7 @@ impl RecordKey {
         }
     }
 
-    /// Decodes a key. Any record type other than 0, 1 and 2 gives [`RecordKey::Unknown`]
+    /// Decodes a key. Any record type other than 0 to 8 and 16 gives [`RecordKey::Unknown`]
     /// without reading further.
     pub fn decode(bytes: &[u8]) -> Result<RecordKey, RecordError> {
         let mut r = Reader::new("RecordKey", bytes, false);
@@ -219,6 +486,37 @@ impl RecordKey {
                 r.schema = "GroupMetadataKey";
                 RecordKey::GroupMetadata(GroupMetadataKey {
                     group: r.string("group")?,
+                })
+            }
+            CONSUMER_GROUP_METADATA_TYPE => {
+                r.schema = "ConsumerGroupMetadataKey";
+                RecordKey::ConsumerGroupMetadata(decode_group_key(&mut r)?)
+            }
+            CONSUMER_GROUP_PARTITION_METADATA_TYPE => {
+                r.schema = "ConsumerGroupPartitionMetadataKey";
+                RecordKey::ConsumerGroupPartitionMetadata(decode_group_key(&mut r)?)
+            }
+            CONSUMER_GROUP_MEMBER_METADATA_TYPE => {
+                r.schema = "ConsumerGroupMemberMetadataKey";
+                RecordKey::ConsumerGroupMemberMetadata(decode_member_key(&mut r)?)
+            }
+            CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE => {
+                r.schema = "ConsumerGroupTargetAssignmentMetadataKey";
+                RecordKey::ConsumerGroupTargetAssignmentMetadata(decode_group_key(&mut r)?)
+            }
+            CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE => {
+                r.schema = "ConsumerGroupTargetAssignmentMemberKey";
+                RecordKey::ConsumerGroupTargetAssignmentMember(decode_member_key(&mut r)?)
+            }
+            CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_TYPE => {
+                r.schema = "ConsumerGroupCurrentMemberAssignmentKey";
+                RecordKey::ConsumerGroupCurrentMemberAssignment(decode_member_key(&mut r)?)
+            }
+            CONSUMER_GROUP_REGULAR_EXPRESSION_TYPE => {
+                r.schema = "ConsumerGroupRegularExpressionKey";
+                RecordKey::ConsumerGroupRegularExpression(ConsumerGroupRegularExpressionKey {
+                    group: r.string("groupId")?,
+                    regex: r.string("regularExpression")?,
                 })
             }
             version => return Ok(RecordKey::Unknown { version }),
@@ -431,6 +729,480 @@ impl GroupMetadataValue {
     }
 }
 
+fn encode_group_key(
+    schema: &'static str,
+    record_type: i16,
+    key: &ConsumerGroupKey,
+) -> Result<Bytes, RecordError> {
+    let mut w = Writer::new(schema, record_type, false);
+    w.string("groupId", &key.group)?;
+    Ok(w.finish())
+}
+
+fn encode_member_key(
+    schema: &'static str,
+    record_type: i16,
+    key: &ConsumerGroupMemberKey,
+) -> Result<Bytes, RecordError> {
+    let mut w = Writer::new(schema, record_type, false);
+    w.string("groupId", &key.group)?;
+    w.string("memberId", &key.member_id)?;
+    Ok(w.finish())
+}
+
+fn decode_group_key(r: &mut Reader<'_>) -> Result<ConsumerGroupKey, RecordError> {
+    Ok(ConsumerGroupKey {
+        group: r.string("groupId")?,
+    })
+}
+
+fn decode_member_key(r: &mut Reader<'_>) -> Result<ConsumerGroupMemberKey, RecordError> {
+    Ok(ConsumerGroupMemberKey {
+        group: r.string("groupId")?,
+        member_id: r.string("memberId")?,
+    })
+}
+
+/// A writer for a KIP-848 value at `version`, which must be 0, the only (flexible) version.
+fn consumer_group_value_writer(schema: &'static str, version: i16) -> Result<Writer, RecordError> {
+    check_version(schema, version, CONSUMER_GROUP_VALUE_VERSION)?;
+    Ok(Writer::new(schema, version, true))
+}
+
+/// A reader past the version of a KIP-848 value, which must be 0, the only (flexible) version.
+fn consumer_group_value_reader<'a>(
+    schema: &'static str,
+    bytes: &'a [u8],
+) -> Result<Reader<'a>, RecordError> {
+    let mut r = Reader::new(schema, bytes, true);
+    let version = r.i16("version")?;
+    check_version(schema, version, CONSUMER_GROUP_VALUE_VERSION)?;
+    Ok(r)
+}
+
+impl ConsumerGroupMetadataValue {
+    /// The newest version the schema has.
+    pub const MAX_VERSION: i16 = CONSUMER_GROUP_VALUE_VERSION;
+    const SCHEMA: &'static str = "ConsumerGroupMetadataValue";
+
+    /// Encodes at version 0, the version Kafka writes.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        self.encode_version(CONSUMER_GROUP_VALUE_VERSION)
+    }
+
+    /// Encodes at `version` (only 0 exists). `metadata_hash` is written only when not 0, its
+    /// default, as Kafka writes tagged fields; Kafka 4.0 never sets it.
+    pub fn encode_version(&self, version: i16) -> Result<Bytes, RecordError> {
+        let mut w = consumer_group_value_writer(Self::SCHEMA, version)?;
+        w.i32(self.epoch);
+        if self.metadata_hash == 0 {
+            w.tagged_fields(&[]);
+        } else {
+            w.tagged_fields(&[(METADATA_HASH_TAG, &self.metadata_hash.to_be_bytes())]);
+        }
+        Ok(w.finish())
+    }
+
+    /// Decodes a value of version 0.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let mut r = consumer_group_value_reader(Self::SCHEMA, bytes)?;
+        let epoch = r.i32("epoch")?;
+        let mut metadata_hash = 0;
+        r.tagged_fields(|tag, data| {
+            if tag == METADATA_HASH_TAG {
+                let hash: [u8; 8] = data.try_into().map_err(|_| {
+                    format!("tagged field metadataHash is {} bytes, not 8", data.len())
+                })?;
+                metadata_hash = i64::from_be_bytes(hash);
+            }
+            Ok(())
+        })?;
+        r.finish()?;
+        Ok(ConsumerGroupMetadataValue {
+            epoch,
+            metadata_hash,
+        })
+    }
+}
+
+impl ConsumerGroupPartitionMetadataValue {
+    /// The newest version the schema has.
+    pub const MAX_VERSION: i16 = CONSUMER_GROUP_VALUE_VERSION;
+    const SCHEMA: &'static str = "ConsumerGroupPartitionMetadataValue";
+    /// The fewest bytes a topic takes (an id, an empty name, a count, no racks, no tags).
+    const TOPIC_MIN_BYTES: usize = 23;
+    /// The fewest bytes a partition's racks take (an index, no racks, no tags).
+    const PARTITION_MIN_BYTES: usize = 6;
+
+    /// Encodes at version 0, the version Kafka writes.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        self.encode_version(CONSUMER_GROUP_VALUE_VERSION)
+    }
+
+    /// Encodes at `version` (only 0 exists).
+    pub fn encode_version(&self, version: i16) -> Result<Bytes, RecordError> {
+        let mut w = consumer_group_value_writer(Self::SCHEMA, version)?;
+        w.array_len("topics", self.topics.len())?;
+        for topic in &self.topics {
+            w.uuid(&topic.topic_id);
+            w.string("topicName", &topic.topic_name)?;
+            w.i32(topic.num_partitions);
+            w.array_len("partitionMetadata", topic.partition_racks.len())?;
+            for partition in &topic.partition_racks {
+                w.i32(partition.partition);
+                w.string_array("racks", &partition.racks)?;
+                w.tagged_fields(&[]);
+            }
+            w.tagged_fields(&[]);
+        }
+        w.tagged_fields(&[]);
+        Ok(w.finish())
+    }
+
+    /// Decodes a value of version 0.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let mut r = consumer_group_value_reader(Self::SCHEMA, bytes)?;
+        let count = r.array_len("topics")?;
+        let mut topics = Vec::with_capacity(count.min(r.remaining() / Self::TOPIC_MIN_BYTES));
+        for _ in 0..count {
+            let topic_id = r.uuid("topicId")?;
+            let topic_name = r.string("topicName")?;
+            let num_partitions = r.i32("numPartitions")?;
+            let count = r.array_len("partitionMetadata")?;
+            let mut partition_racks =
+                Vec::with_capacity(count.min(r.remaining() / Self::PARTITION_MIN_BYTES));
+            for _ in 0..count {
+                let partition = r.i32("partition")?;
+                let racks = r.string_array("racks")?;
+                r.tagged_fields(|_, _| Ok(()))?;
+                partition_racks.push(PartitionRacks { partition, racks });
+            }
+            r.tagged_fields(|_, _| Ok(()))?;
+            topics.push(TopicMetadata {
+                topic_id,
+                topic_name,
+                num_partitions,
+                partition_racks,
+            });
+        }
+        r.tagged_fields(|_, _| Ok(()))?;
+        r.finish()?;
+        Ok(ConsumerGroupPartitionMetadataValue { topics })
+    }
+}
+
+impl ConsumerGroupMemberMetadataValue {
+    /// The newest version the schema has.
+    pub const MAX_VERSION: i16 = CONSUMER_GROUP_VALUE_VERSION;
+    const SCHEMA: &'static str = "ConsumerGroupMemberMetadataValue";
+
+    /// Encodes at version 0, the version Kafka writes.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        self.encode_version(CONSUMER_GROUP_VALUE_VERSION)
+    }
+
+    /// Encodes at `version` (only 0 exists). `classic_member_metadata` is written only when
+    /// set, as Kafka writes tagged fields.
+    pub fn encode_version(&self, version: i16) -> Result<Bytes, RecordError> {
+        let mut w = consumer_group_value_writer(Self::SCHEMA, version)?;
+        w.nullable_string("instanceId", self.instance_id.as_deref())?;
+        w.nullable_string("rackId", self.rack_id.as_deref())?;
+        w.string("clientId", &self.client_id)?;
+        w.string("clientHost", &self.client_host)?;
+        w.string_array("subscribedTopicNames", &self.subscribed_topic_names)?;
+        w.nullable_string(
+            "subscribedTopicRegex",
+            self.subscribed_topic_regex.as_deref(),
+        )?;
+        w.i32(self.rebalance_timeout);
+        w.nullable_string("serverAssignor", self.server_assignor.as_deref())?;
+        match &self.classic_member_metadata {
+            None => w.tagged_fields(&[]),
+            Some(classic) => {
+                let data = classic.encode_tagged()?;
+                w.tagged_fields(&[(CLASSIC_MEMBER_METADATA_TAG, &data)]);
+            }
+        }
+        Ok(w.finish())
+    }
+
+    /// Decodes a value of version 0.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let mut r = consumer_group_value_reader(Self::SCHEMA, bytes)?;
+        let instance_id = r.nullable_string("instanceId")?;
+        let rack_id = r.nullable_string("rackId")?;
+        let client_id = r.string("clientId")?;
+        let client_host = r.string("clientHost")?;
+        let subscribed_topic_names = r.string_array("subscribedTopicNames")?;
+        let subscribed_topic_regex = r.nullable_string("subscribedTopicRegex")?;
+        let rebalance_timeout = r.i32("rebalanceTimeoutMs")?;
+        let server_assignor = r.nullable_string("serverAssignor")?;
+        let mut classic_member_metadata = None;
+        r.tagged_fields(|tag, data| {
+            if tag == CLASSIC_MEMBER_METADATA_TAG {
+                classic_member_metadata =
+                    ClassicMemberMetadata::decode_tagged(data).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })?;
+        r.finish()?;
+        Ok(ConsumerGroupMemberMetadataValue {
+            instance_id,
+            rack_id,
+            client_id,
+            client_host,
+            subscribed_topic_names,
+            subscribed_topic_regex,
+            rebalance_timeout,
+            server_assignor,
+            classic_member_metadata,
+        })
+    }
+}
+
+impl ClassicMemberMetadata {
+    const SCHEMA: &'static str = "ClassicMemberMetadata";
+    /// The fewest bytes a protocol takes (an empty name, empty metadata, no tags).
+    const PROTOCOL_MIN_BYTES: usize = 3;
+
+    /// The tagged field's data: Kafka writes a nullable struct in a tagged field as a varint
+    /// presence marker (1) and then the struct, and writes nothing for null, the default.
+    fn encode_tagged(&self) -> Result<Bytes, RecordError> {
+        let mut w = Writer::without_version(Self::SCHEMA, true);
+        w.unsigned_varint(1);
+        w.i32(self.session_timeout);
+        w.array_len("supportedProtocols", self.supported_protocols.len())?;
+        for protocol in &self.supported_protocols {
+            w.string("name", &protocol.name)?;
+            w.bytes("metadata", &protocol.metadata)?;
+            w.tagged_fields(&[]);
+        }
+        w.tagged_fields(&[]);
+        let data = w.finish();
+        // Kafka sizes a struct with an int.
+        if data.len() > i32::MAX as usize {
+            return Err(RecordError::Invalid(format!(
+                "{}: {} bytes, more than a tagged field holds",
+                Self::SCHEMA,
+                data.len()
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Reads the tagged field's data, which must hold the struct exactly (Kafka reads the
+    /// struct without checking the field's size). A marker that is 0 (or negative as a Java
+    /// int) is null, as Kafka reads it.
+    fn decode_tagged(data: &[u8]) -> Result<Option<Self>, RecordError> {
+        let mut r = Reader::new(Self::SCHEMA, data, true);
+        let marker = r.unsigned_varint("presence")?;
+        if marker as i32 <= 0 {
+            r.finish()?;
+            return Ok(None);
+        }
+        let session_timeout = r.i32("sessionTimeoutMs")?;
+        let count = r.array_len("supportedProtocols")?;
+        let mut supported_protocols =
+            Vec::with_capacity(count.min(r.remaining() / Self::PROTOCOL_MIN_BYTES));
+        for _ in 0..count {
+            let name = r.string("name")?;
+            let metadata = r.bytes("metadata")?;
+            r.tagged_fields(|_, _| Ok(()))?;
+            supported_protocols.push(ClassicProtocol { name, metadata });
+        }
+        r.tagged_fields(|_, _| Ok(()))?;
+        r.finish()?;
+        Ok(Some(ClassicMemberMetadata {
+            session_timeout,
+            supported_protocols,
+        }))
+    }
+}
+
+impl ConsumerGroupTargetAssignmentMetadataValue {
+    /// The newest version the schema has.
+    pub const MAX_VERSION: i16 = CONSUMER_GROUP_VALUE_VERSION;
+    const SCHEMA: &'static str = "ConsumerGroupTargetAssignmentMetadataValue";
+
+    /// Encodes at version 0, the version Kafka writes.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        self.encode_version(CONSUMER_GROUP_VALUE_VERSION)
+    }
+
+    /// Encodes at `version` (only 0 exists).
+    pub fn encode_version(&self, version: i16) -> Result<Bytes, RecordError> {
+        let mut w = consumer_group_value_writer(Self::SCHEMA, version)?;
+        w.i32(self.assignment_epoch);
+        w.tagged_fields(&[]);
+        Ok(w.finish())
+    }
+
+    /// Decodes a value of version 0.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let mut r = consumer_group_value_reader(Self::SCHEMA, bytes)?;
+        let assignment_epoch = r.i32("assignmentEpoch")?;
+        r.tagged_fields(|_, _| Ok(()))?;
+        r.finish()?;
+        Ok(ConsumerGroupTargetAssignmentMetadataValue { assignment_epoch })
+    }
+}
+
+impl ConsumerGroupTargetAssignmentMemberValue {
+    /// The newest version the schema has.
+    pub const MAX_VERSION: i16 = CONSUMER_GROUP_VALUE_VERSION;
+    const SCHEMA: &'static str = "ConsumerGroupTargetAssignmentMemberValue";
+
+    /// Encodes at version 0, the version Kafka writes.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        self.encode_version(CONSUMER_GROUP_VALUE_VERSION)
+    }
+
+    /// Encodes at `version` (only 0 exists).
+    pub fn encode_version(&self, version: i16) -> Result<Bytes, RecordError> {
+        let mut w = consumer_group_value_writer(Self::SCHEMA, version)?;
+        TopicPartitions::write_all(&mut w, "topicPartitions", &self.topic_partitions)?;
+        w.tagged_fields(&[]);
+        Ok(w.finish())
+    }
+
+    /// Decodes a value of version 0.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let mut r = consumer_group_value_reader(Self::SCHEMA, bytes)?;
+        let topic_partitions = TopicPartitions::read_all(&mut r, "topicPartitions")?;
+        r.tagged_fields(|_, _| Ok(()))?;
+        r.finish()?;
+        Ok(ConsumerGroupTargetAssignmentMemberValue { topic_partitions })
+    }
+}
+
+impl TopicPartitions {
+    /// The fewest bytes one takes (an id, no partitions, no tags).
+    const MIN_BYTES: usize = 18;
+
+    fn write_all(
+        w: &mut Writer,
+        field: &'static str,
+        all: &[TopicPartitions],
+    ) -> Result<(), RecordError> {
+        w.array_len(field, all.len())?;
+        for topic in all {
+            w.uuid(&topic.topic_id);
+            w.i32_array("partitions", &topic.partitions)?;
+            w.tagged_fields(&[]);
+        }
+        Ok(())
+    }
+
+    fn read_all(r: &mut Reader<'_>, field: &str) -> Result<Vec<TopicPartitions>, RecordError> {
+        let count = r.array_len(field)?;
+        let mut all = Vec::with_capacity(count.min(r.remaining() / Self::MIN_BYTES));
+        for _ in 0..count {
+            let topic_id = r.uuid("topicId")?;
+            let partitions = r.i32_array("partitions")?;
+            r.tagged_fields(|_, _| Ok(()))?;
+            all.push(TopicPartitions {
+                topic_id,
+                partitions,
+            });
+        }
+        Ok(all)
+    }
+}
+
+impl ConsumerGroupCurrentMemberAssignmentValue {
+    /// The newest version the schema has.
+    pub const MAX_VERSION: i16 = CONSUMER_GROUP_VALUE_VERSION;
+    const SCHEMA: &'static str = "ConsumerGroupCurrentMemberAssignmentValue";
+
+    /// `state`: the member owns its whole target assignment (Kafka's `MemberState.STABLE`).
+    pub const STATE_STABLE: i8 = 0;
+    /// `state`: the member must revoke partitions before it gets new ones
+    /// (`UNREVOKED_PARTITIONS`).
+    pub const STATE_UNREVOKED_PARTITIONS: i8 = 1;
+    /// `state`: the member waits for partitions other members still own
+    /// (`UNRELEASED_PARTITIONS`).
+    pub const STATE_UNRELEASED_PARTITIONS: i8 = 2;
+    /// `state`: unknown (`UNKNOWN`).
+    pub const STATE_UNKNOWN: i8 = 127;
+
+    /// Encodes at version 0, the version Kafka writes.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        self.encode_version(CONSUMER_GROUP_VALUE_VERSION)
+    }
+
+    /// Encodes at `version` (only 0 exists).
+    pub fn encode_version(&self, version: i16) -> Result<Bytes, RecordError> {
+        let mut w = consumer_group_value_writer(Self::SCHEMA, version)?;
+        w.i32(self.member_epoch);
+        w.i32(self.previous_member_epoch);
+        w.i8(self.state);
+        TopicPartitions::write_all(&mut w, "assignedPartitions", &self.assigned_partitions)?;
+        TopicPartitions::write_all(
+            &mut w,
+            "partitionsPendingRevocation",
+            &self.partitions_pending_revocation,
+        )?;
+        w.tagged_fields(&[]);
+        Ok(w.finish())
+    }
+
+    /// Decodes a value of version 0.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let mut r = consumer_group_value_reader(Self::SCHEMA, bytes)?;
+        let member_epoch = r.i32("memberEpoch")?;
+        let previous_member_epoch = r.i32("previousMemberEpoch")?;
+        let state = r.i8("state")?;
+        let assigned_partitions = TopicPartitions::read_all(&mut r, "assignedPartitions")?;
+        let partitions_pending_revocation =
+            TopicPartitions::read_all(&mut r, "partitionsPendingRevocation")?;
+        r.tagged_fields(|_, _| Ok(()))?;
+        r.finish()?;
+        Ok(ConsumerGroupCurrentMemberAssignmentValue {
+            member_epoch,
+            previous_member_epoch,
+            state,
+            assigned_partitions,
+            partitions_pending_revocation,
+        })
+    }
+}
+
+impl ConsumerGroupRegularExpressionValue {
+    /// The newest version the schema has.
+    pub const MAX_VERSION: i16 = CONSUMER_GROUP_VALUE_VERSION;
+    const SCHEMA: &'static str = "ConsumerGroupRegularExpressionValue";
+
+    /// Encodes at version 0, the version Kafka writes.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        self.encode_version(CONSUMER_GROUP_VALUE_VERSION)
+    }
+
+    /// Encodes at `version` (only 0 exists).
+    pub fn encode_version(&self, version: i16) -> Result<Bytes, RecordError> {
+        let mut w = consumer_group_value_writer(Self::SCHEMA, version)?;
+        w.string_array("topics", &self.topics)?;
+        w.i64(self.version);
+        w.i64(self.timestamp);
+        w.tagged_fields(&[]);
+        Ok(w.finish())
+    }
+
+    /// Decodes a value of version 0.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let mut r = consumer_group_value_reader(Self::SCHEMA, bytes)?;
+        let topics = r.string_array("topics")?;
+        let version = r.i64("version")?;
+        let timestamp = r.i64("timestamp")?;
+        r.tagged_fields(|_, _| Ok(()))?;
+        r.finish()?;
+        Ok(ConsumerGroupRegularExpressionValue {
+            topics,
+            version,
+            timestamp,
+        })
+    }
+}
+
 fn check_version(schema: &'static str, version: i16, max: i16) -> Result<(), RecordError> {
     if (0..=max).contains(&version) {
         Ok(())
@@ -449,13 +1221,22 @@ struct Writer {
 
 impl Writer {
     fn new(schema: &'static str, version: i16, flexible: bool) -> Self {
-        let mut buf = BytesMut::with_capacity(64);
-        buf.put_i16(version);
+        let mut w = Self::without_version(schema, flexible);
+        w.buf.put_i16(version);
+        w
+    }
+
+    /// A writer with no version prefix, for a struct carried inside a tagged field.
+    fn without_version(schema: &'static str, flexible: bool) -> Self {
         Writer {
             schema,
             flexible,
-            buf,
+            buf: BytesMut::with_capacity(64),
         }
+    }
+
+    fn i8(&mut self, value: i8) {
+        self.buf.put_i8(value);
     }
 
     fn i32(&mut self, value: i32) {
@@ -464,6 +1245,11 @@ impl Writer {
 
     fn i64(&mut self, value: i64) {
         self.buf.put_i64(value);
+    }
+
+    /// A UUID as Java's `writeUuid`: its two longs big-endian, which is its byte order.
+    fn uuid(&mut self, value: &Uuid) {
+        self.buf.put_slice(value.as_bytes());
     }
 
     fn unsigned_varint(&mut self, mut value: u32) {
@@ -511,6 +1297,22 @@ impl Writer {
 
     fn array_len(&mut self, field: &'static str, len: usize) -> Result<(), RecordError> {
         self.length(field, len)
+    }
+
+    fn string_array(&mut self, field: &'static str, values: &[String]) -> Result<(), RecordError> {
+        self.array_len(field, values.len())?;
+        for value in values {
+            self.string(field, value)?;
+        }
+        Ok(())
+    }
+
+    fn i32_array(&mut self, field: &'static str, values: &[i32]) -> Result<(), RecordError> {
+        self.array_len(field, values.len())?;
+        for value in values {
+            self.i32(*value);
+        }
+        Ok(())
     }
 
     /// The length of non-null bytes or an array: int32, or varint of length + 1 when flexible.
@@ -590,6 +1392,10 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    fn i8(&mut self, field: &str) -> Result<i8, RecordError> {
+        Ok(self.take(field, 1)?.get_i8())
+    }
+
     fn i16(&mut self, field: &str) -> Result<i16, RecordError> {
         Ok(self.take(field, 2)?.get_i16())
     }
@@ -600,6 +1406,12 @@ impl<'a> Reader<'a> {
 
     fn i64(&mut self, field: &str) -> Result<i64, RecordError> {
         Ok(self.take(field, 8)?.get_i64())
+    }
+
+    fn uuid(&mut self, field: &str) -> Result<Uuid, RecordError> {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(self.take(field, 16)?);
+        Ok(Uuid::from_bytes(id))
     }
 
     /// At most five bytes, as Kafka's `readUnsignedVarint`; bits beyond 32 are an error.
@@ -662,6 +1474,27 @@ impl<'a> Reader<'a> {
             ));
         }
         Ok(len)
+    }
+
+    /// A non-nullable array of non-nullable strings.
+    fn string_array(&mut self, field: &str) -> Result<Vec<String>, RecordError> {
+        // Every string takes at least a byte, so `array_len` bounds the count by the input.
+        let count = self.array_len(field)?;
+        let mut values = Vec::with_capacity(count);
+        for _ in 0..count {
+            values.push(self.string(field)?);
+        }
+        Ok(values)
+    }
+
+    /// A non-nullable array of int32.
+    fn i32_array(&mut self, field: &str) -> Result<Vec<i32>, RecordError> {
+        let count = self.array_len(field)?;
+        let mut values = Vec::with_capacity(count.min(self.remaining() / 4));
+        for _ in 0..count {
+            values.push(self.i32(field)?);
+        }
+        Ok(values)
     }
 
     /// The length of non-nullable bytes or an array.
@@ -813,7 +1646,8 @@ mod tests {
 
     #[test]
     fn unknown_key_types_decode_to_unknown() {
-        for version in [3i16, 4, 5, 11, 17, 100, i16::MAX, -1, i16::MIN] {
+        // Share groups (9-15), streams groups (17+) and anything else.
+        for version in [9i16, 11, 15, 17, 100, i16::MAX, -1, i16::MIN] {
             let mut bytes = version.to_be_bytes().to_vec();
             bytes.extend_from_slice(b"\x00\x03abc\x00\x01x");
             assert_eq!(
@@ -1093,6 +1927,42 @@ mod tests {
             all.push(("offset", offset_value().encode_version(version).unwrap()));
             all.push(("group", group_value().encode_version(version).unwrap()));
         }
+        all.extend(consumer_group_encodings());
+        all
+    }
+
+    /// The KIP-848 keys and values, in their variants (empty, null, tagged fields set).
+    fn consumer_group_encodings() -> Vec<(&'static str, Bytes)> {
+        let mut all: Vec<(&'static str, Bytes)> = consumer_group_keys()
+            .into_iter()
+            .map(|key| ("key", key.encode().unwrap()))
+            .collect();
+        for value in consumer_group_metadata_values() {
+            all.push(("cg-epoch", value.encode().unwrap()));
+        }
+        for value in partition_metadata_values() {
+            all.push(("cg-subscription", value.encode().unwrap()));
+        }
+        for value in member_metadata_values() {
+            all.push(("cg-member", value.encode().unwrap()));
+        }
+        all.push((
+            "cg-target-epoch",
+            ConsumerGroupTargetAssignmentMetadataValue {
+                assignment_epoch: 7,
+            }
+            .encode()
+            .unwrap(),
+        ));
+        for value in target_member_values() {
+            all.push(("cg-target-member", value.encode().unwrap()));
+        }
+        for value in current_assignment_values() {
+            all.push(("cg-current", value.encode().unwrap()));
+        }
+        for value in regex_values() {
+            all.push(("cg-regex", value.encode().unwrap()));
+        }
         all
     }
 
@@ -1100,9 +1970,34 @@ mod tests {
         match kind {
             "key" => RecordKey::decode(bytes).map(drop),
             "offset" => OffsetCommitValue::decode(bytes).map(drop),
-            _ => GroupMetadataValue::decode(bytes).map(drop),
+            "group" => GroupMetadataValue::decode(bytes).map(drop),
+            "cg-epoch" => ConsumerGroupMetadataValue::decode(bytes).map(drop),
+            "cg-subscription" => ConsumerGroupPartitionMetadataValue::decode(bytes).map(drop),
+            "cg-member" => ConsumerGroupMemberMetadataValue::decode(bytes).map(drop),
+            "cg-target-epoch" => {
+                ConsumerGroupTargetAssignmentMetadataValue::decode(bytes).map(drop)
+            }
+            "cg-target-member" => ConsumerGroupTargetAssignmentMemberValue::decode(bytes).map(drop),
+            "cg-current" => ConsumerGroupCurrentMemberAssignmentValue::decode(bytes).map(drop),
+            "cg-regex" => ConsumerGroupRegularExpressionValue::decode(bytes).map(drop),
+            other => panic!("no decoder for {other}"),
         }
     }
+
+    /// Every kind `decode_any` knows, with how many versions (record types for keys) its
+    /// random inputs pick from.
+    const KINDS: &[(&str, u64)] = &[
+        ("key", 18),
+        ("offset", 5),
+        ("group", 5),
+        ("cg-epoch", 2),
+        ("cg-subscription", 2),
+        ("cg-member", 2),
+        ("cg-target-epoch", 2),
+        ("cg-target-member", 2),
+        ("cg-current", 2),
+        ("cg-regex", 2),
+    ];
 
     #[test]
     fn truncated_input_is_an_error() {
@@ -1254,11 +2149,11 @@ mod tests {
         for _ in 0..5_000 {
             let len = (xorshift(&mut seed) % 64) as usize;
             let mut b: Vec<u8> = (0..len).map(|_| xorshift(&mut seed) as u8).collect();
-            if b.len() >= 2 {
-                b[0] = 0;
-                b[1] = (xorshift(&mut seed) % 5) as u8;
-            }
-            for kind in ["key", "offset", "group"] {
+            for (kind, versions) in KINDS {
+                if b.len() >= 2 {
+                    b[0] = 0;
+                    b[1] = (xorshift(&mut seed) % versions) as u8;
+                }
                 let _ = decode_any(kind, &b);
             }
         }
@@ -1402,5 +2297,767 @@ mod tests {
         assert_eq!(&ours[2..], &theirs[..]);
         let read_back = DescribedGroupMember::decode(&mut ours.slice(2..), 5).unwrap();
         assert_eq!(read_back, tagged);
+    }
+
+    // KIP-848 consumer group records.
+
+    const TOPIC_A: (u64, u64) = (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
+    const TOPIC_B: (u64, u64) = (1, 2);
+
+    fn topic_a() -> Uuid {
+        Uuid::from_u64_pair(TOPIC_A.0, TOPIC_A.1)
+    }
+    fn topic_b() -> Uuid {
+        Uuid::from_u64_pair(TOPIC_B.0, TOPIC_B.1)
+    }
+    /// A UUID as Java's `writeUuid` writes it: the most significant long, then the least.
+    fn uuid_be(out: &mut Vec<u8>, (high, low): (u64, u64)) {
+        out.extend_from_slice(&high.to_be_bytes());
+        out.extend_from_slice(&low.to_be_bytes());
+    }
+
+    fn consumer_group_keys() -> Vec<RecordKey> {
+        let group = || ConsumerGroupKey {
+            group: "my-group".to_owned(),
+        };
+        let member = || ConsumerGroupMemberKey {
+            group: "my-group".to_owned(),
+            member_id: "member-1".to_owned(),
+        };
+        vec![
+            RecordKey::ConsumerGroupMetadata(group()),
+            RecordKey::ConsumerGroupPartitionMetadata(group()),
+            RecordKey::ConsumerGroupMemberMetadata(member()),
+            RecordKey::ConsumerGroupTargetAssignmentMetadata(group()),
+            RecordKey::ConsumerGroupTargetAssignmentMember(member()),
+            RecordKey::ConsumerGroupCurrentMemberAssignment(member()),
+            RecordKey::ConsumerGroupRegularExpression(ConsumerGroupRegularExpressionKey {
+                group: "my-group".to_owned(),
+                regex: "ab*".to_owned(),
+            }),
+        ]
+    }
+
+    fn consumer_group_metadata_values() -> Vec<ConsumerGroupMetadataValue> {
+        vec![
+            ConsumerGroupMetadataValue {
+                epoch: 12,
+                metadata_hash: 0,
+            },
+            ConsumerGroupMetadataValue {
+                epoch: -1,
+                metadata_hash: -0x0123_4567_89ab_cdef,
+            },
+        ]
+    }
+
+    fn partition_metadata_values() -> Vec<ConsumerGroupPartitionMetadataValue> {
+        vec![
+            ConsumerGroupPartitionMetadataValue { topics: Vec::new() },
+            ConsumerGroupPartitionMetadataValue {
+                topics: vec![
+                    TopicMetadata {
+                        topic_id: topic_a(),
+                        topic_name: "orders".to_owned(),
+                        num_partitions: 3,
+                        partition_racks: Vec::new(),
+                    },
+                    TopicMetadata {
+                        topic_id: topic_b(),
+                        topic_name: String::new(),
+                        num_partitions: 2,
+                        partition_racks: vec![
+                            PartitionRacks {
+                                partition: 0,
+                                racks: vec!["r1".to_owned(), "r2".to_owned()],
+                            },
+                            PartitionRacks {
+                                partition: 1,
+                                racks: Vec::new(),
+                            },
+                        ],
+                    },
+                ],
+            },
+        ]
+    }
+
+    fn classic_member_metadata() -> ClassicMemberMetadata {
+        ClassicMemberMetadata {
+            session_timeout: 45_000,
+            supported_protocols: vec![ClassicProtocol {
+                name: "range".to_owned(),
+                metadata: Bytes::from_static(&[0, 1, 0, 0, 0, 1, 0, 3, b'f', b'o', b'o']),
+            }],
+        }
+    }
+
+    fn member_metadata_value() -> ConsumerGroupMemberMetadataValue {
+        ConsumerGroupMemberMetadataValue {
+            instance_id: Some("instance-1".to_owned()),
+            rack_id: None,
+            client_id: "consumer-1".to_owned(),
+            client_host: "/10.0.0.1".to_owned(),
+            subscribed_topic_names: vec!["bar".to_owned(), "foo".to_owned()],
+            subscribed_topic_regex: None,
+            rebalance_timeout: 300_000,
+            server_assignor: Some("uniform".to_owned()),
+            classic_member_metadata: Some(classic_member_metadata()),
+        }
+    }
+
+    fn member_metadata_values() -> Vec<ConsumerGroupMemberMetadataValue> {
+        let value = member_metadata_value();
+        vec![
+            value.clone(),
+            ConsumerGroupMemberMetadataValue {
+                instance_id: None,
+                rack_id: Some("rack-a".to_owned()),
+                subscribed_topic_names: Vec::new(),
+                subscribed_topic_regex: Some("foo.*".to_owned()),
+                rebalance_timeout: -1,
+                server_assignor: None,
+                classic_member_metadata: None,
+                ..value.clone()
+            },
+            ConsumerGroupMemberMetadataValue {
+                client_id: String::new(),
+                client_host: String::new(),
+                classic_member_metadata: Some(ClassicMemberMetadata {
+                    session_timeout: 10_000,
+                    supported_protocols: vec![
+                        ClassicProtocol {
+                            name: "cooperative-sticky".to_owned(),
+                            metadata: Bytes::from(vec![5u8; 300]),
+                        },
+                        ClassicProtocol {
+                            name: String::new(),
+                            metadata: Bytes::new(),
+                        },
+                    ],
+                }),
+                ..value.clone()
+            },
+            ConsumerGroupMemberMetadataValue {
+                classic_member_metadata: Some(ClassicMemberMetadata {
+                    session_timeout: 0,
+                    supported_protocols: Vec::new(),
+                }),
+                ..value
+            },
+        ]
+    }
+
+    fn target_member_values() -> Vec<ConsumerGroupTargetAssignmentMemberValue> {
+        vec![
+            ConsumerGroupTargetAssignmentMemberValue {
+                topic_partitions: Vec::new(),
+            },
+            ConsumerGroupTargetAssignmentMemberValue {
+                topic_partitions: vec![
+                    TopicPartitions {
+                        topic_id: topic_a(),
+                        partitions: vec![0, 1, 2],
+                    },
+                    TopicPartitions {
+                        topic_id: topic_b(),
+                        partitions: Vec::new(),
+                    },
+                ],
+            },
+        ]
+    }
+
+    fn current_assignment_value() -> ConsumerGroupCurrentMemberAssignmentValue {
+        ConsumerGroupCurrentMemberAssignmentValue {
+            member_epoch: 10,
+            previous_member_epoch: 9,
+            state: ConsumerGroupCurrentMemberAssignmentValue::STATE_UNREVOKED_PARTITIONS,
+            assigned_partitions: vec![TopicPartitions {
+                topic_id: topic_a(),
+                partitions: vec![0, 1],
+            }],
+            partitions_pending_revocation: vec![TopicPartitions {
+                topic_id: topic_a(),
+                partitions: vec![2],
+            }],
+        }
+    }
+
+    fn current_assignment_values() -> Vec<ConsumerGroupCurrentMemberAssignmentValue> {
+        vec![
+            current_assignment_value(),
+            ConsumerGroupCurrentMemberAssignmentValue {
+                member_epoch: 0,
+                previous_member_epoch: -1,
+                state: ConsumerGroupCurrentMemberAssignmentValue::STATE_UNKNOWN,
+                assigned_partitions: Vec::new(),
+                partitions_pending_revocation: Vec::new(),
+            },
+            ConsumerGroupCurrentMemberAssignmentValue {
+                state: -128,
+                assigned_partitions: (0..40)
+                    .map(|i| TopicPartitions {
+                        topic_id: Uuid::from_u64_pair(i, i),
+                        partitions: (0..i as i32).collect(),
+                    })
+                    .collect(),
+                ..current_assignment_value()
+            },
+        ]
+    }
+
+    fn regex_values() -> Vec<ConsumerGroupRegularExpressionValue> {
+        vec![
+            ConsumerGroupRegularExpressionValue {
+                topics: vec!["abc".to_owned(), "abcd".to_owned()],
+                version: 10,
+                timestamp: 12345,
+            },
+            ConsumerGroupRegularExpressionValue {
+                topics: Vec::new(),
+                version: -1,
+                timestamp: -1,
+            },
+        ]
+    }
+
+    #[test]
+    fn consumer_group_keys_golden_bytes() {
+        let group_key = |record_type: i16| {
+            let mut b = Vec::new();
+            be16(&mut b, record_type);
+            str16(&mut b, "my-group");
+            b
+        };
+        let member_key = |record_type: i16| {
+            let mut b = group_key(record_type);
+            str16(&mut b, "member-1");
+            b
+        };
+        let mut regex_key = group_key(16);
+        str16(&mut regex_key, "ab*");
+        let expected = [
+            group_key(3),
+            group_key(4),
+            member_key(5),
+            group_key(6),
+            member_key(7),
+            member_key(8),
+            regex_key,
+        ];
+        let keys = consumer_group_keys();
+        assert_eq!(keys.len(), expected.len());
+        for (key, expected) in keys.iter().zip(expected) {
+            assert_eq!(key.encode().unwrap(), expected, "{key:?}");
+            assert_eq!(&RecordKey::decode(&expected).unwrap(), key);
+        }
+    }
+
+    #[test]
+    fn consumer_group_metadata_value_golden_bytes() {
+        let values = consumer_group_metadata_values();
+        let mut expected = Vec::new();
+        be16(&mut expected, 0);
+        be32(&mut expected, 12);
+        expected.push(0); // no tagged fields: the hash is its default
+        assert_eq!(values[0].encode().unwrap(), expected);
+        assert_eq!(
+            ConsumerGroupMetadataValue::decode(&expected).unwrap(),
+            values[0]
+        );
+
+        let mut expected = Vec::new();
+        be16(&mut expected, 0);
+        be32(&mut expected, -1);
+        expected.extend_from_slice(&[1, 0, 8]); // one field: tag 0, 8 bytes
+        be64(&mut expected, -0x0123_4567_89ab_cdef);
+        assert_eq!(values[1].encode().unwrap(), expected);
+        assert_eq!(
+            ConsumerGroupMetadataValue::decode(&expected).unwrap(),
+            values[1]
+        );
+    }
+
+    #[test]
+    fn consumer_group_partition_metadata_value_golden_bytes() {
+        let value = &partition_metadata_values()[1];
+        let mut expected = Vec::new();
+        be16(&mut expected, 0);
+        expected.push(3); // two topics
+        uuid_be(&mut expected, TOPIC_A);
+        compact(&mut expected, b"orders");
+        be32(&mut expected, 3);
+        expected.push(1); // no racks, as Kafka 4.0 writes
+        expected.push(0); // the topic's tags
+        uuid_be(&mut expected, TOPIC_B);
+        compact(&mut expected, b"");
+        be32(&mut expected, 2);
+        expected.push(3); // two partitions
+        be32(&mut expected, 0);
+        expected.push(3);
+        compact(&mut expected, b"r1");
+        compact(&mut expected, b"r2");
+        expected.push(0);
+        be32(&mut expected, 1);
+        expected.push(1);
+        expected.push(0);
+        expected.push(0); // the topic's tags
+        expected.push(0); // the value's tags
+        assert_eq!(value.encode().unwrap(), expected);
+        assert_eq!(
+            &ConsumerGroupPartitionMetadataValue::decode(&expected).unwrap(),
+            value
+        );
+    }
+
+    #[test]
+    fn consumer_group_member_metadata_value_golden_bytes() {
+        let value = member_metadata_value();
+        let classic = classic_member_metadata();
+        let mut expected = Vec::new();
+        be16(&mut expected, 0);
+        compact(&mut expected, b"instance-1");
+        expected.push(0); // null rackId
+        compact(&mut expected, b"consumer-1");
+        compact(&mut expected, b"/10.0.0.1");
+        expected.push(3); // two topic names
+        compact(&mut expected, b"bar");
+        compact(&mut expected, b"foo");
+        expected.push(0); // null subscribedTopicRegex
+        be32(&mut expected, 300_000);
+        compact(&mut expected, b"uniform");
+        let without_tags = expected.clone();
+        // One tagged field, tag 0: its size, the presence marker 1, then the struct.
+        expected.extend_from_slice(&[1, 0, 26, 1]);
+        be32(&mut expected, 45_000);
+        expected.push(2); // one protocol
+        compact(&mut expected, b"range");
+        compact(&mut expected, &classic.supported_protocols[0].metadata);
+        expected.push(0); // the protocol's tags
+        expected.push(0); // the struct's tags
+        assert_eq!(expected.len(), without_tags.len() + 3 + 26);
+        // The value's own tag section holds only the count and the field: nothing follows.
+        assert_eq!(value.encode().unwrap(), expected);
+        assert_eq!(
+            ConsumerGroupMemberMetadataValue::decode(&expected).unwrap(),
+            value
+        );
+
+        // A member on the consumer protocol: no classic metadata, an empty tag section.
+        let consumer = ConsumerGroupMemberMetadataValue {
+            classic_member_metadata: None,
+            ..value
+        };
+        let mut expected = without_tags;
+        expected.push(0);
+        assert_eq!(consumer.encode().unwrap(), expected);
+        assert_eq!(
+            ConsumerGroupMemberMetadataValue::decode(&expected).unwrap(),
+            consumer
+        );
+    }
+
+    #[test]
+    fn classic_member_metadata_null_marker_reads_as_none() {
+        let consumer = ConsumerGroupMemberMetadataValue {
+            classic_member_metadata: None,
+            ..member_metadata_value()
+        };
+        let bytes = consumer.encode().unwrap();
+        let without_tags = &bytes[..bytes.len() - 1];
+        // Marker 0, and a marker that is negative as a Java int (2^31): both null to Kafka.
+        for field in [&[1, 0, 1, 0][..], &[1, 0, 5, 0x80, 0x80, 0x80, 0x80, 0x08]] {
+            let mut b = without_tags.to_vec();
+            b.extend_from_slice(field);
+            assert_eq!(
+                ConsumerGroupMemberMetadataValue::decode(&b).unwrap(),
+                consumer
+            );
+        }
+        // A null marker followed by more bytes is not a struct Kafka wrote.
+        let mut b = without_tags.to_vec();
+        b.extend_from_slice(&[1, 0, 2, 0, 0]);
+        assert!(ConsumerGroupMemberMetadataValue::decode(&b).is_err());
+    }
+
+    #[test]
+    fn consumer_group_target_assignment_metadata_value_golden_bytes() {
+        let value = ConsumerGroupTargetAssignmentMetadataValue {
+            assignment_epoch: 42,
+        };
+        let mut expected = Vec::new();
+        be16(&mut expected, 0);
+        be32(&mut expected, 42);
+        expected.push(0);
+        assert_eq!(value.encode().unwrap(), expected);
+        assert_eq!(
+            ConsumerGroupTargetAssignmentMetadataValue::decode(&expected).unwrap(),
+            value
+        );
+    }
+
+    #[test]
+    fn consumer_group_target_assignment_member_value_golden_bytes() {
+        let value = &target_member_values()[1];
+        let mut expected = Vec::new();
+        be16(&mut expected, 0);
+        expected.push(3); // two topics
+        uuid_be(&mut expected, TOPIC_A);
+        expected.push(4); // three partitions
+        be32(&mut expected, 0);
+        be32(&mut expected, 1);
+        be32(&mut expected, 2);
+        expected.push(0); // the topic's tags
+        uuid_be(&mut expected, TOPIC_B);
+        expected.push(1); // no partitions
+        expected.push(0);
+        expected.push(0); // the value's tags
+        assert_eq!(value.encode().unwrap(), expected);
+        assert_eq!(
+            &ConsumerGroupTargetAssignmentMemberValue::decode(&expected).unwrap(),
+            value
+        );
+    }
+
+    #[test]
+    fn consumer_group_current_member_assignment_value_golden_bytes() {
+        let value = current_assignment_value();
+        let mut expected = Vec::new();
+        be16(&mut expected, 0);
+        be32(&mut expected, 10);
+        be32(&mut expected, 9);
+        expected.push(1); // UNREVOKED_PARTITIONS
+        expected.push(2); // one assigned topic
+        uuid_be(&mut expected, TOPIC_A);
+        expected.push(3);
+        be32(&mut expected, 0);
+        be32(&mut expected, 1);
+        expected.push(0);
+        expected.push(2); // one topic pending revocation
+        uuid_be(&mut expected, TOPIC_A);
+        expected.push(2);
+        be32(&mut expected, 2);
+        expected.push(0);
+        expected.push(0); // the value's tags
+        assert_eq!(value.encode().unwrap(), expected);
+        assert_eq!(
+            ConsumerGroupCurrentMemberAssignmentValue::decode(&expected).unwrap(),
+            value
+        );
+    }
+
+    #[test]
+    fn consumer_group_regular_expression_value_golden_bytes() {
+        // Kafka's own test record (`testNewConsumerGroupRegularExpressionRecord`).
+        let value = &regex_values()[0];
+        let mut expected = Vec::new();
+        be16(&mut expected, 0);
+        expected.push(3);
+        compact(&mut expected, b"abc");
+        compact(&mut expected, b"abcd");
+        be64(&mut expected, 10);
+        be64(&mut expected, 12345);
+        expected.push(0);
+        assert_eq!(value.encode().unwrap(), expected);
+        assert_eq!(
+            &ConsumerGroupRegularExpressionValue::decode(&expected).unwrap(),
+            value
+        );
+    }
+
+    /// Every value at every version (only 0 exists), and `encode` at the version Kafka writes.
+    #[test]
+    fn consumer_group_values_round_trip_every_version() {
+        fn check<T: PartialEq + fmt::Debug>(
+            value: &T,
+            max: i16,
+            encode: impl Fn(&T) -> Result<Bytes, RecordError>,
+            encode_version: impl Fn(&T, i16) -> Result<Bytes, RecordError>,
+            decode: impl Fn(&[u8]) -> Result<T, RecordError>,
+        ) {
+            assert_eq!(max, 0);
+            for version in 0..=max {
+                let bytes = encode_version(value, version).unwrap();
+                assert_eq!(&bytes[..2], &version.to_be_bytes());
+                assert_eq!(&decode(&bytes).unwrap(), value, "v{version}");
+            }
+            assert_eq!(encode(value).unwrap(), encode_version(value, 0).unwrap());
+        }
+        for v in consumer_group_metadata_values() {
+            check(
+                &v,
+                ConsumerGroupMetadataValue::MAX_VERSION,
+                ConsumerGroupMetadataValue::encode,
+                ConsumerGroupMetadataValue::encode_version,
+                ConsumerGroupMetadataValue::decode,
+            );
+        }
+        for v in partition_metadata_values() {
+            check(
+                &v,
+                ConsumerGroupPartitionMetadataValue::MAX_VERSION,
+                ConsumerGroupPartitionMetadataValue::encode,
+                ConsumerGroupPartitionMetadataValue::encode_version,
+                ConsumerGroupPartitionMetadataValue::decode,
+            );
+        }
+        for v in member_metadata_values() {
+            check(
+                &v,
+                ConsumerGroupMemberMetadataValue::MAX_VERSION,
+                ConsumerGroupMemberMetadataValue::encode,
+                ConsumerGroupMemberMetadataValue::encode_version,
+                ConsumerGroupMemberMetadataValue::decode,
+            );
+        }
+        for epoch in [0, -1, i32::MAX] {
+            check(
+                &ConsumerGroupTargetAssignmentMetadataValue {
+                    assignment_epoch: epoch,
+                },
+                ConsumerGroupTargetAssignmentMetadataValue::MAX_VERSION,
+                ConsumerGroupTargetAssignmentMetadataValue::encode,
+                ConsumerGroupTargetAssignmentMetadataValue::encode_version,
+                ConsumerGroupTargetAssignmentMetadataValue::decode,
+            );
+        }
+        for v in target_member_values() {
+            check(
+                &v,
+                ConsumerGroupTargetAssignmentMemberValue::MAX_VERSION,
+                ConsumerGroupTargetAssignmentMemberValue::encode,
+                ConsumerGroupTargetAssignmentMemberValue::encode_version,
+                ConsumerGroupTargetAssignmentMemberValue::decode,
+            );
+        }
+        for v in current_assignment_values() {
+            check(
+                &v,
+                ConsumerGroupCurrentMemberAssignmentValue::MAX_VERSION,
+                ConsumerGroupCurrentMemberAssignmentValue::encode,
+                ConsumerGroupCurrentMemberAssignmentValue::encode_version,
+                ConsumerGroupCurrentMemberAssignmentValue::decode,
+            );
+        }
+        for v in regex_values() {
+            check(
+                &v,
+                ConsumerGroupRegularExpressionValue::MAX_VERSION,
+                ConsumerGroupRegularExpressionValue::encode,
+                ConsumerGroupRegularExpressionValue::encode_version,
+                ConsumerGroupRegularExpressionValue::decode,
+            );
+        }
+    }
+
+    #[test]
+    fn consumer_group_values_reject_unsupported_versions() {
+        let schemas = [
+            ("cg-epoch", "ConsumerGroupMetadataValue"),
+            ("cg-subscription", "ConsumerGroupPartitionMetadataValue"),
+            ("cg-member", "ConsumerGroupMemberMetadataValue"),
+            (
+                "cg-target-epoch",
+                "ConsumerGroupTargetAssignmentMetadataValue",
+            ),
+            (
+                "cg-target-member",
+                "ConsumerGroupTargetAssignmentMemberValue",
+            ),
+            ("cg-current", "ConsumerGroupCurrentMemberAssignmentValue"),
+            ("cg-regex", "ConsumerGroupRegularExpressionValue"),
+        ];
+        let encodings = consumer_group_encodings();
+        for (kind, schema) in schemas {
+            let (_, bytes) = encodings.iter().find(|(k, _)| *k == kind).unwrap();
+            for version in [1i16, 4, i16::MAX, -1] {
+                let mut b = bytes.to_vec();
+                b[..2].copy_from_slice(&version.to_be_bytes());
+                assert_eq!(
+                    decode_any(kind, &b),
+                    Err(RecordError::UnsupportedVersion { schema, version }),
+                    "{kind}"
+                );
+            }
+        }
+        for version in [1i16, i16::MAX, -1] {
+            let unsupported = |r: Result<Bytes, RecordError>| {
+                assert!(matches!(r, Err(RecordError::UnsupportedVersion { .. })))
+            };
+            unsupported(consumer_group_metadata_values()[0].encode_version(version));
+            unsupported(partition_metadata_values()[1].encode_version(version));
+            unsupported(member_metadata_value().encode_version(version));
+            unsupported(
+                ConsumerGroupTargetAssignmentMetadataValue {
+                    assignment_epoch: 1,
+                }
+                .encode_version(version),
+            );
+            unsupported(target_member_values()[1].encode_version(version));
+            unsupported(current_assignment_value().encode_version(version));
+            unsupported(regex_values()[0].encode_version(version));
+        }
+    }
+
+    #[test]
+    fn consumer_group_values_skip_unknown_tagged_fields() {
+        // Unknown tags (1 and 300) in the value's section and, for the member, inside the
+        // classic struct and its protocol; known fields still read.
+        let value = ConsumerGroupMetadataValue {
+            epoch: 3,
+            metadata_hash: 77,
+        };
+        let mut b = Vec::new();
+        be16(&mut b, 0);
+        be32(&mut b, 3);
+        b.extend_from_slice(&[3, 0, 8]);
+        be64(&mut b, 77);
+        b.extend_from_slice(&[1, 2, 0xaa, 0xbb]);
+        b.extend_from_slice(&[0xac, 0x02, 0]);
+        assert_eq!(ConsumerGroupMetadataValue::decode(&b).unwrap(), value);
+
+        let value = ConsumerGroupMemberMetadataValue {
+            classic_member_metadata: Some(ClassicMemberMetadata {
+                session_timeout: 5,
+                supported_protocols: vec![ClassicProtocol {
+                    name: "r".to_owned(),
+                    metadata: Bytes::from_static(&[9]),
+                }],
+            }),
+            ..member_metadata_value()
+        };
+        let bytes = value.encode().unwrap();
+        let classic_at = bytes.len() - 15; // tag count, tag, size, then a 12-byte struct
+        assert_eq!(&bytes[classic_at..classic_at + 4], &[1, 0, 12, 1]);
+        let mut b = bytes[..classic_at].to_vec();
+        b.extend_from_slice(&[2, 0, 16, 1]); // two fields; the struct grows by 4 bytes
+        be32(&mut b, 5);
+        b.extend_from_slice(&[2, 2, b'r', 2, 9]);
+        b.extend_from_slice(&[1, 7, 0]); // protocol: tag 7, empty
+        b.extend_from_slice(&[1, 1, 0]); // struct: tag 1, empty
+        b.extend_from_slice(&[5, 1, 0xff]); // value: tag 5, one byte
+        assert_eq!(ConsumerGroupMemberMetadataValue::decode(&b).unwrap(), value);
+    }
+
+    #[test]
+    fn consumer_group_absurd_lengths_are_errors_not_allocations() {
+        let huge_counts: [&[u8]; 3] = [
+            &[0xff, 0xff, 0xff, 0xff, 0x0f],
+            &[0xff, 0xff, 0xff, 0xff, 0x1f],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ];
+        let with = |prefix: &[u8], count: &[u8]| {
+            let mut b = prefix.to_vec();
+            b.extend_from_slice(count);
+            b.extend_from_slice(&[0; 32]);
+            b
+        };
+        let version = [0u8, 0];
+        let mut one_topic = version.to_vec();
+        one_topic.push(2);
+        uuid_be(&mut one_topic, TOPIC_A);
+        for count in huge_counts {
+            // Topic lists, partition lists, string lists.
+            let b = with(&version, count);
+            for kind in ["cg-subscription", "cg-target-member", "cg-regex"] {
+                assert!(decode_any(kind, &b).is_err(), "{kind}");
+            }
+            assert!(decode_any("cg-target-member", &with(&one_topic, count)).is_err());
+            let mut current = version.to_vec();
+            current.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0]);
+            assert!(decode_any("cg-current", &with(&current, count)).is_err());
+            current.push(1); // no assigned partitions, then the pending ones
+            assert!(decode_any("cg-current", &with(&current, count)).is_err());
+            let mut member = version.to_vec();
+            member.extend_from_slice(&[0, 0, 2, b'c', 2, b'h']);
+            assert!(decode_any("cg-member", &with(&member, count)).is_err());
+        }
+        // A partition count larger than the bytes present, though under 32 bits.
+        let mut b = one_topic.clone();
+        b.push(101);
+        b.extend_from_slice(&[0; 40]);
+        assert!(decode_any("cg-target-member", &b).is_err());
+
+        // A non-nullable string given as null: the member's clientId.
+        let mut b = version.to_vec();
+        b.extend_from_slice(&[0, 0, 0, 2, b'h', 1, 0, 0xff, 0xff, 0xff, 0xff, 0, 0]);
+        assert!(decode_any("cg-member", &b).is_err());
+
+        // Tagged fields: a hash of the wrong size, a classic struct larger than its field, a
+        // classic struct shorter than its field, and absurd lengths inside one.
+        for tags in [
+            &[1, 0, 7, 0, 0, 0, 0, 0, 0, 0][..],
+            &[1, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ] {
+            let mut b = version.to_vec();
+            be32(&mut b, 1);
+            b.extend_from_slice(tags);
+            assert!(decode_any("cg-epoch", &b).is_err());
+        }
+        let consumer = ConsumerGroupMemberMetadataValue {
+            classic_member_metadata: None,
+            ..member_metadata_value()
+        };
+        let bytes = consumer.encode().unwrap();
+        let without_tags = &bytes[..bytes.len() - 1];
+        let classic = |field: &[u8]| {
+            let mut b = without_tags.to_vec();
+            b.extend_from_slice(&[1, 0]);
+            b.extend_from_slice(field);
+            b
+        };
+        for field in [
+            &[6, 1, 0, 0, 0, 1, 1, 0][..], // declares 6 bytes, the struct takes 7
+            &[8, 1, 0, 0, 0, 1, 1, 0, 0],  // declares 8, the struct takes 7
+            &[10, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x0f], // protocol count
+            &[13, 1, 0, 0, 0, 1, 2, 2, b'r', 0xff, 0xff, 0xff, 0xff, 0x0f], // metadata length
+            &[0xff, 0xff, 0xff, 0xff, 0x0f, 1], // field size
+        ] {
+            assert!(
+                ConsumerGroupMemberMetadataValue::decode(&classic(field)).is_err(),
+                "{field:?}"
+            );
+        }
+        // The well-formed field those are mutations of.
+        let ok = ConsumerGroupMemberMetadataValue::decode(&classic(&[7, 1, 0, 0, 0, 1, 1, 0]));
+        assert_eq!(
+            ok.unwrap().classic_member_metadata,
+            Some(ClassicMemberMetadata {
+                session_timeout: 1,
+                supported_protocols: Vec::new(),
+            })
+        );
+    }
+
+    #[test]
+    fn consumer_group_strings_over_32767_bytes_are_not_encoded() {
+        let long = "x".repeat(STRING_MAX_BYTES + 1);
+        let key = RecordKey::ConsumerGroupMemberMetadata(ConsumerGroupMemberKey {
+            group: "g".to_owned(),
+            member_id: long.clone(),
+        });
+        assert!(key.encode().is_err());
+        let value = ConsumerGroupMemberMetadataValue {
+            subscribed_topic_names: vec![long.clone()],
+            ..member_metadata_value()
+        };
+        assert!(value.encode().is_err());
+        let value = ConsumerGroupMemberMetadataValue {
+            classic_member_metadata: Some(ClassicMemberMetadata {
+                session_timeout: 1,
+                supported_protocols: vec![ClassicProtocol {
+                    name: long.clone(),
+                    metadata: Bytes::new(),
+                }],
+            }),
+            ..member_metadata_value()
+        };
+        assert!(value.encode().is_err());
+        let value = ConsumerGroupRegularExpressionValue {
+            topics: vec![long],
+            ..regex_values()[0].clone()
+        };
+        assert!(value.encode().is_err());
     }
 }

@@ -95,6 +95,12 @@ pub async fn dispatch(ctx: &BrokerContext, req: &RequestContext, request: Reques
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(handlers::offsets::fetch(ctx, req, r).await)
         }
+        RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
+            handlers::consumer_groups::heartbeat(ctx, req, r).await,
+        ),
+        RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(
+            handlers::consumer_groups::describe(ctx, req, r).await,
+        ),
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(handlers::offsets::delete(ctx, req, r).await)
         }

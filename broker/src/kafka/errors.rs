@@ -252,6 +252,11 @@ fn group_error_code(problem: GroupProblem) -> ResponseError {
         GroupProblem::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
         GroupProblem::OffsetMetadataTooLarge => E::OffsetMetadataTooLarge,
         GroupProblem::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
+        GroupProblem::FencedMemberEpoch => E::FencedMemberEpoch,
+        GroupProblem::UnreleasedInstanceId => E::UnreleasedInstanceId,
+        GroupProblem::UnsupportedAssignor => E::UnsupportedAssignor,
+        GroupProblem::StaleMemberEpoch => E::StaleMemberEpoch,
+        GroupProblem::InvalidRequest => E::InvalidRequest,
     }
 }
 

@@ -291,7 +291,7 @@ pub async fn list(
     let groups = listed
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
         .map(|g| {
             let mut listed = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(g.group_id)))
@@ -300,7 +300,7 @@ pub async fn list(
                 listed = listed.with_group_state(StrBytes::from_static_str(g.state));
             }
             if version >= 5 {
-                listed = listed.with_group_type(StrBytes::from_static_str("classic"));
+                listed = listed.with_group_type(StrBytes::from_static_str(g.group_type));
             }
             listed
         })

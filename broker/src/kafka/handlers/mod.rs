@@ -11,6 +11,7 @@
 
 pub mod api_versions;
 pub mod configs;
+pub mod consumer_groups;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_records;

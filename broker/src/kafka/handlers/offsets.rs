@@ -85,6 +85,7 @@ pub async fn commit(
     if !partitions.is_empty() {
         let count = partitions.len();
         let commit = CommitRequest {
+            api_version: version,
             member_id: request.member_id.to_string(),
             group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
             generation_id: request.generation_id_or_member_epoch,

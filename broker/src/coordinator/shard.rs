@@ -35,6 +35,8 @@ pub const QUEUE_OPS_MAX: usize = 1024;
 pub const PENDING_OPS_MAX: usize = 1024;
 /// Bytes asked for by one read while loading.
 pub const LOAD_READ_BYTES_MAX: usize = 1024 * 1024;
+/// Timers fired in one pass before operations get a turn again.
+pub const TIMERS_PER_PASS_MAX: usize = 10_000;
 /// How long loading waits for the records already in the log to be committed.
 pub const LOAD_COMMIT_WAIT: Duration = Duration::from_secs(300);
 
@@ -538,8 +540,13 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
     /// Runs the due timers, writing what they return.
     async fn fire_timers(&mut self) -> Result<(), CoordinatorError> {
         let now_ms = self.config.clock.now_ms();
-        // Bounded by the timers pending.
-        for key in self.timers.expired(now_ms) {
+        // One at a time: a callback may cancel or move another due timer, which must then not
+        // fire (Kafka's runtime drops such a timer as "overridden or cancelled"). Bounded: a
+        // callback only schedules timers in the future of `now_ms`, or this would spin.
+        for _ in 0..TIMERS_PER_PASS_MAX {
+            let Some(key) = self.timers.pop_due(now_ms) else {
+                break;
+            };
             let mut ctx = OpContext {
                 now_ms,
                 timers: &mut self.timers,

@@ -80,6 +80,19 @@ impl<K: Ord + Clone> Timers<K> {
         due
     }
 
+    /// Removes and returns the earliest timer due at `now_ms`, if any. Callers that run each
+    /// timer before taking the next use this rather than [`Timers::expired`]: a callback may
+    /// cancel or move a timer that is also due, which must then not fire.
+    pub fn pop_due(&mut self, now_ms: i64) -> Option<K> {
+        let (deadline_ms, _, _) = self.queue.first()?;
+        if *deadline_ms > now_ms {
+            return None;
+        }
+        let (_, _, key) = self.queue.pop_first()?;
+        self.by_key.remove(&key);
+        Some(key)
+    }
+
     pub fn len(&self) -> usize {
         self.by_key.len()
     }

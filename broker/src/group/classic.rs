@@ -247,6 +247,10 @@ impl Member {
         self.awaiting_join.is_some()
     }
 
+    pub fn is_awaiting_sync(&self) -> bool {
+        self.awaiting_sync.is_some()
+    }
+
     /// The member's metadata for `protocol`.
     pub fn metadata(&self, protocol: &str) -> Bytes {
         self.protocols
@@ -722,7 +726,9 @@ impl Group {
         if self.leader_id.is_none() {
             self.leader_id = Some(member_id.clone());
         }
-        if self.is(GroupState::PreparingRebalance) && self.generation_id == 0 {
+        // Kafka extends the initial delay of any rebalance that started from Empty
+        // (`previousState() == EMPTY`), not only a new group's first one.
+        if self.is(GroupState::PreparingRebalance) && self.initial_delay_remaining_ms.is_some() {
             self.new_member_added = true;
         }
         // A new member does not heartbeat until its join completes: it is dropped if that
@@ -782,6 +788,7 @@ impl Group {
         if self.is(GroupState::CompletingRebalance) {
             // The leader's assignment of this generation will never come: members waiting for
             // it learn a rebalance started.
+            let mut answered = Vec::new();
             for member in self.members.values_mut() {
                 member.assignment = Bytes::new();
                 if let Some(waiting) = member.awaiting_sync.take() {
@@ -789,7 +796,13 @@ impl Group {
                         waiting,
                         SyncResponse::error(GroupProblem::RebalanceInProgress),
                     );
+                    answered.push(member.member_id.clone());
                 }
+            }
+            // As Kafka's `propagateAssignment`: a session that lapsed while the member waited
+            // was ignored, so it starts again from the answer (else the member never expires).
+            for member_id in &answered {
+                self.schedule_heartbeat(member_id, fx);
             }
         }
         self.pending_sync.clear();
@@ -1114,14 +1127,20 @@ impl Group {
         }
         self.transition(GroupState::Stable, fx.now_ms);
         fx.records.push(self.record(fx.now_ms));
-        let waiting: Vec<(oneshot::Sender<SyncResponse>, Bytes)> = self
+        let waiting: Vec<(String, oneshot::Sender<SyncResponse>, Bytes)> = self
             .members
             .values_mut()
-            .filter_map(|m| Some((m.awaiting_sync.take()?, m.assignment.clone())))
+            .filter_map(|m| {
+                let answer = m.awaiting_sync.take()?;
+                Some((m.member_id.clone(), answer, m.assignment.clone()))
+            })
             .collect();
-        for (answer, assignment) in waiting {
+        for (member_id, answer, assignment) in waiting {
             let response = self.sync_answer(assignment);
             fx.defer(answer, response);
+            // As Kafka's `propagateAssignment`: a session that lapsed while the member waited
+            // was ignored, so it starts again from the answer (else the member never expires).
+            self.schedule_heartbeat(&member_id, fx);
         }
     }
 

@@ -500,6 +500,7 @@ impl GroupMachine {
         let group_ids: Vec<String> = self.offsets.groups().cloned().collect();
         for group_id in group_ids {
             let consumer = self.consumer_groups.get(&group_id);
+            // Kafka's `ClassicGroup.offsetExpirationCondition` (and `ConsumerGroup`'s).
             let expiry = match self.groups.get(&group_id) {
                 // KIP-848 groups: an offset expires after its commit, unless its topic is
                 // subscribed to.
@@ -507,9 +508,15 @@ impl GroupMachine {
                     subscribed: consumer.map(|c| c.subscribed_topics()).unwrap_or_default(),
                 },
                 None => Expiry::All { base_ms: None },
+                // A group that never had a member (a consumer outside group management commits
+                // to it): each offset expires from its own commit, not from the group's birth,
+                // or a consumer committing all along would lose its offsets.
+                Some(group) if group.protocol_type.is_none() => Expiry::All { base_ms: None },
                 Some(group) if group.is(GroupState::Empty) => Expiry::All {
                     base_ms: group.state_timestamp_ms,
                 },
+                // Only a Stable group's subscriptions are settled; nothing expires mid-rebalance.
+                Some(group) if !group.is(GroupState::Stable) => Expiry::Never,
                 Some(group) => match group.subscribed_topics() {
                     Some(subscribed) => Expiry::Unsubscribed { subscribed },
                     None => Expiry::Never,
@@ -530,6 +537,15 @@ impl GroupMachine {
                 emptied.push(group_id);
             }
         }
+        // Kafka's `cleanupGroupMetadata` goes over every group: one without offsets counts as
+        // "all expired", so an empty group that never committed (or whose offsets were deleted)
+        // goes too, instead of staying in memory and in ListGroups for ever.
+        emptied.extend(
+            self.groups
+                .keys()
+                .filter(|group_id| !self.offsets.has_offsets(group_id))
+                .cloned(),
+        );
         // An empty group whose offsets all expired is gone (Kafka marks it Dead).
         for group_id in emptied {
             let removable = self.groups.get(&group_id).is_none_or(|g| {

@@ -27,6 +27,8 @@ pub mod coordinator;
 pub mod machine;
 pub mod offsets;
 pub mod records;
+#[cfg(test)]
+mod tests;
 
 pub use coordinator::GroupCoordinator;
 pub use machine::GroupMachine;

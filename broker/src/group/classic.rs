@@ -899,6 +899,7 @@ impl Group {
         self.generation_id += 1;
         self.protocol_name = self.select_protocol();
         self.transition(GroupState::CompletingRebalance, fx.now_ms);
+        super::metrics::rebalanced("classic");
         let joined: Vec<String> = self
             .members
             .values()

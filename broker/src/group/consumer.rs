@@ -569,6 +569,7 @@ impl ConsumerGroup {
         self.targets = targets;
         self.assignment_epoch = self.group_epoch;
         dirty.assignment_epoch = true;
+        super::metrics::rebalanced("consumer");
     }
 
     /// Moves `member_id` towards its target (Kafka's `CurrentAssignmentBuilder`).

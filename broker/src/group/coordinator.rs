@@ -30,6 +30,9 @@ const JOIN_WAIT_SLACK: Duration = Duration::from_secs(30);
 /// timeout) answers it first; this only bounds the wait.
 const SYNC_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
 
+/// How often the group gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(15);
+
 /// The group coordinator of this broker.
 #[derive(Debug)]
 pub struct GroupCoordinator {
@@ -88,9 +91,38 @@ impl GroupCoordinator {
     /// Starts following leadership of `__consumer_offsets`, and the removal of deleted topics'
     /// offsets; both end when the broker shuts down.
     pub fn spawn(self: &Arc<Self>, ctx: &Arc<BrokerContext>) -> Vec<JoinHandle<()>> {
+        super::metrics::describe();
         let runtime = self.runtime.spawn(ctx);
         let cleaner = tokio::spawn(self.clone().remove_deleted_topics(ctx.clone()));
-        vec![runtime, cleaner]
+        let gauges = tokio::spawn(self.clone().publish_gauges(ctx.shutdown.clone()));
+        vec![runtime, cleaner, gauges]
+    }
+
+    /// Sums the groups by state over the partitions this broker coordinates, every
+    /// [`GAUGE_INTERVAL`], for the gauges.
+    async fn publish_gauges(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One pass per tick; ends at shutdown.
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let mut counts = BTreeMap::new();
+            let mut offsets = 0;
+            for partition in self.runtime.coordinated() {
+                if let Ok((partial, held)) =
+                    self.runtime.read(partition, GroupMachine::counts).await
+                {
+                    for (key, count) in partial {
+                        *counts.entry(key).or_default() += count;
+                    }
+                    offsets += held;
+                }
+            }
+            super::metrics::publish(&counts, offsets);
+        }
     }
 
     /// The partition of `__consumer_offsets` that coordinates `group_id`.

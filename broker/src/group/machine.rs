@@ -3,7 +3,7 @@
 //! the records to write with the answer; group answers that wait for other members come back as
 //! [`Reply::Later`] and are sent once the records that decided them are committed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 
@@ -314,6 +314,7 @@ impl GroupMachine {
             ));
             outcomes.push((partition.topic, partition.partition, None));
         }
+        super::metrics::committed(self.records.len());
         self.result(Ok(outcomes))
     }
 
@@ -469,6 +470,18 @@ impl GroupMachine {
                 members: Vec::new(),
             },
         }
+    }
+
+    /// Groups by protocol and state, and the committed offsets held (for the gauges).
+    pub fn counts(&self) -> (BTreeMap<(&'static str, &'static str), usize>, usize) {
+        let mut counts = BTreeMap::new();
+        for group in self.groups.values() {
+            *counts.entry(("classic", group.state.name())).or_default() += 1;
+        }
+        for group in self.consumer_groups.values() {
+            *counts.entry(("consumer", group.state())).or_default() += 1;
+        }
+        (counts, self.offsets.count())
     }
 
     pub fn list(&self) -> Vec<ListedGroup> {

@@ -10,6 +10,7 @@
 //! - [`offsets`]: committed offsets and their expiry.
 //! - [`machine`]: the state machine of one `__consumer_offsets` partition (pure: time is passed
 //!   in, member ids are made by the caller).
+//! - [`metrics`]: rebalances, commits and groups by state (bounded labels).
 //! - [`coordinator`]: the service handlers call: routing to partitions, waiting for rebalances.
 //!
 //! As in Kafka's classic groups (`replayRecords = false` there), group operations change the
@@ -25,6 +26,7 @@ mod consumer_log;
 pub mod consumer_ops;
 pub mod coordinator;
 pub mod machine;
+pub mod metrics;
 pub mod offsets;
 pub mod records;
 #[cfg(test)]

@@ -2729,3 +2729,71 @@ fn random_step_sequences_reach_stable_groups_of_several_members() {
     assert!(totals.stable_with_several > 1_600, "{totals:?}");
     assert!(totals.assignments > 450, "{totals:?}");
 }
+
+// ------------------------------------------------------------------------------------ metrics
+
+/// Commits and rebalances move their counters; the gauges count groups by state.
+#[test]
+fn commits_and_rebalances_are_counted_and_groups_are_gauged_by_state() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::metrics as m;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let mut h = Harness::new(rules());
+        let (outcome, _) = h.commit(
+            "simple",
+            commit_request("", -1, &[("t", 0, 42), ("t", 1, 7)]),
+        );
+        assert!(outcome.is_ok());
+        let mut join = later(h.join(new_member("a")));
+        h.advance(i64::from(rules().initial_rebalance_delay_ms) + 1);
+        assert_eq!(answered(&mut join).error, None);
+        let (counts, offsets) = h.machine.counts();
+        m::publish(&counts, offsets);
+    });
+    /// A metric: name, labels, value.
+    type Recorded = (String, Vec<(String, String)>, DebugValue);
+    let values: Vec<Recorded> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let labels = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            (key.key().name().to_owned(), labels, value)
+        })
+        .collect();
+    let find = |name: &str, labels: &[(&str, &str)]| {
+        values
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, _, value)| value)
+    };
+    assert_eq!(find(m::OFFSET_COMMITS, &[]), Some(&DebugValue::Counter(2)));
+    assert_eq!(
+        find(m::REBALANCES, &[("protocol", "classic")]),
+        Some(&DebugValue::Counter(1))
+    );
+    let gauge = |state: &str| match find(m::GROUPS, &[("protocol", "classic"), ("state", state)]) {
+        Some(DebugValue::Gauge(value)) => value.into_inner(),
+        other => panic!("{state}: {other:?}"),
+    };
+    assert_eq!(gauge("Empty"), 1.0, "the simple group");
+    assert_eq!(
+        gauge("CompletingRebalance"),
+        1.0,
+        "a's group waits for its sync"
+    );
+    assert_eq!(gauge("Stable"), 0.0);
+}

@@ -455,6 +455,18 @@ impl GroupCoordinator {
     }
 }
 
+/// The member id a member without one gets: its client id (its instance id if static), a dash
+/// and a UUID, as Kafka makes them.
+pub fn new_member_id(client_id: &str, group_instance_id: Option<&str>) -> String {
+    let prefix = group_instance_id.unwrap_or(client_id);
+    // The id must fit Kafka's string limit with its 37-byte suffix.
+    let mut end = prefix.len().min(super::STRING_MAX_BYTES - 37);
+    while !prefix.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}-{}", &prefix[..end], uuid::Uuid::new_v4())
+}
+
 fn topic_ids(image: &MetadataImage) -> BTreeMap<String, TopicId> {
     image
         .topics()

@@ -24,7 +24,8 @@
 //!   draw no random number and do no I/O; time and ids come in as arguments, so every replica
 //!   (and every test) replays the same records to the same state. A coordinator state machine is
 //!   a file under `broker/src/coordinator/` named `machine.rs` or `*_machine.rs`, or any file
-//!   there containing the marker line `// tidy: pure`. Their test modules are held to the rule
+//!   there containing the marker line `// tidy: pure`, and every file of `broker/src/group/`
+//!   but its service, `coordinator.rs`. Their test modules are held to the rule
 //!   too: a deterministic core is tested with time passed in.
 //!
 //! The check is plain line matching: lines starting with `//` and trailing `// ...` comments are
@@ -206,6 +207,10 @@ fn is_client_source(path: &str, _source: &str) -> bool {
 fn is_pure_module(path: &str, source: &str) -> bool {
     if path.starts_with("raft/src/image/") {
         return true;
+    }
+    // The group coordinator's state machines; `coordinator.rs` is its async service.
+    if let Some(name) = path.strip_prefix("broker/src/group/") {
+        return name != "coordinator.rs";
     }
     let Some(name) = path.strip_prefix("broker/src/coordinator/") else {
         return false;
@@ -699,6 +704,8 @@ fn purity_rule_covers_coordinator_state_machines_by_name_or_marker() {
         "broker/src/coordinator/machine.rs",
         "broker/src/coordinator/group/machine.rs",
         "broker/src/coordinator/group_machine.rs",
+        "broker/src/group/classic.rs",
+        "broker/src/group/consumer.rs",
     ] {
         assert_eq!(
             broken(path, impure),
@@ -706,6 +713,10 @@ fn purity_rule_covers_coordinator_state_machines_by_name_or_marker() {
             "{path}"
         );
     }
+    assert!(
+        broken("broker/src/group/coordinator.rs", impure).is_empty(),
+        "the group coordinator's service is async, not a state machine"
+    );
     let marked = "// tidy: pure\nlet now = Instant::now();\n";
     assert_eq!(
         broken("broker/src/coordinator/group/state.rs", marked),

@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::context::BrokerContext;
 use crate::coordinator::CoordinatorError;
 use crate::group::classic::{JoinRequest, SyncRequest};
-use crate::group::machine::new_member_id;
+use crate::group::coordinator::new_member_id;
 use crate::group::{check_group_id, GroupProblem, STRING_MAX_BYTES};
 use crate::kafka::errors::{code, Failure};
 use crate::kafka::request::RequestContext;

@@ -181,6 +181,27 @@ fn describe(conn: &mut KafkaConn, group_id: &str) -> DescribedGroup {
     response.groups.remove(0)
 }
 
+/// Waits (bounded) until `broker` coordinates `group_id`: FindCoordinator creates
+/// `__consumer_offsets` and names the broker, which then loads its partition.
+fn wait_for_coordinator(conn: &mut KafkaConn, broker: &DevBroker, group_id: &str) {
+    let find = FindCoordinatorRequest::default().with_key(s(group_id));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = conn.send(&find, 3).unwrap();
+        if found.error_code == NONE {
+            assert_eq!(found.port, i32::from(broker.kafka_addr.port()));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no coordinator: {found:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + WAIT;
+    while describe(conn, group_id).error_code != NONE {
+        assert!(Instant::now() < deadline, "the coordinator never loaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn create_topic(conn: &mut KafkaConn, topic: &str, partitions: i32, replicas: i16) {
     let mut created = CreatableTopic::default()
         .with_name(topic_name(topic))
@@ -214,24 +235,7 @@ fn bad_group_requests_get_precise_errors_and_change_nothing() {
     let mut conn = broker.connect().unwrap();
     create_topic(&mut conn, "orders", 2, 1);
 
-    // The coordinator is this broker, once `__consumer_offsets` exists.
-    let find = FindCoordinatorRequest::default().with_key(s("g1"));
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found = conn.send(&find, 3).unwrap();
-        if found.error_code == NONE {
-            assert_eq!(found.port, i32::from(broker.kafka_addr.port()));
-            break;
-        }
-        assert!(Instant::now() < deadline, "no coordinator: {found:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // …and answers once it has loaded its partition of it.
-    let deadline = Instant::now() + WAIT;
-    while describe(&mut conn, "g1").error_code != NONE {
-        assert!(Instant::now() < deadline, "the coordinator never loaded");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_coordinator(&mut conn, &broker, "g1");
     for (key_type, expected) in [(1i8, COORDINATOR_NOT_AVAILABLE), (2, INVALID_REQUEST)] {
         let find = FindCoordinatorRequest::default()
             .with_key(s("x"))
@@ -561,4 +565,39 @@ fn static_members_see_no_rebalance_while_brokers_restart_one_by_one() {
     }
     std::fs::write(&stop, b"").unwrap();
     wait_success(child, Duration::from_secs(120), &cluster);
+}
+
+#[test]
+fn offsets_of_a_deleted_topic_are_removed_and_others_kept() {
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::DeleteTopicsRequest;
+
+    let broker = DevBroker::start(&["--set", "groups.group_initial_rebalance_delay_ms=0"]).unwrap();
+    let mut conn = broker.connect().unwrap();
+    create_topic(&mut conn, "doomed", 1, 1);
+    create_topic(&mut conn, "kept", 1, 1);
+    wait_for_coordinator(&mut conn, &broker, "g");
+    for (topic, offset) in [("doomed", 11), ("kept", 22)] {
+        let answer = commit(&mut conn, "g", ("", None, -1), topic, &[offset], "");
+        assert_eq!(answer, vec![NONE], "{topic}");
+    }
+    assert_eq!(committed(&mut conn, "g", "doomed", 1), vec![11]);
+
+    let delete = DeleteTopicsRequest::default()
+        .with_topics(vec![
+            DeleteTopicState::default().with_name(Some(topic_name("doomed")))
+        ])
+        .with_timeout_ms(30_000);
+    let deleted = conn.send(&delete, 6).unwrap();
+    assert_eq!(deleted.responses[0].error_code, NONE, "{deleted:?}");
+    let deadline = Instant::now() + WAIT;
+    while committed(&mut conn, "g", "doomed", 1) != vec![-1] {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted topic's offset stayed\n{}",
+            broker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(committed(&mut conn, "g", "kept", 1), vec![22]);
 }

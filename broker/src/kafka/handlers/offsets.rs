@@ -32,6 +32,21 @@ fn exists(image: &MetadataImage, topic: &str, partition: i32) -> bool {
         .is_some_and(|t| usize::try_from(partition).is_ok_and(|index| index < t.partitions.len()))
 }
 
+/// Per topic, each partition's code: those decided before the coordinator was asked, and its
+/// answers (in the order the partitions were sent) for the `None` slots.
+fn fill(decided: Vec<Vec<Option<i16>>>, answered: Vec<i16>) -> Vec<Vec<i16>> {
+    let mut answered = answered.into_iter();
+    decided
+        .into_iter()
+        .map(|topic| {
+            topic
+                .into_iter()
+                .map(|code| code.or_else(|| answered.next()).unwrap_or(0))
+                .collect()
+        })
+        .collect()
+}
+
 // -------------------------------------------------------------------- OffsetCommit
 
 pub async fn commit(
@@ -100,21 +115,19 @@ pub async fn commit(
             Err(error) => vec![coordinator_code(&error); count],
         };
     }
-    let mut answered = answered.into_iter();
     let topics = request
         .topics
         .iter()
-        .zip(codes)
-        .map(|(topic, topic_codes)| {
+        .zip(fill(codes, answered))
+        .map(|(topic, codes)| {
             OffsetCommitResponseTopic::default()
                 .with_name(topic.name.clone())
                 .with_partitions(
                     topic
                         .partitions
                         .iter()
-                        .zip(topic_codes)
+                        .zip(codes)
                         .map(|(p, code)| {
-                            let code = code.or_else(|| answered.next()).unwrap_or(0);
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
                                 .with_error_code(code)
@@ -337,23 +350,22 @@ pub async fn delete(
             return OffsetDeleteResponse::default().with_error_code(coordinator_code(&error))
         }
     };
-    let mut answered = answered.into_iter();
     let topics = request
         .topics
         .iter()
-        .zip(codes)
-        .map(|(topic, topic_codes)| {
+        .zip(fill(codes, answered))
+        .map(|(topic, codes)| {
             OffsetDeleteResponseTopic::default()
                 .with_name(topic.name.clone())
                 .with_partitions(
                     topic
                         .partitions
                         .iter()
-                        .zip(topic_codes)
+                        .zip(codes)
                         .map(|(p, code)| {
                             OffsetDeleteResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(code.or_else(|| answered.next()).unwrap_or(0))
+                                .with_error_code(code)
                         })
                         .collect(),
                 )

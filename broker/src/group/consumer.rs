@@ -266,6 +266,19 @@ impl ConsumerGroup {
         member.pending_revocation = pending;
     }
 
+    /// Moves the group epoch for a change of membership, subscriptions or metadata: once per
+    /// call, as Kafka bumps it once per heartbeat whatever changed in it
+    /// (`GroupMetadataManager.consumerGroupHeartbeat`: `bumpGroupEpoch`, then
+    /// `groupEpoch += 1`). A join used to move it by three (the member, its subscription, the
+    /// subscribed topics). Once the targets of the moved epoch are computed, a further change
+    /// moves it again.
+    fn bump_group_epoch(&mut self, dirty: &mut Dirty) {
+        if !dirty.group_epoch || self.assignment_epoch >= self.group_epoch {
+            self.group_epoch += 1;
+            dirty.group_epoch = true;
+        }
+    }
+
     /// Removes a member (it left, was fenced or its session lapsed): its partitions are free and
     /// the group epoch moves so the others' targets are recomputed.
     pub fn remove_member(&mut self, member_id: &str, fx: &mut Effects<'_>, dirty: &mut Dirty) {
@@ -284,8 +297,7 @@ impl ConsumerGroup {
         fx.timers.cancel(&session_timer(&self.id, member_id));
         fx.timers.cancel(&revocation_timer(&self.id, member_id));
         dirty.removed.insert(member_id.to_owned());
-        self.group_epoch += 1;
-        dirty.group_epoch = true;
+        self.bump_group_epoch(dirty);
     }
 
     /// A ConsumerGroupHeartbeat (already checked for shape by the caller).
@@ -302,6 +314,7 @@ impl ConsumerGroup {
             return self.leave(request, rules, fx, dirty);
         }
         if let Some(assignor) = &request.server_assignor {
+            // Checked by `GroupMachine::consumer_heartbeat` already.
             if !ASSIGNORS.contains(&assignor.as_str()) {
                 return ConsumerHeartbeatResponse::error(
                     GroupProblem::UnsupportedAssignor,
@@ -323,10 +336,13 @@ impl ConsumerGroup {
                     format!("member {member_id} is not in group {}", self.id),
                 );
             };
+            // Kafka's `throwIfConsumerGroupMemberEpochIsInvalid`: the previous epoch is only
+            // accepted (the answer that moved the member on was lost) with owned partitions that
+            // are a subset of its assignment; its `isSubset` of none is false.
             let owned_ok = request
                 .owned
                 .as_ref()
-                .is_none_or(|owned| is_subset(owned, &member.assigned));
+                .is_some_and(|owned| is_subset(owned, &member.assigned));
             let known =
                 epoch == member.member_epoch || (epoch == member.previous_member_epoch && owned_ok);
             if !known {
@@ -453,8 +469,7 @@ impl ConsumerGroup {
                 self.members.insert(member_id.clone(), member);
                 dirty.members.insert(member_id.clone());
                 dirty.current.insert(member_id.clone());
-                self.group_epoch += 1;
-                dirty.group_epoch = true;
+                self.bump_group_epoch(dirty);
             }
         }
         Ok(())
@@ -506,8 +521,7 @@ impl ConsumerGroup {
             dirty.members.insert(request.member_id.clone());
         }
         if subscription_changed {
-            self.group_epoch += 1;
-            dirty.group_epoch = true;
+            self.bump_group_epoch(dirty);
         }
     }
 
@@ -536,8 +550,7 @@ impl ConsumerGroup {
         if subscribed != self.subscription_metadata {
             self.subscription_metadata = subscribed;
             dirty.subscription_metadata = true;
-            self.group_epoch += 1;
-            dirty.group_epoch = true;
+            self.bump_group_epoch(dirty);
         }
     }
 
@@ -717,13 +730,22 @@ impl ConsumerGroup {
         }
     }
 
-    /// Session timers for every member of a group just loaded.
+    /// Session timers for every member of a group just loaded, and the revocation timers of
+    /// members still revoking (Kafka's `GroupMetadataManager.onLoaded` schedules both; without
+    /// the second a member that never revokes would hold its partitions as long as it
+    /// heartbeats).
     pub fn on_loaded(&self, rules: &ConsumerRules, fx: &mut Effects<'_>) {
-        for member_id in self.members.keys() {
+        for (member_id, member) in &self.members {
             fx.timers.schedule(
                 session_timer(&self.id, member_id),
                 fx.now_ms + i64::from(rules.session_timeout_ms),
             );
+            if member.state == MemberState::UnrevokedPartitions {
+                fx.timers.schedule(
+                    revocation_timer(&self.id, member_id),
+                    fx.now_ms + i64::from(member.rebalance_timeout_ms.max(1)),
+                );
+            }
         }
     }
 
@@ -734,13 +756,11 @@ impl ConsumerGroup {
         member_epoch: i32,
         api_version: i16,
     ) -> Result<(), GroupProblem> {
-        if member_epoch < 0 && member_id.is_empty() {
-            // The admin client, or a consumer outside the group: only for an empty group.
-            return if self.members.is_empty() {
-                Ok(())
-            } else {
-                Err(GroupProblem::UnknownMemberId)
-            };
+        if member_epoch < 0 && self.members.is_empty() {
+            // The admin client, or a consumer outside the group: only for an empty group, whatever
+            // member id it sends (Kafka's `ConsumerGroup.validateOffsetCommit`). For a group with
+            // members, the lookup below refuses an unknown (or empty) member id.
+            return Ok(());
         }
         let member = self
             .members

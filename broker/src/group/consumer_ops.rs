@@ -2,6 +2,7 @@
 //! the conversion of an empty group between the classic and consumer protocols (as Kafka 4
 //! does it), and the consumer groups' timers and load.
 
+use super::assignor::ASSIGNORS;
 use super::classic::{Effects, Group, GroupTimer};
 use super::consumer::{
     ConsumerGroup, ConsumerHeartbeat, ConsumerHeartbeatResponse, ConsumerMember, Dirty, TopicsView,
@@ -66,9 +67,24 @@ impl GroupMachine {
         topics: &TopicsView,
         ctx: &mut OpContext<'_, GroupTimer>,
     ) -> CoordinatorResult<ConsumerHeartbeatResponse> {
+        // Kafka checks the assignor with the request's shape
+        // (`throwIfConsumerGroupHeartbeatRequestIsInvalid`), before it looks at the group: a
+        // refused request converts nothing.
+        if let Some(assignor) = &request.server_assignor {
+            if !ASSIGNORS.contains(&assignor.as_str()) {
+                let response = ConsumerHeartbeatResponse::error(
+                    GroupProblem::UnsupportedAssignor,
+                    format!("unknown server assignor {assignor}"),
+                );
+                return self.result(response);
+            }
+        }
         if let Some(classic) = self.groups.get(group_id) {
             let busy = !classic.members.is_empty() || !classic.pending_members.is_empty();
-            if busy {
+            // Only a joining member converts a group (Kafka's `getOrMaybeCreateConsumerGroup`
+            // converts when it may create, that is at epoch 0); any other heartbeat to a classic
+            // group is GROUP_ID_NOT_FOUND and leaves it as it is.
+            if busy || request.member_epoch != 0 {
                 let response = ConsumerHeartbeatResponse::error(
                     GroupProblem::GroupIdNotFound,
                     format!("group {group_id} is not a consumer group"),
@@ -79,7 +95,8 @@ impl GroupMachine {
             self.groups.remove(group_id);
             self.records.push(Group::tombstone(group_id));
         }
-        if !self.consumer_groups.contains_key(group_id) {
+        let created = !self.consumer_groups.contains_key(group_id);
+        if created {
             if request.member_epoch != 0 {
                 let response = ConsumerHeartbeatResponse::error(
                     GroupProblem::GroupIdNotFound,
@@ -97,6 +114,16 @@ impl GroupMachine {
             .unwrap_or_else(|| {
                 ConsumerHeartbeatResponse::error(GroupProblem::GroupIdNotFound, "no such group")
             });
+        // A refused first heartbeat (an unknown assignor, a full group) leaves no group behind:
+        // nothing was written for it, and Kafka reverts the group it created for the request.
+        if created
+            && self
+                .consumer_groups
+                .get(group_id)
+                .is_some_and(|g| g.is_empty())
+        {
+            self.consumer_groups.remove(group_id);
+        }
         self.result(response)
     }
 

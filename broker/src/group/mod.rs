@@ -24,11 +24,15 @@ pub mod classic;
 pub mod consumer;
 mod consumer_log;
 pub mod consumer_ops;
+#[cfg(test)]
+mod consumer_tests;
 pub mod coordinator;
 pub mod machine;
 pub mod metrics;
 pub mod offsets;
 pub mod records;
+#[cfg(test)]
+mod test_harness;
 #[cfg(test)]
 mod tests;
 

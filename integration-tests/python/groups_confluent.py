@@ -101,12 +101,17 @@ def ok(message):
 
 class Member:
     """One subscribed consumer of a group, polled by the caller (never from another thread). It
-    tracks its own partitions through the rebalance callbacks and what it read per partition."""
+    tracks its own partitions through the rebalance callbacks and what it read per partition.
 
-    def __init__(self, name, group, topic, strategy="range", extra=None):
+    `protocol` is librdkafka's group.protocol: `classic`, or `consumer` (KIP-848, used by
+    groups_confluent_848.py), where the broker assigns (no client-side `strategy`, session
+    timeout or heartbeat interval: librdkafka refuses them) and partitions come and go
+    incrementally, as with cooperative-sticky."""
+
+    def __init__(self, name, group, topic, strategy="range", extra=None, protocol="classic"):
         self.name = name
         self.topic = topic
-        self.cooperative = strategy == "cooperative-sticky"
+        self.cooperative = strategy == "cooperative-sticky" or protocol == "consumer"
         self.assigned = set()
         self.events = []  # (kind, sorted partitions), kind in assign / revoke / lost
         self.changed_at = time.monotonic()
@@ -119,10 +124,7 @@ class Member:
             "bootstrap.servers": bootstrap_servers(),
             "client.id": "streambus-groups-%s" % name,
             "group.id": group,
-            "group.protocol": "classic",
-            "partition.assignment.strategy": strategy,
-            "session.timeout.ms": SESSION_TIMEOUT_MS,
-            "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+            "group.protocol": protocol,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
@@ -130,6 +132,12 @@ class Member:
             "fetch.wait.max.ms": 100,
             "socket.timeout.ms": SOCKET_TIMEOUT_MS,
         }
+        if protocol == "classic":
+            conf.update({
+                "partition.assignment.strategy": strategy,
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+            })
         conf.update(extra or {})
         self.consumer = Consumer(conf)
         self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -303,6 +311,9 @@ def close_all(members):
 
 
 class Checks:
+    # The group protocol of the members the checks make (groups_confluent_848.py: `consumer`).
+    protocol = "classic"
+
     def __init__(self):
         self.admin = admin_client()
         self.topic = create_topic_with_records(self.admin, "ckg")
@@ -345,7 +356,8 @@ class Checks:
     def c_commit_and_resume(self):
         group = unique_topic("ckg-commit")
         cutoffs = {p: commit_cutoff(p) for p in range(GROUP_PARTITIONS)}
-        c1 = Member("commit-1", group, self.topic, extra={"enable.auto.offset.store": False})
+        c1 = Member("commit-1", group, self.topic, extra={"enable.auto.offset.store": False},
+                    protocol=self.protocol)
         c1.store_below = cutoffs
         try:
             pump([c1], "commit-1 to read past offset %s of every partition" % cutoffs,
@@ -368,7 +380,7 @@ class Checks:
 
     def resume_at(self, group, expected, name):
         """A new member of `group` reads every partition from exactly `expected` ({p: offset})."""
-        m = Member(name, group, self.topic)
+        m = Member(name, group, self.topic, protocol=self.protocol)
         try:
             pump([m], "%s to read a record of every partition" % name,
                  lambda: len(m.first) == GROUP_PARTITIONS)
@@ -588,43 +600,51 @@ CHECKS = [
 ]
 
 
-def main():
+def run(make_checks, checks):
+    """Runs the checks of `checks` ([(letter, method of make_checks(), [letters it needs])])
+    named on the command line (all without arguments): 0 when they all pass, 1 at the first
+    failure, 2 for an unknown letter. Shared with groups_confluent_848.py."""
     arm_watchdog(540)
     version = client_version()
     log("confluent-kafka %s, librdkafka %s, bootstrap %s"
         % (version[0] if isinstance(version, tuple) else version, librdkafka_version()[0], bootstrap_servers()))
-    wanted = set(sys.argv[1:]) or {letter for letter, _, _ in CHECKS}
-    unknown = wanted - {letter for letter, _, _ in CHECKS}
+    wanted = set(sys.argv[1:]) or {letter for letter, _, _ in checks}
+    unknown = wanted - {letter for letter, _, _ in checks}
     if unknown:
-        print("unknown checks %s; expected some of a b c d e f" % sorted(unknown), file=sys.stderr)
+        print("unknown checks %s; expected some of %s"
+              % (sorted(unknown), " ".join(letter for letter, _, _ in checks)), file=sys.stderr)
         return 2
-    for letter, _, deps in CHECKS:
+    for letter, _, deps in checks:
         if letter in wanted:
             wanted.update(deps)
     admin = admin_client()
     wait_until("the broker at %s to answer metadata requests" % bootstrap_servers(),
                lambda: admin.list_topics(timeout=5) is not None, 60)
     try:
-        checks = Checks()
+        state = make_checks()
     except Exception as e:  # noqa: BLE001 - any failure of the set-up fails the script
         traceback.print_exc()
         log("FAIL: set-up: %s" % e)
         return 1
     try:
-        for letter, method, _ in CHECKS:
+        for letter, method, _ in checks:
             if letter not in wanted:
                 continue
             log("(%s) %s" % (letter, method))
             try:
-                getattr(checks, method)()
+                getattr(state, method)()
             except Exception as e:  # noqa: BLE001 - reported as this check's failure
                 traceback.print_exc()
                 log("FAIL: (%s) %s: %s" % (letter, method, e))
                 return 1
     finally:
-        close_all(checks.live_members)
+        close_all(state.live_members)
     log("all %d checks passed" % len(wanted))
     return 0
+
+
+def main():
+    return run(Checks, CHECKS)
 
 
 if __name__ == "__main__":

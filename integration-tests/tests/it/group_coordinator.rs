@@ -1,5 +1,5 @@
-//! The group coordinator against real brokers: bad group requests get Kafka's precise error
-//! and change nothing; committed offsets survive a SIGKILL of the coordinator and a restart of
+//! The group coordinator against real brokers: bad group requests (classic, and KIP-848
+//! ConsumerGroupHeartbeats) get Kafka's precise error and change nothing; committed offsets survive a SIGKILL of the coordinator and a restart of
 //! the whole cluster while a librdkafka group consumes through it; static members see no
 //! rebalance while the brokers restart one by one.
 
@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as HeartbeatTopicPartitions;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -17,8 +18,9 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
-    JoinGroupRequest, JoinGroupResponse, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, CreateTopicsRequest,
+    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    JoinGroupResponse, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use streambus_integration_tests::cluster::{Cluster, FAST_FAILOVER};
@@ -42,6 +44,10 @@ const INVALID_REQUEST: i16 = 42;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const GROUP_MAX_SIZE_REACHED: i16 = 81;
 const FENCED_INSTANCE_ID: i16 = 82;
+const GROUP_ID_NOT_FOUND: i16 = 69;
+const FENCED_MEMBER_EPOCH: i16 = 110;
+const UNSUPPORTED_ASSIGNOR: i16 = 112;
+const INVALID_REGULAR_EXPRESSION: i16 = 128;
 
 fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_owned())
@@ -234,7 +240,6 @@ fn bad_group_requests_get_precise_errors_and_change_nothing() {
     .unwrap();
     let mut conn = broker.connect().unwrap();
     create_topic(&mut conn, "orders", 2, 1);
-
     wait_for_coordinator(&mut conn, &broker, "g1");
     for (key_type, expected) in [(1i8, COORDINATOR_NOT_AVAILABLE), (2, INVALID_REQUEST)] {
         let find = FindCoordinatorRequest::default()
@@ -371,6 +376,210 @@ fn bad_group_requests_get_precise_errors_and_change_nothing() {
     )
     .unwrap();
     assert_eq!(response.0, INVALID_TOPIC_EXCEPTION);
+}
+
+// ------------------------------------------------------------------------ KIP-848 (raw requests)
+
+/// The first ConsumerGroupHeartbeat (v1) of `member_id`: epoch 0, subscribed to `topics`.
+fn consumer_join(
+    group_id: &str,
+    member_id: &str,
+    topics: &[&str],
+) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group(group_id))
+        .with_member_id(s(member_id))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(topics.iter().map(|t| topic_name(t)).collect()))
+        .with_topic_partitions(Some(Vec::new()))
+}
+
+/// A heartbeat of `member_id` at `epoch`, owning `owned`.
+fn consumer_beat(
+    group_id: &str,
+    member_id: &str,
+    epoch: i32,
+    owned: &[HeartbeatTopicPartitions],
+) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group(group_id))
+        .with_member_id(s(member_id))
+        .with_member_epoch(epoch)
+        .with_topic_partitions(Some(owned.to_vec()))
+}
+
+/// What ConsumerGroupDescribe shows of a group: its error, state, epochs and assignor, and each
+/// member's id, epoch, subscription and (target) assignment.
+fn consumer_describe(conn: &mut KafkaConn, group_id: &str) -> String {
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![group(group_id)]);
+    let mut response = conn.send(&request, 1).expect("consumer group describe");
+    let described = response.groups.remove(0);
+    let members: Vec<String> = described
+        .members
+        .iter()
+        .map(|m| {
+            let partitions =
+                |a: &kafka_protocol::messages::consumer_group_describe_response::Assignment| {
+                    a.topic_partitions
+                        .iter()
+                        .map(|t| format!("{}{:?}", t.topic_name.0, t.partitions))
+                        .collect::<Vec<_>>()
+                };
+            format!(
+                "{} epoch {} subscribed {:?} assigned {:?} target {:?}",
+                m.member_id,
+                m.member_epoch,
+                m.subscribed_topic_names
+                    .iter()
+                    .map(|t| t.0.to_string())
+                    .collect::<Vec<_>>(),
+                partitions(&m.assignment),
+                partitions(&m.target_assignment),
+            )
+        })
+        .collect();
+    format!(
+        "error {} state {} epoch {} assignment epoch {} assignor {} members {members:?}",
+        described.error_code,
+        described.group_state,
+        described.group_epoch,
+        described.assignment_epoch,
+        described.assignor_name,
+    )
+}
+
+#[test]
+fn bad_consumer_group_heartbeats_get_precise_errors_and_change_nothing() {
+    let broker = DevBroker::start(&[]).unwrap();
+    let mut conn = broker.connect().unwrap();
+    create_topic(&mut conn, "orders", 6, 1);
+    wait_for_coordinator(&mut conn, &broker, "g848");
+
+    // A member joins and heartbeats until it owns the 6 partitions (the coordinator sees the
+    // topic once its metadata image has it).
+    let joined = conn
+        .send(&consumer_join("g848", "member-1", &["orders"]), 1)
+        .unwrap();
+    assert_eq!(joined.error_code, NONE, "{joined:?}");
+    assert_eq!(
+        joined.member_id.as_ref().map(|m| m.to_string()).as_deref(),
+        Some("member-1")
+    );
+    let mut epoch = joined.member_epoch;
+    let mut owned: Vec<HeartbeatTopicPartitions> = Vec::new();
+    let mut assignment = joined.assignment;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(given) = assignment.take() {
+            owned = given
+                .topic_partitions
+                .iter()
+                .map(|t| {
+                    HeartbeatTopicPartitions::default()
+                        .with_topic_id(t.topic_id)
+                        .with_partitions(t.partitions.clone())
+                })
+                .collect();
+        }
+        if owned.iter().map(|t| t.partitions.len()).sum::<usize>() == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member-1 never got the 6 partitions: {owned:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let beat = conn
+            .send(&consumer_beat("g848", "member-1", epoch, &owned), 1)
+            .unwrap();
+        assert_eq!(beat.error_code, NONE, "{beat:?}");
+        epoch = beat.member_epoch;
+        assignment = beat.assignment;
+    }
+    // Two changes of subscription (a topic that does not exist, then without it) move the
+    // epoch twice, so that an epoch older than the previous one exists.
+    for topics in [&["orders", "not-yet"][..], &["orders"][..]] {
+        let change = consumer_beat("g848", "member-1", epoch, &owned)
+            .with_subscribed_topic_names(Some(topics.iter().map(|t| topic_name(t)).collect()));
+        let beat = conn.send(&change, 1).unwrap();
+        assert_eq!(beat.error_code, NONE, "{beat:?}");
+        assert!(beat.member_epoch > epoch, "{beat:?}");
+        epoch = beat.member_epoch;
+    }
+    // Once it reported them, the group is Stable.
+    let beat = conn
+        .send(&consumer_beat("g848", "member-1", epoch, &owned), 1)
+        .unwrap();
+    assert_eq!((beat.error_code, beat.member_epoch), (NONE, epoch));
+    let before = consumer_describe(&mut conn, "g848");
+    assert!(before.starts_with("error 0 state Stable"), "{before}");
+    assert!(before.contains("member-1 epoch"), "{before}");
+
+    // Each bad heartbeat: its error, and the group stays as it was.
+    let empty_group = consumer_join("", "member-2", &["orders"]);
+    let no_subscription =
+        consumer_join("g848", "member-2", &["orders"]).with_subscribed_topic_names(None);
+    let no_rebalance_timeout =
+        consumer_join("g848", "member-2", &["orders"]).with_rebalance_timeout_ms(-1);
+    let bad_regex = consumer_join("g848", "member-2", &[])
+        .with_subscribed_topic_names(None)
+        .with_subscribed_topic_regex(Some(s("orders(")));
+    let unknown_assignor =
+        consumer_join("g848", "member-2", &["orders"]).with_server_assignor(Some(s("fancy")));
+    let ahead = consumer_beat("g848", "member-1", epoch + 1, &owned);
+    let behind = consumer_beat("g848", "member-1", epoch - 2, &owned);
+    let stranger = consumer_beat("g848", "member-9", epoch, &[]);
+    let cases = [
+        ("an empty group id", empty_group, INVALID_REQUEST),
+        (
+            "a first heartbeat without subscription",
+            no_subscription,
+            INVALID_REQUEST,
+        ),
+        (
+            "a first heartbeat without rebalance timeout",
+            no_rebalance_timeout,
+            INVALID_REQUEST,
+        ),
+        ("an invalid regex", bad_regex, INVALID_REGULAR_EXPRESSION),
+        (
+            "an unknown assignor",
+            unknown_assignor,
+            UNSUPPORTED_ASSIGNOR,
+        ),
+        ("an epoch ahead", ahead, FENCED_MEMBER_EPOCH),
+        ("a stale epoch", behind, FENCED_MEMBER_EPOCH),
+        ("an unknown member", stranger, UNKNOWN_MEMBER_ID),
+    ];
+    for (what, request, expected) in cases {
+        let answer = conn.send(&request, 1).unwrap();
+        assert_eq!(answer.error_code, expected, "{what}: {answer:?}");
+        assert!(answer.error_message.is_some(), "{what}: no message");
+        assert!(answer.assignment.is_none(), "{what}: {answer:?}");
+        assert_eq!(consumer_describe(&mut conn, "g848"), before, "after {what}");
+    }
+
+    // In a group that does not exist: none is created.
+    let not_joining = consumer_beat("elsewhere", "member-1", 3, &[]);
+    let answer = conn.send(&not_joining, 1).unwrap();
+    assert_eq!(answer.error_code, GROUP_ID_NOT_FOUND, "{answer:?}");
+    let refused_first =
+        consumer_join("elsewhere", "member-1", &["orders"]).with_server_assignor(Some(s("fancy")));
+    let answer = conn.send(&refused_first, 1).unwrap();
+    assert_eq!(answer.error_code, UNSUPPORTED_ASSIGNOR, "{answer:?}");
+    let nothing = consumer_describe(&mut conn, "elsewhere");
+    assert!(
+        nothing.starts_with(&format!("error {GROUP_ID_NOT_FOUND} ")),
+        "{nothing}"
+    );
+
+    // The member goes on at its epoch.
+    let beat = conn
+        .send(&consumer_beat("g848", "member-1", epoch, &owned), 1)
+        .unwrap();
+    assert_eq!((beat.error_code, beat.member_epoch), (NONE, epoch));
+    assert_eq!(consumer_describe(&mut conn, "g848"), before);
 }
 
 fn script(name: &str) -> PathBuf {

@@ -343,8 +343,13 @@ impl ConsumerGroup {
                 .owned
                 .as_ref()
                 .is_some_and(|owned| is_subset(owned, &member.assigned));
-            let known =
-                epoch == member.member_epoch || (epoch == member.previous_member_epoch && owned_ok);
+            // Only an older epoch can be the previous one: a static member that left (-2)
+            // heartbeating with the epoch it had is fenced, as in Kafka (its epoch is greater
+            // than the member's).
+            let known = epoch == member.member_epoch
+                || (epoch < member.member_epoch
+                    && epoch == member.previous_member_epoch
+                    && owned_ok);
             if !known {
                 return ConsumerHeartbeatResponse::error(
                     GroupProblem::FencedMemberEpoch,

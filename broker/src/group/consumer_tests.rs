@@ -568,6 +568,14 @@ fn a_static_member_leaving_temporarily_keeps_its_partitions_for_its_return() {
     assert_eq!(left.member_epoch, LEAVE_STATIC_EPOCH);
     assert_eq!(left.assigned, a_owned, "it keeps its partitions");
     assert_eq!(h.epoch(), epoch, "no rebalance");
+    // The member that left cannot go on with its old epoch (Kafka: an epoch greater than the
+    // member's, -2, is fenced).
+    let (answer, _) = h.consumer_heartbeat(a.heartbeat_request(), &view);
+    refused(&answer, GroupProblem::FencedMemberEpoch);
+    assert_eq!(
+        h.consumer_group().members["a"].member_epoch,
+        LEAVE_STATIC_EPOCH
+    );
     // b goes on undisturbed, and gets none of a's partitions.
     let answer = beat_ok(&mut h, &mut b, &view);
     assert_eq!(answer.member_epoch, b_epoch);

@@ -81,6 +81,10 @@ def run_member(name, group, topic, progress, stop, deadline):
         while not stop.is_set() and not deadline.expired():
             msg = consumer.poll(0.2)
             if msg is None:
+                # Caught up: commit what was read since the last commit, so the group's
+                # offsets reach the end without waiting for COMMIT_EVERY more records.
+                if since_commit:
+                    since_commit = commit(name, consumer, progress, deadline)
                 continue
             if msg.error():
                 if msg.error().code() != KafkaError._PARTITION_EOF:

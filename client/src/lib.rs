@@ -10,8 +10,10 @@
 //!   cache and retries with backoff (`connection` holds the per-connection pipelining).
 //! - [`producer`]: [`Producer`], batching per partition with `linger`, `batch_size` and a
 //!   `buffer_memory` bound, compression, acks 0/1/all, idempotence, ordered retries.
-//! - [`consumer`]: [`Consumer`], assigned partitions (no group membership yet), seeks, pipelined
-//!   fetches, position and lag.
+//! - [`consumer`]: [`Consumer`], assigned partitions, seeks, pipelined fetches, position and lag.
+//! - [`group`]: [`GroupConsumer`], consumer groups over Kafka's classic protocol: subscriptions
+//!   (topics or a pattern), the `range`, `roundrobin` and `cooperative-sticky` assignors,
+//!   rebalance callbacks, static membership, auto and manual commits.
 //! - [`admin`]: [`Admin`], topics, partitions, configs and the cluster over the Kafka admin APIs.
 //! - [`partitioner`]: the Java client's murmur2 key partitioner and sticky keyless batching.
 //! - [`metadata`], [`record`], [`error`]: the shared types.
@@ -52,6 +54,7 @@ pub mod client;
 mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod metadata;
 pub mod partitioner;
 pub mod producer;
@@ -61,6 +64,9 @@ pub use admin::Admin;
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset};
 pub use error::{Error, Result};
+pub use group::{
+    Assignor, GroupConfig, GroupConsumer, OffsetAndMetadata, RebalanceContext, RebalanceListener,
+};
 pub use kafka_protocol::records::Compression;
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};

@@ -92,9 +92,9 @@ impl Future for CommitHandle {
     type Output = Result<()>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|joined| joined.unwrap_or_else(|e| Err(Error::Protocol(format!("commit task: {e}")))))
+        Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| Err(Error::Protocol(format!("commit task: {e}"))))
+        })
     }
 }
 
@@ -168,7 +168,9 @@ impl GroupConsumer {
             ));
         }
         if config.group_instance_id.as_deref() == Some("") {
-            return Err(Error::InvalidArgument("group_instance_id is empty".to_owned()));
+            return Err(Error::InvalidArgument(
+                "group_instance_id is empty".to_owned(),
+            ));
         }
         let now = Instant::now();
         Ok(GroupConsumer {
@@ -297,7 +299,9 @@ impl GroupConsumer {
         let deadline = Instant::now() + timeout;
         self.shared.lock().last_poll = Instant::now();
         if self.subscription.is_none() {
-            return Err(Error::InvalidArgument("subscribe before polling".to_owned()));
+            return Err(Error::InvalidArgument(
+                "subscribe before polling".to_owned(),
+            ));
         }
         self.reap_auto_commits();
         self.check_metadata().await;
@@ -398,8 +402,10 @@ impl GroupConsumer {
             .collect();
         if !revoke.is_empty() {
             self.run_listener(Callback::Revoked, &revoke).await;
-            let keep: Vec<TopicPartition> =
-                owned.into_iter().filter(|tp| !revoke.contains(tp)).collect();
+            let keep: Vec<TopicPartition> = owned
+                .into_iter()
+                .filter(|tp| !revoke.contains(tp))
+                .collect();
             self.consumer.assign(keep);
         }
         let owned = if cooperative {
@@ -539,8 +545,12 @@ impl GroupConsumer {
             sought: BTreeSet::new(),
         };
         match callback {
-            Callback::Revoked => self.listener.on_partitions_revoked(&mut context, partitions),
-            Callback::Assigned => self.listener.on_partitions_assigned(&mut context, partitions),
+            Callback::Revoked => self
+                .listener
+                .on_partitions_revoked(&mut context, partitions),
+            Callback::Assigned => self
+                .listener
+                .on_partitions_assigned(&mut context, partitions),
             Callback::Lost => self.listener.on_partitions_lost(&mut context, partitions),
         }
         let commits = std::mem::take(&mut context.commits);
@@ -569,7 +579,10 @@ impl GroupConsumer {
             .filter_map(|tp| {
                 let offset = self.consumer.position(tp)?;
                 let epoch = self.consumer.last_leader_epoch(tp);
-                Some((tp.clone(), OffsetAndMetadata::new(offset).with_leader_epoch(epoch)))
+                Some((
+                    tp.clone(),
+                    OffsetAndMetadata::new(offset).with_leader_epoch(epoch),
+                ))
             })
             .collect()
     }
@@ -588,7 +601,8 @@ impl GroupConsumer {
         let who = self.committer();
         let result = offsets::commit(&self.coordinator, &who, &offsets, self.api_deadline()).await;
         if let Err(error) = &result {
-            self.shared.note_error(error, &who.member_id, who.generation);
+            self.shared
+                .note_error(error, &who.member_id, who.generation);
         }
         result
     }
@@ -671,7 +685,9 @@ impl GroupConsumer {
                         .unwrap_or_else(|e| Err(Error::Protocol(format!("commit task: {e}"))))
                 });
             }
-            Err(error) => tracing::warn!(group = %self.config.group_id, %error, "auto commit failed"),
+            Err(error) => {
+                tracing::warn!(group = %self.config.group_id, %error, "auto commit failed")
+            }
         }
     }
 
@@ -739,10 +755,7 @@ impl GroupConsumer {
             }
             if let Ok(metadata) = self.client.refresh_metadata(&topics, false).await {
                 let changed = counts.iter().any(|(topic, &count)| {
-                    metadata
-                        .topics
-                        .get(topic)
-                        .map(|t| t.partitions.len())
+                    metadata.topics.get(topic).map(|t| t.partitions.len())
                         != usize::try_from(count).ok()
                 });
                 if changed {

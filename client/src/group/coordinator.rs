@@ -14,8 +14,8 @@ use crate::client::Client;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
-/// FindCoordinator versions: 1 (key type) to 4 (batched keys; 4+ is all the same to us).
-const FIND_COORDINATOR_VERSIONS: (i16, i16) = (1, 4);
+/// FindCoordinator versions: 1 (key type) to 3; 4+ batch keys, which one group does not need.
+const FIND_COORDINATOR_VERSIONS: (i16, i16) = (1, 3);
 /// `key_type` of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
 
@@ -90,11 +90,9 @@ impl Coordinator {
 
     /// One FindCoordinator round trip: the coordinator's node id and `host:port`.
     async fn find(&self) -> Result<(i32, String)> {
-        let key = StrBytes::from_string(self.group_id.clone());
         let request = FindCoordinatorRequest::default()
-            .with_key(key.clone())
-            .with_key_type(KEY_TYPE_GROUP)
-            .with_coordinator_keys(vec![key]);
+            .with_key(StrBytes::from_string(self.group_id.clone()))
+            .with_key_type(KEY_TYPE_GROUP);
         let response = self
             .client
             .send_any(
@@ -103,17 +101,13 @@ impl Coordinator {
                 FIND_COORDINATOR_VERSIONS.1,
             )
             .await?;
-        // v4+ answers in `coordinators`, earlier versions in the top-level fields.
-        let (code, message, node, host, port) = match response.coordinators.first() {
-            Some(c) => (c.error_code, &c.error_message, c.node_id.0, &c.host, c.port),
-            None => (
-                response.error_code,
-                &response.error_message,
-                response.node_id.0,
-                &response.host,
-                response.port,
-            ),
-        };
+        let (code, message, node, host, port) = (
+            response.error_code,
+            &response.error_message,
+            response.node_id.0,
+            &response.host,
+            response.port,
+        );
         Error::check(code, || {
             Some(format!(
                 "FindCoordinator({}){}",
@@ -128,14 +122,15 @@ impl Coordinator {
         Ok((node, format!("{host}:{port}")))
     }
 
-    /// Sends `request` to the coordinator at the best version in `versions` and returns the
-    /// response once `coordinator_code` (the response's top-level or first partition error)
-    /// is no coordinator error; looks the coordinator up again and retries with a backoff until
+    /// Sends the request `build` makes for the best version in `versions` (fields that version
+    /// lacks must stay unset) to the coordinator, and returns the response (whatever its
+    /// error codes) once `coordinator_code` (its top-level or first partition error) is no
+    /// coordinator error; looks the coordinator up again and retries with a backoff until
     /// `deadline`. `extra_wait` extends the request timeout for requests the broker holds
     /// (JoinGroup waits for the other members).
     pub async fn send<R: Request>(
         &self,
-        request: &R,
+        build: impl Fn(i16) -> R,
         versions: (i16, i16),
         extra_wait: Option<Duration>,
         deadline: Instant,
@@ -147,10 +142,11 @@ impl Coordinator {
             let attempt = async {
                 let conn = self.connection().await?;
                 let version = conn.version::<R>(versions.0, versions.1)?;
-                let response = conn.send(request, version, extra_wait).await?;
-                Error::check(coordinator_code(&response), || {
-                    Some(format!("group {}", self.group_id))
-                })?;
+                let response = conn.send(&build(version), version, extra_wait).await?;
+                let code = coordinator_code(&response);
+                if matches!(code, 14..=16) {
+                    return Err(Error::kafka(code, Some(format!("group {}", self.group_id))));
+                }
                 Ok(response)
             };
             let error = match attempt.await {

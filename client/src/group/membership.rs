@@ -194,15 +194,22 @@ pub async fn join(
             .with_member_id(str_bytes(&member_id))
             .with_group_instance_id(settings.group_instance_id.as_deref().map(str_bytes))
             .with_protocol_type(str_bytes(CONSUMER_PROTOCOL_TYPE))
-            .with_protocols(protocols)
-            .with_reason(Some(str_bytes(reason)));
+            .with_protocols(protocols);
         // The coordinator holds a JoinGroup until every member joined, up to the rebalance
         // timeout; Java waits that long plus 5 s.
         let wait = settings.rebalance_timeout + Duration::from_secs(5);
         let response = coordinator
-            .send(&request, JOIN_GROUP_VERSIONS, Some(wait), deadline, |r| {
-                r.error_code
-            })
+            .send(
+                |version| {
+                    // The reason is a v8+ field (KIP-800).
+                    let reason = (version >= 8).then(|| str_bytes(reason));
+                    request.clone().with_reason(reason)
+                },
+                JOIN_GROUP_VERSIONS,
+                Some(wait),
+                deadline,
+                |r| r.error_code,
+            )
             .await?;
         let outcome = Error::check(response.error_code, || {
             Some(format!("JoinGroup {}", coordinator.group_id()))
@@ -244,7 +251,9 @@ pub async fn join(
         let protocol = Assignor::from_name(&protocol_name)
             .filter(|a| settings.assignors.contains(a))
             .ok_or_else(|| {
-                Error::Protocol(format!("coordinator chose unknown protocol {protocol_name:?}"))
+                Error::Protocol(format!(
+                    "coordinator chose unknown protocol {protocol_name:?}"
+                ))
             })?;
         let leader = response.leader == response.member_id;
         let (assignments, leader_of) = if leader && !response.skip_assignment {
@@ -259,11 +268,21 @@ pub async fn join(
             .with_generation_id(generation)
             .with_member_id(str_bytes(&member_id))
             .with_group_instance_id(settings.group_instance_id.as_deref().map(str_bytes))
-            .with_protocol_type(Some(str_bytes(CONSUMER_PROTOCOL_TYPE)))
-            .with_protocol_name(Some(str_bytes(protocol.name())))
             .with_assignments(assignments);
         let synced = coordinator
-            .send(&sync, SYNC_GROUP_VERSIONS, Some(wait), deadline, |r| r.error_code)
+            .send(
+                |version| {
+                    // Protocol type and name are v5+ fields (KIP-559).
+                    let v5 = version >= 5;
+                    sync.clone()
+                        .with_protocol_type(v5.then(|| str_bytes(CONSUMER_PROTOCOL_TYPE)))
+                        .with_protocol_name(v5.then(|| str_bytes(protocol.name())))
+                },
+                SYNC_GROUP_VERSIONS,
+                Some(wait),
+                deadline,
+                |r| r.error_code,
+            )
             .await?;
         match Error::check(synced.error_code, || {
             Some(format!("SyncGroup {}", coordinator.group_id()))
@@ -383,7 +402,13 @@ pub async fn heartbeat_loop(
         }
         let deadline = Instant::now() + settings.session_timeout;
         let result = coordinator
-            .send(&request, HEARTBEAT_VERSIONS, None, deadline, |r| r.error_code)
+            .send(
+                |_| request.clone(),
+                HEARTBEAT_VERSIONS,
+                None,
+                deadline,
+                |r| r.error_code,
+            )
             .await
             .and_then(|r| Error::check(r.error_code, || Some("Heartbeat".to_owned())));
         match result {
@@ -412,16 +437,22 @@ pub async fn leave(
     group_instance_id: Option<&str>,
     reason: &str,
 ) {
-    let request = LeaveGroupRequest::default()
-        .with_group_id(group_id(coordinator))
-        .with_member_id(str_bytes(member_id))
-        .with_members(vec![MemberIdentity::default()
+    // v0-v2 name one member; v3+ (KIP-345) a list, with a reason from v5 (KIP-800).
+    let request = |version: i16| {
+        let request = LeaveGroupRequest::default().with_group_id(group_id(coordinator));
+        if version < 3 {
+            return request.with_member_id(str_bytes(member_id));
+        }
+        request.with_members(vec![MemberIdentity::default()
             .with_member_id(str_bytes(member_id))
             .with_group_instance_id(group_instance_id.map(str_bytes))
-            .with_reason(Some(str_bytes(reason)))]);
+            .with_reason((version >= 5).then(|| str_bytes(reason)))])
+    };
     let deadline = Instant::now() + coordinator.client().config().request_timeout;
     let result = coordinator
-        .send(&request, LEAVE_GROUP_VERSIONS, None, deadline, |r| r.error_code)
+        .send(request, LEAVE_GROUP_VERSIONS, None, deadline, |r| {
+            r.error_code
+        })
         .await
         .and_then(|r| {
             Error::check(r.error_code, || Some("LeaveGroup".to_owned()))?;

@@ -76,10 +76,12 @@ fn is_coordinator_code(code: i16) -> bool {
     matches!(code, 14..=16)
 }
 
+/// The commit at `version`: leader epochs from v6, the instance id from v7 (KIP-345).
 fn commit_request(
     group_id: &str,
     who: &Committer,
     offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    version: i16,
 ) -> OffsetCommitRequest {
     let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
     for (tp, offset) in offsets {
@@ -87,7 +89,9 @@ fn commit_request(
             OffsetCommitRequestPartition::default()
                 .with_partition_index(tp.partition)
                 .with_committed_offset(offset.offset)
-                .with_committed_leader_epoch(offset.leader_epoch.unwrap_or(-1))
+                .with_committed_leader_epoch(
+                    offset.leader_epoch.filter(|_| version >= 6).unwrap_or(-1),
+                )
                 .with_committed_metadata(Some(StrBytes::from_string(offset.metadata.clone()))),
         );
     }
@@ -98,6 +102,7 @@ fn commit_request(
         .with_group_instance_id(
             who.group_instance_id
                 .as_ref()
+                .filter(|_| version >= 7)
                 .map(|i| StrBytes::from_string(i.clone())),
         )
         // -1: the broker's `offsets.retention.minutes` (v2-v4 carry the field).
@@ -116,10 +121,12 @@ fn commit_request(
 
 fn first_commit_error(response: &OffsetCommitResponse) -> Option<(TopicPartition, i16)> {
     response.topics.iter().find_map(|t| {
-        t.partitions
-            .iter()
-            .find(|p| p.error_code != 0)
-            .map(|p| (TopicPartition::new(t.name.0.to_string(), p.partition_index), p.error_code))
+        t.partitions.iter().find(|p| p.error_code != 0).map(|p| {
+            (
+                TopicPartition::new(t.name.0.to_string(), p.partition_index),
+                p.error_code,
+            )
+        })
     })
 }
 
@@ -140,14 +147,19 @@ pub async fn commit(
     if offsets.is_empty() {
         return Ok(());
     }
-    let request = commit_request(coordinator.group_id(), who, offsets);
     let response = coordinator
-        .send(&request, OFFSET_COMMIT_VERSIONS, None, deadline, |r| {
-            first_commit_error(r)
-                .map(|(_, code)| code)
-                .filter(|code| is_coordinator_code(*code))
-                .unwrap_or(0)
-        })
+        .send(
+            |version| commit_request(coordinator.group_id(), who, offsets, version),
+            OFFSET_COMMIT_VERSIONS,
+            None,
+            deadline,
+            |r| {
+                first_commit_error(r)
+                    .map(|(_, code)| code)
+                    .filter(|code| is_coordinator_code(*code))
+                    .unwrap_or(0)
+            },
+        )
         .await?;
     commit_result(&response)
 }
@@ -160,16 +172,16 @@ pub async fn commit_queued(
     who: &Committer,
     offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
 ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
-    let request = commit_request(coordinator.group_id(), who, offsets);
     let conn = coordinator.connection().await?;
     let version =
         conn.version::<OffsetCommitRequest>(OFFSET_COMMIT_VERSIONS.0, OFFSET_COMMIT_VERSIONS.1)?;
+    let request = commit_request(coordinator.group_id(), who, offsets, version);
     let response = conn.submit(&request, version, None).await?;
     Ok(async move { commit_result(&response.await?) })
 }
 
 /// The committed offsets of `partitions` (all the group has, when `None`); `None` for a
-/// partition without one. `require_stable` waits out pending transactional commits (v7+).
+/// partition without one; all committed offsets need OffsetFetch v2+.
 pub async fn fetch(
     coordinator: &Coordinator,
     partitions: Option<&[TopicPartition]>,
@@ -190,26 +202,34 @@ pub async fn fetch(
             .collect()
     });
     let request = OffsetFetchRequest::default()
-        .with_group_id(GroupId(StrBytes::from_string(coordinator.group_id().to_owned())))
-        .with_topics(topics)
-        .with_require_stable(true);
+        .with_group_id(GroupId(StrBytes::from_string(
+            coordinator.group_id().to_owned(),
+        )))
+        .with_topics(topics);
     let mut backoff = coordinator.client().config().retry_backoff;
     loop {
         let response = coordinator
-            .send(&request, OFFSET_FETCH_VERSIONS, None, deadline, |r| {
-                let code = r
-                    .topics
-                    .iter()
-                    .flat_map(|t| &t.partitions)
-                    .map(|p| p.error_code)
-                    .find(|code| is_coordinator_code(*code))
-                    .unwrap_or(0);
-                if is_coordinator_code(r.error_code) {
-                    r.error_code
-                } else {
-                    code
-                }
-            })
+            .send(
+                // require_stable (v7+, KIP-447): wait out pending transactional commits.
+                |version| request.clone().with_require_stable(version >= 7),
+                OFFSET_FETCH_VERSIONS,
+                None,
+                deadline,
+                |r| {
+                    let code = r
+                        .topics
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .map(|p| p.error_code)
+                        .find(|code| is_coordinator_code(*code))
+                        .unwrap_or(0);
+                    if is_coordinator_code(r.error_code) {
+                        r.error_code
+                    } else {
+                        code
+                    }
+                },
+            )
             .await?;
         let unstable = response.error_code == UNSTABLE_OFFSET_COMMIT
             || response
@@ -232,8 +252,13 @@ pub async fn fetch(
                 Error::check(p.error_code, || Some(format!("OffsetFetch {tp}")))?;
                 let offset = (p.committed_offset >= 0).then(|| OffsetAndMetadata {
                     offset: p.committed_offset,
-                    leader_epoch: (p.committed_leader_epoch >= 0).then_some(p.committed_leader_epoch),
-                    metadata: p.metadata.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    leader_epoch: (p.committed_leader_epoch >= 0)
+                        .then_some(p.committed_leader_epoch),
+                    metadata: p
+                        .metadata
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                 });
                 found.insert(tp, offset);
             }

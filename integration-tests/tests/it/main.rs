@@ -12,3 +12,4 @@ mod recovery;
 mod replication;
 mod sbctl;
 mod schedules;
+mod sdk_groups;

@@ -69,9 +69,7 @@ impl Assignor {
     /// `CooperativeStickyAssignor.subscriptionUserData`).
     pub fn user_data(self, generation: i32) -> Option<Bytes> {
         match self {
-            Assignor::CooperativeSticky => {
-                Some(Bytes::copy_from_slice(&generation.to_be_bytes()))
-            }
+            Assignor::CooperativeSticky => Some(Bytes::copy_from_slice(&generation.to_be_bytes())),
             Assignor::Range | Assignor::RoundRobin => None,
         }
     }
@@ -171,7 +169,9 @@ pub(crate) mod testing {
     }
 
     /// `member -> ["t-0", ...]` for compact assertions.
-    pub fn names(assignment: &BTreeMap<String, Vec<TopicPartition>>) -> BTreeMap<&str, Vec<String>> {
+    pub fn names(
+        assignment: &BTreeMap<String, Vec<TopicPartition>>,
+    ) -> BTreeMap<&str, Vec<String>> {
         assignment
             .iter()
             .map(|(m, tps)| (m.as_str(), tps.iter().map(ToString::to_string).collect()))
@@ -195,7 +195,10 @@ pub(crate) mod testing {
         for (topic, &count) in partitions {
             if members.iter().any(|m| m.subscribes(topic)) {
                 for p in 0..count {
-                    assert!(seen.contains(&TopicPartition::new(topic.clone(), p)), "{topic}-{p} unassigned");
+                    assert!(
+                        seen.contains(&TopicPartition::new(topic.clone(), p)),
+                        "{topic}-{p} unassigned"
+                    );
                 }
             }
         }
@@ -209,7 +212,11 @@ mod tests {
 
     #[test]
     fn names_are_the_java_clients() {
-        for assignor in [Assignor::Range, Assignor::RoundRobin, Assignor::CooperativeSticky] {
+        for assignor in [
+            Assignor::Range,
+            Assignor::RoundRobin,
+            Assignor::CooperativeSticky,
+        ] {
             assert_eq!(Assignor::from_name(assignor.name()), Some(assignor));
         }
         assert_eq!(Assignor::CooperativeSticky.name(), "cooperative-sticky");
@@ -244,7 +251,11 @@ mod tests {
     #[test]
     fn every_member_appears_even_without_partitions() {
         let members = [member("a", &["t"]), member("b", &["missing"])];
-        for assignor in [Assignor::Range, Assignor::RoundRobin, Assignor::CooperativeSticky] {
+        for assignor in [
+            Assignor::Range,
+            Assignor::RoundRobin,
+            Assignor::CooperativeSticky,
+        ] {
             let assignment = assignor.assign(&topics(&[("t", 2)]), &members);
             assert_eq!(assignment.len(), 2, "{assignor:?}");
             assert!(assignment["b"].is_empty(), "{assignor:?}");

@@ -52,10 +52,17 @@ mod tests {
     fn six_partitions_two_then_three_members() {
         let partitions = topics(&[("t", 6)]);
         let two = [member("a", &["t"]), member("b", &["t"])];
-        let names2 = names(&Assignor::Range.assign(&partitions, &two)).into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Vec<_>>();
+        let names2 = names(&Assignor::Range.assign(&partitions, &two))
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<Vec<_>>();
         assert_eq!(names2[0].1, ["t-0", "t-1", "t-2"]);
         assert_eq!(names2[1].1, ["t-3", "t-4", "t-5"]);
-        let three = [member("a", &["t"]), member("b", &["t"]), member("c", &["t"])];
+        let three = [
+            member("a", &["t"]),
+            member("b", &["t"]),
+            member("c", &["t"]),
+        ];
         let assignment = Assignor::Range.assign(&partitions, &three);
         assert!(assignment.values().all(|tps| tps.len() == 2));
         assert_complete_and_disjoint(&partitions, &three, &assignment);
@@ -63,7 +70,11 @@ mod tests {
 
     #[test]
     fn only_subscribers_share_a_topic() {
-        let members = [member("a", &["x"]), member("b", &["x", "y"]), member("c", &["y"])];
+        let members = [
+            member("a", &["x"]),
+            member("b", &["x", "y"]),
+            member("c", &["y"]),
+        ];
         let partitions = topics(&[("x", 3), ("y", 1)]);
         let assignment = Assignor::Range.assign(&partitions, &members);
         let names = names(&assignment);

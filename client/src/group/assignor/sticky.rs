@@ -74,7 +74,8 @@ fn previous_owners<'a>(
 }
 
 fn subscriptions_equal(members: &[Member]) -> bool {
-    let topics = |m: &Member| -> BTreeSet<String> { m.subscription.topics.iter().cloned().collect() };
+    let topics =
+        |m: &Member| -> BTreeSet<String> { m.subscription.topics.iter().cloned().collect() };
     members
         .first()
         .is_none_or(|first| members.iter().all(|m| topics(m) == topics(first)))
@@ -293,9 +294,16 @@ mod tests {
     #[test]
     fn a_new_group_is_balanced_and_complete() {
         let partitions = topics(&[("t", 6)]);
-        let members = [member("a", &["t"]), member("b", &["t"]), member("c", &["t"])];
+        let members = [
+            member("a", &["t"]),
+            member("b", &["t"]),
+            member("c", &["t"]),
+        ];
         let assignment = assign(&partitions, &members);
-        assert!(assignment.values().all(|tps| tps.len() == 2), "{assignment:?}");
+        assert!(
+            assignment.values().all(|tps| tps.len() == 2),
+            "{assignment:?}"
+        );
         assert_complete_and_disjoint(&partitions, &members, &assignment);
     }
 
@@ -373,7 +381,11 @@ mod tests {
     fn uneven_counts_keep_the_extra_partition_with_its_owner() {
         let partitions = topics(&[("t", 7)]);
         let members = [
-            owning(member("a", &["t"]), 1, &[("t", 0), ("t", 1), ("t", 2), ("t", 3)]),
+            owning(
+                member("a", &["t"]),
+                1,
+                &[("t", 0), ("t", 1), ("t", 2), ("t", 3)],
+            ),
             owning(member("b", &["t"]), 1, &[("t", 4), ("t", 5), ("t", 6)]),
         ];
         let assignment = assign(&partitions, &members);
@@ -407,7 +419,11 @@ mod tests {
     #[test]
     fn owned_partitions_of_gone_or_unsubscribed_topics_are_dropped() {
         let partitions = topics(&[("t", 2)]);
-        let members = [owning(member("a", &["t"]), 1, &[("gone", 0), ("t", 5), ("t", 1)])];
+        let members = [owning(
+            member("a", &["t"]),
+            1,
+            &[("gone", 0), ("t", 5), ("t", 1)],
+        )];
         let assignment = assign(&partitions, &members);
         assert_eq!(names(&assignment)["a"], ["t-0", "t-1"]);
     }

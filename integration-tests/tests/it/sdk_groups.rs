@@ -1,0 +1,597 @@
+//! The SDK's group consumer against a real broker: members of one group share a topic's
+//! partitions (two, then three), committed offsets carry over to the member that takes a
+//! partition over, `cooperative-sticky` moves only the partitions a joining member takes, a
+//! static member's restart within its session moves nothing, a confluent-kafka member and an SDK
+//! member share a topic under `range`, and `sbctl group` lists, describes, resets and deletes.
+//!
+//! Members are polled in turn with short polls from one task: a rebalance needs every member to
+//! rejoin, and a `poll` that times out mid-rebalance leaves the join going on in the background.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use streambus_client::admin::NewTopic;
+use streambus_client::group::RebalanceContext;
+use streambus_client::{
+    Assignor, Client, ClientConfig, ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer,
+    OffsetAndMetadata, OffsetReset, Producer, ProducerConfig, ProducerRecord, RebalanceListener,
+    TopicPartition,
+};
+use streambus_integration_tests::DevBroker;
+
+use crate::client::create_topic;
+
+/// Bound on every wait for the group (a rebalance, records, a process).
+const WAIT: Duration = Duration::from_secs(60);
+/// One member's poll; short, so that the others are polled often.
+const POLL: Duration = Duration::from_millis(100);
+/// Bound on the rounds of polls of one wait (each round polls every member once).
+const MAX_ROUNDS: usize = 600;
+const PARTITIONS: i32 = 6;
+
+fn start_broker() -> DevBroker {
+    DevBroker::start(&["--set", "groups.group_initial_rebalance_delay_ms=0"]).unwrap()
+}
+
+async fn connect(broker: &DevBroker) -> Client {
+    let mut config = ClientConfig::new(&broker.bootstrap());
+    config.client_id = "sdk-member".to_owned();
+    Client::connect(config).await.expect("connect")
+}
+
+fn group_config(group: &str, assignors: &[Assignor]) -> GroupConfig {
+    GroupConfig {
+        session_timeout: Duration::from_secs(10),
+        heartbeat_interval: Duration::from_millis(300),
+        max_poll_interval: Duration::from_secs(30),
+        assignors: assignors.to_vec(),
+        enable_auto_commit: false,
+        consumer: ConsumerConfig {
+            fetch_max_wait: Duration::from_millis(50),
+            auto_offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+        ..GroupConfig::new(group)
+    }
+}
+
+async fn member(broker: &DevBroker, config: GroupConfig, topic: &str) -> GroupConsumer {
+    let mut consumer = GroupConsumer::new(connect(broker).await, config).expect("config");
+    consumer.subscribe([topic]);
+    consumer
+}
+
+async fn new_topic(client: &Client, name: &str) {
+    create_topic(client, NewTopic::new(name, PARTITIONS, 1)).await;
+}
+
+/// `per_partition` records on each partition of `topic`, values `p-i`.
+async fn produce(client: &Client, topic: &str, per_partition: usize) {
+    let producer = Producer::new(client.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut deliveries = Vec::new();
+    for p in 0..PARTITIONS {
+        for i in 0..per_partition {
+            let record = ProducerRecord::new(topic, format!("{p}-{i}")).with_partition(p);
+            deliveries.push(producer.send(record).await.expect("send"));
+        }
+    }
+    for delivery in deliveries {
+        tokio::time::timeout(WAIT, delivery)
+            .await
+            .expect("delivered in time")
+            .expect("delivered");
+    }
+}
+
+fn all_partitions(topic: &str) -> BTreeSet<TopicPartition> {
+    (0..PARTITIONS)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect()
+}
+
+/// Whether the members are in one generation with disjoint assignments covering `topic`.
+fn settled(members: &[GroupConsumer], topic: &str) -> bool {
+    let generation = members[0].generation();
+    if generation < 0 || members.iter().any(|m| m.generation() != generation) {
+        return false;
+    }
+    let mut seen = BTreeSet::new();
+    for m in members {
+        for tp in m.assignment() {
+            if !seen.insert(tp) {
+                return false;
+            }
+        }
+    }
+    seen == all_partitions(topic)
+}
+
+/// Polls every member in turn until `done` holds; returns what each member read meanwhile.
+async fn poll_until(
+    members: &mut [GroupConsumer],
+    what: &str,
+    mut done: impl FnMut(&[GroupConsumer], &[Vec<ConsumerRecord>]) -> bool,
+) -> Vec<Vec<ConsumerRecord>> {
+    let deadline = Instant::now() + WAIT;
+    let mut read = vec![Vec::new(); members.len()];
+    for _ in 0..MAX_ROUNDS {
+        for (member, records) in members.iter_mut().zip(&mut read) {
+            records.extend(member.poll(POLL).await.expect("poll"));
+        }
+        if done(members, &read) {
+            return read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {WAIT:?}: {members:?}"
+        );
+    }
+    panic!("{what}: not within {MAX_ROUNDS} rounds: {members:?}");
+}
+
+async fn settle(members: &mut [GroupConsumer], topic: &str) -> Vec<Vec<ConsumerRecord>> {
+    poll_until(members, "group settled", |m, _| settled(m, topic)).await
+}
+
+fn assignments(members: &[GroupConsumer]) -> Vec<BTreeSet<TopicPartition>> {
+    members
+        .iter()
+        .map(|m| m.assignment().into_iter().collect())
+        .collect()
+}
+
+/// One rebalance callback: ("revoked" | "assigned" | "lost", partitions).
+type Event = (&'static str, Vec<TopicPartition>);
+
+/// Rebalance callbacks as they happened.
+#[derive(Debug, Clone, Default)]
+struct Events(Arc<Mutex<Vec<Event>>>);
+
+impl Events {
+    fn push(&self, kind: &'static str, partitions: &[TopicPartition]) {
+        self.0.lock().unwrap().push((kind, partitions.to_vec()));
+    }
+
+    fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+impl RebalanceListener for Events {
+    fn on_partitions_revoked(&mut self, _: &mut RebalanceContext<'_>, tps: &[TopicPartition]) {
+        self.push("revoked", tps);
+    }
+
+    fn on_partitions_assigned(&mut self, _: &mut RebalanceContext<'_>, tps: &[TopicPartition]) {
+        self.push("assigned", tps);
+    }
+
+    fn on_partitions_lost(&mut self, _: &mut RebalanceContext<'_>, tps: &[TopicPartition]) {
+        self.push("lost", tps);
+    }
+}
+
+fn partitions_of(events: &[Event], kind: &str) -> BTreeSet<TopicPartition> {
+    events
+        .iter()
+        .filter(|(k, _)| *k == kind)
+        .flat_map(|(_, tps)| tps.iter().cloned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_then_three_members_split_a_topic() {
+    let broker = start_broker();
+    let client = connect(&broker).await;
+    new_topic(&client, "split").await;
+    let config = group_config(
+        "split-group",
+        &[Assignor::Range, Assignor::CooperativeSticky],
+    );
+    let mut members = vec![
+        member(&broker, config.clone(), "split").await,
+        member(&broker, config.clone(), "split").await,
+    ];
+    settle(&mut members, "split").await;
+    assert!(
+        members.iter().all(|m| m.assignment().len() == 3),
+        "{members:?}"
+    );
+    assert_eq!(members[0].protocol(), Some(Assignor::Range));
+    let generation = members[0].generation();
+
+    members.push(member(&broker, config, "split").await);
+    settle(&mut members, "split").await;
+    assert!(
+        members.iter().all(|m| m.assignment().len() == 2),
+        "{members:?}"
+    );
+    assert!(members[0].generation() > generation);
+    for m in members {
+        m.close().await.expect("close");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_carry_over_to_the_member_that_takes_a_partition() {
+    let broker = start_broker();
+    let client = connect(&broker).await;
+    new_topic(&client, "resume").await;
+    // The first member commits by auto commit (on close), the second with commit_sync.
+    let mut auto = group_config("resume-group", &[Assignor::Range]);
+    auto.enable_auto_commit = true;
+    let manual = group_config("resume-group", &[Assignor::Range]);
+    let mut members = vec![
+        member(&broker, auto, "resume").await,
+        member(&broker, manual.clone(), "resume").await,
+    ];
+    settle(&mut members, "resume").await;
+    produce(&client, "resume", 10).await;
+    let read = poll_until(&mut members, "60 records read", |_, read| {
+        read.iter().map(Vec::len).sum::<usize>() >= 60
+    })
+    .await;
+    // Each member read its partitions from 0 (nothing was committed), each record once.
+    for (m, records) in members.iter().zip(&read) {
+        let partitions: BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
+        let assigned: BTreeSet<i32> = m.assignment().iter().map(|tp| tp.partition).collect();
+        assert_eq!(partitions, assigned);
+        assert_eq!(records.len(), 30, "{records:?}");
+        assert!(records.iter().all(|r| r.leader_epoch.is_some()));
+    }
+    members[1].commit_sync().await.expect("commit_sync");
+    let committed = members[1]
+        .committed(&members[1].assignment())
+        .await
+        .expect("committed");
+    assert!(
+        committed
+            .values()
+            .all(|o| o.as_ref().is_some_and(|o| o.offset == 10)),
+        "{committed:?}"
+    );
+
+    // The auto-committing member leaves; 6 more records; the other takes every partition and
+    // reads exactly the new records: the leaver's partitions resume at its commits.
+    let leaver = members.remove(0);
+    leaver.close().await.expect("close");
+    poll_until(&mut members, "the survivor takes over", |m, _| {
+        m[0].assignment().len() == 6
+    })
+    .await;
+    produce(&client, "resume", 1).await;
+    let read = poll_until(&mut members, "the new records read", |_, read| {
+        read[0].len() >= 6
+    })
+    .await;
+    let mut offsets: Vec<(i32, i64)> = read[0].iter().map(|r| (r.partition, r.offset)).collect();
+    offsets.sort();
+    assert_eq!(
+        offsets,
+        (0..PARTITIONS).map(|p| (p, 10)).collect::<Vec<_>>()
+    );
+    for tp in all_partitions("resume") {
+        assert_eq!(members[0].position(&tp), Some(11));
+        assert_eq!(members[0].lag(&tp), Some(0));
+    }
+
+    // The positions (11) committed, then partition 0 back to 5 with metadata and the leader
+    // epoch of the last record: a new member (the only one, after the survivor closes) reads
+    // partition 0 from 5 and nothing else.
+    members[0].commit_sync().await.expect("commit_sync");
+    let tp = TopicPartition::new("resume", 0);
+    let epoch = read[0]
+        .iter()
+        .find(|r| r.partition == 0)
+        .and_then(|r| r.leader_epoch);
+    let offsets = BTreeMap::from([(
+        tp.clone(),
+        OffsetAndMetadata::new(5)
+            .with_leader_epoch(epoch)
+            .with_metadata("replay from 5"),
+    )]);
+    members[0]
+        .commit_offsets_async(offsets)
+        .await
+        .expect("queued")
+        .await
+        .expect("committed");
+    let committed = members[0]
+        .committed(std::slice::from_ref(&tp))
+        .await
+        .expect("committed");
+    let committed = committed[&tp].clone().expect("an offset");
+    assert_eq!(committed.offset, 5);
+    assert_eq!(committed.metadata, "replay from 5");
+    assert_eq!(committed.leader_epoch, epoch);
+    members.remove(0).close().await.expect("close");
+
+    let mut members = vec![member(&broker, manual, "resume").await];
+    let read = poll_until(
+        &mut members,
+        "the newcomer reads partition 0 from 5",
+        |_, read| read[0].iter().filter(|r| r.partition == 0).count() >= 6,
+    )
+    .await;
+    let first = read[0].iter().find(|r| r.partition == 0).expect("a record");
+    assert_eq!(first.offset, 5);
+    assert!(read[0].iter().all(|r| r.partition == 0), "{:?}", read[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_moves_only_what_a_joining_member_takes() {
+    let broker = start_broker();
+    let client = connect(&broker).await;
+    new_topic(&client, "coop").await;
+    let config = group_config("coop-group", &[Assignor::CooperativeSticky]);
+    let events: Vec<Events> = (0..3).map(|_| Events::default()).collect();
+    let mut members = Vec::new();
+    for e in &events[..2] {
+        let mut m = member(&broker, config.clone(), "coop").await;
+        m.set_listener(e.clone());
+        members.push(m);
+    }
+    settle(&mut members, "coop").await;
+    assert_eq!(members[0].protocol(), Some(Assignor::CooperativeSticky));
+    let before = assignments(&members);
+    assert!(before.iter().all(|a| a.len() == 3), "{before:?}");
+    // The first member had everything until the second came: those callbacks are not the point.
+    for e in &events[..2] {
+        e.take();
+    }
+
+    let mut joiner = member(&broker, config, "coop").await;
+    joiner.set_listener(events[2].clone());
+    members.push(joiner);
+    settle(&mut members, "coop").await;
+    let after = assignments(&members);
+    assert!(after.iter().all(|a| a.len() == 2), "{after:?}");
+    let mut taken = BTreeSet::new();
+    for i in 0..2 {
+        // Each old member kept two of its three and gave up (revoked) exactly the third.
+        assert!(after[i].is_subset(&before[i]), "{before:?} -> {after:?}");
+        let seen = events[i].take();
+        let revoked = partitions_of(&seen, "revoked");
+        let gone: BTreeSet<TopicPartition> = before[i].difference(&after[i]).cloned().collect();
+        assert_eq!(revoked, gone, "{seen:?}");
+        assert!(partitions_of(&seen, "assigned").is_empty(), "{seen:?}");
+        assert!(partitions_of(&seen, "lost").is_empty(), "{seen:?}");
+        taken.extend(gone);
+    }
+    assert_eq!(after[2], taken);
+    let seen = events[2].take();
+    assert_eq!(partitions_of(&seen, "assigned"), taken, "{seen:?}");
+    for m in members {
+        m.close().await.expect("close");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarting_within_its_session_moves_nothing() {
+    let broker = start_broker();
+    let client = connect(&broker).await;
+    new_topic(&client, "static").await;
+    let dynamic = group_config("static-group", &[Assignor::Range]);
+    let mut fixed = dynamic.clone();
+    fixed.group_instance_id = Some("static-member-1".to_owned());
+    let events = Events::default();
+    let mut other = member(&broker, dynamic, "static").await;
+    other.set_listener(events.clone());
+    let mut members = vec![other, member(&broker, fixed.clone(), "static").await];
+    settle(&mut members, "static").await;
+    let generation = members[0].generation();
+    let before = assignments(&members);
+    let old_id = members[1].member_id();
+    events.take();
+
+    // Closing a static member sends no LeaveGroup; its successor takes its place.
+    members.pop().unwrap().close().await.expect("close");
+    members.push(member(&broker, fixed, "static").await);
+    poll_until(&mut members, "the static member is back", |m, _| {
+        m[1].generation() >= 0 && !m[1].assignment().is_empty()
+    })
+    .await;
+    // A few more rounds: a rebalance would show in the other member's generation or callbacks.
+    let mut rounds = 0;
+    poll_until(&mut members, "20 more rounds", |_, _| {
+        rounds += 1;
+        rounds >= 20
+    })
+    .await;
+    assert_ne!(members[1].member_id(), old_id);
+    assert_eq!(members[1].generation(), generation);
+    assert_eq!(members[0].generation(), generation);
+    assert_eq!(assignments(&members), before);
+    assert_eq!(events.take(), Vec::new());
+    for m in members {
+        m.close().await.expect("close");
+    }
+}
+
+/// The confluent-kafka member of `group_member.py`, its JSON lines on a channel.
+struct PythonMember {
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+    stop_file: PathBuf,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+    assigned: Option<BTreeSet<i32>>,
+    records: Vec<(i32, i64)>,
+}
+
+impl PythonMember {
+    fn start(broker: &DevBroker, group: &str, topic: &str, assignor: &str) -> PythonMember {
+        let dir = tempfile::tempdir().unwrap();
+        let stop_file = dir.path().join("stop");
+        let stderr = dir.path().join("stderr");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/group_member.py");
+        let mut child = Command::new(streambus_integration_tests::python().unwrap())
+            .arg(script)
+            .args([group, topic, assignor, stop_file.to_str().unwrap()])
+            .env("STREAMBUS_BOOTSTRAP", broker.bootstrap())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("python starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or(serde_json::json!({"bad": line}));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        PythonMember {
+            child,
+            lines,
+            stop_file,
+            stderr,
+            _dir: dir,
+            assigned: None,
+            records: Vec::new(),
+        }
+    }
+
+    /// Takes in what the script printed so far.
+    fn drain(&mut self) {
+        while let Ok(event) = self.lines.try_recv() {
+            match event["event"].as_str() {
+                Some("assigned") => {
+                    let partitions = event["partitions"].as_array().unwrap();
+                    self.assigned = Some(
+                        partitions
+                            .iter()
+                            .map(|p| p.as_i64().unwrap() as i32)
+                            .collect(),
+                    );
+                }
+                Some("record") => self.records.push((
+                    event["partition"].as_i64().unwrap() as i32,
+                    event["offset"].as_i64().unwrap(),
+                )),
+                Some("closed") => self.assigned = Some(BTreeSet::new()),
+                _ => panic!("python member: {event}\n{}", self.stderr_text()),
+            }
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Asks the script to commit, leave and exit; waits for it (bounded) and checks its exit.
+    fn stop(&mut self) {
+        std::fs::write(&self.stop_file, b"").unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "python member: {status}\n{}",
+                    self.stderr_text()
+                );
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "python member still running after {WAIT:?}\n{}",
+                    self.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The reader thread ends with the pipe: everything printed is on the channel.
+        std::thread::sleep(Duration::from_millis(100));
+        self.drain();
+    }
+}
+
+impl Drop for PythonMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_member_and_a_confluent_kafka_member_share_a_topic() {
+    let broker = start_broker();
+    let client = connect(&broker).await;
+    new_topic(&client, "mixed").await;
+    let mut python = PythonMember::start(&broker, "mixed-group", "mixed", "range");
+    // Auto commit: the positions are committed before the rebalance takes partitions away, so
+    // nothing is read twice when the other member leaves.
+    let mut config = group_config("mixed-group", &[Assignor::Range]);
+    config.enable_auto_commit = true;
+    let mut members = vec![member(&broker, config, "mixed").await];
+    let full: BTreeSet<i32> = (0..PARTITIONS).collect();
+    poll_until(
+        &mut members,
+        "SDK and confluent-kafka members split the topic",
+        |m, _| {
+            python.drain();
+            let ours: BTreeSet<i32> = m[0].assignment().iter().map(|tp| tp.partition).collect();
+            let theirs = python.assigned.clone().unwrap_or_default();
+            m[0].generation() >= 0
+                && ours.len() == 3
+                && theirs.len() == 3
+                && ours.is_disjoint(&theirs)
+                && ours.union(&theirs).copied().collect::<BTreeSet<_>>() == full
+        },
+    )
+    .await;
+    let ours: BTreeSet<i32> = members[0]
+        .assignment()
+        .iter()
+        .map(|tp| tp.partition)
+        .collect();
+
+    produce(&client, "mixed", 10).await;
+    let read = poll_until(
+        &mut members,
+        "both members read their partitions",
+        |_, read| {
+            python.drain();
+            read[0].len() >= 30 && python.records.len() >= 30
+        },
+    )
+    .await;
+    assert!(read[0].iter().all(|r| ours.contains(&r.partition)));
+    assert!(
+        python.records.iter().all(|(p, _)| !ours.contains(p)),
+        "{:?}",
+        python.records
+    );
+    assert_eq!(read[0].len(), 30);
+    assert_eq!(python.records.len(), 30);
+
+    // The confluent-kafka member commits and leaves; the SDK member takes its partitions over
+    // at its committed offsets: nothing is read again.
+    python.stop();
+    produce(&client, "mixed", 1).await;
+    let read = poll_until(
+        &mut members,
+        "the SDK member takes everything",
+        |m, read| m[0].assignment().len() == 6 && read[0].len() >= 6,
+    )
+    .await;
+    let mut offsets: Vec<(i32, i64)> = read[0].iter().map(|r| (r.partition, r.offset)).collect();
+    offsets.sort();
+    assert_eq!(
+        offsets,
+        (0..PARTITIONS).map(|p| (p, 10)).collect::<Vec<_>>()
+    );
+    members.remove(0).close().await.expect("close");
+}

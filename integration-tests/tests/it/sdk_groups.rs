@@ -595,3 +595,179 @@ async fn an_sdk_member_and_a_confluent_kafka_member_share_a_topic() {
     );
     members.remove(0).close().await.expect("close");
 }
+
+/// `sbctl --output json ...` (one JSON line) against `broker`; the blocking process runs off
+/// the runtime's workers so the member's heartbeats go on.
+fn sbctl_json(broker: &DevBroker, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    let out = tokio::task::block_in_place(|| crate::sbctl::ok(broker, &all));
+    let mut lines = crate::sbctl::json_lines(&out);
+    assert_eq!(lines.len(), 1, "sbctl {args:?}: {out}");
+    lines.remove(0)
+}
+
+/// Committed offsets by partition from `sbctl group describe` JSON.
+fn committed_of(described: &serde_json::Value) -> BTreeMap<i64, Option<i64>> {
+    described["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap(),
+                p["committed_offset"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sbctl_group_list_describe_reset_and_delete() {
+    let broker = start_broker();
+    let client = connect(&broker).await;
+    new_topic(&client, "ops").await;
+    produce(&client, "ops", 10).await;
+    let mut members = vec![
+        member(
+            &broker,
+            group_config("ops-group", &[Assignor::Range]),
+            "ops",
+        )
+        .await,
+    ];
+    poll_until(&mut members, "60 records read", |_, read| {
+        read[0].len() >= 60
+    })
+    .await;
+    members[0].commit_sync().await.expect("commit");
+    let member_id = members[0].member_id();
+
+    let listed = sbctl_json(&broker, &["group", "list"]);
+    assert_eq!(
+        listed,
+        serde_json::json!([{"group_id": "ops-group", "protocol_type": "consumer", "state": "Stable"}])
+    );
+    let described = sbctl_json(&broker, &["group", "describe", "ops-group"]);
+    assert_eq!(described["state"], "Stable");
+    assert_eq!(described["protocol"], "range");
+    assert_eq!(described["members"][0]["member_id"], member_id.as_str());
+    assert_eq!(described["members"][0]["client_id"], "sdk-member");
+    assert_eq!(
+        described["members"][0]["assignment"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    for p in described["partitions"].as_array().unwrap() {
+        assert_eq!(p["committed_offset"], 10, "{p}");
+        assert_eq!(p["log_end_offset"], 10, "{p}");
+        assert_eq!(p["lag"], 0, "{p}");
+        assert_eq!(p["member_id"], member_id.as_str(), "{p}");
+    }
+    let table = tokio::task::block_in_place(|| {
+        crate::sbctl::ok(&broker, &["group", "describe", "ops-group"])
+    });
+    assert!(
+        table.contains("CURRENT-OFFSET") && table.contains("State: Stable"),
+        "{table}"
+    );
+    tokio::task::block_in_place(|| {
+        crate::sbctl::fails(
+            &broker,
+            &[
+                "group",
+                "reset-offsets",
+                "ops-group",
+                "--topic",
+                "ops",
+                "--to-earliest",
+            ],
+            "can only be reset if the group 'ops-group' is inactive",
+        )
+    });
+
+    members.remove(0).close().await.expect("close");
+    let described = sbctl_json(&broker, &["group", "describe", "ops-group"]);
+    assert_eq!(described["state"], "Empty");
+    assert_eq!(described["members"], serde_json::json!([]));
+    let table = tokio::task::block_in_place(|| {
+        crate::sbctl::ok(&broker, &["group", "describe", "ops-group"])
+    });
+    assert!(table.contains("has no active members"), "{table}");
+
+    // A dry run plans and changes nothing.
+    let plan = sbctl_json(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "ops-group",
+            "--topic",
+            "ops:0,1",
+            "--to-earliest",
+        ],
+    );
+    assert_eq!(plan["executed"], false);
+    assert_eq!(
+        plan["partitions"],
+        serde_json::json!([
+            {"topic": "ops", "partition": 0, "previous_offset": 10, "new_offset": 0},
+            {"topic": "ops", "partition": 1, "previous_offset": 10, "new_offset": 0},
+        ])
+    );
+    let all_ten: BTreeMap<i64, Option<i64>> = (0..6).map(|p| (p, Some(10))).collect();
+    assert_eq!(
+        committed_of(&sbctl_json(&broker, &["group", "describe", "ops-group"])),
+        all_ten
+    );
+
+    let reset = |args: &[&str]| {
+        let mut all = vec!["group", "reset-offsets", "ops-group", "--execute"];
+        all.extend_from_slice(args);
+        let result = sbctl_json(&broker, &all);
+        assert_eq!(result["executed"], true, "{result}");
+        committed_of(&sbctl_json(&broker, &["group", "describe", "ops-group"]))
+    };
+    let committed = reset(&["--topic", "ops", "--shift-by", "-3"]);
+    assert!(committed.values().all(|o| *o == Some(7)), "{committed:?}");
+    // Beyond the log end: clamped to it, as Kafka does.
+    let committed = reset(&["--topic", "ops:2", "--to-offset", "100"]);
+    assert_eq!(committed[&2], Some(10));
+    let committed = reset(&["--topic", "ops:3", "--to-datetime", "1970-01-01T00:00:00Z"]);
+    assert_eq!(committed[&3], Some(0));
+    let committed = reset(&["--all-topics", "--to-latest"]);
+    assert_eq!(committed, all_ten);
+
+    let deleted = sbctl_json(
+        &broker,
+        &["group", "delete-offsets", "ops-group", "--topic", "ops:5"],
+    );
+    assert_eq!(
+        deleted["partitions"],
+        serde_json::json!([{"topic": "ops", "partition": 5, "error": null}])
+    );
+    let committed = committed_of(&sbctl_json(&broker, &["group", "describe", "ops-group"]));
+    assert_eq!(
+        committed.keys().copied().collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+
+    let deleted = sbctl_json(&broker, &["group", "delete", "ops-group"]);
+    assert_eq!(
+        deleted,
+        serde_json::json!({"group": "ops-group", "result": "deleted"})
+    );
+    assert_eq!(
+        sbctl_json(&broker, &["group", "list"]),
+        serde_json::json!([])
+    );
+    tokio::task::block_in_place(|| {
+        crate::sbctl::fails(
+            &broker,
+            &["group", "delete", "ops-group"],
+            "GROUP_ID_NOT_FOUND",
+        )
+    });
+}

@@ -755,8 +755,8 @@ impl GroupConsumer {
             }
             if let Ok(metadata) = self.client.refresh_metadata(&topics, false).await {
                 let changed = counts.iter().any(|(topic, &count)| {
-                    metadata.topics.get(topic).map(|t| t.partitions.len())
-                        != usize::try_from(count).ok()
+                    let now = metadata.topics.get(topic).map_or(0, |t| t.partitions.len());
+                    usize::try_from(count).ok() != Some(now)
                 });
                 if changed {
                     tracing::info!(group = %self.config.group_id, "partition counts changed; reassigning");

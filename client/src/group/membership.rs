@@ -134,8 +134,8 @@ pub struct Joined {
     pub generation: i32,
     pub protocol: Assignor,
     pub assignment: Vec<TopicPartition>,
-    /// As leader: the partition counts the assignment was made from (a change asks for a
-    /// new assignment).
+    /// As leader: the partition counts the assignment was made from, 0 for the group's topics
+    /// that do not exist (a change asks for a new assignment).
     pub leader_of: Option<BTreeMap<String, i32>>,
 }
 
@@ -347,6 +347,12 @@ async fn leader_assign(
             .collect()
     };
     let assignment = protocol.assign(&counts, &members);
+    // Topics that do not exist yet count as 0 partitions: their creation, like any change of a
+    // count, makes the leader ask for a new assignment.
+    let mut counts = counts;
+    for topic in topics {
+        counts.entry(topic).or_insert(0);
+    }
     tracing::info!(group = %coordinator.group_id(), protocol = protocol.name(),
         members = members.len(), "assigned partitions as leader");
     let assignments = assignment
@@ -470,4 +476,64 @@ pub async fn leave(
 
 pub fn millis(duration: Duration) -> i32 {
     i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(shared: &Shared) -> (String, i32) {
+        let mut state = shared.lock();
+        state.member_id = "m-1".to_owned();
+        state.generation = 4;
+        (state.member_id.clone(), state.generation)
+    }
+
+    #[test]
+    fn errors_end_or_keep_the_membership_as_in_java() {
+        let shared = Shared::default();
+        let (id, generation) = member(&shared);
+        shared.note_error(&Error::kafka(27, None), &id, generation);
+        {
+            let state = shared.lock();
+            assert!(state.rejoin && !state.lost);
+            assert_eq!(state.generation, 4);
+        }
+
+        shared.note_error(&Error::kafka(22, None), &id, generation);
+        let state = shared.lock();
+        assert!(state.lost);
+        assert_eq!(
+            (state.member_id.as_str(), state.generation),
+            ("m-1", NO_GENERATION)
+        );
+        drop(state);
+
+        let shared = Shared::default();
+        let (id, generation) = member(&shared);
+        shared.note_error(&Error::kafka(25, None), &id, generation);
+        {
+            let state = shared.lock();
+            assert_eq!((state.member_id.as_str(), state.lost), ("", true));
+        }
+
+        let shared = Shared::default();
+        let (id, generation) = member(&shared);
+        shared.note_error(&Error::kafka(82, None), &id, generation);
+        assert_eq!(
+            shared.lock().fatal.as_ref().and_then(Error::kafka_code),
+            Some(82)
+        );
+    }
+
+    #[test]
+    fn errors_of_an_older_generation_are_ignored() {
+        let shared = Shared::default();
+        let (id, _) = member(&shared);
+        shared.note_error(&Error::kafka(22, None), &id, 3);
+        shared.note_error(&Error::kafka(25, None), "m-0", 4);
+        let state = shared.lock();
+        assert!(!state.lost && !state.rejoin);
+        assert_eq!(state.generation, 4);
+    }
 }

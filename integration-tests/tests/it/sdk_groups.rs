@@ -771,3 +771,83 @@ async fn sbctl_group_list_describe_reset_and_delete() {
         )
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_follows_new_topics_and_latest_skips_old_records() {
+    let broker = start_broker();
+    let mut config = ClientConfig::new(&broker.bootstrap());
+    // The pattern is matched again every metadata_max_age.
+    config.metadata_max_age = Duration::from_millis(300);
+    let client = Client::connect(config).await.expect("connect");
+    new_topic(&client, "pat-a").await;
+    create_topic(&client, NewTopic::new("other", 2, 1)).await;
+    produce(&client, "pat-a", 3).await;
+    let mut group = group_config("pattern-group", &[Assignor::RoundRobin]);
+    group.consumer.auto_offset_reset = OffsetReset::Latest;
+    let mut consumer = GroupConsumer::new(client.clone(), group).expect("config");
+    consumer
+        .subscribe_pattern("pat-.*")
+        .expect("a valid pattern");
+    let mut members = vec![consumer];
+    poll_until(&mut members, "pat-a assigned and positioned", |m, _| {
+        m[0].assignment().len() == 6
+            && m[0]
+                .assignment()
+                .iter()
+                .all(|tp| m[0].position(tp) == Some(3))
+    })
+    .await;
+    assert_eq!(members[0].subscription(), ["pat-a"]);
+    assert_eq!(members[0].protocol(), Some(Assignor::RoundRobin));
+
+    new_topic(&client, "pat-b").await;
+    poll_until(&mut members, "pat-b assigned too", |m, _| {
+        m[0].assignment().len() == 12
+    })
+    .await;
+    assert_eq!(members[0].subscription(), ["pat-a", "pat-b"]);
+    // Nothing was committed: pat-a starts at its end (latest), so only new records arrive.
+    produce(&client, "pat-a", 1).await;
+    let read = poll_until(&mut members, "the new records", |_, read| {
+        read[0].len() >= 6
+    })
+    .await;
+    assert!(
+        read[0].iter().all(|r| r.topic == "pat-a" && r.offset == 3),
+        "{:?}",
+        read[0]
+    );
+    members.remove(0).close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_holder_of_an_instance_id_fences_the_first() {
+    let broker = start_broker();
+    let client = connect(&broker).await;
+    new_topic(&client, "fenced").await;
+    let mut config = group_config("fenced-group", &[Assignor::Range]);
+    config.group_instance_id = Some("one-instance".to_owned());
+    let mut first = vec![member(&broker, config.clone(), "fenced").await];
+    settle(&mut first, "fenced").await;
+    let mut second = vec![member(&broker, config, "fenced").await];
+    settle(&mut second, "fenced").await;
+    // The first learns at its next heartbeat (or commit) that it was replaced.
+    let deadline = Instant::now() + WAIT;
+    let error = loop {
+        match first[0].poll(POLL).await {
+            Err(error) => break error,
+            Ok(_) => assert!(Instant::now() < deadline, "the first member was not fenced"),
+        }
+    };
+    assert_eq!(error.kafka_code(), Some(82), "{error}");
+    // Fatal: every later call fails the same way.
+    assert_eq!(
+        first[0].poll(POLL).await.unwrap_err().kafka_code(),
+        Some(82)
+    );
+    assert_eq!(
+        first[0].commit_sync().await.unwrap_err().kafka_code(),
+        Some(82)
+    );
+    assert_eq!(second[0].assignment().len(), 6);
+}

@@ -150,9 +150,10 @@ fn assignments(members: &[GroupConsumer]) -> Vec<BTreeSet<TopicPartition>> {
 /// One rebalance callback: ("revoked" | "assigned" | "lost", partitions).
 type Event = (&'static str, Vec<TopicPartition>);
 
-/// Rebalance callbacks as they happened.
+/// Rebalance callbacks as they happened; with `commit_on_revoke`, the revoked partitions'
+/// positions are committed from the callback.
 #[derive(Debug, Clone, Default)]
-struct Events(Arc<Mutex<Vec<Event>>>);
+struct Events(Arc<Mutex<Vec<Event>>>, bool);
 
 impl Events {
     fn push(&self, kind: &'static str, partitions: &[TopicPartition]) {
@@ -165,8 +166,15 @@ impl Events {
 }
 
 impl RebalanceListener for Events {
-    fn on_partitions_revoked(&mut self, _: &mut RebalanceContext<'_>, tps: &[TopicPartition]) {
+    fn on_partitions_revoked(
+        &mut self,
+        context: &mut RebalanceContext<'_>,
+        tps: &[TopicPartition],
+    ) {
         self.push("revoked", tps);
+        if self.1 {
+            context.commit_positions(tps);
+        }
     }
 
     fn on_partitions_assigned(&mut self, _: &mut RebalanceContext<'_>, tps: &[TopicPartition]) {
@@ -330,15 +338,20 @@ async fn cooperative_sticky_moves_only_what_a_joining_member_takes() {
     let broker = start_broker();
     let client = connect(&broker).await;
     new_topic(&client, "coop").await;
+    produce(&client, "coop", 2).await;
     let config = group_config("coop-group", &[Assignor::CooperativeSticky]);
-    let events: Vec<Events> = (0..3).map(|_| Events::default()).collect();
+    // The members commit what they give up from their revoke callback.
+    let events: Vec<Events> = (0..3).map(|_| Events(Arc::default(), true)).collect();
     let mut members = Vec::new();
     for e in &events[..2] {
         let mut m = member(&broker, config.clone(), "coop").await;
         m.set_listener(e.clone());
         members.push(m);
     }
-    settle(&mut members, "coop").await;
+    poll_until(&mut members, "12 records read", |m, read| {
+        settled(m, "coop") && read.iter().map(Vec::len).sum::<usize>() >= 12
+    })
+    .await;
     assert_eq!(members[0].protocol(), Some(Assignor::CooperativeSticky));
     let before = assignments(&members);
     assert!(before.iter().all(|a| a.len() == 3), "{before:?}");
@@ -368,6 +381,19 @@ async fn cooperative_sticky_moves_only_what_a_joining_member_takes() {
     assert_eq!(after[2], taken);
     let seen = events[2].take();
     assert_eq!(partitions_of(&seen, "assigned"), taken, "{seen:?}");
+    // The revoke callbacks committed the positions (2): the joiner starts there, reading nothing
+    // again.
+    let taken: Vec<TopicPartition> = taken.into_iter().collect();
+    let committed = members[2].committed(&taken).await.expect("committed");
+    assert!(
+        committed
+            .values()
+            .all(|o| o.as_ref().is_some_and(|o| o.offset == 2)),
+        "{committed:?}"
+    );
+    for tp in &taken {
+        assert_eq!(members[2].position(tp), Some(2));
+    }
     for m in members {
         m.close().await.expect("close");
     }
@@ -850,4 +876,38 @@ async fn a_second_holder_of_an_instance_id_fences_the_first() {
         Some(82)
     );
     assert_eq!(second[0].assignment().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_not_polled_within_max_poll_interval_loses_its_partitions() {
+    let broker = start_broker();
+    let client = connect(&broker).await;
+    new_topic(&client, "slow").await;
+    let mut config = group_config("slow-group", &[Assignor::Range]);
+    config.max_poll_interval = Duration::from_secs(1);
+    let events = Events::default();
+    let mut slow = member(&broker, config, "slow").await;
+    slow.set_listener(events.clone());
+    let mut members = vec![slow];
+    settle(&mut members, "slow").await;
+    let generation = members[0].generation();
+    let member_id = members[0].member_id();
+    events.take();
+    // No poll for three max_poll_intervals: the heartbeat task leaves the group.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    settle(&mut members, "slow").await;
+    let seen = events.take();
+    assert_eq!(
+        partitions_of(&seen, "lost"),
+        all_partitions("slow"),
+        "{seen:?}"
+    );
+    assert!(partitions_of(&seen, "revoked").is_empty(), "{seen:?}");
+    assert_eq!(
+        partitions_of(&seen, "assigned"),
+        all_partitions("slow"),
+        "{seen:?}"
+    );
+    assert!(members[0].generation() > generation);
+    assert_ne!(members[0].member_id(), member_id);
 }

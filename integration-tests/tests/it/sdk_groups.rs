@@ -1,8 +1,10 @@
 //! The SDK's group consumer against a real broker: members of one group share a topic's
 //! partitions (two, then three), committed offsets carry over to the member that takes a
 //! partition over, `cooperative-sticky` moves only the partitions a joining member takes, a
-//! static member's restart within its session moves nothing, a confluent-kafka member and an SDK
-//! member share a topic under `range`, and `sbctl group` lists, describes, resets and deletes.
+//! static member's restart within its session moves nothing (and a second holder of its instance
+//! id fences it), a member not polled in time loses its partitions, patterns and the leader follow
+//! new topics and partitions, a confluent-kafka member and an SDK member share a topic under
+//! `range`, and `sbctl group` lists, describes, resets and deletes.
 //!
 //! Members are polled in turn with short polls from one task: a rebalance needs every member to
 //! rejoin, and a `poll` that times out mid-rebalance leaves the join going on in the background.
@@ -910,4 +912,39 @@ async fn a_member_not_polled_within_max_poll_interval_loses_its_partitions() {
     );
     assert!(members[0].generation() > generation);
     assert_ne!(members[0].member_id(), member_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_reassigns_when_a_subscribed_topic_appears_or_grows() {
+    let broker = start_broker();
+    let mut config = ClientConfig::new(&broker.bootstrap());
+    // The leader compares partition counts every metadata_max_age.
+    config.metadata_max_age = Duration::from_millis(300);
+    let client = Client::connect(config).await.expect("connect");
+    let mut consumer = GroupConsumer::new(
+        client.clone(),
+        group_config("later-group", &[Assignor::Range]),
+    )
+    .expect("config");
+    consumer.subscribe(["later"]);
+    let mut members = vec![consumer];
+    poll_until(&mut members, "joined with nothing to consume", |m, _| {
+        m[0].generation() >= 0
+    })
+    .await;
+    assert!(members[0].assignment().is_empty());
+    create_topic(&client, NewTopic::new("later", 2, 1)).await;
+    poll_until(&mut members, "the new topic assigned", |m, _| {
+        m[0].assignment().len() == 2
+    })
+    .await;
+    streambus_client::Admin::new(client.clone())
+        .create_partitions("later", 3, false)
+        .await
+        .expect("CreatePartitions");
+    poll_until(&mut members, "the new partition assigned", |m, _| {
+        m[0].assignment().len() == 3
+    })
+    .await;
+    members.remove(0).close().await.expect("close");
 }

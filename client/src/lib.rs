@@ -22,8 +22,8 @@
 //! use std::time::Duration;
 //! use streambus_client::admin::NewTopic;
 //! use streambus_client::{
-//!     Admin, Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig,
-//!     ProducerRecord, TopicPartition,
+//!     Admin, Client, ClientConfig, Consumer, ConsumerConfig, GroupConfig, GroupConsumer, Producer,
+//!     ProducerConfig, ProducerRecord, TopicPartition,
 //! };
 //!
 //! # async fn example() -> streambus_client::Result<()> {
@@ -38,13 +38,21 @@
 //!     .await?;
 //! let written = delivery.await?; // acknowledged by every in-sync replica (acks=all)
 //!
-//! let mut consumer = Consumer::new(client, ConsumerConfig::default());
+//! let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
 //! let tp = TopicPartition::new("orders", written.partition);
 //! consumer.assign([tp.clone()]);
 //! consumer.seek(&tp, written.offset)?;
 //! for record in consumer.poll(Duration::from_secs(1)).await? {
 //!     println!("{}@{}: {:?}", record.partition, record.offset, record.value);
 //! }
+//!
+//! // In a consumer group: partitions assigned by the group, positions committed.
+//! let mut member = GroupConsumer::new(client, GroupConfig::new("orders-app"))?;
+//! member.subscribe(["orders"]);
+//! let records = member.poll(Duration::from_secs(1)).await?; // joins the group first
+//! println!("{} records from the group's partitions", records.len());
+//! member.commit_sync().await?;
+//! member.close().await?; // commits (auto commit is on by default) and leaves the group
 //! # Ok(())
 //! # }
 //! ```

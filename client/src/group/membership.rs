@@ -423,13 +423,19 @@ pub async fn heartbeat_loop(
                 // Heartbeats go on while the consumer rejoins: they keep the member alive.
                 shared.note_error(&e, &member_id, generation);
             }
-            Err(e) if e.kafka_code().is_some() && !super::coordinator::is_coordinator_error(&e) => {
+            Err(e)
+                if is(&e, ResponseError::UnknownMemberId)
+                    || is(&e, ResponseError::IllegalGeneration)
+                    || is(&e, ResponseError::FencedInstanceId) =>
+            {
                 tracing::info!(group = %coordinator.group_id(), error = %e, "heartbeat ended the membership");
                 shared.note_error(&e, &member_id, generation);
                 return;
             }
             Err(e) => {
-                tracing::debug!(group = %coordinator.group_id(), error = %e, "heartbeat failed");
+                // Coordinator moves were retried already; anything else is worth another try
+                // at the next interval rather than a silent end of the heartbeats.
+                tracing::warn!(group = %coordinator.group_id(), error = %e, "heartbeat failed");
             }
         }
     }

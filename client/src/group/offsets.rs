@@ -56,14 +56,14 @@ impl OffsetAndMetadata {
 /// Who commits: a member of a generation, or (generation -1, no member) an admin, which
 /// the coordinator accepts only while the group is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committer {
+pub(crate) struct Committer {
     pub generation: i32,
     pub member_id: String,
     pub group_instance_id: Option<String>,
 }
 
 impl Committer {
-    pub fn admin() -> Committer {
+    pub(crate) fn admin() -> Committer {
         Committer {
             generation: -1,
             member_id: String::new(),
@@ -138,7 +138,7 @@ fn commit_result(response: &OffsetCommitResponse) -> Result<()> {
 }
 
 /// Commits `offsets`, retrying through coordinator moves until `deadline`.
-pub async fn commit(
+pub(crate) async fn commit(
     coordinator: &Coordinator,
     who: &Committer,
     offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
@@ -167,7 +167,7 @@ pub async fn commit(
 /// Queues a commit on the coordinator's connection now, so commits reach the broker in the
 /// order they were made (Java's `commitAsync` order), and returns the future of its result;
 /// not retried: a later commit supersedes it.
-pub async fn commit_queued(
+pub(crate) async fn commit_queued(
     coordinator: &Coordinator,
     who: &Committer,
     offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
@@ -182,7 +182,7 @@ pub async fn commit_queued(
 
 /// The committed offsets of `partitions` (all the group has, when `None`); `None` for a
 /// partition without one; all committed offsets need OffsetFetch v2+.
-pub async fn fetch(
+pub(crate) async fn fetch(
     coordinator: &Coordinator,
     partitions: Option<&[TopicPartition]>,
     deadline: Instant,

@@ -396,8 +396,8 @@ mod tests {
     #[test]
     fn claims_of_an_older_generation_lose_and_equal_claims_cancel() {
         let partitions = topics(&[("t", 2)]);
-        // a (generation 3) and b (generation 2) both claim t-0: a keeps it. Both claim t-1 in
-        // generation... b alone claims it here, and gets it.
+        // a (generation 3) and b (generation 2) both claim t-0: the newer claim wins. b alone
+        // claims t-1 and keeps it.
         let members = [
             owning(member("a", &["t"]), 3, &[("t", 0)]),
             owning(member("b", &["t"]), 2, &[("t", 0), ("t", 1)]),

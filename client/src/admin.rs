@@ -1,6 +1,10 @@
 //! [`Admin`]: topic, partition, config and cluster administration over the Kafka admin APIs
 //! (CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs, IncrementalAlterConfigs,
-//! DescribeCluster and Metadata).
+//! DescribeCluster and Metadata); consumer groups and their offsets in [`groups`].
+
+mod groups;
+
+pub use groups::{GroupDescription, GroupListing, MemberDescription};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -91,6 +91,8 @@ struct Assigned {
     fetching: bool,
     epoch: u64,
     retry_at: Option<Instant>,
+    /// Leader epoch of the last record `poll` returned (or of the committed offset sought to).
+    last_leader_epoch: Option<i32>,
 }
 
 /// One ListOffsets round: what was asked, the offsets found, the partitions that failed.
@@ -168,6 +170,7 @@ impl Consumer {
                 fetching: false,
                 epoch: 0,
                 retry_at: None,
+                last_leader_epoch: None,
             });
         }
     }
@@ -245,9 +248,28 @@ impl Consumer {
         state.reset = reset;
         state.buffered = 0;
         state.retry_at = None;
+        state.last_leader_epoch = None;
         self.buffer
             .retain(|r| !(r.topic == tp.topic && r.partition == tp.partition));
         Ok(())
+    }
+
+    /// Like [`Consumer::seek`], remembering `leader_epoch` as the epoch of the record before
+    /// `offset` (a committed offset's), so that committing the position unchanged keeps it.
+    pub(crate) fn seek_with_epoch(
+        &mut self,
+        tp: &TopicPartition,
+        offset: i64,
+        leader_epoch: Option<i32>,
+    ) -> Result<()> {
+        self.seek(tp, offset)?;
+        self.assigned_mut(tp)?.last_leader_epoch = leader_epoch;
+        Ok(())
+    }
+
+    /// The leader epoch of the last record `poll` returned for `tp`, if known.
+    pub fn last_leader_epoch(&self, tp: &TopicPartition) -> Option<i32> {
+        self.assigned.get(tp)?.last_leader_epoch
     }
 
     /// The offset of the next record `poll` returns for `tp`, once known.
@@ -350,6 +372,9 @@ impl Consumer {
             let tp = TopicPartition::new(record.topic.clone(), record.partition);
             if let Some(state) = self.assigned.get_mut(&tp) {
                 state.buffered -= 1;
+                if record.leader_epoch.is_some() {
+                    state.last_leader_epoch = record.leader_epoch;
+                }
                 state.position = Some(if state.buffered == 0 {
                     state.fetch_offset
                 } else {
@@ -741,6 +766,8 @@ fn decode_records(
                 topic: tp.topic.clone(),
                 partition: tp.partition,
                 offset: record.offset,
+                leader_epoch: (record.partition_leader_epoch >= 0)
+                    .then_some(record.partition_leader_epoch),
                 timestamp_ms: record.timestamp,
                 log_append_time: record.timestamp_type == TimestampType::LogAppend,
                 key: record.key,

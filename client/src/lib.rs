@@ -10,8 +10,10 @@
 //!   cache and retries with backoff (`connection` holds the per-connection pipelining).
 //! - [`producer`]: [`Producer`], batching per partition with `linger`, `batch_size` and a
 //!   `buffer_memory` bound, compression, acks 0/1/all, idempotence, ordered retries.
-//! - [`consumer`]: [`Consumer`], assigned partitions (no group membership yet), seeks, pipelined
-//!   fetches, position and lag.
+//! - [`consumer`]: [`Consumer`], assigned partitions, seeks, pipelined fetches, position and lag.
+//! - [`group`]: [`GroupConsumer`], consumer groups over Kafka's classic protocol: subscriptions
+//!   (topics or a pattern), the `range`, `roundrobin` and `cooperative-sticky` assignors,
+//!   rebalance callbacks, static membership, auto and manual commits.
 //! - [`admin`]: [`Admin`], topics, partitions, configs and the cluster over the Kafka admin APIs.
 //! - [`partitioner`]: the Java client's murmur2 key partitioner and sticky keyless batching.
 //! - [`metadata`], [`record`], [`error`]: the shared types.
@@ -20,8 +22,8 @@
 //! use std::time::Duration;
 //! use streambus_client::admin::NewTopic;
 //! use streambus_client::{
-//!     Admin, Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig,
-//!     ProducerRecord, TopicPartition,
+//!     Admin, Client, ClientConfig, Consumer, ConsumerConfig, GroupConfig, GroupConsumer, Producer,
+//!     ProducerConfig, ProducerRecord, TopicPartition,
 //! };
 //!
 //! # async fn example() -> streambus_client::Result<()> {
@@ -36,13 +38,21 @@
 //!     .await?;
 //! let written = delivery.await?; // acknowledged by every in-sync replica (acks=all)
 //!
-//! let mut consumer = Consumer::new(client, ConsumerConfig::default());
+//! let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
 //! let tp = TopicPartition::new("orders", written.partition);
 //! consumer.assign([tp.clone()]);
 //! consumer.seek(&tp, written.offset)?;
 //! for record in consumer.poll(Duration::from_secs(1)).await? {
 //!     println!("{}@{}: {:?}", record.partition, record.offset, record.value);
 //! }
+//!
+//! // In a consumer group: partitions assigned by the group, positions committed.
+//! let mut member = GroupConsumer::new(client, GroupConfig::new("orders-app"))?;
+//! member.subscribe(["orders"]);
+//! let records = member.poll(Duration::from_secs(1)).await?; // joins the group first
+//! println!("{} records from the group's partitions", records.len());
+//! member.commit_sync().await?;
+//! member.close().await?; // commits (auto commit is on by default) and leaves the group
 //! # Ok(())
 //! # }
 //! ```
@@ -52,6 +62,7 @@ pub mod client;
 mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod metadata;
 pub mod partitioner;
 pub mod producer;
@@ -61,6 +72,9 @@ pub use admin::Admin;
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset};
 pub use error::{Error, Result};
+pub use group::{
+    Assignor, GroupConfig, GroupConsumer, OffsetAndMetadata, RebalanceContext, RebalanceListener,
+};
 pub use kafka_protocol::records::Compression;
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};

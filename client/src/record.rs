@@ -113,6 +113,9 @@ pub struct ConsumerRecord {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// The leader epoch the record was written in (its batch's partition leader epoch), if
+    /// the batch carries one; commits carry it so a new leader can check the position.
+    pub leader_epoch: Option<i32>,
     pub timestamp_ms: i64,
     /// Whether `timestamp_ms` is the broker's append time rather than the producer's.
     pub log_append_time: bool,

@@ -602,7 +602,7 @@ impl Group {
 
     /// A static member rejoining without its member id (it restarted): it takes over its old
     /// membership under a new id, and the old holder is fenced. A stable group does not
-    /// rebalance for it unless its protocols changed.
+    /// rebalance for it unless the protocol the group would select changed.
     fn replace_static_member(
         &mut self,
         instance: &str,
@@ -628,7 +628,11 @@ impl Group {
             group: self.id.clone(),
             member: old_id.to_owned(),
         });
-        let protocols_changed = !member.same_protocols(&request.protocols);
+        // Kafka's `updateStaticMemberAndRebalance`: the member's new protocols are kept, and a
+        // stable group rebalances only if they change the protocol the group would select. The
+        // metadata itself may differ (a restarted consumer owns nothing and has no generation
+        // yet) without moving any partition.
+        member.protocols.clone_from(&request.protocols);
         member.member_id = new_id.clone();
         member.client_id = request.client_id.clone();
         member.client_host = request.client_host.clone();
@@ -644,8 +648,9 @@ impl Group {
         if was_leader {
             self.leader_id = Some(new_id.clone());
         }
+        let protocol_kept = self.select_protocol() == self.protocol_name;
         match self.state {
-            GroupState::Stable if !protocols_changed => {
+            GroupState::Stable if protocol_kept => {
                 self.schedule_heartbeat(&new_id, fx);
                 // The new id must survive a failover: the member's assignment stays, so the
                 // group is written as it is now.

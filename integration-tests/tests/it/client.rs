@@ -41,7 +41,7 @@ async fn connect(bootstrap: &str) -> Client {
 
 /// Creates `topic` with the admin client and waits until the client's metadata shows each of
 /// its partitions with a leader.
-async fn create_topic(client: &Client, topic: NewTopic) {
+pub(crate) async fn create_topic(client: &Client, topic: NewTopic) {
     let name = topic.name.clone();
     let partitions = usize::try_from(topic.partitions).expect("explicit partition count");
     let results = Admin::new(client.clone())

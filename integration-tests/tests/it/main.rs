@@ -15,3 +15,4 @@ mod replication;
 mod sbctl;
 mod schedules;
 mod scripts;
+mod sdk_groups;

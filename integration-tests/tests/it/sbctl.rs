@@ -8,14 +8,14 @@ use streambus_integration_tests::{run_with_timeout, sbctl_command, DevBroker, Ou
 
 const SBCTL_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn sbctl(broker: &DevBroker, args: &[&str]) -> Output {
+pub(crate) fn sbctl(broker: &DevBroker, args: &[&str]) -> Output {
     let mut command = sbctl_command(&broker.bootstrap()).expect("sbctl binary");
     command.args(args);
     run_with_timeout(command, SBCTL_TIMEOUT).expect("sbctl finishes")
 }
 
 /// Runs `sbctl` and asserts success; returns stdout.
-fn ok(broker: &DevBroker, args: &[&str]) -> String {
+pub(crate) fn ok(broker: &DevBroker, args: &[&str]) -> String {
     let output = sbctl(broker, args);
     assert!(
         output.status.success(),
@@ -28,7 +28,7 @@ fn ok(broker: &DevBroker, args: &[&str]) -> String {
 }
 
 /// Runs `sbctl`, asserts exit code 1 and a one-line error containing `needle`.
-fn fails(broker: &DevBroker, args: &[&str], needle: &str) {
+pub(crate) fn fails(broker: &DevBroker, args: &[&str], needle: &str) {
     let output = sbctl(broker, args);
     assert_eq!(
         output.status.code(),
@@ -50,7 +50,7 @@ fn fails(broker: &DevBroker, args: &[&str], needle: &str) {
     );
 }
 
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
+pub(crate) fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))

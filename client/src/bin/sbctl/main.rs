@@ -1,11 +1,12 @@
 //! `sbctl`: the StreamBus command line, with Kafka's CLI habits (`--bootstrap-server`, topic
-//! admin, console produce/consume, perf tests), talking only the Kafka protocol through the
+//! admin, consumer groups, console produce/consume, perf tests), talking only the Kafka protocol through the
 //! `streambus-client` SDK. Errors print one line on stderr and exit 1; bad flags exit 2.
 
 // First, so that its `outln!` macro is in scope in the others.
 #[macro_use]
 mod output;
 mod cluster;
+mod group;
 mod io;
 mod perf;
 mod topic;
@@ -55,6 +56,9 @@ enum Command {
     /// Cluster state.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Consumer groups: list, describe, reset offsets, delete.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Throughput and latency tests, like kafka-producer-perf-test / kafka-consumer-perf-test.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -99,6 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => io::produce(client, cli.output, args).await,
         Command::Consume(args) => io::consume(client, cli.output, args).await,
         Command::Cluster(command) => cluster::run(client, cli.output, command).await,
+        Command::Group(command) => group::run(client, cli.output, command).await,
         Command::Perf(command) => perf::run(client, cli.output, command).await,
     }
 }

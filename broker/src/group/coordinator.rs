@@ -167,13 +167,16 @@ impl GroupCoordinator {
         let bound = Duration::from_millis(u64::try_from(request.rebalance_timeout_ms).unwrap_or(0))
             + JOIN_WAIT_SLACK;
         let group = group_id.to_owned();
+        tracing::debug!(group = group_id, member = %request.member_id, "join");
         let reply = self
             .runtime
             .write(partition, move |machine, ctx| {
                 machine.join(&group, request, ctx)
             })
             .await?;
-        self.settle(partition, reply, bound).await
+        let answer = self.settle(partition, reply, bound).await;
+        tracing::debug!(group = group_id, ?answer, "join answer");
+        answer
     }
 
     pub async fn sync(
@@ -183,13 +186,16 @@ impl GroupCoordinator {
     ) -> Result<SyncResponse, CoordinatorError> {
         let partition = self.partition_for(group_id);
         let group = group_id.to_owned();
+        tracing::debug!(group = group_id, member = %request.member_id, generation = request.generation_id, "sync");
         let reply = self
             .runtime
             .write(partition, move |machine, ctx| {
                 machine.sync(&group, request, ctx)
             })
             .await?;
-        self.settle(partition, reply, SYNC_WAIT_MAX).await
+        let answer = self.settle(partition, reply, SYNC_WAIT_MAX).await;
+        tracing::debug!(group = group_id, ?answer, "sync answer");
+        answer
     }
 
     pub async fn heartbeat(
@@ -201,6 +207,7 @@ impl GroupCoordinator {
     ) -> Result<Result<(), GroupProblem>, CoordinatorError> {
         let partition = self.partition_for(group_id);
         let group = group_id.to_owned();
+        tracing::debug!(group = group_id, member = %member_id, generation = generation_id, "heartbeat");
         self.runtime
             .write(partition, move |machine, ctx| {
                 machine.heartbeat(

@@ -73,7 +73,8 @@ pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset};
 pub use error::{Error, Result};
 pub use group::{
-    Assignor, GroupConfig, GroupConsumer, OffsetAndMetadata, RebalanceContext, RebalanceListener,
+    Assignor, GroupConfig, GroupConsumer, GroupProtocol, OffsetAndMetadata, RebalanceContext,
+    RebalanceListener,
 };
 pub use kafka_protocol::records::Compression;
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};

@@ -18,6 +18,7 @@ use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
 use crate::group::assignor::{Assignor, RebalanceProtocol};
 use crate::group::coordinator::{is_coordinator_error, Coordinator};
+use crate::group::kip848::{self, GroupProtocol, Signals};
 use crate::group::listener::{NoopListener, RebalanceContext, RebalanceListener};
 use crate::group::membership::{self, JoinSettings, Joined, Shared, NO_GENERATION};
 use crate::group::offsets::{self, Committer, OffsetAndMetadata};
@@ -54,6 +55,14 @@ pub struct GroupConfig {
     pub exclude_internal_topics: bool,
     /// `client.rack`, sent in the subscription.
     pub client_rack: Option<String>,
+    /// `group.protocol`: [`GroupProtocol::Classic`] (the default) or
+    /// [`GroupProtocol::Consumer`] (KIP-848: the coordinator assigns; `assignors`,
+    /// `session_timeout` and `heartbeat_interval` are then the coordinator's business, the
+    /// latter only until its first answer).
+    pub group_protocol: GroupProtocol,
+    /// `group.remote.assignor` of [`GroupProtocol::Consumer`]: the coordinator's assignor
+    /// (`uniform` or `range` on StreamBus); `None`: the coordinator's default.
+    pub server_assignor: Option<String>,
     /// Fetching, `auto_offset_reset` (for partitions without a committed offset) and the rest.
     pub consumer: ConsumerConfig,
 }
@@ -71,6 +80,8 @@ impl GroupConfig {
             auto_commit_interval: Duration::from_secs(5),
             exclude_internal_topics: true,
             client_rack: None,
+            group_protocol: GroupProtocol::Classic,
+            server_assignor: None,
             consumer: ConsumerConfig::default(),
         }
     }
@@ -105,7 +116,7 @@ enum Callback {
     Lost,
 }
 
-/// A consumer in a consumer group (Kafka's classic protocol). Not `Clone`: one owner polls it.
+/// A consumer in a consumer group (Kafka's classic protocol, or KIP-848's). Not `Clone`: one owner polls it.
 pub struct GroupConsumer {
     consumer: Consumer,
     client: Client,
@@ -126,6 +137,8 @@ pub struct GroupConsumer {
     next_metadata_check: Instant,
     /// Auto commits in flight; their failures are logged.
     auto_commits: JoinSet<Result<()>>,
+    /// KIP-848: wake-ups between `poll` and the heartbeat task.
+    signals: Arc<Signals>,
     closed: bool,
 }
 
@@ -173,12 +186,17 @@ impl GroupConsumer {
             ));
         }
         let now = Instant::now();
+        let shared = Shared::default();
+        if config.group_protocol == GroupProtocol::Consumer {
+            // KIP-848 v1: the member names itself, once, and keeps the name through rejoins.
+            shared.lock().member_id = uuid::Uuid::new_v4().to_string();
+        }
         Ok(GroupConsumer {
             consumer: Consumer::new(client.clone(), config.consumer.clone()),
             coordinator: Coordinator::new(client.clone(), &config.group_id),
             client,
             config,
-            shared: Shared::default(),
+            shared,
             subscription: None,
             listener: Box::new(NoopListener),
             heartbeat: None,
@@ -189,6 +207,7 @@ impl GroupConsumer {
             next_auto_commit: now,
             next_metadata_check: now,
             auto_commits: JoinSet::new(),
+            signals: Arc::new(Signals::default()),
             closed: false,
         })
     }
@@ -222,6 +241,12 @@ impl GroupConsumer {
     }
 
     fn resubscribed(&mut self) {
+        if self.kip848() {
+            // The next heartbeat carries the new subscription; send it now if one is running.
+            self.signals.send_now.notify_one();
+            self.next_metadata_check = Instant::now();
+            return;
+        }
         if self.shared.lock().generation != NO_GENERATION {
             self.shared.lock().rejoin = true;
         }
@@ -242,12 +267,12 @@ impl GroupConsumer {
         self.shared.lock().member_id.clone()
     }
 
-    /// -1 outside a generation.
+    /// -1 outside a generation. With [`GroupProtocol::Consumer`]: the member epoch.
     pub fn generation(&self) -> i32 {
         self.shared.lock().generation
     }
 
-    /// The assignor the group uses in the current generation.
+    /// The assignor the group uses in the current generation (classic protocol only).
     pub fn protocol(&self) -> Option<Assignor> {
         self.shared.lock().protocol
     }
@@ -280,6 +305,10 @@ impl GroupConsumer {
         }
     }
 
+    fn kip848(&self) -> bool {
+        self.config.group_protocol == GroupProtocol::Consumer
+    }
+
     fn cooperative(&self) -> bool {
         self.config
             .assignors
@@ -305,7 +334,12 @@ impl GroupConsumer {
         }
         self.reap_auto_commits();
         self.check_metadata().await;
-        if !self.ensure_active(deadline).await? {
+        let active = if self.kip848() {
+            self.ensure_active_848(deadline).await?
+        } else {
+            self.ensure_active(deadline).await?
+        };
+        if !active {
             return Ok(Vec::new());
         }
         if !self.unpositioned.is_empty() {
@@ -366,13 +400,121 @@ impl GroupConsumer {
         Ok(false)
     }
 
+    /// KIP-848: starts the heartbeat task if none runs (it joins with epoch 0), reconciles to
+    /// the assignment it brought, and waits for the first answer until `deadline`.
+    async fn ensure_active_848(&mut self, deadline: Instant) -> Result<bool> {
+        loop {
+            self.check_open()?;
+            self.handle_lost().await;
+            self.check_open()?;
+            if self.heartbeat.as_ref().is_none_or(JoinHandle::is_finished) {
+                self.start_heartbeat_848().await?;
+            }
+            let target = self.shared.lock().target.take();
+            if let Some(target) = target {
+                self.reconcile_848(target).await?;
+            }
+            if self.shared.lock().generation != NO_GENERATION {
+                return Ok(true);
+            }
+            tokio::select! {
+                () = self.signals.answered.notified() => {}
+                () = tokio::time::sleep_until(deadline.into()) => return Ok(false),
+            }
+        }
+    }
+
+    /// KIP-848: the heartbeat task, with the subscription it is to carry.
+    async fn start_heartbeat_848(&mut self) -> Result<()> {
+        self.stop_heartbeat();
+        let topics = match &self.subscription {
+            Some(Subscribed::Topics(topics)) => topics.iter().cloned().collect(),
+            _ => Vec::new(),
+        };
+        {
+            let mut state = self.shared.lock();
+            state.topics = topics;
+            state.regex = match &self.subscription {
+                Some(Subscribed::Pattern(regex)) => Some(regex.as_str().to_owned()),
+                _ => None,
+            };
+            state.generation = NO_GENERATION;
+            state.owned.clear();
+            state.target = None;
+        }
+        self.joined_topics = self.resolve_topics().await?;
+        let settings = kip848::Settings {
+            group_instance_id: self.config.group_instance_id.clone(),
+            rebalance_timeout: self.config.max_poll_interval,
+            server_assignor: self.config.server_assignor.clone(),
+            rack_id: self.config.client_rack.clone(),
+            max_poll_interval: self.config.max_poll_interval,
+            heartbeat_interval: self.config.heartbeat_interval,
+        };
+        tracing::debug!(group = %self.config.group_id, member_id = %self.member_id(), "joining (KIP-848)");
+        self.heartbeat = Some(tokio::spawn(kip848::heartbeat_loop(
+            Arc::clone(&self.coordinator),
+            self.shared.clone(),
+            settings,
+            Arc::clone(&self.signals),
+        )));
+        Ok(())
+    }
+
+    /// KIP-848 reconciliation: revokes what is no longer assigned (committing its positions
+    /// first with auto commit on), assigns what is new (at the committed offsets), and has the
+    /// heartbeat task report the new set at once.
+    async fn reconcile_848(&mut self, target: Vec<TopicPartition>) -> Result<()> {
+        let owned = self.consumer.assignment();
+        let (revoked, added) = kip848::reconcile(&owned, &target);
+        tracing::info!(group = %self.config.group_id, epoch = self.generation(),
+            assigned = target.len(), added = added.len(), revoked = revoked.len(), "reconciling");
+        if !revoked.is_empty() {
+            if self.config.enable_auto_commit {
+                if let Err(error) = self.commit_positions(&revoked).await {
+                    tracing::warn!(group = %self.config.group_id, %error, "commit of revoked partitions failed");
+                }
+            }
+            self.run_listener(Callback::Revoked, &revoked).await;
+            self.unpositioned.retain(|tp| !revoked.contains(tp));
+        }
+        self.consumer.assign(target.iter().cloned());
+        if !revoked.is_empty() || !added.is_empty() || owned.is_empty() {
+            self.unpositioned.extend(added.iter().cloned());
+            let sought = self.run_listener(Callback::Assigned, &added).await;
+            self.unpositioned.retain(|tp| !sought.contains(tp));
+        }
+        if !self.unpositioned.is_empty() {
+            self.position_from_committed().await?;
+        }
+        {
+            let mut state = self.shared.lock();
+            if !state.lost {
+                state.owned = target;
+            }
+        }
+        self.signals.send_now.notify_one();
+        Ok(())
+    }
+
     /// The membership was lost: the partitions go without a commit, `on_partitions_lost` runs.
     async fn handle_lost(&mut self) {
-        let lost = std::mem::take(&mut self.shared.lock().lost);
+        let kip848 = self.kip848();
+        let lost = {
+            let mut state = self.shared.lock();
+            if kip848 {
+                // Cleared below, once the partitions are released.
+                state.lost
+            } else {
+                std::mem::take(&mut state.lost)
+            }
+        };
         if !lost {
             return;
         }
-        self.stop_heartbeat();
+        if !kip848 {
+            self.stop_heartbeat();
+        }
         let owned = self.consumer.assignment();
         tracing::info!(group = %self.config.group_id, partitions = owned.len(), "membership lost");
         if !owned.is_empty() {
@@ -380,6 +522,16 @@ impl GroupConsumer {
             self.consumer.assign(Vec::new());
         }
         self.unpositioned.clear();
+        if kip848 {
+            // The heartbeat task rejoins (epoch 0, same member id) now that the partitions are
+            // released; it reports none until the next reconciliation.
+            {
+                let mut state = self.shared.lock();
+                state.lost = false;
+                state.owned.clear();
+            }
+            self.signals.send_now.notify_one();
+        }
     }
 
     /// Java's `onJoinPrepare`, then the join in a task.
@@ -569,6 +721,7 @@ impl GroupConsumer {
             generation: state.generation,
             member_id: state.member_id.clone(),
             group_instance_id: self.config.group_instance_id.clone(),
+            member_epoch: self.kip848(),
         }
     }
 
@@ -598,13 +751,36 @@ impl GroupConsumer {
         &mut self,
         offsets: BTreeMap<TopicPartition, OffsetAndMetadata>,
     ) -> Result<()> {
-        let who = self.committer();
-        let result = offsets::commit(&self.coordinator, &who, &offsets, self.api_deadline()).await;
-        if let Err(error) = &result {
-            self.shared
-                .note_error(error, &who.member_id, who.generation);
+        let mut stale = 0;
+        loop {
+            let who = self.committer();
+            let result =
+                offsets::commit(&self.coordinator, &who, &offsets, self.api_deadline()).await;
+            match &result {
+                Err(error)
+                    if self.kip848()
+                        && error.kafka_code() == Some(ResponseError::StaleMemberEpoch.code())
+                        && stale < 3 =>
+                {
+                    // KIP-848: retry with the epoch the next heartbeat brings.
+                    stale += 1;
+                    let wait = self
+                        .shared
+                        .lock()
+                        .heartbeat_interval
+                        .unwrap_or(self.config.heartbeat_interval);
+                    self.signals.send_now.notify_one();
+                    let _ = tokio::time::timeout(wait, self.signals.answered.notified()).await;
+                    continue;
+                }
+                Err(error) if !self.kip848() => {
+                    self.shared
+                        .note_error(error, &who.member_id, who.generation);
+                }
+                _ => {}
+            }
+            return result;
         }
-        result
     }
 
     /// Commits the positions of every assigned partition and waits for the answer.
@@ -648,6 +824,7 @@ impl GroupConsumer {
         let who = self.committer();
         let coordinator = Arc::clone(&self.coordinator);
         let shared = self.shared.clone();
+        let classic = !self.kip848();
         if offsets.is_empty() {
             return Ok(tokio::spawn(async { Ok(()) }));
         }
@@ -663,7 +840,9 @@ impl GroupConsumer {
         Ok(tokio::spawn(async move {
             let result = response.await;
             if let Err(error) = &result {
-                shared.note_error(error, &who.member_id, who.generation);
+                if classic {
+                    shared.note_error(error, &who.member_id, who.generation);
+                }
                 if is_coordinator_error(error) {
                     coordinator.invalidate();
                 }
@@ -770,6 +949,10 @@ impl GroupConsumer {
     /// `on_partitions_revoked`) and leaves the group, unless this is a static member, which
     /// keeps its place until its session times out.
     async fn leave_group(&mut self, reason: &str) {
+        if self.kip848() {
+            self.leave_group_848().await;
+            return;
+        }
         if let Some(task) = self.join.take() {
             task.abort();
         }
@@ -799,6 +982,44 @@ impl GroupConsumer {
         };
         if !member_id.is_empty() {
             membership::leave(&self.coordinator, &member_id, None, reason).await;
+        }
+    }
+
+    /// KIP-848: as [`GroupConsumer::leave_group`], leaving with a heartbeat of epoch -1 (a
+    /// static member: -2, which keeps its assignment for its return).
+    async fn leave_group_848(&mut self) {
+        // First, so that no heartbeat joins again meanwhile; one cut short may have joined,
+        // hence the leave whenever a heartbeat task ran.
+        let heartbeating = self.heartbeat.is_some();
+        self.stop_heartbeat();
+        self.handle_lost().await;
+        let owned = self.consumer.assignment();
+        let generation = self.shared.lock().generation;
+        if generation != NO_GENERATION && self.config.enable_auto_commit && !owned.is_empty() {
+            if let Err(error) = self.commit_positions(&owned).await {
+                tracing::warn!(group = %self.config.group_id, %error, "commit on leave failed");
+            }
+        }
+        if !owned.is_empty() {
+            self.run_listener(Callback::Revoked, &owned).await;
+        }
+        self.consumer.assign(Vec::new());
+        self.unpositioned.clear();
+        let member_id = {
+            let mut state = self.shared.lock();
+            let was = state.generation;
+            state.generation = NO_GENERATION;
+            state.owned.clear();
+            state.target = None;
+            (heartbeating || was != NO_GENERATION).then(|| state.member_id.clone())
+        };
+        if let Some(member_id) = member_id {
+            kip848::leave(
+                &self.coordinator,
+                &member_id,
+                self.config.group_instance_id.as_deref(),
+            )
+            .await;
         }
     }
 

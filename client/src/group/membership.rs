@@ -51,6 +51,15 @@ pub struct MemberState {
     pub fatal: Option<Error>,
     /// The last `poll`: the heartbeat task leaves the group when it is `max_poll_interval` old.
     pub last_poll: Instant,
+    /// KIP-848: the partitions this member has reconciled to and reports in its heartbeats.
+    pub owned: Vec<TopicPartition>,
+    /// KIP-848: an assignment the coordinator sent that `poll` has not reconciled to yet.
+    pub target: Option<Vec<TopicPartition>>,
+    /// KIP-848: the subscription the heartbeats carry: topic names, or a regular expression.
+    pub topics: Vec<String>,
+    pub regex: Option<String>,
+    /// KIP-848: the heartbeat interval the coordinator asked for.
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl Default for MemberState {
@@ -63,6 +72,11 @@ impl Default for MemberState {
             lost: false,
             fatal: None,
             last_poll: Instant::now(),
+            owned: Vec::new(),
+            target: None,
+            topics: Vec::new(),
+            regex: None,
+            heartbeat_interval: None,
         }
     }
 }

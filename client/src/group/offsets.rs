@@ -18,8 +18,11 @@ use crate::error::{Error, Result};
 use crate::group::coordinator::Coordinator;
 use crate::record::TopicPartition;
 
-/// OffsetCommit versions: 2 (no per-partition timestamps) to 8 (9 is KIP-848's member epoch).
+/// OffsetCommit versions of classic members: 2 (no per-partition timestamps) to 8.
 const OFFSET_COMMIT_VERSIONS: (i16, i16) = (2, 8);
+/// OffsetCommit of a KIP-848 member: v9, whose `generation_id_or_member_epoch` is the member
+/// epoch (the coordinator refuses older versions from such members).
+const OFFSET_COMMIT_VERSIONS_848: (i16, i16) = (9, 9);
 /// OffsetFetch versions: 1 to 7 (8 batches groups, which one group does not need).
 const OFFSET_FETCH_VERSIONS: (i16, i16) = (1, 7);
 /// UNSTABLE_OFFSET_COMMIT: a transaction's offsets are pending; ask again shortly.
@@ -60,6 +63,8 @@ pub(crate) struct Committer {
     pub generation: i32,
     pub member_id: String,
     pub group_instance_id: Option<String>,
+    /// A KIP-848 member: `generation` is its member epoch, committed with OffsetCommit v9.
+    pub member_epoch: bool,
 }
 
 impl Committer {
@@ -68,6 +73,15 @@ impl Committer {
             generation: -1,
             member_id: String::new(),
             group_instance_id: None,
+            member_epoch: false,
+        }
+    }
+
+    fn versions(&self) -> (i16, i16) {
+        if self.member_epoch {
+            OFFSET_COMMIT_VERSIONS_848
+        } else {
+            OFFSET_COMMIT_VERSIONS
         }
     }
 }
@@ -150,7 +164,7 @@ pub(crate) async fn commit(
     let response = coordinator
         .send(
             |version| commit_request(coordinator.group_id(), who, offsets, version),
-            OFFSET_COMMIT_VERSIONS,
+            who.versions(),
             None,
             deadline,
             |r| {
@@ -173,8 +187,8 @@ pub(crate) async fn commit_queued(
     offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
 ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
     let conn = coordinator.connection().await?;
-    let version =
-        conn.version::<OffsetCommitRequest>(OFFSET_COMMIT_VERSIONS.0, OFFSET_COMMIT_VERSIONS.1)?;
+    let (low, high) = who.versions();
+    let version = conn.version::<OffsetCommitRequest>(low, high)?;
     let request = commit_request(coordinator.group_id(), who, offsets, version);
     let response = conn.submit(&request, version, None).await?;
     Ok(async move { commit_result(&response.await?) })

@@ -4,7 +4,10 @@
 //! static member's restart within its session moves nothing (and a second holder of its instance
 //! id fences it), a member not polled in time loses its partitions, patterns and the leader follow
 //! new topics and partitions, a confluent-kafka member and an SDK member share a topic under
-//! `range`, and `sbctl group` lists, describes, resets and deletes.
+//! `range`, and `sbctl group` lists, describes, resets and deletes. KIP-848 members
+//! (`group_protocol = Consumer`): the same split and commit carry-over (with ConsumerGroupDescribe),
+//! a pattern resolved by the coordinator, rejoining after an eviction and a poll timeout, and a
+//! static member's restart.
 //!
 //! Members are polled in turn with short polls from one task: a rebalance needs every member to
 //! rejoin, and a `poll` that times out mid-rebalance leaves the join going on in the background.
@@ -21,8 +24,8 @@ use streambus_client::admin::NewTopic;
 use streambus_client::group::RebalanceContext;
 use streambus_client::{
     Assignor, Client, ClientConfig, ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer,
-    OffsetAndMetadata, OffsetReset, Producer, ProducerConfig, ProducerRecord, RebalanceListener,
-    TopicPartition,
+    GroupProtocol, OffsetAndMetadata, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+    RebalanceListener, TopicPartition,
 };
 use streambus_integration_tests::DevBroker;
 
@@ -947,4 +950,280 @@ async fn the_leader_reassigns_when_a_subscribed_topic_appears_or_grows() {
     })
     .await;
     members.remove(0).close().await.expect("close");
+}
+
+/// KIP-848 members (`group_protocol = Consumer`) against a broker heartbeating them every
+/// 500 ms.
+fn start_broker_848() -> DevBroker {
+    DevBroker::start(&[
+        "--set",
+        "groups.consumer_heartbeat_interval_ms=500",
+        "--set",
+        "groups.group_initial_rebalance_delay_ms=0",
+    ])
+    .unwrap()
+}
+
+fn group_config_848(group: &str) -> GroupConfig {
+    GroupConfig {
+        group_protocol: GroupProtocol::Consumer,
+        server_assignor: Some("uniform".to_owned()),
+        ..group_config(group, &[Assignor::Range])
+    }
+}
+
+/// KIP-848: every member has an epoch (epochs differ between members) and a share of
+/// `topic` (as even as can be), the shares disjoint and covering it.
+fn settled_848(members: &[GroupConsumer], topic: &str) -> bool {
+    let share = usize::try_from(PARTITIONS).unwrap() / members.len();
+    if members
+        .iter()
+        .any(|m| m.generation() <= 0 || m.assignment().len() < share)
+    {
+        return false;
+    }
+    let mut seen = BTreeSet::new();
+    for m in members {
+        for tp in m.assignment() {
+            if !seen.insert(tp) {
+                return false;
+            }
+        }
+    }
+    seen == all_partitions(topic)
+}
+
+/// ConsumerGroupDescribe of `group`, raw: (member id, member epoch, assigned partitions).
+fn describe_848(broker: &DevBroker, group: &str) -> Vec<(String, i32, usize)> {
+    use kafka_protocol::messages::{ConsumerGroupDescribeRequest, GroupId};
+    use kafka_protocol::protocol::StrBytes;
+    let request = ConsumerGroupDescribeRequest::default()
+        .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_owned()))]);
+    let response = broker
+        .connect()
+        .expect("raw connection")
+        .send(&request, 0)
+        .expect("ConsumerGroupDescribe");
+    let described = &response.groups[0];
+    assert_eq!(described.error_code, 0, "{described:?}");
+    let mut members: Vec<(String, i32, usize)> = described
+        .members
+        .iter()
+        .map(|m| {
+            let assigned = m
+                .assignment
+                .topic_partitions
+                .iter()
+                .map(|t| t.partitions.len())
+                .sum();
+            (m.member_id.to_string(), m.member_epoch, assigned)
+        })
+        .collect();
+    members.sort();
+    members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip_848_members_split_a_topic_and_carry_commits_over() {
+    let broker = start_broker_848();
+    let client = connect(&broker).await;
+    new_topic(&client, "split848").await;
+    let config = group_config_848("split848-group");
+    let events = Events::default();
+    let mut first = member(&broker, config.clone(), "split848").await;
+    first.set_listener(events.clone());
+    let mut members = vec![first, member(&broker, config.clone(), "split848").await];
+    poll_until(&mut members, "two members settled", |m, _| {
+        settled_848(m, "split848")
+    })
+    .await;
+    assert!(
+        members.iter().all(|m| m.assignment().len() == 3),
+        "{members:?}"
+    );
+    // Member ids are the members' own UUIDs.
+    for m in &members {
+        let id = m.member_id();
+        assert!(id.len() == 36 && id.matches('-').count() == 4, "{id}");
+    }
+    // The coordinator sees both, each with its 3 partitions, once the members reported them.
+    let ids: BTreeSet<String> = members.iter().map(GroupConsumer::member_id).collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        poll_until(&mut members, "a round", |_, _| true).await;
+        let described = describe_848(&broker, "split848-group");
+        let described_ids: BTreeSet<String> = described.iter().map(|m| m.0.clone()).collect();
+        if described_ids == ids && described.iter().all(|m| m.2 == 3 && m.1 > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "described: {described:?}");
+    }
+
+    // Records read and committed (commit_sync, OffsetCommit v9 with the member epoch).
+    produce(&client, "split848", 10).await;
+    let read = poll_until(&mut members, "60 records read", |_, read| {
+        read.iter().map(Vec::len).sum::<usize>() >= 60
+    })
+    .await;
+    assert_eq!(read.iter().map(Vec::len).sum::<usize>(), 60);
+    for m in &mut members {
+        m.commit_sync().await.expect("commit_sync");
+    }
+
+    // A third member: 2 partitions each; the first member's listener saw the revocation.
+    events.take();
+    members.push(member(&broker, config.clone(), "split848").await);
+    poll_until(&mut members, "three members settled", |m, _| {
+        settled_848(m, "split848") && m.iter().all(|m| m.assignment().len() == 2)
+    })
+    .await;
+    let seen = events.take();
+    assert!(!partitions_of(&seen, "revoked").is_empty(), "{seen:?}");
+    assert!(partitions_of(&seen, "lost").is_empty(), "{seen:?}");
+    // The newcomer starts at the commits: it reads nothing of the first 60 records.
+    produce(&client, "split848", 1).await;
+    let read = poll_until(&mut members, "the 6 new records read", |_, read| {
+        read.iter().map(Vec::len).sum::<usize>() >= 6
+    })
+    .await;
+    let offsets: BTreeSet<i64> = read.iter().flatten().map(|r| r.offset).collect();
+    assert_eq!(offsets, BTreeSet::from([10]), "{read:?}");
+    for m in &mut members {
+        m.commit_sync().await.expect("commit_sync");
+    }
+
+    // All close (epoch -1): a new member alone takes everything, at the commits (11).
+    for m in members {
+        m.close().await.expect("close");
+    }
+    let mut members = vec![member(&broker, config, "split848").await];
+    poll_until(&mut members, "a lone member takes all", |m, _| {
+        settled_848(m, "split848")
+    })
+    .await;
+    for tp in all_partitions("split848") {
+        assert_eq!(members[0].position(&tp), Some(11), "{tp}");
+    }
+    assert_eq!(describe_848(&broker, "split848-group").len(), 1);
+    members.remove(0).close().await.expect("close");
+}
+
+/// Makes `member_id` leave `group` behind its back (a ConsumerGroupHeartbeat of epoch -1 in
+/// its name): its next heartbeat is refused as an unknown member.
+fn evict_848(broker: &DevBroker, group: &str, member_id: &str) {
+    use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, GroupId};
+    use kafka_protocol::protocol::StrBytes;
+    let request = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+        .with_member_id(StrBytes::from_string(member_id.to_owned()))
+        .with_member_epoch(-1);
+    let response = broker
+        .connect()
+        .expect("raw connection")
+        .send(&request, 1)
+        .expect("ConsumerGroupHeartbeat");
+    assert_eq!(response.error_code, 0, "{response:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_member_follows_a_pattern_and_rejoins_after_losing_its_partitions() {
+    let broker = start_broker_848();
+    let client = connect(&broker).await;
+    new_topic(&client, "pat848-a").await;
+    create_topic(&client, NewTopic::new("other848", 2, 1)).await;
+    let mut config = group_config_848("pat848-group");
+    config.max_poll_interval = Duration::from_secs(2);
+    let events = Events::default();
+    let mut consumer = GroupConsumer::new(client.clone(), config).expect("config");
+    consumer.set_listener(events.clone());
+    consumer
+        .subscribe_pattern("pat848-.*")
+        .expect("a valid pattern");
+    let mut members = vec![consumer];
+    // The coordinator resolves the regular expression (SubscribedTopicRegex).
+    poll_until(&mut members, "pat848-a assigned", |m, _| {
+        m[0].generation() > 0 && m[0].assignment().len() == 6
+    })
+    .await;
+    assert!(members[0]
+        .assignment()
+        .iter()
+        .all(|tp| tp.topic == "pat848-a"));
+    let member_id = members[0].member_id();
+
+    // Evicted behind its back: the next heartbeat is refused, the partitions are lost, and
+    // the member joins again with epoch 0 and the same member id.
+    events.take();
+    evict_848(&broker, "pat848-group", &member_id);
+    poll_until(&mut members, "lost, then assigned again", |m, _| {
+        let seen = events.0.lock().unwrap().clone();
+        !partitions_of(&seen, "lost").is_empty() && m[0].assignment().len() == 6
+    })
+    .await;
+    let seen = events.take();
+    assert_eq!(
+        partitions_of(&seen, "lost"),
+        all_partitions("pat848-a"),
+        "{seen:?}"
+    );
+    assert!(partitions_of(&seen, "revoked").is_empty(), "{seen:?}");
+    assert_eq!(members[0].member_id(), member_id);
+
+    // No poll for longer than max_poll_interval: the heartbeat task leaves (epoch -1), the
+    // partitions are lost, and the next polls join again, still under the same member id.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    poll_until(&mut members, "assigned after the poll timeout", |m, _| {
+        let seen = events.0.lock().unwrap().clone();
+        !partitions_of(&seen, "lost").is_empty()
+            && m[0].generation() > 0
+            && m[0].assignment().len() == 6
+    })
+    .await;
+    assert_eq!(
+        partitions_of(&events.take(), "lost"),
+        all_partitions("pat848-a")
+    );
+    assert_eq!(members[0].member_id(), member_id);
+    assert_eq!(describe_848(&broker, "pat848-group").len(), 1);
+    members.remove(0).close().await.expect("close");
+    assert!(describe_848(&broker, "pat848-group").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_kip_848_member_gets_its_partitions_back_after_a_restart() {
+    let broker = start_broker_848();
+    let client = connect(&broker).await;
+    new_topic(&client, "static848").await;
+    let config = |instance: &str| GroupConfig {
+        group_instance_id: Some(instance.to_owned()),
+        ..group_config_848("static848-group")
+    };
+    let mut members = vec![
+        member(&broker, config("one"), "static848").await,
+        member(&broker, config("two"), "static848").await,
+    ];
+    poll_until(&mut members, "two static members settled", |m, _| {
+        settled_848(m, "static848")
+    })
+    .await;
+    let before = assignments(&members);
+    let old_id = members[1].member_id();
+    // "two" closes (epoch -2: back soon) and comes back under a new member id.
+    members.remove(1).close().await.expect("close");
+    // Meanwhile its partitions wait for it: "one" does not get them (3 heartbeat intervals).
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        members[0].poll(POLL).await.expect("poll");
+        assert_eq!(assignments(&members)[0], before[0]);
+    }
+    members.push(member(&broker, config("two"), "static848").await);
+    poll_until(&mut members, "the restarted member settled", |m, _| {
+        settled_848(m, "static848")
+    })
+    .await;
+    assert_ne!(members[1].member_id(), old_id);
+    assert_eq!(assignments(&members), before);
+    for m in members {
+        m.close().await.expect("close");
+    }
 }

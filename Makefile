@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR
 
 CARGO ?= cargo
 
-.PHONY: bootstrap build run test test-suite doc-test lint fmt chaos bench bench-kafka bench-replication bench-client bench-ab clean-cache
+.PHONY: bootstrap build run test test-suite doc-test lint fmt chaos bench bench-kafka bench-replication bench-client bench-groups bench-ab clean-cache
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -58,6 +58,7 @@ bench: bootstrap
 	$(MAKE) --no-print-directory bench-kafka
 	$(MAKE) --no-print-directory bench-replication
 	$(MAKE) --no-print-directory bench-client
+	$(MAKE) --no-print-directory bench-groups
 
 # Produce/consume through a release broker on loopback with librdkafka (confluent-kafka), next to
 # raw loopback TCP measured in the same run; see bench/README.md.
@@ -76,6 +77,13 @@ bench-replication: bootstrap
 bench-client: bootstrap
 	$(CARGO) build --release -p streambus-broker -p streambus-client
 	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/client_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus --sbctl-bin $(CARGO_TARGET_DIR)/release/sbctl
+
+# The group coordinator with raw-protocol clients: offset commits on one broker and on a 3-broker
+# cluster, rebalance time of a 100-member classic and KIP-848 group, RSS of 10,000 groups, and the
+# load time of 1,000,000 committed offsets after a restart; see bench/README.md.
+bench-groups: bootstrap
+	$(CARGO) build --release -p streambus-broker
+	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/group_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus
 
 # Build A (the baseline) against build B (default: this tree's release broker, built here) in
 # alternating rounds: produce and fetch throughput, produce latency, and each build's own

@@ -530,7 +530,15 @@ fn bad_consumer_group_heartbeats_get_precise_errors_and_change_nothing() {
     let ahead = consumer_beat("g848", "member-1", epoch + 1, &owned);
     let behind = consumer_beat("g848", "member-1", epoch - 2, &owned);
     let stranger = consumer_beat("g848", "member-9", epoch, &[]);
+    // Flexible versions carry strings past Kafka's 32767 bytes; the group's records could not.
+    let huge_topic = "t".repeat(40_000);
+    let oversize_name = consumer_join("g848", "member-2", &[huge_topic.as_str()]);
     let cases = [
+        (
+            "a subscribed topic name over 32767 bytes",
+            oversize_name,
+            INVALID_REQUEST,
+        ),
         ("an empty group id", empty_group, INVALID_REQUEST),
         (
             "a first heartbeat without subscription",

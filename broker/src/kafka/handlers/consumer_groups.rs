@@ -40,6 +40,11 @@ fn check(version: i16, request: &ConsumerGroupHeartbeatRequest) -> Result<(), (i
         || request.rack_id.as_ref().is_some_and(long)
         || request.server_assignor.as_ref().is_some_and(long)
         || request.subscribed_topic_regex.as_ref().is_some_and(long)
+        || request
+            .subscribed_topic_names
+            .iter()
+            .flatten()
+            .any(|name| long(name))
     {
         return invalid("A string is longer than 32767 bytes.");
     }

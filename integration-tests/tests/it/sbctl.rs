@@ -177,6 +177,11 @@ fn topic_commands_and_their_errors() {
 
     ok(&broker, &["topic", "delete", "orders"]);
     fails(&broker, &["topic", "delete", "orders"], "orders");
+    fails(
+        &broker,
+        &["topic", "delete", "__consumer_offsets"],
+        "internal topic",
+    );
     let list = ok(&broker, &["topic", "list"]);
     assert!(list.trim().is_empty(), "{list}");
 }

@@ -206,7 +206,15 @@ async fn describe(admin: &Admin, format: Format, names: &[String]) -> anyhow::Re
     Ok(())
 }
 
+/// Kafka's internal topics: the brokers' coordinators keep their state there.
+const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+
 async fn delete(admin: &Admin, format: Format, names: &[String]) -> anyhow::Result<()> {
+    // As `kafka-topics.sh --delete` does: deleting one would drop every group's offsets or every
+    // transaction's state, and the broker (like Kafka's) does not refuse it.
+    if let Some(internal) = names.iter().find(|n| INTERNAL_TOPICS.contains(&n.as_str())) {
+        bail!("Topic {internal} is a kafka internal topic and is not allowed to be marked for deletion.");
+    }
     let results = admin.delete_topics(names).await?;
     let mut failures = Vec::new();
     for (name, result) in results {

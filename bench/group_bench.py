@@ -650,29 +650,8 @@ class DevBroker:
     def stop(self, graceful):
         """SIGTERM and a bounded wait when `graceful`, SIGKILL otherwise (or if SIGTERM was not
         enough). Safe to call more than once; keeps the data directory."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            if graceful:
-                log("stopping %s (SIGTERM)" % self.name)
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    log("%s ignored SIGTERM for %d s; killing it" % (self.name, STOP_TIMEOUT_S))
-            if proc.poll() is None:
-                proc.kill()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    log("%s pid %d did not die after SIGKILL" % (self.name, proc.pid))
-            if graceful and proc.returncode not in (0, None):
-                log("%s exited with status %s; last log lines:\n%s"
-                    % (self.name, proc.returncode, self.log_tail(15)))
-        if self._reader is not None:
-            self._reader.join(5)
-            self._reader = None
-        if proc is not None and proc.stderr is not None:
-            proc.stderr.close()
+        kb.stop_process(self.proc, self.name, graceful, self.log_tail, self._reader, STOP_TIMEOUT_S)
+        self._reader = None
 
     def remove_data(self):
         shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -164,32 +164,38 @@ class Broker:
     def stop(self, graceful):
         """SIGTERM and a bounded wait when `graceful`, SIGKILL otherwise (or if SIGTERM was not
         enough); then removes the data directory. Safe to call more than once."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            if graceful:
-                log("stopping %s broker (SIGTERM)" % self.name)
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    log("%s broker ignored SIGTERM for %d s; killing it" % (self.name, STOP_TIMEOUT_S))
-            if proc.poll() is None:
-                proc.kill()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    log("%s broker pid %d did not die after SIGKILL" % (self.name, proc.pid))
-            if graceful and proc.returncode not in (0, None):
-                log("%s broker exited with status %s; last log lines:\n%s"
-                    % (self.name, proc.returncode, self.log_tail(15)))
-        if self._reader is not None:
-            self._reader.join(5)
-            self._reader = None
-        if proc is not None and proc.stderr is not None:
-            proc.stderr.close()
+        stop_process(self.proc, "%s broker" % self.name, graceful, self.log_tail, self._reader)
+        self._reader = None
         if self.data_dir and not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
+
+
+def stop_process(proc, label, graceful, log_tail, reader, stop_timeout_s=STOP_TIMEOUT_S):
+    """Stops a broker process: SIGTERM and a bounded wait when `graceful`, SIGKILL otherwise (or
+    if SIGTERM was not enough); then joins its stderr `reader` thread and closes the pipe. Safe to
+    call on a process that already exited (or None)."""
+    if proc is not None and proc.poll() is None:
+        if graceful:
+            log("stopping %s (SIGTERM)" % label)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log("%s ignored SIGTERM for %d s; killing it" % (label, stop_timeout_s))
+        if proc.poll() is None:
+            proc.kill()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                log("%s pid %d did not die after SIGKILL" % (label, proc.pid))
+        if graceful and proc.returncode not in (0, None):
+            log("%s exited with status %s; last log lines:\n%s"
+                % (label, proc.returncode, log_tail(15)))
+    if reader is not None:
+        reader.join(5)
+    if proc is not None and proc.stderr is not None:
+        proc.stderr.close()
 
 
 def process_cpu_seconds(pid):

@@ -84,10 +84,6 @@ impl GroupCoordinator {
         })
     }
 
-    pub fn runtime(&self) -> &Arc<CoordinatorRuntime<GroupMachine>> {
-        &self.runtime
-    }
-
     /// Starts following leadership of `__consumer_offsets`, and the removal of deleted topics'
     /// offsets; both end when the broker shuts down.
     pub fn spawn(self: &Arc<Self>, ctx: &Arc<BrokerContext>) -> Vec<JoinHandle<()>> {

@@ -143,10 +143,6 @@ impl GroupMachine {
         &self.offsets
     }
 
-    pub fn group_count(&self) -> usize {
-        self.groups.len()
-    }
-
     // ---------------------------------------------------------------- membership
 
     pub fn join(

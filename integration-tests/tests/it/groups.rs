@@ -6,7 +6,7 @@
 
 use streambus_integration_tests::DevBroker;
 
-use crate::scripts::{node_script, python_script, run_script};
+use crate::scripts::{node_script, python_script, run_script, run_script_allowing_one_client_hang};
 
 /// Every group test's broker runs without the initial rebalance delay (Kafka's
 /// `group.initial.rebalance.delay.ms`, 3 s by default) so that a new group's first join
@@ -45,9 +45,9 @@ fn confluent_kafka_kip_848_groups() {
 #[test]
 fn kafka_python_groups() {
     let broker = DevBroker::start(BROKER_ARGS).unwrap();
-    run_script(
+    run_script_allowing_one_client_hang(
         &broker,
-        python_script("groups_kafka_python.py"),
+        || python_script("groups_kafka_python.py"),
         "kafka-python consumer groups",
     );
 }

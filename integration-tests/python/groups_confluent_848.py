@@ -20,20 +20,24 @@ groups_confluent.py with group.protocol=consumer):
       a types filter, and not with the CLASSIC one); describe_consumer_groups (ConsumerGroupDescribe)
       shows type CONSUMER, the `uniform` assignor and the 3 members with the member ids, client
       ids, assignments and target assignments the consumers see.
-  (d) Protocol conversion: a classic consumer (group.protocol=classic) joining (a)'s group while
-      it has members gets INCONSISTENT_GROUP_PROTOCOL as an error from poll() and no partitions;
-      once the consumer-protocol members have left, the group is empty and a classic consumer
-      joining converts it: it gets all 6 partitions and describe shows a CLASSIC group.
+  (d) Online migration (Kafka 4's `group.consumer.migration.policy=bidirectional`): a classic
+      consumer (group.protocol=classic, cooperative-sticky) joins (a)'s group while it has
+      members and gets its share from the broker, the group staying a CONSUMER group; the
+      consumer-protocol members leave one by one, and the last one leaving turns the group back
+      into a CLASSIC group that the classic member keeps; a second classic member joins, then a
+      consumer-protocol member joins the non-empty classic group, which becomes a CONSUMER group
+      whose description agrees with every member. At each step the assignments are disjoint,
+      cover the topic and are balanced.
 """
 
 import os
 import sys
 
-from confluent_kafka import ConsumerGroupState, ConsumerGroupType, KafkaError
+from confluent_kafka import ConsumerGroupState, ConsumerGroupType
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import GROUP_PARTITIONS, log, unique_topic, wait_until  # noqa: E402
+from common import log, unique_topic, wait_until  # noqa: E402
 from groups_confluent import (  # noqa: E402
     REBALANCE_TIMEOUT_S,
     CheckFailed,
@@ -43,7 +47,6 @@ from groups_confluent import (  # noqa: E402
     close_all,
     name_of,
     ok,
-    pump,
     run,
     wait_settled,
 )
@@ -139,42 +142,59 @@ class Checks848(Checks):
 
     # -- (d) --------------------------------------------------------------------------------
 
-    def d_protocol_conversion(self):
+    def classic(self, name, group):
+        # Kafka's advice for a migrating group: the classic members rebalance cooperatively.
+        return Member(name, group, self.topic, strategy="cooperative-sticky", protocol="classic")
+
+    def wait_type(self, group, group_type):
+        return wait_until("%s to be a %s group" % (group, name_of(group_type)),
+                          lambda: self.describe(group).type == group_type, REBALANCE_TIMEOUT_S)
+
+    def d_online_migration(self):
         group, members = self.live_group, self.live_members
-        classic = self.member("classic-1", group, protocol="classic")
-        try:
-            def refused():
-                err = classic.last_error
-                return err is not None and err.code() == KafkaError.INCONSISTENT_GROUP_PROTOCOL
+        # One consumer-protocol member leaves, so that the group stays at 3 members (6
+        # partitions share evenly).
+        members.pop().close()
+        wait_settled(members, "2 consumer-protocol members")
 
-            pump([classic] + members,
-                 "a classic member of the consumer group %s to get INCONSISTENT_GROUP_PROTOCOL" % group,
-                 refused)
-            check(not classic.assigned, "the refused classic member owns %s" % sorted(classic.assigned))
-            ok("a classic consumer joining the non-empty consumer group: %s on poll" % classic.last_error)
-        finally:
-            classic.close()
+        # A classic member joins the consumer group: it stays a CONSUMER group, and the classic
+        # member gets its share from the broker's assignor.
+        classic1 = self.classic("classic-1", group)
+        self.live_members = members + [classic1]
+        wait_settled(self.live_members, "a classic member inside the consumer group")
         desc = self.describe(group)
-        check(desc.type == ConsumerGroupType.CONSUMER and len(desc.members) == len(members),
-              "after the refused classic join: type %s, %d members" % (desc.type, len(desc.members)))
+        check(desc.type == ConsumerGroupType.CONSUMER and len(desc.members) == 3,
+              "with a classic member: type %s, %d members" % (name_of(desc.type), len(desc.members)))
+        ok("a classic consumer joined the non-empty consumer group (online migration)")
 
-        # The consumer-protocol members leave (close sends the leave heartbeat): the group is
-        # empty, and a classic member converts it.
-        close_all(members)
-        self.live_members = []
-        wait_until("%s to be empty" % group,
-                   lambda: self.describe(group).state == ConsumerGroupState.EMPTY, REBALANCE_TIMEOUT_S)
-        classic = self.member("classic-2", group, protocol="classic")
-        self.live_members = [classic]
-        pump([classic], "the classic member to get every partition of the converted group",
-             lambda: classic.assigned == set(range(GROUP_PARTITIONS)))
+        # The consumer-protocol members leave one by one; the last one leaving turns the group
+        # back into a CLASSIC group, which the classic member keeps consuming from.
+        members[0].close()
+        wait_settled([members[1], classic1], "one consumer-protocol and one classic member")
+        members[1].close()
+        self.live_members = [classic1]
+        self.wait_type(group, ConsumerGroupType.CLASSIC)
+        wait_settled([classic1], "the classic member alone in the downgraded group")
+        ok("the last consumer-protocol member left: the group is CLASSIC again")
+
+        # A second classic member joins the classic group, then a consumer-protocol member joins
+        # it while it has members: the group becomes a CONSUMER group again (upgrade).
+        classic2 = self.classic("classic-2", group)
+        self.live_members = [classic1, classic2]
+        wait_settled(self.live_members, "2 classic members")
+        upgrader = self.member("kip848-4", group)
+        self.live_members = [classic1, classic2, upgrader]
+        wait_settled(self.live_members, "a consumer-protocol member upgraded the classic group")
         desc = self.describe(group)
-        check(desc.type == ConsumerGroupType.CLASSIC, "describe after conversion: type %s" % desc.type)
-        check([d.member_id for d in desc.members] == [classic.consumer.memberid()],
-              "describe after conversion: members %s" % [d.member_id for d in desc.members])
-        ok("the empty consumer group became a classic group: its classic member owns all %d partitions"
-           % GROUP_PARTITIONS)
-        close_all([classic])
+        check(desc.type == ConsumerGroupType.CONSUMER and len(desc.members) == 3,
+              "after the upgrade: type %s, %d members" % (name_of(desc.type), len(desc.members)))
+        described = {d.member_id: topic_partitions(d.assignment, self.topic) for d in desc.members}
+        for m in self.live_members:
+            check(described.get(m.consumer.memberid()) == m.assigned,
+                  "describe: %s owns %s, the consumer has %s"
+                  % (m.name, sorted(described.get(m.consumer.memberid(), [])), sorted(m.assigned)))
+        ok("the non-empty classic group became a CONSUMER group; describe agrees with every member")
+        close_all(self.live_members)
         self.live_members = []
         log("(d) done")
 
@@ -183,7 +203,7 @@ CHECKS = [
     ("a", "a_two_then_three_members", []),
     ("b", "b_commit_and_resume", []),
     ("c", "c_admin_list_and_describe", ["a"]),
-    ("d", "d_protocol_conversion", ["a"]),
+    ("d", "d_online_migration", ["a"]),
 ]
 
 if __name__ == "__main__":

@@ -44,6 +44,11 @@ pub struct GroupsConfig {
     pub consumer_heartbeat_interval_ms: u64,
     /// `group.consumer.max.size`: members a KIP-848 consumer group may have.
     pub consumer_max_size: u32,
+    /// `group.consumer.migration.policy`: `bidirectional` (Kafka's default), `upgrade`,
+    /// `downgrade` or `disabled` — whether a non-empty classic group becomes a consumer group
+    /// when a member joins with the consumer protocol, and back when its last such member
+    /// leaves. Empty groups always convert.
+    pub consumer_migration_policy: crate::group::consumer::MigrationPolicy,
 }
 
 impl Default for GroupsConfig {
@@ -63,6 +68,7 @@ impl Default for GroupsConfig {
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
             consumer_max_size: i32::MAX as u32,
+            consumer_migration_policy: crate::group::consumer::MigrationPolicy::Bidirectional,
         }
     }
 }

@@ -59,6 +59,10 @@ pub enum GroupTimer {
     ConsumerSession { group: String, member: String },
     /// A KIP-848 member that must revoke partitions within its rebalance timeout.
     ConsumerRevocation { group: String, member: String },
+    /// A classic member of a consumer group told to rejoin, within its rebalance timeout.
+    ConsumerJoin { group: String, member: String },
+    /// A classic member of a consumer group that joined, until it syncs.
+    ConsumerSync { group: String, member: String },
 }
 
 /// Limits from the broker's `[groups]` config.
@@ -222,6 +226,18 @@ impl SyncResponse {
     }
 }
 
+/// A member of a consumer group that becomes a classic group's member.
+#[derive(Debug, Clone)]
+pub struct CarriedMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    pub protocols: Vec<(String, Bytes)>,
+}
+
 /// One member of a classic group.
 #[derive(Debug)]
 pub struct Member {
@@ -360,6 +376,89 @@ impl Group {
             GroupState::Stable
         };
         group
+    }
+
+    /// A Stable group of the consumer protocol made of members carried over from a consumer
+    /// group (Kafka's `ClassicGroup.fromConsumerGroup`): the first member leads, the protocol
+    /// is the members' vote, and each member's assignment is set by the caller.
+    pub fn converted(
+        id: &str,
+        generation_id: i32,
+        now_ms: i64,
+        members: Vec<CarriedMember>,
+    ) -> Group {
+        let mut group = Group::new(id, Some(now_ms));
+        group.generation_id = generation_id;
+        group.protocol_type = Some("consumer".to_owned());
+        for carried in members {
+            let seq = group.next_seq;
+            group.next_seq += 1;
+            if let Some(instance) = &carried.group_instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), carried.member_id.clone());
+            }
+            if group.leader_id.is_none() {
+                group.leader_id = Some(carried.member_id.clone());
+            }
+            group.members.insert(
+                carried.member_id.clone(),
+                Member {
+                    member_id: carried.member_id,
+                    group_instance_id: carried.group_instance_id,
+                    client_id: carried.client_id,
+                    client_host: carried.client_host,
+                    rebalance_timeout_ms: carried.rebalance_timeout_ms,
+                    session_timeout_ms: carried.session_timeout_ms,
+                    protocol_type: "consumer".to_owned(),
+                    protocols: carried.protocols,
+                    assignment: Bytes::new(),
+                    joined_seq: seq,
+                    awaiting_join: None,
+                    awaiting_sync: None,
+                    is_new: false,
+                },
+            );
+        }
+        group.protocol_name = group.select_protocol();
+        group.state = if group.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        group
+    }
+
+    /// Starts a rebalance of a group just converted from a consumer group, whose members learn
+    /// it from their next heartbeat.
+    pub fn rebalance_converted(&mut self, fx: &mut Effects<'_>) {
+        if self.is(GroupState::Stable) {
+            self.prepare_rebalance(fx);
+        }
+    }
+
+    /// Cancels every timer of the group (it becomes a consumer group).
+    pub fn cancel_timers(&self, fx: &mut Effects<'_>) {
+        let group = self.id.clone();
+        for member in self.members.keys() {
+            fx.timers.cancel(&GroupTimer::Heartbeat {
+                group: group.clone(),
+                member: member.clone(),
+            });
+        }
+        for member in &self.pending_members {
+            fx.timers.cancel(&GroupTimer::PendingMember {
+                group: group.clone(),
+                member: member.clone(),
+            });
+        }
+        fx.timers.cancel(&GroupTimer::Join {
+            group: group.clone(),
+        });
+        fx.timers.cancel(&GroupTimer::Sync {
+            group,
+            generation: self.generation_id,
+        });
     }
 
     /// The `GroupMetadata` record of the group as it is now.
@@ -1284,7 +1383,7 @@ impl Group {
         let mut topics = BTreeSet::new();
         for member in self.members.values() {
             let metadata = member.metadata(protocol);
-            topics.extend(subscription_topics(&metadata)?);
+            topics.extend(super::embedded::decode_subscription(&metadata)?.topics);
         }
         Some(topics)
     }
@@ -1326,31 +1425,4 @@ pub struct DescribedMember {
     pub client_host: String,
     pub metadata: Bytes,
     pub assignment: Bytes,
-}
-
-/// The topics of a consumer-protocol subscription (`ConsumerProtocolSubscription`, an int16
-/// version then the struct); `None` if it does not decode. A version newer than kafka-protocol
-/// knows is read as the newest it knows: the consumer protocol only ever appends fields.
-fn subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
-    use bytes::Buf;
-    use kafka_protocol::messages::ConsumerProtocolSubscription;
-    use kafka_protocol::protocol::{Decodable, Message};
-
-    let mut buf = metadata.clone();
-    if buf.remaining() < 2 {
-        return None;
-    }
-    let version = buf.get_i16();
-    if version < 0 {
-        return None;
-    }
-    let newest = ConsumerProtocolSubscription::VERSIONS.max;
-    let subscription = ConsumerProtocolSubscription::decode(&mut buf, version.min(newest)).ok()?;
-    Some(
-        subscription
-            .topics
-            .into_iter()
-            .map(|t| t.to_string())
-            .collect(),
-    )
 }

@@ -24,6 +24,9 @@ pub struct ConsumerRules {
     pub session_timeout_ms: i32,
     pub heartbeat_interval_ms: i32,
     pub max_size: usize,
+    /// `group.consumer.migration.policy`: which online conversions between the classic and
+    /// consumer protocols a non-empty group may go through.
+    pub migration: MigrationPolicy,
 }
 
 impl Default for ConsumerRules {
@@ -32,8 +35,48 @@ impl Default for ConsumerRules {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 5_000,
             max_size: i32::MAX as usize,
+            migration: MigrationPolicy::Bidirectional,
         }
     }
+}
+
+/// Kafka's `ConsumerGroupMigrationPolicy`: whether a non-empty classic group becomes a
+/// consumer group when a member joins it with the consumer protocol (upgrade), and a consumer
+/// group back a classic one when its last consumer-protocol member leaves (downgrade). Empty
+/// groups convert whatever the policy says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationPolicy {
+    Disabled,
+    Upgrade,
+    Downgrade,
+    Bidirectional,
+}
+
+impl MigrationPolicy {
+    pub fn upgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Upgrade | MigrationPolicy::Bidirectional
+        )
+    }
+
+    pub fn downgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Downgrade | MigrationPolicy::Bidirectional
+        )
+    }
+}
+
+/// What a member that speaks the classic protocol inside a consumer group joined with (Kafka's
+/// `ClassicMemberMetadata`): it is kept so the group can be converted back, and so its
+/// SyncGroup answer is written at the version its subscription used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicMeta {
+    pub session_timeout_ms: i32,
+    /// `(name, metadata)` in the member's order of preference.
+    pub protocols: Vec<(String, bytes::Bytes)>,
 }
 
 /// Where a member is in its reconciliation (Kafka's `MemberState`).
@@ -69,10 +112,12 @@ pub struct ConsumerMember {
     pub state: MemberState,
     pub assigned: Assignment,
     pub pending_revocation: Assignment,
+    /// Set while the member speaks the classic protocol (JoinGroup, SyncGroup, Heartbeat).
+    pub classic: Option<ClassicMeta>,
 }
 
 impl ConsumerMember {
-    fn new(member_id: &str) -> ConsumerMember {
+    pub(super) fn new(member_id: &str) -> ConsumerMember {
         ConsumerMember {
             member_id: member_id.to_owned(),
             instance_id: None,
@@ -88,7 +133,16 @@ impl ConsumerMember {
             state: MemberState::Stable,
             assigned: Assignment::new(),
             pending_revocation: Assignment::new(),
+            classic: None,
         }
+    }
+
+    /// How long the member may go without a heartbeat: its own session timeout if it speaks
+    /// the classic protocol, the group's otherwise.
+    pub fn session_timeout_ms(&self, rules: &ConsumerRules) -> i32 {
+        self.classic
+            .as_ref()
+            .map_or(rules.session_timeout_ms, |c| c.session_timeout_ms)
     }
 
     /// Whether the member subscribes to `name`, by name or by regex.
@@ -172,7 +226,7 @@ pub struct ConsumerGroup {
     /// The subscribed topics as last seen: name → (id, partitions).
     pub subscription_metadata: TopicsView,
     /// Partition → the member that holds it (assigned or pending revocation).
-    owners: HashMap<(Uuid, i32), String>,
+    pub(super) owners: HashMap<(Uuid, i32), String>,
     /// Compiled subscription regexes (rebuilt as needed).
     regexes: HashMap<String, regex::Regex>,
 }
@@ -246,7 +300,12 @@ impl ConsumerGroup {
         }
     }
 
-    fn set_holdings(&mut self, member_id: &str, assigned: Assignment, pending: Assignment) {
+    pub(super) fn set_holdings(
+        &mut self,
+        member_id: &str,
+        assigned: Assignment,
+        pending: Assignment,
+    ) {
         let Some(member) = self.members.get_mut(member_id) else {
             return;
         };
@@ -272,7 +331,7 @@ impl ConsumerGroup {
     /// `groupEpoch += 1`). A join used to move it by three (the member, its subscription, the
     /// subscribed topics). Once the targets of the moved epoch are computed, a further change
     /// moves it again.
-    fn bump_group_epoch(&mut self, dirty: &mut Dirty) {
+    pub(super) fn bump_group_epoch(&mut self, dirty: &mut Dirty) {
         if !dirty.group_epoch || self.assignment_epoch >= self.group_epoch {
             self.group_epoch += 1;
             dirty.group_epoch = true;
@@ -294,8 +353,7 @@ impl ConsumerGroup {
             }
         }
         self.targets.remove(member_id);
-        fx.timers.cancel(&session_timer(&self.id, member_id));
-        fx.timers.cancel(&revocation_timer(&self.id, member_id));
+        cancel_member_timers(&self.id, member_id, fx);
         dirty.removed.insert(member_id.to_owned());
         self.bump_group_epoch(dirty);
     }
@@ -402,7 +460,16 @@ impl ConsumerGroup {
         if let Some(instance) = &request.instance_id {
             if let Some(holder) = self.static_members.get(instance).cloned() {
                 let holder_epoch = self.members.get(&holder).map(|m| m.member_epoch);
-                if holder != *member_id && holder_epoch != Some(LEAVE_STATIC_EPOCH) {
+                // A holder that speaks the classic protocol is replaced at once (Kafka checks
+                // that the instance was released only between two consumer-protocol members).
+                let holder_classic = self
+                    .members
+                    .get(&holder)
+                    .is_some_and(|m| m.classic.is_some());
+                if holder != *member_id
+                    && holder_epoch != Some(LEAVE_STATIC_EPOCH)
+                    && !holder_classic
+                {
                     return Err(ConsumerHeartbeatResponse::error(
                         GroupProblem::UnreleasedInstanceId,
                         format!("instance {instance} is still held by member {holder}"),
@@ -412,12 +479,17 @@ impl ConsumerGroup {
                     // The restarted static member takes over its old membership: assignment
                     // and epoch, so nothing moves.
                     if let Some(mut old) = self.members.remove(&holder) {
-                        fx.timers.cancel(&session_timer(&self.id, &holder));
-                        fx.timers.cancel(&revocation_timer(&self.id, &holder));
+                        cancel_member_timers(&self.id, &holder, fx);
                         let (assigned, pending) =
                             (old.assigned.clone(), old.pending_revocation.clone());
                         old.member_id = member_id.clone();
-                        old.member_epoch = old.previous_member_epoch.max(0);
+                        old.member_epoch = if old.classic.is_some() {
+                            old.member_epoch.max(0)
+                        } else {
+                            old.previous_member_epoch.max(0)
+                        };
+                        // The new instance speaks the consumer protocol.
+                        old.classic = None;
                         if let Some(target) = self.targets.remove(&holder) {
                             self.targets.insert(member_id.clone(), target);
                             dirty.targets.insert(member_id.clone());
@@ -533,6 +605,15 @@ impl ConsumerGroup {
     /// Re-reads the subscribed topics from `topics`; a topic created, deleted or grown moves the
     /// epoch.
     pub fn refresh_subscriptions(&mut self, topics: &TopicsView, dirty: &mut Dirty) {
+        if self.resolve_subscriptions(topics, dirty) {
+            self.bump_group_epoch(dirty);
+        }
+    }
+
+    /// Sets the subscribed topics from `topics` without moving the epoch; whether they changed.
+    /// A group converted from a classic one starts from what its members subscribe to, so
+    /// that a static member rejoining with the other protocol moves nothing.
+    pub(super) fn resolve_subscriptions(&mut self, topics: &TopicsView, dirty: &mut Dirty) -> bool {
         for member in self.members.values() {
             if let Some(regex) = &member.subscribed_topic_regex {
                 if !self.regexes.contains_key(regex) {
@@ -552,15 +633,16 @@ impl ConsumerGroup {
             })
             .map(|(name, meta)| (name.clone(), *meta))
             .collect();
-        if subscribed != self.subscription_metadata {
-            self.subscription_metadata = subscribed;
-            dirty.subscription_metadata = true;
-            self.bump_group_epoch(dirty);
+        if subscribed == self.subscription_metadata {
+            return false;
         }
+        self.subscription_metadata = subscribed;
+        dirty.subscription_metadata = true;
+        true
     }
 
     /// The target assignment of the current group epoch.
-    fn compute_targets(&mut self, dirty: &mut Dirty) {
+    pub(super) fn compute_targets(&mut self, dirty: &mut Dirty) {
         let partitions: BTreeMap<Uuid, u32> =
             self.subscription_metadata.values().copied().collect();
         let specs: Vec<MemberSpec<'_>> = self
@@ -591,7 +673,7 @@ impl ConsumerGroup {
     }
 
     /// Moves `member_id` towards its target (Kafka's `CurrentAssignmentBuilder`).
-    fn reconcile(
+    pub(super) fn reconcile(
         &mut self,
         member_id: &str,
         owned: Option<&Assignment>,
@@ -624,10 +706,13 @@ impl ConsumerGroup {
             if let Some(m) = self.members.get_mut(member_id) {
                 m.state = MemberState::UnrevokedPartitions;
             }
-            fx.timers.schedule(
-                revocation_timer(&self.id, member_id),
-                fx.now_ms + i64::from(member.rebalance_timeout_ms.max(1)),
-            );
+            // A classic member is bounded by its join and sync timers instead, as in Kafka.
+            if member.classic.is_none() {
+                fx.timers.schedule(
+                    revocation_timer(&self.id, member_id),
+                    fx.now_ms + i64::from(member.rebalance_timeout_ms.max(1)),
+                );
+            }
             dirty.current.insert(member_id.to_owned());
             return;
         }
@@ -743,9 +828,9 @@ impl ConsumerGroup {
         for (member_id, member) in &self.members {
             fx.timers.schedule(
                 session_timer(&self.id, member_id),
-                fx.now_ms + i64::from(rules.session_timeout_ms),
+                fx.now_ms + i64::from(member.session_timeout_ms(rules)),
             );
-            if member.state == MemberState::UnrevokedPartitions {
+            if member.state == MemberState::UnrevokedPartitions && member.classic.is_none() {
                 fx.timers.schedule(
                     revocation_timer(&self.id, member_id),
                     fx.now_ms + i64::from(member.rebalance_timeout_ms.max(1)),
@@ -771,11 +856,16 @@ impl ConsumerGroup {
             .members
             .get(member_id)
             .ok_or(GroupProblem::UnknownMemberId)?;
+        // A member speaking the consumer protocol commits with v9+, where the field is its
+        // epoch; a classic member's generation is its epoch.
+        if member.classic.is_none() && api_version < 9 {
+            return Err(GroupProblem::UnsupportedVersion);
+        }
         if member_epoch != member.member_epoch {
-            return Err(if api_version >= 9 {
-                GroupProblem::StaleMemberEpoch
-            } else {
+            return Err(if member.classic.is_some() {
                 GroupProblem::IllegalGeneration
+            } else {
+                GroupProblem::StaleMemberEpoch
             });
         }
         Ok(())
@@ -794,6 +884,30 @@ pub fn revocation_timer(group: &str, member: &str) -> GroupTimer {
         group: group.to_owned(),
         member: member.to_owned(),
     }
+}
+
+/// A classic member told to rejoin must do so within its rebalance timeout.
+pub fn join_timer(group: &str, member: &str) -> GroupTimer {
+    GroupTimer::ConsumerJoin {
+        group: group.to_owned(),
+        member: member.to_owned(),
+    }
+}
+
+/// A classic member that joined must sync within its rebalance timeout.
+pub fn sync_timer(group: &str, member: &str) -> GroupTimer {
+    GroupTimer::ConsumerSync {
+        group: group.to_owned(),
+        member: member.to_owned(),
+    }
+}
+
+/// Cancels every timer of a member (it left, was replaced or its group converted).
+pub fn cancel_member_timers(group: &str, member: &str, fx: &mut Effects<'_>) {
+    fx.timers.cancel(&session_timer(group, member));
+    fx.timers.cancel(&revocation_timer(group, member));
+    fx.timers.cancel(&join_timer(group, member));
+    fx.timers.cancel(&sync_timer(group, member));
 }
 
 fn is_subset(a: &Assignment, b: &Assignment) -> bool {

@@ -8,8 +8,9 @@ use bytes::Bytes;
 
 use super::assignor::Assignment;
 use super::classic::{Group, GroupState};
-use super::consumer::{ConsumerGroup, ConsumerMember, Dirty, MemberState};
+use super::consumer::{ClassicMeta, ConsumerGroup, ConsumerMember, Dirty, MemberState};
 use super::records::{
+    ClassicMemberMetadata, ClassicProtocol,
     ConsumerGroupCurrentMemberAssignmentValue as CurrentValue, ConsumerGroupKey,
     ConsumerGroupMemberKey, ConsumerGroupMemberMetadataValue as MemberValue,
     ConsumerGroupMetadataValue, ConsumerGroupPartitionMetadataValue,
@@ -94,7 +95,17 @@ fn member_record(group: &str, member: &ConsumerMember) -> CoordinatorRecord {
         subscribed_topic_regex: member.subscribed_topic_regex.clone(),
         rebalance_timeout: member.rebalance_timeout_ms,
         server_assignor: member.server_assignor.clone(),
-        classic_member_metadata: None,
+        classic_member_metadata: member.classic.as_ref().map(|c| ClassicMemberMetadata {
+            session_timeout: c.session_timeout_ms,
+            supported_protocols: c
+                .protocols
+                .iter()
+                .map(|(name, metadata)| ClassicProtocol {
+                    name: name.clone(),
+                    metadata: metadata.clone(),
+                })
+                .collect(),
+        }),
     };
     record(
         RecordKey::ConsumerGroupMemberMetadata(member_key(group, &member.member_id)),
@@ -296,6 +307,14 @@ pub fn replay(
                 member.subscribed_topic_regex = value.subscribed_topic_regex;
                 member.rebalance_timeout_ms = value.rebalance_timeout;
                 member.server_assignor = value.server_assignor;
+                member.classic = value.classic_member_metadata.map(|c| ClassicMeta {
+                    session_timeout_ms: c.session_timeout,
+                    protocols: c
+                        .supported_protocols
+                        .into_iter()
+                        .map(|p| (p.name, p.metadata))
+                        .collect(),
+                });
             }
             None => {
                 if let Some(group) = consumer_groups.get_mut(&key.group) {

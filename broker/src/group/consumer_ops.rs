@@ -1,6 +1,6 @@
 //! The KIP-848 operations of [`GroupMachine`]: ConsumerGroupHeartbeat and ConsumerGroupDescribe,
-//! the conversion of an empty group between the classic and consumer protocols (as Kafka 4
-//! does it), and the consumer groups' timers and load.
+//! the conversion of an empty group between the classic and consumer protocols (non-empty
+//! groups convert in [`super::migration`]), and the consumer groups' load.
 
 use super::assignor::ASSIGNORS;
 use super::classic::{Effects, Group, GroupTimer};
@@ -27,7 +27,7 @@ pub struct ConsumerDescribed {
 
 impl GroupMachine {
     /// Splits the machine for one consumer group's call.
-    fn consumer_call<R>(
+    pub(super) fn consumer_call<R>(
         &mut self,
         group_id: &str,
         ctx: &mut OpContext<'_, GroupTimer>,
@@ -84,16 +84,64 @@ impl GroupMachine {
             // Only a joining member converts a group (Kafka's `getOrMaybeCreateConsumerGroup`
             // converts when it may create, that is at epoch 0); any other heartbeat to a classic
             // group is GROUP_ID_NOT_FOUND and leaves it as it is.
-            if busy || request.member_epoch != 0 {
+            let refused = request.member_epoch != 0 || (busy && !self.may_upgrade(classic));
+            if refused {
                 let response = ConsumerHeartbeatResponse::error(
                     GroupProblem::GroupIdNotFound,
                     format!("group {group_id} is not a consumer group"),
                 );
                 return self.result(response);
             }
-            // An empty classic group becomes a consumer group, as Kafka converts it.
-            self.groups.remove(group_id);
-            self.records.push(Group::tombstone(group_id));
+            if busy {
+                // A new member of a full group is refused before anything converts, as Kafka
+                // discards the conversion with the refused heartbeat.
+                let replaces = request
+                    .instance_id
+                    .as_ref()
+                    .is_some_and(|i| classic.static_members.contains_key(i));
+                if !replaces && classic.members.len() >= self.consumer_rules.max_size {
+                    let response = ConsumerHeartbeatResponse::error(
+                        GroupProblem::GroupMaxSizeReached,
+                        format!("group {group_id} has reached its maximum size"),
+                    );
+                    return self.result(response);
+                }
+                // A non-empty classic group becomes a consumer group, its members staying as
+                // classic members (Kafka's online upgrade).
+                if let Err(reason) = self.upgrade(group_id, topics, ctx) {
+                    tracing::warn!(group = group_id, %reason, "classic group not upgraded");
+                    let response = ConsumerHeartbeatResponse::error(
+                        GroupProblem::GroupIdNotFound,
+                        format!("cannot upgrade group {group_id}: {reason}"),
+                    );
+                    return self.result(response);
+                }
+            } else {
+                // An empty classic group becomes a consumer group, as Kafka converts it.
+                self.groups.remove(group_id);
+                self.records.push(Group::tombstone(group_id));
+            }
+        }
+        // The last consumer-protocol member leaving a group of classic members turns it back
+        // into a classic group (Kafka's `consumerGroupLeave` → `consumerGroupFenceMember`).
+        let leaves = request.member_epoch == super::consumer::LEAVE_EPOCH
+            || (request.member_epoch == super::consumer::LEAVE_STATIC_EPOCH
+                && self
+                    .consumer_groups
+                    .get(group_id)
+                    .and_then(|g| g.members.get(&request.member_id))
+                    .is_some_and(|m| m.instance_id.is_none()));
+        if leaves && self.may_downgrade(group_id, Some(&request.member_id)) {
+            self.downgrade(group_id, Some(&request.member_id), true, ctx);
+            let response = ConsumerHeartbeatResponse {
+                error: None,
+                error_message: None,
+                member_id: Some(request.member_id.clone()),
+                member_epoch: request.member_epoch,
+                heartbeat_interval_ms: 0,
+                assignment: None,
+            };
+            return self.result(response);
         }
         let created = !self.consumer_groups.contains_key(group_id);
         if created {
@@ -166,22 +214,6 @@ impl GroupMachine {
         }
     }
 
-    pub(super) fn consumer_timer(
-        &mut self,
-        group_id: &str,
-        member_id: &str,
-        revocation: bool,
-        ctx: &mut OpContext<'_, GroupTimer>,
-    ) {
-        self.consumer_call(group_id, ctx, |group, _rules, fx, dirty| {
-            if revocation {
-                group.on_revocation_timer(member_id, fx, dirty);
-            } else {
-                group.on_session_timer(member_id, fx, dirty);
-            }
-        });
-    }
-
     /// After replay: partition owners and session timers of every consumer group.
     pub(super) fn consumer_groups_loaded(&mut self, ctx: &mut OpContext<'_, GroupTimer>) {
         let ids: Vec<String> = self.consumer_groups.keys().cloned().collect();
@@ -194,7 +226,7 @@ impl GroupMachine {
     }
 
     /// Writes the records of what `dirty` says changed in `group_id`.
-    fn persist_consumer(&mut self, group_id: &str, dirty: &Dirty) {
+    pub(super) fn persist_consumer(&mut self, group_id: &str, dirty: &Dirty) {
         if let Some(group) = self.consumer_groups.get(group_id) {
             let records = super::consumer_log::changes(group, dirty);
             self.records.extend(records);

@@ -14,315 +14,14 @@ use uuid::Uuid;
 use super::assignor::Assignment;
 use super::classic::GroupState;
 use super::consumer::{
-    revocation_timer, session_timer, ConsumerGroup, ConsumerHeartbeat, ConsumerHeartbeatResponse,
-    ConsumerRules, MemberState, TopicsView, LEAVE_EPOCH, LEAVE_STATIC_EPOCH,
+    revocation_timer, session_timer, ConsumerGroup, ConsumerHeartbeat, MemberState, TopicsView,
+    LEAVE_EPOCH, LEAVE_STATIC_EPOCH,
 };
 use super::machine::CommitRequest;
-use super::records::RecordKey;
 use super::test_harness::*;
 use super::GroupProblem;
-use crate::coordinator::CoordinatorRecord;
 
-const TOPIC: &str = "t";
-const HEARTBEAT_MS: i32 = 1_000;
-const CONSUMER_SESSION_MS: i32 = 10_000;
-/// The rebalance timeout the consumers send: how long one has to revoke partitions.
-const CONSUMER_REBALANCE_MS: i32 = 20_000;
-
-fn consumer_rules() -> ConsumerRules {
-    ConsumerRules {
-        session_timeout_ms: CONSUMER_SESSION_MS,
-        heartbeat_interval_ms: HEARTBEAT_MS,
-        max_size: 10,
-    }
-}
-
-/// A topic's id, made from its name.
-fn topic_id(name: &str) -> Uuid {
-    let mut bytes = [0x5b; 16];
-    for (slot, byte) in bytes[1..].iter_mut().zip(name.bytes()) {
-        *slot = byte;
-    }
-    Uuid::from_bytes(bytes)
-}
-
-/// The metadata image's topics: name and partition count.
-fn topics(list: &[(&str, u32)]) -> TopicsView {
-    list.iter()
-        .map(|(name, count)| ((*name).to_owned(), (topic_id(name), *count)))
-        .collect()
-}
-
-fn six() -> TopicsView {
-    topics(&[(TOPIC, 6)])
-}
-
-fn every_partition(view: &TopicsView) -> BTreeSet<(Uuid, i32)> {
-    view.values()
-        .flat_map(|(id, count)| (0..*count as i32).map(move |p| (*id, p)))
-        .collect()
-}
-
-fn flat(assignment: &Assignment) -> BTreeSet<(Uuid, i32)> {
-    assignment
-        .iter()
-        .flat_map(|(topic, partitions)| partitions.iter().map(move |p| (*topic, *p)))
-        .collect()
-}
-
-fn partitions_of(view: &TopicsView, topic: &str, partitions: &[i32]) -> Assignment {
-    let id = view[topic].0;
-    Assignment::from([(id, partitions.iter().copied().collect())])
-}
-
-// ------------------------------------------------------------------------------------ consumers
-
-/// A consumer as the client side sees itself: its member id and epoch, and the partitions it
-/// owns (those of the last assignment it got: it revokes and takes partitions at once).
-#[derive(Debug, Clone, Default)]
-struct Consumer {
-    member_id: String,
-    instance: Option<String>,
-    epoch: i32,
-    owned: Assignment,
-    topics: Vec<String>,
-    regex: Option<String>,
-    assignor: Option<String>,
-}
-
-impl Consumer {
-    fn new(id: &str) -> Consumer {
-        Consumer {
-            member_id: id.to_owned(),
-            topics: vec![TOPIC.to_owned()],
-            ..Consumer::default()
-        }
-    }
-
-    fn static_member(id: &str, instance: &str) -> Consumer {
-        Consumer {
-            instance: Some(instance.to_owned()),
-            ..Consumer::new(id)
-        }
-    }
-
-    /// The full request of a (re)join: epoch 0, the subscription, nothing owned.
-    fn join_request(&self) -> ConsumerHeartbeat {
-        ConsumerHeartbeat {
-            member_id: self.member_id.clone(),
-            member_epoch: 0,
-            instance_id: self.instance.clone(),
-            rack_id: None,
-            rebalance_timeout_ms: CONSUMER_REBALANCE_MS,
-            subscribed_topic_names: Some(self.topics.clone()),
-            subscribed_topic_regex: self.regex.clone(),
-            server_assignor: self.assignor.clone(),
-            owned: Some(Assignment::new()),
-            client_id: "client".to_owned(),
-            client_host: "/10.0.0.1".to_owned(),
-        }
-    }
-
-    /// A heartbeat at its epoch with what it owns; the rest unchanged (as the clients send it).
-    fn heartbeat_request(&self) -> ConsumerHeartbeat {
-        ConsumerHeartbeat {
-            member_epoch: self.epoch,
-            rebalance_timeout_ms: -1,
-            subscribed_topic_names: None,
-            subscribed_topic_regex: None,
-            server_assignor: None,
-            owned: Some(self.owned.clone()),
-            ..self.join_request()
-        }
-    }
-
-    fn leave_request(&self, epoch: i32) -> ConsumerHeartbeat {
-        ConsumerHeartbeat {
-            member_epoch: epoch,
-            owned: None,
-            ..self.heartbeat_request()
-        }
-    }
-
-    /// What a consumer does with an answer: takes its epoch and assignment, or rejoins from
-    /// scratch when fenced or forgotten.
-    fn apply(&mut self, response: &ConsumerHeartbeatResponse) {
-        match response.error {
-            None => {
-                if let Some(id) = &response.member_id {
-                    self.member_id = id.clone();
-                }
-                self.epoch = response.member_epoch;
-                if let Some(assignment) = &response.assignment {
-                    self.owned = assignment.clone();
-                }
-            }
-            Some(GroupProblem::FencedMemberEpoch | GroupProblem::UnknownMemberId) => {
-                self.epoch = 0;
-                self.owned.clear();
-            }
-            Some(_) => {}
-        }
-    }
-}
-
-impl Harness {
-    fn consumers() -> Harness {
-        Harness::load_with(rules(), consumer_rules(), &[], START_MS)
-    }
-
-    /// A new coordinator loading this one's log now.
-    fn reloaded(&self) -> Harness {
-        Harness::load_with(rules(), consumer_rules(), &self.log, self.now_ms)
-    }
-
-    fn consumer_heartbeat(
-        &mut self,
-        request: ConsumerHeartbeat,
-        view: &TopicsView,
-    ) -> (ConsumerHeartbeatResponse, Vec<CoordinatorRecord>) {
-        self.run(Box::new(move |m, ctx| {
-            m.consumer_heartbeat(GROUP, request, view, ctx)
-        }))
-    }
-
-    fn consumer_group(&self) -> &ConsumerGroup {
-        self.machine
-            .consumer_groups
-            .get(GROUP)
-            .expect("the consumer group exists")
-    }
-
-    fn has_consumer_group(&self) -> bool {
-        self.machine.consumer_groups.contains_key(GROUP)
-    }
-
-    fn epoch(&self) -> i32 {
-        self.consumer_group().group_epoch
-    }
-}
-
-/// `consumer` heartbeats (joins at epoch 0) and takes the answer.
-fn beat(h: &mut Harness, consumer: &mut Consumer, view: &TopicsView) -> ConsumerHeartbeatResponse {
-    let request = if consumer.epoch == 0 {
-        consumer.join_request()
-    } else {
-        consumer.heartbeat_request()
-    };
-    let (response, _) = h.consumer_heartbeat(request, view);
-    consumer.apply(&response);
-    response
-}
-
-#[track_caller]
-fn beat_ok(
-    h: &mut Harness,
-    consumer: &mut Consumer,
-    view: &TopicsView,
-) -> ConsumerHeartbeatResponse {
-    let response = beat(h, consumer, view);
-    assert_eq!(response.error, None, "{response:?}");
-    response
-}
-
-#[track_caller]
-fn refused(response: &ConsumerHeartbeatResponse, problem: GroupProblem) {
-    assert_eq!(response.error, Some(problem), "{response:?}");
-    assert_eq!(response.assignment, None);
-}
-
-/// No partition is held (assigned or pending revocation) by two members at once.
-#[track_caller]
-fn check_disjoint(group: &ConsumerGroup) {
-    let mut holder: BTreeMap<(Uuid, i32), &str> = BTreeMap::new();
-    for member in group.members.values() {
-        let held = flat(&member.assigned)
-            .into_iter()
-            .chain(flat(&member.pending_revocation));
-        for tp in held {
-            if let Some(other) = holder.insert(tp, &member.member_id) {
-                panic!("{tp:?} is held by {other} and {}", member.member_id);
-            }
-        }
-    }
-}
-
-/// The group is Stable, every member at the assignment epoch with nothing pending, and the
-/// members' partitions are a disjoint cover of the subscribed topics (as `view` has them).
-#[track_caller]
-fn check_stable_cover(group: &ConsumerGroup, view: &TopicsView) {
-    assert_eq!(group.state(), "Stable", "{group:#?}");
-    for (name, meta) in &group.subscription_metadata {
-        assert_eq!(view.get(name), Some(meta), "{name} as the image has it");
-    }
-    check_disjoint(group);
-    let mut covered = BTreeSet::new();
-    for member in group.members.values() {
-        assert_eq!(member.member_epoch, group.assignment_epoch);
-        assert_eq!(member.state, MemberState::Stable);
-        assert!(member.pending_revocation.is_empty());
-        assert_eq!(Some(&member.assigned), group.targets.get(&member.member_id));
-        covered.extend(flat(&member.assigned));
-    }
-    assert_eq!(covered, every_partition(&group.subscription_metadata));
-}
-
-/// Every consumer heartbeats in turn until the group is Stable and each owns what the group
-/// says; at most `rounds` rounds. The rounds it took.
-#[track_caller]
-fn settle(
-    h: &mut Harness,
-    consumers: &mut [&mut Consumer],
-    view: &TopicsView,
-    rounds: usize,
-) -> usize {
-    for round in 1..=rounds {
-        for consumer in consumers.iter_mut() {
-            beat_ok(h, consumer, view);
-            check_disjoint(h.consumer_group());
-        }
-        let group = h.consumer_group();
-        let agreed = consumers.iter().all(|c| {
-            group.members.get(&c.member_id).is_some_and(|m| {
-                m.assigned == c.owned && m.member_epoch == c.epoch && m.state == MemberState::Stable
-            })
-        });
-        if group.state() == "Stable" && agreed {
-            check_stable_cover(group, view);
-            return round;
-        }
-    }
-    panic!(
-        "not settled after {rounds} rounds: {:#?}",
-        h.consumer_group()
-    );
-}
-
-/// How many partitions each consumer owns.
-fn loads(consumers: &[&Consumer]) -> Vec<usize> {
-    consumers.iter().map(|c| flat(&c.owned).len()).collect()
-}
-
-/// The consumer-group records among `records`: (record type, member or group, tombstone?).
-fn consumer_records(records: &[CoordinatorRecord]) -> Vec<(&'static str, String, bool)> {
-    records
-        .iter()
-        .filter_map(|record| {
-            let tombstone = record.value.is_none();
-            let (kind, id) = match RecordKey::decode(&record.key).expect("key decodes") {
-                RecordKey::ConsumerGroupMetadata(k) => ("group", k.group),
-                RecordKey::ConsumerGroupPartitionMetadata(k) => ("partitions", k.group),
-                RecordKey::ConsumerGroupMemberMetadata(k) => ("member", k.member_id),
-                RecordKey::ConsumerGroupTargetAssignmentMetadata(k) => ("target-epoch", k.group),
-                RecordKey::ConsumerGroupTargetAssignmentMember(k) => ("target", k.member_id),
-                RecordKey::ConsumerGroupCurrentMemberAssignment(k) => ("current", k.member_id),
-                _ => return None,
-            };
-            Some((kind, id, tombstone))
-        })
-        .collect()
-}
-
+use super::consumer_test_harness::*;
 // ---------------------------------------------------------------------------------- joining
 
 #[test]
@@ -851,14 +550,15 @@ fn an_empty_classic_group_becomes_a_consumer_group_and_a_busy_one_refuses() {
 }
 
 #[test]
-fn an_empty_consumer_group_becomes_a_classic_group_and_a_busy_one_refuses() {
+fn an_empty_consumer_group_becomes_a_classic_group_and_a_busy_one_needs_a_consumer_subscription() {
     let mut h = Harness::consumers();
     let view = six();
     let mut a = Consumer::new("a");
     beat_ok(&mut h, &mut a, &view);
-    // Busy: a classic member cannot join.
+    // Busy: a classic member whose metadata is not a consumer subscription cannot join (one
+    // whose metadata is joins as a classic member: `migration_tests`).
     let (reply, records) = h.run(Box::new(|m, ctx| {
-        m.join(GROUP, new_member("classic-1"), ctx)
+        m.join(GROUP, new_member("classic-1"), &TopicsView::new(), ctx)
     }));
     let refused_join = now(reply);
     assert_eq!(
@@ -871,7 +571,7 @@ fn an_empty_consumer_group_becomes_a_classic_group_and_a_busy_one_refuses() {
     h.consumer_heartbeat(a.leave_request(LEAVE_EPOCH), &view);
     assert!(h.consumer_group().is_empty());
     let (reply, records) = h.run(Box::new(|m, ctx| {
-        m.join(GROUP, new_member("classic-1"), ctx)
+        m.join(GROUP, new_member("classic-1"), &TopicsView::new(), ctx)
     }));
     let written = consumer_records(&records);
     for kind in ["group", "partitions", "target-epoch"] {
@@ -910,9 +610,11 @@ fn commits_to_a_consumer_group_are_checked_against_the_member_epoch() {
         commit(&mut h, "a", a.epoch - 1, 9, 11),
         Err(GroupProblem::StaleMemberEpoch)
     );
+    // A member speaking the consumer protocol must commit with v9+ (Kafka's
+    // `ConsumerGroup.validateOffsetCommit`).
     assert_eq!(
-        commit(&mut h, "a", a.epoch + 1, 8, 11),
-        Err(GroupProblem::IllegalGeneration)
+        commit(&mut h, "a", a.epoch, 8, 11),
+        Err(GroupProblem::UnsupportedVersion)
     );
     assert_eq!(
         commit(&mut h, "z", a.epoch, 9, 11),

@@ -70,6 +70,7 @@ impl GroupCoordinator {
             heartbeat_interval_ms: i32::try_from(config.consumer_heartbeat_interval_ms)
                 .unwrap_or(i32::MAX),
             max_size: config.consumer_max_size as usize,
+            migration: config.consumer_migration_policy,
         };
         let runtime_config = RuntimeConfig {
             write_timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
@@ -156,6 +157,7 @@ impl GroupCoordinator {
 
     pub async fn join(
         &self,
+        ctx: &BrokerContext,
         group_id: &str,
         request: JoinRequest,
     ) -> Result<JoinResponse, CoordinatorError> {
@@ -164,10 +166,11 @@ impl GroupCoordinator {
             + JOIN_WAIT_SLACK;
         let group = group_id.to_owned();
         tracing::debug!(group = group_id, member = %request.member_id, "join");
+        let topics = self.topics_view(ctx);
         let reply = self
             .runtime
             .write(partition, move |machine, ctx| {
-                machine.join(&group, request, ctx)
+                machine.join(&group, request, &topics, ctx)
             })
             .await?;
         let answer = self.settle(partition, reply, bound).await;
@@ -177,16 +180,18 @@ impl GroupCoordinator {
 
     pub async fn sync(
         &self,
+        ctx: &BrokerContext,
         group_id: &str,
         request: SyncRequest,
     ) -> Result<SyncResponse, CoordinatorError> {
         let partition = self.partition_for(group_id);
         let group = group_id.to_owned();
         tracing::debug!(group = group_id, member = %request.member_id, generation = request.generation_id, "sync");
+        let topics = self.topics_view(ctx);
         let reply = self
             .runtime
             .write(partition, move |machine, ctx| {
-                machine.sync(&group, request, ctx)
+                machine.sync(&group, request, &topics, ctx)
             })
             .await?;
         let answer = self.settle(partition, reply, SYNC_WAIT_MAX).await;
@@ -219,14 +224,16 @@ impl GroupCoordinator {
 
     pub async fn leave(
         &self,
+        ctx: &BrokerContext,
         group_id: &str,
         members: Vec<(String, Option<String>)>,
     ) -> Result<Result<Vec<Result<(), GroupProblem>>, GroupProblem>, CoordinatorError> {
         let partition = self.partition_for(group_id);
         let group = group_id.to_owned();
+        let topics = self.topics_view(ctx);
         self.runtime
             .write(partition, move |machine, ctx| {
-                machine.leave(&group, members, ctx)
+                machine.leave(&group, members, &topics, ctx)
             })
             .await
     }

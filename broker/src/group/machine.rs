@@ -11,7 +11,8 @@ use super::classic::{
     DescribedMember, Effects, Group, GroupRules, GroupState, GroupTimer, JoinRequest, JoinResponse,
     Reply, SyncRequest, SyncResponse,
 };
-use super::consumer::{ConsumerGroup, ConsumerRules};
+use super::consumer::{ConsumerGroup, ConsumerRules, TopicsView};
+use super::migration::MemberTimer;
 use super::offsets::{commit_record, Committed, Expiry, Offsets, TopicPartition};
 use super::records::{GroupMetadataValue, OffsetCommitValue, RecordKey};
 use super::{GroupProblem, LENGTHS_CHECKED};
@@ -149,16 +150,14 @@ impl GroupMachine {
         &mut self,
         group_id: &str,
         request: JoinRequest,
+        topics: &TopicsView,
         ctx: &mut OpContext<'_, GroupTimer>,
     ) -> CoordinatorResult<Reply<JoinResponse>> {
         if let Some(consumer) = self.consumer_groups.get(group_id) {
             if !consumer.is_empty() {
-                // Kafka's answer when a classic member cannot join a consumer group.
-                let response = JoinResponse::error(
-                    GroupProblem::InconsistentGroupProtocol,
-                    &request.member_id,
-                );
-                return self.result(Reply::Now(response));
+                // A classic member of a consumer group (online migration).
+                let reply = self.join_consumer_group(group_id, request, topics, ctx);
+                return self.result(reply);
             }
             // An empty consumer group becomes a classic one, as Kafka converts it.
             self.remove_consumer_group(group_id);
@@ -190,8 +189,13 @@ impl GroupMachine {
         &mut self,
         group_id: &str,
         request: SyncRequest,
+        topics: &TopicsView,
         ctx: &mut OpContext<'_, GroupTimer>,
     ) -> CoordinatorResult<Reply<SyncResponse>> {
+        if self.consumer_groups.contains_key(group_id) {
+            let reply = self.sync_consumer_group(group_id, request, topics, ctx);
+            return self.result(reply);
+        }
         let reply = with_effects!(self, ctx, |groups, _offsets, fx| {
             match groups.get_mut(group_id) {
                 Some(group) => group.sync(request, &mut fx),
@@ -209,6 +213,16 @@ impl GroupMachine {
         generation_id: i32,
         ctx: &mut OpContext<'_, GroupTimer>,
     ) -> CoordinatorResult<Result<(), GroupProblem>> {
+        if self.consumer_groups.contains_key(group_id) {
+            let outcome = self.heartbeat_consumer_group(
+                group_id,
+                member_id,
+                group_instance_id,
+                generation_id,
+                ctx,
+            );
+            return self.result(outcome);
+        }
         let outcome = with_effects!(self, ctx, |groups, _offsets, fx| {
             match groups.get_mut(group_id) {
                 Some(group) => {
@@ -225,8 +239,13 @@ impl GroupMachine {
         &mut self,
         group_id: &str,
         members: Vec<(String, Option<String>)>,
+        topics: &TopicsView,
         ctx: &mut OpContext<'_, GroupTimer>,
     ) -> CoordinatorResult<Result<Vec<Result<(), GroupProblem>>, GroupProblem>> {
+        if self.consumer_groups.contains_key(group_id) {
+            let outcomes = self.leave_consumer_group(group_id, &members, topics, ctx);
+            return self.result(Ok(outcomes));
+        }
         let outcome = with_effects!(self, ctx, |groups, _offsets, fx| {
             match groups.get_mut(group_id) {
                 Some(group) => Ok(members
@@ -677,10 +696,16 @@ impl CoordinatorMachine for GroupMachine {
                 }
             }),
             GroupTimer::ConsumerSession { group, member } => {
-                self.consumer_timer(&group, &member, false, ctx)
+                self.consumer_member_timer(&group, &member, MemberTimer::Session, ctx)
             }
             GroupTimer::ConsumerRevocation { group, member } => {
-                self.consumer_timer(&group, &member, true, ctx)
+                self.consumer_member_timer(&group, &member, MemberTimer::Revocation, ctx)
+            }
+            GroupTimer::ConsumerJoin { group, member } => {
+                self.consumer_member_timer(&group, &member, MemberTimer::Join, ctx)
+            }
+            GroupTimer::ConsumerSync { group, member } => {
+                self.consumer_member_timer(&group, &member, MemberTimer::Sync, ctx)
             }
             GroupTimer::Sync { group, generation } => {
                 with_effects!(self, ctx, |groups, _offsets, fx| {

@@ -6,6 +6,10 @@
 //! - [`records`]: Kafka's key and value schemas of `__consumer_offsets`.
 //! - [`classic`]: one classic group: members, generations, the rebalance state machine.
 //! - [`consumer`]: one KIP-848 consumer group: epochs, target assignment, reconciliation.
+//! - [`consumer_classic`]: classic members inside a consumer group (JoinGroup, SyncGroup,
+//!   Heartbeat, LeaveGroup answered from its epochs).
+//! - [`migration`]: online conversion of non-empty groups between the two protocols.
+//! - [`embedded`]: the consumer protocol's subscription and assignment formats.
 //! - [`assignor`]: the server-side assignors of consumer groups (`uniform`, `range`).
 //! - [`offsets`]: committed offsets and their expiry.
 //! - [`machine`]: the state machine of one `__consumer_offsets` partition (pure: time is passed
@@ -22,13 +26,20 @@
 pub mod assignor;
 pub mod classic;
 pub mod consumer;
+pub mod consumer_classic;
 mod consumer_log;
 pub mod consumer_ops;
 #[cfg(test)]
+mod consumer_test_harness;
+#[cfg(test)]
 mod consumer_tests;
 pub mod coordinator;
+pub mod embedded;
 pub mod machine;
 pub mod metrics;
+pub mod migration;
+#[cfg(test)]
+mod migration_tests;
 pub mod offsets;
 pub mod records;
 #[cfg(test)]
@@ -91,4 +102,6 @@ pub enum GroupProblem {
     /// A request whose fields contradict the protocol (a first heartbeat without a
     /// subscription, a bad regex).
     InvalidRequest,
+    /// An OffsetCommit older than v9 from a member speaking the consumer protocol.
+    UnsupportedVersion,
 }

@@ -16,7 +16,7 @@ use super::classic::{
     Group, GroupRules, GroupState, GroupTimer, JoinRequest, JoinResponse, Reply, SyncRequest,
     SyncResponse,
 };
-use super::consumer::ConsumerRules;
+use super::consumer::{ConsumerRules, TopicsView};
 use super::machine::{protocol, CommitPartition, CommitRequest, GroupMachine, PartitionOutcomes};
 use super::records::{GroupMetadataValue, RecordKey};
 use super::GroupProblem;
@@ -49,6 +49,8 @@ pub(super) struct Harness {
     pub(super) now_ms: i64,
     /// Every record written, at its offset.
     pub(super) log: Vec<(i64, CoordinatorRecord)>,
+    /// The metadata image's topics, as the classic requests see them.
+    pub(super) topics: TopicsView,
 }
 
 /// What LeaveGroup answers: per member, or for the whole group.
@@ -96,6 +98,7 @@ impl Harness {
             timers,
             now_ms,
             log: log.to_vec(),
+            topics: TopicsView::new(),
         }
     }
 
@@ -184,7 +187,8 @@ impl Harness {
     }
 
     pub(super) fn join_group(&mut self, group: &str, request: JoinRequest) -> Reply<JoinResponse> {
-        self.run(Box::new(move |m, ctx| m.join(group, request, ctx)))
+        let topics = self.topics.clone();
+        self.run(Box::new(move |m, ctx| m.join(group, request, &topics, ctx)))
             .0
     }
 
@@ -193,7 +197,8 @@ impl Harness {
     }
 
     pub(super) fn sync_group(&mut self, group: &str, request: SyncRequest) -> Reply<SyncResponse> {
-        self.run(Box::new(move |m, ctx| m.sync(group, request, ctx)))
+        let topics = self.topics.clone();
+        self.run(Box::new(move |m, ctx| m.sync(group, request, &topics, ctx)))
             .0
     }
 
@@ -231,7 +236,10 @@ impl Harness {
             .iter()
             .map(|(id, instance)| (id.to_string(), instance.map(str::to_owned)))
             .collect();
-        self.run(Box::new(move |m, ctx| m.leave(group, members, ctx)))
+        let topics = self.topics.clone();
+        self.run(Box::new(move |m, ctx| {
+            m.leave(group, members, &topics, ctx)
+        }))
     }
 
     pub(super) fn commit(
@@ -448,6 +456,15 @@ pub(super) fn subscription(topics: &[&str]) -> Bytes {
 /// everyone, the leader (the first) assigns `assignment_of(member)` to each and every member
 /// syncs. Needs rules without an initial delay. The group's generation.
 pub(super) fn stable_group(h: &mut Harness, joins: Vec<JoinRequest>) -> i32 {
+    stable_group_assigning(h, joins, &assignment_of)
+}
+
+/// [`stable_group`], the leader assigning `assign(member)` to each member.
+pub(super) fn stable_group_assigning(
+    h: &mut Harness,
+    joins: Vec<JoinRequest>,
+    assign: &dyn Fn(&str) -> Bytes,
+) -> i32 {
     let ids: Vec<String> = joins.iter().map(|j| j.new_member_id.clone()).collect();
     let mut first = later(h.join(joins[0].clone()));
     let mut waiting: Vec<_> = joins[1..]
@@ -474,10 +491,7 @@ pub(super) fn stable_group(h: &mut Harness, joins: Vec<JoinRequest>) -> i32 {
         assert_eq!(answer.generation_id, generation);
         assert_eq!(answer.leader, ids[0]);
     }
-    let assignments: Vec<(String, Bytes)> = ids
-        .iter()
-        .map(|id| (id.clone(), assignment_of(id)))
-        .collect();
+    let assignments: Vec<(String, Bytes)> = ids.iter().map(|id| (id.clone(), assign(id))).collect();
     let leader = SyncRequest {
         group_instance_id: joins[0].group_instance_id.clone(),
         assignments,
@@ -492,7 +506,7 @@ pub(super) fn stable_group(h: &mut Harness, joins: Vec<JoinRequest>) -> i32 {
         };
         let synced = now(h.sync(request));
         assert_eq!(synced.error, None);
-        assert_eq!(synced.assignment, assignment_of(id));
+        assert_eq!(synced.assignment, assign(id));
     }
     assert_eq!(h.state(), GroupState::Stable);
     generation

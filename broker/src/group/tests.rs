@@ -158,6 +158,7 @@ fn two_members_rebalance_into_a_stable_group_with_the_leaders_assignment() {
                 1,
                 &[("a", b"partitions-of-a"), ("b", b"partitions-of-b")],
             ),
+            &Default::default(),
             ctx,
         )
     }));
@@ -755,7 +756,12 @@ fn a_static_member_that_restarts_in_a_stable_group_takes_its_place_without_a_reb
         vec![new_member("leader"), new_static_member("i1", "i1-old")],
     );
     let (reply, records) = h.run(Box::new(|m, ctx| {
-        m.join(GROUP, new_static_member("i1", "i1-new"), ctx)
+        m.join(
+            GROUP,
+            new_static_member("i1", "i1-new"),
+            &Default::default(),
+            ctx,
+        )
     }));
     let restarted = answer(reply);
     assert_eq!(restarted.error, None);

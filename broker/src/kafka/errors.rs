@@ -257,6 +257,7 @@ fn group_error_code(problem: GroupProblem) -> ResponseError {
         GroupProblem::UnsupportedAssignor => E::UnsupportedAssignor,
         GroupProblem::StaleMemberEpoch => E::StaleMemberEpoch,
         GroupProblem::InvalidRequest => E::InvalidRequest,
+        GroupProblem::UnsupportedVersion => E::UnsupportedVersion,
     }
 }
 

@@ -255,8 +255,10 @@ pub async fn describe(
                     ))
                     .with_target_assignment(described_assignment(target, &described.topic_names));
                 if version >= 1 {
-                    // KIP-1099: 1 is a member that speaks the consumer protocol.
-                    described_member = described_member.with_member_type(1);
+                    // KIP-1099: 1 is a member that speaks the consumer protocol, 0 one that
+                    // speaks the classic protocol inside a consumer group.
+                    let member_type = if member.classic.is_some() { 0 } else { 1 };
+                    described_member = described_member.with_member_type(member_type);
                 }
                 described_member
             })

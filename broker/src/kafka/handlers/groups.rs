@@ -104,7 +104,7 @@ pub async fn join(
     if let Some(reason) = &request.reason {
         tracing::debug!(group = %group_id, %reason, "join");
     }
-    let answer = match ctx.groups.join(&group_id, join).await {
+    let answer = match ctx.groups.join(ctx, &group_id, join).await {
         Ok(answer) => answer,
         Err(error) => return failed(coordinator_code(&error), request.member_id),
     };
@@ -163,7 +163,7 @@ pub async fn sync(
             .map(|a| (text(&a.member_id), a.assignment.clone()))
             .collect(),
     };
-    let answer = match ctx.groups.sync(&group_id, sync).await {
+    let answer = match ctx.groups.sync(ctx, &group_id, sync).await {
         Ok(answer) => answer,
         Err(error) => {
             return SyncGroupResponse::default().with_error_code(coordinator_code(&error))
@@ -230,7 +230,7 @@ pub async fn leave(
     if let Err(problem) = check_group_id(&group_id) {
         return LeaveGroupResponse::default().with_error_code(group_code(Some(problem)));
     }
-    let outcome = ctx.groups.leave(&group_id, members.clone()).await;
+    let outcome = ctx.groups.leave(ctx, &group_id, members.clone()).await;
     let (top, each): (i16, Vec<i16>) = match outcome {
         Err(error) => (coordinator_code(&error), Vec::new()),
         Ok(Err(problem)) => (group_code(Some(problem)), Vec::new()),

@@ -219,6 +219,12 @@ impl Broker {
     }
 
     /// The metadata quorum member this broker runs.
+    /// What the broker's handlers share (tests drive broker parts with it).
+    #[cfg(test)]
+    pub(crate) fn context(&self) -> &Arc<BrokerContext> {
+        &self.ctx
+    }
+
     pub fn metadata_node(&self) -> &streambus_raft::MetadataNode {
         &self.quorum.node
     }

@@ -49,6 +49,10 @@ pub struct GroupsConfig {
     /// when a member joins with the consumer protocol, and back when its last such member
     /// leaves. Empty groups always convert.
     pub consumer_migration_policy: crate::group::consumer::MigrationPolicy,
+    /// Per broker, at most this many (group, partition) series of
+    /// `streambus_group_consumer_lag_records` are published (0: no lag gauge). Not a Kafka
+    /// config: Kafka brokers publish no lag.
+    pub consumer_lag_max_series: usize,
 }
 
 impl Default for GroupsConfig {
@@ -69,6 +73,7 @@ impl Default for GroupsConfig {
             consumer_heartbeat_interval_ms: 5_000,
             consumer_max_size: i32::MAX as u32,
             consumer_migration_policy: crate::group::consumer::MigrationPolicy::Bidirectional,
+            consumer_lag_max_series: 1000,
         }
     }
 }

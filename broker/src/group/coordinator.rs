@@ -39,6 +39,8 @@ pub struct GroupCoordinator {
     runtime: Arc<CoordinatorRuntime<GroupMachine>>,
     /// The topics of the latest image as consumer groups see them, with the image's offset.
     topics: std::sync::Mutex<(Option<u64>, Arc<TopicsView>)>,
+    /// `groups.consumer_lag_max_series`.
+    lag_max_series: usize,
 }
 
 impl GroupCoordinator {
@@ -82,6 +84,7 @@ impl GroupCoordinator {
         Arc::new(GroupCoordinator {
             runtime,
             topics: std::sync::Mutex::new((None, Arc::new(TopicsView::new()))),
+            lag_max_series: config.consumer_lag_max_series,
         })
     }
 
@@ -91,13 +94,14 @@ impl GroupCoordinator {
         super::metrics::describe();
         let runtime = self.runtime.spawn(ctx);
         let cleaner = tokio::spawn(self.clone().remove_deleted_topics(ctx.clone()));
-        let gauges = tokio::spawn(self.clone().publish_gauges(ctx.shutdown.clone()));
+        let gauges = tokio::spawn(self.clone().publish_gauges(ctx.clone()));
         vec![runtime, cleaner, gauges]
     }
 
-    /// Sums the groups by state over the partitions this broker coordinates, every
-    /// [`GAUGE_INTERVAL`], for the gauges.
-    async fn publish_gauges(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+    /// Sums the groups by state over the partitions this broker coordinates, and the lag of
+    /// their committed offsets, every [`GAUGE_INTERVAL`], for the gauges.
+    async fn publish_gauges(self: Arc<Self>, ctx: Arc<BrokerContext>) {
+        let shutdown = ctx.shutdown.clone();
         let mut tick = tokio::time::interval(GAUGE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // One pass per tick; ends at shutdown.
@@ -119,7 +123,33 @@ impl GroupCoordinator {
                 }
             }
             super::metrics::publish(&counts, offsets);
+            if self.lag_max_series > 0 {
+                self.publish_lag(&ctx).await;
+            }
         }
+    }
+
+    /// The lag of up to `lag_max_series` committed offsets of the groups coordinated here.
+    async fn publish_lag(&self, ctx: &BrokerContext) {
+        let mut samples = Vec::new();
+        let mut dropped = 0;
+        for partition in self.runtime.coordinated() {
+            let room = self.lag_max_series - samples.len();
+            let read = self
+                .runtime
+                .read(partition, move |machine| machine.committed_sample(room))
+                .await;
+            if let Ok((mut partial, left_out)) = read {
+                samples.append(&mut partial);
+                dropped += left_out;
+            }
+        }
+        let partitions = samples
+            .iter()
+            .map(|(_, topic, partition, _)| (topic.clone(), *partition))
+            .collect();
+        let high_watermarks = super::lag::high_watermarks(ctx, &partitions).await;
+        super::metrics::publish_lag(&samples, &high_watermarks, dropped);
     }
 
     /// The partition of `__consumer_offsets` that coordinates `group_id`.

@@ -499,6 +499,21 @@ impl GroupMachine {
         (counts, self.offsets.count())
     }
 
+    /// Up to `limit` committed offsets, in group order, for the consumer lag gauge; and how
+    /// many were left out.
+    pub fn committed_sample(&self, limit: usize) -> (Vec<super::lag::CommittedSample>, usize) {
+        let mut sample = Vec::with_capacity(limit.min(self.offsets.count()));
+        for group in self.offsets.groups() {
+            for ((topic, partition), committed) in self.offsets.group(group).into_iter().flatten() {
+                if sample.len() == limit {
+                    return (sample, self.offsets.count() - limit);
+                }
+                sample.push((group.clone(), topic.clone(), *partition, committed.offset));
+            }
+        }
+        (sample, 0)
+    }
+
     pub fn list(&self) -> Vec<ListedGroup> {
         let mut listed: Vec<ListedGroup> = self
             .groups

@@ -1,6 +1,7 @@
 //! Group coordinator metrics, through the `metrics` facade (served once the broker installs its
 //! Prometheus recorder). Labels are bounded: the protocol (`classic`, `consumer`) and Kafka's
-//! group states; no per-group or per-partition series.
+//! group states; the only per-group series, consumer lag, is capped per broker
+//! (`groups.consumer_lag_max_series`).
 
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 
@@ -13,6 +14,11 @@ pub const OFFSET_COMMITS: &str = "streambus_group_offset_commits_total";
 pub const GROUPS: &str = "streambus_groups";
 /// Committed offsets this broker holds.
 pub const COMMITTED_OFFSETS: &str = "streambus_group_committed_offsets";
+/// Records between a group's committed offset and its partition's high watermark, by group,
+/// topic and partition.
+pub const CONSUMER_LAG: &str = "streambus_group_consumer_lag_records";
+/// (group, partition) lag series left out by the cap in the last pass.
+pub const CONSUMER_LAG_DROPPED: &str = "streambus_group_consumer_lag_series_dropped";
 
 /// Registers help texts and units with the installed recorder.
 pub fn describe() {
@@ -28,6 +34,39 @@ pub fn describe() {
         Unit::Count,
         "Committed offsets held here."
     );
+    describe_gauge!(
+        CONSUMER_LAG,
+        Unit::Count,
+        "Records between a group's committed offset and the partition's high watermark."
+    );
+    describe_gauge!(
+        CONSUMER_LAG_DROPPED,
+        Unit::Count,
+        "Consumer lag series left out by groups.consumer_lag_max_series."
+    );
+}
+
+/// Publishes the lag of each `(group, topic, partition, committed offset)` whose high
+/// watermark is known (a committed offset past it, as after a truncation, is no lag).
+pub fn publish_lag(
+    samples: &[super::lag::CommittedSample],
+    high_watermarks: &std::collections::BTreeMap<(String, i32), i64>,
+    dropped: usize,
+) {
+    for (group, topic, partition, offset) in samples {
+        let Some(end) = high_watermarks.get(&(topic.clone(), *partition)) else {
+            continue;
+        };
+        let lag = (end - offset).max(0);
+        gauge!(
+            CONSUMER_LAG,
+            "group" => group.clone(),
+            "topic" => topic.clone(),
+            "partition" => partition.to_string()
+        )
+        .set(lag as f64);
+    }
+    gauge!(CONSUMER_LAG_DROPPED).set(dropped as f64);
 }
 
 pub fn rebalanced(protocol: &'static str) {

@@ -16,6 +16,8 @@
 //!   in, member ids are made by the caller).
 //! - [`metrics`]: rebalances, commits and groups by state (bounded labels).
 //! - [`coordinator`]: the service handlers call: routing to partitions, waiting for rebalances.
+//! - [`lag`]: high watermarks of committed partitions, for the consumer lag gauge (with
+//!   `coordinator`, the only part that does I/O).
 //!
 //! As in Kafka's classic groups (`replayRecords = false` there), group operations change the
 //! in-memory group themselves and write its `GroupMetadata` record without replaying it: the
@@ -35,6 +37,7 @@ mod consumer_test_harness;
 mod consumer_tests;
 pub mod coordinator;
 pub mod embedded;
+pub mod lag;
 pub mod machine;
 pub mod metrics;
 pub mod migration;

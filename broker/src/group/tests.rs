@@ -2240,7 +2240,7 @@ fn random_step_sequences_reach_stable_groups_of_several_members() {
 
 /// Commits and rebalances move their counters; the gauges count groups by state.
 #[test]
-fn commits_and_rebalances_are_counted_and_groups_are_gauged_by_state() {
+fn commits_and_rebalances_are_counted_groups_gauged_by_state_and_lag_by_partition() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     use super::metrics as m;
@@ -2259,6 +2259,13 @@ fn commits_and_rebalances_are_counted_and_groups_are_gauged_by_state() {
         assert_eq!(answered(&mut join).error, None);
         let (counts, offsets) = h.machine.counts();
         m::publish(&counts, offsets);
+        // The lag sample is capped; what the cap leaves out is counted.
+        assert_eq!(h.machine.committed_sample(1).0.len(), 1);
+        assert_eq!(h.machine.committed_sample(1).1, 1);
+        let (sample, dropped) = h.machine.committed_sample(10);
+        assert_eq!(dropped, 0);
+        let high_watermarks = BTreeMap::from([(("t".to_owned(), 0), 50), (("t".to_owned(), 1), 5)]);
+        m::publish_lag(&sample, &high_watermarks, 3);
     });
     /// A metric: name, labels, value.
     type Recorded = (String, Vec<(String, String)>, DebugValue);
@@ -2287,6 +2294,23 @@ fn commits_and_rebalances_are_counted_and_groups_are_gauged_by_state() {
             .map(|(_, _, value)| value)
     };
     assert_eq!(find(m::OFFSET_COMMITS, &[]), Some(&DebugValue::Counter(2)));
+    let lag = |partition: &str| {
+        let labels = [
+            ("group", "simple"),
+            ("topic", "t"),
+            ("partition", partition),
+        ];
+        match find(m::CONSUMER_LAG, &labels) {
+            Some(DebugValue::Gauge(value)) => value.into_inner(),
+            other => panic!("lag of t-{partition}: {other:?}"),
+        }
+    };
+    assert_eq!(lag("0"), 8.0, "high watermark 50, committed 42");
+    assert_eq!(lag("1"), 0.0, "a commit past the high watermark is no lag");
+    assert_eq!(
+        find(m::CONSUMER_LAG_DROPPED, &[]),
+        Some(&DebugValue::Gauge(3.0.into()))
+    );
     assert_eq!(
         find(m::REBALANCES, &[("protocol", "classic")]),
         Some(&DebugValue::Counter(1))

@@ -32,6 +32,16 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a running child is checked for exit while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// This crate's directory (its `python/` and `node/` scripts, the workspace beside it), as the
+/// running test sees it: cargo and nextest set `CARGO_MANIFEST_DIR` for every test process. The
+/// path compiled in is only a fallback: a test binary reused from a build of the same sources
+/// at another path (a target directory shared between checkouts) would point there.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Path of the `streambus` binary built alongside the running test.
 pub fn streambus_bin() -> anyhow::Result<PathBuf> {
     workspace_bin("streambus", "streambus-broker")

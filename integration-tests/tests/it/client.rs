@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -395,7 +394,7 @@ async fn keys_land_on_the_java_partitioner_partition_as_with_confluent_kafka() {
     // confluent-kafka's murmur2_random partitioner writes the same keys where ours would.
     const THEIRS: &str = "keyed-confluent";
     create_topic(&client, NewTopic::new(THEIRS, KEYED_PARTITIONS, 1)).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/keyed_produce.py");
+    let script = streambus_integration_tests::manifest_dir().join("python/keyed_produce.py");
     let mut command = std::process::Command::new(streambus_integration_tests::python().unwrap());
     command
         .arg(script)

@@ -3,7 +3,7 @@
 //! processes it started; the example 3-node configs load.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,7 +28,7 @@ const BROKERS: u16 = 3;
 const OFFSET_ATTEMPTS: u32 = 50;
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-cluster.sh")
+    streambus_integration_tests::manifest_dir().join("../deploy/local-cluster.sh")
 }
 
 fn kafka_port(offset: u16, broker: u16) -> u16 {
@@ -286,7 +286,7 @@ fn the_local_cluster_script_starts_three_brokers_that_know_each_other_and_stops_
 #[test]
 fn the_example_three_node_configs_are_accepted_by_the_broker() {
     for id in 1..=3 {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let path = streambus_integration_tests::manifest_dir()
             .join(format!("../deploy/config/broker-{id}.toml"));
         let output = streambus_integration_tests::run_streambus(&[
             "--config",

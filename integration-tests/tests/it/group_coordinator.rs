@@ -591,7 +591,7 @@ fn bad_consumer_group_heartbeats_get_precise_errors_and_change_nothing() {
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    streambus_integration_tests::manifest_dir()
         .join("python")
         .join(name)
 }

@@ -506,7 +506,7 @@ fn a_double_failover_truncates_by_leader_epoch_and_keeps_committed_records() {
 }
 
 fn durability_script(cluster: &Cluster, args: &[&str]) -> std::process::Command {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/durability.py");
+    let script = streambus_integration_tests::manifest_dir().join("python/durability.py");
     let mut command = std::process::Command::new(streambus_integration_tests::python().unwrap());
     command
         .arg(script)

@@ -1,7 +1,6 @@
 //! `sbctl` against a real broker: every subcommand's happy path and its error paths (exit code
 //! and message), and records crossing between `sbctl` and confluent-kafka byte-exact.
 
-use std::path::Path;
 use std::time::Duration;
 
 use streambus_integration_tests::{run_with_timeout, sbctl_command, DevBroker, Output};
@@ -439,7 +438,7 @@ fn cluster_describe_and_perf() {
 }
 
 fn cross_client(broker: &DevBroker, args: &[&str]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/cross_client.py");
+    let script = streambus_integration_tests::manifest_dir().join("python/cross_client.py");
     let mut command = std::process::Command::new(streambus_integration_tests::python().unwrap());
     command
         .arg(script)

@@ -13,11 +13,11 @@ use streambus_integration_tests::{run_with_timeout, DevBroker};
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn python_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
+    streambus_integration_tests::manifest_dir().join("python")
 }
 
 pub fn node_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node")
+    streambus_integration_tests::manifest_dir().join("node")
 }
 
 /// Runs `command` with `STREAMBUS_BOOTSTRAP` pointing at `broker` and asserts that it succeeds,

@@ -462,7 +462,7 @@ impl PythonMember {
         let dir = tempfile::tempdir().unwrap();
         let stop_file = dir.path().join("stop");
         let stderr = dir.path().join("stderr");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/group_member.py");
+        let script = streambus_integration_tests::manifest_dir().join("python/group_member.py");
         let mut child = Command::new(streambus_integration_tests::python().unwrap())
             .arg(script)
             .args([group, topic, assignor, stop_file.to_str().unwrap()])

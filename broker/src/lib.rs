@@ -32,6 +32,7 @@
 //! - [`quorum`]: starting this broker's metadata quorum member.
 //! - [`replication`]: replica fetchers and ISR maintenance between brokers.
 //! - [`topic_config`]: Kafka topic configs: validation, resolution, description.
+//! - [`txn`]: the transaction coordinator over `__transaction_state`.
 
 pub mod blocking;
 pub mod broker;
@@ -55,6 +56,7 @@ pub mod replication;
 #[cfg(test)]
 pub mod testing;
 pub mod topic_config;
+pub mod txn;
 
 pub use config::BrokerConfig;
 pub use error::{BrokerError, Result};

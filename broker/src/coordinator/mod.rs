@@ -32,6 +32,7 @@ pub mod machine;
 pub mod partition_log;
 pub mod route;
 pub mod runtime;
+pub mod schema;
 pub mod shard;
 pub mod timer;
 pub mod topic;

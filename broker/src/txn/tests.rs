@@ -1,0 +1,382 @@
+//! Unit tests of the transaction coordinator's state machine, driven as the shard drives it:
+//! each operation's records are replayed at once and its deferred effects (marker jobs) run as
+//! when they are committed; timers fire at their deadlines; a new machine loads the log.
+//! Kafka's `TransactionCoordinator` and `TransactionMetadata` are the specification.
+
+use tokio::sync::mpsc;
+
+use super::machine::{InitRequest, MarkerJob, TxnMachine, TxnRules, TxnTimer};
+use super::records::TxnState;
+use super::state::TxnPartition;
+use super::TxnProblem;
+use crate::coordinator::{
+    CoordinatorMachine, CoordinatorRecord, CoordinatorResult, OpContext, Timers,
+};
+
+const ID: &str = "txn-1";
+const TIMEOUT_MS: i32 = 60_000;
+const START_MS: i64 = 1_700_000_000_000;
+const COORDINATOR_EPOCH: i32 = 4;
+
+struct Harness {
+    machine: TxnMachine,
+    jobs: mpsc::UnboundedReceiver<MarkerJob>,
+    timers: Timers<TxnTimer>,
+    now_ms: i64,
+    log: Vec<CoordinatorRecord>,
+    next_pid: i64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::load(&[], START_MS)
+    }
+
+    /// A coordinator that loads `log`, as after a failover.
+    fn load(log: &[CoordinatorRecord], now_ms: i64) -> Harness {
+        let (sender, jobs) = mpsc::unbounded_channel();
+        let mut machine = TxnMachine::new(7, COORDINATOR_EPOCH, rules(), sender);
+        for (offset, record) in log.iter().enumerate() {
+            machine
+                .replay(offset as i64, Some(&record.key), record.value.as_deref())
+                .expect("replays");
+        }
+        let mut timers = Timers::new();
+        machine.on_loaded(&mut OpContext {
+            now_ms,
+            timers: &mut timers,
+        });
+        Harness {
+            machine,
+            jobs,
+            timers,
+            now_ms,
+            log: log.to_vec(),
+            next_pid: 1000,
+        }
+    }
+
+    fn write(&mut self, records: &[CoordinatorRecord]) {
+        for record in records {
+            let offset = self.log.len() as i64;
+            self.machine
+                .replay(offset, Some(&record.key), record.value.as_deref())
+                .expect("a written record replays");
+            self.log.push(record.clone());
+        }
+    }
+
+    fn run<R>(
+        &mut self,
+        op: impl FnOnce(&mut TxnMachine, &mut OpContext<'_, TxnTimer>) -> CoordinatorResult<R>,
+    ) -> R {
+        let mut ctx = OpContext {
+            now_ms: self.now_ms,
+            timers: &mut self.timers,
+        };
+        let result = op(&mut self.machine, &mut ctx);
+        let deferred = self.machine.take_deferred();
+        self.write(&result.records);
+        for effect in deferred {
+            effect();
+        }
+        result.response
+    }
+
+    fn advance(&mut self, ms: i64) {
+        let target = self.now_ms + ms;
+        while let Some(deadline) = self.timers.next_deadline_ms().filter(|d| *d <= target) {
+            self.now_ms = self.now_ms.max(deadline);
+            while let Some(key) = self.timers.pop_due(self.now_ms) {
+                let mut ctx = OpContext {
+                    now_ms: self.now_ms,
+                    timers: &mut self.timers,
+                };
+                let records = self.machine.on_timer(key, &mut ctx);
+                let deferred = self.machine.take_deferred();
+                self.write(&records);
+                for effect in deferred {
+                    effect();
+                }
+            }
+        }
+        self.now_ms = target;
+    }
+
+    fn init(&mut self, expected: Option<(i64, i16)>) -> Result<(i64, i16), TxnProblem> {
+        self.next_pid += 1;
+        let request = InitRequest {
+            timeout_ms: TIMEOUT_MS,
+            expected,
+            fresh_producer_id: self.next_pid,
+        };
+        self.run(|m, ctx| m.init_producer_id(ID, request, ctx))
+    }
+
+    fn add(&mut self, producer: (i64, i16), partitions: &[(&str, i32)]) -> Result<(), TxnProblem> {
+        let partitions: Vec<TxnPartition> = partitions
+            .iter()
+            .map(|(t, p)| ((*t).to_owned(), *p))
+            .collect();
+        self.run(|m, ctx| m.add_partitions(ID, producer.0, producer.1, &partitions, ctx))
+    }
+
+    fn end(&mut self, producer: (i64, i16), commit: bool) -> Result<(), TxnProblem> {
+        self.run(|m, ctx| m.end_txn(ID, producer.0, producer.1, commit, ctx))
+    }
+
+    /// The marker job the last prepare sent, which the service completes.
+    fn job(&mut self) -> MarkerJob {
+        self.jobs.try_recv().expect("a marker job")
+    }
+
+    fn no_job(&mut self) {
+        assert!(self.jobs.try_recv().is_err(), "no marker job expected");
+    }
+
+    fn complete(&mut self, job: &MarkerJob) -> Result<(), TxnProblem> {
+        self.run(|m, ctx| m.complete(job, ctx))
+    }
+
+    fn state(&self) -> TxnState {
+        self.machine.get(ID).expect("known id").state
+    }
+}
+
+fn rules() -> TxnRules {
+    TxnRules {
+        max_timeout_ms: 900_000,
+        id_expiration_ms: 3_600_000,
+        expiration_check_interval_ms: 60_000,
+    }
+}
+
+#[test]
+fn a_transaction_commits_in_two_phases() {
+    let mut h = Harness::new();
+    let producer = h.init(None).unwrap();
+    assert_eq!(producer, (1001, 0));
+    assert_eq!(h.state(), TxnState::Empty);
+    h.add(producer, &[("a", 0), ("b", 1)]).unwrap();
+    h.add(producer, &[("a", 0), ("a", 2)]).unwrap();
+    assert_eq!(h.state(), TxnState::Ongoing);
+    let written = h.log.len();
+    // Everything asked is in already: nothing written.
+    h.add(producer, &[("a", 2)]).unwrap();
+    assert_eq!(h.log.len(), written);
+
+    h.end(producer, true).unwrap();
+    assert_eq!(h.state(), TxnState::PrepareCommit);
+    let job = h.job();
+    assert_eq!(job.coordinator_epoch, COORDINATOR_EPOCH);
+    assert!(job.commit);
+    assert_eq!(
+        job.partitions,
+        vec![
+            ("a".to_owned(), 0),
+            ("a".to_owned(), 2),
+            ("b".to_owned(), 1)
+        ]
+    );
+    // Until the markers are written, the producer must wait.
+    assert_eq!(
+        h.end(producer, true),
+        Err(TxnProblem::ConcurrentTransactions)
+    );
+    assert_eq!(
+        h.add(producer, &[("c", 0)]),
+        Err(TxnProblem::ConcurrentTransactions)
+    );
+    h.complete(&job).unwrap();
+    assert_eq!(h.state(), TxnState::CompleteCommit);
+    assert!(h.machine.get(ID).unwrap().partitions.is_empty());
+    // A retried EndTxn of the done commit succeeds; an abort of it is refused.
+    assert_eq!(h.end(producer, true), Ok(()));
+    assert_eq!(h.end(producer, false), Err(TxnProblem::InvalidTxnState));
+    // The next transaction starts from CompleteCommit.
+    h.add(producer, &[("c", 0)]).unwrap();
+    h.end(producer, false).unwrap();
+    let job = h.job();
+    assert!(!job.commit);
+    assert_eq!(job.partitions, vec![("c".to_owned(), 0)]);
+    h.complete(&job).unwrap();
+    assert_eq!(h.state(), TxnState::CompleteAbort);
+}
+
+#[test]
+fn a_new_instance_fences_the_old_one_and_aborts_its_transaction() {
+    let mut h = Harness::new();
+    let old = h.init(None).unwrap();
+    h.add(old, &[("a", 0)]).unwrap();
+    // The new instance's InitProducerId aborts the ongoing transaction at a bumped epoch.
+    assert_eq!(h.init(None), Err(TxnProblem::ConcurrentTransactions));
+    assert_eq!(h.state(), TxnState::PrepareAbort);
+    let job = h.job();
+    assert!(!job.commit);
+    assert_eq!(
+        job.producer_epoch,
+        old.1 + 1,
+        "the markers fence the old epoch"
+    );
+    // The old instance can neither write to nor end the transaction.
+    assert_eq!(h.add(old, &[("b", 0)]), Err(TxnProblem::ProducerFenced));
+    assert_eq!(h.end(old, true), Err(TxnProblem::ProducerFenced));
+    assert_eq!(
+        h.init(None),
+        Err(TxnProblem::ConcurrentTransactions),
+        "still aborting"
+    );
+    h.complete(&job).unwrap();
+    let new = h.init(None).unwrap();
+    assert_eq!(new, (old.0, old.1 + 2));
+    assert_eq!(h.state(), TxnState::Empty);
+    assert_eq!(h.end(old, false), Err(TxnProblem::ProducerFenced));
+}
+
+#[test]
+fn kip_360_bumps_only_for_the_current_producer() {
+    let mut h = Harness::new();
+    let first = h.init(None).unwrap();
+    let bumped = h.init(Some(first)).unwrap();
+    assert_eq!(bumped, (first.0, first.1 + 1));
+    // The instance that still has the old epoch is fenced.
+    assert_eq!(h.init(Some(first)), Err(TxnProblem::ProducerFenced));
+    assert_eq!(h.init(Some((99, 0))), Err(TxnProblem::ProducerFenced));
+}
+
+#[test]
+fn an_exhausted_epoch_moves_to_a_new_producer_id() {
+    let mut h = Harness::new();
+    let first = h.init(None).unwrap();
+    let mut meta = h.machine.get(ID).unwrap().clone();
+    meta.producer_epoch = i16::MAX - 1;
+    let record = CoordinatorRecord::new(
+        super::records::encode_key(ID).unwrap(),
+        meta.to_value().encode(0).unwrap(),
+    );
+    h.write(&[record]);
+    let next = h.init(None).unwrap();
+    assert_ne!(next.0, first.0);
+    assert_eq!(next.1, 0);
+}
+
+#[test]
+fn requests_with_the_wrong_producer_or_state_are_refused_and_change_nothing() {
+    let mut h = Harness::new();
+    let request = InitRequest {
+        timeout_ms: 900_001,
+        expected: None,
+        fresh_producer_id: 5,
+    };
+    assert_eq!(
+        h.run(|m, ctx| m.init_producer_id(ID, request, ctx)),
+        Err(TxnProblem::InvalidTransactionTimeout)
+    );
+    assert!(h.log.is_empty());
+    assert_eq!(
+        h.add((5, 0), &[("a", 0)]),
+        Err(TxnProblem::InvalidProducerIdMapping)
+    );
+    let producer = h.init(None).unwrap();
+    let written = h.log.len();
+    assert_eq!(
+        h.add((producer.0 + 1, 0), &[("a", 0)]),
+        Err(TxnProblem::InvalidProducerIdMapping)
+    );
+    assert_eq!(
+        h.add((producer.0, 7), &[("a", 0)]),
+        Err(TxnProblem::ProducerFenced)
+    );
+    assert_eq!(
+        h.end(producer, true),
+        Err(TxnProblem::InvalidTxnState),
+        "nothing ongoing"
+    );
+    assert_eq!(
+        h.end((producer.0, 3), true),
+        Err(TxnProblem::ProducerFenced)
+    );
+    assert_eq!(h.log.len(), written, "refusals write nothing");
+    h.no_job();
+    // KIP-890 verification: only added partitions of the ongoing transaction pass.
+    h.add(producer, &[("a", 0)]).unwrap();
+    let verified = h
+        .machine
+        .verify_partitions(
+            ID,
+            producer.0,
+            producer.1,
+            &[("a".to_owned(), 0), ("a".to_owned(), 1)],
+        )
+        .unwrap();
+    assert_eq!(verified, vec![None, Some(TxnProblem::InvalidTxnState)]);
+    assert_eq!(
+        h.machine.verify_partitions(ID, producer.0, 9, &[]),
+        Err(TxnProblem::ProducerFenced)
+    );
+}
+
+#[test]
+fn a_transaction_that_outlives_its_timeout_is_aborted_at_a_bumped_epoch() {
+    let mut h = Harness::new();
+    let producer = h.init(None).unwrap();
+    h.add(producer, &[("a", 0)]).unwrap();
+    h.advance(i64::from(TIMEOUT_MS) - 1);
+    assert_eq!(h.state(), TxnState::Ongoing);
+    h.no_job();
+    h.advance(1);
+    assert_eq!(h.state(), TxnState::PrepareAbort);
+    let job = h.job();
+    assert_eq!(job.producer_epoch, producer.1 + 1);
+    assert_eq!(h.end(producer, true), Err(TxnProblem::ProducerFenced));
+    h.complete(&job).unwrap();
+    assert_eq!(h.state(), TxnState::CompleteAbort);
+    // A transaction ended in time is not aborted by its old timer.
+    let producer = h.init(None).unwrap();
+    h.add(producer, &[("a", 0)]).unwrap();
+    h.end(producer, true).unwrap();
+    let job = h.job();
+    h.complete(&job).unwrap();
+    h.advance(i64::from(TIMEOUT_MS) * 2);
+    assert_eq!(h.state(), TxnState::CompleteCommit);
+    h.no_job();
+}
+
+#[test]
+fn a_new_coordinator_resumes_preparing_transactions_and_timeouts() {
+    let mut h = Harness::new();
+    let producer = h.init(None).unwrap();
+    h.add(producer, &[("a", 0)]).unwrap();
+    h.end(producer, true).unwrap();
+    let _lost_with_the_old_coordinator = h.job();
+    let mut loaded = Harness::load(&h.log, h.now_ms + 10);
+    let job = loaded.job();
+    assert!(job.commit);
+    assert_eq!(job.partitions, vec![("a".to_owned(), 0)]);
+    loaded.complete(&job).unwrap();
+    assert_eq!(loaded.state(), TxnState::CompleteCommit);
+
+    // An ongoing transaction keeps its deadline across the failover.
+    let producer = loaded.init(None).unwrap();
+    loaded.add(producer, &[("b", 0)]).unwrap();
+    let mut again = Harness::load(&loaded.log, loaded.now_ms + 1_000);
+    again.no_job();
+    again.advance(i64::from(TIMEOUT_MS) - 1_000);
+    assert_eq!(again.state(), TxnState::PrepareAbort);
+    assert!(!again.job().commit);
+}
+
+#[test]
+fn idle_ids_expire_and_ongoing_ones_stay() {
+    let mut h = Harness::new();
+    h.init(None).unwrap();
+    h.advance(rules().id_expiration_ms + rules().expiration_check_interval_ms);
+    assert!(h.machine.get(ID).is_none());
+    assert!(h.log.last().unwrap().value.is_none(), "a tombstone");
+    let producer = h.init(None).unwrap();
+    h.add(producer, &[("a", 0)]).unwrap();
+    // Its timeout aborts it; an id that is not idle (ongoing, then aborting) does not expire.
+    h.advance(i64::from(TIMEOUT_MS) - 1);
+    h.advance(rules().expiration_check_interval_ms);
+    assert!(h.machine.get(ID).is_some());
+}

@@ -29,6 +29,7 @@ use crate::partition::PartitionManager;
 use crate::producer_ids::ProducerIdAllocator;
 use crate::quorum::{self, Quorum, KAFKA_ENDPOINT};
 use crate::replication::ReplicaFetchers;
+use crate::txn::coordinator::TxnCoordinator;
 
 /// How long a stopping broker waits for the controller to take its leaderships.
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,6 +107,7 @@ impl Broker {
             quorum.lifecycle.state(),
         );
         let groups = GroupCoordinator::new(config.node_id, &config.groups, dev);
+        let txns = TxnCoordinator::new(config.node_id, &config.transactions, dev);
         let ctx = Arc::new(BrokerContext {
             config,
             cluster_id: identity.cluster_id,
@@ -113,6 +115,7 @@ impl Broker {
             partitions: partitions.clone(),
             producer_ids,
             groups: groups.clone(),
+            txns: txns.clone(),
             shutdown: shutdown.clone(),
             refusals: RefusalLog::default(),
         });
@@ -146,6 +149,7 @@ impl Broker {
             )),
         ];
         background.extend(groups.spawn(&ctx));
+        background.extend(txns.spawn(&ctx));
         let server = KafkaServer::spawn(ctx.clone(), KAFKA_ENDPOINT, listener, shutdown)
             .map_err(bind_error)?;
         Ok(Broker {

@@ -10,7 +10,8 @@
 //! `log.segment_bytes` (key `segment_bytes` of the `[log]` table) is `STREAMBUS_LOG_SEGMENT_BYTES`.
 //!
 //! Tables with a module of their own: `[metadata]` ([`MetadataConfig`]), `[topics]`
-//! ([`TopicsConfig`]) and `[groups]` ([`GroupsConfig`]); `[replication]` lives with the replication code.
+//! ([`TopicsConfig`]), `[groups]` ([`GroupsConfig`]) and `[transactions]`
+//! ([`TransactionsConfig`]); `[replication]` lives with the replication code.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -26,10 +27,12 @@ use crate::replication::ReplicationConfig;
 mod groups;
 mod metadata;
 mod topics;
+mod transactions;
 
 pub use groups::GroupsConfig;
 pub use metadata::MetadataConfig;
 pub use topics::{CompressionType, TopicsConfig};
+pub use transactions::TransactionsConfig;
 
 /// Prefix of the environment variables that set config keys. The whole prefix is reserved: an
 /// unknown `STREAMBUS_*` variable is an error, like an unknown key in the file.
@@ -82,6 +85,8 @@ pub struct BrokerConfig {
     pub replication: ReplicationConfig,
     /// The group coordinator and `__consumer_offsets`.
     pub groups: GroupsConfig,
+    /// The transaction coordinator and `__transaction_state`.
+    pub transactions: TransactionsConfig,
 }
 
 impl Default for BrokerConfig {
@@ -102,6 +107,7 @@ impl Default for BrokerConfig {
             metadata: MetadataConfig::default(),
             replication: ReplicationConfig::default(),
             groups: GroupsConfig::default(),
+            transactions: TransactionsConfig::default(),
         }
     }
 }
@@ -300,6 +306,12 @@ impl BrokerConfig {
         self.check_topics_and_kafka()?;
         self.metadata.validate()?;
         self.groups
+            .check()
+            .map_err(|(key, reason)| BrokerError::InvalidConfig {
+                key,
+                reason: reason.to_owned(),
+            })?;
+        self.transactions
             .check()
             .map_err(|(key, reason)| BrokerError::InvalidConfig {
                 key,

@@ -15,6 +15,7 @@ use crate::config::BrokerConfig;
 use crate::group::GroupCoordinator;
 use crate::partition::PartitionManager;
 use crate::producer_ids::ProducerIdAllocator;
+use crate::txn::coordinator::TxnCoordinator;
 
 /// Shared by every connection of one broker.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct BrokerContext {
     pub producer_ids: ProducerIdAllocator,
     /// The group coordinator's share of `__consumer_offsets` on this broker.
     pub groups: Arc<GroupCoordinator>,
+    /// The transaction coordinator's share of `__transaction_state` on this broker.
+    pub txns: Arc<TxnCoordinator>,
     /// Cancelled when the broker starts shutting down: parked fetches answer at once.
     pub shutdown: CancellationToken,
     /// Keeps refused inter-broker requests (another cluster, an unknown replica) from flooding

@@ -396,6 +396,41 @@ pub fn control_type(batch: &[u8]) -> Result<ControlType, BatchError> {
     }
 }
 
+/// A transaction marker (Kafka's `EndTransactionMarker`): one control record whose key is
+/// `version 0, type` (0 abort, 1 commit) and whose value is `version 0, coordinator epoch`, in a
+/// transactional control batch of the producer, encoded with kafka-protocol's encoder.
+pub fn marker_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp_ms: i64,
+) -> Result<Bytes, BatchError> {
+    use kafka_protocol::records::{Compression, Record, TimestampType};
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&i16::from(commit).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut records = [Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: timestamp_ms,
+        key: Some(Bytes::from(key)),
+        value: Some(Bytes::from(value)),
+        headers: Default::default(),
+    }];
+    Ok(encode_records(&mut records, Compression::None)?.freeze())
+}
+
 /// Encodes `records` as one v2 batch (kafka-protocol's encoder), keeping their offsets.
 ///
 /// kafka-protocol starts a new batch wherever `offset - sequence` changes, which for records

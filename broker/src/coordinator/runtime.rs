@@ -56,7 +56,8 @@ struct Running<M: CoordinatorMachine> {
 }
 
 /// Makes the fresh state machine of a partition.
-type NewMachine<M> = Box<dyn Fn(u32) -> M + Send + Sync>;
+/// Makes the state machine of a partition (its index, and this broker's leader epoch of it).
+type NewMachine<M> = Box<dyn Fn(u32, i32) -> M + Send + Sync>;
 
 /// The coordinator runtime of one internal topic on this broker.
 pub struct CoordinatorRuntime<M: CoordinatorMachine> {
@@ -89,7 +90,7 @@ impl<M: CoordinatorMachine> CoordinatorRuntime<M> {
         broker_id: BrokerId,
         topic: InternalTopic,
         config: RuntimeConfig,
-        new_machine: impl Fn(u32) -> M + Send + Sync + 'static,
+        new_machine: impl Fn(u32, i32) -> M + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(CoordinatorRuntime {
             broker_id,
@@ -121,6 +122,28 @@ impl<M: CoordinatorMachine> CoordinatorRuntime<M> {
     /// Creates the internal topic if the image does not have it yet; its id.
     pub async fn ensure_topic(&self, ctx: &BrokerContext) -> Result<TopicId, CoordinatorError> {
         topic::ensure_topic(ctx, &self.topic).await
+    }
+
+    /// The broker that coordinates `key` (FindCoordinator), creating the topic on first use.
+    pub async fn find(&self, ctx: &BrokerContext, key: &str) -> Result<BrokerId, CoordinatorError> {
+        self.ensure_topic(ctx).await?;
+        let image = ctx.image();
+        let unavailable = |reason: &str| CoordinatorError::NotAvailable {
+            topic: self.topic.name.clone(),
+            reason: reason.to_owned(),
+        };
+        let topic = image
+            .topic_by_name(&self.topic.name)
+            .ok_or_else(|| unavailable("not in this broker's metadata yet"))?;
+        let count = u32::try_from(topic.partitions.len())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let partition = partition_for(key, count);
+        topic
+            .partitions
+            .get(partition as usize)
+            .and_then(|p| p.leader)
+            .ok_or_else(|| unavailable("the partition has no leader"))
     }
 
     /// Whether this broker coordinates `partition` now (loading or serving).
@@ -300,7 +323,7 @@ impl<M: CoordinatorMachine> CoordinatorRuntime<M> {
             clock: self.config.clock.clone(),
         };
         let log = Arc::new(PartitionLog::new(partition, leader_epoch));
-        let (handle, task) = shard::spawn(config, (self.new_machine)(index), log);
+        let (handle, task) = shard::spawn(config, (self.new_machine)(index, leader_epoch), log);
         Running {
             topic_id,
             leader_epoch,
@@ -380,7 +403,7 @@ mod tests {
             write_timeout: TEST_WAIT,
             ..RuntimeConfig::default()
         };
-        CoordinatorRuntime::new(1, topic, config, |_| KvMachine::default())
+        CoordinatorRuntime::new(1, topic, config, |_, _| KvMachine::default())
     }
 
     #[tokio::test]
@@ -596,7 +619,7 @@ mod tests {
                 write_timeout: TEST_WAIT,
                 ..RuntimeConfig::default()
             },
-            |_| KvMachine::default(),
+            |_, _| KvMachine::default(),
         );
         let shutdown2 = CancellationToken::new();
         let task2 = tokio::spawn(

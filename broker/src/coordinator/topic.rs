@@ -135,6 +135,17 @@ fn create_command(
         }
         FewerBrokers::Refuse => topic.replication_factor,
     };
+    let mut configs = topic.configs.clone();
+    // A capped replication factor caps `min.insync.replicas` with it: a dev broker's
+    // coordinator could never write otherwise (Kafka would make the operator lower both).
+    if let Some(min_isr) = configs.get_mut("min.insync.replicas") {
+        if min_isr
+            .parse::<u16>()
+            .is_ok_and(|min| min > replication_factor)
+        {
+            *min_isr = replication_factor.to_string();
+        }
+    }
     Ok(MetadataCommand::CreateTopic(CreateTopic {
         name: topic.name.clone(),
         topic_id: new_topic_id(),
@@ -142,7 +153,7 @@ fn create_command(
             partitions: topic.partitions,
             replication_factor,
         },
-        configs: topic.configs.clone(),
+        configs,
     }))
 }
 

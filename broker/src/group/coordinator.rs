@@ -78,7 +78,7 @@ impl GroupCoordinator {
             write_timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
             clock: Arc::new(SystemClock),
         };
-        let runtime = CoordinatorRuntime::new(broker_id, topic, runtime_config, move |_| {
+        let runtime = CoordinatorRuntime::new(broker_id, topic, runtime_config, move |_, _| {
             GroupMachine::new(rules.clone(), consumer_rules.clone())
         });
         Arc::new(GroupCoordinator {
@@ -163,24 +163,7 @@ impl GroupCoordinator {
         ctx: &BrokerContext,
         group_id: &str,
     ) -> Result<BrokerId, CoordinatorError> {
-        self.runtime.ensure_topic(ctx).await?;
-        let image = ctx.image();
-        let unavailable = |reason: &str| CoordinatorError::NotAvailable {
-            topic: OFFSETS_TOPIC.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let topic = image
-            .topic_by_name(OFFSETS_TOPIC)
-            .ok_or_else(|| unavailable("not in this broker's metadata yet"))?;
-        let count = u32::try_from(topic.partitions.len())
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let partition = crate::coordinator::partition_for(group_id, count);
-        topic
-            .partitions
-            .get(partition as usize)
-            .and_then(|p| p.leader)
-            .ok_or_else(|| unavailable("the partition has no leader"))
+        self.runtime.find(ctx, group_id).await
     }
 
     // ---------------------------------------------------------------- membership

@@ -164,10 +164,18 @@ mod tests {
             },
             configs: Vec::new(),
         };
-        let created = create_topic(&ctx, topic, Mode::Apply)
-            .await
-            .expect("created");
-        let topic_id = created.topic_id.expect("an id");
+        // The broker registers itself just after it starts: until then no broker can host.
+        let mut created = None;
+        for _ in 0..100 {
+            match create_topic(&ctx, topic.clone(), Mode::Apply).await {
+                Ok(topic) => {
+                    created = Some(topic);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let topic_id = created.and_then(|c| c.topic_id).expect("created");
         let mut hosted = None;
         for _ in 0..100 {
             hosted = ctx

@@ -104,6 +104,21 @@ pub async fn dispatch(ctx: &BrokerContext, req: &RequestContext, request: Reques
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(handlers::offsets::delete(ctx, req, r).await)
         }
+        RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
+            handlers::transactions::add_partitions(ctx, req, r).await,
+        ),
+        RequestKind::EndTxn(r) => {
+            ResponseKind::EndTxn(handlers::transactions::end_txn(ctx, req, r).await)
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(handlers::write_txn_markers::handle(ctx, req, r).await)
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(handlers::transactions::describe(ctx, req, r).await)
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(handlers::transactions::list(ctx, req, r).await)
+        }
         // The connection only decodes requests whose (key, version) is in `SUPPORTED`.
         _ => {
             tracing::error!(api = ?req.api_key, version, "request without a handler");

@@ -14,6 +14,7 @@ use crate::partition::manager::LeaderLookup;
 use crate::partition::PartitionError;
 use crate::producer_ids::ProducerIdError;
 use crate::topic_config::ConfigProblem;
+use crate::txn::TxnProblem;
 
 /// A failure found by a handler itself, from the request's content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +38,8 @@ pub enum RequestProblem {
     LeaderNotAvailable,
     /// The request waited longer than its timeout.
     TimedOut,
-    /// A transactional request before transactions are implemented.
-    TransactionsUnsupported,
+    /// An empty (or oversize) transactional id.
+    InvalidTransactionalId,
     /// A fetch session id this broker never created.
     FetchSessionIdNotFound,
     /// A request that names another cluster's id (Fetch v12+ `ClusterId`).
@@ -67,6 +68,8 @@ pub enum Failure<'a> {
     Group(GroupProblem),
     /// A coordinator (this broker's share of it) could not serve the request.
     Coordinator(&'a CoordinatorError),
+    /// The transaction coordinator refused a transactional request.
+    Txn(TxnProblem),
 }
 
 /// A failure as a response carries it: the Kafka error code and the one-line message the client
@@ -209,8 +212,7 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             RequestProblem::UnknownTopicId => E::UnknownTopicId,
             RequestProblem::LeaderNotAvailable => E::LeaderNotAvailable,
             RequestProblem::TimedOut => E::RequestTimedOut,
-            // The coordinator does not exist yet: retriable, and honest about what is missing.
-            RequestProblem::TransactionsUnsupported => E::CoordinatorNotAvailable,
+            RequestProblem::InvalidTransactionalId => E::InvalidRequest,
             RequestProblem::FetchSessionIdNotFound => E::FetchSessionIdNotFound,
             RequestProblem::InconsistentClusterId => E::InconsistentClusterId,
             RequestProblem::UnknownReplica => E::BrokerIdNotRegistered,
@@ -230,6 +232,16 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             | CoordinatorError::NotEnoughReplicas { .. }
             | CoordinatorError::Metadata(_) => E::CoordinatorNotAvailable,
             CoordinatorError::Codec { .. } => E::UnknownServerError,
+        },
+        Failure::Txn(problem) => match problem {
+            TxnProblem::InvalidTransactionTimeout => E::InvalidTransactionTimeout,
+            TxnProblem::InvalidProducerIdMapping => E::InvalidProducerIdMapping,
+            TxnProblem::ProducerFenced => E::ProducerFenced,
+            TxnProblem::ConcurrentTransactions => E::ConcurrentTransactions,
+            TxnProblem::InvalidTxnState => E::InvalidTxnState,
+            TxnProblem::TransactionalIdNotFound => E::TransactionalIdNotFound,
+            TxnProblem::InvalidRegularExpression => E::InvalidRegularExpression,
+            TxnProblem::InvalidTransactionalId => E::InvalidRequest,
         },
     }
 }
@@ -306,6 +318,7 @@ pub fn code_and_message(failure: Failure<'_>) -> (i16, String) {
         Failure::Request(p) => format!("{p:?}"),
         Failure::Group(p) => format!("{p:?}"),
         Failure::Coordinator(e) => e.to_string(),
+        Failure::Txn(p) => format!("{p:?}"),
     };
     (code(failure), message)
 }

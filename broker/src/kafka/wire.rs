@@ -15,6 +15,11 @@ pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// A wire string as an owned string.
+pub fn text(s: &StrBytes) -> String {
+    s.as_str().to_owned()
+}
+
 /// A wire topic name.
 pub fn topic_name(s: impl Into<String>) -> TopicName {
     TopicName(str_bytes(s))

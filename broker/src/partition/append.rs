@@ -285,6 +285,44 @@ pub async fn append_all(
     outcomes.into_iter().map(|(_, outcome)| outcome).collect()
 }
 
+/// Appends a transaction marker (a control batch: `commit` or abort, of `producer_id` at
+/// `producer_epoch`, written by the coordinator at `coordinator_epoch`) as leader on a blocking
+/// task, and waits until it is committed, as Kafka writes markers (acks=all), at most
+/// `timeout`. The partition's producer state ends the producer's transaction with it.
+pub async fn append_marker(
+    partition: &Arc<Partition>,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), PartitionError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let now_ms = {
+        use streambus_storage::Clock;
+        streambus_storage::SystemClock.now_ms()
+    };
+    let batch = streambus_storage::batch::marker_batch(
+        producer_id,
+        producer_epoch,
+        commit,
+        coordinator_epoch,
+        now_ms,
+    )
+    .map_err(|e| PartitionError::Storage(StorageError::from(e)))?;
+    let leader_epoch = partition.state().leader_epoch;
+    let appended = crate::blocking::spawn({
+        let partition = partition.clone();
+        move || partition.append_coordinator_records(batch, leader_epoch)
+    })
+    .await
+    .map_err(|_| PartitionError::TaskFailed)??;
+    partition
+        .wait_committed(&appended, deadline, shutdown)
+        .await
+}
+
 /// The batch as the topic's `compression.type` wants it: the client's bytes when the codec
 /// already matches (or the topic keeps the producer's), otherwise decompressed within
 /// `max.message.bytes` and re-encoded with the topic's codec.

@@ -6,8 +6,12 @@
 //! - [`state`]: one transactional id's metadata.
 //! - [`machine`]: the state machine of one partition (pure: time is passed in, producer ids
 //!   are allocated by the caller).
+//! - [`coordinator`]: the service handlers call (routing, producer ids, completion).
+//! - [`markers`]: writing the markers of ending transactions to the partitions' leaders.
 
+pub mod coordinator;
 pub mod machine;
+pub mod markers;
 pub mod records;
 pub mod state;
 
@@ -17,6 +21,16 @@ pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 /// Why a record could not be encoded although every stored string was checked: a bug.
 pub(crate) const LENGTHS_CHECKED: &str =
     "transactional ids and topic names are checked against Kafka's string limit before they are stored";
+
+/// Kafka's transactional id rule: not empty (and, here, within the record schema's string
+/// limit, so that every id stored encodes).
+pub fn check_transactional_id(id: &str) -> Result<(), TxnProblem> {
+    if id.is_empty() || id.len() > crate::group::STRING_MAX_BYTES {
+        Err(TxnProblem::InvalidTransactionalId)
+    } else {
+        Ok(())
+    }
+}
 
 /// Why the transaction coordinator refused a request: each case is one Kafka error code,
 /// mapped in `kafka/errors.rs`.
@@ -33,6 +47,10 @@ pub enum TxnProblem {
     /// The request does not fit the transaction's state (e.g. EndTxn with nothing ongoing).
     InvalidTxnState,
     TransactionalIdNotFound,
+    /// An empty or oversize transactional id (Kafka: INVALID_REQUEST).
+    InvalidTransactionalId,
+    /// ListTransactions with a transactional id pattern that is not a regular expression.
+    InvalidRegularExpression,
 }
 
 #[cfg(test)]

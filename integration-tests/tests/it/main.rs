@@ -16,3 +16,4 @@ mod sbctl;
 mod schedules;
 mod scripts;
 mod sdk_groups;
+mod transactions;

@@ -1,6 +1,6 @@
-//! FindCoordinator: which broker coordinates a group (key type 0). v0–3 ask for one key, v4+
-//! for a batch. Transactional ids (key type 1) wait for the transaction coordinator and are
-//! answered COORDINATOR_NOT_AVAILABLE; share groups (key type 2) are not served.
+//! FindCoordinator: which broker coordinates a group (key type 0) or a transactional id (key
+//! type 1), creating the coordinator's internal topic on first use. v0–3 ask for one key, v4+
+//! for a batch. Share groups (key type 2) are not served.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{
@@ -40,20 +40,28 @@ impl Found {
 }
 
 async fn find(ctx: &BrokerContext, key_type: i8, key: &str) -> Found {
-    match key_type {
-        GROUP => {}
+    let (found, topic) = match key_type {
+        GROUP => (ctx.groups.find(ctx, key).await, crate::group::OFFSETS_TOPIC),
         TRANSACTION => {
-            return Found::failed(code_and_message(Failure::Request(
-                RequestProblem::TransactionsUnsupported,
-            )))
+            // Kafka's check: a transactional id is not empty (and here within the record
+            // schema's string limit).
+            if crate::txn::check_transactional_id(key).is_err() {
+                return Found::failed(code_and_message(Failure::Request(
+                    RequestProblem::InvalidTransactionalId,
+                )));
+            }
+            (
+                ctx.txns.find(ctx, key).await,
+                crate::txn::TRANSACTION_STATE_TOPIC,
+            )
         }
         _ => {
             return Found::failed(code_and_message(Failure::Request(
                 RequestProblem::UnsupportedCoordinatorType,
             )))
         }
-    }
-    let leader = match ctx.groups.find(ctx, key).await {
+    };
+    let leader = match found {
         Ok(leader) => leader,
         Err(error) => return Found::failed(code_and_message(Failure::Coordinator(&error))),
     };
@@ -68,7 +76,7 @@ async fn find(ctx: &BrokerContext, key_type: i8, key: &str) -> Found {
         },
         None => Found::failed(code_and_message(Failure::Coordinator(
             &crate::coordinator::CoordinatorError::NotAvailable {
-                topic: crate::group::OFFSETS_TOPIC.to_owned(),
+                topic: topic.to_owned(),
                 reason: format!("broker {leader} is not live"),
             },
         ))),

@@ -29,6 +29,8 @@ pub mod offset_for_leader_epoch;
 pub mod offsets;
 pub mod produce;
 pub mod reassignments;
+pub mod transactions;
+pub mod write_txn_markers;
 
 use std::future::Future;
 use std::sync::Arc;

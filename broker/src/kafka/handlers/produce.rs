@@ -27,7 +27,6 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
     let version = req.api_version;
     let acks = Acks::from_wire(request.acks);
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
-    let transactional = request.transactional_id.is_some();
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut appends: Vec<(Arc<Partition>, Bytes)> = Vec::new();
     let mut slots: Vec<Slot> = Vec::new();
@@ -38,11 +37,10 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
             let index = data.index;
-            let planned = match (acks, transactional) {
-                (None, _) => Err(Failure::Request(RequestProblem::InvalidRequiredAcks)),
+            let planned = match acks {
+                None => Err(Failure::Request(RequestProblem::InvalidRequiredAcks)),
                 // Only the coordinators write their topics (Kafka: INVALID_TOPIC_EXCEPTION).
                 _ if internal => Err(Failure::Request(RequestProblem::InternalTopic)),
-                (_, true) => Err(Failure::Request(RequestProblem::TransactionsUnsupported)),
                 _ => led_partition(ctx, &image, record, index, -1).await,
             };
             let records = data.records.filter(|r| !r.is_empty());

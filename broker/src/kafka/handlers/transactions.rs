@@ -1,0 +1,368 @@
+//! The transaction coordinator's APIs: AddPartitionsToTxn (v0–3 from producers, v4+ batched
+//! between brokers, with `verify_only` for KIP-890), EndTxn, DescribeTransactions and
+//! ListTransactions. InitProducerId with a transactional id is in `init_producer_id`,
+//! WriteTxnMarkers in `write_txn_markers`.
+
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_transactions_response::{self, TopicData};
+use kafka_protocol::messages::list_transactions_response;
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
+    DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, ListTransactionsRequest,
+    ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::context::BrokerContext;
+use crate::coordinator::CoordinatorError;
+use crate::kafka::errors::{code, Failure, RequestProblem};
+use crate::kafka::request::RequestContext;
+use crate::kafka::wire::{str_bytes, text};
+use crate::txn::records::TxnState;
+use crate::txn::state::TxnPartition;
+use crate::txn::{check_transactional_id, TxnProblem};
+
+/// Kafka's codes that only this module answers.
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+const OPERATION_NOT_ATTEMPTED: i16 = 55;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+
+/// The code of a coordinator's answer; PRODUCER_FENCED is INVALID_PRODUCER_EPOCH for clients
+/// older than KIP-588 (`fenced_as_epoch`), as Kafka answers them.
+fn txn_code(
+    outcome: Result<Result<(), TxnProblem>, CoordinatorError>,
+    fenced_as_epoch: bool,
+) -> i16 {
+    match outcome {
+        Ok(Ok(())) => 0,
+        Ok(Err(TxnProblem::ProducerFenced)) if fenced_as_epoch => INVALID_PRODUCER_EPOCH,
+        Ok(Err(problem)) => code(Failure::Txn(problem)),
+        Err(error) => code(Failure::Coordinator(&error)),
+    }
+}
+
+// ------------------------------------------------------------------------- AddPartitionsToTxn
+
+/// One transaction of an AddPartitionsToTxn.
+struct Adding {
+    transactional_id: String,
+    producer_id: i64,
+    producer_epoch: i16,
+    verify_only: bool,
+    topics: Vec<AddPartitionsToTxnTopic>,
+}
+
+pub async fn add_partitions(
+    ctx: &BrokerContext,
+    req: &RequestContext,
+    request: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    let version = req.api_version;
+    let transactions: Vec<Adding> = if version < 4 {
+        vec![Adding {
+            transactional_id: text(&request.v3_and_below_transactional_id.0),
+            producer_id: request.v3_and_below_producer_id.0,
+            producer_epoch: request.v3_and_below_producer_epoch,
+            verify_only: false,
+            topics: request.v3_and_below_topics,
+        }]
+    } else {
+        request
+            .transactions
+            .into_iter()
+            .map(|t| Adding {
+                transactional_id: text(&t.transactional_id.0),
+                producer_id: t.producer_id.0,
+                producer_epoch: t.producer_epoch,
+                verify_only: t.verify_only,
+                topics: t.topics,
+            })
+            .collect()
+    };
+    let mut results = Vec::with_capacity(transactions.len());
+    for transaction in transactions {
+        results.push(add_one(ctx, version, transaction).await);
+    }
+    if version < 4 {
+        let topics = results
+            .into_iter()
+            .next()
+            .map(|r| r.topic_results)
+            .unwrap_or_default();
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics);
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
+/// The answer of one transaction: one code for all its partitions, unless some partition is
+/// unknown (or internal, which a producer may not add): then those get their code and the
+/// others OPERATION_NOT_ATTEMPTED, and nothing is added (Kafka's order).
+async fn add_one(ctx: &BrokerContext, version: i16, adding: Adding) -> AddPartitionsToTxnResult {
+    let image = ctx.image();
+    let mut wanted: Vec<TxnPartition> = Vec::new();
+    let mut refused: Vec<(TxnPartition, i16)> = Vec::new();
+    for topic in &adding.topics {
+        let name = topic.name.0.to_string();
+        let record = image.topic_by_name(&name);
+        for &partition in &topic.partitions {
+            let tp = (name.clone(), partition);
+            let exists = record.is_some_and(|r| {
+                u32::try_from(partition).is_ok_and(|p| (p as usize) < r.partitions.len())
+            });
+            if version < 4 && crate::coordinator::topic::is_internal(&name) {
+                refused.push((tp, TOPIC_AUTHORIZATION_FAILED));
+            } else if !exists {
+                refused.push((tp, code(Failure::Request(RequestProblem::UnknownTopic))));
+            } else {
+                wanted.push(tp);
+            }
+        }
+    }
+    let id = adding.transactional_id.clone();
+    let codes: Vec<(TxnPartition, i16)> = if check_transactional_id(&id).is_err() {
+        let invalid = code(Failure::Request(RequestProblem::InvalidTransactionalId));
+        wanted
+            .into_iter()
+            .chain(refused.into_iter().map(|(tp, _)| tp))
+            .map(|tp| (tp, invalid))
+            .collect()
+    } else if !refused.is_empty() {
+        wanted
+            .into_iter()
+            .map(|tp| (tp, OPERATION_NOT_ATTEMPTED))
+            .chain(refused)
+            .collect()
+    } else if adding.verify_only {
+        let verified = ctx
+            .txns
+            .verify_partitions(
+                &id,
+                adding.producer_id,
+                adding.producer_epoch,
+                wanted.clone(),
+            )
+            .await;
+        match verified {
+            Ok(Ok(each)) => wanted
+                .into_iter()
+                .zip(each)
+                .map(|(tp, problem)| (tp, problem.map_or(0, |p| code(Failure::Txn(p)))))
+                .collect(),
+            other => {
+                let all = txn_code(other.map(|r| r.map(|_| ())), false);
+                wanted.into_iter().map(|tp| (tp, all)).collect()
+            }
+        }
+    } else {
+        let outcome = ctx
+            .txns
+            .add_partitions(
+                &id,
+                adding.producer_id,
+                adding.producer_epoch,
+                wanted.clone(),
+            )
+            .await;
+        let all = txn_code(outcome, version < 2);
+        wanted.into_iter().map(|tp| (tp, all)).collect()
+    };
+    AddPartitionsToTxnResult::default()
+        .with_transactional_id(TransactionalId(str_bytes(id)))
+        .with_topic_results(topic_results(codes))
+}
+
+/// Partition codes grouped by topic, in the order topics first appear.
+fn topic_results(codes: Vec<(TxnPartition, i16)>) -> Vec<AddPartitionsToTxnTopicResult> {
+    let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+    for ((topic, partition), error_code) in codes {
+        let result = AddPartitionsToTxnPartitionResult::default()
+            .with_partition_index(partition)
+            .with_partition_error_code(error_code);
+        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(existing) => existing.results_by_partition.push(result),
+            None => topics.push(
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(TopicName(StrBytes::from_string(topic)))
+                    .with_results_by_partition(vec![result]),
+            ),
+        }
+    }
+    topics
+}
+
+// ------------------------------------------------------------------------------------ EndTxn
+
+pub async fn end_txn(
+    ctx: &BrokerContext,
+    req: &RequestContext,
+    request: EndTxnRequest,
+) -> EndTxnResponse {
+    let id = text(&request.transactional_id.0);
+    let error_code = if check_transactional_id(&id).is_err() {
+        code(Failure::Request(RequestProblem::InvalidTransactionalId))
+    } else {
+        let outcome = ctx
+            .txns
+            .end_txn(
+                &id,
+                request.producer_id.0,
+                request.producer_epoch,
+                request.committed,
+            )
+            .await;
+        txn_code(outcome, req.api_version < 2)
+    };
+    EndTxnResponse::default()
+        .with_error_code(error_code)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+}
+
+// ------------------------------------------------------------------- Describe/ListTransactions
+
+pub async fn describe(
+    ctx: &BrokerContext,
+    _req: &RequestContext,
+    request: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let mut states = Vec::with_capacity(request.transactional_ids.len());
+    for id in request.transactional_ids {
+        let id_text = text(&id.0);
+        let base = describe_transactions_response::TransactionState::default()
+            .with_transactional_id(id.clone())
+            .with_transaction_state(StrBytes::from_static_str(""))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_transaction_start_time_ms(-1);
+        let described = if check_transactional_id(&id_text).is_err() {
+            Err(code(Failure::Txn(TxnProblem::TransactionalIdNotFound)))
+        } else {
+            match ctx.txns.describe(&id_text).await {
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => Err(code(Failure::Txn(TxnProblem::TransactionalIdNotFound))),
+                Err(error) => Err(code(Failure::Coordinator(&error))),
+            }
+        };
+        states.push(match described {
+            Err(error_code) => base.with_error_code(error_code),
+            Ok(found) => {
+                let meta = found.metadata;
+                let mut topics: Vec<TopicData> = Vec::new();
+                for (topic, partition) in &meta.partitions {
+                    match topics.last_mut() {
+                        Some(last) if last.topic.0.as_str() == topic => {
+                            last.partitions.push(*partition)
+                        }
+                        _ => topics.push(
+                            TopicData::default()
+                                .with_topic(TopicName(str_bytes(topic.clone())))
+                                .with_partitions(vec![*partition]),
+                        ),
+                    }
+                }
+                base.with_transaction_state(StrBytes::from_static_str(meta.state.name()))
+                    .with_transaction_timeout_ms(meta.timeout_ms)
+                    .with_transaction_start_time_ms(
+                        if meta.state == TxnState::Ongoing || meta.preparing() {
+                            meta.start_ms
+                        } else {
+                            -1
+                        },
+                    )
+                    .with_producer_id(ProducerId(meta.producer_id))
+                    .with_producer_epoch(meta.producer_epoch)
+                    .with_topics(topics)
+            }
+        });
+    }
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+/// The states ListTransactions filters on, by Kafka's names.
+const STATES: [TxnState; 8] = [
+    TxnState::Empty,
+    TxnState::Ongoing,
+    TxnState::PrepareCommit,
+    TxnState::PrepareAbort,
+    TxnState::CompleteCommit,
+    TxnState::CompleteAbort,
+    TxnState::Dead,
+    TxnState::PrepareEpochFence,
+];
+
+pub async fn list(
+    ctx: &BrokerContext,
+    req: &RequestContext,
+    request: ListTransactionsRequest,
+) -> ListTransactionsResponse {
+    let mut unknown = Vec::new();
+    let mut states = Vec::new();
+    for name in &request.state_filters {
+        match STATES.iter().find(|s| s.name() == name.as_str()) {
+            Some(state) => states.push(*state),
+            None => unknown.push(name.clone()),
+        }
+    }
+    let pattern = match request
+        .transactional_id_pattern
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        None => None,
+        Some(pattern) => match regex::Regex::new(pattern) {
+            Ok(compiled) => Some(compiled),
+            Err(_) => {
+                return ListTransactionsResponse::default()
+                    .with_error_code(code(Failure::Txn(TxnProblem::InvalidRegularExpression)))
+            }
+        },
+    };
+    let all = match ctx.txns.list().await {
+        Ok(all) => all,
+        Err(error) => {
+            return ListTransactionsResponse::default()
+                .with_error_code(code(Failure::Coordinator(&error)))
+        }
+    };
+    let now_ms = {
+        use streambus_storage::Clock;
+        streambus_storage::SystemClock.now_ms()
+    };
+    let duration = if req.api_version >= 1 {
+        request.duration_filter
+    } else {
+        -1
+    };
+    let listed = all
+        .into_iter()
+        .filter(|t| states.is_empty() || states.contains(&t.metadata.state))
+        .filter(|t| {
+            request.producer_id_filters.is_empty()
+                || request
+                    .producer_id_filters
+                    .iter()
+                    .any(|p| p.0 == t.metadata.producer_id)
+        })
+        .filter(|t| {
+            // Kafka: only transactions running at least that long (ongoing ones have a start).
+            duration < 0 || (t.metadata.start_ms >= 0 && now_ms - t.metadata.start_ms >= duration)
+        })
+        .filter(|t| {
+            pattern
+                .as_ref()
+                .is_none_or(|p| p.is_match(&t.transactional_id))
+        })
+        .map(|t| {
+            list_transactions_response::TransactionState::default()
+                .with_transactional_id(TransactionalId(str_bytes(t.transactional_id)))
+                .with_producer_id(ProducerId(t.metadata.producer_id))
+                .with_transaction_state(StrBytes::from_static_str(t.metadata.state.name()))
+        })
+        .collect();
+    ListTransactionsResponse::default()
+        .with_unknown_state_filters(unknown)
+        .with_transaction_states(listed)
+}

@@ -27,7 +27,8 @@ Run it with the project venv's interpreter:
         --broker-bin $HOME/.cache/streambus-target/release/streambus
 
 The clients are asyncio coroutines in this one Python process speaking the Kafka protocol over
-plain sockets (the encoders are below); confluent-kafka's AdminClient only creates the topics.
+plain sockets, their requests encoded and the answers decoded by kafka-python's protocol classes
+(kafka.protocol); confluent-kafka's AdminClient only creates the topics.
 Progress goes to stderr; the table goes to stdout, or, with --json, the JSON document goes to
 stdout and the table to stderr. Every wait and loop has a bound; brokers are killed on any error
 or interrupt, and their logs (kept in the run's temporary directory) are shown.
@@ -42,7 +43,6 @@ import shutil
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -61,9 +61,27 @@ import kafka_bench as kb  # noqa: E402  (exits with a clear message if confluent
 import replication_bench as rb  # noqa: E402
 from kafka_bench import BenchError, Deadline, log  # noqa: E402
 
+# The Kafka messages' codec: kafka-python's protocol classes (scripts/python-requirements.txt pins
+# the version, 3.0.12); only its kafka.protocol package is used, not its client.
+try:
+    import kafka
+    from kafka.protocol.admin import DescribeGroupsRequest
+    from kafka.protocol.api_message import ApiMessage
+    from kafka.protocol.consumer import (ConsumerProtocolAssignment, ConsumerProtocolSubscription,
+                                         HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+                                         OffsetCommitRequest, SyncGroupRequest)
+    from kafka.protocol.metadata import CoordinatorType, FindCoordinatorRequest
+    from kafka.protocol.schemas import StructField
+    from kafka.protocol.schemas.fields.codecs import Int32
+except ImportError as e:  # pragma: no cover - depends on the interpreter used
+    sys.stderr.write(
+        "group_bench: kafka-python 3.0's kafka.protocol is not importable by %s (%s); run this script "
+        "with the project venv: ${STREAMBUS_VENV:-$HOME/.cache/streambus-venv}/bin/python\n" % (sys.executable, e))
+    sys.exit(2)
+
 STOP_TIMEOUT_S = 60
 REQUEST_TIMEOUT_S = 30.0
-CLIENT_ID = b"streambus-group-bench"
+CLIENT_ID = "streambus-group-bench"
 OFFSETS_TOPIC = "__consumer_offsets"
 
 # Kafka error codes the clients act on.
@@ -79,19 +97,6 @@ GROUP_ID_NOT_FOUND = 69
 FENCED_MEMBER_EPOCH = 110
 COORDINATOR_MOVED = (COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR)
 
-# API keys and the versions used.
-API_OFFSET_COMMIT = (8, 8)
-API_FIND_COORDINATOR = (10, 1)
-API_JOIN_GROUP = (11, 5)
-API_HEARTBEAT = (12, 3)
-API_LEAVE_GROUP = (13, 3)
-API_SYNC_GROUP = (14, 3)
-API_DESCRIBE_GROUPS = (15, 4)
-API_CONSUMER_GROUP_HEARTBEAT = (68, 1)
-API_CONSUMER_GROUP_DESCRIBE = (69, 0)
-# First flexible version (request header v2, response header v1) of each API used.
-FLEXIBLE_FROM = {8: 8, 10: 3, 11: 6, 12: 4, 13: 4, 14: 4, 15: 5, 68: 0, 69: 0}
-
 # Log lines whose arrival times are kept: the steps of a broker start up to a loaded coordinator.
 MARKS = ("broker started", "broker registered", "broker active", "becoming coordinator")
 LOADED_RE = re.compile(r"coordinator loaded.*topic=(\S+).*partition=(\d+).*records=(\d+)"
@@ -99,148 +104,18 @@ LOADED_RE = re.compile(r"coordinator loaded.*topic=(\S+).*partition=(\d+).*recor
 
 
 # --------------------------------------------------------------------------------------------
-# Kafka wire protocol: just the fields of the requests and responses used here.
+# Kafka wire protocol: kafka-python's message classes (kafka.protocol, generated from Kafka's JSON
+# message schemas) build, encode and decode every request and answer; Conn moves the frames.
 
-
-class W:
-    """Request body writer: classic (int16/int32 lengths) and compact (varint) encodings."""
-
-    __slots__ = ("b",)
-
-    def __init__(self):
-        self.b = bytearray()
-
-    def raw(self, data):
-        self.b += data
-        return self
-
-    def i8(self, v):
-        self.b += struct.pack(">b", v)
-        return self
-
-    def i16(self, v):
-        self.b += struct.pack(">h", v)
-        return self
-
-    def i32(self, v):
-        self.b += struct.pack(">i", v)
-        return self
-
-    def i64(self, v):
-        self.b += struct.pack(">q", v)
-        return self
-
-    def uvarint(self, v):
-        while v >= 0x80:
-            self.b.append((v & 0x7F) | 0x80)
-            v >>= 7
-        self.b.append(v)
-        return self
-
-    def str(self, s):
-        data = s.encode()
-        return self.i16(len(data)).raw(data)
-
-    def nstr(self, s):
-        return self.i16(-1) if s is None else self.str(s)
-
-    def bytes(self, data):
-        return self.i32(len(data)).raw(data)
-
-    def array(self, items, each):
-        self.i32(len(items))
-        for item in items:
-            each(self, item)
-        return self
-
-    def cstr(self, s):
-        data = s.encode()
-        return self.uvarint(len(data) + 1).raw(data)
-
-    def cnstr(self, s):
-        return self.uvarint(0) if s is None else self.cstr(s)
-
-    def carray(self, items, each):
-        """A compact array; None encodes as the null array."""
-        if items is None:
-            return self.uvarint(0)
-        self.uvarint(len(items) + 1)
-        for item in items:
-            each(self, item)
-        return self
-
-    def tags(self):
-        return self.uvarint(0)
-
-
-class R:
-    """Response body reader."""
-
-    __slots__ = ("b", "p")
-
-    def __init__(self, data, pos=0):
-        self.b = data
-        self.p = pos
-
-    def _unpack(self, fmt, size):
-        v = struct.unpack_from(fmt, self.b, self.p)[0]
-        self.p += size
-        return v
-
-    def i8(self):
-        return self._unpack(">b", 1)
-
-    def i16(self):
-        return self._unpack(">h", 2)
-
-    def i32(self):
-        return self._unpack(">i", 4)
-
-    def i64(self):
-        return self._unpack(">q", 8)
-
-    def uvarint(self):
-        shift = value = 0
-        while True:
-            byte = self.b[self.p]
-            self.p += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-
-    def take(self, n):
-        v = bytes(self.b[self.p:self.p + n])
-        self.p += n
-        return v
-
-    def str(self):
-        n = self.i16()
-        return None if n < 0 else self.take(n).decode()
-
-    def bytes(self):
-        n = self.i32()
-        return None if n < 0 else self.take(n)
-
-    def array(self, each):
-        n = self.i32()
-        return [] if n < 0 else [each(self) for _ in range(n)]
-
-    def cstr(self):
-        n = self.uvarint()
-        return None if n == 0 else self.take(n - 1).decode()
-
-    def carray(self, each):
-        n = self.uvarint()
-        return None if n == 0 else [each(self) for _ in range(n - 1)]
-
-    def uuid(self):
-        return self.take(16)
-
-    def tags(self):
-        for _ in range(self.uvarint()):
-            self.uvarint()
-            self.p += self.uvarint()
+# The API versions used: each name is a kafka-python request class pinned to that version.
+OFFSET_COMMIT = OffsetCommitRequest[8]
+FIND_COORDINATOR = FindCoordinatorRequest[1]
+JOIN_GROUP = JoinGroupRequest[5]
+HEARTBEAT = HeartbeatRequest[3]
+LEAVE_GROUP = LeaveGroupRequest[3]
+SYNC_GROUP = SyncGroupRequest[3]
+DESCRIBE_GROUPS = DescribeGroupsRequest[4]
+# CONSUMER_GROUP_HEARTBEAT (v1) and CONSUMER_GROUP_DESCRIBE (v0) are declared with KIP-848 below.
 
 
 class ProtocolError(BenchError):
@@ -266,33 +141,27 @@ class Conn:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self
 
-    async def call(self, api, body, timeout_s=REQUEST_TIMEOUT_S, timed=True):
-        """Sends `body` as request (api_key, version) = `api`; returns a reader at the start of
-        the response body. `timed=False` keeps the request out of `max_rtt` (a JoinGroup or
-        SyncGroup waits for the other members by design)."""
-        key, version = api
+    async def call(self, request, timeout_s=REQUEST_TIMEOUT_S, timed=True):
+        """Sends `request` (an instance of one of the versioned request classes above) and returns
+        the decoded answer, of the matching response class and version. `timed=False` keeps the
+        request out of `max_rtt` (a JoinGroup or SyncGroup waits for the other members by design)."""
         self.correlation += 1
-        flexible = version >= FLEXIBLE_FROM.get(key, 1 << 15)
-        header = struct.pack(">hhih", key, version, self.correlation, len(CLIENT_ID)) + CLIENT_ID
-        if flexible:
-            header += b"\x00"
-        frame = struct.pack(">i", len(header) + len(body)) + header + body
+        request.with_header(correlation_id=self.correlation, client_id=CLIENT_ID)
+        frame = request.encode(header=True, framed=True)
         t0 = time.perf_counter()
         async with asyncio.timeout(timeout_s):
             self.writer.write(frame)
             await self.writer.drain()
-            size = struct.unpack(">i", await self.reader.readexactly(4))[0]
+            size, _ = Int32.decode_from(await self.reader.readexactly(4), 0)
             payload = await self.reader.readexactly(size)
         if timed:
             self.max_rtt = max(self.max_rtt, time.perf_counter() - t0)
-        r = R(payload)
-        got = r.i32()
-        if got != self.correlation:
-            raise ProtocolError("%s: correlation id %d in the answer to request %d (api %d v%d)"
-                                % (self.addr, got, self.correlation, key, version))
-        if flexible:
-            r.tags()
-        return r
+        response = request.header.get_response_class().decode(payload, header=True)
+        if response.header.correlation_id != self.correlation:
+            raise ProtocolError("%s: correlation id %d in the answer to request %d (%s v%d)"
+                                % (self.addr, response.header.correlation_id, self.correlation,
+                                   request.name, request.API_VERSION))
+        return response
 
     def close(self):
         if self.writer is not None:
@@ -314,12 +183,10 @@ async def find_coordinator(bootstraps, group, deadline):
         conn = Conn(addr)
         try:
             await conn.connect(5)
-            r = await conn.call(API_FIND_COORDINATOR, bytes(W().str(group).i8(0).b), 10)
-            r.i32()
-            err, msg, _node, host, port = r.i16(), r.str(), r.i32(), r.str(), r.i32()
-            if err == NONE:
-                return "%s:%d" % (host, port)
-            last = "error %d (%s) from %s" % (err, msg, addr)
+            r = await conn.call(FIND_COORDINATOR(key=group, key_type=CoordinatorType.GROUP), 10)
+            if r.error_code == NONE:
+                return "%s:%d" % (r.host, r.port)
+            last = "error %d (%s) from %s" % (r.error_code, r.error_message, addr)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
             last = "%s: %r" % (addr, e)
         finally:
@@ -331,27 +198,34 @@ async def find_coordinator(bootstraps, group, deadline):
 # ---- OffsetCommit v8
 
 
-def encode_commit(group, generation, member_id, topic, partitions, offset):
-    """One topic's `partitions`, all at `offset`, no metadata, no leader epoch."""
-    w = W().cstr(group).i32(generation).cstr(member_id).cnstr(None)
-    w.uvarint(2).cstr(topic).uvarint(len(partitions) + 1)
-    # partition, offset, leader epoch -1, null metadata, no tagged fields
-    w.raw(b"".join(struct.pack(">iqiBB", p, offset, -1, 0, 0) for p in partitions))
-    return bytes(w.tags().tags().b)
+def commit_topics(topic, partitions, offset):
+    """The `topics` of an OffsetCommit: one topic's `partitions`, all at `offset`, no leader epoch
+    (-1), null metadata. Built once and reused (a committer moves the offsets with set_offset):
+    building kafka-python's message objects costs the client about as much CPU as encoding them,
+    and the commit figures depend on the client's CPU, which shares two cores with the brokers."""
+    topic_class = OffsetCommitRequest.OffsetCommitRequestTopic
+    partition_class = topic_class.OffsetCommitRequestPartition
+    return [topic_class(name=topic, partitions=[
+        partition_class(partition_index=p, committed_offset=offset, committed_leader_epoch=-1,
+                        committed_metadata=None)
+        for p in partitions])]
 
 
-def decode_commit(r):
-    """The error codes of an OffsetCommit v8 answer, every partition's, in order."""
-    r.i32()
-    codes = []
-    for _ in range(r.uvarint() - 1):
-        r.cstr()
-        for _ in range(r.uvarint() - 1):
-            r.i32()
-            codes.append(r.i16())
-            r.tags()
-        r.tags()
-    return codes
+def set_offset(topics, offset):
+    """Moves every partition of `topics` (of commit_topics) to `offset`."""
+    for t in topics:
+        for p in t.partitions:
+            p.committed_offset = offset
+
+
+def commit_request(group, topics):
+    """Generation -1 and an empty member id: a commit of a consumer outside group management."""
+    return OFFSET_COMMIT(group_id=group, generation_id_or_member_epoch=-1, member_id="", topics=topics)
+
+
+def commit_errors(response):
+    """The error codes of an OffsetCommit answer, every partition's, in order."""
+    return [p.error_code for t in response.topics for p in t.partitions]
 
 
 async def commit_until_ok(bootstraps, group, topic, partitions, offset, deadline):
@@ -363,9 +237,9 @@ async def commit_until_ok(bootstraps, group, topic, partitions, offset, deadline
         conn = Conn(addr)
         try:
             await conn.connect(5)
+            request = commit_request(group, commit_topics(topic, partitions, offset))
             while True:
-                codes = decode_commit(await conn.call(
-                    API_OFFSET_COMMIT, encode_commit(group, -1, "", topic, partitions, offset)))
+                codes = commit_errors(await conn.call(request))
                 bad = [c for c in codes if c != NONE]
                 if not bad:
                     return conn
@@ -388,144 +262,151 @@ async def commit_until_ok(bootstraps, group, topic, partitions, offset, deadline
 
 def subscription(topic):
     """ConsumerProtocolSubscription v0: the topic, no user data."""
-    return bytes(W().i16(0).array([topic], W.str).i32(-1).b)
+    return ConsumerProtocolSubscription(version=0, topics=[topic], user_data=None).encode()
 
 
 def assignment_bytes(topic, partitions):
     """ConsumerProtocolAssignment v0."""
-    return bytes(W().i16(0).i32(1).str(topic).array(partitions, W.i32).i32(-1).b)
+    return ConsumerProtocolAssignment(version=0, assigned_partitions=[
+        ConsumerProtocolAssignment.TopicPartition(topic=topic, partitions=partitions)], user_data=None).encode()
 
 
-def encode_join(group, member_id, session_ms, rebalance_ms, topic):
-    w = W().str(group).i32(session_ms).i32(rebalance_ms).str(member_id).nstr(None).str("consumer")
-    return bytes(w.array([("roundrobin", subscription(topic))],
-                         lambda w, p: w.str(p[0]).bytes(p[1])).b)
+def join_request(group, member_id, session_ms, rebalance_ms, topic):
+    """A consumer-protocol JoinGroup with one protocol, round-robin, subscribed to `topic`."""
+    return JOIN_GROUP(group_id=group, session_timeout_ms=session_ms, rebalance_timeout_ms=rebalance_ms,
+                      member_id=member_id, protocol_type="consumer", protocols=[
+                          JoinGroupRequest.JoinGroupRequestProtocol(name="roundrobin", metadata=subscription(topic))])
 
 
-def decode_join(r):
-    r.i32()
-    out = {"error": r.i16(), "generation": r.i32(), "protocol": r.str(), "leader": r.str(),
-           "member_id": r.str()}
-    out["members"] = r.array(lambda r: (r.str(), r.str(), r.bytes()))
-    return out
+def sync_request(group, generation, member_id, assignments):
+    """`assignments`: (member id, assignment bytes) pairs, the leader's; empty for the others."""
+    return SYNC_GROUP(group_id=group, generation_id=generation, member_id=member_id, assignments=[
+        SyncGroupRequest.SyncGroupRequestAssignment(member_id=m, assignment=a) for m, a in assignments])
 
 
-def encode_sync(group, generation, member_id, assignments):
-    w = W().str(group).i32(generation).str(member_id).nstr(None)
-    return bytes(w.array(assignments, lambda w, a: w.str(a[0]).bytes(a[1])).b)
-
-
-def decode_sync(r):
-    r.i32()
-    return r.i16(), r.bytes()
-
-
-def encode_heartbeat(group, generation, member_id):
-    return bytes(W().str(group).i32(generation).str(member_id).nstr(None).b)
-
-
-def encode_leave(group, member_ids):
-    return bytes(W().str(group).array(member_ids, lambda w, m: w.str(m).nstr(None)).b)
-
-
-def encode_describe_groups(groups):
-    return bytes(W().array(groups, W.str).i8(0).b)
-
-
-def decode_describe_groups(r):
-    r.i32()
-
-    def member(r):
-        member_id = r.str()
-        r.str(), r.str(), r.str(), r.bytes(), r.bytes()
-        return member_id
-
-    def group(r):
-        err, gid, state = r.i16(), r.str(), r.str()
-        r.str(), r.str()
-        members = r.array(member)
-        r.i32()
-        return {"error": err, "group": gid, "state": state, "members": members}
-
-    return r.array(group)
+def leave_request(group, member_ids):
+    return LEAVE_GROUP(group_id=group, members=[LeaveGroupRequest.MemberIdentity(member_id=m) for m in member_ids])
 
 
 # ---- KIP-848: ConsumerGroupHeartbeat v1, ConsumerGroupDescribe v0
+#
+# kafka-python 3.0.12 has neither message: no class, and no schema among the JSON files its
+# classes are generated from (kafka/protocol/schemas/resources/; only their API keys are in
+# kafka.protocol.api_key). So the bench declares their fields here, for the one version of each
+# it sends, in wire order and with Kafka's names, and kafka-python's schema codec, the one behind
+# its generated classes, encodes and decodes them: no byte is written or read by hand.
 
 
-def encode_consumer_heartbeat(group, member_id, epoch, rebalance_ms, topics, owned):
+def schema_field(name, type_, nullable=False, fields=None):
+    """A field in the form of Kafka's JSON message schemas, present in every version declared;
+    a nullable one defaults to null."""
+    field = {"name": name, "type": type_, "versions": "0+"}
+    if nullable:
+        field.update(nullableVersions="0+", default="null")
+    if fields:
+        field["fields"] = fields
+    return field
+
+
+def schema_message(name, api_key, kind, version, fields):
+    """A kafka-python message class (`kind` "request" or "response") of the one flexible `version`
+    with `fields`, pinned to it. `init=False` keeps kafka-python's metaclass from loading
+    `<name>.json` from its resources (there is none); the attributes it would derive from that
+    file are set here instead. The response classes register themselves, by API key, where
+    Conn.call finds them (request.header.get_response_class)."""
+    schema = {"name": name, "apiKey": api_key, "type": kind, "validVersions": str(version),
+              "flexibleVersions": "0+", "fields": fields}
+    attrs = {"_json": schema, "_struct": StructField(schema), "_class_version": None, "_VERSIONS": {}}
+    return type(ApiMessage)(name, (ApiMessage,), attrs, init=False)[version]
+
+
+def _topic_partitions(*extra):
+    """Partitions of topics by topic id: ConsumerGroupHeartbeat's (id, partitions),
+    ConsumerGroupDescribe's (id, name, partitions)."""
+    return [schema_field("TopicId", "uuid"), *extra, schema_field("Partitions", "[]int32")]
+
+
+CONSUMER_GROUP_HEARTBEAT = schema_message("ConsumerGroupHeartbeatRequest", 68, "request", 1, [
+    schema_field("GroupId", "string"),
+    schema_field("MemberId", "string"),
+    schema_field("MemberEpoch", "int32"),
+    schema_field("InstanceId", "string", nullable=True),
+    schema_field("RackId", "string", nullable=True),
+    schema_field("RebalanceTimeoutMs", "int32"),
+    schema_field("SubscribedTopicNames", "[]string", nullable=True),
+    schema_field("SubscribedTopicRegex", "string", nullable=True),
+    schema_field("ServerAssignor", "string", nullable=True),
+    schema_field("TopicPartitions", "[]TopicPartitions", nullable=True, fields=_topic_partitions()),
+])
+# The *_RESPONSE names keep the response classes alive: kafka-python's registry of response
+# classes, where Conn.call finds them, holds weak references.
+CONSUMER_GROUP_HEARTBEAT_RESPONSE = schema_message("ConsumerGroupHeartbeatResponse", 68, "response", 1, [
+    schema_field("ThrottleTimeMs", "int32"),
+    schema_field("ErrorCode", "int16"),
+    schema_field("ErrorMessage", "string", nullable=True),
+    schema_field("MemberId", "string", nullable=True),
+    schema_field("MemberEpoch", "int32"),
+    schema_field("HeartbeatIntervalMs", "int32"),
+    schema_field("Assignment", "Assignment", nullable=True, fields=[
+        schema_field("TopicPartitions", "[]TopicPartitions", fields=_topic_partitions())]),
+])
+CONSUMER_GROUP_DESCRIBE = schema_message("ConsumerGroupDescribeRequest", 69, "request", 0, [
+    schema_field("GroupIds", "[]string"),
+    schema_field("IncludeAuthorizedOperations", "bool"),
+])
+_DESCRIBED_ASSIGNMENT = [schema_field("TopicPartitions", "[]TopicPartitions",
+                                      fields=_topic_partitions(schema_field("TopicName", "string")))]
+CONSUMER_GROUP_DESCRIBE_RESPONSE = schema_message("ConsumerGroupDescribeResponse", 69, "response", 0, [
+    schema_field("ThrottleTimeMs", "int32"),
+    schema_field("Groups", "[]DescribedGroup", fields=[
+        schema_field("ErrorCode", "int16"),
+        schema_field("ErrorMessage", "string", nullable=True),
+        schema_field("GroupId", "string"),
+        schema_field("GroupState", "string"),
+        schema_field("GroupEpoch", "int32"),
+        schema_field("AssignmentEpoch", "int32"),
+        schema_field("AssignorName", "string"),
+        schema_field("Members", "[]Member", fields=[
+            schema_field("MemberId", "string"),
+            schema_field("InstanceId", "string", nullable=True),
+            schema_field("RackId", "string", nullable=True),
+            schema_field("MemberEpoch", "int32"),
+            schema_field("ClientId", "string"),
+            schema_field("ClientHost", "string"),
+            schema_field("SubscribedTopicNames", "[]string"),
+            schema_field("SubscribedTopicRegex", "string", nullable=True),
+            schema_field("Assignment", "Assignment", fields=_DESCRIBED_ASSIGNMENT),
+            schema_field("TargetAssignment", "Assignment", fields=_DESCRIBED_ASSIGNMENT),
+        ]),
+        schema_field("AuthorizedOperations", "int32"),
+    ]),
+])
+
+
+def consumer_heartbeat_request(group, member_id, epoch, rebalance_ms, topics, owned):
     """`topics`: the subscription (None: unchanged); `owned`: {topic id: partitions} (None:
     unchanged since the last heartbeat)."""
-    w = W().cstr(group).cstr(member_id).i32(epoch).cnstr(None).cnstr(None).i32(rebalance_ms)
-    w.carray(topics, W.cstr).cnstr(None).cnstr(None)
-    w.carray(None if owned is None else sorted(owned.items()),
-             lambda w, tp: w.raw(tp[0]).carray(sorted(tp[1]), W.i32).tags())
-    return bytes(w.tags().b)
+    topic_partitions = None
+    if owned is not None:
+        topic_partitions = [CONSUMER_GROUP_HEARTBEAT.TopicPartitions(topic_id=t, partitions=sorted(p))
+                            for t, p in sorted(owned.items())]
+    return CONSUMER_GROUP_HEARTBEAT(group_id=group, member_id=member_id, member_epoch=epoch,
+                                    rebalance_timeout_ms=rebalance_ms, subscribed_topic_names=topics,
+                                    topic_partitions=topic_partitions)
 
 
-def read_partitions(r):
-    """A compact array of (topic id, compact array of partitions, tags) as {id: frozenset}."""
-    out = {}
-    for _ in range(r.uvarint() - 1):
-        topic_id = r.uuid()
-        parts = r.carray(R.i32) or []
-        r.tags()
-        if parts:
-            out[topic_id] = frozenset(parts)
-    return out
+def partitions_by_topic(topic_partitions):
+    """{topic id: frozenset of partitions} of a heartbeat's or a describe's topic partitions,
+    topics without partitions left out (so that assignments compare as sets)."""
+    return {tp.topic_id: frozenset(tp.partitions) for tp in topic_partitions or () if tp.partitions}
 
 
-def decode_consumer_heartbeat(r):
-    r.i32()
-    out = {"error": r.i16(), "message": r.cstr(), "member_id": r.cstr(), "epoch": r.i32(),
-           "interval_ms": r.i32(), "assignment": None}
-    if r.i8() >= 0:
-        out["assignment"] = read_partitions(r)
-        r.tags()
-    r.tags()
-    return out
-
-
-def encode_consumer_describe(groups):
-    return bytes(W().carray(groups, W.cstr).i8(0).tags().b)
-
-
-def decode_consumer_describe(r):
-    r.i32()
-
-    def described_partitions(r):
-        out = {}
-        for _ in range(r.uvarint() - 1):
-            topic_id = r.uuid()
-            r.cstr()
-            parts = r.carray(R.i32) or []
-            r.tags()
-            if parts:
-                out[topic_id] = frozenset(parts)
-        r.tags()
-        return out
-
-    def member(r):
-        m = {"member_id": r.cstr()}
-        r.cstr(), r.cstr()
-        m["epoch"] = r.i32()
-        r.cstr(), r.cstr(), r.carray(R.cstr), r.cstr()
-        m["assignment"] = described_partitions(r)
-        m["target"] = described_partitions(r)
-        r.tags()
-        return m
-
-    def group(r):
-        g = {"error": r.i16(), "message": r.cstr(), "group": r.cstr(), "state": r.cstr(),
-             "group_epoch": r.i32(), "assignment_epoch": r.i32(), "assignor": r.cstr()}
-        g["members"] = r.carray(member) or []
-        r.i32()
-        r.tags()
-        return g
-
-    groups = r.carray(group) or []
-    r.tags()
-    return groups
+def reconciled(member, assignment_epoch):
+    """Whether a ConsumerGroupDescribe member is at the group's assignment epoch and owns exactly
+    its target assignment."""
+    return (member.member_epoch == assignment_epoch
+            and partitions_by_topic(member.assignment.topic_partitions)
+            == partitions_by_topic(member.target_assignment.topic_partitions))
 
 
 # --------------------------------------------------------------------------------------------
@@ -736,7 +617,9 @@ async def commit_phase(bootstraps, pids, topic, topic_partitions, committers, ba
         window["usage"] = window["cpu"].done()
 
     async def committer(i):
-        conn, group, p = conns[i], groups[i], parts[i]
+        conn = conns[i]
+        topics = commit_topics(topic, parts[i], 0)
+        request = commit_request(groups[i], topics)
         offset = 0
         done = 0
         while True:
@@ -744,9 +627,10 @@ async def commit_phase(bootstraps, pids, topic, topic_partitions, committers, ba
             if t0 >= end:
                 return done
             offset += 1
-            r = await conn.call(API_OFFSET_COMMIT, encode_commit(group, -1, "", topic, p, offset))
+            set_offset(topics, offset)
+            r = await conn.call(request)
             t1 = perf()
-            codes = decode_commit(r)
+            codes = commit_errors(r)
             bad = [c for c in codes if c != NONE]
             if bad:
                 errors.update(bad)
@@ -893,12 +777,12 @@ class ClassicMember:
             while True:
                 t_join = time.perf_counter()
                 self.t_join_sent = t_join
-                j = decode_join(await conn.call(API_JOIN_GROUP, encode_join(
+                j = await conn.call(join_request(
                     self.group, self.member_id, self.session_ms, self.rebalance_ms, self.topic),
-                    self.rebalance_ms / 1000 + 30, timed=False))
-                err = j["error"]
+                    self.rebalance_ms / 1000 + 30, timed=False)
+                err = j.error_code
                 if err == MEMBER_ID_REQUIRED:
-                    self.member_id = j["member_id"]
+                    self.member_id = j.member_id
                     continue
                 if err != NONE:
                     tr.errors["JoinGroup %d" % err] += 1
@@ -907,19 +791,18 @@ class ClassicMember:
                     if err not in (REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION):
                         await asyncio.sleep(0.1)
                     continue
-                gen = j["generation"]
+                gen = j.generation_id
                 self.join_sent_for[gen] = t_join
                 assignments = []
-                if j["leader"] == self.member_id:
-                    ids = sorted(m[0] for m in j["members"])
+                if j.leader == self.member_id:
+                    ids = sorted(m.member_id for m in j.members)
                     tr.leader_sizes[gen] = len(ids)
                     share = {m: [] for m in ids}
                     for p in range(self.partitions):
                         share[ids[p % len(ids)]].append(p)
                     assignments = [(m, assignment_bytes(self.topic, share[m])) for m in ids]
-                err, _assignment = decode_sync(await conn.call(
-                    API_SYNC_GROUP, encode_sync(self.group, gen, self.member_id, assignments),
-                    self.rebalance_ms / 1000 + 30, timed=False))
+                err = (await conn.call(sync_request(self.group, gen, self.member_id, assignments),
+                                       self.rebalance_ms / 1000 + 30, timed=False)).error_code
                 if err != NONE:
                     tr.errors["SyncGroup %d" % err] += 1
                     if err == UNKNOWN_MEMBER_ID:
@@ -930,9 +813,8 @@ class ClassicMember:
                 tr.note()
                 while True:
                     await asyncio.sleep(self.heartbeat_s)
-                    r = await conn.call(API_HEARTBEAT, encode_heartbeat(self.group, gen, self.member_id))
-                    r.i32()
-                    err = r.i16()
+                    r = await conn.call(HEARTBEAT(group_id=self.group, generation_id=gen, member_id=self.member_id))
+                    err = r.error_code
                     if err == NONE:
                         continue
                     if err != REBALANCE_IN_PROGRESS:
@@ -951,10 +833,10 @@ async def describe_poll(addr, group, ok, poll_s, deadline, what):
     try:
         while True:
             t = time.perf_counter()
-            g = decode_describe_groups(await conn.call(API_DESCRIBE_GROUPS, encode_describe_groups([group])))[0]
+            g = (await conn.call(DESCRIBE_GROUPS(groups=[group]))).groups[0]
             if ok(g):
                 return t
-            deadline.check("%s: DescribeGroups says %s with %d members" % (what, g["state"], len(g["members"])))
+            deadline.check("%s: DescribeGroups says %s with %d members" % (what, g.group_state, len(g.members)))
             await asyncio.sleep(poll_s)
     finally:
         conn.close()
@@ -963,9 +845,7 @@ async def describe_poll(addr, group, ok, poll_s, deadline, what):
 async def leave_classic(addr, group, member_ids):
     conn = await Conn(addr).connect()
     try:
-        r = await conn.call(API_LEAVE_GROUP, encode_leave(group, member_ids))
-        r.i32()
-        return r.i16()
+        return (await conn.call(leave_request(group, member_ids))).error_code
     finally:
         conn.close()
 
@@ -1004,7 +884,7 @@ async def classic_rebalance(bootstraps, args, topic):
             t0 = time.perf_counter()
             nt = asyncio.ensure_future(newcomer.run())
             poll = asyncio.ensure_future(describe_poll(
-                addr, group, lambda g: g["state"] == "Stable" and len(g["members"]) == want,
+                addr, group, lambda g: g.group_state == "Stable" and len(g.members) == want,
                 args.poll_ms / 1000, dl, "classic round %d" % rnd))
             new_gen, t_stable = await tr.wait_stable(everyone, dl, "classic round %d" % rnd, tasks + [nt])
             t_described = await poll
@@ -1118,12 +998,11 @@ class ConsumerMember848:
             send_owned = True
             joining = True
             while True:
-                body = encode_consumer_heartbeat(
+                h = await conn.call(consumer_heartbeat_request(
                     self.group, self.member_id, self.epoch, self.rebalance_ms if joining else -1,
-                    [self.topic] if joining else None, self.owned if send_owned else None)
-                h = decode_consumer_heartbeat(await conn.call(API_CONSUMER_GROUP_HEARTBEAT, body))
+                    [self.topic] if joining else None, self.owned if send_owned else None))
                 self.heartbeats += 1
-                err = h["error"]
+                err = h.error_code
                 if err in (UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH):
                     self.errors["ConsumerGroupHeartbeat %d" % err] += 1
                     self.epoch, self.owned, send_owned, joining = 0, {}, True, True
@@ -1132,25 +1011,25 @@ class ConsumerMember848:
                     self.errors["ConsumerGroupHeartbeat %d" % err] += 1
                     await asyncio.sleep(0.1)
                     continue
-                self.epoch = h["epoch"]
+                self.epoch = h.member_epoch
                 joining = send_owned = False
-                changed = h["assignment"] is not None and h["assignment"] != self.owned
+                assignment = None if h.assignment is None else partitions_by_topic(h.assignment.topic_partitions)
+                changed = assignment is not None and assignment != self.owned
                 if changed:
-                    self.owned = h["assignment"]
+                    self.owned = assignment
                 self.history.append((time.perf_counter(), self.epoch, sum(len(p) for p in self.owned.values())))
                 if changed:
                     send_owned = True
                     continue  # acknowledge at once
-                await asyncio.sleep(h["interval_ms"] / 1000)
+                await asyncio.sleep(h.heartbeat_interval_ms / 1000)
         finally:
             conn.close()
 
     async def leave(self):
         conn = await Conn(self.addr).connect()
         try:
-            h = decode_consumer_heartbeat(await conn.call(API_CONSUMER_GROUP_HEARTBEAT, encode_consumer_heartbeat(
-                self.group, self.member_id, -1, -1, None, None)))
-            return h["error"]
+            h = await conn.call(consumer_heartbeat_request(self.group, self.member_id, -1, -1, None, None))
+            return h.error_code
         finally:
             conn.close()
 
@@ -1163,20 +1042,18 @@ async def consumer_describe_poll(addr, group, want, poll_s, deadline, what, task
         while True:
             check_tasks(tasks, what)
             t = time.perf_counter()
-            g = decode_consumer_describe(await conn.call(
-                API_CONSUMER_GROUP_DESCRIBE, encode_consumer_describe([group])))[0]
-            if g["error"] == GROUP_ID_NOT_FOUND:  # no member has joined yet
+            g = (await conn.call(CONSUMER_GROUP_DESCRIBE(group_ids=[group]))).groups[0]
+            if g.error_code == GROUP_ID_NOT_FOUND:  # no member has joined yet
                 deadline.check("%s: the group does not exist yet" % what)
                 await asyncio.sleep(poll_s)
                 continue
-            if g["error"] != NONE:
-                raise BenchError("%s: ConsumerGroupDescribe error %d (%s)" % (what, g["error"], g["message"]))
-            ms = g["members"]
-            if (g["state"] == "Stable" and len(ms) == want
-                    and all(m["epoch"] == g["assignment_epoch"] and m["assignment"] == m["target"] for m in ms)):
+            if g.error_code != NONE:
+                raise BenchError("%s: ConsumerGroupDescribe error %d (%s)" % (what, g.error_code, g.error_message))
+            ms = g.members or []
+            if g.group_state == "Stable" and len(ms) == want and all(reconciled(m, g.assignment_epoch) for m in ms):
                 return t, g
             deadline.check("%s: %s, %d members, group epoch %d, assignment epoch %d"
-                           % (what, g["state"], len(ms), g["group_epoch"], g["assignment_epoch"]))
+                           % (what, g.group_state, len(ms), g.group_epoch, g.assignment_epoch))
             await asyncio.sleep(poll_s)
     finally:
         conn.close()
@@ -1205,7 +1082,7 @@ async def consumer_rebalance(bootstraps, args, topic):
                                             "%d members forming the group" % args.members, tasks)
         check_tasks(tasks, "consumer group")
         log("KIP-848: %d members Stable at epoch %d after %.1f s (errors on the way: %s)"
-            % (args.members, g["assignment_epoch"], time.perf_counter() - t_form, dict(errors) or "none"))
+            % (args.members, g.assignment_epoch, time.perf_counter() - t_form, dict(errors) or "none"))
         for rnd in range(1, args.rebalance_rounds + 1):
             check_tasks(tasks, "consumer group")
             await asyncio.sleep(1.0 + random.uniform(0, hb))
@@ -1220,9 +1097,9 @@ async def consumer_rebalance(bootstraps, args, topic):
             t_stable, g = await consumer_describe_poll(addr, group, want, poll_s, dl, "KIP-848 round %d" % rnd,
                                                        tasks + [nt])
             check_tasks([nt], "KIP-848 newcomer")
-            moved = sum(len(p) for p in next(m for m in g["members"] if m["member_id"] == newcomer.member_id)
-                        ["assignment"].values())
-            epoch = g["assignment_epoch"]
+            moved = sum(len(p) for p in partitions_by_topic(next(
+                m for m in g.members if m.member_id == newcomer.member_id).assignment.topic_partitions).values())
+            epoch = g.assignment_epoch
 
             def first(member, ok):
                 return min((t for t, e, n in member.history if t >= t0 and ok(e, n)), default=float("nan"))
@@ -1277,14 +1154,14 @@ async def commit_many(addr, groups, topic, partitions, connections, offset=1):
     over `connections` connections, one request in flight each; returns seconds."""
     queue = deque(groups)
     errors = Counter()
+    topics = commit_topics(topic, partitions, offset)  # the same for every group
 
     async def worker():
         conn = await Conn(addr).connect()
         try:
             while queue:
                 group = queue.popleft()
-                codes = decode_commit(await conn.call(
-                    API_OFFSET_COMMIT, encode_commit(group, -1, "", topic, partitions, offset)))
+                codes = commit_errors(await conn.call(commit_request(group, topics)))
                 bad = [c for c in codes if c != NONE]
                 if bad:
                     errors.update(bad)
@@ -1313,16 +1190,15 @@ async def single_member_groups(addr, groups, topic, connections, session_ms, reb
                 group = queue.popleft()
                 member_id = ""
                 for _ in range(5):
-                    j = decode_join(await conn.call(API_JOIN_GROUP, encode_join(
-                        group, member_id, session_ms, rebalance_ms, topic)))
-                    if j["error"] == MEMBER_ID_REQUIRED:
-                        member_id = j["member_id"]
+                    j = await conn.call(join_request(group, member_id, session_ms, rebalance_ms, topic))
+                    if j.error_code == MEMBER_ID_REQUIRED:
+                        member_id = j.member_id
                         continue
                     break
-                if j["error"] != NONE or j["leader"] != member_id:
-                    raise BenchError("JoinGroup of %s: error %d, leader %r" % (group, j["error"], j["leader"]))
-                err, _ = decode_sync(await conn.call(API_SYNC_GROUP, encode_sync(
-                    group, j["generation"], member_id, [(member_id, assignment_bytes(topic, [0]))])))
+                if j.error_code != NONE or j.leader != member_id:
+                    raise BenchError("JoinGroup of %s: error %d, leader %r" % (group, j.error_code, j.leader))
+                err = (await conn.call(sync_request(
+                    group, j.generation_id, member_id, [(member_id, assignment_bytes(topic, [0]))]))).error_code
                 if err != NONE:
                     raise BenchError("SyncGroup of %s: error %d" % (group, err))
         finally:
@@ -1482,6 +1358,7 @@ def run(args, workdir, brokers, clusters):
         "machine": kb.machine_info(args.broker_bin),
         "params": {k: v for k, v in vars(args).items() if k not in ("json", "keep_data", "data_root")},
     }
+    out["machine"]["kafka_python"] = kafka.__version__  # the clients' codec
     # Neighbours share the machine: the load average says how busy it was around the run.
     out["machine"]["loadavg_start"] = loadavg()
     phases = args.phases

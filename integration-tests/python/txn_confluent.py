@@ -16,6 +16,12 @@ with "FAIL:" and why.
   (c) Timeout: a transaction left open past its transaction.timeout.ms is aborted by the
       coordinator: a read_committed consumer, blocked at its first record until then, reads the
       committed records written after it and none of it.
+  (d) Consume-transform-produce: a group consumer reads 30 input records per partition and a
+      transactional producer writes each transformed record with send_offsets_to_transaction
+      (AddOffsetsToTxn, TxnOffsetCommit), 10 input records per transaction. The group's
+      committed offsets move only with a commit: after an aborted transaction they stay where
+      the last commit left them, and at the end they are the input's end; the output read
+      read_committed is every input record transformed once, in order.
 """
 
 import os
@@ -213,15 +219,86 @@ def check_c(topics):
     ok("the timed-out transaction was aborted; the records after it are read_committed")
 
 
+def committed_offsets(group, topic):
+    c = Consumer({"bootstrap.servers": bootstrap_servers(), "group.id": group})
+    try:
+        parts = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=TIMEOUT_S)
+        return {tp.partition: tp.offset for tp in parts}
+    finally:
+        c.close()
+
+
+def check_d(source, sink):
+    p = Producer({"bootstrap.servers": bootstrap_servers(), "linger.ms": 5})
+    for partition in range(PARTITIONS):
+        for i in range(30):
+            p.produce(source, value=b"in-%d-%d" % (partition, i), partition=partition)
+    p.flush(TIMEOUT_S)
+    group = unique_topic("txn-ctp")
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap_servers(),
+        "group.id": group,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    })
+    consumer.subscribe([source])
+    copier = producer(unique_topic("txn-copier"))
+    rounds = 0
+    copied = 0
+    aborted_once = False
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while copied < 30 * PARTITIONS and time.monotonic() < deadline:
+            msgs = consumer.consume(10, 1.0)
+            msgs = [m for m in msgs if m.error() is None]
+            if not msgs:
+                continue
+            # Asked before the transaction: while it is open, a read_committed consumer's
+            # committed() waits (OffsetFetch require_stable: UNSTABLE_OFFSET_COMMIT).
+            before = None if aborted_once else committed_offsets(group, source)
+            copier.begin_transaction()
+            for m in msgs:
+                copier.produce(sink, value=b"out-" + m.value(), partition=m.partition())
+            positions = consumer.position(consumer.assignment())
+            copier.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), TIMEOUT_S)
+            if not aborted_once:
+                copier.abort_transaction(TIMEOUT_S)
+                aborted_once = True
+                after = committed_offsets(group, source)
+                check(after == before, "an aborted transaction moved the offsets: %s -> %s" % (before, after))
+                ok("an aborted transaction leaves the group's offsets at %s" % after)
+                # Read the aborted input again from the last committed offsets.
+                for tp in positions:
+                    committed = after.get(tp.partition, -1001)
+                    consumer.seek(TopicPartition(source, tp.partition, max(committed, 0)))
+                continue
+            copier.commit_transaction(TIMEOUT_S)
+            rounds += 1
+            copied += len(msgs)
+        check(copied == 30 * PARTITIONS, "copied %d records in %d transactions" % (copied, rounds))
+    finally:
+        consumer.close()
+    offsets = committed_offsets(group, source)
+    check(offsets == {p: 30 for p in range(PARTITIONS)}, "the group committed %s, expected 30 each" % offsets)
+    ok("%d transactions each committed their offsets with their records: %s" % (rounds, offsets))
+    out = read_all([sink], "read_committed", 30 * PARTITIONS)
+    want = {(sink, part): ["out-in-%d-%d" % (part, i) for i in range(30)] for part in range(PARTITIONS)}
+    check(out == want, "the copy read_committed is %s, expected %s" % (out, want))
+    ok("the output is every input record transformed exactly once, in order")
+
+
 def main():
-    arm_watchdog(240)
+    arm_watchdog(300)
     first = [unique_topic("txn-one"), unique_topic("txn-two")]
     second = [unique_topic("txn-zmb")]
     third = [unique_topic("txn-tmo")]
-    create_topics(first + second + third)
+    source, sink = unique_topic("txn-src"), unique_topic("txn-dst")
+    create_topics(first + second + third + [source, sink])
     check_a(first)
     check_b(second)
     check_c(third)
+    check_d(source, sink)
     return 0
 
 

@@ -434,15 +434,17 @@ pub fn marker_batch(
 /// Encodes `records` as one v2 batch (kafka-protocol's encoder), keeping their offsets.
 ///
 /// kafka-protocol starts a new batch wherever `offset - sequence` changes, which for records
-/// without a producer id (sequence -1 each) would mean one batch per record; such records are
-/// encoded with sequences that follow their offsets, and the batch's base sequence is set back
-/// to -1 afterwards (CRC recomputed).
+/// without a sequence (-1 each: no producer id, or a coordinator's transactional batch) would
+/// mean one batch per record; such records are encoded with sequences that follow their
+/// offsets, and the batch's base sequence is set back to -1 afterwards (CRC recomputed).
 pub fn encode_records(
     records: &mut [kafka_protocol::records::Record],
     compression: kafka_protocol::records::Compression,
 ) -> Result<bytes::BytesMut, BatchError> {
     use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
-    let anonymous = records.first().is_some_and(|r| r.producer_id < 0);
+    let anonymous = records
+        .first()
+        .is_some_and(|r| r.producer_id < 0 || r.sequence < 0);
     if anonymous {
         for r in records.iter_mut() {
             r.sequence = r.offset as i32;

@@ -188,6 +188,17 @@ impl ProducerStateManager {
         Ok(AppendCheck::New)
     }
 
+    /// Check of a batch a coordinator on this broker appends as leader (a transaction marker,
+    /// or a group coordinator's transactional offset commits): only a newer epoch of the
+    /// producer may refuse it. Its records carry no sequence (Kafka checks sequences and
+    /// duplicates for client batches only).
+    pub fn check_coordinator_append(&self, header: &BatchHeader) -> Result<()> {
+        if !header.has_producer_id() {
+            return Ok(());
+        }
+        check_epoch(header, self.producers.get(&header.producer_id))
+    }
+
     /// Records a batch written at its final offsets (leader after append, follower append and
     /// recovery replay). `control` is the marker type of a control batch (ignored otherwise).
     /// Returns the transaction a marker ended; a marker without an ongoing transaction (an empty

@@ -10,13 +10,17 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::machine::CoordinatorRecord;
+use super::machine::{Batch, CoordinatorRecord};
 use super::CoordinatorError;
 
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedRecord {
     pub offset: i64,
+    /// The producer of a transactional batch's record (or of a marker); -1 otherwise.
+    pub producer_id: i64,
+    /// `Some(commit)`: a transaction marker (no key, no value).
+    pub marker: Option<bool>,
     pub key: Option<Bytes>,
     /// `None`: a tombstone.
     pub value: Option<Bytes>,
@@ -59,10 +63,12 @@ pub enum CommitWait {
 /// A coordinator partition's log, used as its leader at one leader epoch. Once that leadership
 /// is lost every call fails with [`CoordinatorError::NotCoordinator`].
 pub trait CoordinatorLog: Send + Sync + 'static {
-    /// Appends `records` (not empty) as one batch; returns their offsets.
+    /// Appends `records` as one batch of kind `batch` (not empty, or a marker and empty);
+    /// returns their offsets.
     fn append(
         &self,
         records: Vec<CoordinatorRecord>,
+        batch: Batch,
         now_ms: i64,
     ) -> impl Future<Output = Result<Appended, CoordinatorError>> + Send;
 
@@ -204,21 +210,48 @@ impl CoordinatorLog for MemoryLog {
     async fn append(
         &self,
         records: Vec<CoordinatorRecord>,
+        batch: Batch,
         _now_ms: i64,
     ) -> Result<Appended, CoordinatorError> {
-        assert!(!records.is_empty(), "a batch has at least one record");
         self.writable()?;
         let appended = {
             let mut st = self.leading()?;
             let base_offset = st.end_offset;
-            for record in records {
-                let offset = st.end_offset;
-                st.records.push(LoggedRecord {
-                    offset,
-                    key: Some(record.key),
-                    value: record.value,
-                });
-                st.end_offset += 1;
+            match batch {
+                Batch::Marker {
+                    producer_id,
+                    commit,
+                    ..
+                } => {
+                    assert!(records.is_empty(), "a marker holds no record");
+                    let offset = st.end_offset;
+                    st.records.push(LoggedRecord {
+                        offset,
+                        producer_id,
+                        marker: Some(commit),
+                        key: None,
+                        value: None,
+                    });
+                    st.end_offset += 1;
+                }
+                Batch::Plain | Batch::Transactional { .. } => {
+                    assert!(!records.is_empty(), "a batch has at least one record");
+                    let producer_id = match batch {
+                        Batch::Transactional { producer_id, .. } => producer_id,
+                        _ => -1,
+                    };
+                    for record in records {
+                        let offset = st.end_offset;
+                        st.records.push(LoggedRecord {
+                            offset,
+                            producer_id,
+                            marker: None,
+                            key: Some(record.key),
+                            value: record.value,
+                        });
+                        st.end_offset += 1;
+                    }
+                }
             }
             Appended {
                 base_offset,

@@ -33,18 +33,45 @@ impl CoordinatorRecord {
     }
 }
 
+/// How an operation's records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Batch {
+    /// A batch of the coordinator's own (no producer).
+    #[default]
+    Plain,
+    /// A transactional batch of this producer (TxnOffsetCommit): what it holds only takes
+    /// effect once a commit marker of the producer follows.
+    Transactional {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
+    /// No records: a transaction marker (control batch) of this producer, written by the
+    /// transaction coordinator at `coordinator_epoch`.
+    Marker {
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    },
+}
+
 /// What an operation returns: the records to write and the response released once they are
-/// committed. Records empty: the response is released once every record written before is
-/// committed, so it never reflects an uncommitted write.
+/// committed. Records empty (and no marker): the response is released once every record
+/// written before is committed, so it never reflects an uncommitted write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorResult<R> {
     pub records: Vec<CoordinatorRecord>,
     pub response: R,
+    pub batch: Batch,
 }
 
 impl<R> CoordinatorResult<R> {
     pub fn new(records: Vec<CoordinatorRecord>, response: R) -> Self {
-        CoordinatorResult { records, response }
+        CoordinatorResult {
+            records,
+            response,
+            batch: Batch::Plain,
+        }
     }
 
     /// A result that writes nothing.
@@ -52,6 +79,7 @@ impl<R> CoordinatorResult<R> {
         CoordinatorResult {
             records: Vec::new(),
             response,
+            batch: Batch::Plain,
         }
     }
 }
@@ -96,6 +124,32 @@ pub trait CoordinatorMachine: Send + 'static {
 
     /// Called once the partition has been replayed, before any operation: schedules the timers
     /// the loaded state needs.
+    /// Applies a record of a transactional batch of `producer_id` (written by a
+    /// [`Batch::Transactional`] operation, or read back while loading). By default it is
+    /// replayed as any record.
+    fn replay_transactional(
+        &mut self,
+        offset: i64,
+        producer_id: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(), ReplayError> {
+        let _ = producer_id;
+        self.replay(offset, key, value)
+    }
+
+    /// Applies a transaction marker of `producer_id`: its transactional records take effect
+    /// (`commit`) or are dropped. By default nothing happens.
+    fn replay_marker(
+        &mut self,
+        offset: i64,
+        producer_id: i64,
+        commit: bool,
+    ) -> Result<(), ReplayError> {
+        let _ = (offset, producer_id, commit);
+        Ok(())
+    }
+
     fn on_loaded(&mut self, ctx: &mut OpContext<'_, Self::TimerKey>) {
         let _ = ctx;
     }

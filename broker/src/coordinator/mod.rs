@@ -43,7 +43,9 @@ mod test_machine;
 use std::sync::Arc;
 
 pub use log::{CoordinatorLog, LogChunk, LoggedRecord, MemoryLog};
-pub use machine::{CoordinatorMachine, CoordinatorRecord, CoordinatorResult, Deferred, OpContext};
+pub use machine::{
+    Batch, CoordinatorMachine, CoordinatorRecord, CoordinatorResult, Deferred, OpContext,
+};
 pub use route::{java_string_hash, partition_for};
 pub use runtime::{CoordinatorRuntime, RuntimeConfig};
 pub use timer::Timers;

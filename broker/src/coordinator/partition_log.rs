@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::codec;
 use super::log::{Appended, CommitWait, CoordinatorLog, LogBounds, LogChunk};
-use super::machine::CoordinatorRecord;
+use super::machine::{Batch, CoordinatorRecord};
 use super::CoordinatorError;
 use crate::partition::read::ReadBound;
 use crate::partition::{Commit, Partition, PartitionError};
@@ -78,10 +78,15 @@ impl CoordinatorLog for PartitionLog {
     async fn append(
         &self,
         records: Vec<CoordinatorRecord>,
+        kind: Batch,
         now_ms: i64,
     ) -> Result<Appended, CoordinatorError> {
-        assert!(!records.is_empty(), "a batch has at least one record");
-        let batch = codec::encode(&records, now_ms)?;
+        let marker = matches!(kind, Batch::Marker { .. });
+        assert!(
+            records.is_empty() == marker,
+            "a batch has records, a marker none"
+        );
+        let batch = codec::encode(&records, kind, now_ms)?;
         self.writable()?;
         let leader_epoch = self.leader_epoch;
         let appended = self
@@ -90,8 +95,8 @@ impl CoordinatorLog for PartitionLog {
         let info = appended.map_err(|error| self.partition_error(error))?;
         debug_assert_eq!(
             info.last_offset - info.base_offset + 1,
-            records.len() as i64,
-            "one offset per record"
+            records.len().max(1) as i64,
+            "one offset per record (a marker takes one)"
         );
         Ok(Appended {
             base_offset: info.base_offset,

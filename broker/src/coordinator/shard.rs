@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::log::{CommitWait, CoordinatorLog, LogBounds};
 use super::machine::{
-    CoordinatorMachine, CoordinatorRecord, CoordinatorResult, Deferred, OpContext,
+    Batch, CoordinatorMachine, CoordinatorRecord, CoordinatorResult, Deferred, OpContext,
 };
 use super::timer::Timers;
 use super::CoordinatorError;
@@ -65,12 +65,13 @@ type Completion = Box<dyn FnOnce(Result<(), CoordinatorError>) + Send>;
 
 /// A queued operation, type-erased over its response.
 trait Operation<M: CoordinatorMachine>: Send {
-    /// Runs the operation: its records, and how to answer once they are committed.
+    /// Runs the operation: its records and how to write them, and how to answer once they are
+    /// committed.
     fn run(
         self: Box<Self>,
         machine: &mut M,
         ctx: &mut OpContext<'_, M::TimerKey>,
-    ) -> (Vec<CoordinatorRecord>, Completion);
+    ) -> (Vec<CoordinatorRecord>, Batch, Completion);
 
     /// Answers without running.
     fn fail(self: Box<Self>, error: CoordinatorError);
@@ -91,14 +92,18 @@ where
         self: Box<Self>,
         machine: &mut M,
         ctx: &mut OpContext<'_, M::TimerKey>,
-    ) -> (Vec<CoordinatorRecord>, Completion) {
-        let CoordinatorResult { records, response } = (self.op)(machine, ctx);
+    ) -> (Vec<CoordinatorRecord>, Batch, Completion) {
+        let CoordinatorResult {
+            records,
+            response,
+            batch,
+        } = (self.op)(machine, ctx);
         let answer = self.answer;
         let complete: Completion = Box::new(move |outcome| {
             // The caller may have gone away (its request timed out): nothing to tell.
             let _ = answer.send(outcome.map(|()| response));
         });
-        (records, complete)
+        (records, batch, complete)
     }
 
     fn fail(self: Box<Self>, error: CoordinatorError) {
@@ -372,11 +377,7 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
                 });
             }
             for record in &chunk.records {
-                self.replay_one(
-                    record.offset,
-                    record.key.as_deref(),
-                    record.value.as_deref(),
-                )?;
+                self.replay_logged(record)?;
                 replayed += 1;
             }
             next = chunk.next_offset;
@@ -504,9 +505,9 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
             now_ms,
             timers: &mut self.timers,
         };
-        let (records, complete) = queued.operation.run(&mut self.machine, &mut ctx);
+        let (records, batch, complete) = queued.operation.run(&mut self.machine, &mut ctx);
         let deferred = self.machine.take_deferred();
-        if records.is_empty() {
+        if records.is_empty() && !matches!(batch, Batch::Marker { .. }) {
             let pending = Pending {
                 last_offset: self.last_written,
                 deadline: queued.deadline,
@@ -520,7 +521,7 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
             }
             return Ok(());
         }
-        match self.write(records, now_ms).await {
+        match self.write(records, batch, now_ms).await {
             Ok(last_offset) => {
                 self.pending.push_back(Pending {
                     last_offset,
@@ -556,7 +557,7 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
             let last_offset = if records.is_empty() {
                 self.last_written
             } else {
-                self.write(records, now_ms).await?
+                self.write(records, Batch::Plain, now_ms).await?
             };
             let pending = Pending {
                 last_offset,
@@ -573,19 +574,77 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
         Ok(())
     }
 
-    /// Appends `records` and replays them into the state; returns the last offset.
+    /// Appends `records` as a batch of kind `batch` and replays them into the state; returns
+    /// the last offset.
     async fn write(
         &mut self,
         records: Vec<CoordinatorRecord>,
+        batch: Batch,
         now_ms: i64,
     ) -> Result<i64, CoordinatorError> {
-        let appended = self.log.append(records.clone(), now_ms).await?;
+        let appended = self.log.append(records.clone(), batch, now_ms).await?;
         debug_assert!(appended.base_offset > self.last_written, "offsets increase");
-        for (offset, record) in (appended.base_offset..).zip(&records) {
-            self.replay_one(offset, Some(&record.key), record.value.as_deref())?;
+        match batch {
+            Batch::Plain => {
+                for (offset, record) in (appended.base_offset..).zip(&records) {
+                    self.replay_one(offset, Some(&record.key), record.value.as_deref())?;
+                }
+            }
+            Batch::Transactional { producer_id, .. } => {
+                for (offset, record) in (appended.base_offset..).zip(&records) {
+                    self.machine
+                        .replay_transactional(
+                            offset,
+                            producer_id,
+                            Some(&record.key),
+                            record.value.as_deref(),
+                        )
+                        .map_err(|error| CoordinatorError::Replay {
+                            offset,
+                            reason: error.0,
+                        })?;
+                }
+            }
+            Batch::Marker {
+                producer_id,
+                commit,
+                ..
+            } => {
+                let offset = appended.base_offset;
+                self.machine
+                    .replay_marker(offset, producer_id, commit)
+                    .map_err(|error| CoordinatorError::Replay {
+                        offset,
+                        reason: error.0,
+                    })?;
+            }
         }
         self.last_written = appended.last_offset;
         Ok(appended.last_offset)
+    }
+
+    /// Replays one record read back from the log: a marker, a transactional record or a
+    /// plain one.
+    fn replay_logged(&mut self, record: &super::log::LoggedRecord) -> Result<(), CoordinatorError> {
+        let offset = record.offset;
+        let replayed = match record.marker {
+            Some(commit) => self
+                .machine
+                .replay_marker(offset, record.producer_id, commit),
+            None if record.producer_id >= 0 => self.machine.replay_transactional(
+                offset,
+                record.producer_id,
+                record.key.as_deref(),
+                record.value.as_deref(),
+            ),
+            None => self
+                .machine
+                .replay(offset, record.key.as_deref(), record.value.as_deref()),
+        };
+        replayed.map_err(|error| CoordinatorError::Replay {
+            offset,
+            reason: error.0,
+        })
     }
 
     fn replay_one(
@@ -790,7 +849,7 @@ mod tests {
         // Appended by the last leader but not yet committed when the new one starts: loading
         // waits for it, since the new leader's own writes come after it.
         let late = crate::coordinator::CoordinatorRecord::new("late", "5");
-        log.append(vec![late], 0).await.unwrap();
+        log.append(vec![late], Batch::Plain, 0).await.unwrap();
         let (second, _task) = spawn(shard_config(TEST_WAIT), KvMachine::default(), log.clone());
         assert!(tokio::time::timeout(NOT_YET, second.loaded())
             .await

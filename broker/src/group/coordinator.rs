@@ -344,15 +344,60 @@ impl GroupCoordinator {
             .await
     }
 
+    /// The committed offsets of `group_id` (`wanted`, or all), each with whether a
+    /// transaction that commits an offset for it is still open (OffsetFetch's
+    /// `require_stable` answers those UNSTABLE_OFFSET_COMMIT).
     pub async fn fetch(
         &self,
         group_id: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Result<Vec<(String, i32, Option<Committed>)>, CoordinatorError> {
+    ) -> Result<Vec<(String, i32, Option<Committed>, bool)>, CoordinatorError> {
         let partition = self.partition_for(group_id);
         let group = group_id.to_owned();
         self.runtime
-            .read(partition, move |machine| machine.fetch(&group, wanted))
+            .read(partition, move |machine| {
+                machine
+                    .fetch(&group, wanted)
+                    .into_iter()
+                    .map(|(topic, partition, committed)| {
+                        let pending = machine.pending_txn.is_pending(&group, &topic, partition);
+                        (topic, partition, committed, pending)
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// TxnOffsetCommit: offsets committed in the producer's transaction.
+    pub async fn txn_commit(
+        &self,
+        group_id: &str,
+        request: super::txn_offsets::TxnCommitRequest,
+    ) -> Result<Result<PartitionOutcomes, GroupProblem>, CoordinatorError> {
+        let partition = self.partition_for(group_id);
+        let group = group_id.to_owned();
+        self.runtime
+            .write(partition, move |machine, ctx| {
+                machine.txn_commit(&group, request, ctx)
+            })
+            .await
+    }
+
+    /// Writes a transaction marker to partition `partition` of `__consumer_offsets` through
+    /// its coordinator (WriteTxnMarkers): the producer's pending offsets there take effect or
+    /// are dropped.
+    pub async fn complete_transaction(
+        &self,
+        partition: u32,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<(), CoordinatorError> {
+        self.runtime
+            .write(partition, move |machine, _| {
+                machine.complete_transaction(producer_id, producer_epoch, commit, coordinator_epoch)
+            })
             .await
     }
 

@@ -31,6 +31,8 @@ pub struct GroupMachine {
     /// KIP-848 consumer groups; a group id is in at most one of the two maps.
     pub(super) consumer_groups: HashMap<String, ConsumerGroup>,
     pub(super) offsets: Offsets,
+    /// Offsets committed in transactions not ended yet.
+    pub(crate) pending_txn: super::txn_offsets::PendingTxnOffsets,
     /// Records the current call writes (drained into its result).
     pub(super) records: Vec<CoordinatorRecord>,
     /// Answers the current call releases once committed (taken by the shard).
@@ -313,6 +315,7 @@ impl GroupMachine {
                 continue;
             }
             let committed = Committed {
+                record_offset: -1,
                 offset: partition.offset,
                 leader_epoch: partition.leader_epoch,
                 metadata,
@@ -638,7 +641,7 @@ impl CoordinatorMachine for GroupMachine {
                     self.groups
                         .insert(key.group.clone(), Group::new(&key.group, None));
                 }
-                self.offsets.apply(&key, value.as_ref());
+                self.offsets.apply(offset, &key, value.as_ref());
             }
             // Once loaded, the operation that wrote a group record applied it already.
             RecordKey::GroupMetadata(_) if self.loaded => {}
@@ -667,6 +670,43 @@ impl CoordinatorMachine for GroupMachine {
                 .map_err(|e| refused("a consumer group record", e.to_string()))?;
             }
         }
+        Ok(())
+    }
+
+    fn replay_transactional(
+        &mut self,
+        offset: i64,
+        producer_id: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(), ReplayError> {
+        let refused =
+            |what: &str, reason: String| ReplayError(format!("{what} at {offset}: {reason}"));
+        let key = key.ok_or_else(|| refused("a transactional record", "no key".to_owned()))?;
+        let key = RecordKey::decode(key).map_err(|e| refused("a record key", e.to_string()))?;
+        let RecordKey::OffsetCommit(key) = key else {
+            // Only offset commits are written in transactions.
+            return Err(refused(
+                "a transactional record",
+                "not an offset commit".to_owned(),
+            ));
+        };
+        let value = value
+            .map(OffsetCommitValue::decode)
+            .transpose()
+            .map_err(|e| refused("an offset commit", e.to_string()))?;
+        self.pending_txn
+            .add(producer_id, offset, &key, value.as_ref());
+        Ok(())
+    }
+
+    fn replay_marker(
+        &mut self,
+        _offset: i64,
+        producer_id: i64,
+        commit: bool,
+    ) -> Result<(), ReplayError> {
+        self.end_transaction(producer_id, commit);
         Ok(())
     }
 

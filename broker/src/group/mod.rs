@@ -12,6 +12,7 @@
 //! - [`embedded`]: the consumer protocol's subscription and assignment formats.
 //! - [`assignor`]: the server-side assignors of consumer groups (`uniform`, `range`).
 //! - [`offsets`]: committed offsets and their expiry.
+//! - [`txn_offsets`]: offsets committed in transactions, pending until their marker.
 //! - [`machine`]: the state machine of one `__consumer_offsets` partition (pure: time is passed
 //!   in, member ids are made by the caller).
 //! - [`metrics`]: rebalances, commits and groups by state (bounded labels).
@@ -49,6 +50,7 @@ pub mod records;
 mod test_harness;
 #[cfg(test)]
 mod tests;
+pub mod txn_offsets;
 
 pub use coordinator::GroupCoordinator;
 pub use machine::GroupMachine;

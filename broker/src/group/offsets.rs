@@ -20,11 +20,15 @@ pub struct Committed {
     pub expire_timestamp_ms: Option<i64>,
     /// The committed topic's id (nil when unknown), which Kafka 4.1+ records too.
     pub topic_id: uuid::Uuid,
+    /// The offset of the record holding it in `__consumer_offsets` (-1: not written yet): of a
+    /// transactional and a plain commit of one partition, the later record wins.
+    pub record_offset: i64,
 }
 
 impl Committed {
     pub fn from_value(value: &OffsetCommitValue) -> Committed {
         Committed {
+            record_offset: -1,
             offset: value.offset,
             leader_epoch: value.leader_epoch,
             metadata: value.metadata.clone(),
@@ -60,14 +64,21 @@ pub enum Expiry {
 }
 
 impl Offsets {
-    pub fn apply(&mut self, key: &OffsetCommitKey, value: Option<&OffsetCommitValue>) {
+    /// Applies the offset commit record at `record_offset`.
+    pub fn apply(
+        &mut self,
+        record_offset: i64,
+        key: &OffsetCommitKey,
+        value: Option<&OffsetCommitValue>,
+    ) {
         let tp = (key.topic.clone(), key.partition);
         match value {
             Some(value) => {
-                let group = self.by_group.entry(key.group.clone()).or_default();
-                if group.insert(tp, Committed::from_value(value)).is_none() {
-                    self.count += 1;
-                }
+                let committed = Committed {
+                    record_offset,
+                    ..Committed::from_value(value)
+                };
+                self.insert(&key.group, tp, committed);
             }
             None => {
                 if let Some(group) = self.by_group.get_mut(&key.group) {
@@ -79,6 +90,25 @@ impl Offsets {
                     }
                 }
             }
+        }
+    }
+
+    fn insert(&mut self, group: &str, tp: TopicPartition, committed: Committed) {
+        let offsets = self.by_group.entry(group.to_owned()).or_default();
+        if offsets.insert(tp, committed).is_none() {
+            self.count += 1;
+        }
+    }
+
+    /// Materializes an offset committed in a transaction once its commit marker is replayed:
+    /// kept unless a plain commit written after it holds the partition (Kafka's rule: the
+    /// later record wins, which compaction of the topic preserves).
+    pub fn apply_transactional(&mut self, group: &str, tp: TopicPartition, committed: Committed) {
+        let newer_exists = self
+            .get(group, &tp.0, tp.1)
+            .is_some_and(|existing| existing.record_offset > committed.record_offset);
+        if !newer_exists {
+            self.insert(group, tp, committed);
         }
     }
 

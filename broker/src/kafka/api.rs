@@ -107,6 +107,12 @@ pub async fn dispatch(ctx: &BrokerContext, req: &RequestContext, request: Reques
         RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
             handlers::transactions::add_partitions(ctx, req, r).await,
         ),
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(handlers::transactions::add_offsets(ctx, req, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(
+            handlers::transactions::txn_offset_commit(ctx, req, r).await,
+        ),
         RequestKind::EndTxn(r) => {
             ResponseKind::EndTxn(handlers::transactions::end_txn(ctx, req, r).await)
         }

@@ -5,7 +5,7 @@
 //! Versions are capped where a later version changes semantics the broker does not implement
 //! yet (Produce v12+ is transactions v2, Produce v13+ addresses topics by id only; InitProducerId
 //! v5+ is transactions v2 and two-phase commit; EndTxn v5 and AddPartitionsToTxn v5 are
-//! transactions v2). AddOffsetsToTxn and TxnOffsetCommit are not served yet. Fetch goes to v16: topic ids (v13+) are
+//! transactions v2). TxnOffsetCommit v5 is transactions v2. Fetch goes to v16: topic ids (v13+) are
 //! resolved through the metadata image.
 
 use kafka_protocol::messages::ApiKey;
@@ -45,6 +45,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::AddPartitionsToTxn, 0, 4),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::EndTxn, 0, 4),
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeTransactions, 0, 0),

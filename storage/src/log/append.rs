@@ -45,8 +45,9 @@ impl Log {
         self.append_leader(batch, leader_epoch, Origin::Client)
     }
 
-    /// Appends a batch written by a coordinator on this broker (transaction markers), as
-    /// leader at `leader_epoch`. Unlike client batches, control batches are accepted.
+    /// Appends a batch written by a coordinator on this broker (its records, transactional
+    /// offset commits, transaction markers), as leader at `leader_epoch`. Unlike client
+    /// batches, control batches are accepted, and sequences are neither required nor checked.
     pub fn append_as_coordinator(&self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
         self.append_leader(
             ValidatedBatch::new(batch)?,
@@ -78,7 +79,9 @@ impl Log {
                     limit_bytes: st.config.max_message_bytes,
                 });
             }
-            if header.has_producer_id() {
+            if origin == Origin::Coordinator {
+                st.producers.check_coordinator_append(&header)?;
+            } else if header.has_producer_id() {
                 if let AppendCheck::Duplicate(meta) = st.producers.check_leader_append(&header)? {
                     metrics::duplicate();
                     return Ok(AppendInfo {

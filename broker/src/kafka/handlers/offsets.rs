@@ -26,7 +26,7 @@ use crate::kafka::request::RequestContext;
 use crate::kafka::wire::{str_bytes, to_uuid, topic_name};
 
 /// Whether `topic` has partition `partition` in `image`.
-fn exists(image: &MetadataImage, topic: &str, partition: i32) -> bool {
+pub(super) fn exists(image: &MetadataImage, topic: &str, partition: i32) -> bool {
     image
         .topic_by_name(topic)
         .is_some_and(|t| usize::try_from(partition).is_ok_and(|index| index < t.partitions.len()))
@@ -34,7 +34,7 @@ fn exists(image: &MetadataImage, topic: &str, partition: i32) -> bool {
 
 /// Per topic, each partition's code: those decided before the coordinator was asked, and its
 /// answers (in the order the partitions were sent) for the `None` slots.
-fn fill(decided: Vec<Vec<Option<i16>>>, answered: Vec<i16>) -> Vec<Vec<i16>> {
+pub(super) fn fill(decided: Vec<Vec<Option<i16>>>, answered: Vec<i16>) -> Vec<Vec<i16>> {
     let mut answered = answered.into_iter();
     decided
         .into_iter()
@@ -145,7 +145,13 @@ pub async fn commit(
 struct GroupFetch {
     group_id: String,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    /// OffsetFetch v7+: a partition whose offset an open transaction commits is answered
+    /// UNSTABLE_OFFSET_COMMIT (the client asks again) rather than with the older offset.
+    require_stable: bool,
 }
+
+/// Kafka's UNSTABLE_OFFSET_COMMIT.
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 
 /// A fetched partition: offset, leader epoch, metadata and error code.
 type Fetched = (String, i32, Option<Committed>, i16);
@@ -158,7 +164,13 @@ async fn fetch_group(ctx: &BrokerContext, fetch: GroupFetch) -> Result<Vec<Fetch
     match ctx.groups.fetch(&fetch.group_id, wanted).await {
         Ok(fetched) => Ok(fetched
             .into_iter()
-            .map(|(topic, partition, committed)| (topic, partition, committed, 0))
+            .map(|(topic, partition, committed, pending)| {
+                if pending && fetch.require_stable {
+                    (topic, partition, None, UNSTABLE_OFFSET_COMMIT)
+                } else {
+                    (topic, partition, committed, 0)
+                }
+            })
             .collect()),
         Err(error) => Err(coordinator_code(&error)),
     }
@@ -185,8 +197,7 @@ pub async fn fetch(
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
     let version = req.api_version;
-    // `require_stable` (v7+) waits for pending transactional commits, which do not exist until
-    // transactions land: every committed offset here is stable.
+    let require_stable = version >= 7 && request.require_stable;
     if version >= 8 {
         let mut groups = Vec::with_capacity(request.groups.len());
         for group in request.groups {
@@ -201,6 +212,7 @@ pub async fn fetch(
                 GroupFetch {
                     group_id: group.group_id.to_string(),
                     wanted,
+                    require_stable,
                 },
             )
             .await;
@@ -245,6 +257,7 @@ pub async fn fetch(
         GroupFetch {
             group_id: request.group_id.to_string(),
             wanted: wanted.clone(),
+            require_stable,
         },
     )
     .await;

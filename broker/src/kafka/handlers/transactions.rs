@@ -1,7 +1,8 @@
 //! The transaction coordinator's APIs: AddPartitionsToTxn (v0–3 from producers, v4+ batched
-//! between brokers, with `verify_only` for KIP-890), EndTxn, DescribeTransactions and
-//! ListTransactions. InitProducerId with a transactional id is in `init_producer_id`,
-//! WriteTxnMarkers in `write_txn_markers`.
+//! between brokers, with `verify_only` for KIP-890), AddOffsetsToTxn, EndTxn,
+//! DescribeTransactions and ListTransactions; and the group coordinator's TxnOffsetCommit.
+//! InitProducerId with a transactional id is in `init_producer_id`, WriteTxnMarkers in
+//! `write_txn_markers`.
 
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
@@ -9,10 +10,14 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 };
 use kafka_protocol::messages::describe_transactions_response::{self, TopicData};
 use kafka_protocol::messages::list_transactions_response;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
-    DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, ListTransactionsRequest,
-    ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
+    TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -191,6 +196,145 @@ fn topic_results(codes: Vec<(TxnPartition, i16)>) -> Vec<AddPartitionsToTxnTopic
         }
     }
     topics
+}
+
+// ---------------------------------------------------------------------------- AddOffsetsToTxn
+
+/// AddOffsetsToTxn: the partition of `__consumer_offsets` that coordinates the group joins the
+/// transaction, so that its marker makes the TxnOffsetCommit of the group take effect.
+pub async fn add_offsets(
+    ctx: &BrokerContext,
+    req: &RequestContext,
+    request: AddOffsetsToTxnRequest,
+) -> AddOffsetsToTxnResponse {
+    let id = text(&request.transactional_id.0);
+    let group_id = request.group_id.0.to_string();
+    let error_code = if check_transactional_id(&id).is_err() {
+        code(Failure::Request(RequestProblem::InvalidTransactionalId))
+    } else if let Err(problem) = crate::group::check_group_id(&group_id) {
+        code(Failure::Group(problem))
+    } else {
+        let partition = i32::try_from(ctx.groups.partition_for(&group_id)).unwrap_or(i32::MAX);
+        let offsets = (crate::group::OFFSETS_TOPIC.to_owned(), partition);
+        let outcome = ctx
+            .txns
+            .add_partitions(
+                &id,
+                request.producer_id.0,
+                request.producer_epoch,
+                vec![offsets],
+            )
+            .await;
+        txn_code(outcome, req.api_version < 2)
+    };
+    AddOffsetsToTxnResponse::default().with_error_code(error_code)
+}
+
+// ---------------------------------------------------------------------------- TxnOffsetCommit
+
+/// TxnOffsetCommit, to the group's coordinator: offsets committed in the producer's
+/// transaction, which take effect when it commits. v3+ names the member, checked as an offset
+/// commit's; before, only the transaction vouches for it.
+pub async fn txn_offset_commit(
+    ctx: &BrokerContext,
+    req: &RequestContext,
+    request: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
+    use crate::group::machine::{CommitPartition, CommitRequest};
+    use crate::group::txn_offsets::TxnCommitRequest;
+    use crate::group::GroupProblem;
+
+    let version = req.api_version;
+    let group_id = request.group_id.0.to_string();
+    let image = ctx.image();
+    let group_problem = crate::group::check_group_id(&group_id).err();
+    let mut codes: Vec<Vec<Option<i16>>> = Vec::with_capacity(request.topics.len());
+    let mut partitions = Vec::new();
+    for topic in &request.topics {
+        let mut topic_codes = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            if let Some(problem) = group_problem {
+                topic_codes.push(Some(code(Failure::Group(problem))));
+            } else if !super::offsets::exists(&image, &topic.name, p.partition_index) {
+                topic_codes.push(Some(code(Failure::Group(
+                    GroupProblem::UnknownTopicOrPartition,
+                ))));
+            } else {
+                topic_codes.push(None);
+                partitions.push(CommitPartition {
+                    topic: topic.name.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: if version >= 2 {
+                        p.committed_leader_epoch
+                    } else {
+                        -1
+                    },
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    topic_id: image
+                        .topic_by_name(&topic.name)
+                        .map(|t| crate::kafka::wire::to_uuid(&t.topic_id))
+                        .unwrap_or_default(),
+                    retention_ms: -1,
+                });
+            }
+        }
+        codes.push(topic_codes);
+    }
+    let mut answered: Vec<i16> = Vec::new();
+    if !partitions.is_empty() {
+        let count = partitions.len();
+        let (member_id, generation_id, group_instance_id) = if version >= 3 {
+            (
+                request.member_id.to_string(),
+                request.generation_id,
+                request.group_instance_id.as_ref().map(|s| s.to_string()),
+            )
+        } else {
+            (String::new(), -1, None)
+        };
+        let commit = TxnCommitRequest {
+            producer_id: request.producer_id.0,
+            producer_epoch: request.producer_epoch,
+            commit: CommitRequest {
+                api_version: version,
+                member_id,
+                group_instance_id,
+                generation_id,
+                partitions,
+            },
+        };
+        answered = match ctx.groups.txn_commit(&group_id, commit).await {
+            Ok(Ok(outcomes)) => outcomes
+                .into_iter()
+                .map(|(_, _, p)| p.map_or(0, |p| code(Failure::Group(p))))
+                .collect(),
+            Ok(Err(problem)) => vec![code(Failure::Group(problem)); count],
+            Err(error) => vec![code(Failure::Coordinator(&error)); count],
+        };
+    }
+    let topics = request
+        .topics
+        .iter()
+        .zip(super::offsets::fill(codes, answered))
+        .map(|(topic, codes)| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(
+                    topic
+                        .partitions
+                        .iter()
+                        .zip(codes)
+                        .map(|(p, error_code)| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(error_code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
 }
 
 // ------------------------------------------------------------------------------------ EndTxn

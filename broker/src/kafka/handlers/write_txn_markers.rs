@@ -43,10 +43,28 @@ pub async fn apply(
             let record = image.topic_by_name(&name);
             let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
             for index in topic.partition_indexes {
-                let error_code = if crate::coordinator::topic::is_internal(&name) {
-                    // Offsets committed in transactions (`__consumer_offsets`) are not served
-                    // yet; no such partition joins a transaction (AddOffsetsToTxn is not
-                    // advertised).
+                let error_code = if name == crate::group::OFFSETS_TOPIC {
+                    // Through the group coordinator of that partition, whose state holds the
+                    // offsets the transaction committed.
+                    match u32::try_from(index) {
+                        Ok(partition) => match ctx
+                            .groups
+                            .complete_transaction(
+                                partition,
+                                marker.producer_id.0,
+                                marker.producer_epoch,
+                                marker.transaction_result,
+                                marker.coordinator_epoch,
+                            )
+                            .await
+                        {
+                            Ok(()) => 0,
+                            Err(error) => code(Failure::Coordinator(&error)),
+                        },
+                        Err(_) => code(Failure::Request(RequestProblem::UnknownTopic)),
+                    }
+                } else if crate::coordinator::topic::is_internal(&name) {
+                    // No other internal topic joins a transaction.
                     code(Failure::Request(RequestProblem::InternalTopic))
                 } else {
                     match led_partition(ctx, &image, record, index, -1).await {

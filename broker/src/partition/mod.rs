@@ -293,6 +293,30 @@ impl Partition {
         partition
     }
 
+    /// Whether `producer_id` has a transaction open on this partition (its first transactional
+    /// batch is in the log and no marker ended it yet).
+    pub async fn has_ongoing_transaction(self: &Arc<Self>, producer_id: i64) -> bool {
+        let partition = self.clone();
+        crate::blocking::spawn(move || {
+            partition
+                .log
+                .producer(producer_id)
+                .is_some_and(|entry| entry.current_txn_first_offset.is_some())
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Every producer this partition keeps state for (DescribeProducers).
+    pub async fn producers(
+        self: &Arc<Self>,
+    ) -> Vec<(i64, streambus_storage::producer::ProducerEntry)> {
+        let partition = self.clone();
+        crate::blocking::spawn(move || partition.log.producers())
+            .await
+            .unwrap_or_default()
+    }
+
     /// The partition log, for this module and the broker's own maintenance and replica
     /// fetchers (never request handlers). Its methods block: call them from blocking threads.
     pub(crate) fn log(&self) -> &Arc<Log> {

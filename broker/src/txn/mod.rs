@@ -8,12 +8,14 @@
 //!   are allocated by the caller).
 //! - [`coordinator`]: the service handlers call (routing, producer ids, completion).
 //! - [`markers`]: writing the markers of ending transactions to the partitions' leaders.
+//! - [`verify`]: KIP-890 verification of a transactional write with the coordinator.
 
 pub mod coordinator;
 pub mod machine;
 pub mod markers;
 pub mod records;
 pub mod state;
+pub mod verify;
 
 /// The name of the internal topic that holds transactional ids and their transactions.
 pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";

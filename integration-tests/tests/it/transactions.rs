@@ -1,17 +1,334 @@
 //! Transactions driven by third-party clients (see `integration-tests/python/README.md`):
-//! confluent-kafka's transactional producer and read_committed consumer against a dev broker,
-//! and the transaction coordinator's answers to bad requests.
+//! confluent-kafka's transactional producer, read_committed consumer and exactly-once copy
+//! against a dev broker; and the transaction coordinator's answers to bad requests, on the
+//! wire.
 
-use streambus_integration_tests::DevBroker;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, CreateTopicsRequest, DescribeTransactionsRequest, EndTxnRequest,
+    FindCoordinatorRequest, GroupId, InitProducerIdRequest, ListTransactionsRequest, ProducerId,
+    TransactionalId, TxnOffsetCommitRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+use streambus_integration_tests::kafka::{fetch_values, topic_name};
+use streambus_integration_tests::{DevBroker, KafkaConn};
 
 use crate::scripts::{python_script, run_script};
 
+const NONE: i16 = 0;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const ILLEGAL_GENERATION: i16 = 22;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const INVALID_TXN_STATE: i16 = 48;
+const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+const OPERATION_NOT_ATTEMPTED: i16 = 55;
+const PRODUCER_FENCED: i16 = 90;
+/// How long the coordinator may take to come up.
+const WAIT: Duration = Duration::from_secs(60);
+
 #[test]
 fn confluent_kafka_transactions() {
-    let broker = DevBroker::start(&[]).unwrap();
+    let broker = DevBroker::start(&["--set", "groups.group_initial_rebalance_delay_ms=0"]).unwrap();
     run_script(
         &broker,
         python_script("txn_confluent.py"),
         "confluent-kafka transactions",
     );
+}
+
+fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_owned())
+}
+
+fn txn_id(id: &str) -> TransactionalId {
+    TransactionalId(s(id))
+}
+
+/// Waits until `id`'s coordinator answers (the first FindCoordinator creates
+/// `__transaction_state`).
+fn wait_for_coordinator(conn: &mut KafkaConn, id: &str) {
+    let find = FindCoordinatorRequest::default()
+        .with_key(s(id))
+        .with_key_type(1);
+    let deadline = Instant::now() + WAIT;
+    while conn.send(&find, 3).unwrap().error_code != NONE {
+        assert!(Instant::now() < deadline, "no transaction coordinator");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn init(conn: &mut KafkaConn, id: &str, timeout_ms: i32) -> (i16, i64, i16) {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(txn_id(id)))
+        .with_transaction_timeout_ms(timeout_ms)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = conn.send(&request, 4).unwrap();
+        // Loading or not yet created: retriable, as clients treat them.
+        if ![14, 15, 16].contains(&answer.error_code) {
+            return (
+                answer.error_code,
+                answer.producer_id.0,
+                answer.producer_epoch,
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "InitProducerId kept answering {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn add(
+    conn: &mut KafkaConn,
+    id: &str,
+    producer: (i64, i16),
+    topic: &str,
+    partitions: &[i32],
+    version: i16,
+) -> Vec<(String, i32, i16)> {
+    let request = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(txn_id(id))
+        .with_v3_and_below_producer_id(ProducerId(producer.0))
+        .with_v3_and_below_producer_epoch(producer.1)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(partitions.to_vec())]);
+    let answer = conn.send(&request, version).unwrap();
+    answer
+        .results_by_topic_v3_and_below
+        .iter()
+        .flat_map(|t| {
+            t.results_by_partition.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    p.partition_error_code,
+                )
+            })
+        })
+        .collect()
+}
+
+fn end(conn: &mut KafkaConn, id: &str, producer: (i64, i16), commit: bool, version: i16) -> i16 {
+    let request = EndTxnRequest::default()
+        .with_transactional_id(txn_id(id))
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
+        .with_committed(commit);
+    conn.send(&request, version).unwrap().error_code
+}
+
+/// One transactional batch of `producer` with `values`, sequences from 0.
+fn txn_batch(producer: (i64, i16), values: &[&str]) -> Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_000,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
+    buf.freeze()
+}
+
+#[test]
+fn bad_transactional_requests_get_precise_errors_and_change_nothing() {
+    let broker =
+        DevBroker::start(&["--set", "transactions.transaction_max_timeout_ms=60000"]).unwrap();
+    let mut conn = broker.connect().unwrap();
+    let created = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("data"))
+            .with_num_partitions(2)
+            .with_replication_factor(1)])
+        .with_timeout_ms(30_000);
+    assert_eq!(conn.send(&created, 7).unwrap().topics[0].error_code, NONE);
+    wait_for_coordinator(&mut conn, "t1");
+
+    // A timeout above transaction.max.timeout.ms is refused; the id is not created.
+    assert_eq!(init(&mut conn, "t1", 60_001).0, INVALID_TRANSACTION_TIMEOUT);
+    let described = conn
+        .send(
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![txn_id("t1")]),
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        described.transaction_states[0].error_code, 105,
+        "TRANSACTIONAL_ID_NOT_FOUND"
+    );
+
+    let (code, producer_id, epoch) = init(&mut conn, "t1", 30_000);
+    assert_eq!(code, NONE);
+    let producer = (producer_id, epoch);
+
+    // KIP-890: a transactional write to a partition not added is refused and not written.
+    let (code, _) = produce_to_txn(&mut conn, "t1", "data", 0, txn_batch(producer, &["x"]));
+    assert_eq!(code, INVALID_TXN_STATE);
+    assert_eq!(
+        fetch_values(&mut conn, "data", 0, 0).unwrap(),
+        Ok(Vec::new())
+    );
+
+    // EndTxn with nothing ongoing, with a wrong epoch (PRODUCER_FENCED from v2, the old code
+    // before), with another producer id.
+    assert_eq!(end(&mut conn, "t1", producer, true, 3), INVALID_TXN_STATE);
+    assert_eq!(
+        end(&mut conn, "t1", (producer_id, epoch + 1), true, 3),
+        PRODUCER_FENCED
+    );
+    assert_eq!(
+        end(&mut conn, "t1", (producer_id, epoch + 1), true, 1),
+        INVALID_PRODUCER_EPOCH
+    );
+    assert_eq!(
+        end(&mut conn, "t1", (producer_id + 1, epoch), true, 3),
+        INVALID_PRODUCER_ID_MAPPING
+    );
+
+    // An unknown topic in AddPartitionsToTxn: its code, the others not attempted.
+    let added = add(&mut conn, "t1", producer, "missing", &[0], 3);
+    assert_eq!(
+        added,
+        vec![("missing".to_owned(), 0, UNKNOWN_TOPIC_OR_PARTITION)]
+    );
+    let added = add(&mut conn, "t1", producer, "data", &[0, 7], 3);
+    let codes: Vec<i16> = added.iter().map(|(_, _, c)| *c).collect();
+    assert_eq!(
+        codes,
+        vec![OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION]
+    );
+
+    // Added: the write goes in, and the transaction is listed and described as Ongoing.
+    let added = add(&mut conn, "t1", producer, "data", &[0], 3);
+    assert_eq!(added, vec![("data".to_owned(), 0, NONE)]);
+    let (code, offset) = produce_to_txn(&mut conn, "t1", "data", 0, txn_batch(producer, &["y"]));
+    assert_eq!((code, offset), (NONE, 0));
+    let listed = conn.send(&ListTransactionsRequest::default(), 0).unwrap();
+    assert!(listed.transaction_states.iter().any(
+        |t| t.transactional_id.0.as_str() == "t1" && t.transaction_state.as_str() == "Ongoing"
+    ));
+    let described = conn
+        .send(
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![txn_id("t1")]),
+            0,
+        )
+        .unwrap();
+    let state = &described.transaction_states[0];
+    assert_eq!(state.transaction_state.as_str(), "Ongoing");
+    assert_eq!(state.topics.len(), 1);
+
+    // TxnOffsetCommit naming a generation of a group that does not exist.
+    let txn_commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(txn_id("t1"))
+        .with_group_id(GroupId(s("no-such-group")))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_generation_id(4)
+        .with_member_id(s("m"))
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(topic_name("data"))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1)])]);
+    let find_group = FindCoordinatorRequest::default().with_key(s("no-such-group"));
+    let deadline = Instant::now() + WAIT;
+    while conn.send(&find_group, 3).unwrap().error_code != NONE {
+        assert!(Instant::now() < deadline, "no group coordinator");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        let code = conn.send(&txn_commit, 3).unwrap().topics[0].partitions[0].error_code;
+        // COORDINATOR_LOAD_IN_PROGRESS while the group's partition loads.
+        if code != 14 {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group coordinator never loaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, ILLEGAL_GENERATION);
+
+    // The transaction aborts; a second InitProducerId bumps the epoch and fences the first.
+    assert_eq!(end(&mut conn, "t1", producer, false, 3), NONE);
+    let deadline = Instant::now() + WAIT;
+    let bumped = loop {
+        let (code, id, epoch) = init(&mut conn, "t1", 30_000);
+        if code == NONE {
+            break (id, epoch);
+        }
+        assert_eq!(
+            code, 51,
+            "CONCURRENT_TRANSACTIONS while the abort completes"
+        );
+        assert!(Instant::now() < deadline, "the abort never completed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(bumped, (producer_id, epoch + 1));
+    assert_eq!(
+        add(&mut conn, "t1", producer, "data", &[1], 3)[0].2,
+        PRODUCER_FENCED
+    );
+    assert_eq!(
+        add(&mut conn, "t1", producer, "data", &[1], 1)[0].2,
+        INVALID_PRODUCER_EPOCH
+    );
+}
+
+/// A transactional Produce of `batch` (acks=all) for `id`.
+fn produce_to_txn(
+    conn: &mut KafkaConn,
+    id: &str,
+    topic: &str,
+    partition: i32,
+    batch: Bytes,
+) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let request = kafka_protocol::messages::ProduceRequest::default()
+        .with_transactional_id(Some(txn_id(id)))
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch))])]);
+    let response = conn.send(&request, 9).unwrap();
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
 }

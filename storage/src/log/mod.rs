@@ -229,6 +229,23 @@ impl Log {
         self.lock().producers.producer_count()
     }
 
+    /// What the log knows of `producer_id` (its epoch, latest batches, open transaction).
+    pub fn producer(&self, producer_id: i64) -> Option<crate::producer::ProducerEntry> {
+        self.lock().producers.producer(producer_id).cloned()
+    }
+
+    /// Every producer the log keeps state for, by id (DescribeProducers).
+    pub fn producers(&self) -> Vec<(i64, crate::producer::ProducerEntry)> {
+        let st = self.lock();
+        let mut all: Vec<_> = st
+            .producers
+            .producers()
+            .map(|(id, entry)| (id, entry.clone()))
+            .collect();
+        all.sort_by_key(|(id, _)| *id);
+        all
+    }
+
     /// Drops state of producers idle for longer than `expiration_ms` with no open transaction.
     pub fn remove_expired_producers(&self, expiration_ms: i64) {
         let now = self.clock.now_ms();

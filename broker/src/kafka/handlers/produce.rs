@@ -14,11 +14,15 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use super::led_partition;
 use crate::context::BrokerContext;
-use crate::kafka::errors::{code_and_message, Failure, RequestProblem};
+use crate::kafka::errors::{code, code_and_message, Failure, RequestProblem};
 use crate::kafka::request::{Outcome, RequestContext};
 use crate::kafka::wire::str_bytes;
 use crate::partition::append::{self, Acks, Appended};
 use crate::partition::Partition;
+use crate::partition::PartitionError;
+use crate::txn::verify::Unverified;
+use crate::txn::TxnProblem;
+use streambus_storage::StorageError;
 
 /// Where a partition's answer goes in the response: `(topic slot, partition slot)`.
 type Slot = (usize, usize);
@@ -67,6 +71,27 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
     let Some(acks) = acks else {
         return respond(responses);
     };
+    if let Some(id) = &request.transactional_id {
+        let refused = unverified(ctx, id.0.as_str(), &appends).await;
+        if refused.iter().any(Option::is_some) {
+            let mut kept_appends = Vec::with_capacity(appends.len());
+            let mut kept_slots = Vec::with_capacity(slots.len());
+            for ((append, slot), refusal) in appends.into_iter().zip(slots).zip(refused) {
+                match refusal {
+                    None => {
+                        kept_appends.push(append);
+                        kept_slots.push(slot);
+                    }
+                    Some(code) => {
+                        let entry = &mut responses[slot.0].partition_responses[slot.1];
+                        *entry = failed_with_code(version, entry.index, code);
+                    }
+                }
+            }
+            appends = kept_appends;
+            slots = kept_slots;
+        }
+    }
     let outcomes = append::append_all(appends, acks, timeout, &ctx.shutdown).await;
     if acks == Acks::None {
         // Kafka closes an acks=0 connection when a write fails: the client's only signal to
@@ -90,6 +115,74 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
         };
     }
     respond(responses)
+}
+
+/// KIP-890 part 1: for each append, the code that refuses it when it is a transactional batch
+/// that would open a transaction the coordinator did not add this partition to (`None`:
+/// append it). A batch of a transaction already open on the partition needs no check.
+async fn unverified(
+    ctx: &BrokerContext,
+    transactional_id: &str,
+    appends: &[(Arc<Partition>, Bytes)],
+) -> Vec<Option<i16>> {
+    let mut refused = vec![None; appends.len()];
+    let mut asked: Vec<(usize, (String, i32))> = Vec::new();
+    let mut producer = None;
+    for (slot, (partition, batch)) in appends.iter().enumerate() {
+        let Ok(header) = streambus_storage::batch::BatchHeader::parse(batch) else {
+            continue; // the append refuses it
+        };
+        if !header.is_transactional() || header.producer_id < 0 {
+            continue;
+        }
+        if partition.has_ongoing_transaction(header.producer_id).await {
+            continue;
+        }
+        producer = Some((header.producer_id, header.producer_epoch));
+        let index = i32::try_from(partition.index).unwrap_or(i32::MAX);
+        asked.push((slot, (partition.topic.clone(), index)));
+    }
+    let Some((producer_id, producer_epoch)) = producer else {
+        return refused;
+    };
+    let partitions: Vec<(String, i32)> = asked.iter().map(|(_, tp)| tp.clone()).collect();
+    let answers = crate::txn::verify::verify(
+        ctx,
+        transactional_id,
+        producer_id,
+        producer_epoch,
+        &partitions,
+    )
+    .await;
+    for ((slot, _), answer) in asked.into_iter().zip(answers) {
+        refused[slot] = answer.map(|unverified| match unverified {
+            // The old epoch's producer is fenced (Kafka's produce answer).
+            Unverified::Refused(TxnProblem::ProducerFenced) => {
+                code(Failure::Storage(&StorageError::InvalidProducerEpoch {
+                    producer_id,
+                    epoch: producer_epoch,
+                    current_epoch: producer_epoch,
+                }))
+            }
+            Unverified::Refused(problem) => code(Failure::Txn(problem)),
+            // Kafka answers a coordinator it could not ask as NOT_ENOUGH_REPLICAS: retriable
+            // for every producer.
+            Unverified::Unavailable => code(Failure::Partition(&PartitionError::NotEnoughReplicas)),
+        });
+    }
+    refused
+}
+
+fn failed_with_code(version: i16, index: i32, error_code: i16) -> PartitionProduceResponse {
+    let mut response = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error_code)
+        .with_base_offset(-1);
+    if version >= 8 {
+        let message = "the partition is not in the producer's ongoing transaction";
+        response = response.with_error_message(Some(str_bytes(message)));
+    }
+    response
 }
 
 fn succeeded(version: i16, index: i32, appended: &Appended) -> PartitionProduceResponse {

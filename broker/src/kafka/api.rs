@@ -122,6 +122,9 @@ pub async fn dispatch(ctx: &BrokerContext, req: &RequestContext, request: Reques
         RequestKind::DescribeTransactions(r) => {
             ResponseKind::DescribeTransactions(handlers::transactions::describe(ctx, req, r).await)
         }
+        RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(
+            handlers::transactions::describe_producers(ctx, req, r).await,
+        ),
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(handlers::transactions::list(ctx, req, r).await)
         }

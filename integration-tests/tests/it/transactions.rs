@@ -249,6 +249,31 @@ fn bad_transactional_requests_get_precise_errors_and_change_nothing() {
     let state = &described.transaction_states[0];
     assert_eq!(state.transaction_state.as_str(), "Ongoing");
     assert_eq!(state.topics.len(), 1);
+    // DescribeProducers at the partition's leader: the producer, its open transaction's start.
+    let producers = conn
+        .send(
+            &kafka_protocol::messages::DescribeProducersRequest::default().with_topics(vec![
+                kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+                    .with_name(topic_name("data"))
+                    .with_partition_indexes(vec![0]),
+            ]),
+            0,
+        )
+        .unwrap();
+    let partition = &producers.topics[0].partitions[0];
+    assert_eq!(partition.error_code, NONE);
+    let active: Vec<(i64, i32, i64)> = partition
+        .active_producers
+        .iter()
+        .map(|p| {
+            (
+                p.producer_id.0,
+                p.producer_epoch,
+                p.current_txn_start_offset,
+            )
+        })
+        .collect();
+    assert_eq!(active, vec![(producer_id, i32::from(epoch), 0)]);
 
     // TxnOffsetCommit naming a generation of a group that does not exist.
     let txn_commit = TxnOffsetCommitRequest::default()

@@ -1,6 +1,7 @@
 //! The transaction coordinator's APIs: AddPartitionsToTxn (v0–3 from producers, v4+ batched
 //! between brokers, with `verify_only` for KIP-890), AddOffsetsToTxn, EndTxn,
-//! DescribeTransactions and ListTransactions; and the group coordinator's TxnOffsetCommit.
+//! DescribeTransactions, ListTransactions and DescribeProducers; and the group coordinator's
+//! TxnOffsetCommit.
 //! InitProducerId with a transactional id is in `init_producer_id`, WriteTxnMarkers in
 //! `write_txn_markers`.
 
@@ -335,6 +336,62 @@ pub async fn txn_offset_commit(
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+// ------------------------------------------------------------------------- DescribeProducers
+
+/// DescribeProducers: the producers each partition this broker leads keeps state for, with
+/// the start of their open transaction (what `kafka-transactions.sh find-hanging` reads).
+pub async fn describe_producers(
+    ctx: &BrokerContext,
+    _req: &RequestContext,
+    request: kafka_protocol::messages::DescribeProducersRequest,
+) -> kafka_protocol::messages::DescribeProducersResponse {
+    use kafka_protocol::messages::describe_producers_response::{
+        PartitionResponse, ProducerState, TopicResponse,
+    };
+    let image = ctx.image();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let record = image.topic_by_name(&topic.name);
+        let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
+        for index in topic.partition_indexes {
+            let answered = match super::led_partition(ctx, &image, record, index, -1).await {
+                Err(failure) => {
+                    let (error_code, message) = crate::kafka::errors::code_and_message(failure);
+                    PartitionResponse::default()
+                        .with_error_code(error_code)
+                        .with_error_message(Some(str_bytes(message)))
+                }
+                Ok(partition) => PartitionResponse::default().with_active_producers(
+                    partition
+                        .producers()
+                        .await
+                        .into_iter()
+                        .map(|(producer_id, entry)| {
+                            ProducerState::default()
+                                .with_producer_id(ProducerId(producer_id))
+                                .with_producer_epoch(i32::from(entry.epoch))
+                                .with_last_sequence(entry.last_sequence())
+                                .with_last_timestamp(entry.last_timestamp_ms)
+                                // The log keeps no coordinator epoch per producer.
+                                .with_coordinator_epoch(-1)
+                                .with_current_txn_start_offset(
+                                    entry.current_txn_first_offset.unwrap_or(-1),
+                                )
+                        })
+                        .collect(),
+                ),
+            };
+            partitions.push(answered.with_partition_index(index));
+        }
+        topics.push(
+            TopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    kafka_protocol::messages::DescribeProducersResponse::default().with_topics(topics)
 }
 
 // ------------------------------------------------------------------------------------ EndTxn

@@ -1,10 +1,15 @@
 //! [`Admin`]: topic, partition, config and cluster administration over the Kafka admin APIs
 //! (CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs, IncrementalAlterConfigs,
-//! DescribeCluster and Metadata); consumer groups and their offsets in [`groups`].
+//! DescribeCluster and Metadata); consumer groups and their offsets in [`groups`]; transactions
+//! and producers in [`transactions`].
 
 mod groups;
+mod transactions;
 
 pub use groups::{GroupDescription, GroupListing, MemberDescription};
+pub use transactions::{
+    ProducerDescription, TransactionDescription, TransactionFilter, TransactionListing,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! [`Coordinator`]: finds a group's coordinator (FindCoordinator), keeps the connection to it,
+//! [`Coordinator`]: finds a group's (or a transactional id's) coordinator (FindCoordinator),
+//! keeps the connection to it,
 //! and sends it requests, looking it up again with a backoff when it moved or is loading
 //! (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS) or the connection
 //! failed. Shared by a consumer's membership, heartbeats and commits, and by the admin client.
@@ -18,6 +19,8 @@ use crate::error::{Error, Result};
 const FIND_COORDINATOR_VERSIONS: (i16, i16) = (1, 3);
 /// `key_type` of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
+/// `key_type` of a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// Whether `error` means the group's coordinator is elsewhere, not ready, or unreachable: the
 /// request is worth sending again after a new lookup.
@@ -42,6 +45,8 @@ pub fn is_coordinator_error(error: &Error) -> bool {
 pub struct Coordinator {
     client: Client,
     group_id: String,
+    /// FindCoordinator's key type: a group, or a transactional id.
+    key_type: i8,
     /// The coordinator's id and connection, once found.
     current: Mutex<Option<(i32, Arc<Connection>)>>,
 }
@@ -51,6 +56,17 @@ impl Coordinator {
         Arc::new(Coordinator {
             client,
             group_id: group_id.to_owned(),
+            key_type: KEY_TYPE_GROUP,
+            current: Mutex::new(None),
+        })
+    }
+
+    /// The transaction coordinator of `transactional_id`.
+    pub fn for_transaction(client: Client, transactional_id: &str) -> Arc<Coordinator> {
+        Arc::new(Coordinator {
+            client,
+            group_id: transactional_id.to_owned(),
+            key_type: KEY_TYPE_TRANSACTION,
             current: Mutex::new(None),
         })
     }
@@ -92,7 +108,7 @@ impl Coordinator {
     async fn find(&self) -> Result<(i32, String)> {
         let request = FindCoordinatorRequest::default()
             .with_key(StrBytes::from_string(self.group_id.clone()))
-            .with_key_type(KEY_TYPE_GROUP);
+            .with_key_type(self.key_type);
         let response = self
             .client
             .send_any(

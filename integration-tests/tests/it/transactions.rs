@@ -31,6 +31,7 @@ const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
 const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
 const OPERATION_NOT_ATTEMPTED: i16 = 55;
 const PRODUCER_FENCED: i16 = 90;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 /// How long the coordinator may take to come up.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -275,6 +276,75 @@ fn bad_transactional_requests_get_precise_errors_and_change_nothing() {
         .collect();
     assert_eq!(active, vec![(producer_id, i32::from(epoch), 0)]);
 
+    // Transactional records without a transactional id: refused as Kafka does.
+    let (code, _) = produce_plain(&mut conn, "data", 1, txn_batch(producer, &["z"]));
+    assert_eq!(code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+
+    // sbctl: the transaction listed and described; not hanging (its coordinator holds it
+    // open); an abort marker written by hand ends it on the partition.
+    let listed = crate::sbctl::ok(&broker, &["txn", "list", "--state", "Ongoing"]);
+    assert!(
+        listed.contains("t1") && listed.contains("Ongoing"),
+        "{listed}"
+    );
+    let described = crate::sbctl::ok(&broker, &["--output", "json", "txn", "describe", "t1"]);
+    let described: serde_json::Value = serde_json::from_str(described.trim()).unwrap();
+    assert_eq!(described["state"], "Ongoing");
+    assert_eq!(described["partitions"], serde_json::json!([["data", 0]]));
+    let hanging = crate::sbctl::ok(
+        &broker,
+        &[
+            "--output",
+            "json",
+            "txn",
+            "find-hanging",
+            "--topic",
+            "data",
+            "--partition",
+            "0",
+            "--max-transaction-timeout-ms",
+            "0",
+        ],
+    );
+    assert_eq!(
+        hanging.trim(),
+        "[]",
+        "a transaction its coordinator holds open is not hanging"
+    );
+    crate::sbctl::ok(
+        &broker,
+        &[
+            "txn",
+            "abort",
+            "--topic",
+            "data",
+            "--partition",
+            "0",
+            "--start-offset",
+            "0",
+        ],
+    );
+    let producers = crate::sbctl::ok(
+        &broker,
+        &[
+            "--output",
+            "json",
+            "txn",
+            "find-hanging",
+            "--topic",
+            "data",
+            "--partition",
+            "0",
+            "--max-transaction-timeout-ms",
+            "0",
+        ],
+    );
+    assert_eq!(producers.trim(), "[]");
+    // The write at 0, the abort marker at 1 (the decoder shows control records too).
+    let records = fetch_values(&mut conn, "data", 0, 0).unwrap().unwrap();
+    let offsets: Vec<i64> = records.iter().map(|(offset, _)| *offset).collect();
+    assert_eq!(offsets, vec![0, 1]);
+
     // TxnOffsetCommit naming a generation of a group that does not exist.
     let txn_commit = TxnOffsetCommitRequest::default()
         .with_transactional_id(txn_id("t1"))
@@ -333,6 +403,22 @@ fn bad_transactional_requests_get_precise_errors_and_change_nothing() {
         add(&mut conn, "t1", producer, "data", &[1], 1)[0].2,
         INVALID_PRODUCER_EPOCH
     );
+}
+
+/// A Produce of `batch` (acks=all) without a transactional id.
+fn produce_plain(conn: &mut KafkaConn, topic: &str, partition: i32, batch: Bytes) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let request = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch))])]);
+    let response = conn.send(&request, 9).unwrap();
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
 }
 
 /// A transactional Produce of `batch` (acks=all) for `id`.

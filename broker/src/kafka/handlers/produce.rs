@@ -71,6 +71,20 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
     let Some(acks) = acks else {
         return respond(responses);
     };
+    if request.transactional_id.is_none() && appends.iter().any(|(_, b)| is_transactional(b)) {
+        // Kafka's answer to transactional records without a transactional id: the whole
+        // request is refused, as unauthorized for a transactional id.
+        for topic in &mut responses {
+            for partition in &mut topic.partition_responses {
+                *partition = failed_with_code(
+                    version,
+                    partition.index,
+                    TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                );
+            }
+        }
+        return respond(responses);
+    }
     if let Some(id) = &request.transactional_id {
         let refused = unverified(ctx, id.0.as_str(), &appends).await;
         if refused.iter().any(Option::is_some) {
@@ -115,6 +129,15 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
         };
     }
     respond(responses)
+}
+
+/// Kafka's TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+
+/// Whether `batch`'s header says transactional (a batch that does not parse is refused by its
+/// append).
+fn is_transactional(batch: &Bytes) -> bool {
+    streambus_storage::batch::BatchHeader::parse(batch).is_ok_and(|h| h.is_transactional())
 }
 
 /// KIP-890 part 1: for each append, the code that refuses it when it is a transactional batch
@@ -179,7 +202,11 @@ fn failed_with_code(version: i16, index: i32, error_code: i16) -> PartitionProdu
         .with_error_code(error_code)
         .with_base_offset(-1);
     if version >= 8 {
-        let message = "the partition is not in the producer's ongoing transaction";
+        let message = if error_code == TRANSACTIONAL_ID_AUTHORIZATION_FAILED {
+            "transactional records without a transactional id"
+        } else {
+            "the partition is not in the producer's ongoing transaction"
+        };
         response = response.with_error_message(Some(str_bytes(message)));
     }
     response

@@ -10,6 +10,7 @@ mod group;
 mod io;
 mod perf;
 mod topic;
+mod txn;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -59,6 +60,9 @@ enum Command {
     /// Consumer groups: list, describe, reset offsets, delete.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Transactions: list, describe, find hanging ones, abort.
+    #[command(subcommand)]
+    Txn(txn::TxnCommand),
     /// Throughput and latency tests, like kafka-producer-perf-test / kafka-consumer-perf-test.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -105,5 +109,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(command) => cluster::run(client, cli.output, command).await,
         Command::Group(command) => group::run(client, cli.output, command).await,
         Command::Perf(command) => perf::run(client, cli.output, command).await,
+        Command::Txn(command) => txn::run(client, cli.output, command).await,
     }
 }

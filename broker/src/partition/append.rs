@@ -285,6 +285,17 @@ pub async fn append_all(
     outcomes.into_iter().map(|(_, outcome)| outcome).collect()
 }
 
+/// The producer of a batch as its header says it: `(producer id, epoch, transactional)`;
+/// `None` when the header does not parse (the append refuses the batch then).
+pub fn batch_producer(batch: &Bytes) -> Option<(i64, i16, bool)> {
+    let header = batch::BatchHeader::parse(batch).ok()?;
+    Some((
+        header.producer_id,
+        header.producer_epoch,
+        header.is_transactional(),
+    ))
+}
+
 /// Appends a transaction marker (a control batch: `commit` or abort, of `producer_id` at
 /// `producer_epoch`, written by the coordinator at `coordinator_epoch`) as leader on a blocking
 /// task, and waits until it is committed, as Kafka writes markers (acks=all), at most

@@ -218,6 +218,11 @@ fn is_pure_module(path: &str, source: &str) -> bool {
     if let Some(name) = path.strip_prefix("broker/src/group/") {
         return name != "coordinator.rs" && name != "lag.rs";
     }
+    // The transaction coordinator's records, metadata and state machine; the rest is its
+    // service (routing, markers, KIP-890 verification), which does I/O.
+    if let Some(name) = path.strip_prefix("broker/src/txn/") {
+        return !matches!(name, "coordinator.rs" | "markers.rs" | "verify.rs");
+    }
     let Some(name) = path.strip_prefix("broker/src/coordinator/") else {
         return false;
     };
@@ -712,6 +717,7 @@ fn purity_rule_covers_coordinator_state_machines_by_name_or_marker() {
         "broker/src/coordinator/group_machine.rs",
         "broker/src/group/classic.rs",
         "broker/src/group/consumer.rs",
+        "broker/src/txn/machine.rs",
     ] {
         assert_eq!(
             broken(path, impure),

@@ -22,7 +22,6 @@ use crate::partition::Partition;
 use crate::partition::PartitionError;
 use crate::txn::verify::Unverified;
 use crate::txn::TxnProblem;
-use streambus_storage::StorageError;
 
 /// Where a partition's answer goes in the response: `(topic slot, partition slot)`.
 type Slot = (usize, usize);
@@ -137,8 +136,11 @@ const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 /// Whether `batch`'s header says transactional (a batch that does not parse is refused by its
 /// append).
 fn is_transactional(batch: &Bytes) -> bool {
-    streambus_storage::batch::BatchHeader::parse(batch).is_ok_and(|h| h.is_transactional())
+    append::batch_producer(batch).is_some_and(|(_, _, transactional)| transactional)
 }
+
+/// Kafka's INVALID_PRODUCER_EPOCH: what a produce of a fenced producer gets.
+const INVALID_PRODUCER_EPOCH: i16 = 47;
 
 /// KIP-890 part 1: for each append, the code that refuses it when it is a transactional batch
 /// that would open a transaction the coordinator did not add this partition to (`None`:
@@ -152,16 +154,17 @@ async fn unverified(
     let mut asked: Vec<(usize, (String, i32))> = Vec::new();
     let mut producer = None;
     for (slot, (partition, batch)) in appends.iter().enumerate() {
-        let Ok(header) = streambus_storage::batch::BatchHeader::parse(batch) else {
+        let Some((producer_id, producer_epoch, transactional)) = append::batch_producer(batch)
+        else {
             continue; // the append refuses it
         };
-        if !header.is_transactional() || header.producer_id < 0 {
+        if !transactional || producer_id < 0 {
             continue;
         }
-        if partition.has_ongoing_transaction(header.producer_id).await {
+        if partition.has_ongoing_transaction(producer_id).await {
             continue;
         }
-        producer = Some((header.producer_id, header.producer_epoch));
+        producer = Some((producer_id, producer_epoch));
         let index = i32::try_from(partition.index).unwrap_or(i32::MAX);
         asked.push((slot, (partition.topic.clone(), index)));
     }
@@ -180,13 +183,7 @@ async fn unverified(
     for ((slot, _), answer) in asked.into_iter().zip(answers) {
         refused[slot] = answer.map(|unverified| match unverified {
             // The old epoch's producer is fenced (Kafka's produce answer).
-            Unverified::Refused(TxnProblem::ProducerFenced) => {
-                code(Failure::Storage(&StorageError::InvalidProducerEpoch {
-                    producer_id,
-                    epoch: producer_epoch,
-                    current_epoch: producer_epoch,
-                }))
-            }
+            Unverified::Refused(TxnProblem::ProducerFenced) => INVALID_PRODUCER_EPOCH,
             Unverified::Refused(problem) => code(Failure::Txn(problem)),
             // Kafka answers a coordinator it could not ask as NOT_ENOUGH_REPLICAS: retriable
             // for every producer.

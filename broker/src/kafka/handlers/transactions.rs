@@ -528,10 +528,9 @@ pub async fn list(
                 .with_error_code(code(Failure::Coordinator(&error)))
         }
     };
-    let now_ms = {
-        use streambus_storage::Clock;
-        streambus_storage::SystemClock.now_ms()
-    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let duration = if req.api_version >= 1 {
         request.duration_filter
     } else {

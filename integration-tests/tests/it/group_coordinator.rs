@@ -596,7 +596,7 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn spawn_script(bootstrap: &str, name: &str, args: &[&str]) -> Child {
+pub(crate) fn spawn_script(bootstrap: &str, name: &str, args: &[&str]) -> Child {
     Command::new(streambus_integration_tests::python().unwrap())
         .arg(script(name))
         .args(args)
@@ -608,7 +608,7 @@ fn spawn_script(bootstrap: &str, name: &str, args: &[&str]) -> Child {
 }
 
 /// Waits (bounded) until `marker` exists or the script exits.
-fn wait_for_marker(child: &mut Child, marker: &Path, timeout: Duration) {
+pub(crate) fn wait_for_marker(child: &mut Child, marker: &Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !marker.exists() {
         if let Some(status) = child.try_wait().unwrap() {
@@ -620,7 +620,7 @@ fn wait_for_marker(child: &mut Child, marker: &Path, timeout: Duration) {
     }
 }
 
-fn child_output(child: &mut Child) -> (String, String) {
+pub(crate) fn child_output(child: &mut Child) -> (String, String) {
     use std::io::Read;
     let mut out = String::new();
     let mut err = String::new();
@@ -633,12 +633,12 @@ fn child_output(child: &mut Child) -> (String, String) {
     (out, err)
 }
 
-fn finish((out, err): (String, String)) -> String {
+pub(crate) fn finish((out, err): (String, String)) -> String {
     format!("--- stdout\n{out}\n--- stderr\n{err}")
 }
 
 /// Waits (bounded) for the script to exit successfully.
-fn wait_success(mut child: Child, timeout: Duration, cluster: &Cluster) -> String {
+pub(crate) fn wait_success(mut child: Child, timeout: Duration, cluster: &Cluster) -> String {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -1,7 +1,7 @@
 //! Transactions driven by third-party clients (see `integration-tests/python/README.md`):
-//! confluent-kafka's transactional producer, read_committed consumer and exactly-once copy
-//! against a dev broker; and the transaction coordinator's answers to bad requests, on the
-//! wire.
+//! confluent-kafka's, aiokafka's and kafkajs's transactional producers, read_committed
+//! consumers and exactly-once copies against a dev broker; and the transaction coordinator's
+//! answers to bad requests, on the wire.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,10 @@ use kafka_protocol::protocol::StrBytes;
 use streambus_integration_tests::kafka::{fetch_values, topic_name};
 use streambus_integration_tests::{DevBroker, KafkaConn};
 
-use crate::scripts::{python_script, run_script};
+use streambus_integration_tests::cluster::{Cluster, FAST_FAILOVER};
+
+use crate::group_coordinator::{spawn_script, wait_for_marker, wait_success};
+use crate::scripts::{node_script, python_script, run_script};
 
 const NONE: i16 = 0;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -42,6 +45,26 @@ fn confluent_kafka_transactions() {
         &broker,
         python_script("txn_confluent.py"),
         "confluent-kafka transactions",
+    );
+}
+
+#[test]
+fn aiokafka_transactions() {
+    let broker = DevBroker::start(&["--set", "groups.group_initial_rebalance_delay_ms=0"]).unwrap();
+    run_script(
+        &broker,
+        python_script("txn_aiokafka.py"),
+        "aiokafka transactions",
+    );
+}
+
+#[test]
+fn kafkajs_transactions() {
+    let broker = DevBroker::start(&["--set", "groups.group_initial_rebalance_delay_ms=0"]).unwrap();
+    run_script(
+        &broker,
+        node_script("txn_kafkajs.js"),
+        "kafkajs transactions",
     );
 }
 
@@ -442,4 +465,64 @@ fn produce_to_txn(
     let response = conn.send(&request, 9).unwrap();
     let p = &response.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
+}
+
+/// The broker coordinating transactional id `id`, asked of any live member, other than
+/// `avoid` (a killed broker the image may still name until its session lapses).
+fn txn_coordinator_other_than(cluster: &Cluster, id: &str, avoid: Option<i32>) -> i32 {
+    let find = FindCoordinatorRequest::default()
+        .with_key(s(id))
+        .with_key_type(1);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(mut conn) = cluster.connect_any() {
+            if let Ok(found) = conn.send(&find, 3) {
+                if found.error_code == NONE && Some(found.node_id.0) != avoid {
+                    return found.node_id.0;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no transaction coordinator for {id}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A librdkafka transactional producer keeps committing while its transaction coordinator is
+/// SIGKILLed on a 3-broker cluster: the new coordinator resumes, nothing committed is lost or
+/// duplicated, nothing is left open (`txn_failover.py`).
+#[test]
+fn transactions_survive_a_sigkill_of_their_coordinator() {
+    let mut args = FAST_FAILOVER.to_vec();
+    args.extend([
+        "--set",
+        "transactions.transaction_state_log_num_partitions=3",
+    ]);
+    let mut cluster = Cluster::start(3, 3, &args).unwrap();
+    let mut conn = cluster.connect_any().unwrap();
+    let created = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("copied"))
+            .with_num_partitions(3)
+            .with_replication_factor(3)])
+        .with_timeout_ms(30_000);
+    assert_eq!(conn.send(&created, 7).unwrap().topics[0].error_code, NONE);
+    drop(conn);
+    let coordinator = txn_coordinator_other_than(&cluster, "failover-txn", None);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("committing");
+    let mut child = spawn_script(
+        &cluster.bootstrap(),
+        "txn_failover.py",
+        &["copied", "failover-txn", "40", marker.to_str().unwrap()],
+    );
+    wait_for_marker(&mut child, &marker, Duration::from_secs(180));
+    cluster.kill(coordinator);
+    txn_coordinator_other_than(&cluster, "failover-txn", Some(coordinator));
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.restart(coordinator).unwrap();
+    let output = wait_success(child, Duration::from_secs(500), &cluster);
+    assert!(output.contains("ok: 40 transactions committed"), "{output}");
 }

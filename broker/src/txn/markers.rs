@@ -126,15 +126,32 @@ async fn deliver(coordinator: Arc<TxnCoordinator>, ctx: Arc<BrokerContext>, job:
             backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
     }
+    // The markers are written: the transaction completes. A write that fails (too few in-sync
+    // replicas for a moment) is tried again while this broker still coordinates it; once it
+    // does not, the next coordinator completes it from the log.
     let id = job.transactional_id.clone();
-    match coordinator.complete(job).await {
-        Ok(Ok(())) => {}
-        Ok(Err(problem)) => {
-            tracing::debug!(transactional_id = %id, ?problem, "transaction moved on before it completed");
+    let mut backoff = RETRY_BACKOFF_MIN;
+    loop {
+        match coordinator.complete(job.clone()).await {
+            Ok(Ok(())) => return,
+            Ok(Err(problem)) => {
+                tracing::debug!(transactional_id = %id, ?problem, "transaction moved on before it completed");
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(transactional_id = %id, %error, "transaction not completed yet");
+            }
         }
-        Err(error) => {
-            tracing::debug!(transactional_id = %id, %error, "transaction not completed here: the next coordinator resumes it");
+        if ctx.shutdown.is_cancelled()
+            || !coordinator.coordinates(&ctx, job.coordinator_partition, job.coordinator_epoch)
+        {
+            return;
         }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = ctx.shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
     }
 }
 

@@ -108,9 +108,14 @@ impl Broker {
         );
         let groups = GroupCoordinator::new(config.node_id, &config.groups, dev);
         let txns = TxnCoordinator::new(config.node_id, &config.transactions, dev);
+        let peers = crate::peer_pool::PeerPool::new(
+            identity.cluster_id.to_string(),
+            format!("streambus-broker-{}", config.node_id),
+        );
         let ctx = Arc::new(BrokerContext {
             config,
             cluster_id: identity.cluster_id,
+            peers,
             node: quorum.node.clone(),
             partitions: partitions.clone(),
             producer_ids,

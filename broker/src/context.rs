@@ -31,6 +31,8 @@ pub struct BrokerContext {
     pub groups: Arc<GroupCoordinator>,
     /// The transaction coordinator's share of `__transaction_state` on this broker.
     pub txns: Arc<TxnCoordinator>,
+    /// Connections to other brokers for the coordinators' calls (markers, verification, lag).
+    pub peers: crate::peer_pool::PeerPool,
     /// Cancelled when the broker starts shutting down: parked fetches answer at once.
     pub shutdown: CancellationToken,
     /// Keeps refused inter-broker requests (another cluster, an unknown replica) from flooding

@@ -27,6 +27,7 @@
 //! - [`ops`]: cluster operations (topics, configs, reassignments, elections) in domain types,
 //!   under every admin protocol.
 //! - [`partition`]: the partitions hosted here, their data path (append, read) and maintenance.
+//! - [`peer_pool`]: pooled connections to other brokers for coordinators' calls.
 //! - [`principal`]: the authenticated identity behind a request.
 //! - [`producer_ids`]: producer ids from quorum-allocated blocks.
 //! - [`quorum`]: starting this broker's metadata quorum member.
@@ -49,6 +50,7 @@ pub mod inter_broker;
 pub mod kafka;
 pub mod ops;
 pub mod partition;
+pub mod peer_pool;
 pub mod principal;
 pub mod producer_ids;
 pub mod quorum;

@@ -15,7 +15,6 @@ use kafka_protocol::protocol::StrBytes;
 use streambus_raft::command::BrokerId;
 
 use crate::context::BrokerContext;
-use crate::inter_broker::PeerConnection;
 use crate::partition::Role;
 
 /// One committed offset: group, topic, partition, offset.
@@ -23,8 +22,6 @@ pub type CommittedSample = (String, String, i32, i64);
 
 /// How long one leader may take to connect and answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
-/// A ListOffsets answer for at most the capped series is small.
-const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// ListOffsets v4: timestamps -1 (latest) with the current leader epoch, a single offset back.
 const LIST_OFFSETS_VERSION: i16 = 4;
 
@@ -86,15 +83,6 @@ async fn ask_leader(
     let endpoint = crate::endpoints::live_kafka_endpoint(&image, leader)
         .ok_or_else(|| "no live endpoint".to_owned())?;
     let address = format!("{}:{}", endpoint.host, endpoint.port);
-    let mut connection = PeerConnection::connect(
-        &address,
-        &ctx.cluster_id.to_string(),
-        format!("streambus-group-lag-{}", ctx.broker_id()),
-        MAX_RESPONSE_BYTES,
-        PEER_TIMEOUT,
-    )
-    .await
-    .map_err(|e| format!("{address}: {e:?}"))?;
     let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (topic, partition) in wanted {
         topics.entry(topic).or_default().push(*partition);
@@ -121,8 +109,15 @@ async fn ask_leader(
                 })
                 .collect(),
         );
-    let response = connection
-        .call(&request, LIST_OFFSETS_VERSION, PEER_TIMEOUT)
+    let response = ctx
+        .peers
+        .call(
+            leader,
+            &address,
+            &request,
+            LIST_OFFSETS_VERSION,
+            PEER_TIMEOUT,
+        )
         .await
         .map_err(|e| format!("{address}: {e:?}"))?;
     Ok(response

@@ -25,7 +25,6 @@ use super::coordinator::TxnCoordinator;
 use super::machine::MarkerJob;
 use super::state::TxnPartition;
 use crate::context::BrokerContext;
-use crate::inter_broker::PeerConnection;
 
 /// The first pause before markers a leader did not take are sent again; it doubles up to
 /// [`RETRY_BACKOFF_MAX`].
@@ -33,8 +32,6 @@ const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long one leader may take to connect and answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
-/// A WriteTxnMarkers answer lists partitions and codes: small.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// WriteTxnMarkers v1 (flexible), which every broker of ours serves.
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// Kafka's UNKNOWN_TOPIC_OR_PARTITION.
@@ -204,17 +201,14 @@ async fn send(
     let endpoint = crate::endpoints::live_kafka_endpoint(&image, leader)
         .ok_or_else(|| "no live endpoint".to_owned())?;
     let address = format!("{}:{}", endpoint.host, endpoint.port);
-    let mut connection = PeerConnection::connect(
-        &address,
-        &ctx.cluster_id.to_string(),
-        format!("streambus-txn-markers-{}", ctx.broker_id()),
-        MAX_RESPONSE_BYTES,
-        PEER_TIMEOUT,
-    )
-    .await
-    .map_err(|e| format!("{address}: {e:?}"))?;
-    connection
-        .call(request, WRITE_TXN_MARKERS_VERSION, PEER_TIMEOUT)
+    ctx.peers
+        .call(
+            leader,
+            &address,
+            request,
+            WRITE_TXN_MARKERS_VERSION,
+            PEER_TIMEOUT,
+        )
         .await
         .map_err(|e| format!("{address}: {e:?}"))
 }

@@ -16,12 +16,9 @@ use kafka_protocol::protocol::StrBytes;
 use super::state::TxnPartition;
 use super::TxnProblem;
 use crate::context::BrokerContext;
-use crate::inter_broker::PeerConnection;
 
 /// How long the coordinator may take to connect and answer.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
-/// An answer lists the partitions asked: small.
-const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// AddPartitionsToTxn v4: the first with `verify_only`.
 const VERIFY_VERSION: i16 = 4;
 
@@ -123,17 +120,15 @@ async fn ask(
             .with_verify_only(true)
             .with_topics(topics),
     ]);
-    let mut connection = PeerConnection::connect(
-        &address,
-        &ctx.cluster_id.to_string(),
-        format!("streambus-txn-verify-{}", ctx.broker_id()),
-        MAX_RESPONSE_BYTES,
-        VERIFY_TIMEOUT,
-    )
-    .await
-    .map_err(|e| format!("{address}: {e:?}"))?;
-    let response = connection
-        .call(&request, VERIFY_VERSION, VERIFY_TIMEOUT)
+    let response = ctx
+        .peers
+        .call(
+            coordinator,
+            &address,
+            &request,
+            VERIFY_VERSION,
+            VERIFY_TIMEOUT,
+        )
         .await
         .map_err(|e| format!("{address}: {e:?}"))?;
     if response.error_code != 0 {

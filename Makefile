@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR
 
 CARGO ?= cargo
 
-.PHONY: bootstrap build run test test-suite doc-test lint fmt chaos bench bench-kafka bench-replication bench-client bench-groups bench-ab clean-cache
+.PHONY: bootstrap build run test test-suite doc-test lint fmt chaos bench bench-kafka bench-replication bench-client bench-groups bench-txn bench-ab clean-cache
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -59,6 +59,7 @@ bench: bootstrap
 	$(MAKE) --no-print-directory bench-replication
 	$(MAKE) --no-print-directory bench-client
 	$(MAKE) --no-print-directory bench-groups
+	$(MAKE) --no-print-directory bench-txn
 
 # Produce/consume through a release broker on loopback with librdkafka (confluent-kafka), next to
 # raw loopback TCP measured in the same run; see bench/README.md.
@@ -84,6 +85,12 @@ bench-client: bootstrap
 bench-groups: bootstrap
 	$(CARGO) build --release -p streambus-broker
 	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/group_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus
+
+# Transactions through a release broker (and a 3-broker cluster) with librdkafka: overhead
+# against idempotent produce, small transactions per second, end-to-end latency.
+bench-txn: bootstrap
+	$(CARGO) build --release -p streambus-broker
+	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/txn_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus
 
 # Build A (the baseline) against build B (default: this tree's release broker, built here) in
 # alternating rounds: produce and fetch throughput, produce latency, and each build's own

@@ -1,6 +1,6 @@
 //! Periodic work on every hosted log (due flushes under `flush.ms`, retention, compaction,
-//! producer expiry, recovery-point and high-watermark checkpoints) and the clean close at
-//! shutdown.
+//! producer expiry, recovery-point and high-watermark checkpoints, the LSO lag gauges) and the
+//! clean close at shutdown.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use super::Partition;
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How often recovery points are checkpointed (`log.flush.offset.checkpoint.interval.ms`).
 const RECOVERY_POINT_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the LSO lag gauges are refreshed.
+const LSO_LAG_INTERVAL: Duration = Duration::from_secs(15);
 
 impl PartitionManager {
     /// Periodic log maintenance until `shutdown`: due flushes, retention and compaction,
@@ -26,6 +28,7 @@ impl PartitionManager {
         let mut flush = tokio::time::interval(FLUSH_CHECK_INTERVAL);
         let mut retention = tokio::time::interval(retention_every);
         let mut checkpoint = tokio::time::interval(RECOVERY_POINT_INTERVAL);
+        let mut lso_lag = tokio::time::interval(LSO_LAG_INTERVAL);
         // Not at once: the first tick comes before the reconciler opened the partitions, and
         // a checkpoint of no partitions would be a wasted fsync.
         let mut high_watermarks = tokio::time::interval_at(
@@ -37,6 +40,7 @@ impl PartitionManager {
             &mut retention,
             &mut checkpoint,
             &mut high_watermarks,
+            &mut lso_lag,
         ] {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
@@ -47,6 +51,7 @@ impl PartitionManager {
                 _ = retention.tick() => Box::new(move || manager.enforce_retention()),
                 _ = checkpoint.tick() => Box::new(move || manager.checkpoint_recovery_points()),
                 _ = high_watermarks.tick() => Box::new(move || manager.checkpoint_high_watermarks()),
+                _ = lso_lag.tick() => Box::new(move || manager.publish_lso_lag()),
                 () = shutdown.cancelled() => return,
             };
             if crate::blocking::spawn(job).await.is_err() {

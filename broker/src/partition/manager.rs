@@ -52,6 +52,8 @@ pub struct PartitionManager {
     /// Given to every partition opened: where it sends the ISR changes it calls for. Set once
     /// the metadata quorum runs, before the first reconciliation.
     pub(super) isr_proposer: std::sync::OnceLock<IsrProposer>,
+    /// The partitions whose LSO lag was last published above 0 (see `lso_lag`).
+    pub(super) lso_lag_series: Mutex<std::collections::BTreeSet<(String, u32)>>,
 }
 
 impl PartitionManager {
@@ -82,6 +84,7 @@ impl PartitionManager {
             reconciled: watch::Sender::new(0),
             stalled_target: AtomicU64::new(0),
             isr_proposer: std::sync::OnceLock::new(),
+            lso_lag_series: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 

@@ -23,6 +23,7 @@
 pub mod append;
 pub mod isr;
 pub mod log_dir_health;
+pub mod lso_lag;
 mod maintenance;
 pub mod manager;
 pub mod read;

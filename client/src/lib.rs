@@ -77,5 +77,5 @@ pub use group::{
     RebalanceListener,
 };
 pub use kafka_protocol::records::Compression;
-pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
+pub use producer::{Acks, ConsumerGroupMetadata, DeliveryFuture, Producer, ProducerConfig};
 pub use record::{ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};

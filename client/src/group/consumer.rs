@@ -272,6 +272,19 @@ impl GroupConsumer {
         self.shared.lock().generation
     }
 
+    /// What a transactional producer needs to commit this member's offsets
+    /// ([`crate::Producer::send_offsets_to_transaction`]): the coordinator fences a zombie
+    /// member's commit by its generation.
+    pub fn group_metadata(&self) -> crate::ConsumerGroupMetadata {
+        let state = self.shared.lock();
+        crate::ConsumerGroupMetadata {
+            group_id: self.config.group_id.clone(),
+            generation_id: state.generation,
+            member_id: state.member_id.clone(),
+            group_instance_id: self.config.group_instance_id.clone(),
+        }
+    }
+
     /// The assignor the group uses in the current generation (classic protocol only).
     pub fn protocol(&self) -> Option<Assignor> {
         self.shared.lock().protocol

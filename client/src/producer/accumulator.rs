@@ -98,6 +98,27 @@ pub(super) struct State {
     /// A new producer id was refused for good (e.g. not authorised): every record not yet
     /// sent fails with this, and so does every later `send`.
     pub fatal: Option<Error>,
+    /// A transactional producer's open transaction (`None` for other producers).
+    pub txn: Option<TxnProgress>,
+}
+
+/// The transaction a transactional producer has open.
+#[derive(Debug, Default)]
+pub(super) struct TxnProgress {
+    /// `begin_transaction` was called and the transaction not ended yet.
+    pub open: bool,
+    /// Partitions the coordinator added to the transaction: their batches may go.
+    pub added: std::collections::HashSet<TopicPartition>,
+    /// Partitions written to but not added yet.
+    pub to_add: std::collections::BTreeSet<TopicPartition>,
+    /// An AddPartitionsToTxn task is running.
+    pub adding: bool,
+    /// The coordinator knows of the transaction (a partition or the offsets joined it): only
+    /// then is there anything for EndTxn to end.
+    pub started: bool,
+    /// The first failure in the transaction (a record not written, partitions not added):
+    /// it can only be aborted.
+    pub failed: Option<Error>,
 }
 
 #[derive(Debug)]
@@ -112,6 +133,8 @@ pub(super) struct Shared {
     /// Wakes `flush` callers when batches complete.
     pub completed: Notify,
     partitioner: Mutex<StickyPartitioner>,
+    /// A transactional producer's coordinator, found on first use.
+    pub txn_coordinator: std::sync::OnceLock<Arc<crate::group::coordinator::Coordinator>>,
 }
 
 fn now_ms() -> i64 {
@@ -125,15 +148,17 @@ impl Shared {
         Arc::new(Shared {
             client,
             memory: Arc::new(Semaphore::new(config.buffer_memory)),
-            config,
             state: Mutex::new(State {
                 producer_id: -1,
                 producer_epoch: -1,
+                txn: config.transactional_id.is_some().then(TxnProgress::default),
                 ..State::default()
             }),
+            config,
             wake_sender: Notify::new(),
             completed: Notify::new(),
             partitioner: Mutex::new(StickyPartitioner::new()),
+            txn_coordinator: std::sync::OnceLock::new(),
         })
     }
 
@@ -235,6 +260,19 @@ impl Shared {
             self.memory.add_permits(size);
             return Err(Error::Closed);
         }
+        if let Some(txn) = state.txn.as_mut() {
+            if !txn.open {
+                drop(state);
+                self.memory.add_permits(size);
+                return Err(Error::InvalidArgument(
+                    "a transactional producer sends inside a transaction: begin_transaction first"
+                        .to_owned(),
+                ));
+            }
+            if !txn.added.contains(&tp) {
+                txn.to_add.insert(tp.clone());
+            }
+        }
         let generation = state.generation;
         let batch_size = self.config.batch_size;
         let State {
@@ -267,13 +305,16 @@ impl Shared {
             *incomplete.entry(generation).or_default() += 1;
         }
         let batch = queue.batches.back_mut().expect("a batch was pushed above");
-        batch.records.push(new_record(
+        let mut new = new_record(
             batch.records.len(),
             record.key,
             record.value,
             headers,
             record.timestamp_ms,
-        ));
+        );
+        // The encoder takes the batch's transactional flag from its records.
+        new.transactional = self.config.transactional_id.is_some();
+        batch.records.push(new);
         batch.deliveries.push(delivery);
         batch.bytes += size;
         // A full batch is sendable now; a new one starts the sender's linger timer.

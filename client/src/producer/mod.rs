@@ -7,6 +7,11 @@
 //! broker that pipelines them on that broker's connection. Up to `max_in_flight_per_partition`
 //! batches of a partition are in flight; records' futures complete in partition order.
 //!
+//! Transactions ([`transaction`]): with a `transactional_id`, `new` gets the producer id from
+//! the id's transaction coordinator (fencing older instances), records are sent only inside a
+//! transaction, and each partition a transaction writes to is added to it at the coordinator
+//! before its first batch leaves.
+//!
 //! Ordering across retries: with idempotence (the default, as in the Java client) every batch
 //! carries the producer id and a sequence number fixed at its first send. If a batch fails with a
 //! retriable error, the broker refuses the batches behind it (OUT_OF_ORDER_SEQUENCE_NUMBER),
@@ -16,6 +21,9 @@
 
 mod accumulator;
 mod sender;
+mod transaction;
+
+pub use transaction::ConsumerGroupMetadata;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -107,6 +115,12 @@ pub struct ProducerConfig {
     /// Batches of one partition in flight at once (Java's
     /// `max.in.flight.requests.per.connection`, which idempotence caps at 5).
     pub max_in_flight_per_partition: usize,
+    /// Makes the producer transactional (`transactional.id`): records go out only inside a
+    /// transaction (see [`Producer::begin_transaction`]); needs idempotence and acks=all.
+    pub transactional_id: Option<String>,
+    /// How long the coordinator lets a transaction stay open before it aborts it
+    /// (`transaction.timeout.ms`).
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -122,6 +136,8 @@ impl Default for ProducerConfig {
             compression: Compression::None,
             enable_idempotence: true,
             max_in_flight_per_partition: 5,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -164,6 +180,13 @@ impl Drop for Owner {
 impl Producer {
     /// Starts a producer on `client` (and, with idempotence, gets a producer id).
     pub async fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
+        if config.transactional_id.is_some()
+            && (!config.enable_idempotence || config.acks != Acks::All)
+        {
+            return Err(Error::InvalidArgument(
+                "a transactional producer needs enable_idempotence and acks=all".to_owned(),
+            ));
+        }
         if config.batch_size == 0
             || config.batch_size > config.max_request_size
             || config.buffer_memory < config.max_request_size

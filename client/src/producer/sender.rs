@@ -11,7 +11,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
@@ -33,7 +33,9 @@ type Part = (TopicPartition, u64, Bytes);
 /// Gets a producer id when idempotence applies, then spawns the sender task, which stops once
 /// the producer is closed and everything queued has completed.
 pub(super) async fn start(shared: Arc<Shared>) -> Result<()> {
-    if idempotent(&shared) {
+    if shared.config.transactional_id.is_some() {
+        super::transaction::init(&shared, None).await?;
+    } else if idempotent(&shared) {
         init_producer_id(&shared).await?;
     }
     tokio::spawn(run(shared));
@@ -74,7 +76,13 @@ async fn init_producer_id(shared: &Shared) -> Result<()> {
 fn start_init_if_needed(shared: &Arc<Shared>) {
     {
         let mut state = shared.lock();
-        if !state.needs_producer_id || state.init_running || state.fatal.is_some() {
+        // A transactional producer gets its new epoch from its coordinator when the
+        // transaction whose sequences broke is aborted (see `transaction`).
+        if !state.needs_producer_id
+            || state.init_running
+            || state.fatal.is_some()
+            || state.txn.is_some()
+        {
             return;
         }
         state.init_running = true;
@@ -103,6 +111,7 @@ async fn run(shared: Arc<Shared>) {
         wake.as_mut().enable();
 
         start_init_if_needed(&shared);
+        super::transaction::start_adding_if_needed(&shared);
         let (requests, next_wake, finished) = drain(&shared, Instant::now());
         if finished {
             return;
@@ -148,6 +157,9 @@ fn drain(shared: &Shared, now: Instant) -> (BTreeMap<i32, Vec<Vec<Part>>>, Insta
     let fatal = state.fatal.clone();
     let flush_below = state.flush_below;
     let closed = state.closed;
+    // A transactional producer's new batches wait until their partition joined the
+    // transaction at the coordinator.
+    let txn_added = state.txn.as_ref().map(|txn| txn.added.clone());
     for (tp, queue) in state.queues.iter_mut() {
         if queue.batches.is_empty() {
             continue;
@@ -202,6 +214,12 @@ fn drain(shared: &Shared, now: Instant) -> (BTreeMap<i32, Vec<Vec<Part>>>, Insta
                     }
                 }
             }
+            wait(
+                front_created + shared.config.delivery_timeout,
+                &mut next_wake,
+            );
+        } else if txn_added.as_ref().is_some_and(|added| !added.contains(tp)) {
+            // Woken once the partition is added (or its batches failed).
             wait(
                 front_created + shared.config.delivery_timeout,
                 &mut next_wake,
@@ -449,6 +467,13 @@ async fn submit(
     }
     let timeout_ms = shared.client.config().request_timeout.as_millis();
     let request = ProduceRequest::default()
+        .with_transactional_id(
+            shared
+                .config
+                .transactional_id
+                .as_ref()
+                .map(|id| TransactionalId(StrBytes::from_string(id.clone()))),
+        )
         .with_acks(shared.config.acks.wire())
         .with_timeout_ms(i32::try_from(timeout_ms).unwrap_or(i32::MAX))
         .with_topic_data(
@@ -758,6 +783,10 @@ fn settle(shared: &Shared, state: &mut State) {
                 append_time_ms,
             ),
             BatchState::Failed(ref error) => {
+                // A record not written makes the open transaction abortable only.
+                if let Some(txn) = state.txn.as_mut() {
+                    txn.failed.get_or_insert(error.clone());
+                }
                 for delivery in batch.deliveries {
                     let _ = delivery.send(Err(error.clone()));
                 }

@@ -16,4 +16,5 @@ mod sbctl;
 mod schedules;
 mod scripts;
 mod sdk_groups;
+mod sdk_transactions;
 mod transactions;

@@ -4,7 +4,7 @@
 //! `partition_log::PartitionLog`.
 
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -116,6 +116,8 @@ struct MemoryState {
     leading: bool,
     /// Appends are refused as if the ISR were too small.
     refusing_writes: bool,
+    /// Appends are refused as the log refuses a batch of a fenced producer epoch.
+    rejecting_batches: bool,
 }
 
 impl MemoryLog {
@@ -130,6 +132,7 @@ impl MemoryLog {
                 high_watermark: 0,
                 leading: true,
                 refusing_writes: false,
+                rejecting_batches: false,
             }),
             changed: watch::Sender::new(0),
         }
@@ -167,6 +170,12 @@ impl MemoryLog {
     /// Refuses appends (as with too few in-sync replicas) until called with `false`.
     pub fn refuse_writes(&self, refuse: bool) {
         self.update(|st| st.refusing_writes = refuse);
+    }
+
+    /// Refuses every batch as the storage log refuses an older producer epoch, until called
+    /// with `false`.
+    pub fn reject_batches(&self, reject: bool) {
+        self.update(|st| st.rejecting_batches = reject);
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -216,6 +225,15 @@ impl CoordinatorLog for MemoryLog {
         self.writable()?;
         let appended = {
             let mut st = self.leading()?;
+            if st.rejecting_batches {
+                return Err(CoordinatorError::Refused(Arc::new(
+                    streambus_storage::StorageError::InvalidProducerEpoch {
+                        producer_id: 1,
+                        epoch: 0,
+                        current_epoch: 1,
+                    },
+                )));
+            }
             let base_offset = st.end_offset;
             match batch {
                 Batch::Marker {

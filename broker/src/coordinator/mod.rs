@@ -73,6 +73,11 @@ pub enum CoordinatorError {
     /// (NOT_ENOUGH_REPLICAS, which Kafka's coordinators answer as COORDINATOR_NOT_AVAILABLE).
     #[error("{isr} in-sync replicas, {min_insync} required")]
     NotEnoughReplicas { isr: usize, min_insync: u32 },
+    /// The log refused the batch before writing any of it (a producer epoch older than the
+    /// partition's, a batch too large): the request fails with the storage error's code and
+    /// the shard serves on, as Kafka's runtime reverts such a write.
+    #[error("coordinator log refused the batch")]
+    Refused(#[source] Arc<streambus_storage::StorageError>),
     /// The log failed: the shard stops, and a new one is loaded at the next election.
     #[error("coordinator log")]
     Storage(#[source] Arc<streambus_storage::StorageError>),

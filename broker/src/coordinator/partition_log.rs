@@ -39,6 +39,13 @@ impl PartitionLog {
 
     fn partition_error(&self, error: PartitionError) -> CoordinatorError {
         match error {
+            PartitionError::Storage(
+                error @ (StorageError::InvalidProducerEpoch { .. }
+                | StorageError::InvalidTxnState { .. }
+                | StorageError::OutOfOrderSequence { .. }
+                | StorageError::BatchTooLarge { .. }
+                | StorageError::InvalidBatch(_)),
+            ) => CoordinatorError::Refused(Arc::new(error)),
             PartitionError::Storage(error) => error.into(),
             PartitionError::NotEnoughReplicas => self.not_enough_replicas(),
             // Deposed, or an outcome this broker cannot know: the shard is reloaded.

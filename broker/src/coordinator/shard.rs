@@ -442,10 +442,12 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
         }
     }
 
-    /// A wait for the oldest pending write's commit, if any is pending.
+    /// A wait for the oldest pending write's commit, if any is pending, until the earliest
+    /// deadline among them.
     fn wait_for_oldest(&self) -> Option<CommitFuture> {
         let oldest = self.pending.front()?;
-        let (log, last_offset, deadline) = (self.log.clone(), oldest.last_offset, oldest.deadline);
+        let deadline = self.pending.iter().map(|p| p.deadline).min()?;
+        let (log, last_offset) = (self.log.clone(), oldest.last_offset);
         Some(Box::pin(async move {
             log.wait_committed(last_offset, deadline).await
         }))
@@ -474,14 +476,26 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
     }
 
     /// Fails the pending writes whose deadline passed. Their records stay in the state and the
-    /// log, and may still commit.
+    /// log, and may still commit: a write with work waiting on its commit (the markers of a
+    /// prepared transaction) stays pending, unanswered, so that the work runs if it does — or
+    /// a transaction would stay prepared with nobody to write its markers.
     fn expire(&mut self, now: Instant) {
         let timeout_ms = self.config.write_timeout.as_millis() as u64;
-        while self.pending.front().is_some_and(|p| p.deadline <= now) {
-            if let Some(pending) = self.pending.pop_front() {
-                pending.finish(Err(CoordinatorError::Timeout { timeout_ms }));
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        for mut pending in self.pending.drain(..) {
+            if pending.deadline > now {
+                kept.push_back(pending);
+                continue;
+            }
+            if let Some(complete) = pending.complete.take() {
+                complete(Err(CoordinatorError::Timeout { timeout_ms }));
+            }
+            if !pending.deferred.is_empty() {
+                pending.deadline = now + self.config.write_timeout;
+                kept.push_back(pending);
             }
         }
+        self.pending = kept;
     }
 
     async fn run_operation(&mut self, queued: Queued<M>) -> Result<(), CoordinatorError> {
@@ -531,6 +545,11 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
                 });
                 Ok(())
             }
+            // Nothing was written: the state is as the log has it, and the shard serves on.
+            Err(error @ CoordinatorError::Refused(_)) => {
+                complete(Err(error));
+                Ok(())
+            }
             Err(error) => {
                 complete(Err(error.clone()));
                 Err(error)
@@ -557,7 +576,14 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
             let last_offset = if records.is_empty() {
                 self.last_written
             } else {
-                self.write(records, Batch::Plain, now_ms).await?
+                match self.write(records, Batch::Plain, now_ms).await {
+                    Ok(last_offset) => last_offset,
+                    Err(CoordinatorError::Refused(error)) => {
+                        tracing::warn!(topic = %self.config.topic, partition = self.config.partition, %error, "a timer's records were refused");
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                }
             };
             let pending = Pending {
                 last_offset,
@@ -894,6 +920,34 @@ mod tests {
         log.commit_all();
         let answer = tokio::time::timeout(TEST_WAIT, write).await.unwrap();
         assert_eq!(answer.unwrap().unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_batch_the_log_refuses_fails_its_request_and_the_shard_serves_on() {
+        let log = Arc::new(MemoryLog::new("__test_state", 0));
+        let (shard, _task) = active_shard(&log).await;
+        log.reject_batches(true);
+        let refused = tokio::time::timeout(TEST_WAIT, shard.write(put("a", "1"))).await;
+        assert!(matches!(
+            refused.unwrap(),
+            Err(CoordinatorError::Refused(_))
+        ));
+        assert_eq!(log.end_offset(), 0, "nothing appended");
+        assert_eq!(shard.status(), ShardStatus::Active, "still serving");
+        log.reject_batches(false);
+        let write = tokio::spawn({
+            let shard = shard.clone();
+            async move { shard.write(put("a", "1")).await }
+        });
+        assert!(log.wait_end_offset(1, TEST_WAIT).await);
+        log.commit_all();
+        let answer = tokio::time::timeout(TEST_WAIT, write).await.unwrap();
+        assert_eq!(answer.unwrap().unwrap(), None);
+        let read = tokio::time::timeout(TEST_WAIT, shard.read(|kv| kv.map.clone())).await;
+        assert_eq!(
+            read.unwrap().unwrap().get("a").map(String::as_str),
+            Some("1")
+        );
     }
 
     #[tokio::test]

@@ -232,6 +232,7 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             | CoordinatorError::NotEnoughReplicas { .. }
             | CoordinatorError::Metadata(_) => E::CoordinatorNotAvailable,
             CoordinatorError::Codec { .. } => E::UnknownServerError,
+            CoordinatorError::Refused(error) => error_code(&Failure::Storage(error)),
         },
         Failure::Txn(problem) => match problem {
             TxnProblem::InvalidTransactionTimeout => E::InvalidTransactionTimeout,

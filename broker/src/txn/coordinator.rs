@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::machine::{DescribedTxn, InitRequest, MarkerJob, TxnMachine};
+use super::records::TxnState;
 use super::state::TxnPartition;
 use super::{TxnProblem, TRANSACTION_STATE_TOPIC};
 use crate::config::TransactionsConfig;
@@ -219,6 +220,33 @@ impl TxnCoordinator {
                 machine.complete(&job, op)
             })
             .await
+    }
+
+    /// Whether `job`'s transaction is still in the job's Prepare state, with its producer id
+    /// and epoch: its markers are still to be written. `None` when this broker cannot tell now
+    /// (the partition is loading, or moved).
+    pub async fn still_preparing(&self, job: &MarkerJob) -> Option<bool> {
+        let (id, producer_id, producer_epoch, commit) = (
+            job.transactional_id.clone(),
+            job.producer_id,
+            job.producer_epoch,
+            job.commit,
+        );
+        let expected = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        self.runtime
+            .read(job.coordinator_partition, move |machine| {
+                machine.get(&id).is_some_and(|meta| {
+                    meta.state == expected
+                        && meta.producer_id == producer_id
+                        && meta.producer_epoch == producer_epoch
+                })
+            })
+            .await
+            .ok()
     }
 
     /// The metadata of `transactional_id`, if this broker coordinates it and knows it.

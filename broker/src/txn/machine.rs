@@ -100,6 +100,10 @@ pub struct TxnMachine {
     coordinator_epoch: i32,
     rules: TxnRules,
     txns: HashMap<String, TxnMetadata>,
+    /// The producer id and epoch each id had before its last KIP-360 bump (Kafka's in-memory
+    /// `lastProducerEpoch`, not logged): a retry of a bump whose answer was lost gets the
+    /// bumped pair again instead of PRODUCER_FENCED.
+    bumped_from: HashMap<String, (i64, i16)>,
     deferred: Vec<Deferred>,
     markers: mpsc::UnboundedSender<MarkerJob>,
 }
@@ -115,6 +119,14 @@ impl std::fmt::Debug for TxnMachine {
 }
 
 type Answer<T> = CoordinatorResult<Result<T, TxnProblem>>;
+
+/// Bytes of tombstone keys one expiry pass writes at most (the default `max.message.bytes`
+/// is 1 MiB).
+const EXPIRY_BATCH_BYTES_MAX: usize = 256 * 1024;
+/// A record's framing beyond its key, over-estimated.
+const RECORD_OVERHEAD_BYTES: usize = 24;
+/// How soon a pass that left expired ids behind runs again.
+const EXPIRY_NEXT_BATCH_MS: i64 = 100;
 
 fn refuse<T>(problem: TxnProblem) -> Answer<T> {
     CoordinatorResult::response_only(Err(problem))
@@ -132,6 +144,7 @@ impl TxnMachine {
             coordinator_epoch,
             rules,
             txns: HashMap::new(),
+            bumped_from: HashMap::new(),
             deferred: Vec::new(),
             markers,
         }
@@ -211,10 +224,22 @@ impl TxnMachine {
             return CoordinatorResult::new(vec![Self::record(id, &next)], Ok(answer));
         };
         if let Some((expected_id, expected_epoch)) = request.expected {
-            // KIP-360: only the current producer (or a retry of its bump) may bump.
+            // KIP-360: only the current producer may bump; a retry of a bump that happened
+            // (its answer lost) gets the bumped pair, while nothing else happened since.
             let current = expected_id == meta.producer_id
                 && (expected_epoch == meta.producer_epoch || expected_epoch == NO_PRODUCER_EPOCH);
             if !current {
+                let retry = self.bumped_from.get(id) == Some(&(expected_id, expected_epoch))
+                    && matches!(
+                        meta.state,
+                        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                    );
+                if retry {
+                    return CoordinatorResult::response_only(Ok((
+                        meta.producer_id,
+                        meta.producer_epoch,
+                    )));
+                }
                 return refuse(TxnProblem::ProducerFenced);
             }
         }
@@ -235,6 +260,16 @@ impl TxnMachine {
             | TxnState::CompleteAbort
             | TxnState::Dead => {
                 let mut next = meta.clone();
+                match request.expected {
+                    Some(_) => {
+                        self.bumped_from
+                            .insert(id.to_owned(), (meta.producer_id, meta.producer_epoch));
+                    }
+                    // A new instance: no retry of an earlier bump may come back.
+                    None => {
+                        self.bumped_from.remove(id);
+                    }
+                }
                 if meta.epoch_exhausted() {
                     next.previous_producer_id = meta.producer_id;
                     next.producer_id = request.fresh_producer_id;
@@ -495,16 +530,27 @@ impl TxnMachine {
             .map(|(id, _)| id)
             .collect();
         expired.sort();
-        let tombstones = expired
-            .into_iter()
-            .map(|id| {
-                CoordinatorRecord::tombstone(records::encode_key(id).expect(super::LENGTHS_CHECKED))
-            })
-            .collect();
-        ctx.timers.schedule(
-            TxnTimer::ExpireIds,
-            ctx.now_ms + self.rules.expiration_check_interval_ms,
-        );
+        // One batch stays well below the topic's message size limit (Kafka splits its
+        // tombstones into batches the same way); what is left goes in the next pass, soon.
+        let mut tombstones = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        for id in expired {
+            let key = records::encode_key(id).expect(super::LENGTHS_CHECKED);
+            if bytes + key.len() > EXPIRY_BATCH_BYTES_MAX && !tombstones.is_empty() {
+                more = true;
+                break;
+            }
+            bytes += key.len() + RECORD_OVERHEAD_BYTES;
+            tombstones.push(CoordinatorRecord::tombstone(key));
+        }
+        let next_check_ms = if more {
+            EXPIRY_NEXT_BATCH_MS
+        } else {
+            self.rules.expiration_check_interval_ms
+        };
+        ctx.timers
+            .schedule(TxnTimer::ExpireIds, ctx.now_ms + next_check_ms);
         tombstones
     }
 }

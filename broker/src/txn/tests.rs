@@ -239,9 +239,26 @@ fn kip_360_bumps_only_for_the_current_producer() {
     let first = h.init(None).unwrap();
     let bumped = h.init(Some(first)).unwrap();
     assert_eq!(bumped, (first.0, first.1 + 1));
-    // The instance that still has the old epoch is fenced.
-    assert_eq!(h.init(Some(first)), Err(TxnProblem::ProducerFenced));
+    // A retry of that bump (its answer lost) gets the same pair, and writes nothing.
+    let logged = h.log.len();
+    assert_eq!(h.init(Some(first)), Ok(bumped));
+    assert_eq!(h.log.len(), logged, "a retry bumps nothing");
     assert_eq!(h.init(Some((99, 0))), Err(TxnProblem::ProducerFenced));
+    // Once a new instance took the id, the old pairs are fenced.
+    let successor = h.init(None).unwrap();
+    assert_eq!(successor, (first.0, bumped.1 + 1));
+    assert_eq!(h.init(Some(first)), Err(TxnProblem::ProducerFenced));
+    assert_eq!(h.init(Some(bumped)), Err(TxnProblem::ProducerFenced));
+}
+
+#[test]
+fn a_retried_bump_is_answered_until_a_transaction_starts() {
+    let mut h = Harness::new();
+    let first = h.init(None).unwrap();
+    let bumped = h.init(Some(first)).unwrap();
+    h.add(bumped, &[("a", 0)]).unwrap();
+    // The producer has moved on with the bumped epoch: the old pair is fenced.
+    assert_eq!(h.init(Some(first)), Err(TxnProblem::ProducerFenced));
 }
 
 #[test]
@@ -379,4 +396,42 @@ fn idle_ids_expire_and_ongoing_ones_stay() {
     h.advance(i64::from(TIMEOUT_MS) - 1);
     h.advance(rules().expiration_check_interval_ms);
     assert!(h.machine.get(ID).is_some());
+}
+
+#[test]
+fn many_expired_ids_are_removed_in_bounded_batches() {
+    let mut h = Harness::new();
+    let ids: Vec<String> = (0..600)
+        .map(|i| format!("{i:04}-{}", "x".repeat(1_000)))
+        .collect();
+    for id in &ids {
+        let request = InitRequest {
+            timeout_ms: TIMEOUT_MS,
+            expected: None,
+            fresh_producer_id: h.next_pid,
+        };
+        h.next_pid += 1;
+        h.run(|m, ctx| m.init_producer_id(id, request, ctx))
+            .unwrap();
+    }
+    h.now_ms += rules().id_expiration_ms;
+    let mut ctx = OpContext {
+        now_ms: h.now_ms,
+        timers: &mut h.timers,
+    };
+    let first = h.machine.on_timer(TxnTimer::ExpireIds, &mut ctx);
+    let key_bytes: usize = first.iter().map(|r| r.key.len()).sum();
+    assert!(!first.is_empty() && first.len() < ids.len());
+    assert!(
+        key_bytes <= 256 * 1024,
+        "{key_bytes} bytes of keys in one batch"
+    );
+    assert!(first.iter().all(|r| r.value.is_none()), "tombstones");
+    h.write(&first);
+    // The rest goes soon after, not an interval later.
+    h.advance(200);
+    assert!(
+        ids.iter().all(|id| h.machine.get(id).is_none()),
+        "all expired ids removed"
+    );
 }

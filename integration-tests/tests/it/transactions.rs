@@ -12,9 +12,10 @@ use kafka_protocol::messages::txn_offset_commit_request::{
     TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, CreateTopicsRequest, DescribeTransactionsRequest, EndTxnRequest,
-    FindCoordinatorRequest, GroupId, InitProducerIdRequest, ListTransactionsRequest, ProducerId,
-    TransactionalId, TxnOffsetCommitRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, CreateTopicsRequest,
+    DescribeTransactionsRequest, EndTxnRequest, FindCoordinatorRequest, GroupId,
+    InitProducerIdRequest, ListTransactionsRequest, ProducerId, TransactionalId,
+    TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use streambus_integration_tests::kafka::{fetch_values, topic_name};
@@ -387,20 +388,48 @@ fn bad_transactional_requests_get_precise_errors_and_change_nothing() {
         assert!(Instant::now() < deadline, "no group coordinator");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let deadline = Instant::now() + WAIT;
-    let code = loop {
-        let code = conn.send(&txn_commit, 3).unwrap().topics[0].partitions[0].error_code;
-        // COORDINATOR_LOAD_IN_PROGRESS while the group's partition loads.
-        if code != 14 {
-            break code;
+    let txn_commit_code = |conn: &mut KafkaConn, request: &TxnOffsetCommitRequest| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let code = conn.send(request, 3).unwrap().topics[0].partitions[0].error_code;
+            // COORDINATOR_LOAD_IN_PROGRESS while the group's partition loads.
+            if code != 14 {
+                return code;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the group coordinator never loaded"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            Instant::now() < deadline,
-            "the group coordinator never loaded"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(code, ILLEGAL_GENERATION);
+    // The group's offsets partition is not in the transaction (no AddOffsetsToTxn): KIP-890
+    // verification refuses it before the group is looked at.
+    assert_eq!(txn_commit_code(&mut conn, &txn_commit), INVALID_TXN_STATE);
+    let add_offsets = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(txn_id("t1"))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(s("no-such-group")));
+    assert_eq!(conn.send(&add_offsets, 3).unwrap().error_code, NONE);
+    assert_eq!(txn_commit_code(&mut conn, &txn_commit), ILLEGAL_GENERATION);
+    // A later epoch than the producer's (a misbehaving client) and an older one (a zombie)
+    // are refused before anything is written.
+    for wrong_epoch in [epoch + 1, epoch - 1] {
+        if wrong_epoch < 0 {
+            continue;
+        }
+        let zombie = txn_commit
+            .clone()
+            .with_producer_epoch(wrong_epoch)
+            .with_generation_id(-1)
+            .with_member_id(s(""));
+        assert_eq!(
+            txn_commit_code(&mut conn, &zombie),
+            INVALID_PRODUCER_EPOCH,
+            "epoch {wrong_epoch}"
+        );
+    }
 
     // The transaction aborts; a second InitProducerId bumps the epoch and fences the first.
     assert_eq!(end(&mut conn, "t1", producer, false, 3), NONE);

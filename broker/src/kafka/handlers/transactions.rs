@@ -29,6 +29,7 @@ use crate::kafka::request::RequestContext;
 use crate::kafka::wire::{str_bytes, text};
 use crate::txn::records::TxnState;
 use crate::txn::state::TxnPartition;
+use crate::txn::verify::Unverified;
 use crate::txn::{check_transactional_id, TxnProblem};
 
 /// Kafka's codes that only this module answers.
@@ -183,17 +184,22 @@ async fn add_one(ctx: &BrokerContext, version: i16, adding: Adding) -> AddPartit
 /// Partition codes grouped by topic, in the order topics first appear.
 fn topic_results(codes: Vec<(TxnPartition, i16)>) -> Vec<AddPartitionsToTxnTopicResult> {
     let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+    // A map, so that a request naming a great many topics costs no quadratic scan.
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for ((topic, partition), error_code) in codes {
         let result = AddPartitionsToTxnPartitionResult::default()
             .with_partition_index(partition)
             .with_partition_error_code(error_code);
-        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-            Some(existing) => existing.results_by_partition.push(result),
-            None => topics.push(
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(TopicName(StrBytes::from_string(topic)))
-                    .with_results_by_partition(vec![result]),
-            ),
+        match index.get(&topic) {
+            Some(&at) => topics[at].results_by_partition.push(result),
+            None => {
+                index.insert(topic.clone(), topics.len());
+                topics.push(
+                    AddPartitionsToTxnTopicResult::default()
+                        .with_name(TopicName(StrBytes::from_string(topic)))
+                        .with_results_by_partition(vec![result]),
+                );
+            }
         }
     }
     topics
@@ -294,6 +300,34 @@ pub async fn txn_offset_commit(
         } else {
             (String::new(), -1, None)
         };
+        // KIP-890 part 1 for offsets, as Kafka's group coordinator does: the transaction
+        // coordinator confirms that the group's offsets partition is in the producer's ongoing
+        // transaction at this epoch. A zombie's commit (an older epoch) or one never added
+        // with AddOffsetsToTxn writes nothing.
+        let offsets_partition =
+            i32::try_from(ctx.groups.partition_for(&group_id)).unwrap_or(i32::MAX);
+        let verified = crate::txn::verify::verify(
+            ctx,
+            &request.transactional_id.0,
+            request.producer_id.0,
+            request.producer_epoch,
+            &[(crate::group::OFFSETS_TOPIC.to_owned(), offsets_partition)],
+        )
+        .await;
+        if let Some(Some(unverified)) = verified.first() {
+            let refused = match unverified {
+                // As a partition leader answers a fenced producer's write.
+                Unverified::Refused(TxnProblem::ProducerFenced) => INVALID_PRODUCER_EPOCH,
+                Unverified::Refused(problem) => code(Failure::Txn(*problem)),
+                Unverified::Unavailable => {
+                    code(Failure::Coordinator(&CoordinatorError::NotAvailable {
+                        topic: crate::txn::TRANSACTION_STATE_TOPIC.to_owned(),
+                        reason: "the transaction coordinator could not be asked".to_owned(),
+                    }))
+                }
+            };
+            return txn_offset_response(&request, codes, vec![refused; count]);
+        }
         let commit = TxnCommitRequest {
             producer_id: request.producer_id.0,
             producer_epoch: request.producer_epoch,
@@ -314,6 +348,16 @@ pub async fn txn_offset_commit(
             Err(error) => vec![code(Failure::Coordinator(&error)); count],
         };
     }
+    txn_offset_response(&request, codes, answered)
+}
+
+/// The TxnOffsetCommit answer: `codes` as checked before the coordinator, each unset one
+/// filled from `answered` in order.
+fn txn_offset_response(
+    request: &TxnOffsetCommitRequest,
+    codes: Vec<Vec<Option<i16>>>,
+    answered: Vec<i16>,
+) -> TxnOffsetCommitResponse {
     let topics = request
         .topics
         .iter()

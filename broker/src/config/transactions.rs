@@ -74,14 +74,15 @@ impl TransactionsConfig {
                 "must be between 1 and 2^31-1",
             ));
         }
+        // Kafka's are int configs; the bound also keeps timer deadlines far from overflow.
         if self.transactional_id_expiration_ms == 0
-            || self.transactional_id_expiration_ms > i64::MAX as u64
+            || self.transactional_id_expiration_ms > i32::MAX as u64
             || self.transaction_remove_expired_transaction_cleanup_interval_ms == 0
-            || self.transaction_remove_expired_transaction_cleanup_interval_ms > i64::MAX as u64
+            || self.transaction_remove_expired_transaction_cleanup_interval_ms > i32::MAX as u64
         {
             return Err((
                 "transactions.transactional_id_expiration_ms",
-                "expiration and cleanup interval must be positive",
+                "expiration and cleanup interval must be between 1 and 2^31-1",
             ));
         }
         Ok(())

@@ -203,11 +203,11 @@ impl TxnMachine {
             return refuse(TxnProblem::InvalidTransactionTimeout);
         }
         let now = ctx.now_ms;
+        // An unknown id starts afresh, whatever producer the caller had: its id may have
+        // expired while the producer was idle, and Kafka lets such a producer (KIP-360) go on
+        // with a new producer id rather than fail it.
         let Some(meta) = self.txns.get(id).cloned() else {
-            if request.expected.is_some() {
-                // KIP-360: a producer that had an id for a transactional id we do not know.
-                return refuse(TxnProblem::InvalidProducerIdMapping);
-            }
+            self.bumped_from.remove(id);
             let next = TxnMetadata {
                 producer_id: request.fresh_producer_id,
                 previous_producer_id: -1,
@@ -362,7 +362,7 @@ impl TxnMachine {
             next.start_ms = now;
             ctx.timers.schedule(
                 TxnTimer::Timeout(id.to_owned()),
-                now + i64::from(meta.timeout_ms),
+                now.saturating_add(i64::from(meta.timeout_ms)),
             );
         }
         next.state = TxnState::Ongoing;
@@ -381,6 +381,11 @@ impl TxnMachine {
         partitions: &[TxnPartition],
     ) -> Result<Vec<Option<TxnProblem>>, TxnProblem> {
         let meta = self.producer_check(id, producer_id, producer_epoch)?;
+        // Ending: the producer's write waits until the transaction completed (Kafka answers
+        // CONCURRENT_TRANSACTIONS, which leaders turn into a retriable code).
+        if meta.preparing() {
+            return Err(TxnProblem::ConcurrentTransactions);
+        }
         Ok(partitions
             .iter()
             .map(|p| {
@@ -498,7 +503,8 @@ impl TxnMachine {
         if meta.state != TxnState::Ongoing {
             return Vec::new();
         }
-        let deadline = meta.start_ms + i64::from(meta.timeout_ms);
+        // Saturating: `start_ms` may come from a foreign or damaged log.
+        let deadline = meta.start_ms.saturating_add(i64::from(meta.timeout_ms));
         if ctx.now_ms < deadline {
             // The transaction started again since this timer was set.
             ctx.timers
@@ -549,8 +555,10 @@ impl TxnMachine {
         } else {
             self.rules.expiration_check_interval_ms
         };
-        ctx.timers
-            .schedule(TxnTimer::ExpireIds, ctx.now_ms + next_check_ms);
+        ctx.timers.schedule(
+            TxnTimer::ExpireIds,
+            ctx.now_ms.saturating_add(next_check_ms),
+        );
         tombstones
     }
 }
@@ -593,13 +601,14 @@ impl CoordinatorMachine for TxnMachine {
             } else if meta.state == TxnState::Ongoing {
                 ctx.timers.schedule(
                     TxnTimer::Timeout(id.clone()),
-                    meta.start_ms + i64::from(meta.timeout_ms),
+                    meta.start_ms.saturating_add(i64::from(meta.timeout_ms)),
                 );
             }
         }
         ctx.timers.schedule(
             TxnTimer::ExpireIds,
-            ctx.now_ms + self.rules.expiration_check_interval_ms,
+            ctx.now_ms
+                .saturating_add(self.rules.expiration_check_interval_ms),
         );
     }
 

@@ -47,8 +47,10 @@ const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 
-/// A job's identity: one task per transaction end.
-type JobKey = (String, i64, i16, bool);
+/// A job's identity: one task per transaction end and coordinator epoch. A coordinator that
+/// reloads at a later epoch starts its own task; the older one stops at its next pass, since it
+/// no longer coordinates at its epoch.
+type JobKey = (String, i64, i16, bool, u32, i32);
 
 fn key_of(job: &MarkerJob) -> JobKey {
     (
@@ -56,6 +58,8 @@ fn key_of(job: &MarkerJob) -> JobKey {
         job.producer_id,
         job.producer_epoch,
         job.commit,
+        job.coordinator_partition,
+        job.coordinator_epoch,
     )
 }
 
@@ -364,6 +368,14 @@ mod tests {
         );
         let other = in_flight.claim(&job("b"));
         assert!(other.is_some(), "another transaction runs alongside");
+        let reloaded = MarkerJob {
+            coordinator_epoch: 2,
+            ..job("a")
+        };
+        assert!(
+            in_flight.claim(&reloaded).is_some(),
+            "a coordinator reloaded at a later epoch runs its own task"
+        );
         drop(first);
         assert!(in_flight.claim(&job("a")).is_some(), "claimable once ended");
     }

@@ -252,6 +252,16 @@ fn kip_360_bumps_only_for_the_current_producer() {
 }
 
 #[test]
+fn a_producer_whose_id_expired_starts_afresh() {
+    let mut h = Harness::new();
+    // KIP-360 from a producer whose transactional id is unknown here (expired): a fresh
+    // producer id at epoch 0, not a fatal error.
+    let fresh = h.init(Some((42, 3))).unwrap();
+    assert_ne!(fresh.0, 42);
+    assert_eq!(fresh.1, 0);
+}
+
+#[test]
 fn a_retried_bump_is_answered_until_a_transaction_starts() {
     let mut h = Harness::new();
     let first = h.init(None).unwrap();

@@ -116,6 +116,9 @@ pub(super) struct TxnProgress {
     /// The coordinator knows of the transaction (a partition or the offsets joined it): only
     /// then is there anything for EndTxn to end.
     pub started: bool,
+    /// An EndTxn was sent without a clear answer (`true`: commit): only the same end may be
+    /// tried again, since the coordinator may already be carrying it out.
+    pub ending: Option<bool>,
     /// The first failure in the transaction (a record not written, partitions not added):
     /// it can only be aborted.
     pub failed: Option<Error>,

@@ -405,6 +405,7 @@ impl Producer {
             txn.to_add.clear();
             txn.failed = None;
             txn.started = false;
+            txn.ending = None;
         }
         state.needs_producer_id
     }
@@ -424,15 +425,26 @@ impl Producer {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let (failed, started) = {
+        let (failed, started, ending) = {
             let state = self.shared.lock();
             if let Some(error) = &state.fatal {
                 return Err(error.clone());
             }
             let txn = state.txn.as_ref().expect("checked transactional");
-            (txn.failed.clone(), txn.started)
+            (txn.failed.clone(), txn.started, txn.ending)
         };
-        if commit {
+        if let Some(earlier) = ending.filter(|earlier| *earlier != commit) {
+            let (was, now) = if earlier {
+                ("commit", "abort")
+            } else {
+                ("abort", "commit")
+            };
+            return Err(Error::InvalidArgument(format!(
+                "the {was} of this transaction got no clear answer and may be under way: retry \
+                 the {was} rather than {now}"
+            )));
+        }
+        if commit && ending.is_none() {
             if let Some(error) = failed {
                 return Err(Error::Protocol(format!(
                     "the transaction cannot commit, abort it: {error}"
@@ -457,7 +469,14 @@ impl Producer {
         Ok(())
     }
 
+    /// EndTxn at the coordinator. Without a clear answer (no answer, a retriable code) the
+    /// end may be under way, so only the same end may be tried again (as the Java client has
+    /// it); INVALID_TXN_STATE means the coordinator ended the transaction otherwise, and is
+    /// fatal.
     async fn end_at_coordinator(&self, commit: bool, (pid, epoch): (i64, i16)) -> Result<()> {
+        if let Some(txn) = self.shared.lock().txn.as_mut() {
+            txn.ending = Some(commit);
+        }
         let id = self
             .shared
             .config
@@ -477,13 +496,14 @@ impl Producer {
             |r| r.error_code,
         )
         .await?;
-        // An abort of a transaction the coordinator already ended (after a failed commit
-        // answer whose EndTxn had landed) has nothing left to end.
-        const INVALID_TXN_STATE: i16 = 48;
-        let ignorable = !commit && code == INVALID_TXN_STATE;
-        if code != 0 && !ignorable {
-            self.txn_outcome(code, "EndTxn")?;
+        if code == 0 {
+            return Ok(());
         }
-        Ok(())
+        let error = Error::kafka(code, Some("EndTxn".to_owned()));
+        const INVALID_TXN_STATE: i16 = 48;
+        if fenced(code) || code == INVALID_TXN_STATE {
+            self.shared.lock().fatal = Some(error.clone());
+        }
+        Err(error)
     }
 }

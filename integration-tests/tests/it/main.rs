@@ -18,3 +18,4 @@ mod scripts;
 mod sdk_groups;
 mod sdk_transactions;
 mod transactions;
+mod txn_chaos;

@@ -218,6 +218,20 @@ fn bad_transactional_requests_get_precise_errors_and_change_nothing() {
     let (code, producer_id, epoch) = init(&mut conn, "t1", 30_000);
     assert_eq!(code, NONE);
     let producer = (producer_id, epoch);
+    // A producer id without its epoch (or the reverse) is malformed: knowing a producer id
+    // alone must not fence its producer.
+    for (half_id, half_epoch) in [(producer_id, -1), (-1, epoch)] {
+        let half = InitProducerIdRequest::default()
+            .with_transactional_id(Some(txn_id("t1")))
+            .with_transaction_timeout_ms(30_000)
+            .with_producer_id(ProducerId(half_id))
+            .with_producer_epoch(half_epoch);
+        assert_eq!(
+            conn.send(&half, 4).unwrap().error_code,
+            42,
+            "INVALID_REQUEST"
+        );
+    }
 
     // KIP-890: a transactional write to a partition not added is refused and not written.
     let (code, _) = produce_to_txn(&mut conn, "t1", "data", 0, txn_batch(producer, &["x"]));

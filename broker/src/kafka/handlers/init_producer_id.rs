@@ -29,7 +29,12 @@ pub async fn handle(
                 RequestProblem::InvalidTransactionalId,
             )));
         }
-        // v3+: the producer id and epoch it had (-1: none), to bump after an error.
+        // v3+: the producer id and epoch it had (both -1: none), to bump after an error. One
+        // set without the other is malformed (Kafka's INVALID_REQUEST): a known producer id
+        // alone must not be enough to fence its producer.
+        if req.api_version >= 3 && ((request.producer_id.0 >= 0) != (request.producer_epoch >= 0)) {
+            return response.with_error_code(code(Failure::Request(RequestProblem::Inconsistent)));
+        }
         let expected = (req.api_version >= 3 && request.producer_id.0 >= 0)
             .then_some((request.producer_id.0, request.producer_epoch));
         let outcome = ctx

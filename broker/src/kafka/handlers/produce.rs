@@ -141,6 +141,8 @@ fn is_transactional(batch: &Bytes) -> bool {
 
 /// Kafka's INVALID_PRODUCER_EPOCH: what a produce of a fenced producer gets.
 const INVALID_PRODUCER_EPOCH: i16 = 47;
+/// Kafka's INVALID_PRODUCER_ID_MAPPING: transactional batches of several producers.
+const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
 
 /// KIP-890 part 1: for each append, the code that refuses it when it is a transactional batch
 /// that would open a transaction the coordinator did not add this partition to (`None`:
@@ -153,6 +155,7 @@ async fn unverified(
     let mut refused = vec![None; appends.len()];
     let mut asked: Vec<(usize, (String, i32))> = Vec::new();
     let mut producer = None;
+    let mut transactional_slots = Vec::new();
     for (slot, (partition, batch)) in appends.iter().enumerate() {
         let Some((producer_id, producer_epoch, transactional)) = append::batch_producer(batch)
         else {
@@ -161,10 +164,24 @@ async fn unverified(
         if !transactional || producer_id < 0 {
             continue;
         }
+        transactional_slots.push(slot);
+        // One transactional id speaks for one producer: batches of several in one request
+        // are all refused, as Kafka refuses them.
+        if producer.is_some_and(|(id, _)| id != producer_id) {
+            for earlier in transactional_slots {
+                refused[earlier] = Some(INVALID_PRODUCER_ID_MAPPING);
+            }
+            for (later, (_, batch)) in appends.iter().enumerate().skip(slot + 1) {
+                if append::batch_producer(batch).is_some_and(|(id, _, txn)| txn && id >= 0) {
+                    refused[later] = Some(INVALID_PRODUCER_ID_MAPPING);
+                }
+            }
+            return refused;
+        }
+        producer = Some((producer_id, producer_epoch));
         if partition.has_ongoing_transaction(producer_id).await {
             continue;
         }
-        producer = Some((producer_id, producer_epoch));
         let index = i32::try_from(partition.index).unwrap_or(i32::MAX);
         asked.push((slot, (partition.topic.clone(), index)));
     }
@@ -184,10 +201,12 @@ async fn unverified(
         refused[slot] = answer.map(|unverified| match unverified {
             // The old epoch's producer is fenced (Kafka's produce answer).
             Unverified::Refused(TxnProblem::ProducerFenced) => INVALID_PRODUCER_EPOCH,
+            // Kafka answers a coordinator it could not ask, or a transaction still ending, as
+            // NOT_ENOUGH_REPLICAS: retriable for every producer.
+            Unverified::Unavailable | Unverified::Refused(TxnProblem::ConcurrentTransactions) => {
+                code(Failure::Partition(&PartitionError::NotEnoughReplicas))
+            }
             Unverified::Refused(problem) => code(Failure::Txn(problem)),
-            // Kafka answers a coordinator it could not ask as NOT_ENOUGH_REPLICAS: retriable
-            // for every producer.
-            Unverified::Unavailable => code(Failure::Partition(&PartitionError::NotEnoughReplicas)),
         });
     }
     refused
@@ -201,6 +220,8 @@ fn failed_with_code(version: i16, index: i32, error_code: i16) -> PartitionProdu
     if version >= 8 {
         let message = if error_code == TRANSACTIONAL_ID_AUTHORIZATION_FAILED {
             "transactional records without a transactional id"
+        } else if error_code == INVALID_PRODUCER_ID_MAPPING {
+            "transactional records of more than one producer id"
         } else {
             "the partition is not in the producer's ongoing transaction"
         };

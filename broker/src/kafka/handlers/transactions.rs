@@ -119,7 +119,11 @@ async fn add_one(ctx: &BrokerContext, version: i16, adding: Adding) -> AddPartit
             let exists = record.is_some_and(|r| {
                 u32::try_from(partition).is_ok_and(|p| (p as usize) < r.partitions.len())
             });
-            if version < 4 && crate::coordinator::topic::is_internal(&name) {
+            // A producer never adds an internal topic; brokers (v4+) add or verify the group
+            // offsets partition of a TxnOffsetCommit, and nothing else internal (a marker for
+            // `__transaction_state` would never be accepted, hanging the transaction).
+            let brokers_offsets = version >= 4 && name == crate::group::OFFSETS_TOPIC;
+            if crate::coordinator::topic::is_internal(&name) && !brokers_offsets {
                 refused.push((tp, TOPIC_AUTHORIZATION_FAILED));
             } else if !exists {
                 refused.push((tp, code(Failure::Request(RequestProblem::UnknownTopic))));
@@ -318,8 +322,11 @@ pub async fn txn_offset_commit(
             let refused = match unverified {
                 // As a partition leader answers a fenced producer's write.
                 Unverified::Refused(TxnProblem::ProducerFenced) => INVALID_PRODUCER_EPOCH,
-                Unverified::Refused(problem) => code(Failure::Txn(*problem)),
-                Unverified::Unavailable => {
+                Unverified::Refused(
+                    problem @ (TxnProblem::InvalidTxnState | TxnProblem::InvalidProducerIdMapping),
+                ) => code(Failure::Txn(*problem)),
+                // Retriable: the transaction is ending, or its coordinator could not be asked.
+                Unverified::Refused(_) | Unverified::Unavailable => {
                     code(Failure::Coordinator(&CoordinatorError::NotAvailable {
                         topic: crate::txn::TRANSACTION_STATE_TOPIC.to_owned(),
                         reason: "the transaction coordinator could not be asked".to_owned(),

@@ -25,6 +25,12 @@ pub struct TransactionsConfig {
     pub transactional_id_expiration_ms: u64,
     /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
     pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
+    /// The finalized `transaction.version` feature (0–2, Kafka 4's default 2): advertised in
+    /// ApiVersions v4+, so that clients that know KIP-890 part 2 bump the epoch on every
+    /// transaction; at 1+ `__transaction_state` values are written at v1 (with the previous
+    /// and next producer ids); at 2 the coordinator's own aborts (timeouts, fencing) take the
+    /// version 2 path. Set the same on every broker.
+    pub transaction_version: u8,
 }
 
 impl Default for TransactionsConfig {
@@ -37,6 +43,7 @@ impl Default for TransactionsConfig {
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 604_800_000,
             transaction_remove_expired_transaction_cleanup_interval_ms: 3_600_000,
+            transaction_version: 2,
         }
     }
 }
@@ -74,6 +81,9 @@ impl TransactionsConfig {
                 "must be between 1 and 2^31-1",
             ));
         }
+        if self.transaction_version > 2 {
+            return Err(("transactions.transaction_version", "must be 0, 1 or 2"));
+        }
         // Kafka's are int configs; the bound also keeps timer deadlines far from overflow.
         if self.transactional_id_expiration_ms == 0
             || self.transactional_id_expiration_ms > i32::MAX as u64
@@ -98,6 +108,7 @@ impl TransactionsConfig {
                 self.transaction_remove_expired_transaction_cleanup_interval_ms,
             )
             .unwrap_or(i64::MAX),
+            transaction_version: i16::from(self.transaction_version),
         }
     }
 }

@@ -13,7 +13,7 @@ pub async fn dispatch(ctx: &BrokerContext, req: &RequestContext, request: Reques
     let version = req.api_version;
     Outcome::Respond(Box::new(match request {
         RequestKind::ApiVersions(r) => {
-            ResponseKind::ApiVersions(handlers::api_versions::handle(req, &r))
+            ResponseKind::ApiVersions(handlers::api_versions::handle(ctx, req, &r))
         }
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(handlers::metadata::handle(ctx, req, r).await)

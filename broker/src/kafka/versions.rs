@@ -3,24 +3,25 @@
 //! (`api`) nor the ApiVersions handler imports the other for it.
 //!
 //! Versions are capped where a later version changes semantics the broker does not implement
-//! yet (Produce v12+ is transactions v2, Produce v13+ addresses topics by id only; InitProducerId
-//! v5+ is transactions v2 and two-phase commit; EndTxn v5 and AddPartitionsToTxn v5 are
-//! transactions v2). TxnOffsetCommit v5 is transactions v2. Fetch goes to v16: topic ids (v13+) are
-//! resolved through the metadata image.
+//! yet (Produce v13+ addresses topics by id only). Produce v12, EndTxn v5 and TxnOffsetCommit v5
+//! are transaction version 2 (KIP-890 part 2: the leader adds the partition, the epoch is bumped
+//! on every transaction); InitProducerId v5 and AddPartitionsToTxn v5 only allow the
+//! TRANSACTION_ABORTABLE code. Fetch goes to v16: topic ids (v13+) are resolved through the
+//! metadata image.
 
 use kafka_protocol::messages::ApiKey;
 
 /// `(api, min version, max version)` of every API served.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
+    (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
-    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
@@ -44,10 +45,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
-    (ApiKey::AddPartitionsToTxn, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
-    (ApiKey::TxnOffsetCommit, 0, 4),
-    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 5),
+    (ApiKey::EndTxn, 0, 5),
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 2),

@@ -296,13 +296,18 @@ impl Partition {
 
     /// Whether `producer_id` has a transaction open on this partition (its first transactional
     /// batch is in the log and no marker ended it yet).
-    pub async fn has_ongoing_transaction(self: &Arc<Self>, producer_id: i64) -> bool {
+    pub async fn has_ongoing_transaction(
+        self: &Arc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> bool {
         let partition = self.clone();
         crate::blocking::spawn(move || {
-            partition
-                .log
-                .producer(producer_id)
-                .is_some_and(|entry| entry.current_txn_first_offset.is_some())
+            // At this epoch only: with transaction version 2 the next transaction has a bumped
+            // epoch, and must not join the previous one whose marker has not landed yet.
+            partition.log.producer(producer_id).is_some_and(|entry| {
+                entry.current_txn_first_offset.is_some() && entry.epoch == producer_epoch
+            })
         })
         .await
         .unwrap_or(false)

@@ -155,12 +155,20 @@ impl TxnCoordinator {
         producer_id: i64,
         producer_epoch: i16,
         partitions: Vec<TxnPartition>,
+        client_version: i16,
     ) -> Result<Result<(), TxnProblem>, CoordinatorError> {
         let partition = self.partition_for(transactional_id);
         let id = transactional_id.to_owned();
         self.runtime
             .write(partition, move |machine, op| {
-                machine.add_partitions(&id, producer_id, producer_epoch, &partitions, op)
+                machine.add_partitions(
+                    &id,
+                    producer_id,
+                    producer_epoch,
+                    &partitions,
+                    client_version,
+                    op,
+                )
             })
             .await
     }
@@ -194,6 +202,51 @@ impl TxnCoordinator {
         self.runtime
             .write(partition, move |machine, op| {
                 machine.end_txn(&id, producer_id, producer_epoch, commit, op)
+            })
+            .await
+    }
+
+    /// EndTxn v5+ (transaction version 2): the producer id and epoch to go on with.
+    pub async fn end_txn_v2(
+        &self,
+        ctx: &BrokerContext,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<Result<(i64, i16), TxnProblem>, CoordinatorError> {
+        let partition = self.partition_for(transactional_id);
+        let id = transactional_id.to_owned();
+        // A new producer id only when the epoch ran out (every 32,767 transactions).
+        let exhausted = {
+            let id = id.clone();
+            self.runtime
+                .read(partition, move |machine| {
+                    machine.needs_fresh_producer_id(&id)
+                })
+                .await?
+        };
+        let fresh_producer_id =
+            if exhausted {
+                Some(ctx.producer_ids.next().await.map_err(|error| {
+                    CoordinatorError::NotAvailable {
+                        topic: TRANSACTION_STATE_TOPIC.to_owned(),
+                        reason: format!("no producer id: {error}"),
+                    }
+                })?)
+            } else {
+                None
+            };
+        self.runtime
+            .write(partition, move |machine, op| {
+                machine.end_txn_v2(
+                    &id,
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                    fresh_producer_id,
+                    op,
+                )
             })
             .await
     }

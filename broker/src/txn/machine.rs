@@ -25,11 +25,6 @@ use crate::coordinator::{
     CoordinatorMachine, CoordinatorRecord, CoordinatorResult, Deferred, OpContext,
 };
 
-/// The version of `TransactionLogValue` written: 0, what Kafka writes while the cluster's
-/// `transaction.version` is 0 (this broker finalizes no `transaction.version`), readable by
-/// every Kafka tool.
-const VALUE_VERSION: i16 = 0;
-
 /// Limits from the `[transactions]` config.
 #[derive(Debug, Clone)]
 pub struct TxnRules {
@@ -39,6 +34,9 @@ pub struct TxnRules {
     pub id_expiration_ms: i64,
     /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
     pub expiration_check_interval_ms: i64,
+    /// The finalized `transaction.version`: the value version written (v1 from 1), and the
+    /// version the coordinator's own aborts follow.
+    pub transaction_version: i16,
 }
 
 impl Default for TxnRules {
@@ -47,6 +45,7 @@ impl Default for TxnRules {
             max_timeout_ms: 900_000,
             id_expiration_ms: 7 * 24 * 3_600_000,
             expiration_check_interval_ms: 3_600_000,
+            transaction_version: 2,
         }
     }
 }
@@ -154,13 +153,20 @@ impl TxnMachine {
         self.txns.get(transactional_id)
     }
 
-    /// The record of `id`'s next metadata.
-    fn record(id: &str, next: &TxnMetadata) -> CoordinatorRecord {
+    /// The record of `id`'s next metadata: value v1 (with the previous and next producer ids
+    /// and the client's transaction version) once `transaction.version` is 1 or more, as Kafka
+    /// writes it.
+    fn record(&self, id: &str, next: &TxnMetadata) -> CoordinatorRecord {
+        let version = if self.rules.transaction_version >= 1 {
+            1
+        } else {
+            0
+        };
         // Ids and topic names are checked against the string limit before they get here.
         CoordinatorRecord::new(
             records::encode_key(id).expect(super::LENGTHS_CHECKED),
             next.to_value()
-                .encode(VALUE_VERSION)
+                .encode(version)
                 .expect(super::LENGTHS_CHECKED),
         )
     }
@@ -221,13 +227,32 @@ impl TxnMachine {
                 client_transaction_version: 0,
             };
             let answer = (next.producer_id, next.producer_epoch);
-            return CoordinatorResult::new(vec![Self::record(id, &next)], Ok(answer));
+            return CoordinatorResult::new(vec![self.record(id, &next)], Ok(answer));
         };
+        // A transaction ending is waited for before anything else is looked at (Kafka checks a
+        // pending transition first).
+        if matches!(
+            meta.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence
+        ) {
+            return refuse(TxnProblem::ConcurrentTransactions);
+        }
         if let Some((expected_id, expected_epoch)) = request.expected {
             // KIP-360: only the current producer may bump; a retry of a bump that happened
             // (its answer lost) gets the bumped pair, while nothing else happened since.
             let current = expected_id == meta.producer_id
                 && (expected_epoch == meta.producer_epoch || expected_epoch == NO_PRODUCER_EPOCH);
+            // A transaction-version-2 EndTxn that ran out of epochs moved the id to a new
+            // producer id; the producer that had the old one at its last epoch is that one.
+            let rotated = expected_id == meta.previous_producer_id
+                && expected_epoch >= i16::MAX - 1
+                && meta.producer_epoch == 0;
+            if rotated {
+                return CoordinatorResult::response_only(Ok((
+                    meta.producer_id,
+                    meta.producer_epoch,
+                )));
+            }
             if !current {
                 let retry = self.bumped_from.get(id) == Some(&(expected_id, expected_epoch))
                     && matches!(
@@ -251,7 +276,7 @@ impl TxnMachine {
                 // The previous instance's transaction is aborted at a bumped epoch.
                 let next = self.fence_and_abort(id, &meta, now, ctx);
                 CoordinatorResult::new(
-                    vec![Self::record(id, &next)],
+                    vec![self.record(id, &next)],
                     Err(TxnProblem::ConcurrentTransactions),
                 )
             }
@@ -283,7 +308,7 @@ impl TxnMachine {
                 next.start_ms = -1;
                 next.last_update_ms = now;
                 let answer = (next.producer_id, next.producer_epoch);
-                CoordinatorResult::new(vec![Self::record(id, &next)], Ok(answer))
+                CoordinatorResult::new(vec![self.record(id, &next)], Ok(answer))
             }
         }
     }
@@ -302,6 +327,12 @@ impl TxnMachine {
         next.producer_epoch = meta.producer_epoch.saturating_add(1);
         next.state = TxnState::PrepareAbort;
         next.last_update_ms = now;
+        next.previous_producer_id = meta.producer_id;
+        if self.rules.transaction_version >= 2 {
+            // Version 2: the bump is the abort's own; a version 2 producer whose transaction
+            // timed out is not fenced by it (its EndTxn abort at the old epoch is a retry).
+            next.client_transaction_version = 2;
+        }
         ctx.timers.cancel(&TxnTimer::Timeout(id.to_owned()));
         self.markers_after_commit(id, &next);
         next
@@ -329,14 +360,29 @@ impl TxnMachine {
 
     /// AddPartitionsToTxn (and AddOffsetsToTxn, for the group's offsets partition): the
     /// partitions join the transaction, which becomes Ongoing.
+    ///
+    /// `client_version` is the transaction version of the request (2 when a partition leader
+    /// adds the partition for a Produce v12+ or a TxnOffsetCommit v5+), kept in the metadata.
+    /// A transaction still ending is CONCURRENT_TRANSACTIONS before the producer is checked:
+    /// after a version 2 EndTxn that ran out of epochs, the producer already holds the new
+    /// producer id, which the metadata takes only once the transaction completed.
     pub fn add_partitions(
         &mut self,
         id: &str,
         producer_id: i64,
         producer_epoch: i16,
         partitions: &[TxnPartition],
+        client_version: i16,
         ctx: &mut OpContext<'_, TxnTimer>,
     ) -> Answer<()> {
+        if self.txns.get(id).is_some_and(|meta| {
+            matches!(
+                meta.state,
+                TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence
+            )
+        }) {
+            return refuse(TxnProblem::ConcurrentTransactions);
+        }
         let meta = match self.producer_check(id, producer_id, producer_epoch) {
             Ok(meta) => meta,
             Err(problem) => return refuse(problem),
@@ -368,7 +414,9 @@ impl TxnMachine {
         next.state = TxnState::Ongoing;
         next.partitions.extend(partitions.iter().cloned());
         next.last_update_ms = now;
-        CoordinatorResult::new(vec![Self::record(id, &next)], Ok(()))
+        next.previous_producer_id = meta.producer_id;
+        next.client_transaction_version = client_version;
+        CoordinatorResult::new(vec![self.record(id, &next)], Ok(()))
     }
 
     /// AddPartitionsToTxn v4+ `verify_only` (KIP-890): whether each partition is in the ongoing
@@ -421,7 +469,7 @@ impl TxnMachine {
                 next.last_update_ms = ctx.now_ms;
                 ctx.timers.cancel(&TxnTimer::Timeout(id.to_owned()));
                 self.markers_after_commit(id, &next);
-                CoordinatorResult::new(vec![Self::record(id, &next)], Ok(()))
+                CoordinatorResult::new(vec![self.record(id, &next)], Ok(()))
             }
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
                 CoordinatorResult::response_only(Ok(()))
@@ -432,6 +480,116 @@ impl TxnMachine {
             (TxnState::PrepareEpochFence, _) => refuse(TxnProblem::ConcurrentTransactions),
             _ => refuse(TxnProblem::InvalidTxnState),
         }
+    }
+
+    /// EndTxn v5+ (transaction version 2, Kafka's `endTransaction` with TV2): the prepare
+    /// bumps the epoch, so the markers and every later write of the producer carry the new one
+    /// and nothing delayed from this transaction can touch the next. Answers the producer id
+    /// and epoch the producer goes on with: the bumped pair, or a new producer id at epoch 0
+    /// when the epoch ran out (`fresh_producer_id`, allocated by the caller then). A retry of
+    /// an end already done (its answer lost) is recognised by the bumped epoch and answered
+    /// again; an abort with nothing ongoing is allowed.
+    pub fn end_txn_v2(
+        &mut self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        fresh_producer_id: Option<i64>,
+        ctx: &mut OpContext<'_, TxnTimer>,
+    ) -> Answer<(i64, i16)> {
+        let Some(meta) = self.txns.get(id).cloned() else {
+            return refuse(TxnProblem::InvalidProducerIdMapping);
+        };
+        if matches!(
+            meta.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence
+        ) {
+            return refuse(TxnProblem::ConcurrentTransactions);
+        }
+        let retry_on_overflow = meta.previous_producer_id == producer_id
+            && producer_epoch == i16::MAX - 1
+            && meta.producer_epoch == 0;
+        let retry_on_bump = i32::from(meta.producer_epoch) == i32::from(producer_epoch) + 1;
+        if meta.producer_id != producer_id && !retry_on_overflow {
+            return refuse(TxnProblem::InvalidProducerIdMapping);
+        }
+        let current = meta.producer_epoch == producer_epoch;
+        let is_retry = retry_on_bump || retry_on_overflow;
+        let valid_epoch = match meta.state {
+            TxnState::CompleteCommit | TxnState::CompleteAbort => is_retry || current,
+            _ => current,
+        };
+        if !valid_epoch {
+            return refuse(TxnProblem::ProducerFenced);
+        }
+        let now_pair = (meta.producer_id, meta.producer_epoch);
+        match (meta.state, commit) {
+            (TxnState::Ongoing, _) => self.prepare_v2(id, &meta, commit, fresh_producer_id, ctx),
+            (TxnState::CompleteCommit, true) if is_retry => {
+                CoordinatorResult::response_only(Ok(now_pair))
+            }
+            (TxnState::CompleteAbort, false) if is_retry => {
+                CoordinatorResult::response_only(Ok(now_pair))
+            }
+            (TxnState::CompleteCommit, false) if is_retry => refuse(TxnProblem::InvalidTxnState),
+            // An abort with nothing ongoing still bumps the epoch (the client may have written
+            // nothing it knows of, or wants a clean epoch).
+            (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false) => {
+                self.prepare_v2(id, &meta, false, fresh_producer_id, ctx)
+            }
+            _ => refuse(TxnProblem::InvalidTxnState),
+        }
+    }
+
+    /// Whether EndTxn v5 on `id` now would need a new producer id (its epoch ran out).
+    pub fn needs_fresh_producer_id(&self, id: &str) -> bool {
+        self.txns.get(id).is_some_and(TxnMetadata::epoch_exhausted)
+    }
+
+    /// The version 2 prepare of `meta`: the epoch bumped (or, once it ran out, the next
+    /// producer id named for the completion), the markers sent once it is committed.
+    fn prepare_v2(
+        &mut self,
+        id: &str,
+        meta: &TxnMetadata,
+        commit: bool,
+        fresh_producer_id: Option<i64>,
+        ctx: &mut OpContext<'_, TxnTimer>,
+    ) -> Answer<(i64, i16)> {
+        let mut next = meta.clone();
+        if meta.epoch_exhausted() {
+            let Some(fresh) = fresh_producer_id else {
+                // The caller allocates one when it sees the epoch run out; asked again.
+                return refuse(TxnProblem::ConcurrentTransactions);
+            };
+            next.next_producer_id = fresh;
+        }
+        next.producer_epoch = meta.producer_epoch.saturating_add(1);
+        next.previous_producer_id = meta.producer_id;
+        next.client_transaction_version = 2;
+        next.state = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        if meta.state != TxnState::Ongoing {
+            next.partitions.clear();
+            next.start_ms = ctx.now_ms;
+        }
+        next.last_update_ms = ctx.now_ms;
+        ctx.timers.cancel(&TxnTimer::Timeout(id.to_owned()));
+        // InitProducerId with the pre-bump pair (an EndTxn answer lost, then a KIP-360
+        // re-init) gets the bumped pair.
+        self.bumped_from
+            .insert(id.to_owned(), (meta.producer_id, meta.producer_epoch));
+        self.markers_after_commit(id, &next);
+        let answer = if next.next_producer_id >= 0 {
+            (next.next_producer_id, 0)
+        } else {
+            (next.producer_id, next.producer_epoch)
+        };
+        CoordinatorResult::new(vec![self.record(id, &next)], Ok(answer))
     }
 
     /// The markers of `job` are written: the transaction completes (Kafka's `prepareComplete`),
@@ -459,7 +617,15 @@ impl TxnMachine {
         };
         next.partitions.clear();
         next.last_update_ms = ctx.now_ms;
-        CoordinatorResult::new(vec![Self::record(&job.transactional_id, &next)], Ok(()))
+        next.previous_producer_id = meta.producer_id;
+        // Version 2: the epoch ran out in the prepare; the id moves to its next producer id
+        // (Kafka's `prepareComplete`).
+        if meta.client_transaction_version >= 2 && meta.next_producer_id >= 0 {
+            next.producer_id = meta.next_producer_id;
+            next.producer_epoch = 0;
+            next.next_producer_id = -1;
+        }
+        CoordinatorResult::new(vec![self.record(&job.transactional_id, &next)], Ok(()))
     }
 
     /// Aborts the ongoing transaction of `id` at a bumped epoch, as an operator does with
@@ -473,7 +639,7 @@ impl TxnMachine {
             TxnState::Ongoing => {
                 let now = ctx.now_ms;
                 let next = self.fence_and_abort(id, &meta, now, ctx);
-                CoordinatorResult::new(vec![Self::record(id, &next)], Ok(()))
+                CoordinatorResult::new(vec![self.record(id, &next)], Ok(()))
             }
             TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
                 refuse(TxnProblem::ConcurrentTransactions)
@@ -518,7 +684,7 @@ impl TxnMachine {
         );
         let now = ctx.now_ms;
         let next = self.fence_and_abort(id, &meta, now, ctx);
-        vec![Self::record(id, &next)]
+        vec![self.record(id, &next)]
     }
 
     /// Removes ids idle past `transactional.id.expiration.ms` (Kafka writes their tombstone).

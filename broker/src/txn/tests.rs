@@ -118,11 +118,30 @@ impl Harness {
             .iter()
             .map(|(t, p)| ((*t).to_owned(), *p))
             .collect();
-        self.run(|m, ctx| m.add_partitions(ID, producer.0, producer.1, &partitions, ctx))
+        self.run(|m, ctx| m.add_partitions(ID, producer.0, producer.1, &partitions, 0, ctx))
     }
 
     fn end(&mut self, producer: (i64, i16), commit: bool) -> Result<(), TxnProblem> {
         self.run(|m, ctx| m.end_txn(ID, producer.0, producer.1, commit, ctx))
+    }
+
+    /// EndTxn v5 (transaction version 2).
+    fn end2(
+        &mut self,
+        producer: (i64, i16),
+        commit: bool,
+        fresh: Option<i64>,
+    ) -> Result<(i64, i16), TxnProblem> {
+        self.run(|m, ctx| m.end_txn_v2(ID, producer.0, producer.1, commit, fresh, ctx))
+    }
+
+    /// AddPartitionsToTxn from a leader for a version 2 producer.
+    fn add2(&mut self, producer: (i64, i16), partitions: &[(&str, i32)]) -> Result<(), TxnProblem> {
+        let partitions: Vec<TxnPartition> = partitions
+            .iter()
+            .map(|(t, p)| ((*t).to_owned(), *p))
+            .collect();
+        self.run(|m, ctx| m.add_partitions(ID, producer.0, producer.1, &partitions, 2, ctx))
     }
 
     /// The marker job the last prepare sent, which the service completes.
@@ -148,6 +167,7 @@ fn rules() -> TxnRules {
         max_timeout_ms: 900_000,
         id_expiration_ms: 3_600_000,
         expiration_check_interval_ms: 60_000,
+        transaction_version: 2,
     }
 }
 
@@ -218,8 +238,12 @@ fn a_new_instance_fences_the_old_one_and_aborts_its_transaction() {
         old.1 + 1,
         "the markers fence the old epoch"
     );
-    // The old instance can neither write to nor end the transaction.
-    assert_eq!(h.add(old, &[("b", 0)]), Err(TxnProblem::ProducerFenced));
+    // The old instance can neither write to nor end the transaction (while it ends, an add
+    // waits first, as Kafka checks a pending transition before the producer).
+    assert_eq!(
+        h.add(old, &[("b", 0)]),
+        Err(TxnProblem::ConcurrentTransactions)
+    );
     assert_eq!(h.end(old, true), Err(TxnProblem::ProducerFenced));
     assert_eq!(
         h.init(None),
@@ -231,6 +255,7 @@ fn a_new_instance_fences_the_old_one_and_aborts_its_transaction() {
     assert_eq!(new, (old.0, old.1 + 2));
     assert_eq!(h.state(), TxnState::Empty);
     assert_eq!(h.end(old, false), Err(TxnProblem::ProducerFenced));
+    assert_eq!(h.add(old, &[("b", 0)]), Err(TxnProblem::ProducerFenced));
 }
 
 #[test]
@@ -443,5 +468,143 @@ fn many_expired_ids_are_removed_in_bounded_batches() {
     assert!(
         ids.iter().all(|id| h.machine.get(id).is_none()),
         "all expired ids removed"
+    );
+}
+
+#[test]
+fn version_2_bumps_the_epoch_at_every_end_and_answers_retries() {
+    let mut h = Harness::new();
+    let (pid, epoch) = h.init(None).unwrap();
+    h.add2((pid, epoch), &[("a", 0)]).unwrap();
+    assert_eq!(h.machine.get(ID).unwrap().client_transaction_version, 2);
+    assert_eq!(h.end2((pid, epoch), true, None), Ok((pid, epoch + 1)));
+    assert_eq!(h.state(), TxnState::PrepareCommit);
+    let job = h.job();
+    assert_eq!(
+        (job.producer_id, job.producer_epoch),
+        (pid, epoch + 1),
+        "markers carry the bumped epoch"
+    );
+    // While the markers are written, a retry (its answer lost) and an add wait.
+    assert_eq!(
+        h.end2((pid, epoch), true, None),
+        Err(TxnProblem::ConcurrentTransactions)
+    );
+    assert_eq!(
+        h.add2((pid, epoch + 1), &[("a", 0)]),
+        Err(TxnProblem::ConcurrentTransactions)
+    );
+    h.complete(&job).unwrap();
+    assert_eq!(h.state(), TxnState::CompleteCommit);
+    // A retry of the commit is answered again; an abort of it is refused.
+    assert_eq!(h.end2((pid, epoch), true, None), Ok((pid, epoch + 1)));
+    assert_eq!(
+        h.end2((pid, epoch), false, None),
+        Err(TxnProblem::InvalidTxnState)
+    );
+    // The old epoch can no longer add: nothing delayed joins the next transaction.
+    assert_eq!(
+        h.add2((pid, epoch), &[("a", 0)]),
+        Err(TxnProblem::ProducerFenced)
+    );
+    h.add2((pid, epoch + 1), &[("b", 1)]).unwrap();
+    assert_eq!(h.state(), TxnState::Ongoing);
+    assert_eq!(h.end2((pid, epoch + 1), false, None), Ok((pid, epoch + 2)));
+    let job = h.job();
+    assert_eq!(
+        job.partitions,
+        vec![("b".to_owned(), 1)],
+        "only the new transaction's"
+    );
+    h.complete(&job).unwrap();
+    // A KIP-360 re-init with the pair before the last bump gets the current one.
+    assert_eq!(h.init(Some((pid, epoch + 1))), Ok((pid, epoch + 2)));
+}
+
+#[test]
+fn version_2_aborts_with_nothing_ongoing_and_commits_of_nothing_are_refused() {
+    let mut h = Harness::new();
+    let producer = h.init(None).unwrap();
+    assert_eq!(
+        h.end2(producer, true, None),
+        Err(TxnProblem::InvalidTxnState)
+    );
+    assert_eq!(
+        h.end2(producer, false, None),
+        Ok((producer.0, producer.1 + 1))
+    );
+    let job = h.job();
+    assert!(job.partitions.is_empty(), "no markers to write");
+    h.complete(&job).unwrap();
+    assert_eq!(h.state(), TxnState::CompleteAbort);
+    assert_eq!(
+        h.end2((producer.0 + 5, producer.1), false, None),
+        Err(TxnProblem::InvalidProducerIdMapping)
+    );
+    assert_eq!(
+        h.end2((producer.0, producer.1 + 7), false, None),
+        Err(TxnProblem::ProducerFenced)
+    );
+}
+
+#[test]
+fn version_2_moves_to_the_next_producer_id_when_the_epoch_runs_out() {
+    let mut h = Harness::new();
+    let (pid, _) = h.init(None).unwrap();
+    let mut meta = h.machine.get(ID).unwrap().clone();
+    meta.producer_epoch = i16::MAX - 1;
+    let record = CoordinatorRecord::new(
+        super::records::encode_key(ID).unwrap(),
+        meta.to_value().encode(1).unwrap(),
+    );
+    h.write(&[record]);
+    let last = (pid, i16::MAX - 1);
+    h.add2(last, &[("a", 0)]).unwrap();
+    // The caller allocates the next producer id when it sees the epoch run out.
+    assert_eq!(
+        h.end2(last, true, None),
+        Err(TxnProblem::ConcurrentTransactions)
+    );
+    assert_eq!(h.end2(last, true, Some(777)), Ok((777, 0)));
+    let job = h.job();
+    assert_eq!((job.producer_id, job.producer_epoch), (pid, i16::MAX));
+    h.complete(&job).unwrap();
+    let meta = h.machine.get(ID).unwrap();
+    assert_eq!(
+        (
+            meta.producer_id,
+            meta.producer_epoch,
+            meta.previous_producer_id
+        ),
+        (777, 0, pid)
+    );
+    // The coordinator reloads the same state from the log (v1 values keep the ids), and a
+    // retry from the old id at its last epoch is recognised there too.
+    let mut reloaded = Harness::load(&h.log, h.now_ms);
+    let again = reloaded.machine.get(ID).unwrap();
+    assert_eq!((again.producer_id, again.previous_producer_id), (777, pid));
+    assert_eq!(reloaded.end2(last, true, None), Ok((777, 0)));
+    assert_eq!(h.end2(last, true, None), Ok((777, 0)));
+    h.add2((777, 0), &[("a", 0)]).unwrap();
+}
+
+#[test]
+fn a_version_2_transaction_that_times_out_does_not_fence_its_producer() {
+    let mut h = Harness::new();
+    let producer = h.init(None).unwrap();
+    h.add2(producer, &[("a", 0)]).unwrap();
+    h.advance(i64::from(TIMEOUT_MS));
+    assert_eq!(h.state(), TxnState::PrepareAbort);
+    let job = h.job();
+    h.complete(&job).unwrap();
+    // Its own abort at the old epoch is a retry of the coordinator's, answered with the new
+    // epoch; a commit is refused.
+    assert_eq!(
+        h.end2(producer, true, None),
+        Err(TxnProblem::InvalidTxnState)
+    );
+    assert_eq!(
+        h.end2(producer, false, None),
+        Ok((producer.0, producer.1 + 1))
     );
 }

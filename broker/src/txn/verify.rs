@@ -4,6 +4,10 @@
 //! `verify_only`). A late or zombie write can then never open a transaction that nobody will
 //! end — the hanging transaction that blocks read_committed consumers for ever. Batches of a
 //! transaction already open on the partition need no check.
+//!
+//! KIP-890 part 2 ([`Check::Add`]): for a version 2 producer (Produce v12+, TxnOffsetCommit
+//! v5+), which sends no AddPartitionsToTxn of its own, the leader adds the partition to the
+//! transaction instead (AddPartitionsToTxn v5, `verify_only` false).
 
 use std::time::Duration;
 
@@ -21,6 +25,17 @@ use crate::context::BrokerContext;
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// AddPartitionsToTxn v4: the first with `verify_only`.
 const VERIFY_VERSION: i16 = 4;
+/// AddPartitionsToTxn v5, with which brokers add partitions for version 2 producers.
+const ADD_VERSION: i16 = 5;
+
+/// What the leader asks of the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Only whether the partitions are in the ongoing transaction (transaction version 1).
+    Verify,
+    /// Add them to it, starting it if need be (transaction version 2).
+    Add,
+}
 
 /// Why a partition's batch was not verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +49,11 @@ pub enum Unverified {
 }
 
 /// Asks the coordinator of `transactional_id` whether each of `partitions` is in the ongoing
-/// transaction of the producer; one answer per partition, in order (`None`: verified).
+/// transaction of the producer (or to add them, with [`Check::Add`]); one answer per partition,
+/// in order (`None`: verified).
 pub async fn verify(
     ctx: &BrokerContext,
+    check: Check,
     transactional_id: &str,
     producer_id: i64,
     producer_epoch: i16,
@@ -49,6 +66,23 @@ pub async fn verify(
     let Ok(coordinator) = ctx.txns.find(ctx, transactional_id).await else {
         return unavailable();
     };
+    if coordinator == ctx.broker_id() && check == Check::Add {
+        return match ctx
+            .txns
+            .add_partitions(
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions.to_vec(),
+                2,
+            )
+            .await
+        {
+            Ok(Ok(())) => vec![None; partitions.len()],
+            Ok(Err(problem)) => vec![Some(Unverified::Refused(problem)); partitions.len()],
+            Err(_) => unavailable(),
+        };
+    }
     if coordinator == ctx.broker_id() {
         return match ctx
             .txns
@@ -70,6 +104,7 @@ pub async fn verify(
     }
     match ask(
         ctx,
+        check,
         coordinator,
         transactional_id,
         producer_id,
@@ -86,9 +121,10 @@ pub async fn verify(
     }
 }
 
-/// AddPartitionsToTxn v4 `verify_only` to broker `coordinator`.
+/// AddPartitionsToTxn v4 `verify_only` (or v5 adding) to broker `coordinator`.
 async fn ask(
     ctx: &BrokerContext,
+    check: Check,
     coordinator: i32,
     transactional_id: &str,
     producer_id: i64,
@@ -117,7 +153,7 @@ async fn ask(
             )))
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(producer_epoch)
-            .with_verify_only(true)
+            .with_verify_only(check == Check::Verify)
             .with_topics(topics),
     ]);
     let response = ctx
@@ -126,7 +162,11 @@ async fn ask(
             coordinator,
             &address,
             &request,
-            VERIFY_VERSION,
+            if check == Check::Verify {
+                VERIFY_VERSION
+            } else {
+                ADD_VERSION
+            },
             VERIFY_TIMEOUT,
         )
         .await
@@ -165,6 +205,8 @@ fn refusal(code: i16) -> Unverified {
         Unverified::Refused(TxnProblem::ProducerFenced)
     } else if code == E::InvalidProducerIdMapping.code() {
         Unverified::Refused(TxnProblem::InvalidProducerIdMapping)
+    } else if code == E::ConcurrentTransactions.code() {
+        Unverified::Refused(TxnProblem::ConcurrentTransactions)
     } else {
         Unverified::Unavailable
     }

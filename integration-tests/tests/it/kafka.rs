@@ -111,7 +111,19 @@ fn produce_fetch_and_list_offsets_round_trip_with_every_codec() {
     assert!(versions
         .api_keys
         .iter()
-        .any(|k| k.api_key == 0 && k.max_version == 11));
+        .any(|k| k.api_key == 0 && k.max_version == 12));
+    // Features only from v4 (older librdkafka cannot skip them); transaction.version 2 is
+    // finalized by default (KIP-890 part 2).
+    assert!(versions.supported_features.is_empty() && versions.finalized_features.is_empty());
+    let v4: ApiVersionsResponse = conn.send(&ApiVersionsRequest::default(), 4).unwrap();
+    let finalized: Vec<(String, i16, i16)> = v4
+        .finalized_features
+        .iter()
+        .map(|f| (f.name.to_string(), f.min_version_level, f.max_version_level))
+        .collect();
+    assert_eq!(finalized, vec![("transaction.version".to_owned(), 2, 2)]);
+    assert!(v4.finalized_features_epoch >= 0);
+    assert_eq!(v4.supported_features[0].max_version, 2);
     create_topic(&mut conn, "codecs", 1);
     let mut expected: Vec<Vec<u8>> = Vec::new();
     for (round, codec) in [

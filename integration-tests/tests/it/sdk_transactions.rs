@@ -105,7 +105,11 @@ async fn read_all(client: &Client, topic: &str, read_committed: bool) -> BTreeSe
 }
 
 /// What librdkafka (confluent-kafka) reads of `topic` under `isolation`.
-fn read_with_librdkafka(broker: &DevBroker, topic: &str, isolation: &str) -> BTreeSet<String> {
+pub(crate) fn read_with_librdkafka(
+    broker: &DevBroker,
+    topic: &str,
+    isolation: &str,
+) -> BTreeSet<String> {
     let mut command = python_script("read_topic.py");
     command
         .args([topic, isolation])

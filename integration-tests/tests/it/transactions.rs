@@ -157,6 +157,11 @@ fn end(conn: &mut KafkaConn, id: &str, producer: (i64, i16), commit: bool, versi
 
 /// One transactional batch of `producer` with `values`, sequences from 0.
 fn txn_batch(producer: (i64, i16), values: &[&str]) -> Bytes {
+    txn_batch_from(producer, 0, values)
+}
+
+/// One transactional batch of `producer` with `values`, sequences from `first_sequence`.
+fn txn_batch_from(producer: (i64, i16), first_sequence: i32, values: &[&str]) -> Bytes {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
@@ -172,7 +177,7 @@ fn txn_batch(producer: (i64, i16), values: &[&str]) -> Bytes {
             producer_epoch: producer.1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: i as i32,
+            sequence: first_sequence + i as i32,
             timestamp: 1_000,
             key: None,
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
@@ -495,6 +500,18 @@ fn produce_to_txn(
     partition: i32,
     batch: Bytes,
 ) -> (i16, i64) {
+    produce_to_txn_at(conn, id, topic, partition, batch, 9)
+}
+
+/// A transactional Produce of `batch` at request `version` (12+: transaction version 2).
+fn produce_to_txn_at(
+    conn: &mut KafkaConn,
+    id: &str,
+    topic: &str,
+    partition: i32,
+    batch: Bytes,
+    version: i16,
+) -> (i16, i64) {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     let request = kafka_protocol::messages::ProduceRequest::default()
         .with_transactional_id(Some(txn_id(id)))
@@ -505,7 +522,7 @@ fn produce_to_txn(
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(partition)
                 .with_records(Some(batch))])]);
-    let response = conn.send(&request, 9).unwrap();
+    let response = conn.send(&request, version).unwrap();
     let p = &response.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }
@@ -568,4 +585,178 @@ fn transactions_survive_a_sigkill_of_their_coordinator() {
     cluster.restart(coordinator).unwrap();
     let output = wait_success(child, Duration::from_secs(500), &cluster);
     assert!(output.contains("ok: 40 transactions committed"), "{output}");
+}
+
+/// EndTxn v5: the code and the producer id and epoch to go on with.
+fn end_v5(conn: &mut KafkaConn, id: &str, producer: (i64, i16), commit: bool) -> (i16, (i64, i16)) {
+    let request = EndTxnRequest::default()
+        .with_transactional_id(txn_id(id))
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
+        .with_committed(commit);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = conn.send(&request, 5).unwrap();
+        // CONCURRENT_TRANSACTIONS while the previous end completes.
+        if answer.error_code != 51 || Instant::now() >= deadline {
+            return (
+                answer.error_code,
+                (answer.producer_id.0, answer.producer_epoch),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Transaction version 2 on the wire, as Kafka 4's Java client drives it: the leader adds the
+/// partition for a Produce v12 and the group coordinator the offsets partition for a
+/// TxnOffsetCommit v5 (no AddPartitionsToTxn, no AddOffsetsToTxn), EndTxn v5 bumps the epoch
+/// and says so, a retried EndTxn is answered again, and a write delayed from a finished
+/// transaction (the old epoch) can never land in the next one.
+#[test]
+fn transaction_version_2_bumps_the_epoch_on_every_transaction() {
+    let broker = DevBroker::start(&["--set", "groups.group_initial_rebalance_delay_ms=0"]).unwrap();
+    let mut conn = broker.connect().unwrap();
+    let created = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("tv2"))
+            .with_num_partitions(2)
+            .with_replication_factor(1)])
+        .with_timeout_ms(30_000);
+    assert_eq!(conn.send(&created, 7).unwrap().topics[0].error_code, NONE);
+    wait_for_coordinator(&mut conn, "tv2-id");
+    let (code, pid, epoch) = init(&mut conn, "tv2-id", 30_000);
+    assert_eq!(code, NONE);
+
+    // Version 1 (Produce v11) still needs the partition added first.
+    let (code, _) = produce_to_txn_at(
+        &mut conn,
+        "tv2-id",
+        "tv2",
+        1,
+        txn_batch((pid, epoch), &["v1"]),
+        11,
+    );
+    assert_eq!(code, INVALID_TXN_STATE);
+
+    // The leader adds the partition itself.
+    let (code, _) = produce_to_txn_at(
+        &mut conn,
+        "tv2-id",
+        "tv2",
+        0,
+        txn_batch((pid, epoch), &["a0", "a1"]),
+        12,
+    );
+    assert_eq!(code, NONE);
+    let find_group = FindCoordinatorRequest::default().with_key(s("tv2-group"));
+    let deadline = Instant::now() + WAIT;
+    while conn.send(&find_group, 3).unwrap().error_code != NONE {
+        assert!(Instant::now() < deadline, "no group coordinator");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let txn_commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(txn_id("tv2-id"))
+        .with_group_id(GroupId(s("tv2-group")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(topic_name("tv2"))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(42)])]);
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        let code = conn.send(&txn_commit, 5).unwrap().topics[0].partitions[0].error_code;
+        if code != 14 || Instant::now() >= deadline {
+            break code;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        code, NONE,
+        "the offsets partition is added by the group coordinator"
+    );
+    let described = conn
+        .send(
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![txn_id("tv2-id")]),
+            0,
+        )
+        .unwrap();
+    let topics: Vec<String> = described.transaction_states[0]
+        .topics
+        .iter()
+        .map(|t| t.topic.to_string())
+        .collect();
+    assert!(
+        topics.contains(&"tv2".to_owned()) && topics.contains(&"__consumer_offsets".to_owned()),
+        "{topics:?}"
+    );
+
+    // EndTxn v5 bumps the epoch and says so; a retry (answer lost) gets the same answer.
+    assert_eq!(
+        end_v5(&mut conn, "tv2-id", (pid, epoch), true),
+        (NONE, (pid, epoch + 1))
+    );
+    assert_eq!(
+        end_v5(&mut conn, "tv2-id", (pid, epoch), true),
+        (NONE, (pid, epoch + 1))
+    );
+    assert_eq!(
+        end_v5(&mut conn, "tv2-id", (pid, epoch), false).0,
+        INVALID_TXN_STATE
+    );
+
+    // A write delayed from that transaction, at its old epoch: refused, never the next one's.
+    let (code, _) = produce_to_txn_at(
+        &mut conn,
+        "tv2-id",
+        "tv2",
+        0,
+        txn_batch_from((pid, epoch), 2, &["late"]),
+        12,
+    );
+    assert_eq!(code, INVALID_PRODUCER_EPOCH);
+
+    // The next transaction, at the bumped epoch from sequence 0, aborted.
+    let next = (pid, epoch + 1);
+    let (code, _) = produce_to_txn_at(&mut conn, "tv2-id", "tv2", 0, txn_batch(next, &["x0"]), 12);
+    assert_eq!(code, NONE);
+    let (code, _) = produce_to_txn_at(&mut conn, "tv2-id", "tv2", 1, txn_batch(next, &["x1"]), 12);
+    assert_eq!(code, NONE);
+    assert_eq!(
+        end_v5(&mut conn, "tv2-id", next, false),
+        (NONE, (pid, epoch + 2))
+    );
+    // Nothing ongoing: a version 2 abort still ends cleanly with a new epoch; a commit is refused.
+    assert_eq!(
+        end_v5(&mut conn, "tv2-id", (pid, epoch + 2), true).0,
+        INVALID_TXN_STATE
+    );
+    assert_eq!(
+        end_v5(&mut conn, "tv2-id", (pid, epoch + 2), false),
+        (NONE, (pid, epoch + 3))
+    );
+
+    // read_committed (librdkafka) sees the committed transaction only; the group's offset is
+    // the committed one.
+    let read = crate::sdk_transactions::read_with_librdkafka(&broker, "tv2", "read_committed");
+    let expected: std::collections::BTreeSet<String> =
+        ["a0", "a1"].iter().map(|v| (*v).to_owned()).collect();
+    assert_eq!(read, expected);
+    let fetched = conn
+        .send(
+            &kafka_protocol::messages::OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("tv2-group")))
+                .with_topics(Some(vec![
+                    kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic_name("tv2"))
+                        .with_partition_indexes(vec![0]),
+                ])),
+            5,
+        )
+        .unwrap();
+    assert_eq!(fetched.topics[0].partitions[0].committed_offset, 42);
 }

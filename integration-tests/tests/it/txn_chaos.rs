@@ -170,7 +170,7 @@ fn a_transactional_copy_survives_random_sigkills_of_brokers_and_the_copier() {
     let chaos_until = Instant::now() + CHAOS_FOR;
     // The schedule: a pause, then a fault, until the copy is done or the budget is spent.
     while faults.len() < FAULTS_MAX && Instant::now() < chaos_until {
-        std::thread::sleep(Duration::from_millis(rng.random_range(1_500..5_000)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(1_000..3_000)));
         if let Some(status) = copier.0.try_wait().unwrap() {
             if status.success() {
                 done = true;

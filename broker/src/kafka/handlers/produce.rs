@@ -20,7 +20,7 @@ use crate::kafka::wire::str_bytes;
 use crate::partition::append::{self, Acks, Appended};
 use crate::partition::Partition;
 use crate::partition::PartitionError;
-use crate::txn::verify::Unverified;
+use crate::txn::verify::{Check, Unverified};
 use crate::txn::TxnProblem;
 
 /// Where a partition's answer goes in the response: `(topic slot, partition slot)`.
@@ -85,7 +85,7 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
         return respond(responses);
     }
     if let Some(id) = &request.transactional_id {
-        let refused = unverified(ctx, id.0.as_str(), &appends).await;
+        let refused = unverified(ctx, version, id.0.as_str(), &appends).await;
         if refused.iter().any(Option::is_some) {
             let mut kept_appends = Vec::with_capacity(appends.len());
             let mut kept_slots = Vec::with_capacity(slots.len());
@@ -141,6 +141,11 @@ fn is_transactional(batch: &Bytes) -> bool {
 
 /// Kafka's INVALID_PRODUCER_EPOCH: what a produce of a fenced producer gets.
 const INVALID_PRODUCER_EPOCH: i16 = 47;
+/// Kafka's `add.partitions.to.txn.retry.backoff.ms` and `...backoff.max.ms` defaults: how
+/// often and how long a leader asks again to add a partition while the producer's previous
+/// transaction is still ending.
+const ADD_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
+const ADD_RETRY_FOR: std::time::Duration = std::time::Duration::from_millis(100);
 /// Kafka's INVALID_PRODUCER_ID_MAPPING: transactional batches of several producers.
 const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
 
@@ -149,6 +154,7 @@ const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
 /// append it). A batch of a transaction already open on the partition needs no check.
 async fn unverified(
     ctx: &BrokerContext,
+    version: i16,
     transactional_id: &str,
     appends: &[(Arc<Partition>, Bytes)],
 ) -> Vec<Option<i16>> {
@@ -179,7 +185,10 @@ async fn unverified(
             return refused;
         }
         producer = Some((producer_id, producer_epoch));
-        if partition.has_ongoing_transaction(producer_id).await {
+        if partition
+            .has_ongoing_transaction(producer_id, producer_epoch)
+            .await
+        {
             continue;
         }
         let index = i32::try_from(partition.index).unwrap_or(i32::MAX);
@@ -189,18 +198,37 @@ async fn unverified(
         return refused;
     };
     let partitions: Vec<(String, i32)> = asked.iter().map(|(_, tp)| tp.clone()).collect();
-    let answers = crate::txn::verify::verify(
-        ctx,
-        transactional_id,
-        producer_id,
-        producer_epoch,
-        &partitions,
-    )
-    .await;
+    // Produce v12+ is a transaction version 2 producer's: the leader adds the partitions. While
+    // the producer's previous transaction is still ending (CONCURRENT_TRANSACTIONS), it asks
+    // again for a moment before answering that, as Kafka's leader does.
+    let add = version >= 12;
+    let check = if add { Check::Add } else { Check::Verify };
+    let started = tokio::time::Instant::now();
+    let answers = loop {
+        let answers = crate::txn::verify::verify(
+            ctx,
+            check,
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            &partitions,
+        )
+        .await;
+        let concurrent = answers.contains(&Some(Unverified::Refused(
+            TxnProblem::ConcurrentTransactions,
+        )));
+        if !add || !concurrent || started.elapsed() + ADD_RETRY_BACKOFF > ADD_RETRY_FOR {
+            break answers;
+        }
+        tokio::time::sleep(ADD_RETRY_BACKOFF).await;
+    };
     for ((slot, _), answer) in asked.into_iter().zip(answers) {
         refused[slot] = answer.map(|unverified| match unverified {
             // The old epoch's producer is fenced (Kafka's produce answer).
             Unverified::Refused(TxnProblem::ProducerFenced) => INVALID_PRODUCER_EPOCH,
+            Unverified::Refused(TxnProblem::ConcurrentTransactions) if add => {
+                code(Failure::Txn(TxnProblem::ConcurrentTransactions))
+            }
             // Kafka answers a coordinator it could not ask, or a transaction still ending, as
             // NOT_ENOUGH_REPLICAS: retriable for every producer.
             Unverified::Unavailable | Unverified::Refused(TxnProblem::ConcurrentTransactions) => {

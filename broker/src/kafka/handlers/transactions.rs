@@ -175,6 +175,8 @@ async fn add_one(ctx: &BrokerContext, version: i16, adding: Adding) -> AddPartit
                 adding.producer_id,
                 adding.producer_epoch,
                 wanted.clone(),
+                // v4+ comes from brokers adding for a version 2 producer (Kafka's TV_2).
+                if version >= 4 { 2 } else { 0 },
             )
             .await;
         let all = txn_code(outcome, version < 2);
@@ -234,6 +236,7 @@ pub async fn add_offsets(
                 request.producer_id.0,
                 request.producer_epoch,
                 vec![offsets],
+                0,
             )
             .await;
         txn_code(outcome, req.api_version < 2)
@@ -310,8 +313,16 @@ pub async fn txn_offset_commit(
         // with AddOffsetsToTxn writes nothing.
         let offsets_partition =
             i32::try_from(ctx.groups.partition_for(&group_id)).unwrap_or(i32::MAX);
+        // v5+ is a transaction version 2 producer's, which sent no AddOffsetsToTxn: the offsets
+        // partition is added here.
+        let check = if version >= 5 {
+            crate::txn::verify::Check::Add
+        } else {
+            crate::txn::verify::Check::Verify
+        };
         let verified = crate::txn::verify::verify(
             ctx,
+            check,
             &request.transactional_id.0,
             request.producer_id.0,
             request.producer_epoch,
@@ -322,10 +333,14 @@ pub async fn txn_offset_commit(
             let refused = match unverified {
                 // As a partition leader answers a fenced producer's write.
                 Unverified::Refused(TxnProblem::ProducerFenced) => INVALID_PRODUCER_EPOCH,
+                // CONCURRENT_TRANSACTIONS (the previous transaction still ending) is retried
+                // by clients as it is.
                 Unverified::Refused(
-                    problem @ (TxnProblem::InvalidTxnState | TxnProblem::InvalidProducerIdMapping),
+                    problem @ (TxnProblem::InvalidTxnState
+                    | TxnProblem::InvalidProducerIdMapping
+                    | TxnProblem::ConcurrentTransactions),
                 ) => code(Failure::Txn(*problem)),
-                // Retriable: the transaction is ending, or its coordinator could not be asked.
+                // Retriable: its coordinator could not be asked.
                 Unverified::Refused(_) | Unverified::Unavailable => {
                     code(Failure::Coordinator(&CoordinatorError::NotAvailable {
                         topic: crate::txn::TRANSACTION_STATE_TOPIC.to_owned(),
@@ -453,24 +468,43 @@ pub async fn end_txn(
     request: EndTxnRequest,
 ) -> EndTxnResponse {
     let id = text(&request.transactional_id.0);
-    let error_code = if check_transactional_id(&id).is_err() {
-        code(Failure::Request(RequestProblem::InvalidTransactionalId))
-    } else {
+    let response = EndTxnResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if check_transactional_id(&id).is_err() {
+        return response.with_error_code(code(Failure::Request(
+            RequestProblem::InvalidTransactionalId,
+        )));
+    }
+    if req.api_version >= 5 {
+        // Transaction version 2: the answer names the producer id and epoch to go on with.
         let outcome = ctx
             .txns
-            .end_txn(
+            .end_txn_v2(
+                ctx,
                 &id,
                 request.producer_id.0,
                 request.producer_epoch,
                 request.committed,
             )
             .await;
-        txn_code(outcome, req.api_version < 2)
-    };
-    EndTxnResponse::default()
-        .with_error_code(error_code)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1)
+        return match outcome {
+            Ok(Ok((producer_id, epoch))) => response
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch),
+            other => response.with_error_code(txn_code(other.map(|r| r.map(|_| ())), false)),
+        };
+    }
+    let outcome = ctx
+        .txns
+        .end_txn(
+            &id,
+            request.producer_id.0,
+            request.producer_epoch,
+            request.committed,
+        )
+        .await;
+    response.with_error_code(txn_code(outcome, req.api_version < 2))
 }
 
 // ------------------------------------------------------------------- Describe/ListTransactions

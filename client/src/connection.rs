@@ -62,6 +62,8 @@ pub(crate) struct Connection {
     writes: Arc<AtomicU64>,
     /// Set once, by the ApiVersions exchange in `connect`.
     versions: OnceLock<HashMap<i16, (i16, i16)>>,
+    /// The broker's finalized `transaction.version` feature (0 when it names none).
+    transaction_version: OnceLock<i16>,
     config: ConnectionConfig,
     tasks: [AbortHandle; 2],
 }
@@ -121,20 +123,24 @@ impl Connection {
             closed,
             writes,
             versions: OnceLock::new(),
+            transaction_version: OnceLock::new(),
             config,
             tasks: [write_task.abort_handle(), read_task.abort_handle()],
         });
-        let versions = connection.negotiate().await?;
+        let (versions, transaction_version) = connection.negotiate().await?;
         let _ = connection.versions.set(versions);
+        let _ = connection.transaction_version.set(transaction_version);
         Ok(connection)
     }
 
-    /// ApiVersions v3 first; a broker that does not know it answers v0 with its range (KIP-511).
-    async fn negotiate(self: &Arc<Self>) -> Result<HashMap<i16, (i16, i16)>> {
+    /// ApiVersions v4 first (the first version whose answer carries the finalized features a
+    /// broker of ours sends); a broker that does not know it answers v0 with its range
+    /// (KIP-511). Returns the ranges and the finalized `transaction.version`.
+    async fn negotiate(self: &Arc<Self>) -> Result<(HashMap<i16, (i16, i16)>, i16)> {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("streambus-client"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let response = match self.send(&request, 3, None).await {
+        let response = match self.send(&request, 4, None).await {
             Ok(response) if response.error_code == 0 => response,
             Ok(_) | Err(Error::Protocol(_)) => {
                 self.send(&ApiVersionsRequest::default(), 0, None).await?
@@ -142,11 +148,22 @@ impl Connection {
             Err(e) => return Err(e),
         };
         Error::check(response.error_code, || Some("ApiVersions".to_owned()))?;
-        Ok(response
+        let transaction_version = response
+            .finalized_features
+            .iter()
+            .find(|feature| feature.name.as_str() == "transaction.version")
+            .map_or(0, |feature| feature.max_version_level);
+        let versions = response
             .api_keys
             .iter()
             .map(|key| (key.api_key, (key.min_version, key.max_version)))
-            .collect())
+            .collect();
+        Ok((versions, transaction_version))
+    }
+
+    /// The broker's finalized `transaction.version` (2: KIP-890 part 2), 0 when unknown.
+    pub fn transaction_version(&self) -> i16 {
+        self.transaction_version.get().copied().unwrap_or(0)
     }
 
     pub fn is_closed(&self) -> bool {

@@ -116,6 +116,9 @@ pub(super) struct TxnProgress {
     /// The coordinator knows of the transaction (a partition or the offsets joined it): only
     /// then is there anything for EndTxn to end.
     pub started: bool,
+    /// Transaction version 2 (KIP-890 part 2) is in use: no AddPartitionsToTxn or
+    /// AddOffsetsToTxn, Produce v12 and EndTxn v5, a new epoch from every EndTxn.
+    pub v2: bool,
     /// An EndTxn was sent without a clear answer (`true`: commit): only the same end may be
     /// tried again, since the coordinator may already be carrying it out.
     pub ending: Option<bool>,
@@ -272,7 +275,11 @@ impl Shared {
                         .to_owned(),
                 ));
             }
-            if !txn.added.contains(&tp) {
+            if txn.v2 {
+                // The partition's leader adds it to the transaction.
+                txn.added.insert(tp.clone());
+                txn.started = true;
+            } else if !txn.added.contains(&tp) {
                 txn.to_add.insert(tp.clone());
             }
         }

@@ -121,6 +121,10 @@ pub struct ProducerConfig {
     /// How long the coordinator lets a transaction stay open before it aborts it
     /// (`transaction.timeout.ms`).
     pub transaction_timeout: Duration,
+    /// Use transaction version 2 (KIP-890 part 2) when the cluster finalizes it, as Kafka 4's
+    /// Java client does: a new epoch from every EndTxn, partitions and offsets added by the
+    /// brokers. `false` keeps version 1.
+    pub transaction_version_2: bool,
 }
 
 impl Default for ProducerConfig {
@@ -138,6 +142,7 @@ impl Default for ProducerConfig {
             max_in_flight_per_partition: 5,
             transactional_id: None,
             transaction_timeout: Duration::from_secs(60),
+            transaction_version_2: true,
         }
     }
 }

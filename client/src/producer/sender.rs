@@ -26,6 +26,9 @@ use crate::record::{RecordMetadata, TopicPartition};
 /// Produce versions used: 3 (record batch v2) to 9 (the last that names topics rather than
 /// topic ids).
 const PRODUCE_VERSIONS: (i16, i16) = (3, 9);
+/// A transaction version 2 producer's Produce: v12, whose leader adds the partition to the
+/// transaction (same schema as v9 otherwise, for this client).
+const PRODUCE_V2_VERSION: i16 = 12;
 
 /// One batch in a request: its partition, its id in the partition's queue, its bytes.
 type Part = (TopicPartition, u64, Bytes);
@@ -487,7 +490,12 @@ async fn submit(
                 .collect(),
         );
     let conn = shared.client.broker(broker).await?;
-    let version = conn.version::<ProduceRequest>(PRODUCE_VERSIONS.0, PRODUCE_VERSIONS.1)?;
+    let v2 = shared.lock().txn.as_ref().is_some_and(|txn| txn.v2);
+    let version = if v2 {
+        conn.version::<ProduceRequest>(PRODUCE_V2_VERSION, PRODUCE_V2_VERSION)?
+    } else {
+        conn.version::<ProduceRequest>(PRODUCE_VERSIONS.0, PRODUCE_VERSIONS.1)?
+    };
     let answer = if shared.config.acks == Acks::None {
         conn.submit_without_response(&request, version).await?;
         None
@@ -601,6 +609,12 @@ fn outcome_of(
         }
         // The same bytes would be refused again.
         Some(ResponseError::CorruptMessage) => Outcome::Refused(Error::kafka(code, message())),
+        // A transaction version 2 producer's previous transaction is still ending at the
+        // coordinator: the leader can add the partition once it has (the Java producer retries
+        // it too).
+        Some(ResponseError::ConcurrentTransactions) => {
+            Outcome::Retry(Error::kafka(code, message()))
+        }
         Some(error) if error.is_retriable() => Outcome::Retry(Error::kafka(code, message())),
         Some(_) => Outcome::Refused(Error::kafka(code, message())),
     }

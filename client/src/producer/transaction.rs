@@ -19,7 +19,8 @@ use kafka_protocol::messages::txn_offset_commit_request::{
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, GroupId,
-    InitProducerIdRequest, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
+    InitProducerIdRequest, ProduceRequest, ProducerId, TopicName, TransactionalId,
+    TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -139,10 +140,22 @@ pub(super) async fn init(shared: &Shared, expected: Option<(i64, i16)>) -> Resul
         return Err(error);
     }
     Error::check(code, || Some(format!("InitProducerId({id})")))?;
+    // Transaction version 2 when the coordinator's broker finalizes it and serves its
+    // versions (Kafka 4's Java client reads the same feature).
+    let v2 = shared.config.transaction_version_2 && {
+        let conn = coordinator(shared)?.connection().await?;
+        conn.transaction_version() >= 2
+            && conn.version::<EndTxnRequest>(5, 5).is_ok()
+            && conn.version::<ProduceRequest>(12, 12).is_ok()
+            && conn.version::<TxnOffsetCommitRequest>(5, 5).is_ok()
+    };
     let mut state = shared.lock();
     state.producer_id = response.producer_id.0;
     state.producer_epoch = response.producer_epoch;
     state.needs_producer_id = false;
+    if let Some(txn) = state.txn.as_mut() {
+        txn.v2 = v2;
+    }
     for queue in state.queues.values_mut() {
         queue.next_sequence = 0;
     }
@@ -264,6 +277,13 @@ impl Producer {
         Ok(())
     }
 
+    /// The transaction version in use (1, or 2 for KIP-890 part 2); `None` for a producer
+    /// that is not transactional.
+    pub fn transaction_version(&self) -> Option<u8> {
+        let state = self.shared.lock();
+        state.txn.as_ref().map(|txn| if txn.v2 { 2 } else { 1 })
+    }
+
     /// Opens a transaction: the records sent until it is committed or aborted belong to it.
     pub async fn begin_transaction(&self) -> Result<()> {
         self.txn_check()?;
@@ -303,22 +323,31 @@ impl Producer {
             let state = self.shared.lock();
             (state.producer_id, state.producer_epoch)
         };
-        let (code, _) = send_txn(
-            &self.shared,
-            |_| {
-                AddOffsetsToTxnRequest::default()
-                    .with_transactional_id(TransactionalId(str_bytes(&id)))
-                    .with_producer_id(ProducerId(pid))
-                    .with_producer_epoch(epoch)
-                    .with_group_id(GroupId(str_bytes(&group.group_id)))
-            },
-            (0, 3),
-            |r| r.error_code,
-        )
-        .await?;
-        self.txn_outcome(code, "AddOffsetsToTxn")?;
-        if let Some(txn) = self.shared.lock().txn.as_mut() {
-            txn.started = true;
+        let v2 = self.shared.lock().txn.as_ref().is_some_and(|t| t.v2);
+        if v2 {
+            // The group coordinator adds the offsets partition; the transaction may have
+            // begun there even if the answer is lost.
+            if let Some(txn) = self.shared.lock().txn.as_mut() {
+                txn.started = true;
+            }
+        } else {
+            let (code, _) = send_txn(
+                &self.shared,
+                |_| {
+                    AddOffsetsToTxnRequest::default()
+                        .with_transactional_id(TransactionalId(str_bytes(&id)))
+                        .with_producer_id(ProducerId(pid))
+                        .with_producer_epoch(epoch)
+                        .with_group_id(GroupId(str_bytes(&group.group_id)))
+                },
+                (0, 3),
+                |r| r.error_code,
+            )
+            .await?;
+            self.txn_outcome(code, "AddOffsetsToTxn")?;
+            if let Some(txn) = self.shared.lock().txn.as_mut() {
+                txn.started = true;
+            }
         }
         let mut by_topic: BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> = BTreeMap::new();
         for (tp, offset) in offsets {
@@ -363,10 +392,21 @@ impl Producer {
                 .find(|code| *code != 0)
                 .unwrap_or(0)
         };
-        let response = group_coordinator
-            .send(request, (0, 4), None, deadline(&self.shared), first_code)
-            .await?;
-        self.txn_outcome(first_code(&response), "TxnOffsetCommit")
+        let versions = if v2 { (5, 5) } else { (0, 4) };
+        let until = deadline(&self.shared);
+        let mut backoff = self.shared.client.config().retry_backoff;
+        loop {
+            let response = group_coordinator
+                .send(&request, versions, None, until, first_code)
+                .await?;
+            let code = first_code(&response);
+            // The previous transaction still ending (version 2): asked again, as Java does.
+            if code != CONCURRENT_TRANSACTIONS || Instant::now() + backoff >= until {
+                return self.txn_outcome(code, "TxnOffsetCommit");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.shared.client.config().retry_backoff_max);
+        }
     }
 
     /// Records a failure answer of a transactional request: fatal when fenced, otherwise the
@@ -483,7 +523,8 @@ impl Producer {
             .transactional_id
             .clone()
             .unwrap_or_default();
-        let (code, _) = send_txn(
+        let v2 = self.shared.lock().txn.as_ref().is_some_and(|t| t.v2);
+        let (code, response) = send_txn(
             &self.shared,
             |_| {
                 EndTxnRequest::default()
@@ -492,11 +533,23 @@ impl Producer {
                     .with_producer_epoch(epoch)
                     .with_committed(commit)
             },
-            (0, 4),
+            if v2 { (5, 5) } else { (0, 4) },
             |r| r.error_code,
         )
         .await?;
         if code == 0 {
+            if v2 && response.producer_id.0 >= 0 {
+                // Version 2: every transaction ends with a new epoch (or, once the epoch ran
+                // out, a new producer id); sequences start again from 0, and no client-side
+                // bump is needed after an abort.
+                let mut state = self.shared.lock();
+                state.producer_id = response.producer_id.0;
+                state.producer_epoch = response.producer_epoch;
+                state.needs_producer_id = false;
+                for queue in state.queues.values_mut() {
+                    queue.next_sequence = 0;
+                }
+            }
             return Ok(());
         }
         let error = Error::kafka(code, Some("EndTxn".to_owned()));

@@ -1,8 +1,9 @@
-//! The SDK's transactional producer against a real broker: commits and aborts across two
-//! topics, read back by the SDK's consumer (read_committed and read_uncommitted) and by
-//! librdkafka; an empty transaction; a second instance of the same `transactional.id` fencing
-//! the first, whose open transaction is aborted; and a consume-transform-produce copy whose
-//! group offsets move only when its transaction commits.
+//! The SDK's transactional producer against a real broker, with transaction version 1 and
+//! with version 2 (KIP-890 part 2, which the broker finalizes by default): commits and aborts
+//! across two topics, read back by the SDK's consumer (read_committed and read_uncommitted) and
+//! by librdkafka; an empty transaction; a second instance of the same `transactional.id`
+//! fencing the first, whose open transaction is aborted; and a consume-transform-produce copy
+//! whose group offsets move only when its transaction commits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -34,16 +35,28 @@ async fn connect(broker: &DevBroker) -> Client {
     Client::connect(config).await.expect("connect")
 }
 
-async fn transactional(client: &Client, id: &str) -> Producer {
+async fn transactional(client: &Client, id: &str, version: u8) -> Producer {
     let config = ProducerConfig {
         transactional_id: Some(id.to_owned()),
         transaction_timeout: Duration::from_secs(20),
         linger: Duration::from_millis(5),
+        transaction_version_2: version == 2,
         ..ProducerConfig::default()
     };
-    Producer::new(client.clone(), config)
+    let producer = Producer::new(client.clone(), config)
         .await
-        .expect("transactional producer")
+        .expect("transactional producer");
+    assert_eq!(producer.transaction_version(), Some(version));
+    producer
+}
+
+/// The epoch the coordinator holds for `id`.
+async fn coordinator_epoch(client: &Client, id: &str) -> i16 {
+    Admin::new(client.clone())
+        .describe_transaction(id)
+        .await
+        .expect("describe")
+        .producer_epoch
 }
 
 /// Sends `values` to `topic` (partition by index) and waits for every acknowledgement.
@@ -131,13 +144,22 @@ fn set(groups: &[&[String]]) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_transactions_commit_abort_and_fence_a_zombie() {
+async fn sdk_transactions_commit_abort_and_fence_a_zombie_version_1() {
+    commit_abort_and_fence(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_transactions_commit_abort_and_fence_a_zombie_version_2() {
+    commit_abort_and_fence(2).await;
+}
+
+async fn commit_abort_and_fence(version: u8) {
     let broker = start_broker();
     let client = connect(&broker).await;
     for topic in ["sdk-txn-a", "sdk-txn-b"] {
         create_topic(&client, NewTopic::new(topic, PARTITIONS, 1)).await;
     }
-    let producer = transactional(&client, "sdk-txn-1").await;
+    let producer = transactional(&client, "sdk-txn-1", version).await;
     let outside = producer
         .send(ProducerRecord::new("sdk-txn-a", "outside"))
         .await;
@@ -149,10 +171,16 @@ async fn sdk_transactions_commit_abort_and_fence_a_zombie() {
         values("aborted", 6),
         values("a3", 4),
     );
+    let first_epoch = coordinator_epoch(&client, "sdk-txn-1").await;
     producer.begin_transaction().await.expect("begin");
     send_all(&producer, "sdk-txn-a", &a1).await;
     send_all(&producer, "sdk-txn-b", &b1).await;
     producer.commit_transaction().await.expect("commit");
+    // Version 2 ends every transaction with a new epoch; version 1 keeps it.
+    assert_eq!(
+        coordinator_epoch(&client, "sdk-txn-1").await,
+        first_epoch + i16::from(version == 2)
+    );
 
     producer.begin_transaction().await.expect("begin");
     send_all(&producer, "sdk-txn-a", &aborted).await;
@@ -171,7 +199,7 @@ async fn sdk_transactions_commit_abort_and_fence_a_zombie() {
     let zombie_values = values("zombie", 4);
     producer.begin_transaction().await.expect("begin");
     send_all(&producer, "sdk-txn-a", &zombie_values).await;
-    let successor = transactional(&client, "sdk-txn-1").await;
+    let successor = transactional(&client, "sdk-txn-1", version).await;
     let fenced = producer.commit_transaction().await.expect_err("fenced");
     assert!(
         matches!(
@@ -243,7 +271,16 @@ fn positions(consumer: &GroupConsumer) -> BTreeMap<TopicPartition, OffsetAndMeta
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_consume_transform_produce_moves_group_offsets_only_on_commit() {
+async fn sdk_consume_transform_produce_moves_group_offsets_only_on_commit_version_1() {
+    consume_transform_produce(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_consume_transform_produce_moves_group_offsets_only_on_commit_version_2() {
+    consume_transform_produce(2).await;
+}
+
+async fn consume_transform_produce(version: u8) {
     let broker = start_broker();
     let client = connect(&broker).await;
     for topic in ["sdk-eos-in", "sdk-eos-out"] {
@@ -284,7 +321,7 @@ async fn sdk_consume_transform_produce_moves_group_offsets_only_on_commit() {
     let metadata = consumer.group_metadata();
     assert!(metadata.generation_id > 0 && !metadata.member_id.is_empty());
 
-    let copier = transactional(&client, "sdk-eos-copier").await;
+    let copier = transactional(&client, "sdk-eos-copier", version).await;
     let admin = Admin::new(client.clone());
     let copies: Vec<String> = read.iter().map(|v| format!("copy-{v}")).collect();
 

@@ -151,6 +151,33 @@ pub struct ProducerStateManager {
     unreplicated_txns: BTreeMap<i64, i64>,
     /// Offset following the last applied batch.
     map_end_offset: i64,
+    /// Transactional writes being verified with their coordinator, by producer id (Kafka's
+    /// `VerificationStateEntry`): in memory only, cleared by the producer's next transactional
+    /// batch or marker, so that a verification answered before a marker cannot let its batch
+    /// open a transaction after it.
+    verifications: HashMap<i64, Verification>,
+    /// The last guard handed out.
+    last_guard: u64,
+}
+
+/// One producer's verification in progress.
+#[derive(Debug, Clone, Copy)]
+struct Verification {
+    guard: u64,
+    epoch: i16,
+    /// Transaction version 2: the previous transaction's marker carries the epoch of the next
+    /// one's verification, and leaves it in place.
+    epoch_bump: bool,
+}
+
+/// How a leader append of a client batch treats transactional batches that would open a
+/// transaction (KIP-890's verification guard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnVerification {
+    /// No check (tests and tools that write transactional batches directly).
+    NotChecked,
+    /// Such a batch must carry the guard its verification got, still current.
+    Guard(Option<u64>),
 }
 
 impl ProducerStateManager {
@@ -163,13 +190,19 @@ impl ProducerStateManager {
             ongoing_txns: BTreeMap::new(),
             unreplicated_txns: BTreeMap::new(),
             map_end_offset: 0,
+            verifications: HashMap::new(),
+            last_guard: 0,
         }
     }
 
     /// Leader-side check of a validated batch before offsets are assigned, following Kafka 3.x
     /// `ProducerAppendInfo`: duplicate, then epoch fencing, then sequence, then transaction state.
     /// Batches without a producer id are always [`AppendCheck::New`].
-    pub fn check_leader_append(&self, header: &BatchHeader) -> Result<AppendCheck> {
+    pub fn check_leader_append(
+        &self,
+        header: &BatchHeader,
+        verification: TxnVerification,
+    ) -> Result<AppendCheck> {
         if !header.has_producer_id() {
             return Ok(AppendCheck::New);
         }
@@ -185,7 +218,64 @@ impl ProducerStateManager {
         check_epoch(header, entry)?;
         check_sequence(header, entry)?;
         check_txn_state(header, entry)?;
+        if let TxnVerification::Guard(guard) = verification {
+            self.check_verified(header, entry, guard)?;
+        }
         Ok(AppendCheck::New)
+    }
+
+    /// A transactional batch that would open a transaction here needs the guard of a
+    /// verification still current (Kafka's `UnifiedLog` check against the ABA race: verified,
+    /// then a marker ended the transaction, then the batch arrives).
+    fn check_verified(
+        &self,
+        header: &BatchHeader,
+        entry: Option<&ProducerEntry>,
+        guard: Option<u64>,
+    ) -> Result<()> {
+        if !header.is_transactional() || ongoing_at(entry, header.producer_epoch) {
+            return Ok(());
+        }
+        let current = self.verifications.get(&header.producer_id).map(|v| v.guard);
+        if guard.is_some() && guard == current {
+            return Ok(());
+        }
+        Err(StorageError::InvalidTxnState {
+            producer_id: header.producer_id,
+            reason: "the transactional batch was not verified with its coordinator, or its \
+                     transaction ended since",
+        })
+    }
+
+    /// Starts (or joins) the verification of a transactional write of `producer_id` at
+    /// `epoch`; the guard its append must carry, or `None` when the producer has a transaction
+    /// open here at that epoch already (nothing to verify).
+    pub fn start_verification(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        epoch_bump: bool,
+    ) -> Option<u64> {
+        if ongoing_at(self.producers.get(&producer_id), epoch) {
+            return None;
+        }
+        // Requests in flight together share one guard (Kafka reuses the entry), so a second
+        // one does not invalidate the first.
+        if let Some(existing) = self.verifications.get_mut(&producer_id) {
+            existing.epoch = existing.epoch.max(epoch);
+            existing.epoch_bump |= epoch_bump;
+            return Some(existing.guard);
+        }
+        self.last_guard += 1;
+        self.verifications.insert(
+            producer_id,
+            Verification {
+                guard: self.last_guard,
+                epoch,
+                epoch_bump,
+            },
+        );
+        Some(self.last_guard)
     }
 
     /// Check of a batch a coordinator on this broker appends as leader (a transaction marker,
@@ -219,6 +309,19 @@ impl ProducerStateManager {
             .or_insert_with(|| ProducerEntry::new(header.producer_epoch));
         entry.update_epoch(header.producer_epoch);
         entry.last_timestamp_ms = header.max_timestamp;
+        if header.is_transactional() || header.is_control() {
+            // The verification is used up, or overtaken by a marker; except a version 2
+            // marker at the epoch being verified (the previous transaction's, which lands
+            // while the next one's partition is still being added).
+            let keep = header.is_control()
+                && self
+                    .verifications
+                    .get(&producer_id)
+                    .is_some_and(|v| v.epoch_bump && v.epoch == header.producer_epoch);
+            if !keep {
+                self.verifications.remove(&producer_id);
+            }
+        }
         if header.is_control() {
             let first_offset = entry.current_txn_first_offset.take()?;
             self.ongoing_txns.remove(&first_offset);
@@ -293,6 +396,7 @@ impl ProducerStateManager {
     /// Snapshot files are left alone.
     pub fn clear(&mut self, map_end_offset: i64) {
         self.producers.clear();
+        self.verifications.clear();
         self.ongoing_txns.clear();
         self.unreplicated_txns.clear();
         self.map_end_offset = map_end_offset;
@@ -455,6 +559,11 @@ fn check_sequence(header: &BatchHeader, entry: Option<&ProducerEntry>) -> Result
         first_sequence,
         last_sequence,
     })
+}
+
+/// Whether `entry` has a transaction open at `epoch`.
+fn ongoing_at(entry: Option<&ProducerEntry>, epoch: i16) -> bool {
+    entry.is_some_and(|e| e.current_txn_first_offset.is_some() && e.epoch == epoch)
 }
 
 fn check_txn_state(header: &BatchHeader, entry: Option<&ProducerEntry>) -> Result<()> {
@@ -697,14 +806,15 @@ mod tests {
     /// Checks on the leader, then applies: what the log does for a client batch.
     fn append(psm: &mut ProducerStateManager, header: BatchHeader) {
         assert_eq!(
-            psm.check_leader_append(&header).expect("accepted"),
+            psm.check_leader_append(&header, TxnVerification::NotChecked)
+                .expect("accepted"),
             AppendCheck::New
         );
         psm.apply(&header, None);
     }
 
     fn out_of_order(psm: &ProducerStateManager, header: BatchHeader) -> (i32, i32) {
-        match psm.check_leader_append(&header) {
+        match psm.check_leader_append(&header, TxnVerification::NotChecked) {
             Err(StorageError::OutOfOrderSequence {
                 producer_id,
                 first_sequence,
@@ -722,7 +832,8 @@ mod tests {
         let (_dir, mut psm) = manager();
         let header = at_offset(batch(1, 4, b'x', 1), 10);
         assert_eq!(
-            psm.check_leader_append(&header).expect("check"),
+            psm.check_leader_append(&header, TxnVerification::NotChecked)
+                .expect("check"),
             AppendCheck::New
         );
         assert_eq!(psm.apply(&header, None), None);
@@ -744,7 +855,8 @@ mod tests {
         for (epoch, seq) in [(0, 0), (0, 42), (7, 1_000_000)] {
             let header = data(epoch, seq, 2, false, 0);
             assert_eq!(
-                psm.check_leader_append(&header).expect("check"),
+                psm.check_leader_append(&header, TxnVerification::NotChecked)
+                    .expect("check"),
                 AppendCheck::New
             );
         }
@@ -812,7 +924,8 @@ mod tests {
                 timestamp_ms: h.max_timestamp,
             };
             assert_eq!(
-                psm.check_leader_append(&retry).expect("check"),
+                psm.check_leader_append(&retry, TxnVerification::NotChecked)
+                    .expect("check"),
                 AppendCheck::Duplicate(expected)
             );
         }
@@ -831,7 +944,7 @@ mod tests {
         );
         // Same sequences, different record count: not the same batch.
         assert!(matches!(
-            psm.check_leader_append(&data(0, 2, 1, false, 0)),
+            psm.check_leader_append(&data(0, 2, 1, false, 0), TxnVerification::NotChecked),
             Err(StorageError::OutOfOrderSequence { .. })
         ));
     }
@@ -841,7 +954,7 @@ mod tests {
         let (_dir, mut psm) = manager();
         append(&mut psm, data(3, 0, 1, false, 0));
         for header in [data(2, 1, 1, false, 1), marker(PID, 2, true, 1).0] {
-            match psm.check_leader_append(&header) {
+            match psm.check_leader_append(&header, TxnVerification::NotChecked) {
                 Err(StorageError::InvalidProducerEpoch {
                     producer_id,
                     epoch,
@@ -852,7 +965,7 @@ mod tests {
         }
         // A retry from the fenced epoch with a cached sequence range is fenced, not a duplicate.
         assert!(matches!(
-            psm.check_leader_append(&data(2, 0, 1, false, 0)),
+            psm.check_leader_append(&data(2, 0, 1, false, 0), TxnVerification::NotChecked),
             Err(StorageError::InvalidProducerEpoch { .. })
         ));
     }
@@ -867,7 +980,7 @@ mod tests {
         assert_eq!(entry.epoch, 1);
         assert_eq!(entry.batches.len(), 1, "batches of epoch 0 are gone");
         assert!(matches!(
-            psm.check_leader_append(&data(0, 0, 2, false, 0)),
+            psm.check_leader_append(&data(0, 0, 2, false, 0), TxnVerification::NotChecked),
             Err(StorageError::InvalidProducerEpoch { .. })
         ));
     }
@@ -878,7 +991,8 @@ mod tests {
         // The coordinator bumped the epoch with an abort marker: no batch of epoch 4 exists.
         let (m, control) = marker(PID, 4, false, 0);
         assert_eq!(
-            psm.check_leader_append(&m).expect("check"),
+            psm.check_leader_append(&m, TxnVerification::NotChecked)
+                .expect("check"),
             AppendCheck::New
         );
         assert_eq!(psm.apply(&m, control), None, "no ongoing transaction");
@@ -895,13 +1009,15 @@ mod tests {
             let (m, _) = marker(PID, epoch, true, 1);
             assert_eq!(m.base_sequence, -1);
             assert_eq!(
-                psm.check_leader_append(&m).expect("check"),
+                psm.check_leader_append(&m, TxnVerification::NotChecked)
+                    .expect("check"),
                 AppendCheck::New
             );
         }
         let (m, _) = marker(77, 0, false, 1);
         assert_eq!(
-            psm.check_leader_append(&m).expect("unknown producer"),
+            psm.check_leader_append(&m, TxnVerification::NotChecked)
+                .expect("unknown producer"),
             AppendCheck::New
         );
     }
@@ -911,7 +1027,7 @@ mod tests {
         let (_dir, mut psm) = manager();
         append(&mut psm, data(0, 0, 1, true, 0));
         assert!(matches!(
-            psm.check_leader_append(&data(0, 1, 1, false, 1)),
+            psm.check_leader_append(&data(0, 1, 1, false, 1), TxnVerification::NotChecked),
             Err(StorageError::InvalidTxnState {
                 producer_id: PID,
                 ..
@@ -1003,7 +1119,8 @@ mod tests {
         // A forgotten producer is unknown again: any sequence is accepted.
         let header = data_from(1, 0, 9, 1, false, 3, 7_000);
         assert_eq!(
-            psm.check_leader_append(&header).expect("check"),
+            psm.check_leader_append(&header, TxnVerification::NotChecked)
+                .expect("check"),
             AppendCheck::New
         );
     }
@@ -1037,7 +1154,7 @@ mod tests {
         // Duplicate detection survives the reload.
         let retry = data(1, 18, 3, false, 0);
         assert!(
-            matches!(loaded.check_leader_append(&retry), Ok(AppendCheck::Duplicate(b)) if b.first_offset == 18)
+            matches!(loaded.check_leader_append(&retry, TxnVerification::NotChecked), Ok(AppendCheck::Duplicate(b)) if b.first_offset == 18)
         );
     }
 
@@ -1153,5 +1270,69 @@ mod tests {
         ] {
             assert_eq!(parse_snapshot_name(name), None, "{name}");
         }
+    }
+
+    #[test]
+    fn a_transactional_batch_opens_a_transaction_only_with_a_current_guard() {
+        let mut psm = ProducerStateManager::new(Path::new("/nonexistent"));
+        let first = data(0, 0, 1, true, 0);
+        // Not verified at all: refused.
+        assert!(matches!(
+            psm.check_leader_append(&first, TxnVerification::Guard(None)),
+            Err(StorageError::InvalidTxnState { .. })
+        ));
+        let guard = psm.start_verification(PID, 0, false).expect("nothing open");
+        // A second request in flight for the same producer shares the guard.
+        assert_eq!(psm.start_verification(PID, 0, false), Some(guard));
+        assert!(psm
+            .check_leader_append(&first, TxnVerification::Guard(Some(guard)))
+            .is_ok());
+        assert!(matches!(
+            psm.check_leader_append(&first, TxnVerification::Guard(Some(guard + 1))),
+            Err(StorageError::InvalidTxnState { .. })
+        ));
+        psm.apply(&first, None);
+        // Open at this epoch: nothing to verify, no guard needed.
+        assert_eq!(psm.start_verification(PID, 0, false), None);
+        assert!(psm
+            .check_leader_append(&data(0, 1, 1, true, 1), TxnVerification::Guard(None))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_marker_between_verification_and_append_voids_the_guard() {
+        let mut psm = ProducerStateManager::new(Path::new("/nonexistent"));
+        psm.apply(&data(0, 0, 1, true, 0), None);
+        let (m, control) = marker(PID, 0, false, 1);
+        psm.apply(&m, control);
+        // Verified for the next transaction...
+        let guard = psm.start_verification(PID, 0, false).expect("nothing open");
+        // ...but the coordinator's abort of it lands first (the ABA race).
+        let (m, control) = marker(PID, 0, false, 2);
+        psm.apply(&m, control);
+        assert!(matches!(
+            psm.check_leader_append(&data(0, 1, 1, true, 3), TxnVerification::Guard(Some(guard))),
+            Err(StorageError::InvalidTxnState { .. })
+        ));
+        // NotChecked (tests and tools) skips the guard.
+        assert!(psm
+            .check_leader_append(&data(0, 1, 1, true, 3), TxnVerification::NotChecked)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_version_2_marker_at_the_verified_epoch_keeps_the_guard() {
+        let mut psm = ProducerStateManager::new(Path::new("/nonexistent"));
+        psm.apply(&data(0, 0, 1, true, 0), None);
+        // The next transaction (epoch 1) is verified while the previous one's marker, bumped
+        // to epoch 1 by the coordinator, is still on its way.
+        let guard = psm
+            .start_verification(PID, 1, true)
+            .expect("nothing open at epoch 1");
+        let (m, control) = marker(PID, 1, true, 1);
+        psm.apply(&m, control);
+        assert!(psm
+            .check_leader_append(&data(1, 0, 1, true, 2), TxnVerification::Guard(Some(guard)))
+            .is_ok());
     }
 }

@@ -57,10 +57,23 @@ impl Partition {
     /// Appends a producer's batch as leader (blocking). The role, and for `acks=all` the ISR
     /// size, are checked under the state lock, so no append slips in after a metadata image
     /// deposed this leader.
+    #[cfg(test)]
     pub(crate) fn append_records(
         &self,
         batch: Bytes,
         acks: Acks,
+    ) -> Result<Appended, PartitionError> {
+        self.append_verified_records(batch, acks, None)
+    }
+
+    /// [`Partition::append_records`] for a transactional batch that may open a transaction:
+    /// `guard` is its KIP-890 verification's (see [`Partition::begin_verification`]), which
+    /// must still be current when it is appended.
+    pub(crate) fn append_verified_records(
+        &self,
+        batch: Bytes,
+        acks: Acks,
+        guard: Option<u64>,
     ) -> Result<Appended, PartitionError> {
         // Checked first, as Kafka does, so a deposed or under-replicated leader refuses
         // before paying for validation or recompression; checked again under the lock.
@@ -75,7 +88,7 @@ impl Partition {
         // Where a metadata image (an ISR shrink, a new leader) may land before the append.
         #[cfg(test)]
         self.before_locked_append.run(self);
-        self.append_leader(LeaderBatch::Client(batch), None, acks)
+        self.append_leader(LeaderBatch::Client(batch, guard), None, acks)
     }
 
     /// Whether this broker may append as leader (at `leader_epoch`, if given) with `acks`.
@@ -126,7 +139,9 @@ impl Partition {
             self.check_leader(&state, leader_epoch, acks)?;
             let epoch = state.leader_epoch;
             let info = match batch {
-                LeaderBatch::Client(batch) => self.log.append_validated_as_leader(batch, epoch)?,
+                LeaderBatch::Client(batch, guard) => {
+                    self.log.append_verified_as_leader(batch, epoch, guard)?
+                }
                 LeaderBatch::Coordinator(batch) => self.log.append_as_coordinator(batch, epoch)?,
             };
             Appended {
@@ -232,16 +247,18 @@ impl std::fmt::Debug for BeforeLockedAppend {
 /// A leader append and who writes it.
 #[derive(Debug)]
 enum LeaderBatch {
-    /// A producer's batch, validated once on arrival: control batches are refused.
-    Client(ValidatedBatch),
+    /// A producer's batch, validated once on arrival: control batches are refused; with the
+    /// guard of its transactional verification.
+    Client(ValidatedBatch, Option<u64>),
     /// A coordinator's batch on this broker: control batches (transaction markers) allowed.
     Coordinator(Bytes),
 }
 
-/// Appends each `(partition, batch)` as leader on one blocking task and, for `acks=all`, waits
-/// for each to be committed, all within `timeout`. One outcome per input, in order.
+/// Appends each `(partition, batch, verification guard)` as leader on one blocking task and,
+/// for `acks=all`, waits for each to be committed, all within `timeout`. One outcome per input,
+/// in order.
 pub async fn append_all(
-    appends: Vec<(Arc<Partition>, Bytes)>,
+    appends: Vec<(Arc<Partition>, Bytes, Option<u64>)>,
     acks: Acks,
     timeout: Duration,
     shutdown: &CancellationToken,
@@ -255,8 +272,8 @@ pub async fn append_all(
     let appended = crate::blocking::spawn(move || {
         appends
             .into_iter()
-            .map(|(partition, batch)| {
-                let outcome = partition.append_records(batch, acks);
+            .map(|(partition, batch, guard)| {
+                let outcome = partition.append_verified_records(batch, acks, guard);
                 if let Err(PartitionError::Storage(error)) = &outcome {
                     log_unexpected(&partition, error);
                 }

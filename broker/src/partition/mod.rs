@@ -294,23 +294,26 @@ impl Partition {
         partition
     }
 
-    /// Whether `producer_id` has a transaction open on this partition (its first transactional
-    /// batch is in the log and no marker ended it yet).
-    pub async fn has_ongoing_transaction(
+    /// Starts the KIP-890 verification of a transactional write of `producer_id` at `epoch`:
+    /// the guard its append must carry, or `None` when the producer has a transaction open here
+    /// at that epoch already (nothing to verify). At this epoch only: with transaction version 2
+    /// the next transaction has a bumped epoch, and must not join the previous one whose marker
+    /// has not landed yet. `epoch_bump`: the producer uses transaction version 2.
+    pub async fn begin_verification(
         self: &Arc<Self>,
         producer_id: i64,
         producer_epoch: i16,
-    ) -> bool {
+        epoch_bump: bool,
+    ) -> Option<u64> {
         let partition = self.clone();
         crate::blocking::spawn(move || {
-            // At this epoch only: with transaction version 2 the next transaction has a bumped
-            // epoch, and must not join the previous one whose marker has not landed yet.
-            partition.log.producer(producer_id).is_some_and(|entry| {
-                entry.current_txn_first_offset.is_some() && entry.epoch == producer_epoch
-            })
+            partition
+                .log
+                .start_verification(producer_id, producer_epoch, epoch_bump)
         })
         .await
-        .unwrap_or(false)
+        // No guard: the append then needs a transaction open at that epoch.
+        .unwrap_or(Some(0))
     }
 
     /// Every producer this partition keeps state for (DescribeProducers).
@@ -1157,7 +1160,7 @@ mod tests {
             p.set_state(shrunk);
         }));
         let shutdown = CancellationToken::new();
-        let appends = vec![(p.clone(), batch(3))];
+        let appends = vec![(p.clone(), batch(3), None)];
         let outcomes = append::append_all(
             appends,
             Acks::All,

@@ -15,7 +15,7 @@ use crate::checkpoint::sync_dir;
 use crate::error::{BatchError, Result, StorageError};
 use crate::metrics;
 use crate::page_cache;
-use crate::producer::AppendCheck;
+use crate::producer::{AppendCheck, TxnVerification};
 use crate::segment::Segment;
 use crate::txn_index::AbortedTxn;
 
@@ -42,7 +42,40 @@ impl Log {
         batch: ValidatedBatch,
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        self.append_leader(batch, leader_epoch, Origin::Client)
+        self.append_leader(
+            batch,
+            leader_epoch,
+            Origin::Client(TxnVerification::NotChecked),
+        )
+    }
+
+    /// [`Log::append_validated_as_leader`] for a broker that verifies transactional writes
+    /// (KIP-890): a transactional batch that would open a transaction must carry `guard`, from
+    /// [`Log::start_verification`], still current.
+    pub fn append_verified_as_leader(
+        &self,
+        batch: ValidatedBatch,
+        leader_epoch: i32,
+        guard: Option<u64>,
+    ) -> Result<AppendInfo> {
+        self.append_leader(
+            batch,
+            leader_epoch,
+            Origin::Client(TxnVerification::Guard(guard)),
+        )
+    }
+
+    /// Starts the verification of a transactional write of `producer_id` at `epoch` (see
+    /// [`crate::producer::ProducerStateManager::start_verification`]).
+    pub fn start_verification(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        epoch_bump: bool,
+    ) -> Option<u64> {
+        self.lock()
+            .producers
+            .start_verification(producer_id, epoch, epoch_bump)
     }
 
     /// Appends a batch written by a coordinator on this broker (its records, transactional
@@ -63,7 +96,7 @@ impl Log {
         origin: Origin,
     ) -> Result<AppendInfo> {
         let header = *batch.header();
-        if origin == Origin::Client {
+        if matches!(origin, Origin::Client(_)) {
             check_client_batch(&header)?;
         }
         let batch = batch.into_bytes();
@@ -81,8 +114,11 @@ impl Log {
             }
             if origin == Origin::Coordinator {
                 st.producers.check_coordinator_append(&header)?;
-            } else if header.has_producer_id() {
-                if let AppendCheck::Duplicate(meta) = st.producers.check_leader_append(&header)? {
+            } else if let (Origin::Client(verification), true) = (origin, header.has_producer_id())
+            {
+                if let AppendCheck::Duplicate(meta) =
+                    st.producers.check_leader_append(&header, verification)?
+                {
                     metrics::duplicate();
                     return Ok(AppendInfo {
                         base_offset: meta.first_offset,
@@ -506,8 +542,8 @@ fn flush_due(st: &LogState) -> bool {
 /// Who hands a batch to a leader append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
-    /// A producer, through Produce.
-    Client,
+    /// A producer, through Produce, with how its transactional batches are checked.
+    Client(TxnVerification),
     /// A coordinator on this broker (transaction markers).
     Coordinator,
 }

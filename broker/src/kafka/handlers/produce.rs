@@ -31,7 +31,8 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
     let acks = Acks::from_wire(request.acks);
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let mut responses = Vec::with_capacity(request.topic_data.len());
-    let mut appends: Vec<(Arc<Partition>, Bytes)> = Vec::new();
+    // Each with the guard of its KIP-890 verification, if it needed one.
+    let mut appends: Vec<(Arc<Partition>, Bytes, Option<u64>)> = Vec::new();
     let mut slots: Vec<Slot> = Vec::new();
     let image = ctx.image();
     for (topic_slot, topic) in request.topic_data.into_iter().enumerate() {
@@ -56,7 +57,7 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
                 )),
                 (Ok(partition), Some(records)) => {
                     slots.push((topic_slot, partitions.len()));
-                    appends.push((partition, records));
+                    appends.push((partition, records, None));
                     partitions.push(PartitionProduceResponse::default().with_index(index));
                 }
             }
@@ -70,7 +71,7 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
     let Some(acks) = acks else {
         return respond(responses);
     };
-    if request.transactional_id.is_none() && appends.iter().any(|(_, b)| is_transactional(b)) {
+    if request.transactional_id.is_none() && appends.iter().any(|(_, b, _)| is_transactional(b)) {
         // Kafka's answer to transactional records without a transactional id: the whole
         // request is refused, as unauthorized for a transactional id.
         for topic in &mut responses {
@@ -85,7 +86,7 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
         return respond(responses);
     }
     if let Some(id) = &request.transactional_id {
-        let refused = unverified(ctx, version, id.0.as_str(), &appends).await;
+        let refused = unverified(ctx, version, id.0.as_str(), &mut appends).await;
         if refused.iter().any(Option::is_some) {
             let mut kept_appends = Vec::with_capacity(appends.len());
             let mut kept_slots = Vec::with_capacity(slots.len());
@@ -156,13 +157,14 @@ async fn unverified(
     ctx: &BrokerContext,
     version: i16,
     transactional_id: &str,
-    appends: &[(Arc<Partition>, Bytes)],
+    appends: &mut [(Arc<Partition>, Bytes, Option<u64>)],
 ) -> Vec<Option<i16>> {
     let mut refused = vec![None; appends.len()];
     let mut asked: Vec<(usize, (String, i32))> = Vec::new();
     let mut producer = None;
     let mut transactional_slots = Vec::new();
-    for (slot, (partition, batch)) in appends.iter().enumerate() {
+    for slot in 0..appends.len() {
+        let (partition, batch, _) = &appends[slot];
         let Some((producer_id, producer_epoch, transactional)) = append::batch_producer(batch)
         else {
             continue; // the append refuses it
@@ -177,7 +179,7 @@ async fn unverified(
             for earlier in transactional_slots {
                 refused[earlier] = Some(INVALID_PRODUCER_ID_MAPPING);
             }
-            for (later, (_, batch)) in appends.iter().enumerate().skip(slot + 1) {
+            for (later, (_, batch, _)) in appends.iter().enumerate().skip(slot + 1) {
                 if append::batch_producer(batch).is_some_and(|(id, _, txn)| txn && id >= 0) {
                     refused[later] = Some(INVALID_PRODUCER_ID_MAPPING);
                 }
@@ -185,12 +187,16 @@ async fn unverified(
             return refused;
         }
         producer = Some((producer_id, producer_epoch));
-        if partition
-            .has_ongoing_transaction(producer_id, producer_epoch)
+        // The guard is taken before the coordinator is asked: a marker landing in between
+        // clears it, and the append is then refused (Kafka's verification guard).
+        let partition = partition.clone();
+        let Some(guard) = partition
+            .begin_verification(producer_id, producer_epoch, version >= 12)
             .await
-        {
-            continue;
-        }
+        else {
+            continue; // a transaction is open here at this epoch already
+        };
+        appends[slot].2 = Some(guard);
         let index = i32::try_from(partition.index).unwrap_or(i32::MAX);
         asked.push((slot, (partition.topic.clone(), index)));
     }

@@ -378,22 +378,46 @@ pub enum ControlType {
 /// Reads the marker type of a control batch (uncompressed, one record whose key is
 /// `version:i16, type:i16`), using kafka-protocol's record decoder.
 pub fn control_type(batch: &[u8]) -> Result<ControlType, BatchError> {
+    marker(batch).map(|marker| marker.kind)
+}
+
+/// What a transaction marker says: its kind and the epoch of the coordinator that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub kind: ControlType,
+    /// The transaction coordinator's epoch (the leader epoch of its `__transaction_state`
+    /// partition); -1 when the record has no value (leaders refuse markers from coordinators
+    /// older than the last one seen, Kafka's TRANSACTION_COORDINATOR_FENCED).
+    pub coordinator_epoch: i32,
+}
+
+/// The marker of a control batch: its key's type and its value's coordinator epoch.
+pub fn marker(batch: &[u8]) -> Result<Marker, BatchError> {
     let mut buf = Bytes::copy_from_slice(batch);
     let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
         .map_err(|_| BatchError::BadControlBatch)?;
-    let key = set
-        .records
-        .first()
-        .and_then(|r| r.key.as_ref())
-        .ok_or(BatchError::BadControlBatch)?;
+    let record = set.records.first().ok_or(BatchError::BadControlBatch)?;
+    let key = record.key.as_ref().ok_or(BatchError::BadControlBatch)?;
     if key.len() < 4 {
         return Err(BatchError::BadControlBatch);
     }
-    match i16::from_be_bytes([key[2], key[3]]) {
-        0 => Ok(ControlType::Abort),
-        1 => Ok(ControlType::Commit),
-        _ => Err(BatchError::BadControlBatch),
-    }
+    let kind = match i16::from_be_bytes([key[2], key[3]]) {
+        0 => ControlType::Abort,
+        1 => ControlType::Commit,
+        _ => return Err(BatchError::BadControlBatch),
+    };
+    // Value: version (i16), coordinator epoch (i32).
+    let coordinator_epoch = record
+        .value
+        .as_ref()
+        .filter(|value| value.len() >= 6)
+        .map_or(-1, |value| {
+            i32::from_be_bytes([value[2], value[3], value[4], value[5]])
+        });
+    Ok(Marker {
+        kind,
+        coordinator_epoch,
+    })
 }
 
 /// A transaction marker (Kafka's `EndTransactionMarker`): one control record whose key is
@@ -847,6 +871,14 @@ mod tests {
         let h = validate(&c, OffsetGaps::Forbidden).expect("valid control");
         assert!(h.is_control());
         assert_eq!(control_type(&c), Ok(ControlType::Abort));
+        let written = marker_batch(7, 1, true, 42, 1_000).unwrap();
+        assert_eq!(
+            marker(&written),
+            Ok(Marker {
+                kind: ControlType::Commit,
+                coordinator_epoch: 42
+            })
+        );
         let c = control_batch(p, true, 1);
         assert_eq!(control_type(&c), Ok(ControlType::Commit));
         let plain = batch_kv(

@@ -81,6 +81,15 @@ pub enum StorageError {
         previous_last_offset: i64,
     },
 
+    /// A transaction marker from a coordinator older than the one that wrote the producer's
+    /// last marker (Kafka's TRANSACTION_COORDINATOR_FENCED).
+    #[error("marker of producer {producer_id} from coordinator epoch {coordinator_epoch}, older than {current}")]
+    TransactionCoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
+
     /// The producer epoch of a batch is older than the one the log knows for that producer.
     #[error(
         "producer {producer_id} epoch {epoch} is older than the current epoch {current_epoch}"

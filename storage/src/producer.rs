@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::batch::{BatchHeader, ControlType};
+use crate::batch::{BatchHeader, ControlType, Marker};
 use crate::checkpoint;
 use crate::error::{Result, StorageError};
 
@@ -28,8 +28,9 @@ const NO_SEQUENCE: i32 = -1;
 const SNAPSHOT_SUFFIX: &str = ".snapshot";
 /// Digits of the zero-padded offset in snapshot file names.
 const SNAPSHOT_OFFSET_DIGITS: usize = 20;
-/// Version of the snapshot body layout written by [`encode_snapshot`].
-const SNAPSHOT_VERSION: i16 = 1;
+/// Version of the snapshot body layout written by [`encode_snapshot`] (2 added the coordinator
+/// epoch; 1 is still read).
+const SNAPSHOT_VERSION: i16 = 2;
 /// Encoded size of one [`BatchMetadata`] in a snapshot.
 const SNAPSHOT_BATCH_LEN: usize = 4 + 4 + 8 + 8 + 8;
 
@@ -93,6 +94,9 @@ pub struct ProducerEntry {
     pub current_txn_first_offset: Option<i64>,
     /// Timestamp of the producer's latest batch or marker (drives expiration).
     pub last_timestamp_ms: i64,
+    /// Epoch of the transaction coordinator that wrote the producer's latest marker (-1: none):
+    /// a marker from an older coordinator is refused.
+    pub coordinator_epoch: i32,
 }
 
 impl ProducerEntry {
@@ -102,6 +106,7 @@ impl ProducerEntry {
             batches: VecDeque::with_capacity(PRODUCER_BATCHES_KEPT),
             current_txn_first_offset: None,
             last_timestamp_ms: -1,
+            coordinator_epoch: -1,
         }
     }
 
@@ -282,22 +287,37 @@ impl ProducerStateManager {
     /// or a group coordinator's transactional offset commits): only a newer epoch of the
     /// producer may refuse it. Its records carry no sequence (Kafka checks sequences and
     /// duplicates for client batches only).
-    pub fn check_coordinator_append(&self, header: &BatchHeader) -> Result<()> {
+    ///
+    /// A marker from a coordinator older than the one that wrote the producer's last marker is
+    /// refused (Kafka's TRANSACTION_COORDINATOR_FENCED): a deposed coordinator's late marker
+    /// could otherwise end the producer's next transaction.
+    pub fn check_coordinator_append(
+        &self,
+        header: &BatchHeader,
+        marker: Option<Marker>,
+    ) -> Result<()> {
         if !header.has_producer_id() {
             return Ok(());
         }
-        check_epoch(header, self.producers.get(&header.producer_id))
+        let entry = self.producers.get(&header.producer_id);
+        check_epoch(header, entry)?;
+        if let (Some(marker), Some(entry)) = (marker, entry) {
+            if marker.coordinator_epoch < entry.coordinator_epoch {
+                return Err(StorageError::TransactionCoordinatorFenced {
+                    producer_id: header.producer_id,
+                    coordinator_epoch: marker.coordinator_epoch,
+                    current: entry.coordinator_epoch,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Records a batch written at its final offsets (leader after append, follower append and
     /// recovery replay). `control` is the marker type of a control batch (ignored otherwise).
     /// Returns the transaction a marker ended; a marker without an ongoing transaction (an empty
     /// or already-ended transaction) ends nothing and returns `None`.
-    pub fn apply(
-        &mut self,
-        header: &BatchHeader,
-        control: Option<ControlType>,
-    ) -> Option<CompletedTxn> {
+    pub fn apply(&mut self, header: &BatchHeader, control: Option<Marker>) -> Option<CompletedTxn> {
         self.map_end_offset = header.next_offset();
         if !header.has_producer_id() {
             return None;
@@ -323,6 +343,9 @@ impl ProducerStateManager {
             }
         }
         if header.is_control() {
+            if let Some(marker) = control {
+                entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
+            }
             let first_offset = entry.current_txn_first_offset.take()?;
             self.ongoing_txns.remove(&first_offset);
             self.unreplicated_txns
@@ -582,9 +605,9 @@ fn in_sequence(last: i32, next: i32) -> bool {
     i64::from(next) == i64::from(last) + 1 || (next == 0 && last == i32::MAX)
 }
 
-fn marker_is_abort(header: &BatchHeader, control: Option<ControlType>) -> bool {
+fn marker_is_abort(header: &BatchHeader, control: Option<Marker>) -> bool {
     match control {
-        Some(control) => control == ControlType::Abort,
+        Some(marker) => marker.kind == ControlType::Abort,
         None => {
             // The caller could not read the marker type. Hiding the transaction from
             // read_committed consumers is the mistake that exposes no uncommitted data.
@@ -608,8 +631,8 @@ fn parse_snapshot_name(name: &str) -> Option<i64> {
 
 /// Snapshot body, big endian: `version:i16, map_end_offset:i64, count:i32`, then per producer
 /// (ascending id) `producer_id:i64, epoch:i16, last_timestamp_ms:i64, txn_first_offset:i64
-/// (-1: none), batch_count:u8` and `batch_count` × `first_seq:i32, last_seq:i32,
-/// first_offset:i64, last_offset:i64, timestamp_ms:i64`.
+/// (-1: none), coordinator_epoch:i32 (from version 2), batch_count:u8` and `batch_count` ×
+/// `first_seq:i32, last_seq:i32, first_offset:i64, last_offset:i64, timestamp_ms:i64`.
 fn encode_snapshot(map_end_offset: i64, producers: &HashMap<i64, ProducerEntry>) -> Vec<u8> {
     let mut sorted: Vec<(&i64, &ProducerEntry)> = producers.iter().collect();
     sorted.sort_unstable_by_key(|(id, _)| **id);
@@ -623,6 +646,7 @@ fn encode_snapshot(map_end_offset: i64, producers: &HashMap<i64, ProducerEntry>)
         out.extend_from_slice(&entry.epoch.to_be_bytes());
         out.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
         out.extend_from_slice(&entry.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
+        out.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
         // At most PRODUCER_BATCHES_KEPT (5) batches.
         out.push(entry.batches.len() as u8);
         for b in &entry.batches {
@@ -641,7 +665,8 @@ fn encode_snapshot(map_end_offset: i64, producers: &HashMap<i64, ProducerEntry>)
 fn decode_snapshot(body: &[u8], offset: i64) -> Result<HashMap<i64, ProducerEntry>, &'static str> {
     let mut r = Reader(body);
     const TRUNCATED: &str = "truncated snapshot body";
-    if r.i16().ok_or(TRUNCATED)? != SNAPSHOT_VERSION {
+    let version = r.i16().ok_or(TRUNCATED)?;
+    if !(1..=SNAPSHOT_VERSION).contains(&version) {
         return Err("unknown snapshot version");
     }
     if r.i64().ok_or(TRUNCATED)? != offset {
@@ -654,7 +679,7 @@ fn decode_snapshot(body: &[u8], offset: i64) -> Result<HashMap<i64, ProducerEntr
     }
     let mut producers = HashMap::with_capacity(count as usize);
     for _ in 0..count {
-        let (id, entry) = decode_producer(&mut r)?.ok_or(TRUNCATED)?;
+        let (id, entry) = decode_producer(&mut r, version)?.ok_or(TRUNCATED)?;
         if !entry_is_below(&entry, offset) {
             return Err("producer state beyond the snapshot offset");
         }
@@ -668,10 +693,24 @@ fn decode_snapshot(body: &[u8], offset: i64) -> Result<HashMap<i64, ProducerEntr
     Ok(producers)
 }
 
-fn decode_producer(r: &mut Reader<'_>) -> Result<Option<(i64, ProducerEntry)>, &'static str> {
-    let (Some(id), Some(epoch), Some(last_timestamp_ms), Some(txn_first), Some(batch_count)) =
-        (r.i64(), r.i16(), r.i64(), r.i64(), r.u8())
+fn decode_producer(
+    r: &mut Reader<'_>,
+    version: i16,
+) -> Result<Option<(i64, ProducerEntry)>, &'static str> {
+    let (Some(id), Some(epoch), Some(last_timestamp_ms), Some(txn_first)) =
+        (r.i64(), r.i16(), r.i64(), r.i64())
     else {
+        return Ok(None);
+    };
+    let coordinator_epoch = if version >= 2 {
+        let Some(epoch) = r.i32() else {
+            return Ok(None);
+        };
+        epoch
+    } else {
+        -1
+    };
+    let Some(batch_count) = r.u8() else {
         return Ok(None);
     };
     if id < 0 || txn_first < -1 || usize::from(batch_count) > PRODUCER_BATCHES_KEPT {
@@ -679,6 +718,7 @@ fn decode_producer(r: &mut Reader<'_>) -> Result<Option<(i64, ProducerEntry)>, &
     }
     let mut entry = ProducerEntry::new(epoch);
     entry.last_timestamp_ms = last_timestamp_ms;
+    entry.coordinator_epoch = coordinator_epoch;
     entry.current_txn_first_offset = (txn_first >= 0).then_some(txn_first);
     for _ in 0..batch_count {
         let Some(batch) = decode_batch(r) else {
@@ -774,12 +814,7 @@ mod tests {
         at_offset(idempotent_batch(count, producer, timestamp_ms), base_offset)
     }
 
-    fn marker(
-        pid: i64,
-        epoch: i16,
-        commit: bool,
-        offset: i64,
-    ) -> (BatchHeader, Option<ControlType>) {
+    fn marker(pid: i64, epoch: i16, commit: bool, offset: i64) -> (BatchHeader, Option<Marker>) {
         let producer = Producer {
             id: pid,
             epoch,
@@ -787,7 +822,7 @@ mod tests {
             transactional: true,
         };
         let bytes = control_batch(producer, commit, 2_000);
-        let control = crate::batch::control_type(&bytes).expect("marker type");
+        let control = crate::batch::marker(&bytes).expect("marker type");
         (at_offset(bytes, offset), Some(control))
     }
 
@@ -1334,5 +1369,56 @@ mod tests {
         assert!(psm
             .check_leader_append(&data(1, 0, 1, true, 2), TxnVerification::Guard(Some(guard)))
             .is_ok());
+    }
+
+    #[test]
+    fn a_marker_from_an_older_coordinator_is_fenced() {
+        let mut psm = ProducerStateManager::new(Path::new("/nonexistent"));
+        psm.apply(&data(0, 0, 1, true, 0), None);
+        let marker_at = |coordinator_epoch: i32, offset: i64| {
+            let bytes =
+                crate::batch::marker_batch(PID, 0, true, coordinator_epoch, 2_000).expect("marker");
+            let marker = crate::batch::marker(&bytes).expect("marker");
+            (at_offset(bytes, offset), marker)
+        };
+        let (header, marker) = marker_at(5, 1);
+        assert!(psm.check_coordinator_append(&header, Some(marker)).is_ok());
+        psm.apply(&header, Some(marker));
+        assert_eq!(psm.producer(PID).unwrap().coordinator_epoch, 5);
+        let (late, late_marker) = marker_at(4, 2);
+        assert!(matches!(
+            psm.check_coordinator_append(&late, Some(late_marker)),
+            Err(StorageError::TransactionCoordinatorFenced {
+                coordinator_epoch: 4,
+                current: 5,
+                ..
+            })
+        ));
+        let (again, again_marker) = marker_at(5, 2);
+        assert!(psm
+            .check_coordinator_append(&again, Some(again_marker))
+            .is_ok());
+    }
+
+    #[test]
+    fn version_1_snapshots_are_still_read() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&10i64.to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&PID.to_be_bytes());
+        body.extend_from_slice(&3i16.to_be_bytes());
+        body.extend_from_slice(&1_000i64.to_be_bytes());
+        body.extend_from_slice(&(-1i64).to_be_bytes());
+        body.push(0);
+        let producers = decode_snapshot(&body, 10).expect("a version 1 body");
+        let entry = &producers[&PID];
+        assert_eq!((entry.epoch, entry.coordinator_epoch), (3, -1));
+        // Written at version 2 with the coordinator epoch, read back the same.
+        let mut with_epoch = entry.clone();
+        with_epoch.coordinator_epoch = 9;
+        let map = HashMap::from([(PID, with_epoch.clone())]);
+        let encoded = encode_snapshot(10, &map);
+        assert_eq!(decode_snapshot(&encoded, 10).expect("v2")[&PID], with_epoch);
     }
 }

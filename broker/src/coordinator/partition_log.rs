@@ -41,6 +41,7 @@ impl PartitionLog {
         match error {
             PartitionError::Storage(
                 error @ (StorageError::InvalidProducerEpoch { .. }
+                | StorageError::TransactionCoordinatorFenced { .. }
                 | StorageError::InvalidTxnState { .. }
                 | StorageError::OutOfOrderSequence { .. }
                 | StorageError::BatchTooLarge { .. }

@@ -129,6 +129,7 @@ pub fn error_code(failure: &Failure<'_>) -> ResponseError {
             StorageError::RecordCodec { .. } => E::CorruptMessage,
             StorageError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
             StorageError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
+            StorageError::TransactionCoordinatorFenced { .. } => E::TransactionCoordinatorFenced,
             StorageError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
             StorageError::InvalidTxnState { .. } => E::InvalidTxnState,
             StorageError::InvalidConfig { .. } => E::InvalidConfig,

@@ -379,6 +379,7 @@ fn log_unexpected(partition: &Partition, error: &StorageError) {
             | StorageError::InvalidBatch(_)
             | StorageError::OutOfOrderSequence { .. }
             | StorageError::InvalidProducerEpoch { .. }
+            | StorageError::TransactionCoordinatorFenced { .. }
     ) {
         tracing::warn!(topic = %partition.topic, index = partition.index, %error, "produce failed");
     }

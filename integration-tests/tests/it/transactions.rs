@@ -759,4 +759,43 @@ fn transaction_version_2_bumps_the_epoch_on_every_transaction() {
         )
         .unwrap();
     assert_eq!(fetched.topics[0].partitions[0].committed_offset, 42);
+
+    // A marker from a coordinator older than the one that wrote the last (a deposed one's
+    // late marker) is refused: it could end a transaction it does not know.
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    let producers = conn
+        .send(
+            &kafka_protocol::messages::DescribeProducersRequest::default().with_topics(vec![
+                TopicRequest::default()
+                    .with_name(topic_name("tv2"))
+                    .with_partition_indexes(vec![0]),
+            ]),
+            0,
+        )
+        .unwrap();
+    let state = producers.topics[0].partitions[0]
+        .active_producers
+        .iter()
+        .find(|p| p.producer_id.0 == pid)
+        .expect("the producer is known")
+        .clone();
+    assert!(state.coordinator_epoch >= 0, "{state:?}");
+    let stale = kafka_protocol::messages::WriteTxnMarkersRequest::default().with_markers(vec![
+        WritableTxnMarker::default()
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch + 3)
+            .with_transaction_result(false)
+            .with_coordinator_epoch(state.coordinator_epoch - 1)
+            .with_topics(vec![WritableTxnMarkerTopic::default()
+                .with_name(topic_name("tv2"))
+                .with_partition_indexes(vec![0])]),
+    ]);
+    let answer = conn.send(&stale, 1).unwrap();
+    assert_eq!(
+        answer.markers[0].topics[0].partitions[0].error_code, 52,
+        "TRANSACTION_COORDINATOR_FENCED"
+    );
 }

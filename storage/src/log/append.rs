@@ -8,9 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{segment_path, AppendInfo, Log, LogState};
-use crate::batch::{
-    self, BatchHeader, BatchStep, ControlType, OffsetGaps, ValidatedBatch, BATCH_HEADER_LEN,
-};
+use crate::batch::{self, BatchHeader, BatchStep, OffsetGaps, ValidatedBatch, BATCH_HEADER_LEN};
 use crate::checkpoint::sync_dir;
 use crate::error::{BatchError, Result, StorageError};
 use crate::metrics;
@@ -112,8 +110,13 @@ impl Log {
                     limit_bytes: st.config.max_message_bytes,
                 });
             }
+            let control = if header.is_control() {
+                Some(batch::marker(&batch)?)
+            } else {
+                None
+            };
             if origin == Origin::Coordinator {
-                st.producers.check_coordinator_append(&header)?;
+                st.producers.check_coordinator_append(&header, control)?;
             } else if let (Origin::Client(verification), true) = (origin, header.has_producer_id())
             {
                 if let AppendCheck::Duplicate(meta) =
@@ -129,11 +132,6 @@ impl Log {
                     });
                 }
             }
-            let control = if header.is_control() {
-                Some(batch::control_type(&batch)?)
-            } else {
-                None
-            };
             let now = self.clock.now_ms();
             let base_offset = st.log_end_offset;
             batch::set_base_offset(&mut head, base_offset);
@@ -187,7 +185,7 @@ impl Log {
             let now = self.clock.now_ms();
             let mut rolled_at = None;
             let mut run_start = 0usize;
-            let mut run: Vec<(usize, BatchHeader, Option<ControlType>)> = Vec::new();
+            let mut run: Vec<(usize, BatchHeader, Option<batch::Marker>)> = Vec::new();
             for &(pos, header, control) in &headers {
                 let pending = (pos - run_start) as u64;
                 let roll = self.roll_needed(&st, &header, now, pending);
@@ -217,7 +215,7 @@ impl Log {
     fn check_continuity(
         &self,
         st: &LogState,
-        headers: &[(usize, BatchHeader, Option<ControlType>)],
+        headers: &[(usize, BatchHeader, Option<batch::Marker>)],
         gaps_allowed: bool,
     ) -> Result<()> {
         let mut expected = st.log_end_offset;
@@ -252,7 +250,7 @@ impl Log {
         batches: &Bytes,
         from: usize,
         to: usize,
-        run: &mut Vec<(usize, BatchHeader, Option<ControlType>)>,
+        run: &mut Vec<(usize, BatchHeader, Option<batch::Marker>)>,
         now: i64,
     ) -> Result<()> {
         if run.is_empty() {
@@ -294,7 +292,7 @@ impl Log {
         &self,
         st: &mut LogState,
         header: &BatchHeader,
-        control: Option<ControlType>,
+        control: Option<batch::Marker>,
         now: i64,
     ) -> Result<()> {
         if let Some(done) = st.producers.apply(header, control) {
@@ -580,7 +578,7 @@ fn sync_all(targets: Vec<SyncTarget>) -> Result<()> {
 /// Splits a follower's record set into whole, valid batches (gaps inside compacted batches
 /// allowed), with the marker type of each control batch. A partial trailing batch is an error:
 /// the fetcher must hand over whole batches.
-fn parse_record_set(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader, Option<ControlType>)>> {
+fn parse_record_set(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader, Option<batch::Marker>)>> {
     let mut out = Vec::new();
     for step in batch::BatchIter::new(bytes) {
         match step {
@@ -588,7 +586,7 @@ fn parse_record_set(bytes: &[u8]) -> Result<Vec<(usize, BatchHeader, Option<Cont
                 let batch_bytes = &bytes[position..position + header.total_len()];
                 batch::validate(batch_bytes, OffsetGaps::Allowed)?;
                 let control = if header.is_control() {
-                    Some(batch::control_type(batch_bytes)?)
+                    Some(batch::marker(batch_bytes)?)
                 } else {
                     None
                 };

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::{Log, LogOptions, LogState, Published, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE};
-use crate::batch::{self, ControlType};
+use crate::batch;
 use crate::checkpoint::{read_framed, sync_dir, write_framed};
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
@@ -348,8 +348,8 @@ pub(super) fn rebuild_producer_state(
             if header.base_offset < start {
                 return ControlFlow::Continue(());
             }
-            let control: Option<ControlType> = if header.is_control() {
-                batch::control_type(bytes).ok()
+            let control: Option<batch::Marker> = if header.is_control() {
+                batch::marker(bytes).ok()
             } else {
                 None
             };

@@ -440,8 +440,7 @@ pub async fn describe_producers(
                                 .with_producer_epoch(i32::from(entry.epoch))
                                 .with_last_sequence(entry.last_sequence())
                                 .with_last_timestamp(entry.last_timestamp_ms)
-                                // The log keeps no coordinator epoch per producer.
-                                .with_coordinator_epoch(-1)
+                                .with_coordinator_epoch(entry.coordinator_epoch)
                                 .with_current_txn_start_offset(
                                     entry.current_txn_first_offset.unwrap_or(-1),
                                 )

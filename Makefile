@@ -89,8 +89,8 @@ bench-groups: bootstrap
 # Transactions through a release broker (and a 3-broker cluster) with librdkafka: overhead
 # against idempotent produce, small transactions per second, end-to-end latency.
 bench-txn: bootstrap
-	$(CARGO) build --release -p streambus-broker
-	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/txn_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus
+	$(CARGO) build --release -p streambus-broker -p streambus-client --bins
+	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/txn_bench.py --broker-bin $(CARGO_TARGET_DIR)/release/streambus --sbctl-bin $(CARGO_TARGET_DIR)/release/sbctl
 
 # Build A (the baseline) against build B (default: this tree's release broker, built here) in
 # alternating rounds: produce and fetch throughput, produce latency, and each build's own

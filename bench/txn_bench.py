@@ -12,7 +12,11 @@ It starts and stops its own brokers and measures, in one run:
     p50/p99 latency of commit_transaction();
   * end-to-end latency, on 3 brokers: transactions of one record each; the time from produce()
     to the record reaching a read_committed consumer (which can only see it after the commit
-    marker), p50/p99.
+    marker), p50/p99;
+  * overhead again with the Rust SDK (`sbctl perf produce`, `--sbctl-bin`), whose producer is
+    not the limit the Python one is: idempotent against transactional (transaction version 2,
+    the broker's default) with a commit every 100 ms and every 1,000 ms, in alternating rounds
+    (`--sdk-rounds`), each for the same number of seconds; the ratio of the medians.
 
 Run it with the project venv's interpreter (`make bench-txn` builds the release broker first):
 
@@ -26,6 +30,8 @@ Compare ratios measured in one run: the machine is shared and noisy.
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -224,7 +230,9 @@ def run(args, brokers):
     brokers.append(broker)
     bootstrap = broker.start()
     out["overhead"] = {}
-    for label, every in (("idempotent", None), ("commit_100ms", 0.1), ("commit_1000ms", 1.0)):
+    python_modes = () if args.skip_python else (
+        ("idempotent", None), ("commit_100ms", 0.1), ("commit_1000ms", 1.0))
+    for label, every in python_modes:
         topic = "bench-txn-%s" % label.replace("_", "-")
         create_topic(bootstrap, topic, OVERHEAD_PARTITIONS, 1)
         log("produce for %d s: %s" % (args.seconds, label))
@@ -235,11 +243,17 @@ def run(args, brokers):
         log("  %.0f records/s, %.1f MB/s, %d commits (CPU: broker %.0f%%, client %.0f%%)"
             % (result["records_s"], result["mb_s"], result["commits"], result["broker_cpu_pct"],
                result["client_cpu_pct"]))
-    base = out["overhead"]["idempotent"]["records_s"]
-    for label in ("commit_100ms", "commit_1000ms"):
-        out["overhead"][label]["ratio_to_idempotent"] = out["overhead"][label]["records_s"] / base
+    if python_modes:
+        base = out["overhead"]["idempotent"]["records_s"]
+        for label in ("commit_100ms", "commit_1000ms"):
+            out["overhead"][label]["ratio_to_idempotent"] = (
+                out["overhead"][label]["records_s"] / base)
+    if args.sbctl_bin and args.sdk_rounds > 0:
+        out["sdk_overhead"] = sdk_overhead(args, broker, bootstrap)
     broker.stop(graceful=True)
     brokers.remove(broker)
+    if args.skip_python:
+        return out
 
     workdir = os.path.join(args.data_root, "txn-cluster-%s" % uuid.uuid4().hex[:6])
     os.makedirs(workdir)
@@ -260,6 +274,42 @@ def run(args, brokers):
     return out
 
 
+def sbctl_produce(sbctl, bootstrap, topic, seconds, transaction_ms):
+    """One `sbctl perf produce` run; its JSON summary."""
+    command = [sbctl, "--bootstrap-server", bootstrap, "perf", "produce", "--topic", topic,
+               "--duration-secs", str(seconds), "--record-size", str(RECORD_BYTES),
+               "--acks", "all", "--partitions", str(OVERHEAD_PARTITIONS), "--json"]
+    if transaction_ms is not None:
+        command += ["--transactional-id", "bench-%s" % uuid.uuid4().hex[:8],
+                    "--transaction-duration-ms", str(transaction_ms)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
+    if done.returncode != 0:
+        raise RuntimeError("sbctl perf produce failed: %s" % done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def sdk_overhead(args, broker, bootstrap):
+    """Idempotent against transactional produce with the Rust SDK, alternating rounds."""
+    modes = (("idempotent", None), ("commit_100ms", 100), ("commit_1000ms", 1000))
+    rates = {label: [] for label, _ in modes}
+    for round_index in range(args.sdk_rounds):
+        for label, every in modes:
+            topic = "bench-sdk-%s-%d" % (label.replace("_", "-"), round_index)
+            log("sdk round %d: %s for %d s" % (round_index + 1, label, args.seconds))
+            meter = kb.CpuMeter(broker.proc.pid)
+            result = sbctl_produce(args.sbctl_bin, bootstrap, topic, args.seconds, every)
+            cpu = meter.done()
+            rates[label].append(result["records_per_sec"])
+            log("  %.0f records/s (broker CPU %.0f%%)" % (result["records_per_sec"],
+                                                        cpu["broker_cpu_pct"]))
+    out = {label: {"records_s": statistics.median(values), "rounds": values}
+           for label, values in rates.items()}
+    base = out["idempotent"]["records_s"]
+    for label in ("commit_100ms", "commit_1000ms"):
+        out[label]["ratio_to_idempotent"] = out[label]["records_s"] / base
+    return out
+
+
 def table(r):
     version = r["machine"]["confluent_kafka"]
     if isinstance(version, (list, tuple)):
@@ -268,12 +318,23 @@ def table(r):
              % (version, r["machine"]["librdkafka"]), ""]
     lines.append("%-16s %12s %9s %8s %11s %11s %9s" % ("mode", "records/s", "MB/s", "commits",
                                                        "broker CPU", "client CPU", "ratio"))
-    for label in ("idempotent", "commit_100ms", "commit_1000ms"):
+    for label in [m for m in ("idempotent", "commit_100ms", "commit_1000ms")
+                  if m in r["overhead"]]:
         row = r["overhead"][label]
         lines.append("%-16s %12.0f %9.1f %8d %10.0f%% %10.0f%% %9s" % (
             label, row["records_s"], row["mb_s"], row["commits"], row["broker_cpu_pct"],
             row["client_cpu_pct"],
             "%.3f" % row["ratio_to_idempotent"] if "ratio_to_idempotent" in row else "-"))
+    if "sdk_overhead" in r:
+        lines += ["", "Rust SDK (sbctl perf produce), median of %d alternating rounds:"
+                  % len(r["sdk_overhead"]["idempotent"]["rounds"])]
+        for label in ("idempotent", "commit_100ms", "commit_1000ms"):
+            row = r["sdk_overhead"][label]
+            lines.append("%-16s %12.0f %9s" % (
+                label, row["records_s"],
+                "%.3f" % row["ratio_to_idempotent"] if "ratio_to_idempotent" in row else "-"))
+    if "small" not in r:
+        return "\n".join(lines)
     s = r["small"]
     lines += ["", "3 brokers, RF 3: %.0f transactions/s of 10 records; commit p50 %.2f ms, p99 %.2f ms"
               % (s["transactions_s"], s["commit_p50_ms"], s["commit_p99_ms"])]
@@ -291,9 +352,16 @@ def parse_args(argv):
     ap.add_argument("--seconds", type=int, default=10, help="per produce phase")
     ap.add_argument("--e2e-transactions", type=int, default=300)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sbctl-bin", default=None,
+                    help="sbctl for the Rust SDK overhead rows (skipped without it)")
+    ap.add_argument("--sdk-rounds", type=int, default=3)
+    ap.add_argument("--skip-python", action="store_true",
+                    help="only the Rust SDK overhead rows (needs --sbctl-bin)")
     args = ap.parse_args(argv)
     if not os.path.isfile(args.broker_bin):
         ap.error("no broker binary at %s" % args.broker_bin)
+    if args.skip_python and not args.sbctl_bin:
+        ap.error("--skip-python needs --sbctl-bin")
     if args.data_root is None:
         args.data_root = os.environ.get("TMPDIR", "/tmp")
     return args

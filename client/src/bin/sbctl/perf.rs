@@ -58,6 +58,13 @@ pub struct ProduceArgs {
     batch_size: Option<usize>,
     #[arg(long)]
     linger_ms: Option<u64>,
+    /// Produce in transactions of this transactional id (as kafka-producer-perf-test's
+    /// `--transactional-id`; implies acks=all and idempotence).
+    #[arg(long)]
+    transactional_id: Option<String>,
+    /// With --transactional-id: commit a transaction this often.
+    #[arg(long, default_value_t = 3000, requires = "transactional_id")]
+    transaction_duration_ms: u64,
     /// Print the summary as JSON (and no progress bar).
     #[arg(long)]
     json: bool,
@@ -154,7 +161,19 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
     if let Some(ms) = args.linger_ms {
         config.linger = Duration::from_millis(ms);
     }
+    if let Some(id) = &args.transactional_id {
+        config.transactional_id = Some(id.clone());
+        config.acks = Acks::All;
+        config.enable_idempotence = true;
+    }
     let producer = Producer::new(client, config).await?;
+    let transaction_duration = Duration::from_millis(args.transaction_duration_ms.max(1));
+    let transactional = args.transactional_id.is_some();
+    let mut transaction_started = Instant::now();
+    let mut transactions = 0u64;
+    if transactional {
+        producer.begin_transaction().await?;
+    }
     let count = match (args.num_records, args.duration_secs) {
         (Some(n), _) => Some(n),
         (None, Some(_)) => None,
@@ -221,6 +240,13 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
                 tokio::time::sleep_until(due.into()).await;
             }
         }
+        if transactional && transaction_started.elapsed() >= transaction_duration {
+            // Commit waits for every record of the transaction to be acknowledged.
+            producer.commit_transaction().await?;
+            transactions += 1;
+            producer.begin_transaction().await?;
+            transaction_started = Instant::now();
+        }
         let record = ProducerRecord {
             topic: args.topic.clone(),
             value: Some(payload.clone()),
@@ -234,6 +260,10 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
         sent += 1;
     }
     drop(tx);
+    if transactional {
+        producer.commit_transaction().await?;
+        transactions += 1;
+    }
     producer.flush().await;
     let (histogram, errors, first_error) = collector.await.context("collector task")?;
     let elapsed = start.elapsed().as_secs_f64();
@@ -250,6 +280,7 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
             json!({
                 "records": acked, "errors": errors, "record_size": args.record_size,
                 "seconds": elapsed, "records_per_sec": records_per_sec, "mb_per_sec": mb_per_sec,
+                "transactions": transactions,
                 "latency_ms": {
                     "avg": histogram.mean() / 1000.0, "p50": ms(0.5), "p95": ms(0.95),
                     "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0,
@@ -268,6 +299,9 @@ async fn produce(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
             ms(0.99),
             ms(0.999)
         );
+        if transactional {
+            outln!("{transactions} transactions committed.");
+        }
     }
     if let Some(error) = first_error {
         bail!("{errors} records failed; first error: {error}");

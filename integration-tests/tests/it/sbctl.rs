@@ -414,6 +414,35 @@ fn cluster_describe_and_perf() {
         ],
     );
     assert!(text.contains("1000 records sent"), "{text}");
+    // In transactions (a commit every 50 ms): everything committed, so read_committed sees it.
+    let transactional = json_lines(&ok(
+        &broker,
+        &[
+            "perf",
+            "produce",
+            "--topic",
+            "perf-txn",
+            "--partitions",
+            "2",
+            "--num-records",
+            "3000",
+            "--record-size",
+            "100",
+            "--transactional-id",
+            "perf-txn",
+            "--transaction-duration-ms",
+            "50",
+            "--json",
+        ],
+    ));
+    assert_eq!(transactional[0]["records"], 3000, "{transactional:?}");
+    assert!(transactional[0]["transactions"].as_u64().unwrap() >= 1);
+    let committed = crate::sdk_transactions::read_partitions_with_librdkafka(
+        &broker,
+        "perf-txn",
+        "read_committed",
+    );
+    assert_eq!(committed.values().map(Vec::len).sum::<usize>(), 3000);
     let consumed = json_lines(&ok(
         &broker,
         &["--output", "json", "perf", "consume", "--topic", "perf"],

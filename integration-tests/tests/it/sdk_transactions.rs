@@ -123,6 +123,19 @@ pub(crate) fn read_with_librdkafka(
     topic: &str,
     isolation: &str,
 ) -> BTreeSet<String> {
+    read_partitions_with_librdkafka(broker, topic, isolation)
+        .into_values()
+        .flatten()
+        .collect()
+}
+
+/// The values of each partition of `topic` (by partition number, in offset order) as
+/// librdkafka reads them under `isolation`.
+pub(crate) fn read_partitions_with_librdkafka(
+    broker: &DevBroker,
+    topic: &str,
+    isolation: &str,
+) -> BTreeMap<String, Vec<String>> {
     let mut command = python_script("read_topic.py");
     command
         .args([topic, isolation])
@@ -134,9 +147,7 @@ pub(crate) fn read_with_librdkafka(
         output.stdout,
         output.stderr
     );
-    let by_partition: BTreeMap<String, Vec<String>> =
-        serde_json::from_str(output.stdout.trim()).expect("read_topic.py prints JSON");
-    by_partition.into_values().flatten().collect()
+    serde_json::from_str(output.stdout.trim()).expect("read_topic.py prints JSON")
 }
 
 fn set(groups: &[&[String]]) -> BTreeSet<String> {

@@ -295,12 +295,16 @@ impl ProducerStateManager {
         &self,
         header: &BatchHeader,
         marker: Option<Marker>,
+        verification: TxnVerification,
     ) -> Result<()> {
         if !header.has_producer_id() {
             return Ok(());
         }
         let entry = self.producers.get(&header.producer_id);
         check_epoch(header, entry)?;
+        if let (TxnVerification::Guard(guard), false) = (verification, header.is_control()) {
+            self.check_verified(header, entry, guard)?;
+        }
         if let (Some(marker), Some(entry)) = (marker, entry) {
             if marker.coordinator_epoch < entry.coordinator_epoch {
                 return Err(StorageError::TransactionCoordinatorFenced {
@@ -1353,6 +1357,23 @@ mod tests {
         assert!(psm
             .check_leader_append(&data(0, 1, 1, true, 3), TxnVerification::NotChecked)
             .is_ok());
+        // A group coordinator's transactional offset commit is held to the same guard.
+        assert!(matches!(
+            psm.check_coordinator_append(
+                &data(0, 1, 1, true, 3),
+                None,
+                TxnVerification::Guard(Some(guard))
+            ),
+            Err(StorageError::InvalidTxnState { .. })
+        ));
+        let fresh = psm.start_verification(PID, 0, false).expect("nothing open");
+        assert!(psm
+            .check_coordinator_append(
+                &data(0, 1, 1, true, 3),
+                None,
+                TxnVerification::Guard(Some(fresh))
+            )
+            .is_ok());
     }
 
     #[test]
@@ -1382,12 +1403,14 @@ mod tests {
             (at_offset(bytes, offset), marker)
         };
         let (header, marker) = marker_at(5, 1);
-        assert!(psm.check_coordinator_append(&header, Some(marker)).is_ok());
+        assert!(psm
+            .check_coordinator_append(&header, Some(marker), TxnVerification::NotChecked)
+            .is_ok());
         psm.apply(&header, Some(marker));
         assert_eq!(psm.producer(PID).unwrap().coordinator_epoch, 5);
         let (late, late_marker) = marker_at(4, 2);
         assert!(matches!(
-            psm.check_coordinator_append(&late, Some(late_marker)),
+            psm.check_coordinator_append(&late, Some(late_marker), TxnVerification::NotChecked),
             Err(StorageError::TransactionCoordinatorFenced {
                 coordinator_epoch: 4,
                 current: 5,
@@ -1396,7 +1419,7 @@ mod tests {
         ));
         let (again, again_marker) = marker_at(5, 2);
         assert!(psm
-            .check_coordinator_append(&again, Some(again_marker))
+            .check_coordinator_append(&again, Some(again_marker), TxnVerification::NotChecked)
             .is_ok());
     }
 

@@ -28,6 +28,7 @@ pub fn encode(
         Batch::Transactional {
             producer_id,
             producer_epoch,
+            ..
         } => (true, producer_id, producer_epoch),
         Batch::Marker {
             producer_id,
@@ -212,6 +213,7 @@ mod tests {
         let kind = Batch::Transactional {
             producer_id: 42,
             producer_epoch: 3,
+            guard: None,
         };
         let txn = encode(&written, kind, 1_000).unwrap();
         let header = batch::validate(&txn, batch::OffsetGaps::Forbidden).unwrap();

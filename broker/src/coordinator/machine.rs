@@ -44,6 +44,10 @@ pub enum Batch {
     Transactional {
         producer_id: i64,
         producer_epoch: i16,
+        /// The KIP-890 verification guard taken for it (see `Partition::begin_verification`);
+        /// `None` when the producer had a transaction open on the partition already, which the
+        /// write then still needs.
+        guard: Option<u64>,
     },
     /// No records: a transaction marker (control batch) of this producer, written by the
     /// transaction coordinator at `coordinator_epoch`.

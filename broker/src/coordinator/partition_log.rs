@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use streambus_storage::producer::TxnVerification;
 use streambus_storage::{decompress, StorageError};
 use tokio::time::Instant;
 
@@ -94,11 +95,18 @@ impl CoordinatorLog for PartitionLog {
             records.is_empty() == marker,
             "a batch has records, a marker none"
         );
+        // A transactional batch (TxnOffsetCommit) needs its KIP-890 guard still current.
+        let verification = match kind {
+            Batch::Transactional { guard, .. } => TxnVerification::Guard(guard),
+            Batch::Plain | Batch::Marker { .. } => TxnVerification::NotChecked,
+        };
         let batch = codec::encode(&records, kind, now_ms)?;
         self.writable()?;
         let leader_epoch = self.leader_epoch;
         let appended = self
-            .blocking(move |partition| partition.append_coordinator_records(batch, leader_epoch))
+            .blocking(move |partition| {
+                partition.append_coordinator_records(batch, leader_epoch, verification)
+            })
             .await?;
         let info = appended.map_err(|error| self.partition_error(error))?;
         debug_assert_eq!(

@@ -90,6 +90,8 @@ impl PendingTxnOffsets {
 pub struct TxnCommitRequest {
     pub producer_id: i64,
     pub producer_epoch: i16,
+    /// The KIP-890 guard taken on the offsets partition before the coordinator was asked.
+    pub guard: Option<u64>,
     pub commit: CommitRequest,
 }
 
@@ -179,6 +181,7 @@ impl GroupMachine {
             result.batch = Batch::Transactional {
                 producer_id: request.producer_id,
                 producer_epoch: request.producer_epoch,
+                guard: request.guard,
             };
         }
         result
@@ -294,6 +297,7 @@ mod tests {
             offset: i64,
         ) -> Result<PartitionOutcomes, GroupProblem> {
             let request = TxnCommitRequest {
+                guard: None,
                 producer_id,
                 producer_epoch: 0,
                 commit: commit_request(offset),
@@ -441,6 +445,7 @@ mod tests {
             timers: &mut timers,
         };
         let mut request = TxnCommitRequest {
+            guard: None,
             producer_id: 7,
             producer_epoch: 0,
             commit: commit_request(5),

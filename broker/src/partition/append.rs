@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use streambus_storage::producer::TxnVerification;
 
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
@@ -119,8 +120,9 @@ impl Partition {
         &self,
         batch: Bytes,
         leader_epoch: i32,
+        verification: TxnVerification,
     ) -> Result<Appended, PartitionError> {
-        let batch = LeaderBatch::Coordinator(batch);
+        let batch = LeaderBatch::Coordinator(batch, verification);
         self.append_leader(batch, Some(leader_epoch), Acks::All)
     }
 
@@ -142,7 +144,9 @@ impl Partition {
                 LeaderBatch::Client(batch, guard) => {
                     self.log.append_verified_as_leader(batch, epoch, guard)?
                 }
-                LeaderBatch::Coordinator(batch) => self.log.append_as_coordinator(batch, epoch)?,
+                LeaderBatch::Coordinator(batch, verification) => self
+                    .log
+                    .append_as_coordinator_verified(batch, epoch, verification)?,
             };
             Appended {
                 base_offset: info.base_offset,
@@ -250,8 +254,9 @@ enum LeaderBatch {
     /// A producer's batch, validated once on arrival: control batches are refused; with the
     /// guard of its transactional verification.
     Client(ValidatedBatch, Option<u64>),
-    /// A coordinator's batch on this broker: control batches (transaction markers) allowed.
-    Coordinator(Bytes),
+    /// A coordinator's batch on this broker: control batches (transaction markers) allowed;
+    /// with how a transactional one is verified.
+    Coordinator(Bytes, TxnVerification),
 }
 
 /// Appends each `(partition, batch, verification guard)` as leader on one blocking task and,
@@ -342,7 +347,9 @@ pub async fn append_marker(
     let leader_epoch = partition.state().leader_epoch;
     let appended = crate::blocking::spawn({
         let partition = partition.clone();
-        move || partition.append_coordinator_records(batch, leader_epoch)
+        move || {
+            partition.append_coordinator_records(batch, leader_epoch, TxnVerification::NotChecked)
+        }
     })
     .await
     .map_err(|_| PartitionError::TaskFailed)??;

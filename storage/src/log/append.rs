@@ -80,10 +80,22 @@ impl Log {
     /// offset commits, transaction markers), as leader at `leader_epoch`. Unlike client
     /// batches, control batches are accepted, and sequences are neither required nor checked.
     pub fn append_as_coordinator(&self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_as_coordinator_verified(batch, leader_epoch, TxnVerification::NotChecked)
+    }
+
+    /// [`Log::append_as_coordinator`] with a transactional batch's KIP-890 verification (a
+    /// group coordinator's transactional offset commits): one that would open a transaction
+    /// needs its guard still current.
+    pub fn append_as_coordinator_verified(
+        &self,
+        batch: Bytes,
+        leader_epoch: i32,
+        verification: TxnVerification,
+    ) -> Result<AppendInfo> {
         self.append_leader(
             ValidatedBatch::new(batch)?,
             leader_epoch,
-            Origin::Coordinator,
+            Origin::Coordinator(verification),
         )
     }
 
@@ -115,8 +127,9 @@ impl Log {
             } else {
                 None
             };
-            if origin == Origin::Coordinator {
-                st.producers.check_coordinator_append(&header, control)?;
+            if let Origin::Coordinator(verification) = origin {
+                st.producers
+                    .check_coordinator_append(&header, control, verification)?;
             } else if let (Origin::Client(verification), true) = (origin, header.has_producer_id())
             {
                 if let AppendCheck::Duplicate(meta) =
@@ -542,8 +555,9 @@ fn flush_due(st: &LogState) -> bool {
 enum Origin {
     /// A producer, through Produce, with how its transactional batches are checked.
     Client(TxnVerification),
-    /// A coordinator on this broker (transaction markers).
-    Coordinator,
+    /// A coordinator on this broker (transaction markers, transactional offset commits), with
+    /// how its transactional batches are checked.
+    Coordinator(TxnVerification),
 }
 
 /// Rules Kafka's `LogValidator` applies to batches from clients only.

@@ -320,15 +320,36 @@ pub async fn txn_offset_commit(
         } else {
             crate::txn::verify::Check::Verify
         };
-        let verified = crate::txn::verify::verify(
-            ctx,
-            check,
-            &request.transactional_id.0,
-            request.producer_id.0,
-            request.producer_epoch,
-            &[(crate::group::OFFSETS_TOPIC.to_owned(), offsets_partition)],
-        )
-        .await;
+        // The guard is taken on the offsets partition (led here when this broker coordinates
+        // the group) before the coordinator is asked, so that a marker landing in between
+        // voids it and the write is refused; nothing is asked when the producer has a
+        // transaction open there at this epoch already.
+        let offsets_topic = image.topic_by_name(crate::group::OFFSETS_TOPIC);
+        let (ask, guard) =
+            match super::led_partition(ctx, &image, offsets_topic, offsets_partition, -1).await {
+                Ok(partition) => match partition
+                    .begin_verification(request.producer_id.0, request.producer_epoch, version >= 5)
+                    .await
+                {
+                    Some(guard) => (true, Some(guard)),
+                    None => (false, None),
+                },
+                // Not led here: the group coordinator answers NOT_COORDINATOR.
+                Err(_) => (true, None),
+            };
+        let verified = if ask {
+            crate::txn::verify::verify(
+                ctx,
+                check,
+                &request.transactional_id.0,
+                request.producer_id.0,
+                request.producer_epoch,
+                &[(crate::group::OFFSETS_TOPIC.to_owned(), offsets_partition)],
+            )
+            .await
+        } else {
+            Vec::new()
+        };
         if let Some(Some(unverified)) = verified.first() {
             let refused = match unverified {
                 // As a partition leader answers a fenced producer's write.
@@ -353,6 +374,7 @@ pub async fn txn_offset_commit(
         let commit = TxnCommitRequest {
             producer_id: request.producer_id.0,
             producer_epoch: request.producer_epoch,
+            guard,
             commit: CommitRequest {
                 api_version: version,
                 member_id,

@@ -85,7 +85,9 @@ impl PartitionManager {
                 tracing::error!(topic = %partition.topic, index = partition.index, %error, "retention failed");
             }
             if log.config().cleanup_policy.compacts() {
-                if let Err(error) = log.compact(partition.high_watermark()) {
+                // Up to the last stable offset: every transaction below it is complete, so
+                // the cleaner can tell aborted data from committed.
+                if let Err(error) = log.compact(partition.last_stable_offset()) {
                     tracing::error!(topic = %partition.topic, index = partition.index, %error, "compaction failed");
                 }
             }

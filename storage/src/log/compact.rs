@@ -1,6 +1,13 @@
 //! Log compaction (`cleanup.policy=compact`): keep the latest record per key in the segments
 //! below the active one and below the caller's bound, drop expired tombstones, keep offsets.
 //!
+//! Transactions, as Kafka's cleaner treats them (`CleanedTransactionMetadata`): the bound is the
+//! last stable offset, so every transaction below it is complete. Batches of aborted
+//! transactions (found in the aborted-transaction index) are removed; committed transactional
+//! records are compacted like any others; a marker is removed once none of its transaction's
+//! data is left before it and it is past `delete.retention.ms` (a marker whose data remains is
+//! always kept, or that data would look like a transaction nobody ended).
+//!
 //! Crash safety of the swap: a cleaned segment is written to `<base>.log.cleaned` and fsynced;
 //! renaming it to `<base>.log.swap` (then fsyncing the directory) is the commit point. After
 //! that the swap file replaces `<base>.log` and the old indexes are removed. On open, `.cleaned`
@@ -22,6 +29,7 @@ use crate::batch::BatchHeader;
 use crate::checkpoint::sync_dir;
 use crate::error::{Result, StorageError};
 use crate::segment::{self, file_name, ScanEnd, Segment};
+use crate::txn_index::AbortedTxn;
 
 /// Distinct keys one compaction pass maps (plus one segment's worth); past it the pass cleans
 /// only the segments mapped so far.
@@ -50,9 +58,9 @@ struct Candidate {
 
 impl Log {
     /// Compacts every segment that lies wholly below both the active segment and
-    /// `upper_bound` (the caller passes the high watermark / last stable offset, so nothing
-    /// uncommitted is ever cleaned). A no-op unless the cleanup policy includes `compact`.
-    /// Transactional and control batches are kept as they are.
+    /// `upper_bound`, which must be the last stable offset (below it nothing is uncommitted
+    /// and every transaction is complete). A no-op unless the cleanup policy includes
+    /// `compact`.
     pub fn compact(&self, upper_bound: i64) -> Result<CompactionOutcome> {
         let (candidates, delete_retention_ms, truncations) = {
             let st = self.lock();
@@ -77,13 +85,14 @@ impl Log {
         if candidates.is_empty() {
             return Ok(CompactionOutcome::default());
         }
-        let OffsetMap {
-            latest,
-            usable,
-            has_verbatim,
-        } = build_offset_map(&candidates)?;
+        let end = candidates.last().map_or(0, |c| c.base);
+        let aborted = Aborted(self.aborted_transactions(candidates[0].base, end.max(upper_bound)));
+        let OffsetMap { latest, usable } = build_offset_map(&candidates, &aborted)?;
         let now = self.clock.now_ms();
         let mut outcome = CompactionOutcome::default();
+        // Per producer, whether the data of its transaction since its last marker was kept, in
+        // log order across the segments.
+        let mut txn_data_kept: HashMap<i64, bool> = HashMap::new();
         for candidate in &candidates[..usable] {
             if self.is_retired() {
                 // Its paths may name another log's files by now.
@@ -92,22 +101,29 @@ impl Log {
             let tombstone_horizon = candidate
                 .max_timestamp_ms
                 .saturating_add(delete_retention_ms);
-            let drop_tombstones = tombstone_horizon < now && !has_verbatim;
+            let drop_tombstones = tombstone_horizon < now;
             let cleaned_path = cleaned_path(&candidate.path);
             let Some(out) = self.create_cleaned(&cleaned_path)? else {
                 // Retired: the directory is going away.
                 break;
             };
-            let removed = rewrite_segment(candidate, out, &cleaned_path, &latest, drop_tombstones)?;
+            let cleaning = Cleaning {
+                latest: &latest,
+                aborted: &aborted,
+                drop_tombstones,
+            };
+            let removed =
+                rewrite_segment(candidate, out, &cleaned_path, &cleaning, &mut txn_data_kept)?;
             if removed == 0 {
                 self.discard_cleaned(&cleaned_path)?;
                 continue;
             }
             let Some(after) = self.swap_in(candidate, &cleaned_path, truncations)? else {
                 // The segment changed under us (retention, truncation, retirement): nothing to
-                // swap.
+                // swap. The pass stops: later segments were cleaned assuming this one's
+                // transactional data was dropped or kept as decided.
                 let _ = self.discard_cleaned(&cleaned_path);
-                continue;
+                break;
             };
             crate::metrics::compacted(removed);
             outcome.segments_cleaned += 1;
@@ -204,9 +220,25 @@ fn swap_path(log_path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Whether compaction leaves the batch alone.
-fn kept_verbatim(header: &BatchHeader) -> bool {
-    header.is_control() || header.is_transactional()
+/// The aborted transactions of the cleaned range.
+struct Aborted(Vec<AbortedTxn>);
+
+impl Aborted {
+    /// Whether a transactional batch of `header` belongs to an aborted transaction.
+    fn contains(&self, header: &BatchHeader) -> bool {
+        self.0.iter().any(|txn| {
+            txn.producer_id == header.producer_id
+                && txn.first_offset <= header.base_offset
+                && header.base_offset < txn.last_offset
+        })
+    }
+}
+
+/// What a pass decides for each record.
+struct Cleaning<'a> {
+    latest: &'a HashMap<Bytes, i64>,
+    aborted: &'a Aborted,
+    drop_tombstones: bool,
 }
 
 fn decode(header: &BatchHeader, bytes: &[u8]) -> Result<(Vec<Record>, Compression)> {
@@ -261,13 +293,12 @@ fn for_each_batch(
 ///
 /// A partial map is still safe: a record is removed only when the map holds a later offset
 /// for its key, and every offset in the map is a real later record.
-fn build_offset_map(candidates: &[Candidate]) -> Result<OffsetMap> {
+fn build_offset_map(candidates: &[Candidate], aborted: &Aborted) -> Result<OffsetMap> {
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
-    let mut has_verbatim = false;
     for (i, candidate) in candidates.iter().enumerate() {
         for_each_batch(candidate, |bytes, header| {
-            if kept_verbatim(&header) {
-                has_verbatim = true;
+            // Markers hold no keys; an aborted transaction's records never count.
+            if header.is_control() || (header.is_transactional() && aborted.contains(&header)) {
                 return Ok(());
             }
             let (records, _) = decode(&header, bytes)?;
@@ -288,14 +319,12 @@ fn build_offset_map(candidates: &[Candidate]) -> Result<OffsetMap> {
             return Ok(OffsetMap {
                 latest,
                 usable: i + 1,
-                has_verbatim,
             });
         }
     }
     Ok(OffsetMap {
         latest,
         usable: candidates.len(),
-        has_verbatim,
     })
 }
 
@@ -305,9 +334,6 @@ struct OffsetMap {
     latest: HashMap<Bytes, i64>,
     /// How many candidates (a prefix) the map covers.
     usable: usize,
-    /// Some batches were kept verbatim (transactional): their keys are not in the map, so a
-    /// tombstone dropped now could let an older transactional value of its key reappear.
-    has_verbatim: bool,
 }
 
 /// Writes the cleaned copy of a segment to `out` (at `out_path`, named in errors); returns the
@@ -316,24 +342,40 @@ fn rewrite_segment(
     candidate: &Candidate,
     out: File,
     out_path: &Path,
-    latest: &HashMap<Bytes, i64>,
-    drop_tombstones: bool,
+    cleaning: &Cleaning<'_>,
+    txn_data_kept: &mut HashMap<i64, bool>,
 ) -> Result<u64> {
     let mut writer = BufWriter::new(out);
     let mut removed = 0u64;
     for_each_batch(candidate, |bytes, header| {
-        if kept_verbatim(&header) {
+        if header.is_control() {
+            // Its transaction's data was all removed (or there was none): past the horizon
+            // the marker goes too; otherwise it stays, ending that data.
+            let data_kept = txn_data_kept.remove(&header.producer_id).unwrap_or(false);
+            if !data_kept && cleaning.drop_tombstones {
+                removed += u64::try_from(header.records_count).unwrap_or(0);
+                return Ok(());
+            }
             return writer
                 .write_all(bytes)
                 .map_err(|e| StorageError::io(out_path, e));
+        }
+        if header.is_transactional() && cleaning.aborted.contains(&header) {
+            txn_data_kept.entry(header.producer_id).or_insert(false);
+            removed += u64::try_from(header.records_count).unwrap_or(0);
+            return Ok(());
         }
         let (records, compression) = decode(&header, bytes)?;
         let total = records.len();
         let kept: Vec<Record> = records
             .into_iter()
-            .filter(|r| keep_record(r, latest, drop_tombstones))
+            .filter(|r| keep_record(r, cleaning.latest, cleaning.drop_tombstones))
             .collect();
         removed += (total - kept.len()) as u64;
+        if header.is_transactional() {
+            let any = txn_data_kept.entry(header.producer_id).or_insert(false);
+            *any |= !kept.is_empty();
+        }
         if kept.len() == total {
             return writer
                 .write_all(bytes)

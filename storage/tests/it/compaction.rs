@@ -1,6 +1,7 @@
 //! Log compaction (`cleanup.policy=compact`): what a pass keeps and removes, which segments it
-//! touches, tombstones and `delete.retention.ms`, compressed batches, crash safety of the swap,
-//! and reads racing with a pass.
+//! touches, tombstones and `delete.retention.ms`, compressed batches, transactions (aborted
+//! ones removed, committed ones compacted, markers), crash safety of the swap, and reads racing
+//! with a pass.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -686,4 +687,106 @@ fn a_retired_log_is_not_compacted_and_touches_no_file_under_its_old_path() {
         before,
         "the new directory was touched"
     );
+}
+
+#[test]
+fn compaction_removes_aborted_transactions_and_compacts_committed_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = manual_clock();
+    let config = LogConfig {
+        delete_retention_ms: 1_000,
+        ..compact_config()
+    };
+    let log = open_log(dir.path(), config.clone(), &clock, 0);
+    let txn = |id: i64| Producer {
+        id,
+        epoch: 0,
+        base_sequence: 0,
+        transactional: true,
+    };
+    let kv = |k: &'static str, v: &'static str| -> KeyValue<'static> {
+        (Some(k.as_bytes()), Some(v.as_bytes()))
+    };
+    let marker = |pid: i64, commit: bool| {
+        streambus_storage::batch::marker_batch(pid, 0, commit, 0, T0).expect("marker")
+    };
+    // Producer 1 commits k1 and k2; producer 2 aborts k1 and k3; then a plain k2 supersedes
+    // producer 1's.
+    log.append_as_leader(
+        batch_kv(
+            &[kv("k1", "a1"), kv("k2", "a2")],
+            T0,
+            txn(1),
+            Compression::None,
+        ),
+        0,
+    )
+    .expect("append");
+    log.append_as_coordinator(marker(1, true), 0)
+        .expect("commit");
+    log.append_as_leader(
+        batch_kv(
+            &[kv("k1", "b1"), kv("k3", "b3")],
+            T0,
+            txn(2),
+            Compression::None,
+        ),
+        0,
+    )
+    .expect("append");
+    log.append_as_coordinator(marker(2, false), 0)
+        .expect("abort");
+    log.append_as_leader(kv_batch(&[("k2", Some("p2"))], T0, Compression::None), 0)
+        .expect("append");
+    let big = payload(7, 600);
+    for j in 0..4 {
+        let key = format!("filler{j}");
+        log.append_as_leader(
+            kv_batch(&[(key.as_str(), Some(big.as_str()))], T0, Compression::None),
+            0,
+        )
+        .expect("append");
+    }
+    let end = log.log_end_offset();
+    clock.set(T0 + 2_000);
+    let outcome = log.compact(end).expect("compact");
+    assert!(outcome.records_removed >= 4, "{outcome:?}");
+
+    let mut data = Vec::new();
+    let mut markers = Vec::new();
+    for (header, bytes) in read_all(&log) {
+        if header.is_control() {
+            markers.push(header.producer_id);
+        } else if header.base_offset < 7 {
+            for (_, key, value, _) in decode_records(&[(header, bytes)]) {
+                data.push((key.unwrap_or_default(), value.unwrap_or_default()));
+            }
+        }
+    }
+    let expected: Vec<(Bytes, Bytes)> = [("k1", "a1"), ("k2", "p2")]
+        .iter()
+        .map(|(k, v)| {
+            (
+                Bytes::from_static(k.as_bytes()),
+                Bytes::from_static(v.as_bytes()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        data, expected,
+        "the aborted records and the superseded committed one are gone"
+    );
+    assert_eq!(
+        markers,
+        vec![1],
+        "the commit marker stays with its data; the abort marker, whose data is gone, goes"
+    );
+    // Rebuilt from the segments, no transaction looks open.
+    drop(log);
+    let log = open_log(dir.path(), config, &clock, 0);
+    for pid in [1, 2] {
+        assert!(log
+            .producer(pid)
+            .is_none_or(|entry| entry.current_txn_first_offset.is_none()));
+    }
 }

@@ -217,8 +217,16 @@ fn a_transactional_copy_survives_random_sigkills_of_brokers_and_the_copier() {
             starts += 1;
         }
         if Instant::now() >= settle_until {
+            // What the coordinator and the output say, to tell a stuck transaction from a
+            // slow copier.
+            let state = runtime.block_on(async {
+                let admin = Admin::new(connect(&bootstrap).await);
+                admin.describe_transaction(TXN_ID).await
+            });
+            let ends = runtime.block_on(ends(&bootstrap, "chaos-out"));
             panic!(
-                "seed {seed}: the copy did not finish in {SETTLE:?}\n{}\n--- brokers\n{}",
+                "seed {seed}: the copy did not finish in {SETTLE:?}; transaction {state:?}; \
+                 output LSO/HW {ends:?}\n{}\n--- brokers\n{}",
                 copier_log(),
                 cluster.logs_tail(40)
             );

@@ -37,6 +37,8 @@ pub const PENDING_OPS_MAX: usize = 1024;
 pub const LOAD_READ_BYTES_MAX: usize = 1024 * 1024;
 /// Timers fired in one pass before operations get a turn again.
 pub const TIMERS_PER_PASS_MAX: usize = 10_000;
+/// How soon a timer whose records the log refused fires again.
+const TIMER_RETRY_MS: i64 = 1_000;
 /// How long loading waits for the records already in the log to be committed.
 pub const LOAD_COMMIT_WAIT: Duration = Duration::from_secs(300);
 
@@ -515,6 +517,8 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
             }
         }
         let now_ms = self.config.clock.now_ms();
+        // Timer changes are undone if the log refuses the operation's records.
+        self.timers.begin_undo();
         let mut ctx = OpContext {
             now_ms,
             timers: &mut self.timers,
@@ -522,6 +526,7 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
         let (records, batch, complete) = queued.operation.run(&mut self.machine, &mut ctx);
         let deferred = self.machine.take_deferred();
         if records.is_empty() && !matches!(batch, Batch::Marker { .. }) {
+            self.timers.keep_changes();
             let pending = Pending {
                 last_offset: self.last_written,
                 deadline: queued.deadline,
@@ -535,7 +540,13 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
             }
             return Ok(());
         }
-        match self.write(records, batch, now_ms).await {
+        let written = self.write(records, batch, now_ms).await;
+        if matches!(written, Err(CoordinatorError::Refused(_))) {
+            self.timers.undo_changes();
+        } else {
+            self.timers.keep_changes();
+        }
+        match written {
             Ok(last_offset) => {
                 self.pending.push_back(Pending {
                     last_offset,
@@ -567,19 +578,28 @@ impl<M: CoordinatorMachine, L: CoordinatorLog> Shard<M, L> {
             let Some(key) = self.timers.pop_due(now_ms) else {
                 break;
             };
+            self.timers.begin_undo();
             let mut ctx = OpContext {
                 now_ms,
                 timers: &mut self.timers,
             };
-            let records = self.machine.on_timer(key, &mut ctx);
+            let records = self.machine.on_timer(key.clone(), &mut ctx);
             let deferred = self.machine.take_deferred();
             let last_offset = if records.is_empty() {
+                self.timers.keep_changes();
                 self.last_written
             } else {
                 match self.write(records, Batch::Plain, now_ms).await {
-                    Ok(last_offset) => last_offset,
+                    Ok(last_offset) => {
+                        self.timers.keep_changes();
+                        last_offset
+                    }
                     Err(CoordinatorError::Refused(error)) => {
+                        // Nothing changed: the timer fires again a little later.
                         tracing::warn!(topic = %self.config.topic, partition = self.config.partition, %error, "a timer's records were refused");
+                        self.timers.undo_changes();
+                        self.timers
+                            .schedule(key, now_ms.saturating_add(TIMER_RETRY_MS));
                         continue;
                     }
                     Err(error) => return Err(error),
@@ -947,6 +967,29 @@ mod tests {
         assert_eq!(
             read.unwrap().unwrap().get("a").map(String::as_str),
             Some("1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_leaves_the_timers_as_they_were() {
+        let log = Arc::new(MemoryLog::new("__test_state", 0));
+        let (shard, _task) = active_shard(&log).await;
+        log.reject_batches(true);
+        // The operation schedules a timer (which would write a tombstone when it fires) and
+        // writes a record; the log refuses the record, so the timer must not exist.
+        let op = |_: &mut KvMachine, ctx: &mut OpContext<'_, String>| {
+            ctx.timers.schedule("a".to_owned(), ctx.now_ms + 20);
+            CoordinatorResult::new(vec![CoordinatorRecord::new("a", "1")], ())
+        };
+        let refused = tokio::time::timeout(TEST_WAIT, shard.write(op)).await;
+        assert!(matches!(
+            refused.unwrap(),
+            Err(CoordinatorError::Refused(_))
+        ));
+        log.reject_batches(false);
+        assert!(
+            !log.wait_end_offset(1, NOT_YET * 3).await,
+            "no timer fired: nothing was written"
         );
     }
 

@@ -14,6 +14,9 @@ pub struct Timers<K: Ord + Clone> {
     /// order they were scheduled.
     queue: BTreeSet<(i64, u64, K)>,
     next_seq: u64,
+    /// While an operation runs: what each timer it touched was before, oldest first, so that
+    /// an operation whose records the log refused leaves the timers as they were.
+    undo: Option<Vec<(K, Option<i64>)>>,
 }
 
 impl<K: Ord + Clone> Default for Timers<K> {
@@ -22,6 +25,7 @@ impl<K: Ord + Clone> Default for Timers<K> {
             by_key: BTreeMap::new(),
             queue: BTreeSet::new(),
             next_seq: 0,
+            undo: None,
         }
     }
 }
@@ -33,15 +37,55 @@ impl<K: Ord + Clone> Timers<K> {
 
     /// Schedules `key` to fire at `deadline_ms`, replacing its pending timer if it has one.
     pub fn schedule(&mut self, key: K, deadline_ms: i64) {
-        self.cancel(&key);
+        self.remember(&key);
+        self.remove(&key);
+        self.insert(key, deadline_ms);
+    }
+
+    /// Cancels `key`'s pending timer; whether it had one.
+    pub fn cancel(&mut self, key: &K) -> bool {
+        self.remember(key);
+        self.remove(key)
+    }
+
+    /// Starts recording what [`Timers::schedule`] and [`Timers::cancel`] change.
+    pub fn begin_undo(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    /// Keeps the changes made since [`Timers::begin_undo`].
+    pub fn keep_changes(&mut self) {
+        self.undo = None;
+    }
+
+    /// Puts back every timer changed since [`Timers::begin_undo`].
+    pub fn undo_changes(&mut self) {
+        let Some(changes) = self.undo.take() else {
+            return;
+        };
+        for (key, before) in changes.into_iter().rev() {
+            self.remove(&key);
+            if let Some(deadline_ms) = before {
+                self.insert(key, deadline_ms);
+            }
+        }
+    }
+
+    fn remember(&mut self, key: &K) {
+        let before = self.deadline_ms(key);
+        if let Some(undo) = self.undo.as_mut() {
+            undo.push((key.clone(), before));
+        }
+    }
+
+    fn insert(&mut self, key: K, deadline_ms: i64) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.queue.insert((deadline_ms, seq, key.clone()));
         self.by_key.insert(key, (deadline_ms, seq));
     }
 
-    /// Cancels `key`'s pending timer; whether it had one.
-    pub fn cancel(&mut self, key: &K) -> bool {
+    fn remove(&mut self, key: &K) -> bool {
         match self.by_key.remove(key) {
             Some((deadline_ms, seq)) => {
                 let removed = self.queue.remove(&(deadline_ms, seq, key.clone()));
@@ -105,6 +149,27 @@ impl<K: Ord + Clone> Timers<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_made_under_undo_are_put_back() {
+        let mut timers: Timers<&str> = Timers::new();
+        timers.schedule("kept", 10);
+        timers.schedule("moved", 20);
+        timers.begin_undo();
+        timers.cancel(&"kept");
+        timers.schedule("moved", 5);
+        timers.schedule("new", 1);
+        timers.undo_changes();
+        assert_eq!(timers.deadline_ms(&"kept"), Some(10));
+        assert_eq!(timers.deadline_ms(&"moved"), Some(20));
+        assert_eq!(timers.deadline_ms(&"new"), None);
+        assert_eq!(timers.expired(100), vec!["kept", "moved"]);
+        timers.begin_undo();
+        timers.schedule("stays", 3);
+        timers.keep_changes();
+        timers.undo_changes();
+        assert_eq!(timers.deadline_ms(&"stays"), Some(3));
+    }
 
     #[test]
     fn timers_fire_in_deadline_order_and_cancelled_ones_do_not() {

@@ -105,4 +105,122 @@ mod tests {
         assert!(published.is_empty());
         assert!(!now.contains(&key("b", 0)));
     }
+
+    /// A transaction left open on a partition shows as its LSO lag, read back through a
+    /// recorder as `/metrics` will read it; once a marker ends it, the lag goes back to 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_transaction_shows_as_lso_lag_until_its_marker() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        use streambus_storage::batch::testing::{batch_records, Producer};
+
+        use crate::broker::Broker;
+        use crate::ops::topics::{create_topic, Layout, NewTopic};
+        use crate::ops::Mode;
+        use crate::partition::append::Acks;
+        use crate::testing::dev_config;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let broker = Broker::start(dev_config(dir.path()), true)
+            .await
+            .expect("starts");
+        let ctx = broker.context().clone();
+        let topic = NewTopic {
+            name: "hanging".to_owned(),
+            layout: Layout::Auto {
+                partitions: Some(1),
+                replication_factor: Some(1),
+            },
+            configs: Vec::new(),
+        };
+        let mut created = None;
+        for _ in 0..100 {
+            match create_topic(&ctx, topic.clone(), Mode::Apply).await {
+                Ok(topic) => {
+                    created = Some(topic);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+        let topic_id = created.and_then(|c| c.topic_id).expect("created");
+        let mut hosted = None;
+        for _ in 0..100 {
+            hosted = ctx
+                .partitions
+                .get(&topic_id, 0)
+                .filter(|p| p.state().role(ctx.broker_id()) == Role::Leader);
+            if hosted.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let partition = hosted.expect("partition 0 is led here");
+        let producer = Producer {
+            id: 77,
+            epoch: 0,
+            base_sequence: 0,
+            transactional: true,
+        };
+        let records: Vec<(Option<&[u8]>, Option<&[u8]>, i64)> =
+            (0..4).map(|_| (None, Some(&b"v"[..]), 1_000)).collect();
+        let batch = batch_records(
+            &records,
+            producer,
+            kafka_protocol::records::Compression::None,
+        );
+        let lso_lag = |ctx: std::sync::Arc<crate::context::BrokerContext>| async move {
+            crate::blocking::spawn(move || {
+                let recorder = DebuggingRecorder::new();
+                let snapshotter = recorder.snapshotter();
+                metrics::with_local_recorder(&recorder, || ctx.partitions.publish_lso_lag());
+                snapshotter
+                    .snapshot()
+                    .into_vec()
+                    .into_iter()
+                    .filter(|(key, _, _, _)| key.key().name() == LSO_LAG)
+                    .map(|(key, _, _, value)| {
+                        let labels: Vec<String> =
+                            key.key().labels().map(|l| l.value().to_owned()).collect();
+                        let DebugValue::Gauge(value) = value else {
+                            panic!("a gauge");
+                        };
+                        (labels, value.into_inner())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .expect("runs")
+        };
+        crate::blocking::spawn({
+            let partition = partition.clone();
+            move || {
+                let guard = partition.log().start_verification(77, 0, false);
+                partition.append_verified_records(batch, Acks::Leader, guard)
+            }
+        })
+        .await
+        .expect("runs")
+        .expect("appended");
+        assert_eq!(
+            lso_lag(ctx.clone()).await,
+            vec![(vec!["hanging".to_owned(), "0".to_owned()], 4.0)]
+        );
+        crate::partition::append::append_marker(
+            &partition,
+            77,
+            0,
+            false,
+            0,
+            std::time::Duration::from_secs(10),
+            &ctx.shutdown,
+        )
+        .await
+        .expect("the abort marker");
+        assert_eq!(
+            lso_lag(ctx.clone()).await,
+            vec![(vec!["hanging".to_owned(), "0".to_owned()], 0.0)],
+            "published as 0 once the transaction ended"
+        );
+        broker.shutdown().await.expect("stops");
+    }
 }

@@ -111,7 +111,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_open_transaction_shows_as_lso_lag_until_its_marker() {
         use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-        use streambus_storage::batch::testing::{batch_records, Producer};
+        use streambus_storage::batch::testing::{batch_records, Producer, TimedRecord};
 
         use crate::broker::Broker;
         use crate::ops::topics::{create_topic, Layout, NewTopic};
@@ -161,7 +161,7 @@ mod tests {
             base_sequence: 0,
             transactional: true,
         };
-        let records: Vec<(Option<&[u8]>, Option<&[u8]>, i64)> =
+        let records: Vec<TimedRecord<'_>> =
             (0..4).map(|_| (None, Some(&b"v"[..]), 1_000)).collect();
         let batch = batch_records(
             &records,

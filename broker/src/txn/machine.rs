@@ -244,9 +244,15 @@ impl TxnMachine {
                 && (expected_epoch == meta.producer_epoch || expected_epoch == NO_PRODUCER_EPOCH);
             // A transaction-version-2 EndTxn that ran out of epochs moved the id to a new
             // producer id; the producer that had the old one at its last epoch is that one.
+            // Only while nothing has started under the new id: a transaction open under it
+            // belongs to whoever holds it now.
             let rotated = expected_id == meta.previous_producer_id
                 && expected_epoch >= i16::MAX - 1
-                && meta.producer_epoch == 0;
+                && meta.producer_epoch == 0
+                && matches!(
+                    meta.state,
+                    TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                );
             if rotated {
                 return CoordinatorResult::response_only(Ok((
                     meta.producer_id,
@@ -595,6 +601,11 @@ impl TxnMachine {
     /// The markers of `job` are written: the transaction completes (Kafka's `prepareComplete`),
     /// unless the id moved on meanwhile (then nothing is written).
     pub fn complete(&mut self, job: &MarkerJob, ctx: &mut OpContext<'_, TxnTimer>) -> Answer<()> {
+        // Only this coordinator's own jobs: an older coordinator's task leaves the transaction
+        // to the job this one resumed on loading.
+        if job.coordinator_epoch != self.coordinator_epoch {
+            return refuse(TxnProblem::InvalidTxnState);
+        }
         let Some(meta) = self.txns.get(&job.transactional_id) else {
             return refuse(TxnProblem::InvalidProducerIdMapping);
         };

@@ -34,8 +34,13 @@ impl Harness {
 
     /// A coordinator that loads `log`, as after a failover.
     fn load(log: &[CoordinatorRecord], now_ms: i64) -> Harness {
+        Harness::load_at(log, now_ms, COORDINATOR_EPOCH)
+    }
+
+    /// A coordinator of `coordinator_epoch` that loads `log`.
+    fn load_at(log: &[CoordinatorRecord], now_ms: i64, coordinator_epoch: i32) -> Harness {
         let (sender, jobs) = mpsc::unbounded_channel();
-        let mut machine = TxnMachine::new(7, COORDINATOR_EPOCH, rules(), sender);
+        let mut machine = TxnMachine::new(7, coordinator_epoch, rules(), sender);
         for (offset, record) in log.iter().enumerate() {
             machine
                 .replay(offset as i64, Some(&record.key), record.value.as_deref())
@@ -400,11 +405,15 @@ fn a_new_coordinator_resumes_preparing_transactions_and_timeouts() {
     let producer = h.init(None).unwrap();
     h.add(producer, &[("a", 0)]).unwrap();
     h.end(producer, true).unwrap();
-    let _lost_with_the_old_coordinator = h.job();
-    let mut loaded = Harness::load(&h.log, h.now_ms + 10);
+    let old_job = h.job();
+    let mut loaded = Harness::load_at(&h.log, h.now_ms + 10, COORDINATOR_EPOCH + 1);
     let job = loaded.job();
     assert!(job.commit);
     assert_eq!(job.partitions, vec![("a".to_owned(), 0)]);
+    // A marker task left over from the old coordinator does not complete the transaction;
+    // the job the new one resumed does.
+    assert_eq!(loaded.complete(&old_job), Err(TxnProblem::InvalidTxnState));
+    assert_eq!(loaded.state(), TxnState::PrepareCommit);
     loaded.complete(&job).unwrap();
     assert_eq!(loaded.state(), TxnState::CompleteCommit);
 
@@ -586,6 +595,9 @@ fn version_2_moves_to_the_next_producer_id_when_the_epoch_runs_out() {
     assert_eq!(reloaded.end2(last, true, None), Ok((777, 0)));
     assert_eq!(h.end2(last, true, None), Ok((777, 0)));
     h.add2((777, 0), &[("a", 0)]).unwrap();
+    // Once a transaction runs under the new id, the old id at its last epoch is a zombie.
+    assert_eq!(h.init(Some(last)), Err(TxnProblem::ProducerFenced));
+    assert_eq!(h.state(), TxnState::Ongoing);
 }
 
 #[test]

@@ -4,9 +4,14 @@
 //! Transactions, as Kafka's cleaner treats them (`CleanedTransactionMetadata`): the bound is the
 //! last stable offset, so every transaction below it is complete. Batches of aborted
 //! transactions (found in the aborted-transaction index) are removed; committed transactional
-//! records are compacted like any others; a marker is removed once none of its transaction's
-//! data is left before it and it is past `delete.retention.ms` (a marker whose data remains is
-//! always kept, or that data would look like a transaction nobody ended).
+//! records are compacted like any others; a commit marker is removed once none of its
+//! transaction's data is left before it and it is past `delete.retention.ms` (a marker whose
+//! data remains is always kept, or that data would look like a transaction nobody ended).
+//! Abort markers are kept: the aborted-transaction index still names their transactions, and a
+//! read_committed consumer told of one skips the producer's batches until it sees the abort
+//! marker — without it, the producer's later committed batches would be skipped too. (Kafka
+//! rewrites the index with the segment; here both stay, at one small batch and one index entry
+//! per aborted transaction.)
 //!
 //! Crash safety of the swap: a cleaned segment is written to `<base>.log.cleaned` and fsynced;
 //! renaming it to `<base>.log.swap` (then fsyncing the directory) is the commit point. After
@@ -86,7 +91,8 @@ impl Log {
             return Ok(CompactionOutcome::default());
         }
         let end = candidates.last().map_or(0, |c| c.base);
-        let aborted = Aborted(self.aborted_transactions(candidates[0].base, end.max(upper_bound)));
+        let aborted =
+            Aborted::new(self.aborted_transactions(candidates[0].base, end.max(upper_bound)));
         let OffsetMap { latest, usable } = build_offset_map(&candidates, &aborted)?;
         let now = self.clock.now_ms();
         let mut outcome = CompactionOutcome::default();
@@ -220,17 +226,34 @@ fn swap_path(log_path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The aborted transactions of the cleaned range.
-struct Aborted(Vec<AbortedTxn>);
+/// The aborted transactions of the cleaned range: per producer, `(first offset, marker
+/// offset)` sorted (one producer's transactions never overlap), so each lookup is a binary
+/// search however many there are.
+struct Aborted(HashMap<i64, Vec<(i64, i64)>>);
 
 impl Aborted {
+    fn new(aborted: Vec<AbortedTxn>) -> Aborted {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for txn in aborted {
+            by_producer
+                .entry(txn.producer_id)
+                .or_default()
+                .push((txn.first_offset, txn.last_offset));
+        }
+        for ranges in by_producer.values_mut() {
+            ranges.sort_unstable();
+        }
+        Aborted(by_producer)
+    }
+
     /// Whether a transactional batch of `header` belongs to an aborted transaction.
     fn contains(&self, header: &BatchHeader) -> bool {
-        self.0.iter().any(|txn| {
-            txn.producer_id == header.producer_id
-                && txn.first_offset <= header.base_offset
-                && header.base_offset < txn.last_offset
-        })
+        let Some(ranges) = self.0.get(&header.producer_id) else {
+            return false;
+        };
+        // The last transaction that started at or before the batch.
+        let at = ranges.partition_point(|(first, _)| *first <= header.base_offset);
+        at > 0 && header.base_offset < ranges[at - 1].1
     }
 }
 
@@ -349,10 +372,13 @@ fn rewrite_segment(
     let mut removed = 0u64;
     for_each_batch(candidate, |bytes, header| {
         if header.is_control() {
-            // Its transaction's data was all removed (or there was none): past the horizon
-            // the marker goes too; otherwise it stays, ending that data.
+            // A commit marker whose transaction's data was all removed (or there was none)
+            // goes too once past the horizon; otherwise it stays, ending that data. Abort
+            // markers stay (see the module doc).
             let data_kept = txn_data_kept.remove(&header.producer_id).unwrap_or(false);
-            if !data_kept && cleaning.drop_tombstones {
+            let commit = crate::batch::control_type(bytes)
+                .is_ok_and(|kind| kind == crate::batch::ControlType::Commit);
+            if commit && !data_kept && cleaning.drop_tombstones {
                 removed += u64::try_from(header.records_count).unwrap_or(0);
                 return Ok(());
             }

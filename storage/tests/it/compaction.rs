@@ -736,6 +736,15 @@ fn compaction_removes_aborted_transactions_and_compacts_committed_ones() {
     .expect("append");
     log.append_as_coordinator(marker(2, false), 0)
         .expect("abort");
+    // Producer 3 commits k2 only, which the plain k2 below supersedes: its data goes, and
+    // then its commit marker.
+    log.append_as_leader(
+        batch_kv(&[kv("k2", "c2")], T0, txn(3), Compression::None),
+        0,
+    )
+    .expect("append");
+    log.append_as_coordinator(marker(3, true), 0)
+        .expect("commit");
     log.append_as_leader(kv_batch(&[("k2", Some("p2"))], T0, Compression::None), 0)
         .expect("append");
     let big = payload(7, 600);
@@ -757,7 +766,7 @@ fn compaction_removes_aborted_transactions_and_compacts_committed_ones() {
     for (header, bytes) in read_all(&log) {
         if header.is_control() {
             markers.push(header.producer_id);
-        } else if header.base_offset < 7 {
+        } else if header.base_offset < 9 {
             for (_, key, value, _) in decode_records(&[(header, bytes)]) {
                 data.push((key.unwrap_or_default(), value.unwrap_or_default()));
             }
@@ -778,13 +787,18 @@ fn compaction_removes_aborted_transactions_and_compacts_committed_ones() {
     );
     assert_eq!(
         markers,
-        vec![1],
-        "the commit marker stays with its data; the abort marker, whose data is gone, goes"
+        vec![1, 2],
+        "a commit marker stays with its data and goes without it; an abort marker stays with \
+         its index entry"
     );
+    // A read_committed fetch from the start is still told of the abort, and finds its marker.
+    let aborted = log.aborted_transactions(0, log.log_end_offset());
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].producer_id, 2);
     // Rebuilt from the segments, no transaction looks open.
     drop(log);
     let log = open_log(dir.path(), config, &clock, 0);
-    for pid in [1, 2] {
+    for pid in [1, 2, 3] {
         assert!(log
             .producer(pid)
             .is_none_or(|entry| entry.current_txn_first_offset.is_none()));

@@ -170,6 +170,8 @@ pub struct ProducerStateManager {
 struct Verification {
     guard: u64,
     epoch: i16,
+    /// When it started (wall clock), for expiry with the producers.
+    started_ms: i64,
     /// Transaction version 2: the previous transaction's marker carries the epoch of the next
     /// one's verification, and leaves it in place.
     epoch_bump: bool,
@@ -254,12 +256,14 @@ impl ProducerStateManager {
 
     /// Starts (or joins) the verification of a transactional write of `producer_id` at
     /// `epoch`; the guard its append must carry, or `None` when the producer has a transaction
-    /// open here at that epoch already (nothing to verify).
+    /// open here at that epoch already (nothing to verify). `now_ms` dates it for
+    /// [`Self::remove_expired`].
     pub fn start_verification(
         &mut self,
         producer_id: i64,
         epoch: i16,
         epoch_bump: bool,
+        now_ms: i64,
     ) -> Option<u64> {
         if ongoing_at(self.producers.get(&producer_id), epoch) {
             return None;
@@ -277,6 +281,7 @@ impl ProducerStateManager {
             Verification {
                 guard: self.last_guard,
                 epoch,
+                started_ms: now_ms,
                 epoch_bump,
             },
         );
@@ -438,12 +443,16 @@ impl ProducerStateManager {
     }
 
     /// Drops producers with no ongoing transaction whose latest batch is `expiration_ms` or more
-    /// older than `now_ms` (`producer.id.expiration.ms`).
+    /// older than `now_ms` (`producer.id.expiration.ms`), and verifications as old (Kafka
+    /// expires both: a verification whose write never came — a failed check, a producer gone
+    /// or moved to a new id — is otherwise kept for as long as this broker leads).
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) {
         self.producers.retain(|_, e| {
             e.current_txn_first_offset.is_some()
                 || now_ms.saturating_sub(e.last_timestamp_ms) < expiration_ms
         });
+        self.verifications
+            .retain(|_, v| now_ms.saturating_sub(v.started_ms) < expiration_ms);
     }
 
     /// Writes the state (every batch below [`Self::map_end_offset`]) to
@@ -1312,6 +1321,27 @@ mod tests {
     }
 
     #[test]
+    fn verifications_expire_with_the_producers() {
+        let mut psm = ProducerStateManager::new(Path::new("/nonexistent"));
+        let first = data(0, 0, 1, true, 0);
+        let old = psm
+            .start_verification(PID, 0, false, 1_000)
+            .expect("nothing open");
+        psm.remove_expired(5_999, 5_000);
+        assert_eq!(psm.start_verification(PID, 0, false, 5_999), Some(old));
+        psm.remove_expired(6_000, 5_000);
+        // Gone: its guard no longer admits the batch, and a new verification gets a new one.
+        assert!(matches!(
+            psm.check_leader_append(&first, TxnVerification::Guard(Some(old))),
+            Err(StorageError::InvalidTxnState { .. })
+        ));
+        let fresh = psm
+            .start_verification(PID, 0, false, 6_000)
+            .expect("nothing open");
+        assert_ne!(fresh, old);
+    }
+
+    #[test]
     fn a_transactional_batch_opens_a_transaction_only_with_a_current_guard() {
         let mut psm = ProducerStateManager::new(Path::new("/nonexistent"));
         let first = data(0, 0, 1, true, 0);
@@ -1320,9 +1350,11 @@ mod tests {
             psm.check_leader_append(&first, TxnVerification::Guard(None)),
             Err(StorageError::InvalidTxnState { .. })
         ));
-        let guard = psm.start_verification(PID, 0, false).expect("nothing open");
+        let guard = psm
+            .start_verification(PID, 0, false, 0)
+            .expect("nothing open");
         // A second request in flight for the same producer shares the guard.
-        assert_eq!(psm.start_verification(PID, 0, false), Some(guard));
+        assert_eq!(psm.start_verification(PID, 0, false, 0), Some(guard));
         assert!(psm
             .check_leader_append(&first, TxnVerification::Guard(Some(guard)))
             .is_ok());
@@ -1332,7 +1364,7 @@ mod tests {
         ));
         psm.apply(&first, None);
         // Open at this epoch: nothing to verify, no guard needed.
-        assert_eq!(psm.start_verification(PID, 0, false), None);
+        assert_eq!(psm.start_verification(PID, 0, false, 0), None);
         assert!(psm
             .check_leader_append(&data(0, 1, 1, true, 1), TxnVerification::Guard(None))
             .is_ok());
@@ -1345,7 +1377,9 @@ mod tests {
         let (m, control) = marker(PID, 0, false, 1);
         psm.apply(&m, control);
         // Verified for the next transaction...
-        let guard = psm.start_verification(PID, 0, false).expect("nothing open");
+        let guard = psm
+            .start_verification(PID, 0, false, 0)
+            .expect("nothing open");
         // ...but the coordinator's abort of it lands first (the ABA race).
         let (m, control) = marker(PID, 0, false, 2);
         psm.apply(&m, control);
@@ -1366,7 +1400,9 @@ mod tests {
             ),
             Err(StorageError::InvalidTxnState { .. })
         ));
-        let fresh = psm.start_verification(PID, 0, false).expect("nothing open");
+        let fresh = psm
+            .start_verification(PID, 0, false, 0)
+            .expect("nothing open");
         assert!(psm
             .check_coordinator_append(
                 &data(0, 1, 1, true, 3),
@@ -1383,7 +1419,7 @@ mod tests {
         // The next transaction (epoch 1) is verified while the previous one's marker, bumped
         // to epoch 1 by the coordinator, is still on its way.
         let guard = psm
-            .start_verification(PID, 1, true)
+            .start_verification(PID, 1, true, 0)
             .expect("nothing open at epoch 1");
         let (m, control) = marker(PID, 1, true, 1);
         psm.apply(&m, control);

@@ -695,6 +695,12 @@ impl TxnMachine {
         );
         let now = ctx.now_ms;
         let next = self.fence_and_abort(id, &meta, now, ctx);
+        if self.rules.transaction_version >= 2 {
+            // The abort's bump is the producer's own under version 2 (Kafka records the last
+            // epoch): its KIP-360 re-init from the old epoch is answered, not fenced.
+            self.bumped_from
+                .insert(id.to_owned(), (meta.producer_id, meta.producer_epoch));
+        }
         vec![self.record(id, &next)]
     }
 

@@ -609,6 +609,8 @@ fn a_version_2_transaction_that_times_out_does_not_fence_its_producer() {
     assert_eq!(h.state(), TxnState::PrepareAbort);
     let job = h.job();
     h.complete(&job).unwrap();
+    // A KIP-360 re-init from the old epoch gets the bumped pair and bumps nothing more.
+    assert_eq!(h.init(Some(producer)), Ok((producer.0, producer.1 + 1)));
     // Its own abort at the old epoch is a retry of the coordinator's, answered with the new
     // epoch; a commit is refused.
     assert_eq!(

@@ -71,9 +71,10 @@ impl Log {
         epoch: i16,
         epoch_bump: bool,
     ) -> Option<u64> {
+        let now_ms = self.clock.now_ms();
         self.lock()
             .producers
-            .start_verification(producer_id, epoch, epoch_bump)
+            .start_verification(producer_id, epoch, epoch_bump, now_ms)
     }
 
     /// Appends a batch written by a coordinator on this broker (its records, transactional

@@ -13,13 +13,16 @@
 //! rewrites the index with the segment; here both stay, at one small batch and one index entry
 //! per aborted transaction.)
 //!
+//! Each live producer's last data batch is kept whole, as Kafka's cleaner keeps it (emptied
+//! there): replicas and replays rebuild the producer's epoch and last sequence from the log.
+//!
 //! Crash safety of the swap: a cleaned segment is written to `<base>.log.cleaned` and fsynced;
 //! renaming it to `<base>.log.swap` (then fsyncing the directory) is the commit point. After
 //! that the swap file replaces `<base>.log` and the old indexes are removed. On open, `.cleaned`
 //! files are discarded and `.swap` files completed (see `recovery`), so a crash at any step
 //! leaves either the old or the new segment, each with offsets unchanged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::ops::ControlFlow;
@@ -67,7 +70,7 @@ impl Log {
     /// and every transaction is complete). A no-op unless the cleanup policy includes
     /// `compact`.
     pub fn compact(&self, upper_bound: i64) -> Result<CompactionOutcome> {
-        let (candidates, delete_retention_ms, truncations) = {
+        let (candidates, delete_retention_ms, truncations, producers_last) = {
             let st = self.lock();
             // A retired log's paths may soon name another log's files.
             if st.retired || !st.config.cleanup_policy.compacts() {
@@ -85,7 +88,20 @@ impl Log {
                     max_timestamp_ms: s.max_timestamp_ms(),
                 })
                 .collect();
-            (candidates, st.config.delete_retention_ms, st.truncations)
+            // Each live producer's last data batch is kept whole (Kafka's cleaner keeps it
+            // too): a replica or a replay that rebuilds producer state from the log needs its
+            // epoch and last sequence to keep deduplicating its retries and fencing zombies.
+            let producers_last: HashSet<i64> = st
+                .producers
+                .producers()
+                .filter_map(|(_, entry)| entry.batches.back().map(|b| b.last_offset))
+                .collect();
+            (
+                candidates,
+                st.config.delete_retention_ms,
+                st.truncations,
+                producers_last,
+            )
         };
         if candidates.is_empty() {
             return Ok(CompactionOutcome::default());
@@ -116,6 +132,7 @@ impl Log {
             let cleaning = Cleaning {
                 latest: &latest,
                 aborted: &aborted,
+                producers_last: &producers_last,
                 drop_tombstones,
             };
             let removed =
@@ -261,6 +278,8 @@ impl Aborted {
 struct Cleaning<'a> {
     latest: &'a HashMap<Bytes, i64>,
     aborted: &'a Aborted,
+    /// Last offsets of the batches kept whole as their producers' last.
+    producers_last: &'a HashSet<i64>,
     drop_tombstones: bool,
 }
 
@@ -381,6 +400,14 @@ fn rewrite_segment(
             if commit && !data_kept && cleaning.drop_tombstones {
                 removed += u64::try_from(header.records_count).unwrap_or(0);
                 return Ok(());
+            }
+            return writer
+                .write_all(bytes)
+                .map_err(|e| StorageError::io(out_path, e));
+        }
+        if header.has_producer_id() && cleaning.producers_last.contains(&header.last_offset()) {
+            if header.is_transactional() {
+                txn_data_kept.insert(header.producer_id, true);
             }
             return writer
                 .write_all(bytes)

@@ -405,6 +405,8 @@ fn producer_sequence_survives_replicating_a_compacted_batch() {
         .append_as_leader(kv_batch(&pairs, T0, Compression::None), 0)
         .expect("append"); // 5-6
     assert_eq!(leader.segment_count(), 3);
+    // Expired (a live producer's last batch would be kept whole), so its batch is cleaned.
+    leader.remove_expired_producers(0);
     let outcome = leader.compact(leader.log_end_offset()).expect("compact");
     assert_eq!(outcome.records_removed, 1, "the producer's value of c");
 
@@ -758,6 +760,8 @@ fn compaction_removes_aborted_transactions_and_compacts_committed_ones() {
     }
     let end = log.log_end_offset();
     clock.set(T0 + 2_000);
+    // The producers are gone (expired): none of their last batches needs keeping.
+    log.remove_expired_producers(0);
     let outcome = log.compact(end).expect("compact");
     assert!(outcome.records_removed >= 4, "{outcome:?}");
 
@@ -803,4 +807,61 @@ fn compaction_removes_aborted_transactions_and_compacts_committed_ones() {
             .producer(pid)
             .is_none_or(|entry| entry.current_txn_first_offset.is_none()));
     }
+}
+
+/// A live producer's last batch is kept whole however superseded its records are (Kafka's
+/// cleaner keeps it too): a new replica rebuilds the producer's sequence from it, and still
+/// recognises the producer's retry as a duplicate once it leads.
+#[test]
+fn a_live_producers_last_batch_survives_compaction_so_its_retry_stays_a_duplicate() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let clock = manual_clock();
+    let leader = open_log(leader_dir.path(), compact_config(), &clock, 0);
+    let producer = Producer {
+        id: 88,
+        epoch: 3,
+        base_sequence: 0,
+        transactional: false,
+    };
+    let big = payload(9, 250);
+    let first = batch_kv(
+        &[(Some(b"a".as_slice()), Some(big.as_bytes()))],
+        T0,
+        producer,
+        Compression::None,
+    );
+    leader.append_as_leader(first.clone(), 0).expect("append"); // 0, sequence 0
+    for keys in [["a", "b"], ["c", "d"], ["e", "f"]] {
+        let pairs: Vec<(&str, Option<&str>)> =
+            keys.iter().map(|k| (*k, Some(big.as_str()))).collect();
+        leader
+            .append_as_leader(kv_batch(&pairs, T0, Compression::None), 0)
+            .expect("append");
+    }
+    assert!(leader.segment_count() >= 3);
+    leader.compact(leader.log_end_offset()).expect("compact");
+    let batches = read_all(&leader);
+    assert!(
+        batches
+            .iter()
+            .any(|(h, _)| h.producer_id == 88 && h.base_offset == 0 && h.records_count == 1),
+        "the producer's only batch is kept, its superseded record with it"
+    );
+
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let follower = open_log(follower_dir.path(), compact_config(), &clock, 0);
+    for (header, bytes) in batches {
+        follower
+            .append_replicated(bytes)
+            .unwrap_or_else(|e| panic!("replicate batch at {}: {e}", header.base_offset));
+    }
+    let entry = follower
+        .producer(88)
+        .expect("the producer is known to the new replica");
+    assert_eq!((entry.epoch, entry.last_sequence()), (3, 0));
+    let retry = follower.append_as_leader(first, 1).expect("retry");
+    assert!(
+        retry.duplicate && retry.base_offset == 0,
+        "the retry is answered with its first offsets: {retry:?}"
+    );
 }

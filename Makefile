@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR
 
 CARGO ?= cargo
 
-.PHONY: bootstrap build run test test-suite doc-test lint fmt chaos bench bench-kafka bench-replication bench-client bench-groups bench-txn bench-ab clean-cache
+.PHONY: bootstrap build run test test-suite doc-test lint fmt chaos bench bench-kafka bench-replication bench-client bench-groups bench-txn bench-ab bench-metrics clean-cache
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -105,6 +105,12 @@ endif
 bench-ab: bootstrap
 	if [ "$(B)" = "$(CARGO_TARGET_DIR)/release/streambus" ]; then $(CARGO) build --release -p streambus-broker; fi
 	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/ab_compare.py --a "$(A)" --b "$(B)" $(AB_ARGS)
+
+# The cost of recording metrics: this tree's release broker with metrics off (a) against the same
+# binary with them on (b), in alternating rounds of bench-ab's phases; see bench/README.md.
+bench-metrics: bootstrap
+	$(CARGO) build --release -p streambus-broker
+	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/ab_compare.py --a $(CARGO_TARGET_DIR)/release/streambus --a-args '--set metrics.enabled=false' --b $(CARGO_TARGET_DIR)/release/streambus $(AB_ARGS)
 
 # Removes the shared build cache; the next build compiles RocksDB again.
 clean-cache:

@@ -8,7 +8,8 @@ b/a ratio is judged against).
         --a /tmp/streambus-old --b $HOME/.cache/streambus-target/release/streambus
 
 Every round starts one broker of build a, measures it and stops it, then does the same with
-build b. On each broker, in this order:
+build b. `--a-args` / `--b-args` add broker arguments to one build, so one binary can be
+compared with itself under two configurations (`make bench-metrics`: metrics off against on). On each broker, in this order:
 
   * produce latency: 1 partition, librdkafka (confluent-kafka), acks=1, linger.ms=0, at a fixed
     --latency-rate (10,000 records/s) for --latency-seconds (5 s); p50 and p99 of the time from
@@ -30,6 +31,7 @@ the end, or killed on any error or interrupt; every phase is bounded by --timeou
 
 import argparse
 import os
+import shlex
 import statistics
 import sys
 
@@ -59,7 +61,8 @@ def value_of(key, r):
 def measure_broker(args, binary, label, rnd, payloads, brokers):
     """One fresh broker of `binary`: latency, then produce and fetch on 1 and 8 partitions.
     Returns {phase key: result dict}, the latency result under "latency"."""
-    broker = kb.Broker(binary, args.data_root, "%s-%d" % (label, rnd))
+    extra = shlex.split(getattr(args, "%s_args" % label))
+    broker = kb.Broker(binary, args.data_root, "%s-%d" % (label, rnd), extra_args=extra)
     brokers.append(broker)
     bootstrap = broker.start()
     out = {}
@@ -211,6 +214,10 @@ def main(argv=None):
     ap.add_argument("--a", required=True, help="the baseline broker binary")
     ap.add_argument("--b", default=os.path.join(target, "release/streambus"),
                     help="the broker binary compared with it")
+    ap.add_argument("--a-args", default="",
+                    help="more broker arguments for build a (e.g. '--set metrics.enabled=false': "
+                         "the same binary compared with itself under two configurations)")
+    ap.add_argument("--b-args", default="", help="more broker arguments for build b")
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternating rounds (at least 2 to measure the noise)")
     ap.add_argument("--records", type=int, default=1_000_000,

@@ -98,8 +98,9 @@ class Broker:
     directory. stderr is drained by a thread (a full pipe would stall the broker) and its tail
     kept for error reports."""
 
-    def __init__(self, binary, data_root, name, keep_data=False):
+    def __init__(self, binary, data_root, name, keep_data=False, extra_args=()):
         self.binary = binary
+        self.extra_args = list(extra_args)
         self.data_root = data_root
         self.name = name
         self.keep_data = keep_data
@@ -120,7 +121,7 @@ class Broker:
             "--raft-listener", "127.0.0.1:0",
             "--admin-listener", "127.0.0.1:0",
             "--http-listener", "127.0.0.1:0",
-        ]
+        ] + self.extra_args
         log("starting %s broker:" % self.name, " ".join(cmd))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True)

@@ -21,6 +21,7 @@ use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
 use crate::error::{BrokerError, Result};
 use crate::group::GroupCoordinator;
+use crate::http::{HttpServer, Started};
 use crate::identity::{self, Bootstrap, MetaProperties};
 use crate::kafka::server::KafkaServer;
 use crate::partition::isr::{self, IsrProposer};
@@ -52,6 +53,7 @@ pub struct Broker {
     ctx: Arc<BrokerContext>,
     quorum: Quorum,
     server: KafkaServer,
+    http: HttpServer,
     fetchers: Arc<ReplicaFetchers>,
     background: Vec<JoinHandle<()>>,
 }
@@ -62,6 +64,23 @@ impl Broker {
         // First, before anything is written to the data directory: refuse another cluster's
         // or another node's data.
         let identity = resolve_identity(&config, dev).await?;
+        let shutdown = CancellationToken::new();
+        // A start that fails stops what it started (the HTTP listener, so far).
+        let stop_on_failure = shutdown.clone().drop_guard();
+        // Next the HTTP listener, so that `/readyz` answers "starting" while logs recover and
+        // the broker joins the quorum.
+        let metrics = crate::telemetry::install(&config.metrics);
+        let http_addr = config.http_listener;
+        let http_bind_error = move |source| BrokerError::Bind {
+            listener: "http_listener",
+            addr: http_addr,
+            source,
+        };
+        let http_listener = TcpListener::bind(http_addr)
+            .await
+            .map_err(http_bind_error)?;
+        let http =
+            HttpServer::spawn(http_listener, metrics, shutdown.clone()).map_err(http_bind_error)?;
         let kafka_listener = config.kafka_listener;
         let bind_error = move |source| BrokerError::Bind {
             listener: "kafka_listener",
@@ -100,7 +119,6 @@ impl Broker {
         )
         .await?;
         partitions.set_isr_proposer(IsrProposer::new(quorum.node.clone(), config.node_id));
-        let shutdown = CancellationToken::new();
         let producer_ids = ProducerIdAllocator::new(
             quorum.node.clone(),
             config.node_id,
@@ -152,15 +170,22 @@ impl Broker {
                 ctx.config.replication.lag_time_max_ms,
                 shutdown.clone(),
             )),
+            crate::telemetry::scrape::spawn_leader_watch(&quorum.node, shutdown.clone()),
         ];
         background.extend(groups.spawn(&ctx));
         background.extend(txns.spawn(&ctx));
         let server = KafkaServer::spawn(ctx.clone(), KAFKA_ENDPOINT, listener, shutdown)
             .map_err(bind_error)?;
+        http.started(Started {
+            ctx: ctx.clone(),
+            registration: quorum.lifecycle.state(),
+        });
+        stop_on_failure.disarm();
         Ok(Broker {
             ctx,
             quorum,
             server,
+            http,
             fetchers,
             background,
         })
@@ -222,6 +247,11 @@ impl Broker {
         self.server.local_addr()
     }
 
+    /// The HTTP listener's address (`/metrics`, health).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
     /// The raft listener's address.
     pub fn raft_addr(&self) -> SocketAddr {
         self.quorum.node.local_addr()
@@ -276,6 +306,7 @@ impl Broker {
         }
         self.ctx.shutdown.cancel();
         self.server.stopped().await;
+        self.http.stopped().await;
         for task in self.background {
             let _ = task.await;
         }

@@ -10,6 +10,15 @@ use clap::Parser;
 use crate::config::{FlagOverride, Sources};
 use crate::error::{BrokerError, Result};
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `tracing`'s text lines (colours on a terminal only).
+    Text,
+    /// One JSON object per line, with the spans' fields.
+    Json,
+}
+
 /// StreamBus: a Kafka-compatible, replicated log broker.
 ///
 /// Configuration, lowest precedence first: embedded defaults, the --config file, STREAMBUS_<KEY>
@@ -28,6 +37,10 @@ pub struct Cli {
     /// Print the resolved configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+
+    /// Log lines as plain text (default) or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
 
     /// Print a new random cluster id (Kafka's format) and exit; give it to every broker of a
     /// new multi-node cluster as --cluster-id.

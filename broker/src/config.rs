@@ -26,11 +26,13 @@ use crate::replication::ReplicationConfig;
 
 mod groups;
 mod metadata;
+mod metrics;
 mod topics;
 mod transactions;
 
 pub use groups::GroupsConfig;
 pub use metadata::MetadataConfig;
+pub use metrics::MetricsConfig;
 pub use topics::{CompressionType, TopicsConfig};
 pub use transactions::TransactionsConfig;
 
@@ -87,6 +89,8 @@ pub struct BrokerConfig {
     pub groups: GroupsConfig,
     /// The transaction coordinator and `__transaction_state`.
     pub transactions: TransactionsConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for BrokerConfig {
@@ -108,6 +112,7 @@ impl Default for BrokerConfig {
             replication: ReplicationConfig::default(),
             groups: GroupsConfig::default(),
             transactions: TransactionsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

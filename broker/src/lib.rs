@@ -20,6 +20,7 @@
 //! - [`error`]: the crate's error enum.
 //! - [`frame`]: Kafka request framing with the `socket.request.max.bytes` bound.
 //! - [`group`]: the group coordinator (classic consumer groups, committed offsets).
+//! - [`http`]: the HTTP listener: `/metrics` and the health endpoints.
 //! - [`identity`]: the data directory's `meta.properties` (cluster id, node id) and its checks.
 //! - [`inter_broker`]: one bounded Kafka-protocol connection to another broker (replica
 //!   fetchers, coordinator-to-leader calls).
@@ -32,6 +33,8 @@
 //! - [`producer_ids`]: producer ids from quorum-allocated blocks.
 //! - [`quorum`]: starting this broker's metadata quorum member.
 //! - [`replication`]: replica fetchers and ISR maintenance between brokers.
+//! - [`telemetry`]: Prometheus metrics: the recorder, request and traffic series, scrape-time
+//!   gauges, process series.
 //! - [`topic_config`]: Kafka topic configs: validation, resolution, description.
 //! - [`txn`]: the transaction coordinator over `__transaction_state`.
 
@@ -45,6 +48,7 @@ pub mod endpoints;
 pub mod error;
 pub mod frame;
 pub mod group;
+pub mod http;
 pub mod identity;
 pub mod inter_broker;
 pub mod kafka;
@@ -55,6 +59,7 @@ pub mod principal;
 pub mod producer_ids;
 pub mod quorum;
 pub mod replication;
+pub mod telemetry;
 #[cfg(test)]
 pub mod testing;
 pub mod topic_config;

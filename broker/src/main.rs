@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use streambus_broker::broker::Broker;
-use streambus_broker::cli::Cli;
+use streambus_broker::cli::{Cli, LogFormat};
 use streambus_broker::config::{self, BrokerConfig};
 use streambus_raft::ClusterId;
 use tracing_subscriber::EnvFilter;
@@ -20,7 +20,7 @@ const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     match run(&cli) {
         Ok(code) => code,
         Err(error) => {
@@ -99,6 +99,7 @@ async fn serve(config: BrokerConfig, dev: bool) -> anyhow::Result<()> {
     tracing::info!(
         kafka_listener = %broker.kafka_addr(),
         raft_listener = %broker.raft_addr(),
+        http_listener = %broker.http_addr(),
         "broker started"
     );
     broker.run_until(signals.recv()).await?;
@@ -132,13 +133,21 @@ impl ShutdownSignals {
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`, openraft at `warn`); colours only on a terminal, so
 /// journald and CI logs stay plain text.
-fn init_tracing() {
+/// `--log-format json` writes one JSON object per line instead (with each event's span fields,
+/// the request context among them), for log shippers.
+fn init_tracing(format: LogFormat) {
     // openraft narrates every vote and tick at `info`; its warnings are what an operator needs.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
 }

@@ -25,6 +25,8 @@ pub struct Member {
     pub kafka_addr: SocketAddr,
     /// The raft listener, which the other members know it by.
     pub raft_addr: SocketAddr,
+    /// The HTTP listener (`/metrics`, health).
+    pub http_addr: SocketAddr,
     args: Vec<String>,
     /// Environment variables set for this member's process (e.g. `FAILPOINTS`).
     env: Vec<(String, String)>,
@@ -116,6 +118,7 @@ impl Cluster {
         let dir = tempfile::tempdir()?;
         let cluster_id = new_cluster_id()?;
         let ports = free_ports(2 * n);
+        let http_ports = free_ports(n);
         let voter_list = (0..voters.min(n))
             .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[2 * i + 1]))
             .chain(foreign.iter().map(|(id, addr)| format!("{id}@{addr}")))
@@ -139,7 +142,7 @@ impl Cluster {
                 "--admin-listener",
                 "127.0.0.1:0",
                 "--http-listener",
-                "127.0.0.1:0",
+                &format!("127.0.0.1:{}", http_ports[i]),
                 "--set",
                 &format!("metadata.quorum_voters={voter_list}"),
             ]
@@ -156,6 +159,7 @@ impl Cluster {
                 id,
                 kafka_addr: format!("127.0.0.1:{}", ports[2 * i]).parse()?,
                 raft_addr: format!("127.0.0.1:{}", ports[2 * i + 1]).parse()?,
+                http_addr: format!("127.0.0.1:{}", http_ports[i]).parse()?,
                 args,
                 env,
                 process: None,

@@ -135,6 +135,8 @@ pub fn peek_i16(mut bytes: &[u8]) -> i16 {
 pub struct DevBroker {
     pub process: Option<BrokerProcess>,
     pub kafka_addr: SocketAddr,
+    /// The HTTP listener (`/metrics`, health), from the start line.
+    pub http_addr: SocketAddr,
     pub data_dir: tempfile::TempDir,
     extra: Vec<String>,
 }
@@ -144,11 +146,12 @@ impl DevBroker {
     pub fn start(extra: &[&str]) -> anyhow::Result<DevBroker> {
         let data_dir = tempfile::tempdir()?;
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        let (process, kafka_addr) =
+        let (process, kafka_addr, http_addr) =
             launch(data_dir.path().to_str().context("utf-8 path")?, &extra)?;
         Ok(DevBroker {
             process: Some(process),
             kafka_addr,
+            http_addr,
             data_dir,
             extra,
         })
@@ -172,12 +175,13 @@ impl DevBroker {
                 bail!("broker exited with {status} on SIGTERM");
             }
         }
-        let (process, kafka_addr) = launch(
+        let (process, kafka_addr, http_addr) = launch(
             self.data_dir.path().to_str().context("utf-8 path")?,
             &self.extra,
         )?;
         self.process = Some(process);
         self.kafka_addr = kafka_addr;
+        self.http_addr = http_addr;
         Ok(())
     }
 
@@ -208,18 +212,25 @@ pub fn dev_args(data_dir: &str) -> Vec<&str> {
     ]
 }
 
-fn launch(data_dir: &str, extra: &[String]) -> anyhow::Result<(BrokerProcess, SocketAddr)> {
+/// Starts a dev broker; returns it with its Kafka and HTTP addresses.
+fn launch(
+    data_dir: &str,
+    extra: &[String],
+) -> anyhow::Result<(BrokerProcess, SocketAddr, SocketAddr)> {
     let mut args = dev_args(data_dir);
     args.extend(extra.iter().map(String::as_str));
     let mut process = BrokerProcess::start(&args)?;
     process.wait_for_log("broker active", 0, STARTUP)?;
     let line = process.wait_for_log("broker started", 0, STARTUP)?;
-    let addr = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("kafka_listener="))
-        .context("no kafka_listener in the start line")?
-        .parse()?;
-    Ok((process, addr))
+    let field = |name: &str| -> anyhow::Result<SocketAddr> {
+        let prefix = format!("{name}=");
+        Ok(line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix(prefix.as_str()))
+            .with_context(|| format!("no {name} in the start line"))?
+            .parse()?)
+    };
+    Ok((process, field("kafka_listener")?, field("http_listener")?))
 }
 
 /// A wire topic name.

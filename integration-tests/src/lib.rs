@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod cluster;
+pub mod http;
 pub mod kafka;
 mod process;
 

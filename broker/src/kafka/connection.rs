@@ -215,10 +215,16 @@ async fn handle_frame(
         client_id: header.client_id,
     };
     let span = request_ctx.span();
-    match api::dispatch(ctx, &request_ctx, request)
+    let started = std::time::Instant::now();
+    let outcome = api::dispatch(ctx, &request_ctx, request)
         .instrument(span)
-        .await
-    {
+        .await;
+    let response = match &outcome {
+        Outcome::Respond(response) => Some(response.as_ref()),
+        Outcome::NoResponse | Outcome::Close => None,
+    };
+    crate::telemetry::requests::record(key, version, started.elapsed(), response);
+    match outcome {
         Outcome::Respond(response) => encode(key, version, correlation_id, &response),
         Outcome::NoResponse => Step::Nothing,
         Outcome::Close => Step::Close("request without a handler"),

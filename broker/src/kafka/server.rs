@@ -80,6 +80,7 @@ async fn accept_loop(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = ctx.config.kafka.max_connections, "connection refused: kafka.max_connections reached");
+            crate::telemetry::requests::connection_refused();
             drop(stream);
             continue;
         };
@@ -93,7 +94,9 @@ async fn accept_loop(
         };
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         connections.spawn(async move {
+            crate::telemetry::requests::connection(true);
             connection::serve(ctx, stream, info, shutdown).await;
+            crate::telemetry::requests::connection(false);
             drop(slot);
         });
     }

@@ -20,6 +20,26 @@ pub const LSO_LAG_MAX: &str = "streambus_partition_lso_lag_max_records";
 /// Partitions led here whose last stable offset is behind their high watermark.
 pub const LAGGING_PARTITIONS: &str = "streambus_partitions_lso_lagging";
 
+/// Registers the gauges' help texts with the installed recorder.
+pub fn describe() {
+    use metrics::{describe_gauge, Unit};
+    describe_gauge!(
+        LSO_LAG,
+        Unit::Count,
+        "Records between a led partition's last stable offset and its high watermark."
+    );
+    describe_gauge!(
+        LSO_LAG_MAX,
+        Unit::Count,
+        "The largest LSO lag of the partitions led here."
+    );
+    describe_gauge!(
+        LAGGING_PARTITIONS,
+        Unit::Count,
+        "Partitions led here whose last stable offset is behind their high watermark."
+    );
+}
+
 /// `(topic, partition)`.
 type Key = (String, u32);
 

@@ -98,6 +98,18 @@ impl PartitionManager {
         self.log_dir_health.is_online()
     }
 
+    /// Writes, fsyncs and removes a small file in the log directory (blocking): whether it takes
+    /// writes now. For readiness checks while the directory is online (the recovery task
+    /// probes the same way while it is offline).
+    pub fn probe_log_dir(&self) -> Result<(), StorageError> {
+        self.log_dir.probe()
+    }
+
+    /// `<data_dir>/logs/`.
+    pub fn log_dir_path(&self) -> &std::path::Path {
+        self.log_dir.root()
+    }
+
     /// Where partitions opened from now on send their ISR changes.
     pub fn set_isr_proposer(&self, proposer: IsrProposer) {
         if self.isr_proposer.set(proposer).is_err() {

@@ -91,7 +91,9 @@ pub async fn handle(
         bound,
     };
 
-    let mut topics: Vec<(TopicName, Uuid, Vec<Wanted>)> = Vec::with_capacity(request.topics.len());
+    // Each with its name in the image, for the per-topic traffic counters.
+    let mut topics: Vec<(TopicName, Uuid, Vec<Wanted>, Option<String>)> =
+        Vec::with_capacity(request.topics.len());
     let mut targets = Vec::new();
     for topic in request.topics {
         let record = if version >= 13 {
@@ -136,7 +138,8 @@ pub async fn handle(
                 read,
             });
         }
-        topics.push((topic.topic, topic.topic_id, wanted));
+        let known = record.map(|r| r.name.clone());
+        topics.push((topic.topic, topic.topic_id, wanted, known));
     }
     if topics.iter().flat_map(|t| &t.2).any(|w| w.read.is_err()) {
         // An error is answered at once, as Kafka does.
@@ -149,12 +152,18 @@ pub async fn handle(
         .collect();
     let responses = topics
         .into_iter()
-        .map(|(name, topic_id, wanted)| {
+        .map(|(name, topic_id, wanted, known)| {
             let partitions = wanted
                 .into_iter()
                 .map(|wanted| match wanted.read {
                     Ok(slot) => match reads.get_mut(slot).and_then(Option::take) {
-                        Some(read) => partition_data(version, wanted.index, read),
+                        Some(read) => {
+                            if let Some(topic) = &known {
+                                let bytes = read.records.len();
+                                crate::telemetry::topics::fetched(topic, bytes, follower.is_some());
+                            }
+                            partition_data(version, wanted.index, read)
+                        }
                         None => failed(
                             wanted.index,
                             code(Failure::Request(RequestProblem::TimedOut)),

@@ -106,7 +106,18 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
             slots = kept_slots;
         }
     }
+    // What each append is, for the per-topic traffic counters of those that succeed.
+    let sizes: Vec<(Arc<Partition>, usize)> = appends
+        .iter()
+        .map(|(partition, batch, _)| (partition.clone(), batch.len()))
+        .collect();
     let outcomes = append::append_all(appends, acks, timeout, &ctx.shutdown).await;
+    for ((partition, bytes), outcome) in sizes.iter().zip(&outcomes) {
+        if let Ok(appended) = outcome {
+            let records = appended.last_offset - appended.base_offset + 1;
+            crate::telemetry::topics::produced(&partition.topic, *bytes, records);
+        }
+    }
     if acks == Acks::None {
         // Kafka closes an acks=0 connection when a write fails: the client's only signal to
         // refresh metadata (e.g. after a leader moved) instead of dropping records forever.

@@ -1,0 +1,285 @@
+//! Metrics of Kafka requests and connections: requests by API and version, their latency by
+//! API, and the error codes their responses carry, by API and Kafka error name.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+
+/// Requests handled, by `api` and `version`.
+pub const REQUESTS: &str = "streambus_kafka_requests_total";
+/// Time from a decoded request to its response, by `api`.
+pub const REQUEST_SECONDS: &str = "streambus_kafka_request_duration_seconds";
+/// Error codes in responses (top-level and per partition, group or topic), by `api` and
+/// `error` (Kafka's name, e.g. `NOT_LEADER_OR_FOLLOWER`).
+pub const REQUEST_ERRORS: &str = "streambus_kafka_request_errors_total";
+/// Client connections open now.
+pub const CONNECTIONS: &str = "streambus_kafka_connections";
+/// Client connections accepted.
+pub const CONNECTIONS_ACCEPTED: &str = "streambus_kafka_connections_accepted_total";
+/// Client connections closed at once because `kafka.max_connections` were open.
+pub const CONNECTIONS_REFUSED: &str = "streambus_kafka_connections_refused_total";
+
+pub(super) fn describe() {
+    describe_counter!(REQUESTS, Unit::Count, "Kafka requests handled.");
+    describe_histogram!(
+        REQUEST_SECONDS,
+        Unit::Seconds,
+        "Time from a decoded Kafka request to its response."
+    );
+    describe_counter!(
+        REQUEST_ERRORS,
+        Unit::Count,
+        "Error codes in Kafka responses, top-level and per partition, group or topic."
+    );
+    describe_gauge!(CONNECTIONS, Unit::Count, "Kafka client connections open.");
+    describe_counter!(
+        CONNECTIONS_ACCEPTED,
+        Unit::Count,
+        "Kafka client connections accepted."
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        Unit::Count,
+        "Kafka client connections closed at once: max_connections were open."
+    );
+}
+
+/// Records one handled request; `response` is `None` for acks=0 produces and closed
+/// connections.
+pub fn record(key: ApiKey, version: i16, elapsed: Duration, response: Option<&ResponseKind>) {
+    let api = api_name(key);
+    counter!(REQUESTS, "api" => api, "version" => version_label(version)).increment(1);
+    metrics::histogram!(REQUEST_SECONDS, "api" => api).record(elapsed.as_secs_f64());
+    if let Some(response) = response {
+        error_codes(response, |code| {
+            if code != 0 {
+                counter!(REQUEST_ERRORS, "api" => api, "error" => error_name(code)).increment(1);
+            }
+        });
+    }
+}
+
+/// A connection opened (`true`) or closed.
+pub fn connection(opened: bool) {
+    if opened {
+        counter!(CONNECTIONS_ACCEPTED).increment(1);
+        gauge!(CONNECTIONS).increment(1.0);
+    } else {
+        gauge!(CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// A connection refused over `max_connections`.
+pub fn connection_refused() {
+    counter!(CONNECTIONS_REFUSED).increment(1);
+}
+
+/// API keys given their name by index (every key Kafka has defined is below this).
+const API_KEYS: i16 = 200;
+
+/// `ApiKey`'s name (`Produce`, `Fetch`, ...), built once per key so that recording does not
+/// allocate.
+fn api_name(key: ApiKey) -> &'static str {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (0..API_KEYS)
+            .map(|k| match ApiKey::try_from(k) {
+                Ok(known) => &*Box::leak(format!("{known:?}").into_boxed_str()),
+                Err(_) => "Unknown",
+            })
+            .collect()
+    });
+    usize::try_from(key as i16)
+        .ok()
+        .and_then(|i| names.get(i))
+        .copied()
+        .unwrap_or("Unknown")
+}
+
+fn version_label(version: i16) -> &'static str {
+    const LABELS: [&str; 21] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20",
+    ];
+    usize::try_from(version)
+        .ok()
+        .and_then(|v| LABELS.get(v))
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Error codes given their own name; any other is `UNKNOWN` (a bounded label set).
+const ERROR_CODES: std::ops::RangeInclusive<i16> = -1..=200;
+
+/// Kafka's name of an error code (`NOT_LEADER_OR_FOLLOWER`), from the protocol crate's variant
+/// names, built once.
+fn error_name(code: i16) -> &'static str {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        ERROR_CODES
+            .map(|code| match code.err() {
+                None => "NONE",
+                Some(ResponseError::Unknown(_)) => "UNKNOWN",
+                Some(error) => Box::leak(upper_snake(&error.to_string()).into_boxed_str()),
+            })
+            .collect()
+    });
+    let index = i32::from(code) - i32::from(*ERROR_CODES.start());
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| names.get(i))
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
+/// `NotLeaderOrFollower` → `NOT_LEADER_OR_FOLLOWER`.
+fn upper_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// Calls `f` with every error code `response` carries: the top-level one and those of its
+/// partitions, topics, groups or members. APIs not listed report none.
+pub fn error_codes(response: &ResponseKind, mut f: impl FnMut(i16)) {
+    match response {
+        ResponseKind::Produce(r) => r
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::Fetch(r) => {
+            f(r.error_code);
+            r.responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| f(p.error_code));
+        }
+        ResponseKind::ListOffsets(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::Metadata(r) => {
+            for topic in &r.topics {
+                f(topic.error_code);
+                topic.partitions.iter().for_each(|p| f(p.error_code));
+            }
+        }
+        ResponseKind::OffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::TxnOffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::OffsetFetch(r) => {
+            f(r.error_code);
+            r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| f(p.error_code));
+            for group in &r.groups {
+                f(group.error_code);
+                group
+                    .topics
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .for_each(|p| f(p.error_code));
+            }
+        }
+        ResponseKind::FindCoordinator(r) => {
+            f(r.error_code);
+            r.coordinators.iter().for_each(|c| f(c.error_code));
+        }
+        ResponseKind::JoinGroup(r) => f(r.error_code),
+        ResponseKind::SyncGroup(r) => f(r.error_code),
+        ResponseKind::Heartbeat(r) => f(r.error_code),
+        ResponseKind::LeaveGroup(r) => {
+            f(r.error_code);
+            r.members.iter().for_each(|m| f(m.error_code));
+        }
+        ResponseKind::ListGroups(r) => f(r.error_code),
+        ResponseKind::DescribeGroups(r) => r.groups.iter().for_each(|g| f(g.error_code)),
+        ResponseKind::DeleteGroups(r) => r.results.iter().for_each(|g| f(g.error_code)),
+        ResponseKind::ConsumerGroupHeartbeat(r) => f(r.error_code),
+        ResponseKind::ApiVersions(r) => f(r.error_code),
+        ResponseKind::InitProducerId(r) => f(r.error_code),
+        ResponseKind::AddOffsetsToTxn(r) => f(r.error_code),
+        ResponseKind::EndTxn(r) => f(r.error_code),
+        ResponseKind::AddPartitionsToTxn(r) => {
+            f(r.error_code);
+            r.results_by_transaction
+                .iter()
+                .flat_map(|t| &t.topic_results)
+                .chain(&r.results_by_topic_v3_and_below)
+                .flat_map(|t| &t.results_by_partition)
+                .for_each(|p| f(p.partition_error_code));
+        }
+        ResponseKind::WriteTxnMarkers(r) => r
+            .markers
+            .iter()
+            .flat_map(|m| &m.topics)
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::CreateTopics(r) => r.topics.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::DeleteTopics(r) => r.responses.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::CreatePartitions(r) => r.results.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::DeleteRecords(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| f(p.error_code)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::ProduceResponse;
+
+    use super::*;
+
+    #[test]
+    fn labels_are_kafka_names() {
+        assert_eq!(api_name(ApiKey::Produce), "Produce");
+        assert_eq!(
+            api_name(ApiKey::ConsumerGroupHeartbeat),
+            "ConsumerGroupHeartbeat"
+        );
+        assert_eq!(version_label(12), "12");
+        assert_eq!(version_label(99), "other");
+        assert_eq!(error_name(6), "NOT_LEADER_OR_FOLLOWER");
+        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR");
+        assert_eq!(error_name(56), "KAFKA_STORAGE_ERROR");
+        assert_eq!(error_name(1000), "UNKNOWN");
+    }
+
+    #[test]
+    fn every_partition_error_of_a_produce_is_counted() {
+        let response =
+            ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+                .with_partition_responses(vec![
+                    PartitionProduceResponse::default().with_error_code(6),
+                    PartitionProduceResponse::default(),
+                    PartitionProduceResponse::default().with_error_code(3),
+                ])]);
+        let mut codes = Vec::new();
+        error_codes(&ResponseKind::Produce(response), |code| codes.push(code));
+        assert_eq!(codes, vec![6, 0, 3]);
+    }
+}

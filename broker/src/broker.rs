@@ -301,6 +301,8 @@ impl Broker {
     }
 
     async fn stop(self, handover: Handover) -> Result<()> {
+        // Not ready from now on, while leaderships move away.
+        self.http.draining();
         if handover == Handover::Controlled {
             self.controlled_shutdown().await;
         }

@@ -41,6 +41,7 @@ REPORTED = (
     "streambus_topic_bytes_in_total",
     "streambus_topic_records_in_total",
     "streambus_topic_bytes_out_total",
+    "streambus_topic_records_out_total",
     "streambus_log_appended_records_total",
     "streambus_partitions",
     "streambus_partitions_leader",

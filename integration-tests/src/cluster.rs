@@ -117,8 +117,9 @@ impl Cluster {
     ) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let cluster_id = new_cluster_id()?;
-        let ports = free_ports(2 * n);
-        let http_ports = free_ports(n);
+        // One call: ports released between two calls could be handed out twice.
+        let all_ports = free_ports(3 * n);
+        let (ports, http_ports) = all_ports.split_at(2 * n);
         let voter_list = (0..voters.min(n))
             .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[2 * i + 1]))
             .chain(foreign.iter().map(|(id, addr)| format!("{id}@{addr}")))

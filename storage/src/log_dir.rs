@@ -84,7 +84,13 @@ impl LogDir {
     /// fsyncs it (through the fsync failpoint, as a log's data fsync), removes it and fsyncs
     /// the directory. Blocking.
     pub fn probe(&self) -> Result<()> {
-        let path = self.root.join(PROBE_FILE);
+        self.probe_with(PROBE_FILE)
+    }
+
+    /// [`LogDir::probe`] through a file of its own `name`, for a second prober (readiness
+    /// checks) that must not collide with the first.
+    pub fn probe_with(&self, name: &str) -> Result<()> {
+        let path = self.root.join(name);
         let written = (|| {
             let mut file = fs::File::create(&path).map_err(|e| StorageError::io(&path, e))?;
             file.write_all(b"streambus log directory probe\n")

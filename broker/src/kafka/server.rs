@@ -94,9 +94,8 @@ async fn accept_loop(
         };
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         connections.spawn(async move {
-            crate::telemetry::requests::connection(true);
+            let _open = crate::telemetry::requests::connection_opened();
             connection::serve(ctx, stream, info, shutdown).await;
-            crate::telemetry::requests::connection(false);
             drop(slot);
         });
     }

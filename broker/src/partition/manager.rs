@@ -25,6 +25,9 @@ use crate::config::BrokerConfig;
 
 pub use super::registry::{Followed, LeaderLookup, RECONCILE_WAIT};
 
+/// The readiness probe's file in the log directory (the recovery task probes with another).
+const READINESS_PROBE_FILE: &str = ".probe-ready";
+
 /// A hosted partition's key: topic id and partition index.
 pub(super) type Key = (TopicId, u32);
 
@@ -102,7 +105,12 @@ impl PartitionManager {
     /// writes now. For readiness checks while the directory is online (the recovery task
     /// probes the same way while it is offline).
     pub fn probe_log_dir(&self) -> Result<(), StorageError> {
-        self.log_dir.probe()
+        self.log_dir.probe_with(READINESS_PROBE_FILE)
+    }
+
+    /// The metadata offset of the last image applied to the hosted partitions.
+    pub fn reconciled_offset(&self) -> u64 {
+        *self.reconciled.borrow()
     }
 
     /// `<data_dir>/logs/`.

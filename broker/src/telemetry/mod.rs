@@ -6,15 +6,17 @@
 //!
 //! Label cardinality is bounded everywhere: APIs and versions are finite, error labels are
 //! Kafka error names, per-topic series stop at `[metrics] topic_series_max` topics (1,000 by
-//! default; the rest count under `topic="other"`), and per-partition series at
+//! default; the rest count under `topic="(other)"`), and per-partition series at
 //! `partition_series_max` partitions (1,000); the LSO-lag series stop at 1,000 partitions and
 //! the consumer-lag series at `groups.consumer_lag_max_series`.
 
 pub mod process;
 pub mod requests;
 pub mod scrape;
+pub mod text;
 pub mod topics;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -29,12 +31,23 @@ const SECONDS_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-/// A gauge not set for this long is dropped from the output: the per-partition and per-group
-/// series of partitions and groups that went away (the `metrics` facade cannot remove one).
-/// Every gauge still alive is set at each scrape or every few seconds.
+/// A gauge not set for this long is dropped from the output: the per-group and LSO-lag series
+/// of groups and partitions that went away (the `metrics` facade cannot remove one). Every
+/// recorder gauge still alive is set every few seconds; what only changes on events is kept
+/// elsewhere and written at scrape time ([`scrape`]).
 const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How often histogram samples are folded into their buckets when nobody scrapes: the
+/// recorder keeps every raw sample until then.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether metrics are recorded: recording sites skip their bookkeeping when not.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// Installs the Prometheus recorder as the process's global one, the first time it is called;
 /// returns its handle. `None` when metrics are off (`[metrics] enabled = false`: every
@@ -52,7 +65,9 @@ pub fn install(config: &MetricsConfig) -> Option<PrometheusHandle> {
                 .expect("the bucket list is not empty");
             match builder.install_recorder() {
                 Ok(handle) => {
+                    ENABLED.store(true, Ordering::Relaxed);
                     describe();
+                    spawn_upkeep(handle.clone());
                     Some(handle)
                 }
                 Err(error) => {
@@ -73,7 +88,21 @@ fn describe() {
     topics::describe();
 }
 
-/// The text exposition: every recorded series, then the process's.
+/// Folds histogram samples every [`UPKEEP_INTERVAL`] for the life of the process (a plain
+/// thread: the recorder outlives any one runtime).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".to_owned())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            handle.run_upkeep();
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the metrics upkeep thread");
+    }
+}
+
+/// The text exposition of the recorded series, then the process's.
 pub fn render(handle: &PrometheusHandle) -> String {
     handle.run_upkeep();
     let mut text = handle.render();

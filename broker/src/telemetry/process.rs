@@ -2,95 +2,86 @@
 //! virtual memory, open and maximum file descriptors, threads, start time), read from
 //! `/proc/self` at each scrape and written straight into the exposition text: a CPU-seconds
 //! counter is fractional, which the `metrics` facade's integer counters cannot carry. Linux
-//! only; elsewhere nothing is written.
+//! only; a series whose source cannot be read is left out.
 
-use std::fmt::Write as _;
+use super::text::single;
 
-/// Appends the process series to `out`.
+/// Appends the process series to `out`; each is left out alone when its source cannot be read.
 pub fn render(out: &mut String) {
-    let Some(sample) = sample() else {
-        return;
-    };
-    let mut series = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
-        out.push('\n');
-    };
-    series(
-        "process_cpu_seconds_total",
-        "counter",
-        "Total user and system CPU time spent in seconds.",
-        sample.cpu_seconds,
-    );
-    series(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory size in bytes.",
-        sample.resident_bytes,
-    );
-    series(
-        "process_virtual_memory_bytes",
-        "gauge",
-        "Virtual memory size in bytes.",
-        sample.virtual_bytes,
-    );
-    series(
-        "process_open_fds",
-        "gauge",
-        "Number of open file descriptors.",
-        sample.open_fds,
-    );
-    if let Some(max) = sample.max_fds {
-        series(
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    let fields: Vec<&str> = stat
+        .as_deref()
+        // The command name may hold spaces and parentheses: fields follow its last `)`.
+        .and_then(|s| s.get(s.rfind(')')? + 2..))
+        .map(|rest| rest.split(' ').collect())
+        .unwrap_or_default();
+    // Numbered as in proc(5), from field 3 (state) at index 0.
+    let field = |n: usize| -> Option<f64> { fields.get(n.checked_sub(3)?)?.parse().ok() };
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let series: [(&str, &str, &str, Option<f64>); 7] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            field(14)
+                .zip(field(15))
+                .filter(|_| ticks > 0.0)
+                .map(|(user, system)| (user + system) / ticks),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            resident_bytes(),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            field(23),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            // Less the descriptor of the listing itself.
+            std::fs::read_dir("/proc/self/fd")
+                .ok()
+                .map(|dir| dir.count().saturating_sub(1) as f64),
+        ),
+        (
             "process_max_fds",
             "gauge",
             "Maximum number of open file descriptors.",
-            max,
-        );
-    }
-    series(
-        "process_threads",
-        "gauge",
-        "Number of OS threads in the process.",
-        sample.threads,
-    );
-    if let Some(start) = sample.start_time_seconds {
-        series(
+            max_fds(),
+        ),
+        (
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            field(20),
+        ),
+        (
             "process_start_time_seconds",
             "gauge",
             "Start time of the process since unix epoch in seconds.",
-            start,
-        );
+            boot_time()
+                .zip(field(22))
+                .filter(|_| ticks > 0.0)
+                .map(|(boot, start)| boot + start / ticks),
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        if let Some(value) = value {
+            single(out, name, kind, help, value);
+        }
     }
 }
 
-struct Sample {
-    cpu_seconds: f64,
-    resident_bytes: f64,
-    virtual_bytes: f64,
-    open_fds: f64,
-    max_fds: Option<f64>,
-    threads: f64,
-    start_time_seconds: Option<f64>,
-}
-
-/// Clock ticks per second of `/proc` times: USER_HZ, 100 on every Linux architecture that
-/// StreamBus builds for.
-const TICKS_PER_SECOND: f64 = 100.0;
-
-fn sample() -> Option<Sample> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name may hold spaces and parentheses: fields follow its last `)`.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-    // Numbered as in proc(5), from field 3 (state) at index 0.
-    let field = |n: usize| -> Option<f64> { fields.get(n - 3)?.parse().ok() };
-    let cpu_seconds = (field(14)? + field(15)?) / TICKS_PER_SECOND;
-    let threads = field(20)?;
-    let start_ticks = field(22)?;
-    let virtual_bytes = field(23)?;
+/// VmRSS of `/proc/self/status`, in bytes.
+fn resident_bytes() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let resident_kib: f64 = status
+    let kib: f64 = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))?
         .trim()
@@ -98,29 +89,24 @@ fn sample() -> Option<Sample> {
         .trim()
         .parse()
         .ok()?;
-    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
-    let max_fds = std::fs::read_to_string("/proc/self/limits")
+    Some(kib * 1024.0)
+}
+
+/// The soft limit on open files.
+fn max_fds() -> Option<f64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// When the machine booted, in seconds since the epoch.
+fn boot_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
         .ok()
-        .and_then(|limits| {
-            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-            line.split_whitespace().nth(3)?.parse().ok()
-        });
-    let boot_time: Option<f64> = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines()
-            .find_map(|line| line.strip_prefix("btime "))?
-            .trim()
-            .parse()
-            .ok()
-    });
-    Some(Sample {
-        cpu_seconds,
-        resident_bytes: resident_kib * 1024.0,
-        virtual_bytes,
-        open_fds,
-        max_fds,
-        threads,
-        start_time_seconds: boot_time.map(|boot| boot + start_ticks / TICKS_PER_SECOND),
-    })
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! Metrics of Kafka requests and connections: requests by API and version, their latency by
 //! API, and the error codes their responses carry, by API and Kafka error name.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Histogram, Unit};
 
 /// Requests handled, by `api` and `version`.
 pub const REQUESTS: &str = "streambus_kafka_requests_total";
@@ -15,7 +16,7 @@ pub const REQUEST_SECONDS: &str = "streambus_kafka_request_duration_seconds";
 /// Error codes in responses (top-level and per partition, group or topic), by `api` and
 /// `error` (Kafka's name, e.g. `NOT_LEADER_OR_FOLLOWER`).
 pub const REQUEST_ERRORS: &str = "streambus_kafka_request_errors_total";
-/// Client connections open now.
+/// Client connections open now (written at scrape time from [`open_connections`]).
 pub const CONNECTIONS: &str = "streambus_kafka_connections";
 /// Client connections accepted.
 pub const CONNECTIONS_ACCEPTED: &str = "streambus_kafka_connections_accepted_total";
@@ -34,7 +35,6 @@ pub(super) fn describe() {
         Unit::Count,
         "Error codes in Kafka responses, top-level and per partition, group or topic."
     );
-    describe_gauge!(CONNECTIONS, Unit::Count, "Kafka client connections open.");
     describe_counter!(
         CONNECTIONS_ACCEPTED,
         Unit::Count,
@@ -45,31 +45,94 @@ pub(super) fn describe() {
         Unit::Count,
         "Kafka client connections closed at once: max_connections were open."
     );
+    // Present from the start, so that `increase()` sees the first event.
+    counter!(CONNECTIONS_ACCEPTED).absolute(0);
+    counter!(CONNECTIONS_REFUSED).absolute(0);
 }
 
 /// Records one handled request; `response` is `None` for acks=0 produces and closed
-/// connections.
+/// connections. The request and latency handles of each API and version are registered once.
 pub fn record(key: ApiKey, version: i16, elapsed: Duration, response: Option<&ResponseKind>) {
+    if !super::enabled() {
+        return;
+    }
     let api = api_name(key);
-    counter!(REQUESTS, "api" => api, "version" => version_label(version)).increment(1);
-    metrics::histogram!(REQUEST_SECONDS, "api" => api).record(elapsed.as_secs_f64());
+    let index = usize::try_from(key as i16).unwrap_or(usize::MAX);
+    let version_index = usize::try_from(version)
+        .unwrap_or(usize::MAX)
+        .min(VERSIONS - 1);
+    let handles = handles();
+    if let Some(slot) = handles.requests.get(index * VERSIONS + version_index) {
+        slot.get_or_init(|| counter!(REQUESTS, "api" => api, "version" => version_label(version)))
+            .increment(1);
+    }
+    if let Some(slot) = handles.durations.get(index) {
+        slot.get_or_init(|| histogram!(REQUEST_SECONDS, "api" => api))
+            .record(elapsed.as_secs_f64());
+    }
     if let Some(response) = response {
+        // Counted per distinct code: one increment each, however many partitions carry it.
+        let mut codes: Vec<(i16, u64)> = Vec::new();
         error_codes(response, |code| {
             if code != 0 {
-                counter!(REQUEST_ERRORS, "api" => api, "error" => error_name(code)).increment(1);
+                match codes.iter_mut().find(|(c, _)| *c == code) {
+                    Some((_, n)) => *n += 1,
+                    None => codes.push((code, 1)),
+                }
             }
         });
+        for (code, n) in codes {
+            counter!(REQUEST_ERRORS, "api" => api, "error" => error_name(code)).increment(n);
+        }
     }
 }
 
-/// A connection opened (`true`) or closed.
-pub fn connection(opened: bool) {
-    if opened {
-        counter!(CONNECTIONS_ACCEPTED).increment(1);
-        gauge!(CONNECTIONS).increment(1.0);
-    } else {
-        gauge!(CONNECTIONS).decrement(1.0);
+/// Versions with their own label (0..=20; later ones share `other`).
+const VERSIONS: usize = 22;
+
+/// Registered request counters (by API key and version) and latency histograms (by API key).
+struct Handles {
+    requests: Vec<OnceLock<Counter>>,
+    durations: Vec<OnceLock<Histogram>>,
+}
+
+fn handles() -> &'static Handles {
+    static HANDLES: OnceLock<Handles> = OnceLock::new();
+    HANDLES.get_or_init(|| {
+        let keys = usize::try_from(API_KEYS).unwrap_or(0);
+        Handles {
+            requests: (0..keys * VERSIONS).map(|_| OnceLock::new()).collect(),
+            durations: (0..keys).map(|_| OnceLock::new()).collect(),
+        }
+    })
+}
+
+/// Connections open now.
+static OPEN_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+
+/// Client connections open now.
+pub fn open_connections() -> i64 {
+    OPEN_CONNECTIONS.load(Ordering::Relaxed)
+}
+
+/// Counts a connection as open until dropped (a panicking or aborted connection task too).
+#[derive(Debug)]
+#[must_use = "the connection counts as open until this is dropped"]
+pub struct OpenConnection(());
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A connection was accepted: it counts as open until the guard is dropped.
+pub fn connection_opened() -> OpenConnection {
+    OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+    if super::enabled() {
+        counter!(CONNECTIONS_ACCEPTED).increment(1);
+    }
+    OpenConnection(())
 }
 
 /// A connection refused over `max_connections`.
@@ -100,7 +163,7 @@ fn api_name(key: ApiKey) -> &'static str {
 }
 
 fn version_label(version: i16) -> &'static str {
-    const LABELS: [&str; 21] = [
+    const LABELS: [&str; VERSIONS - 1] = [
         "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
         "17", "18", "19", "20",
     ];

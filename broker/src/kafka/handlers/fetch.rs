@@ -91,8 +91,8 @@ pub async fn handle(
         bound,
     };
 
-    // Each with its name in the image, for the per-topic traffic counters.
-    let mut topics: Vec<(TopicName, Uuid, Vec<Wanted>, Option<String>)> =
+    // Each with its name in the image, for the per-topic traffic counters of consumers.
+    let mut topics: Vec<(TopicName, Uuid, Vec<Wanted>, Option<&str>)> =
         Vec::with_capacity(request.topics.len());
     let mut targets = Vec::new();
     for topic in request.topics {
@@ -138,7 +138,7 @@ pub async fn handle(
                 read,
             });
         }
-        let known = record.map(|r| r.name.clone());
+        let known = record.map(|r| r.name.as_str());
         topics.push((topic.topic, topic.topic_id, wanted, known));
     }
     if topics.iter().flat_map(|t| &t.2).any(|w| w.read.is_err()) {
@@ -158,9 +158,14 @@ pub async fn handle(
                 .map(|wanted| match wanted.read {
                     Ok(slot) => match reads.get_mut(slot).and_then(Option::take) {
                         Some(read) => {
-                            if let Some(topic) = &known {
-                                let bytes = read.records.len();
-                                crate::telemetry::topics::fetched(topic, bytes, follower.is_some());
+                            match (follower, known) {
+                                (Some(_), _) => {
+                                    crate::telemetry::topics::replicated(read.records.len());
+                                }
+                                (None, Some(topic)) => {
+                                    crate::telemetry::topics::fetched(topic, &read.records);
+                                }
+                                (None, None) => {}
                             }
                             partition_data(version, wanted.index, read)
                         }

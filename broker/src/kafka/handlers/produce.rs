@@ -107,10 +107,14 @@ pub async fn handle(ctx: &BrokerContext, req: &RequestContext, request: ProduceR
         }
     }
     // What each append is, for the per-topic traffic counters of those that succeed.
-    let sizes: Vec<(Arc<Partition>, usize)> = appends
-        .iter()
-        .map(|(partition, batch, _)| (partition.clone(), batch.len()))
-        .collect();
+    let sizes: Vec<(Arc<Partition>, usize)> = if crate::telemetry::enabled() {
+        appends
+            .iter()
+            .map(|(partition, batch, _)| (partition.clone(), batch.len()))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let outcomes = append::append_all(appends, acks, timeout, &ctx.shutdown).await;
     for ((partition, bytes), outcome) in sizes.iter().zip(&outcomes) {
         if let Ok(appended) = outcome {

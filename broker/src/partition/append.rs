@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Commit, Partition, PartitionError, PartitionState, Role, WakeOn};
+use crate::telemetry::requests::Waiting;
 use crate::topic_config::CompressionType;
 
 /// What a producer asked to wait for (Kafka's `acks`).
@@ -296,6 +297,7 @@ pub async fn append_all(
             .collect();
     };
     if acks == Acks::All {
+        let _waiting = crate::telemetry::requests::waiting(Waiting::Produce);
         for (partition, outcome) in &mut outcomes {
             if let Ok(appended) = outcome {
                 if let Err(error) = partition.wait_committed(appended, deadline, shutdown).await {

@@ -28,6 +28,7 @@ impl IsrProposer {
     /// learns the outcome (and keeps the change pending until a metadata image carries it).
     pub fn propose(&self, partition: Arc<Partition>, change: IsrChange) {
         let (node, me) = (self.node.clone(), self.me);
+        let (before, after) = (partition.state().isr.len(), change.new_isr.len());
         tokio::spawn(async move {
             tracing::info!(
                 topic = %partition.topic,
@@ -47,7 +48,9 @@ impl IsrProposer {
             let seq = change.seq;
             match node.write(command).await {
                 // The image that carries it settles the pending change.
-                Ok(MetadataResponse::PartitionAltered { .. }) => {}
+                Ok(MetadataResponse::PartitionAltered { .. }) => {
+                    crate::telemetry::requests::isr_changed(before, after);
+                }
                 Ok(MetadataResponse::Rejected(rejection)) | Err(RaftError::Rejected(rejection)) => {
                     tracing::info!(topic = %partition.topic, index = partition.index, ?rejection, "ISR change refused");
                     // Only an invalid ISR proves nothing was applied; a later partition or

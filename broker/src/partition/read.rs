@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use streambus_raft::command::BrokerId;
 
 use super::{Partition, PartitionError, WakeOn};
+use crate::telemetry::requests::Waiting;
 
 /// How far a fetch may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +217,7 @@ async fn read_until_enough(
         {
             return reads;
         }
+        let _waiting = crate::telemetry::requests::waiting(Waiting::Fetch);
         tokio::select! {
             () = waiter.notified() => {}
             () = tokio::time::sleep_until(deadline) => {}

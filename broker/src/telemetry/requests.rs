@@ -18,6 +18,10 @@ pub const REQUEST_SECONDS: &str = "streambus_kafka_request_duration_seconds";
 pub const REQUEST_ERRORS: &str = "streambus_kafka_request_errors_total";
 /// Client connections open now (written at scrape time from [`open_connections`]).
 pub const CONNECTIONS: &str = "streambus_kafka_connections";
+/// ISR shrinks this broker made as a leader (Kafka's `IsrShrinksPerSec`).
+pub const ISR_SHRINKS: &str = "streambus_isr_shrinks_total";
+/// ISR expansions this broker made as a leader (Kafka's `IsrExpandsPerSec`).
+pub const ISR_EXPANDS: &str = "streambus_isr_expands_total";
 /// Client connections accepted.
 pub const CONNECTIONS_ACCEPTED: &str = "streambus_kafka_connections_accepted_total";
 /// Client connections closed at once because `kafka.max_connections` were open.
@@ -45,9 +49,34 @@ pub(super) fn describe() {
         Unit::Count,
         "Kafka client connections closed at once: max_connections were open."
     );
+    describe_counter!(
+        ISR_SHRINKS,
+        Unit::Count,
+        "ISR shrinks committed for partitions led here."
+    );
+    describe_counter!(
+        ISR_EXPANDS,
+        Unit::Count,
+        "ISR expansions committed for partitions led here."
+    );
     // Present from the start, so that `increase()` sees the first event.
-    counter!(CONNECTIONS_ACCEPTED).absolute(0);
-    counter!(CONNECTIONS_REFUSED).absolute(0);
+    for name in [
+        CONNECTIONS_ACCEPTED,
+        CONNECTIONS_REFUSED,
+        ISR_SHRINKS,
+        ISR_EXPANDS,
+    ] {
+        counter!(name).absolute(0);
+    }
+}
+
+/// A leader's ISR change from `before` to `after` members was committed.
+pub fn isr_changed(before: usize, after: usize) {
+    if after < before {
+        counter!(ISR_SHRINKS).increment(1);
+    } else if after > before {
+        counter!(ISR_EXPANDS).increment(1);
+    }
 }
 
 /// Records one handled request; `response` is `None` for acks=0 produces and closed
@@ -133,6 +162,46 @@ pub fn connection_opened() -> OpenConnection {
         counter!(CONNECTIONS_ACCEPTED).increment(1);
     }
     OpenConnection(())
+}
+
+/// What a request waits for in purgatory.
+#[derive(Debug, Clone, Copy)]
+pub enum Waiting {
+    /// A long-poll fetch parked until data arrives or `max_wait_ms` passes.
+    Fetch,
+    /// An acks=all produce (or a coordinator's write) waiting for the ISR.
+    Produce,
+}
+
+static WAITING: [AtomicI64; 2] = [AtomicI64::new(0), AtomicI64::new(0)];
+
+/// Requests waiting now, as `(kind label, count)`.
+pub fn waiting_now() -> [(&'static str, i64); 2] {
+    [
+        ("fetch", WAITING[0].load(Ordering::Relaxed)),
+        ("produce", WAITING[1].load(Ordering::Relaxed)),
+    ]
+}
+
+/// Counts a request as waiting until dropped.
+#[derive(Debug)]
+#[must_use = "the request counts as waiting until this is dropped"]
+pub struct WaitingRequest(usize);
+
+impl Drop for WaitingRequest {
+    fn drop(&mut self) {
+        WAITING[self.0].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request starts waiting (Kafka's purgatory).
+pub fn waiting(kind: Waiting) -> WaitingRequest {
+    let index = match kind {
+        Waiting::Fetch => 0,
+        Waiting::Produce => 1,
+    };
+    WAITING[index].fetch_add(1, Ordering::Relaxed);
+    WaitingRequest(index)
 }
 
 /// A connection refused over `max_connections`.

@@ -48,6 +48,20 @@ pub fn render(ctx: &BrokerContext, out: &mut String) {
     );
     family(
         out,
+        "streambus_kafka_requests_waiting",
+        "gauge",
+        "Requests in purgatory: long-poll fetches parked, acks=all produces awaiting the ISR.",
+    );
+    for (kind, count) in super::requests::waiting_now() {
+        sample(
+            out,
+            "streambus_kafka_requests_waiting",
+            &[("kind", kind)],
+            count as f64,
+        );
+    }
+    family(
+        out,
         "streambus_build_info",
         "gauge",
         "The running build: 1, with its version as a label.",

@@ -119,6 +119,16 @@ fn metrics_parse_as_prometheus_text_move_with_traffic_and_stay_within_their_labe
         "histogram"
     );
     assert_eq!(families["process_cpu_seconds"]["type"], "counter");
+    for (name, kind) in [
+        ("streambus_kafka_requests_waiting", "gauge"),
+        ("streambus_isr_shrinks", "counter"),
+        ("streambus_isr_expands", "counter"),
+        ("streambus_raft_leader_changes", "counter"),
+        ("streambus_build_info", "gauge"),
+        ("streambus_kafka_connections", "gauge"),
+    ] {
+        assert_eq!(families[name]["type"], kind, "{name}");
+    }
 
     let (before, after) = (&report["before"], &report["after"]);
     let produce = r#"streambus_kafka_requests_total[["api", "Produce"], ["version", "#;

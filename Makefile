@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR
 
 CARGO ?= cargo
 
-.PHONY: bootstrap build run test test-suite doc-test lint fmt chaos bench bench-kafka bench-replication bench-client bench-groups bench-txn bench-ab bench-metrics clean-cache
+.PHONY: bootstrap build run test test-suite doc-test lint fmt chaos bench bench-kafka bench-replication bench-client bench-groups bench-txn bench-ab bench-metrics dist clean-cache
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -111,6 +111,12 @@ bench-ab: bootstrap
 bench-metrics: bootstrap
 	$(CARGO) build --release -p streambus-broker
 	$${STREAMBUS_VENV:-$(HOME)/.cache/streambus-venv}/bin/python bench/ab_compare.py --a $(CARGO_TARGET_DIR)/release/streambus --a-args '--set metrics.enabled=false' --b $(CARGO_TARGET_DIR)/release/streambus $(AB_ARGS)
+
+# The distribution tarball: stripped release binaries, example configs, the systemd unit and the
+# monitoring files, plus a separate tarball of their debug info; prints both sizes.
+dist: bootstrap
+	$(CARGO) build --release -p streambus-broker -p streambus-client --bins
+	scripts/dist.sh $(CARGO_TARGET_DIR)/release dist
 
 # Removes the shared build cache; the next build compiles RocksDB again.
 clean-cache:

@@ -90,6 +90,8 @@ data_dir() { echo "$cluster_dir/broker-$1/data"; }
 log_file() { echo "$cluster_dir/broker-$1/streambus.log"; }
 pid_file() { echo "$cluster_dir/broker-$1/streambus.pid"; }
 kafka_addr() { echo "127.0.0.1:$(port "$KAFKA_BASE" "$1")"; }
+http_addr() { echo "127.0.0.1:$(port "$HTTP_BASE" "$1")"; }
+admin_addr() { echo "127.0.0.1:$(port "$ADMIN_BASE" "$1")"; }
 
 bootstrap_servers() {
     local id addrs=()
@@ -335,7 +337,7 @@ cmd_start() {
 
     echo "StreamBus cluster of ${#BROKER_IDS[@]} brokers running in $cluster_dir"
     for id in "${BROKER_IDS[@]}"; do
-        echo "  broker $id: pid $(running_pid "$id"), kafka $(kafka_addr "$id"), log $(log_file "$id")"
+        echo "  broker $id: pid $(running_pid "$id"), kafka $(kafka_addr "$id"), metrics http://$(http_addr "$id")/metrics, readiness http://$(http_addr "$id")/readyz, admin gRPC $(admin_addr "$id"), log $(log_file "$id")"
     done
     echo "Stop it with: $0 stop (same STREAMBUS_CLUSTER_DIR). Bootstrap servers:"
     bootstrap_servers
@@ -376,7 +378,7 @@ cmd_status() {
         if grep -Fq "$ACTIVE_LINE" "$(log_file "$id")" 2>/dev/null; then
             active=yes
         fi
-        echo "broker=$id pid=$pid state=$state kafka=$(kafka_addr "$id") active=$active"
+        echo "broker=$id pid=$pid state=$state kafka=$(kafka_addr "$id") active=$active http=$(http_addr "$id") admin=$(admin_addr "$id")"
     done
     if ((all_running)); then
         exit 0

@@ -61,6 +61,33 @@ ensure_test_tools() {
     apt_install util-linux-extra
 }
 
+# promtool (Debian's prometheus package), which checks deploy/prometheus/ in the tests. Only the
+# one binary is taken from the package, unpacked into ~/.cache/streambus-tools: installing the
+# package would also install and start a Prometheus server.
+ensure_promtool() {
+    local dir="${STREAMBUS_TOOLS:-$HOME/.cache/streambus-tools}"
+    if [ -x "$dir/promtool" ] && "$dir/promtool" --version >/dev/null 2>&1; then
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "no promtool in $dir and no apt-get to fetch it"
+    local work
+    work="$(mktemp -d)"
+    log "fetching promtool from Debian's prometheus package"
+    if ! (cd "$work" && apt-get download -q prometheus >/dev/null 2>&1); then
+        if [ "$apt_updated" -eq 0 ]; then
+            as_root apt-get update -q
+            apt_updated=1
+        fi
+        (cd "$work" && apt-get download -q prometheus) || die "cannot download the prometheus package"
+    fi
+    dpkg-deb -x "$work"/prometheus_*.deb "$work/x"
+    mkdir -p "$dir"
+    install -m 0755 "$work/x/usr/bin/promtool" "$dir/promtool.tmp"
+    mv -f "$dir/promtool.tmp" "$dir/promtool"
+    rm -rf -- "$work"
+    "$dir/promtool" --version >/dev/null 2>&1 || die "$dir/promtool does not run"
+}
+
 ensure_cargo() {
     command -v cargo >/dev/null 2>&1 \
         || die "cargo not found: install Rust with rustup (https://rustup.rs) and re-run"
@@ -176,6 +203,7 @@ main() {
             ensure_cargo
             ensure_nextest
             ensure_test_tools
+            ensure_promtool
             ensure_kafka_clients
             ;;
         clients)

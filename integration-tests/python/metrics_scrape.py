@@ -3,7 +3,8 @@
   python3 metrics_scrape.py <http host:port> <topic prefix> <topics>
       Scrapes /metrics; creates <topics> topics named <prefix>-<i> (1 partition each) with
       the AdminClient and asks to create the first one again (TOPIC_ALREADY_EXISTS); produces
-      one record to each topic (acks=all) and consumes the first topic's record; scrapes again.
+      one record to each topic (acks=all), consumes the first topic's record and commits it for
+      the group <prefix>-reader; scrapes again.
       Both scrapes go through prometheus_client.parser.text_string_to_metric_families, which
       fails on anything that is not valid Prometheus text format. Prints one JSON object:
         families: {family name: {"type": t, "help": bool, "series": n}} of the second scrape
@@ -117,10 +118,13 @@ def main():
     )
     consumer.assign([TopicPartition(names[0], 0, 0)])
     message = consumer.poll(CONSUME_TIMEOUT_S)
-    consumer.close()
     if message is None or message.error() is not None:
         log("consume failed:", message and message.error())
+        consumer.close()
         return 1
+    # A committed offset, so that the group's consumer lag is published.
+    consumer.commit(message=message, asynchronous=False)
+    consumer.close()
     content_type, families, after = scrape(http)
     print(
         json.dumps(

@@ -222,6 +222,26 @@ fn the_local_cluster_script_starts_three_brokers_that_know_each_other_and_stops_
     );
     let broker_pids = pids(&status.stdout);
     assert_eq!(broker_pids.len(), 3, "three pids: {}", describe(&status));
+    // Each broker's HTTP listener, as `status` names it, reports it ready.
+    for line in &lines {
+        let http: SocketAddr = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("http="))
+            .unwrap_or_else(|| panic!("no http= in {line}"))
+            .parse()
+            .expect("an address");
+        let deadline = Instant::now() + METADATA_WAIT;
+        // One request per pass, until the deadline.
+        loop {
+            let last = match streambus_integration_tests::http::get(http, "/readyz") {
+                Ok((200, _)) => break,
+                Ok((code, body)) => format!("{code} {body}"),
+                Err(error) => format!("{error:#}"),
+            };
+            assert!(Instant::now() < deadline, "{http} never ready: {last}");
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
 
     // Registration proves each broker reached the quorum; the Metadata answer proves the
     // registrations are one shared log with the endpoints the launcher assigned.

@@ -10,6 +10,7 @@ mod identity;
 mod kafka;
 mod log_dir;
 mod metadata;
+mod monitoring;
 mod observability;
 mod recovery;
 mod replication;

@@ -9,6 +9,9 @@ const PROTO_FILES: &[&str] = &[
     "proto/streambus/raft/v1/raft.proto",
 ];
 const INCLUDE_DIR: &str = "proto";
+const ADMIN_PROTO: &str = "proto/streambus/admin/v1/admin.proto";
+/// Written to `OUT_DIR`; `lib.rs` includes it.
+const ADMIN_DESCRIPTOR_FILE: &str = "admin_descriptor.bin";
 
 fn main() -> Result<(), Box<dyn Error>> {
     // The generator learns of no paths when fed a descriptor set, so it cannot emit these itself.
@@ -18,5 +21,13 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let fds = protox::compile(PROTO_FILES, [INCLUDE_DIR])?;
     tonic_prost_build::configure().compile_fds(fds)?;
+    // The admin API's descriptors, for server reflection (the raft transport is not offered
+    // on the admin listener, so it is left out).
+    let admin = protox::compile([ADMIN_PROTO], [INCLUDE_DIR])?;
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join(ADMIN_DESCRIPTOR_FILE),
+        prost::Message::encode_to_vec(&admin),
+    )?;
     Ok(())
 }

@@ -155,7 +155,7 @@ ensure_python_venv() {
     log "installing $requirements into $venv"
     "$venv/bin/python" -m pip install --no-input --disable-pip-version-check -q -r "$requirements"
     # Fails (and leaves no stamp, so the next run starts over) if a pinned client cannot be imported.
-    "$venv/bin/python" -c 'import confluent_kafka, kafka, aiokafka, lz4.frame, snappy, zstandard, crc32c, prometheus_client' \
+    "$venv/bin/python" -c 'import confluent_kafka, kafka, aiokafka, lz4.frame, snappy, zstandard, crc32c, prometheus_client, grpc, grpc_reflection' \
         || die "the Kafka client packages in $venv do not import"
     printf '%s\n' "$want" >"$stamp"
 }

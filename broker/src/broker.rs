@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::AdminServer;
 use crate::config::BrokerConfig;
 use crate::context::BrokerContext;
 use crate::error::{BrokerError, Result};
@@ -54,6 +55,7 @@ pub struct Broker {
     quorum: Quorum,
     server: KafkaServer,
     http: HttpServer,
+    admin: AdminServer,
     fetchers: Arc<ReplicaFetchers>,
     background: Vec<JoinHandle<()>>,
 }
@@ -90,6 +92,15 @@ impl Broker {
         let listener = TcpListener::bind(config.kafka_listener)
             .await
             .map_err(bind_error)?;
+        let admin_addr = config.admin_listener;
+        let admin_bind_error = move |source| BrokerError::Bind {
+            listener: "admin_listener",
+            addr: admin_addr,
+            source,
+        };
+        let admin_listener = TcpListener::bind(admin_addr)
+            .await
+            .map_err(admin_bind_error)?;
         let kafka_addr = listener.local_addr().map_err(bind_error)?;
         let (partitions, previous_broker_epoch) = {
             let config = config.clone();
@@ -174,6 +185,9 @@ impl Broker {
         ];
         background.extend(groups.spawn(&ctx));
         background.extend(txns.spawn(&ctx));
+        let admin = AdminServer::spawn(ctx.clone(), admin_listener, shutdown.clone())
+            .await
+            .map_err(admin_bind_error)?;
         let server = KafkaServer::spawn(ctx.clone(), KAFKA_ENDPOINT, listener, shutdown)
             .map_err(bind_error)?;
         http.started(Started {
@@ -186,6 +200,7 @@ impl Broker {
             quorum,
             server,
             http,
+            admin,
             fetchers,
             background,
         })
@@ -247,6 +262,11 @@ impl Broker {
         self.server.local_addr()
     }
 
+    /// The admin gRPC listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
     /// The HTTP listener's address (`/metrics`, health).
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr()
@@ -300,15 +320,17 @@ impl Broker {
         self.stop(Handover::Controlled).await
     }
 
-    async fn stop(self, handover: Handover) -> Result<()> {
+    async fn stop(mut self, handover: Handover) -> Result<()> {
         // Not ready from now on, while leaderships move away.
         self.http.draining();
+        self.admin.draining().await;
         if handover == Handover::Controlled {
             self.controlled_shutdown().await;
         }
         self.ctx.shutdown.cancel();
         self.server.stopped().await;
         self.http.stopped().await;
+        self.admin.stopped().await;
         for task in self.background {
             let _ = task.await;
         }

@@ -8,6 +8,7 @@
 //! through the partition manager, the coordinators and the metadata image.
 //!
 //! Modules:
+//! - [`admin`]: the admin gRPC listener: `streambus.admin.v1`, health and reflection.
 //! - [`blocking`]: the broker's one way onto blocking threads, and the debug check that
 //!   partition log locks are never taken on a runtime worker.
 //! - [`broker`]: starting and stopping a whole broker (quorum member, partitions, listener).
@@ -38,6 +39,7 @@
 //! - [`topic_config`]: Kafka topic configs: validation, resolution, description.
 //! - [`txn`]: the transaction coordinator over `__transaction_state`.
 
+pub mod admin;
 pub mod blocking;
 pub mod broker;
 pub mod cli;

@@ -100,6 +100,7 @@ async fn serve(config: BrokerConfig, dev: bool) -> anyhow::Result<()> {
         kafka_listener = %broker.kafka_addr(),
         raft_listener = %broker.raft_addr(),
         http_listener = %broker.http_addr(),
+        admin_listener = %broker.admin_addr(),
         "broker started"
     );
     broker.run_until(signals.recv()).await?;

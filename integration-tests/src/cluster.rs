@@ -67,16 +67,62 @@ pub const FAST_FAILOVER: &[&str] = &[
     "replication.fetch_backoff_ms=200",
 ];
 
-/// Free loopback ports, found by binding port 0 and releasing them: another process could take
-/// one in between, and the broker then fails to start and says so.
+/// Free loopback ports for brokers to bind later, taken below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`): every broker also binds listeners on port 0, which the
+/// kernel serves from that range, and a port picked there could be handed to one of them
+/// before the broker it was picked for binds it. Each candidate is checked by binding it; all
+/// are held until the last is found, so one call never returns a port twice. Another test
+/// could still take one in between: the broker then fails to start and says so.
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
+    let (low, high) = below_ephemeral_range();
+    let mut state = seed();
+    let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    // Bounded: a crowded range falls back to the kernel's choice.
+    for _ in 0..count.saturating_mul(200) {
+        if held.len() == count {
+            break;
+        }
+        // xorshift64: a new candidate each pass.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let span = u64::from(high - low);
+        let port = low + u16::try_from(state % span).unwrap_or(0);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
+    while held.len() < count {
+        held.push(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
+    }
+    held.iter()
         .map(|l| l.local_addr().expect("addr").port())
         .collect()
+}
+
+/// `[low, high)` below the ephemeral range, at least 10,000 ports wide when possible.
+fn below_ephemeral_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12_000 {
+        (
+            ephemeral_low.saturating_sub(12_000).max(1024),
+            ephemeral_low,
+        )
+    } else {
+        // The ephemeral range starts low: take ports above it instead.
+        (61_000, 65_000)
+    }
+}
+
+/// A per-process, per-call seed (time and pid), never zero.
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    (nanos ^ (u64::from(std::process::id()) << 32)) | 1
 }
 
 impl Cluster {

@@ -137,6 +137,8 @@ pub struct DevBroker {
     pub kafka_addr: SocketAddr,
     /// The HTTP listener (`/metrics`, health), from the start line.
     pub http_addr: SocketAddr,
+    /// The admin gRPC listener, from the start line.
+    pub admin_addr: SocketAddr,
     pub data_dir: tempfile::TempDir,
     extra: Vec<String>,
 }
@@ -146,12 +148,13 @@ impl DevBroker {
     pub fn start(extra: &[&str]) -> anyhow::Result<DevBroker> {
         let data_dir = tempfile::tempdir()?;
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        let (process, kafka_addr, http_addr) =
+        let (process, [kafka_addr, http_addr, admin_addr]) =
             launch(data_dir.path().to_str().context("utf-8 path")?, &extra)?;
         Ok(DevBroker {
             process: Some(process),
             kafka_addr,
             http_addr,
+            admin_addr,
             data_dir,
             extra,
         })
@@ -175,13 +178,14 @@ impl DevBroker {
                 bail!("broker exited with {status} on SIGTERM");
             }
         }
-        let (process, kafka_addr, http_addr) = launch(
+        let (process, [kafka_addr, http_addr, admin_addr]) = launch(
             self.data_dir.path().to_str().context("utf-8 path")?,
             &self.extra,
         )?;
         self.process = Some(process);
         self.kafka_addr = kafka_addr;
         self.http_addr = http_addr;
+        self.admin_addr = admin_addr;
         Ok(())
     }
 
@@ -212,11 +216,8 @@ pub fn dev_args(data_dir: &str) -> Vec<&str> {
     ]
 }
 
-/// Starts a dev broker; returns it with its Kafka and HTTP addresses.
-fn launch(
-    data_dir: &str,
-    extra: &[String],
-) -> anyhow::Result<(BrokerProcess, SocketAddr, SocketAddr)> {
+/// Starts a dev broker; returns it with its Kafka, HTTP and admin addresses.
+fn launch(data_dir: &str, extra: &[String]) -> anyhow::Result<(BrokerProcess, [SocketAddr; 3])> {
     let mut args = dev_args(data_dir);
     args.extend(extra.iter().map(String::as_str));
     let mut process = BrokerProcess::start(&args)?;
@@ -230,7 +231,12 @@ fn launch(
             .with_context(|| format!("no {name} in the start line"))?
             .parse()?)
     };
-    Ok((process, field("kafka_listener")?, field("http_listener")?))
+    let addrs = [
+        field("kafka_listener")?,
+        field("http_listener")?,
+        field("admin_listener")?,
+    ];
+    Ok((process, addrs))
 }
 
 /// A wire topic name.

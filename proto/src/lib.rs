@@ -17,6 +17,11 @@ pub mod admin {
     pub mod v1 {
         //! Version 1 of `streambus.admin`.
         tonic::include_proto!("streambus.admin.v1");
+
+        /// The encoded `FileDescriptorSet` of `streambus/admin/v1/admin.proto`, which server
+        /// reflection serves.
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            include_bytes!(concat!(env!("OUT_DIR"), "/admin_descriptor.bin"));
     }
 }
 
@@ -131,6 +136,18 @@ mod tests {
             &self,
             _: Request<AlterTopicConfigRequest>,
         ) -> Result<Response<AlterTopicConfigResponse>, Status> {
+            unimplemented()
+        }
+        async fn add_partitions(
+            &self,
+            _: Request<AddPartitionsRequest>,
+        ) -> Result<Response<AddPartitionsResponse>, Status> {
+            unimplemented()
+        }
+        async fn list_partitions(
+            &self,
+            _: Request<ListPartitionsRequest>,
+        ) -> Result<Response<ListPartitionsResponse>, Status> {
             unimplemented()
         }
     }

@@ -2,7 +2,9 @@
 //! a [`Failure`]; [`error_code`] decides what the client sees. The produce path never answers
 //! `UNKNOWN_SERVER_ERROR` for a condition a client could retry.
 
-use kafka_protocol::error::ResponseError;
+use std::sync::OnceLock;
+
+use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
 use streambus_raft::command::Rejection;
 use streambus_raft::RaftError;
 use streambus_storage::{BatchError, StorageError};
@@ -323,6 +325,43 @@ pub fn code_and_message(failure: Failure<'_>) -> (i16, String) {
         Failure::Txn(p) => format!("{p:?}"),
     };
     (code(failure), message)
+}
+
+/// Error codes given their own name; any other is `UNKNOWN` (a bounded label set).
+const ERROR_CODES: std::ops::RangeInclusive<i16> = -1..=200;
+
+/// Kafka's name of an error code (`NOT_LEADER_OR_FOLLOWER`, `NONE` for 0, `UNKNOWN` for a code
+/// Kafka has not defined), from the protocol crate's variant names, built once: metric labels
+/// and admin API errors use it.
+pub fn error_name(code: i16) -> &'static str {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        ERROR_CODES
+            .map(|code| match code.err() {
+                None => "NONE",
+                Some(ResponseError::Unknown(_)) => "UNKNOWN",
+                Some(error) => Box::leak(upper_snake(&error.to_string()).into_boxed_str()),
+            })
+            .collect()
+    });
+    let index = i32::from(code) - i32::from(*ERROR_CODES.start());
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| names.get(i))
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
+/// `NotLeaderOrFollower` → `NOT_LEADER_OR_FOLLOWER`.
+fn upper_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
+use crate::kafka::errors::error_name;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Histogram, Unit};
 
@@ -241,42 +241,6 @@ fn version_label(version: i16) -> &'static str {
         .and_then(|v| LABELS.get(v))
         .copied()
         .unwrap_or("other")
-}
-
-/// Error codes given their own name; any other is `UNKNOWN` (a bounded label set).
-const ERROR_CODES: std::ops::RangeInclusive<i16> = -1..=200;
-
-/// Kafka's name of an error code (`NOT_LEADER_OR_FOLLOWER`), from the protocol crate's variant
-/// names, built once.
-fn error_name(code: i16) -> &'static str {
-    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
-    let names = NAMES.get_or_init(|| {
-        ERROR_CODES
-            .map(|code| match code.err() {
-                None => "NONE",
-                Some(ResponseError::Unknown(_)) => "UNKNOWN",
-                Some(error) => Box::leak(upper_snake(&error.to_string()).into_boxed_str()),
-            })
-            .collect()
-    });
-    let index = i32::from(code) - i32::from(*ERROR_CODES.start());
-    usize::try_from(index)
-        .ok()
-        .and_then(|i| names.get(i))
-        .copied()
-        .unwrap_or("UNKNOWN")
-}
-
-/// `NotLeaderOrFollower` → `NOT_LEADER_OR_FOLLOWER`.
-fn upper_snake(camel: &str) -> String {
-    let mut out = String::with_capacity(camel.len() + 8);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
 }
 
 /// Calls `f` with every error code `response` carries: the top-level one and those of its

@@ -1,5 +1,6 @@
 //! The integration test binary: one per crate keeps linking fast; each module is one area.
 
+mod admin_grpc;
 mod cli;
 mod client;
 mod compat;

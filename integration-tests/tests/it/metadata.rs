@@ -64,24 +64,11 @@ fn a_bad_quorum_voter_list_is_refused_with_the_key_named() {
     );
 }
 
-/// Free loopback ports, found by binding port 0. They are released before the brokers bind
-/// them, so another process could take one in between; the brokers would then fail to start
-/// and the test would say so, not hang.
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
-}
-
 #[test]
 fn three_broker_processes_form_one_quorum_and_all_register() {
     let dir = tempfile::tempdir().unwrap();
     let cluster_id = streambus_integration_tests::new_cluster_id().expect("a cluster id");
-    let raft_ports = free_ports(3);
+    let raft_ports = streambus_integration_tests::cluster::free_ports(3);
     let voters = raft_ports
         .iter()
         .enumerate()

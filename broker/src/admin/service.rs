@@ -1,0 +1,364 @@
+//! `streambus.admin.v1.AdminService` over the `ops` layer and the metadata image: a translator
+//! like the Kafka handlers, with no cluster logic of its own. Writes go through `ops` (and so
+//! through the controller, wherever it runs) and answer once this broker's image shows them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use streambus_proto::admin::v1 as pb;
+use streambus_proto::admin::v1::admin_service_server::AdminService;
+use streambus_raft::command::TopicId;
+use streambus_raft::image::{PartitionRecord, TopicRecord};
+use streambus_raft::MetadataImage;
+use tonic::{Request, Response, Status};
+
+use super::status::ops_status;
+use crate::context::BrokerContext;
+use crate::coordinator::topic::is_internal;
+use crate::ops::configs::{ConfigAlteration, ConfigEdit, ConfigOp, ConfigResource};
+use crate::ops::topics::{Layout, NewPartitions, NewTopic};
+use crate::ops::{Mode, OpsError};
+
+/// The admin service of one broker.
+#[derive(Debug)]
+pub struct AdminApi {
+    ctx: Arc<BrokerContext>,
+}
+
+impl AdminApi {
+    pub fn new(ctx: Arc<BrokerContext>) -> AdminApi {
+        AdminApi { ctx }
+    }
+
+    /// `name` as this broker's image describes it.
+    fn described(&self, name: &str) -> Result<pb::TopicDescription, Status> {
+        let image = self.ctx.image();
+        let topic = image
+            .topic_by_name(name)
+            .ok_or_else(|| ops_status(&OpsError::UnknownTopic(name.to_owned())))?;
+        Ok(topic_description(topic))
+    }
+}
+
+fn topic_id_bytes(id: &TopicId) -> Vec<u8> {
+    id.0.to_vec()
+}
+
+fn partition_description(index: usize, partition: &PartitionRecord) -> pb::PartitionDescription {
+    pb::PartitionDescription {
+        partition: i32::try_from(index).unwrap_or(i32::MAX),
+        leader: partition.leader,
+        leader_epoch: partition.leader_epoch,
+        replicas: partition.replicas.clone(),
+        isr: partition.isr.clone(),
+    }
+}
+
+fn topic_description(topic: &TopicRecord) -> pb::TopicDescription {
+    pb::TopicDescription {
+        name: topic.name.clone(),
+        topic_id: topic_id_bytes(&topic.topic_id),
+        internal: is_internal(&topic.name),
+        partitions: topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| partition_description(i, p))
+            .collect(),
+        configs: topic.configs.clone().into_iter().collect(),
+    }
+}
+
+/// A count from the wire that must fit the domain's type.
+fn narrow<T: TryFrom<i32>>(value: i32, what: &str) -> Result<T, Status> {
+    T::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("{what} {value} is out of range")))
+}
+
+/// Whether a partition of `topic` matches `filter` (`min_isr`: the topic's effective
+/// `min.insync.replicas`).
+fn matches(filter: pb::PartitionFilter, partition: &PartitionRecord, min_isr: usize) -> bool {
+    match filter {
+        pb::PartitionFilter::All => true,
+        pb::PartitionFilter::UnderReplicated => partition.isr.len() < partition.replicas.len(),
+        pb::PartitionFilter::UnderMinIsr => {
+            partition.isr.len() < min_isr.min(partition.replicas.len().max(1))
+        }
+        pb::PartitionFilter::Offline => partition.leader.is_none(),
+    }
+}
+
+/// The brokers of `image` as the API shows them.
+fn brokers(image: &MetadataImage) -> Vec<pb::Broker> {
+    image
+        .brokers()
+        .map(|broker| {
+            let kafka = broker
+                .endpoints
+                .iter()
+                .find(|e| e.name == crate::quorum::KAFKA_ENDPOINT);
+            let state = if broker.fenced {
+                pb::BrokerState::Fenced
+            } else if broker.log_dir_offline {
+                pb::BrokerState::LogDirOffline
+            } else {
+                pb::BrokerState::Running
+            };
+            pb::Broker {
+                id: broker.broker_id,
+                host: kafka.map(|e| e.host.clone()).unwrap_or_default(),
+                port: kafka.map_or(0, |e| u32::from(e.port)),
+                rack: broker.rack.clone(),
+                state: state.into(),
+                endpoints: broker
+                    .endpoints
+                    .iter()
+                    .map(|e| pb::Endpoint {
+                        name: e.name.clone(),
+                        host: e.host.clone(),
+                        port: u32::from(e.port),
+                    })
+                    .collect(),
+                broker_epoch: broker.broker_epoch,
+            }
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn describe_cluster(
+        &self,
+        _: Request<pb::DescribeClusterRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        let ctx = &self.ctx;
+        let image = ctx.image();
+        let metrics = ctx.node.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let last = metrics.last_log_index;
+        // Only the leader (the controller) tracks what each member has.
+        let replication = metrics.replication.clone().unwrap_or_default();
+        let member = |id: u64, voter: bool| {
+            let matched = replication
+                .get(&id)
+                .and_then(|log_id| log_id.map(|l| l.index));
+            pb::QuorumMember {
+                id: i32::try_from(id).unwrap_or(i32::MAX),
+                voter,
+                matched_index: matched,
+                lag: matched.zip(last).map(|(m, l)| l.saturating_sub(m)),
+            }
+        };
+        let quorum = voters
+            .iter()
+            .map(|id| member(*id, true))
+            .chain(learners.iter().map(|id| member(*id, false)))
+            .collect();
+        let level = i32::from(ctx.config.transactions.transaction_version);
+        let features = (level > 0)
+            .then(|| pb::Feature {
+                name: "transaction.version".to_owned(),
+                finalized_level: level,
+            })
+            .into_iter()
+            .collect();
+        let controller = ctx.controller_id();
+        Ok(Response::new(pb::DescribeClusterResponse {
+            cluster_id: ctx.cluster_id.to_string(),
+            controller_id: (controller >= 0).then_some(controller),
+            brokers: brokers(&image),
+            metadata_offset: image.metadata_offset(),
+            quorum,
+            features,
+            answered_by: ctx.broker_id(),
+        }))
+    }
+
+    async fn list_topics(
+        &self,
+        request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let include_internal = request.into_inner().include_internal;
+        let image = self.ctx.image();
+        let topics = image
+            .topics()
+            .filter(|topic| include_internal || !is_internal(&topic.name))
+            .map(|topic| pb::TopicListing {
+                name: topic.name.clone(),
+                topic_id: topic_id_bytes(&topic.topic_id),
+                partition_count: i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX),
+                internal: is_internal(&topic.name),
+            })
+            .collect();
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let topic = self.described(&request.into_inner().name)?;
+        Ok(Response::new(pb::DescribeTopicResponse {
+            topic: Some(topic),
+        }))
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let request = request.into_inner();
+        let replication_factor = request
+            .replication_factor
+            .map(|rf| narrow::<i16>(rf, "replication factor"))
+            .transpose()?;
+        let configs: BTreeMap<String, String> = request.configs.into_iter().collect();
+        let topic = NewTopic {
+            name: request.name.clone(),
+            layout: Layout::Auto {
+                partitions: request.partitions,
+                replication_factor,
+            },
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect(),
+        };
+        let mode = Mode::from_validate_only(request.validate_only);
+        let created = crate::ops::topics::create_topic(&self.ctx, topic, mode)
+            .await
+            .map_err(|e| ops_status(&e))?;
+        let topic = match mode {
+            Mode::Apply => self.described(&request.name)?,
+            // Nothing exists: the description is the plan.
+            Mode::ValidateOnly => pb::TopicDescription {
+                name: request.name,
+                topic_id: Vec::new(),
+                internal: false,
+                partitions: created
+                    .assignments
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, replicas)| pb::PartitionDescription {
+                        partition: i32::try_from(i).unwrap_or(i32::MAX),
+                        leader: replicas.first().copied(),
+                        leader_epoch: 0,
+                        isr: replicas.clone(),
+                        replicas,
+                    })
+                    .collect(),
+                configs: configs.into_iter().collect(),
+            },
+        };
+        Ok(Response::new(pb::CreateTopicResponse {
+            topic: Some(topic),
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        crate::ops::topics::delete_topic(&self.ctx, &name)
+            .await
+            .map_err(|e| ops_status(&e))?;
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<pb::AlterTopicConfigRequest>,
+    ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        let request = request.into_inner();
+        let mut edits: Vec<ConfigEdit> = request
+            .set
+            .into_iter()
+            .map(|(key, value)| ConfigEdit {
+                key,
+                op: ConfigOp::Set,
+                value: Some(value),
+            })
+            .collect();
+        edits.sort_by(|a, b| a.key.cmp(&b.key));
+        edits.extend(request.delete.into_iter().map(|key| ConfigEdit {
+            key,
+            op: ConfigOp::Delete,
+            value: None,
+        }));
+        let resource = ConfigResource::Topic(request.name.clone());
+        crate::ops::configs::alter_configs(
+            &self.ctx,
+            &resource,
+            &ConfigAlteration::Edit(edits),
+            Mode::from_validate_only(request.validate_only),
+        )
+        .await
+        .map_err(|e| ops_status(&e))?;
+        let configs = self.described(&request.name)?.configs;
+        Ok(Response::new(pb::AlterTopicConfigResponse { configs }))
+    }
+
+    async fn add_partitions(
+        &self,
+        request: Request<pb::AddPartitionsRequest>,
+    ) -> Result<Response<pb::AddPartitionsResponse>, Status> {
+        let request = request.into_inner();
+        let partitions = NewPartitions {
+            topic: request.name.clone(),
+            total_count: request.total_count,
+            assignments: None,
+        };
+        crate::ops::topics::create_partitions(
+            &self.ctx,
+            partitions,
+            Mode::from_validate_only(request.validate_only),
+        )
+        .await
+        .map_err(|e| ops_status(&e))?;
+        let topic = self.described(&request.name)?;
+        Ok(Response::new(pb::AddPartitionsResponse {
+            topic: Some(topic),
+        }))
+    }
+
+    async fn list_partitions(
+        &self,
+        request: Request<pb::ListPartitionsRequest>,
+    ) -> Result<Response<pb::ListPartitionsResponse>, Status> {
+        let request = request.into_inner();
+        let filter = pb::PartitionFilter::try_from(request.filter)
+            .map_err(|_| Status::invalid_argument(format!("unknown filter {}", request.filter)))?;
+        let image = self.ctx.image();
+        let mut topics: Vec<&TopicRecord> = Vec::new();
+        if request.topics.is_empty() {
+            topics.extend(image.topics());
+        } else {
+            for name in &request.topics {
+                topics.push(
+                    image
+                        .topic_by_name(name)
+                        .ok_or_else(|| ops_status(&OpsError::UnknownTopic(name.clone())))?,
+                );
+            }
+        }
+        let mut partitions = Vec::new();
+        for topic in topics {
+            let min_isr =
+                crate::topic_config::resolve(&self.ctx.config, &topic.configs).min_insync_replicas;
+            let min_isr = usize::try_from(min_isr).unwrap_or(usize::MAX);
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                if matches(filter, partition, min_isr) {
+                    partitions.push(pb::TopicPartitionDescription {
+                        topic: topic.name.clone(),
+                        partition: Some(partition_description(index, partition)),
+                    });
+                }
+            }
+        }
+        Ok(Response::new(pb::ListPartitionsResponse { partitions }))
+    }
+}

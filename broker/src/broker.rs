@@ -72,36 +72,15 @@ impl Broker {
         // Next the HTTP listener, so that `/readyz` answers "starting" while logs recover and
         // the broker joins the quorum.
         let metrics = crate::telemetry::install(&config.metrics);
-        let http_addr = config.http_listener;
-        let http_bind_error = move |source| BrokerError::Bind {
-            listener: "http_listener",
-            addr: http_addr,
-            source,
-        };
-        let http_listener = TcpListener::bind(http_addr)
-            .await
-            .map_err(http_bind_error)?;
+        let http_bind_error = bind_error("http_listener", config.http_listener);
+        let http_listener = bind("http_listener", config.http_listener).await?;
         let http =
             HttpServer::spawn(http_listener, metrics, shutdown.clone()).map_err(http_bind_error)?;
-        let kafka_listener = config.kafka_listener;
-        let bind_error = move |source| BrokerError::Bind {
-            listener: "kafka_listener",
-            addr: kafka_listener,
-            source,
-        };
-        let listener = TcpListener::bind(config.kafka_listener)
-            .await
-            .map_err(bind_error)?;
-        let admin_addr = config.admin_listener;
-        let admin_bind_error = move |source| BrokerError::Bind {
-            listener: "admin_listener",
-            addr: admin_addr,
-            source,
-        };
-        let admin_listener = TcpListener::bind(admin_addr)
-            .await
-            .map_err(admin_bind_error)?;
-        let kafka_addr = listener.local_addr().map_err(bind_error)?;
+        let kafka_bind_error = bind_error("kafka_listener", config.kafka_listener);
+        let listener = bind("kafka_listener", config.kafka_listener).await?;
+        let admin_bind_error = bind_error("admin_listener", config.admin_listener);
+        let admin_listener = bind("admin_listener", config.admin_listener).await?;
+        let kafka_addr = listener.local_addr().map_err(kafka_bind_error)?;
         let (partitions, previous_broker_epoch) = {
             let config = config.clone();
             crate::blocking::spawn(move || {
@@ -189,7 +168,7 @@ impl Broker {
             .await
             .map_err(admin_bind_error)?;
         let server = KafkaServer::spawn(ctx.clone(), KAFKA_ENDPOINT, listener, shutdown)
-            .map_err(bind_error)?;
+            .map_err(kafka_bind_error)?;
         http.started(Started {
             ctx: ctx.clone(),
             registration: quorum.lifecycle.state(),
@@ -363,6 +342,25 @@ impl Broker {
         self.quorum.node.shutdown().await?;
         Ok(())
     }
+}
+
+/// A failure to bind or serve `listener` (its config key) at `addr`.
+fn bind_error(
+    listener: &'static str,
+    addr: SocketAddr,
+) -> impl Fn(std::io::Error) -> BrokerError + Copy {
+    move |source| BrokerError::Bind {
+        listener,
+        addr,
+        source,
+    }
+}
+
+/// Binds `listener` (its config key) at `addr`.
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(bind_error(listener, addr))
 }
 
 /// The data directory's identity ([`identity::resolve`]) on a blocking thread: it reads, and

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use streambus_integration_tests::{http, run_with_timeout, DevBroker};
 
-use crate::scripts::{python_dir, SCRIPT_TIMEOUT};
-
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Consumer-lag and LSO-lag gauges are published every 15 s.
 const SERIES_WAIT: Duration = Duration::from_secs(60);
@@ -105,20 +103,7 @@ fn every_metric_the_alerts_and_the_dashboard_name_is_exported() {
     // default policy, at a segment roll or a clean stop).
     let broker = DevBroker::start(&["--set", "log.flush_messages=1"]).expect("broker");
     // Traffic, an error, and a group's committed offset, so that every series exists.
-    let mut command = Command::new(streambus_integration_tests::python().expect("python"));
-    command
-        .arg(python_dir().join("metrics_scrape.py"))
-        .arg(broker.http_addr.to_string())
-        .arg("mon")
-        .arg("3")
-        .env("STREAMBUS_BOOTSTRAP", broker.bootstrap());
-    let output = run_with_timeout(command, SCRIPT_TIMEOUT).expect("metrics_scrape.py");
-    assert!(
-        output.status.success(),
-        "metrics_scrape.py failed\n{}\n{}",
-        output.stdout,
-        output.stderr
-    );
+    crate::observability::metrics_scrape(&broker, "mon", 3);
     let deadline = Instant::now() + SERIES_WAIT;
     let missing = loop {
         let (status, text) = http::get(broker.http_addr, "/metrics").expect("GET /metrics");

@@ -38,6 +38,27 @@ fn wait_for_status(addr: SocketAddr, path: &str, status: u16, context: &str) -> 
     panic!("{context}: {path} never answered {status}; last: {last}");
 }
 
+/// Runs `metrics_scrape.py` against `broker` with `topics` topics named `<prefix>-<i>`; its
+/// JSON report.
+pub fn metrics_scrape(broker: &DevBroker, prefix: &str, topics: usize) -> Value {
+    let mut command = Command::new(streambus_integration_tests::python().expect("python"));
+    command
+        .arg(python_dir().join("metrics_scrape.py"))
+        .arg(broker.http_addr.to_string())
+        .arg(prefix)
+        .arg(topics.to_string())
+        .env("STREAMBUS_BOOTSTRAP", broker.bootstrap());
+    let output = run_with_timeout(command, SCRIPT_TIMEOUT).expect("metrics_scrape.py");
+    assert!(
+        output.status.success(),
+        "metrics_scrape.py failed\n--- stdout\n{}\n--- stderr\n{}\n--- broker log (tail)\n{}",
+        output.stdout,
+        output.stderr,
+        crate::scripts::tail(&broker.log_text(), 40)
+    );
+    serde_json::from_str(output.stdout.trim()).expect("one JSON object")
+}
+
 fn sample(values: &Value, key: &str) -> f64 {
     values.get(key).and_then(Value::as_f64).unwrap_or(0.0)
 }
@@ -62,21 +83,7 @@ fn metrics_parse_as_prometheus_text_move_with_traffic_and_stay_within_their_labe
         "metrics.partition_series_max=100",
     ])
     .expect("broker");
-    let mut command = Command::new(streambus_integration_tests::python().expect("python"));
-    command
-        .arg(python_dir().join("metrics_scrape.py"))
-        .arg(broker.http_addr.to_string())
-        .arg("mt")
-        .arg("1000")
-        .env("STREAMBUS_BOOTSTRAP", broker.bootstrap());
-    let output = run_with_timeout(command, SCRIPT_TIMEOUT).expect("metrics_scrape.py");
-    assert!(
-        output.status.success(),
-        "metrics_scrape.py failed\n--- stdout\n{}\n--- stderr\n{}",
-        output.stdout,
-        output.stderr
-    );
-    let report: Value = serde_json::from_str(output.stdout.trim()).expect("one JSON object");
+    let report = metrics_scrape(&broker, "mt", 1000);
     assert!(
         report["content_type"]
             .as_str()

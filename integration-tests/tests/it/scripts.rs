@@ -68,7 +68,8 @@ pub fn run_script_allowing_one_client_hang(
     run_script(broker, command(), what);
 }
 
-fn tail(text: &str, lines: usize) -> String {
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -84,6 +84,21 @@ pub struct Cli {
     /// above win over --set for the same key).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+}
+
+/// What `streambus` does instead of running a broker.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Check a TOML config file (over the embedded defaults, ignoring the environment and other
+    /// flags) and exit: 0 and "valid" when a broker would start with it, 1 with the key and the
+    /// reason otherwise.
+    ValidateConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
 }
 
 impl Cli {

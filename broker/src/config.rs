@@ -328,9 +328,16 @@ impl BrokerConfig {
                 key,
                 reason: reason.to_owned(),
             })?;
-        self.log
-            .validate()
-            .map_err(BrokerError::InvalidLogDefaults)?;
+        self.log.validate().map_err(|error| match error {
+            // Storage names the Kafka key (`segment.bytes`); the file spells it `segment_bytes`.
+            streambus_storage::StorageError::InvalidConfig { key, reason } => {
+                BrokerError::InvalidLogDefault {
+                    key: key.replace('.', "_"),
+                    reason,
+                }
+            }
+            other => BrokerError::InvalidLogDefaults(other),
+        })?;
         Ok(())
     }
 
@@ -359,12 +366,21 @@ impl BrokerConfig {
                 "must be one of producer, uncompressed, gzip, snappy, lz4, zstd",
             );
         }
-        if topics.retention_check_interval_ms == 0 || topics.producer_id_expiration_ms <= 0 {
-            return invalid("topics", "intervals must be positive");
+        if topics.retention_check_interval_ms == 0 {
+            return invalid("topics.retention_check_interval_ms", "must be positive");
+        }
+        if topics.producer_id_expiration_ms <= 0 {
+            return invalid("topics.producer_id_expiration_ms", "must be positive");
         }
         let kafka = &self.kafka;
-        if kafka.max_connections == 0 || kafka.max_in_flight_requests_per_connection == 0 {
-            return invalid("kafka", "connection limits must be at least 1");
+        if kafka.max_connections == 0 {
+            return invalid("kafka.max_connections", "must be at least 1");
+        }
+        if kafka.max_in_flight_requests_per_connection == 0 {
+            return invalid(
+                "kafka.max_in_flight_requests_per_connection",
+                "must be at least 1",
+            );
         }
         if kafka.connections_max_idle_ms == 0 {
             return invalid("kafka.connections_max_idle_ms", "must be positive");
@@ -869,9 +885,15 @@ mod tests {
     #[test]
     fn log_defaults_are_checked_by_the_storage_rules() {
         let error = resolve_env(&[("STREAMBUS_LOG_SEGMENT_BYTES", "10")]).expect_err("tiny");
-        assert!(matches!(error, BrokerError::InvalidLogDefaults(_)));
+        assert!(
+            matches!(&error, BrokerError::InvalidLogDefault { key, .. } if key == "segment_bytes"),
+            "{error:?}"
+        );
         let error = resolve_env(&[("STREAMBUS_LOG_FLUSH_MESSAGES", "-5")]).expect_err("negative");
-        assert!(matches!(error, BrokerError::InvalidLogDefaults(_)));
+        assert!(
+            matches!(&error, BrokerError::InvalidLogDefault { key, .. } if key == "flush_messages"),
+            "{error:?}"
+        );
         let config =
             resolve_env(&[("STREAMBUS_LOG_FLUSH_MESSAGES", "1000")]).expect("a real count");
         assert_eq!(config.log.flush_messages, 1000);

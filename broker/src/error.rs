@@ -68,6 +68,10 @@ pub enum BrokerError {
     #[error("invalid [log] defaults")]
     InvalidLogDefaults(#[source] streambus_storage::StorageError),
 
+    /// One `[log]` key out of its range, named as the file spells it.
+    #[error("invalid config `log.{key}`: {reason}")]
+    InvalidLogDefault { key: String, reason: &'static str },
+
     #[error("cannot bind {listener} on {addr}")]
     Bind {
         listener: &'static str,

@@ -124,3 +124,71 @@ fn unknown_config_file_key_is_rejected() {
         output.stderr
     );
 }
+
+/// `streambus validate-config` accepts the example configs and names the key (and the reason) of
+/// every kind of bad file, exiting 1 without starting anything.
+#[test]
+fn validate_config_names_the_key_of_every_kind_of_bad_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let examples = streambus_integration_tests::manifest_dir().join("../deploy/config");
+    for n in 1..=3 {
+        let path = examples.join(format!("broker-{n}.toml"));
+        let output = run(&["validate-config", path.to_str().expect("utf-8")]);
+        assert!(output.status.success(), "{}: {output:?}", path.display());
+        assert!(output.stdout.trim_end().ends_with(": valid"), "{output:?}");
+    }
+    // (file contents, what the error must name)
+    let cases: [(&str, &str); 14] = [
+        ("node_id = \n", "not valid TOML: line 1"),
+        ("nodeid = 1\n", "`nodeid`"),
+        ("[log]\nsegmnt_bytes = 5\n", "`log.segmnt_bytes`"),
+        ("node_id = \"one\"\n", "`node_id`"),
+        ("kafka_listener = \"localhost\"\n", "`kafka_listener`"),
+        (
+            "kafka_listener = \"127.0.0.1:9000\"\nhttp_listener = \"127.0.0.1:9000\"\n",
+            "`http_listener`",
+        ),
+        ("[log]\nsegment_bytes = 10\n", "`log.segment_bytes`"),
+        (
+            "[log]\ncleanup_policy = \"shred\"\n",
+            "`log.cleanup_policy`",
+        ),
+        (
+            "[metadata]\nquorum_voters = \"1@nowhere\"\n",
+            "`metadata.quorum_voters`",
+        ),
+        (
+            "[topics]\ncompression_type = \"brotli\"\n",
+            "`topics.compression_type`",
+        ),
+        ("[kafka]\nmax_connections = 0\n", "`kafka.max_connections`"),
+        (
+            "[transactions]\ntransaction_version = 3\n",
+            "`transactions.transaction_version`",
+        ),
+        (
+            "[groups]\noffsets_topic_num_partitions = 0\n",
+            "`groups.offsets_topic_num_partitions`",
+        ),
+        ("cluster_id = \"not a cluster id\"\n", "`cluster_id`"),
+    ];
+    for (i, (contents, named)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, contents).expect("write");
+        let output = run(&["validate-config", path.to_str().expect("utf-8")]);
+        assert_eq!(output.status.code(), Some(1), "{contents:?}: {output:?}");
+        let error = output.stderr.trim_end();
+        assert!(
+            error.contains(": invalid: ") && error.contains(named),
+            "{contents:?} should name {named}: {error}"
+        );
+        assert!(output.stdout.is_empty(), "{output:?}");
+    }
+    let missing = dir.path().join("missing.toml");
+    let output = run(&["validate-config", missing.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        output.stderr.contains("cannot read config file") && output.stderr.contains("No such file"),
+        "{output:?}"
+    );
+}

@@ -27,6 +27,8 @@ pub struct Member {
     pub raft_addr: SocketAddr,
     /// The HTTP listener (`/metrics`, health).
     pub http_addr: SocketAddr,
+    /// The admin gRPC listener.
+    pub admin_addr: SocketAddr,
     args: Vec<String>,
     /// Environment variables set for this member's process (e.g. `FAILPOINTS`).
     env: Vec<(String, String)>,
@@ -164,8 +166,9 @@ impl Cluster {
         let dir = tempfile::tempdir()?;
         let cluster_id = new_cluster_id()?;
         // One call: ports released between two calls could be handed out twice.
-        let all_ports = free_ports(3 * n);
-        let (ports, http_ports) = all_ports.split_at(2 * n);
+        let all_ports = free_ports(4 * n);
+        let (ports, rest) = all_ports.split_at(2 * n);
+        let (http_ports, admin_ports) = rest.split_at(n);
         let voter_list = (0..voters.min(n))
             .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[2 * i + 1]))
             .chain(foreign.iter().map(|(id, addr)| format!("{id}@{addr}")))
@@ -187,7 +190,7 @@ impl Cluster {
                 "--raft-listener",
                 &format!("127.0.0.1:{}", ports[2 * i + 1]),
                 "--admin-listener",
-                "127.0.0.1:0",
+                &format!("127.0.0.1:{}", admin_ports[i]),
                 "--http-listener",
                 &format!("127.0.0.1:{}", http_ports[i]),
                 "--set",
@@ -207,6 +210,7 @@ impl Cluster {
                 kafka_addr: format!("127.0.0.1:{}", ports[2 * i]).parse()?,
                 raft_addr: format!("127.0.0.1:{}", ports[2 * i + 1]).parse()?,
                 http_addr: format!("127.0.0.1:{}", http_ports[i]).parse()?,
+                admin_addr: format!("127.0.0.1:{}", admin_ports[i]).parse()?,
                 args,
                 env,
                 process: None,

@@ -150,6 +150,42 @@ mod tests {
         ) -> Result<Response<ListPartitionsResponse>, Status> {
             unimplemented()
         }
+        async fn alter_reassignments(
+            &self,
+            _: Request<AlterReassignmentsRequest>,
+        ) -> Result<Response<AlterReassignmentsResponse>, Status> {
+            unimplemented()
+        }
+        async fn list_reassignments(
+            &self,
+            _: Request<ListReassignmentsRequest>,
+        ) -> Result<Response<ListReassignmentsResponse>, Status> {
+            unimplemented()
+        }
+        async fn elect_leaders(
+            &self,
+            _: Request<ElectLeadersRequest>,
+        ) -> Result<Response<ElectLeadersResponse>, Status> {
+            unimplemented()
+        }
+        async fn describe_log_dirs(
+            &self,
+            _: Request<DescribeLogDirsRequest>,
+        ) -> Result<Response<DescribeLogDirsResponse>, Status> {
+            unimplemented()
+        }
+        async fn add_voter(
+            &self,
+            _: Request<AddVoterRequest>,
+        ) -> Result<Response<AddVoterResponse>, Status> {
+            unimplemented()
+        }
+        async fn remove_voter(
+            &self,
+            _: Request<RemoveVoterRequest>,
+        ) -> Result<Response<RemoveVoterResponse>, Status> {
+            unimplemented()
+        }
     }
 
     #[tonic::async_trait]

@@ -12,12 +12,16 @@ use streambus_raft::image::{PartitionRecord, TopicRecord};
 use streambus_raft::MetadataImage;
 use tonic::{Request, Response, Status};
 
-use super::status::ops_status;
+use super::status::{invalid_request, item_error, ops_status, status_with};
 use crate::context::BrokerContext;
 use crate::coordinator::topic::is_internal;
 use crate::ops::configs::{ConfigAlteration, ConfigEdit, ConfigOp, ConfigResource};
+use crate::ops::reassignments::{PartitionMove, ReplicationFactorChange};
 use crate::ops::topics::{Layout, NewPartitions, NewTopic};
 use crate::ops::{Mode, OpsError};
+use crate::partition::Role;
+use kafka_protocol::error::ResponseError;
+use streambus_raft::command::ElectionType;
 
 /// The admin service of one broker.
 #[derive(Debug)]
@@ -71,8 +75,7 @@ fn topic_description(topic: &TopicRecord) -> pb::TopicDescription {
 
 /// A count from the wire that must fit the domain's type.
 fn narrow<T: TryFrom<i32>>(value: i32, what: &str) -> Result<T, Status> {
-    T::try_from(value)
-        .map_err(|_| Status::invalid_argument(format!("{what} {value} is out of range")))
+    T::try_from(value).map_err(|_| invalid_request(&format!("{what} {value} is out of range")))
 }
 
 /// Whether a partition of `topic` matches `filter` (`min_isr`: the topic's effective
@@ -331,7 +334,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ListPartitionsResponse>, Status> {
         let request = request.into_inner();
         let filter = pb::PartitionFilter::try_from(request.filter)
-            .map_err(|_| Status::invalid_argument(format!("unknown filter {}", request.filter)))?;
+            .map_err(|_| invalid_request(&format!("unknown filter {}", request.filter)))?;
         let image = self.ctx.image();
         let mut topics: Vec<&TopicRecord> = Vec::new();
         if request.topics.is_empty() {
@@ -360,5 +363,235 @@ impl AdminService for AdminApi {
             }
         }
         Ok(Response::new(pb::ListPartitionsResponse { partitions }))
+    }
+
+    async fn alter_reassignments(
+        &self,
+        request: Request<pb::AlterReassignmentsRequest>,
+    ) -> Result<Response<pb::AlterReassignmentsResponse>, Status> {
+        let request = request.into_inner();
+        let moves: Vec<PartitionMove> = request
+            .moves
+            .iter()
+            .map(|m| PartitionMove {
+                topic: m.topic.clone(),
+                partition: m.partition,
+                target: (!m.target.is_empty()).then(|| m.target.clone()),
+            })
+            .collect();
+        let change = if request.allow_replication_factor_change {
+            ReplicationFactorChange::Allowed
+        } else {
+            ReplicationFactorChange::Refused
+        };
+        let outcomes =
+            crate::ops::reassignments::alter_reassignments(&self.ctx, moves, change).await;
+        let results = request
+            .moves
+            .into_iter()
+            .zip(outcomes)
+            .map(|(m, outcome)| pb::PartitionOutcome {
+                topic: m.topic,
+                partition: m.partition,
+                error: outcome.err().map(|e| item_error(&e)),
+            })
+            .collect();
+        Ok(Response::new(pb::AlterReassignmentsResponse { results }))
+    }
+
+    async fn list_reassignments(
+        &self,
+        request: Request<pb::ListReassignmentsRequest>,
+    ) -> Result<Response<pb::ListReassignmentsResponse>, Status> {
+        let wanted: Vec<(String, u32)> = request
+            .into_inner()
+            .partitions
+            .into_iter()
+            .filter_map(|p| Some((p.topic, u32::try_from(p.partition).ok()?)))
+            .collect();
+        let filter = (!wanted.is_empty()).then_some(wanted.as_slice());
+        let reassignments = crate::ops::reassignments::list_reassignments(&self.ctx, filter)
+            .into_iter()
+            .flat_map(|topic| {
+                let name = topic.topic;
+                topic.partitions.into_iter().map(move |p| pb::Reassignment {
+                    topic: name.clone(),
+                    partition: i32::try_from(p.partition).unwrap_or(i32::MAX),
+                    replicas: p.replicas,
+                    adding: p.adding,
+                    removing: p.removing,
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::ListReassignmentsResponse {
+            reassignments,
+        }))
+    }
+
+    async fn elect_leaders(
+        &self,
+        request: Request<pb::ElectLeadersRequest>,
+    ) -> Result<Response<pb::ElectLeadersResponse>, Status> {
+        let request = request.into_inner();
+        let election = match pb::ElectionType::try_from(request.r#type) {
+            Ok(pb::ElectionType::Preferred) => ElectionType::Preferred,
+            Ok(pb::ElectionType::Unclean) => ElectionType::Unclean,
+            Err(_) => {
+                return Err(invalid_request(&format!(
+                    "unknown election type {}",
+                    request.r#type
+                )))
+            }
+        };
+        let partitions: Option<Vec<(String, i32)>> = (!request.partitions.is_empty()).then(|| {
+            request
+                .partitions
+                .iter()
+                .map(|p| (p.topic.clone(), p.partition))
+                .collect()
+        });
+        if election == ElectionType::Unclean && !request.confirm_data_loss {
+            let report = unclean_risks(&self.ctx.image(), partitions.as_deref());
+            return Err(status_with(
+                tonic::Code::FailedPrecondition,
+                ResponseError::PolicyViolation,
+                &format!(
+                    "an unclean election may lose acknowledged records; nothing was changed. \
+                     Call again with confirm_data_loss to accept: {report}"
+                ),
+            ));
+        }
+        let outcomes = crate::ops::elections::elect_leaders(&self.ctx, election, partitions)
+            .await
+            .map_err(|e| ops_status(&e))?;
+        let results = outcomes
+            .into_iter()
+            .map(|election| match election.outcome {
+                Ok(leader) => pb::ElectionOutcome {
+                    topic: election.topic,
+                    partition: election.partition,
+                    leader: Some(leader.leader),
+                    leader_epoch: leader.leader_epoch,
+                    loss_report: leader.loss_report(),
+                    last_in_sync: leader.last_in_sync.unwrap_or_default(),
+                    error: None,
+                },
+                Err(error) => pb::ElectionOutcome {
+                    topic: election.topic,
+                    partition: election.partition,
+                    leader: None,
+                    leader_epoch: -1,
+                    last_in_sync: Vec::new(),
+                    loss_report: None,
+                    error: Some(item_error(&error)),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::ElectLeadersResponse { results }))
+    }
+
+    async fn describe_log_dirs(
+        &self,
+        _: Request<pb::DescribeLogDirsRequest>,
+    ) -> Result<Response<pb::DescribeLogDirsResponse>, Status> {
+        let ctx = self.ctx.clone();
+        let response = crate::blocking::spawn(move || log_dirs(&ctx))
+            .await
+            .map_err(|_| Status::internal("describing the log directory failed"))?;
+        Ok(Response::new(response))
+    }
+
+    async fn add_voter(
+        &self,
+        request: Request<pb::AddVoterRequest>,
+    ) -> Result<Response<pb::AddVoterResponse>, Status> {
+        let request = request.into_inner();
+        let node_id = u64::try_from(request.node_id)
+            .map_err(|_| invalid_request("node_id must not be negative"))?;
+        if request
+            .raft_address
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+            && !request.raft_address.contains(':')
+        {
+            return Err(invalid_request("raft_address must be HOST:PORT"));
+        }
+        self.ctx
+            .node
+            .add_voter(node_id, request.raft_address)
+            .await
+            .map_err(|e| ops_status(&OpsError::from(e)))?;
+        Ok(Response::new(pb::AddVoterResponse {}))
+    }
+
+    async fn remove_voter(
+        &self,
+        request: Request<pb::RemoveVoterRequest>,
+    ) -> Result<Response<pb::RemoveVoterResponse>, Status> {
+        let node_id = u64::try_from(request.into_inner().node_id)
+            .map_err(|_| invalid_request("node_id must not be negative"))?;
+        self.ctx
+            .node
+            .remove_voter(node_id)
+            .await
+            .map_err(|e| ops_status(&OpsError::from(e)))?;
+        Ok(Response::new(pb::RemoveVoterResponse {}))
+    }
+}
+
+/// For each leaderless partition an unclean election would touch: who last held every
+/// committed record (what a new leader outside them may not have).
+fn unclean_risks(image: &MetadataImage, partitions: Option<&[(String, i32)]>) -> String {
+    let mut risks = Vec::new();
+    for topic in image.topics() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let index = i32::try_from(index).unwrap_or(i32::MAX);
+            let wanted = partitions
+                .is_none_or(|list| list.iter().any(|(t, p)| *t == topic.name && *p == index));
+            if wanted && partition.leader.is_none() {
+                risks.push(format!(
+                    "{}-{index}: records only brokers {:?} held (the last in sync) may be lost",
+                    topic.name, partition.last_known_elr
+                ));
+            }
+        }
+    }
+    if risks.is_empty() {
+        "no partition asked for is leaderless".to_owned()
+    } else {
+        risks.join("; ")
+    }
+}
+
+/// This broker's log directory (blocking: reads each log's size).
+fn log_dirs(ctx: &BrokerContext) -> pb::DescribeLogDirsResponse {
+    let me = ctx.broker_id();
+    let mut hosted = ctx.partitions.all();
+    hosted.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
+    let partitions = hosted
+        .iter()
+        .map(|partition| pb::LogDirPartition {
+            topic: partition.topic.clone(),
+            partition: i32::try_from(partition.index).unwrap_or(i32::MAX),
+            size_bytes: partition.log().size_bytes(),
+            log_start_offset: partition.log_start_offset(),
+            log_end_offset: partition.log_end_offset(),
+            leader: partition.state().role(me) == Role::Leader,
+        })
+        .collect();
+    let path = ctx.partitions.log_dir_path();
+    let (free_bytes, capacity_bytes) = rustix::fs::statvfs(path).map_or((0, 0), |stat| {
+        (
+            stat.f_bavail.saturating_mul(stat.f_frsize),
+            stat.f_blocks.saturating_mul(stat.f_frsize),
+        )
+    });
+    pb::DescribeLogDirsResponse {
+        broker_id: me,
+        path: path.display().to_string(),
+        online: ctx.partitions.log_dir_online(),
+        free_bytes,
+        capacity_bytes,
+        partitions,
     }
 }

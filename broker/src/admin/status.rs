@@ -19,13 +19,37 @@ pub fn ops_status(error: &OpsError) -> Status {
     kafka_status(error_code(&Failure::Ops(error)), &error.to_string())
 }
 
+/// `error` as one failed item of a call that answers item by item.
+pub fn item_error(error: &OpsError) -> streambus_proto::admin::v1::ItemError {
+    let code = error_code(&Failure::Ops(error)).code();
+    streambus_proto::admin::v1::ItemError {
+        kafka_error: error_name(code).to_owned(),
+        kafka_error_code: i32::from(code),
+        message: error.to_string(),
+    }
+}
+
+/// A malformed request: INVALID_ARGUMENT naming Kafka's INVALID_REQUEST.
+pub fn invalid_request(message: &str) -> Status {
+    status_with(
+        Code::InvalidArgument,
+        ResponseError::InvalidRequest,
+        message,
+    )
+}
+
 /// A status for Kafka error `error` with `message`.
 pub fn kafka_status(error: ResponseError, message: &str) -> Status {
-    let code = error.code();
-    let name = error_name(code);
-    let metadata = HashMap::from([("kafka_error_code".to_owned(), code.to_string())]);
+    status_with(grpc_code(error), error, message)
+}
+
+/// A status of gRPC `code` naming Kafka error `error`, with `message`.
+pub fn status_with(code: Code, error: ResponseError, message: &str) -> Status {
+    let kafka_code = error.code();
+    let name = error_name(kafka_code);
+    let metadata = HashMap::from([("kafka_error_code".to_owned(), kafka_code.to_string())]);
     Status::with_error_details(
-        grpc_code(error),
+        code,
         format!("{name}: {message}"),
         ErrorDetails::with_error_info(name, ERROR_DOMAIN, metadata),
     )

@@ -331,3 +331,298 @@ fn a_reflection_client_lists_and_calls_the_admin_api_without_a_proto_file() {
     );
     assert_eq!(report["health"], "SERVING");
 }
+
+/// Polls `check` every 200 ms until it holds or `CALL_TIMEOUT` passes; the last value.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F, check: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+    T: std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+    // One probe per pass, until the deadline.
+    loop {
+        let value = probe().await;
+        if check(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: still {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn topic(admin: &mut AdminServiceClient<Channel>, name: &str) -> pb::TopicDescription {
+    admin
+        .describe_topic(pb::DescribeTopicRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+        .topic
+        .expect("topic")
+}
+
+async fn connect(addr: std::net::SocketAddr) -> AdminServiceClient<Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .timeout(CALL_TIMEOUT)
+        .connect_timeout(CALL_TIMEOUT);
+    AdminServiceClient::new(endpoint.connect().await.expect("connect"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
+    use streambus_integration_tests::cluster::FAST_FAILOVER;
+    let cluster = tokio::task::spawn_blocking(|| {
+        streambus_integration_tests::Cluster::start(3, 3, FAST_FAILOVER).expect("cluster")
+    })
+    .await
+    .expect("start");
+    let mut admin = connect(cluster.member(1).admin_addr).await;
+
+    // The controller knows how far each voter has replicated the metadata log.
+    let cluster_view = admin
+        .describe_cluster(pb::DescribeClusterRequest {})
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(cluster_view.brokers.len(), 3);
+    assert!(cluster_view
+        .brokers
+        .iter()
+        .all(|b| b.state == pb::BrokerState::Running as i32));
+    let controller = cluster_view.controller_id.expect("a controller");
+    let at_controller = connect(cluster.member(controller).admin_addr).await;
+    let quorum = eventually(
+        "the controller's view of the voters",
+        || {
+            let mut c = at_controller.clone();
+            async move {
+                c.describe_cluster(pb::DescribeClusterRequest {})
+                    .await
+                    .expect("describe")
+                    .into_inner()
+                    .quorum
+            }
+        },
+        |quorum: &Vec<pb::QuorumMember>| {
+            quorum.len() == 3 && quorum.iter().all(|m| m.voter && m.lag.is_some())
+        },
+    )
+    .await;
+    assert_eq!(quorum.len(), 3);
+
+    // A topic on two brokers moves to another pair.
+    let created = admin
+        .create_topic(pb::CreateTopicRequest {
+            name: "moves".to_owned(),
+            partitions: Some(1),
+            replication_factor: Some(2),
+            configs: HashMap::new(),
+            validate_only: false,
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .topic
+        .expect("topic");
+    let before = created.partitions[0].replicas.clone();
+    let outsider = (1..=3)
+        .find(|b| !before.contains(b))
+        .expect("a third broker");
+    let target = vec![outsider, before[0]];
+    let results = admin
+        .alter_reassignments(pb::AlterReassignmentsRequest {
+            moves: vec![
+                pb::PartitionMove {
+                    topic: "moves".to_owned(),
+                    partition: 0,
+                    target: target.clone(),
+                },
+                pb::PartitionMove {
+                    topic: "moves".to_owned(),
+                    partition: 0,
+                    target: vec![outsider],
+                },
+                pb::PartitionMove {
+                    topic: "nope".to_owned(),
+                    partition: 0,
+                    target: vec![1],
+                },
+            ],
+            allow_replication_factor_change: false,
+        })
+        .await
+        .expect("reassign")
+        .into_inner()
+        .results;
+    assert!(results[0].error.is_none(), "{results:?}");
+    assert_eq!(
+        results[1].error.as_ref().map(|e| e.kafka_error.as_str()),
+        Some("INVALID_REPLICATION_FACTOR"),
+        "{results:?}"
+    );
+    assert_eq!(
+        results[2].error.as_ref().map(|e| e.kafka_error.as_str()),
+        Some("UNKNOWN_TOPIC_OR_PARTITION"),
+        "{results:?}"
+    );
+    let moved = eventually(
+        "the move to finish",
+        || {
+            let mut a = admin.clone();
+            async move { topic(&mut a, "moves").await.partitions[0].clone() }
+        },
+        |p: &pb::PartitionDescription| p.replicas == target && p.isr.len() == 2,
+    )
+    .await;
+    assert_eq!(moved.replicas, target);
+    let ongoing = admin
+        .list_reassignments(pb::ListReassignmentsRequest {
+            partitions: Vec::new(),
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .reassignments;
+    assert!(ongoing.is_empty(), "{ongoing:?}");
+
+    // Leadership goes to the preferred (first) replica.
+    let elected = eventually(
+        "a preferred election",
+        || {
+            let mut a = admin.clone();
+            async move {
+                let results = a
+                    .elect_leaders(pb::ElectLeadersRequest {
+                        r#type: pb::ElectionType::Preferred as i32,
+                        partitions: vec![pb::PartitionRef {
+                            topic: "moves".to_owned(),
+                            partition: 0,
+                        }],
+                        confirm_data_loss: false,
+                    })
+                    .await
+                    .expect("elect")
+                    .into_inner()
+                    .results;
+                let leader = topic(&mut a, "moves").await.partitions[0].leader;
+                (results, leader)
+            }
+        },
+        |(_, leader)| *leader == Some(outsider),
+    )
+    .await;
+    assert_eq!(elected.1, Some(outsider));
+    // An unclean election without the confirmation changes nothing.
+    let refused = admin
+        .elect_leaders(pb::ElectLeadersRequest {
+            r#type: pb::ElectionType::Unclean as i32,
+            partitions: Vec::new(),
+            confirm_data_loss: false,
+        })
+        .await
+        .expect_err("needs the confirmation");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(
+        refused.get_details_error_info().map(|i| i.reason),
+        Some("POLICY_VIOLATION".to_owned())
+    );
+    assert!(
+        refused.message().contains("confirm_data_loss"),
+        "{refused:?}"
+    );
+    let (code, reason) = refusal(
+        admin
+            .elect_leaders(pb::ElectLeadersRequest {
+                r#type: 7,
+                partitions: Vec::new(),
+                confirm_data_loss: false,
+            })
+            .await,
+    );
+    assert_eq!(reason, "INVALID_REQUEST");
+    assert_eq!(code, Code::InvalidArgument);
+
+    // The new leader's log directory holds the partition.
+    let mut at_leader = connect(cluster.member(outsider).admin_addr).await;
+    let dirs = at_leader
+        .describe_log_dirs(pb::DescribeLogDirsRequest {})
+        .await
+        .expect("log dirs")
+        .into_inner();
+    assert_eq!(dirs.broker_id, outsider);
+    assert!(dirs.online && dirs.free_bytes > 0 && dirs.capacity_bytes >= dirs.free_bytes);
+    assert!(
+        dirs.partitions
+            .iter()
+            .any(|p| p.topic == "moves" && p.partition == 0 && p.leader),
+        "{dirs:?}"
+    );
+
+    // Voter 3 becomes a learner, then a voter again.
+    let third = cluster.member(3).raft_addr.to_string();
+    admin
+        .remove_voter(pb::RemoveVoterRequest { node_id: 3 })
+        .await
+        .expect("remove voter");
+    let voters = |quorum: &Vec<pb::QuorumMember>| {
+        let mut ids: Vec<i32> = quorum.iter().filter(|m| m.voter).map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids
+    };
+    eventually(
+        "voter 3 removed",
+        || {
+            let mut a = admin.clone();
+            async move {
+                a.describe_cluster(pb::DescribeClusterRequest {})
+                    .await
+                    .expect("describe")
+                    .into_inner()
+                    .quorum
+            }
+        },
+        |q| voters(q) == vec![1, 2],
+    )
+    .await;
+    admin
+        .add_voter(pb::AddVoterRequest {
+            node_id: 3,
+            raft_address: third,
+        })
+        .await
+        .expect("add voter");
+    eventually(
+        "voter 3 back",
+        || {
+            let mut a = admin.clone();
+            async move {
+                a.describe_cluster(pb::DescribeClusterRequest {})
+                    .await
+                    .expect("describe")
+                    .into_inner()
+                    .quorum
+            }
+        },
+        |q| voters(q) == vec![1, 2, 3],
+    )
+    .await;
+    let (code, reason) = refusal(
+        admin
+            .add_voter(pb::AddVoterRequest {
+                node_id: -1,
+                raft_address: "x".to_owned(),
+            })
+            .await,
+    );
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::InvalidArgument, "INVALID_REQUEST")
+    );
+    drop(cluster);
+}

@@ -26,7 +26,10 @@ done
 work="$(mktemp -d)"
 trap 'rm -rf -- "$work"' EXIT
 stage="$work/$name"
-debug="$work/$name-debug"
+# The debug tarball has the same top directory: unpacked over the main one, each `.debug` file
+# lands next to its binary, where gdb and perf look for it.
+debug_root="$work/debug"
+debug="$debug_root/$name/bin"
 mkdir -p "$stage/bin" "$stage/config" "$stage/systemd" "$stage/prometheus" "$stage/grafana" "$debug"
 for bin in streambus sbctl; do
     objcopy --only-keep-debug "$bin_dir/$bin" "$debug/$bin.debug"
@@ -44,7 +47,7 @@ cp "$repo/README.md" "$stage/README.md"
 
 mkdir -p "$out_dir"
 tar -C "$work" -czf "$out_dir/$name.tar.gz" "$name"
-tar -C "$work" -czf "$out_dir/$name-debug.tar.gz" "$name-debug"
+tar -C "$debug_root" -czf "$out_dir/$name-debug.tar.gz" "$name"
 size() { du -h "$1" | cut -f1; }
 echo "dist: $out_dir/$name.tar.gz ($(size "$out_dir/$name.tar.gz"); streambus $(size "$stage/bin/streambus"), sbctl $(size "$stage/bin/sbctl") unpacked)"
-echo "dist: $out_dir/$name-debug.tar.gz ($(size "$out_dir/$name-debug.tar.gz")): debug info, unpack next to the binaries"
+echo "dist: $out_dir/$name-debug.tar.gz ($(size "$out_dir/$name-debug.tar.gz")): debug info; unpack it where the main tarball was unpacked"

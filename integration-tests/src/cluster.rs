@@ -69,7 +69,7 @@ pub const FAST_FAILOVER: &[&str] = &[
     "replication.fetch_backoff_ms=200",
 ];
 
-/// Free loopback ports for brokers to bind later, taken below the kernel's ephemeral range
+/// Free loopback ports for brokers to bind later, taken outside the kernel's ephemeral range
 /// (`net.ipv4.ip_local_port_range`): every broker also binds listeners on port 0, which the
 /// kernel serves from that range, and a port picked there could be handed to one of them
 /// before the broker it was picked for binds it. Each candidate is checked by binding it; all
@@ -102,19 +102,17 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         .collect()
 }
 
-/// `[low, high)` below the ephemeral range, at least 10,000 ports wide when possible.
+/// `[low, high)` for test ports: 10000–19000, below both the kernel's ephemeral range (32768 by
+/// default) and the 19092+ ports `deploy.rs`'s local cluster picks from; above the ephemeral
+/// range if it starts that low.
 fn below_ephemeral_range() -> (u16, u16) {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    if ephemeral_low > 12_000 {
-        (
-            ephemeral_low.saturating_sub(12_000).max(1024),
-            ephemeral_low,
-        )
+    if ephemeral_low >= 19_000 {
+        (10_000, 19_000)
     } else {
-        // The ephemeral range starts low: take ports above it instead.
         (61_000, 65_000)
     }
 }

@@ -26,10 +26,13 @@ use service::AdminApi;
 
 /// The service name health checks and reflection know the admin API by.
 pub const ADMIN_SERVICE: &str = "streambus.admin.v1.AdminService";
-/// Bound on one admin message (a DescribeCluster or ListPartitions of a large cluster).
-const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// How long a stopping broker waits for admin calls in flight.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on an admin request (each list in it is capped too, see `service::ITEMS_MAX`).
+const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bound on an admin response (a DescribeCluster or ListPartitions of a large cluster).
+const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// How long a stopping broker waits for admin calls in flight (a health Watch stream never
+/// ends by itself, so this is usually the whole wait).
+const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A running admin listener.
 #[derive(Debug)]
@@ -63,8 +66,8 @@ impl AdminServer {
             .build_v1alpha()
             .map_err(std::io::Error::other)?;
         let admin = AdminServiceServer::new(AdminApi::new(ctx))
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+            .max_decoding_message_size(REQUEST_BYTES_MAX)
+            .max_encoding_message_size(RESPONSE_BYTES_MAX);
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(async move {

@@ -23,6 +23,22 @@ use crate::partition::Role;
 use kafka_protocol::error::ResponseError;
 use streambus_raft::command::ElectionType;
 
+/// Items (partitions, moves, topics) one request may name: a metadata command built from a
+/// request must stay far below what the raft transport carries.
+pub const ITEMS_MAX: usize = 10_000;
+/// Leaderless partitions an unclean-election warning names one by one.
+const RISKS_SHOWN_MAX: usize = 20;
+
+/// Refuses a request listing more than [`ITEMS_MAX`] `what`.
+fn capped(count: usize, what: &str) -> Result<(), Status> {
+    if count > ITEMS_MAX {
+        return Err(invalid_request(&format!(
+            "{count} {what} in one request; at most {ITEMS_MAX}"
+        )));
+    }
+    Ok(())
+}
+
 /// The admin service of one broker.
 #[derive(Debug)]
 pub struct AdminApi {
@@ -70,6 +86,37 @@ fn topic_description(topic: &TopicRecord) -> pb::TopicDescription {
             .map(|(i, p)| partition_description(i, p))
             .collect(),
         configs: topic.configs.clone().into_iter().collect(),
+    }
+}
+
+/// A topic as `created` describes it (a plan, or a creation this broker does not show yet).
+fn planned_topic(
+    name: &str,
+    created: crate::ops::topics::CreatedTopic,
+    configs: &BTreeMap<String, String>,
+) -> pb::TopicDescription {
+    pb::TopicDescription {
+        name: name.to_owned(),
+        topic_id: created
+            .topic_id
+            .as_ref()
+            .map(topic_id_bytes)
+            .unwrap_or_default(),
+        internal: is_internal(name),
+        partitions: created
+            .assignments
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, replicas)| pb::PartitionDescription {
+                partition: i32::try_from(i).unwrap_or(i32::MAX),
+                leader: replicas.first().copied(),
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+            })
+            .collect(),
+        configs: configs.clone().into_iter().collect(),
     }
 }
 
@@ -234,27 +281,12 @@ impl AdminService for AdminApi {
             .await
             .map_err(|e| ops_status(&e))?;
         let topic = match mode {
-            Mode::Apply => self.described(&request.name)?,
+            // Committed; if this broker's image is not there yet, what the controller answered.
+            Mode::Apply => self
+                .described(&request.name)
+                .unwrap_or_else(|_| planned_topic(&request.name, created, &configs)),
             // Nothing exists: the description is the plan.
-            Mode::ValidateOnly => pb::TopicDescription {
-                name: request.name,
-                topic_id: Vec::new(),
-                internal: false,
-                partitions: created
-                    .assignments
-                    .unwrap_or_default()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, replicas)| pb::PartitionDescription {
-                        partition: i32::try_from(i).unwrap_or(i32::MAX),
-                        leader: replicas.first().copied(),
-                        leader_epoch: 0,
-                        isr: replicas.clone(),
-                        replicas,
-                    })
-                    .collect(),
-                configs: configs.into_iter().collect(),
-            },
+            Mode::ValidateOnly => planned_topic(&request.name, created, &configs),
         };
         Ok(Response::new(pb::CreateTopicResponse {
             topic: Some(topic),
@@ -333,6 +365,7 @@ impl AdminService for AdminApi {
         request: Request<pb::ListPartitionsRequest>,
     ) -> Result<Response<pb::ListPartitionsResponse>, Status> {
         let request = request.into_inner();
+        capped(request.topics.len(), "topics")?;
         let filter = pb::PartitionFilter::try_from(request.filter)
             .map_err(|_| invalid_request(&format!("unknown filter {}", request.filter)))?;
         let image = self.ctx.image();
@@ -370,6 +403,7 @@ impl AdminService for AdminApi {
         request: Request<pb::AlterReassignmentsRequest>,
     ) -> Result<Response<pb::AlterReassignmentsResponse>, Status> {
         let request = request.into_inner();
+        capped(request.moves.len(), "moves")?;
         let moves: Vec<PartitionMove> = request
             .moves
             .iter()
@@ -403,13 +437,15 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ListReassignmentsRequest>,
     ) -> Result<Response<pb::ListReassignmentsResponse>, Status> {
-        let wanted: Vec<(String, u32)> = request
-            .into_inner()
-            .partitions
+        let partitions = request.into_inner().partitions;
+        capped(partitions.len(), "partitions")?;
+        let asked = !partitions.is_empty();
+        // A negative index names no partition: it matches nothing (not "every partition").
+        let wanted: Vec<(String, u32)> = partitions
             .into_iter()
             .filter_map(|p| Some((p.topic, u32::try_from(p.partition).ok()?)))
             .collect();
-        let filter = (!wanted.is_empty()).then_some(wanted.as_slice());
+        let filter = asked.then_some(wanted.as_slice());
         let reassignments = crate::ops::reassignments::list_reassignments(&self.ctx, filter)
             .into_iter()
             .flat_map(|topic| {
@@ -433,6 +469,7 @@ impl AdminService for AdminApi {
         request: Request<pb::ElectLeadersRequest>,
     ) -> Result<Response<pb::ElectLeadersResponse>, Status> {
         let request = request.into_inner();
+        capped(request.partitions.len(), "partitions")?;
         let election = match pb::ElectionType::try_from(request.r#type) {
             Ok(pb::ElectionType::Preferred) => ElectionType::Preferred,
             Ok(pb::ElectionType::Unclean) => ElectionType::Unclean,
@@ -508,17 +545,36 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         let node_id = u64::try_from(request.node_id)
             .map_err(|_| invalid_request("node_id must not be negative"))?;
-        if request
-            .raft_address
-            .parse::<std::net::SocketAddr>()
-            .is_err()
-            && !request.raft_address.contains(':')
-        {
-            return Err(invalid_request("raft_address must be HOST:PORT"));
-        }
+        // A voter must be a registered broker: its raft listener is where it registered it.
+        let image = self.ctx.image();
+        let registered = image
+            .broker(request.node_id)
+            .and_then(|b| {
+                b.endpoints
+                    .iter()
+                    .find(|e| e.name == crate::endpoints::RAFT_ENDPOINT)
+            })
+            .map(|e| format!("{}:{}", e.host, e.port))
+            .ok_or_else(|| {
+                status_with(
+                    tonic::Code::NotFound,
+                    ResponseError::BrokerNotAvailable,
+                    &format!("broker {} is not registered", request.node_id),
+                )
+            })?;
+        let addr = if request.raft_address.is_empty() {
+            registered
+        } else if request.raft_address == registered {
+            request.raft_address
+        } else {
+            return Err(invalid_request(&format!(
+                "raft_address {} is not where broker {} registered its raft listener ({registered})",
+                request.raft_address, request.node_id
+            )));
+        };
         self.ctx
             .node
-            .add_voter(node_id, request.raft_address)
+            .add_voter(node_id, addr)
             .await
             .map_err(|e| ops_status(&OpsError::from(e)))?;
         Ok(Response::new(pb::AddVoterResponse {}))
@@ -530,6 +586,29 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::RemoveVoterResponse>, Status> {
         let node_id = u64::try_from(request.into_inner().node_id)
             .map_err(|_| invalid_request("node_id must not be negative"))?;
+        let voters: Vec<u64> = self
+            .ctx
+            .node
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if !voters.contains(&node_id) {
+            return Err(status_with(
+                tonic::Code::FailedPrecondition,
+                ResponseError::InvalidRequest,
+                &format!("node {node_id} is not a voter (voters: {voters:?})"),
+            ));
+        }
+        if voters.len() == 1 {
+            return Err(status_with(
+                tonic::Code::FailedPrecondition,
+                ResponseError::InvalidRequest,
+                "the last voter cannot be removed",
+            ));
+        }
         self.ctx
             .node
             .remove_voter(node_id)
@@ -539,28 +618,46 @@ impl AdminService for AdminApi {
     }
 }
 
-/// For each leaderless partition an unclean election would touch: who last held every
-/// committed record (what a new leader outside them may not have).
+/// For each leaderless partition an unclean election would touch: who may hold committed
+/// records a leader from outside them lacks (its ISR, eligible leader replicas and last known
+/// ones). At most [`RISKS_SHOWN_MAX`] are named, then a count.
 fn unclean_risks(image: &MetadataImage, partitions: Option<&[(String, i32)]>) -> String {
     let mut risks = Vec::new();
+    let mut more = 0usize;
     for topic in image.topics() {
         for (index, partition) in topic.partitions.iter().enumerate() {
             let index = i32::try_from(index).unwrap_or(i32::MAX);
             let wanted = partitions
                 .is_none_or(|list| list.iter().any(|(t, p)| *t == topic.name && *p == index));
-            if wanted && partition.leader.is_none() {
-                risks.push(format!(
-                    "{}-{index}: records only brokers {:?} held (the last in sync) may be lost",
-                    topic.name, partition.last_known_elr
-                ));
+            if !wanted || partition.leader.is_some() {
+                continue;
             }
+            if risks.len() == RISKS_SHOWN_MAX {
+                more += 1;
+                continue;
+            }
+            let mut holders: Vec<i32> = partition
+                .isr
+                .iter()
+                .chain(&partition.elr)
+                .chain(&partition.last_known_elr)
+                .copied()
+                .collect();
+            holders.sort_unstable();
+            holders.dedup();
+            risks.push(format!(
+                "{}-{index}: records that only brokers {holders:?} held may be lost",
+                topic.name
+            ));
         }
     }
     if risks.is_empty() {
-        "no partition asked for is leaderless".to_owned()
-    } else {
-        risks.join("; ")
+        return "no partition asked for is leaderless".to_owned();
     }
+    if more > 0 {
+        risks.push(format!("and {more} more leaderless partitions"));
+    }
+    risks.join("; ")
 }
 
 /// This broker's log directory (blocking: reads each log's size).

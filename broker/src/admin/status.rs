@@ -82,8 +82,9 @@ fn grpc_code(error: ResponseError) -> Code {
         | E::TopicAuthorizationFailed
         | E::GroupAuthorizationFailed
         | E::TransactionalIdAuthorizationFailed => Code::PermissionDenied,
+        // The outcome of the write is unknown: a retry is not known to be safe.
+        E::RequestTimedOut => Code::DeadlineExceeded,
         E::NotController
-        | E::RequestTimedOut
         | E::LeaderNotAvailable
         | E::NotLeaderOrFollower
         | E::NotEnoughReplicas

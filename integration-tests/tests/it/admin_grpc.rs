@@ -377,7 +377,7 @@ async fn connect(addr: std::net::SocketAddr) -> AdminServiceClient<Channel> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
     use streambus_integration_tests::cluster::FAST_FAILOVER;
-    let cluster = tokio::task::spawn_blocking(|| {
+    let mut cluster = tokio::task::spawn_blocking(|| {
         streambus_integration_tests::Cluster::start(3, 3, FAST_FAILOVER).expect("cluster")
     })
     .await
@@ -548,21 +548,28 @@ async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
     assert_eq!(reason, "INVALID_REQUEST");
     assert_eq!(code, Code::InvalidArgument);
 
-    // The new leader's log directory holds the partition.
-    let mut at_leader = connect(cluster.member(outsider).admin_addr).await;
-    let dirs = at_leader
-        .describe_log_dirs(pb::DescribeLogDirsRequest {})
-        .await
-        .expect("log dirs")
-        .into_inner();
+    // The new leader's log directory holds the partition (once it has applied the election).
+    let at_leader = connect(cluster.member(outsider).admin_addr).await;
+    let dirs = eventually(
+        "the new leader's log dir",
+        || {
+            let mut a = at_leader.clone();
+            async move {
+                a.describe_log_dirs(pb::DescribeLogDirsRequest {})
+                    .await
+                    .expect("log dirs")
+                    .into_inner()
+            }
+        },
+        |dirs: &pb::DescribeLogDirsResponse| {
+            dirs.partitions
+                .iter()
+                .any(|p| p.topic == "moves" && p.partition == 0 && p.leader)
+        },
+    )
+    .await;
     assert_eq!(dirs.broker_id, outsider);
     assert!(dirs.online && dirs.free_bytes > 0 && dirs.capacity_bytes >= dirs.free_bytes);
-    assert!(
-        dirs.partitions
-            .iter()
-            .any(|p| p.topic == "moves" && p.partition == 0 && p.leader),
-        "{dirs:?}"
-    );
 
     // Voter 3 becomes a learner, then a voter again.
     let third = cluster.member(3).raft_addr.to_string();
@@ -590,6 +597,34 @@ async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
         |q| voters(q) == vec![1, 2],
     )
     .await;
+    let (code, _) = refusal(
+        admin
+            .remove_voter(pb::RemoveVoterRequest { node_id: 3 })
+            .await,
+    );
+    assert_eq!(code, Code::FailedPrecondition, "3 is no voter now");
+    let (code, reason) = refusal(
+        admin
+            .add_voter(pb::AddVoterRequest {
+                node_id: 3,
+                raft_address: "127.0.0.1:1".to_owned(),
+            })
+            .await,
+    );
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::InvalidArgument, "INVALID_REQUEST"),
+        "not where broker 3 registered"
+    );
+    let (code, _) = refusal(
+        admin
+            .add_voter(pb::AddVoterRequest {
+                node_id: 9,
+                raft_address: String::new(),
+            })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound, "no broker 9");
     admin
         .add_voter(pb::AddVoterRequest {
             node_id: 3,
@@ -623,6 +658,64 @@ async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
     assert_eq!(
         (code, reason.as_str()),
         (Code::InvalidArgument, "INVALID_REQUEST")
+    );
+    // A partition whose only replica is gone: an unclean election is refused without the
+    // confirmation (naming it and that replica), and with it finds no replica to elect.
+    let lonely = admin
+        .create_topic(pb::CreateTopicRequest {
+            name: "lonely".to_owned(),
+            partitions: Some(1),
+            replication_factor: Some(1),
+            configs: HashMap::new(),
+            validate_only: false,
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .topic
+        .expect("topic");
+    let replica = lonely.partitions[0].replicas[0];
+    let survivor = (1..=3).find(|b| *b != replica).expect("another broker");
+    let mut admin = connect(cluster.member(survivor).admin_addr).await;
+    cluster.kill(replica);
+    eventually(
+        "the partition to go offline",
+        || {
+            let mut a = admin.clone();
+            async move { topic(&mut a, "lonely").await.partitions[0].leader }
+        },
+        Option::is_none,
+    )
+    .await;
+    let unclean = |confirm_data_loss: bool| pb::ElectLeadersRequest {
+        r#type: pb::ElectionType::Unclean as i32,
+        partitions: vec![pb::PartitionRef {
+            topic: "lonely".to_owned(),
+            partition: 0,
+        }],
+        confirm_data_loss,
+    };
+    let refused = admin
+        .elect_leaders(unclean(false))
+        .await
+        .expect_err("needs the confirmation");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("lonely-0")
+            && refused.message().contains(&format!("[{replica}]")),
+        "{refused:?}"
+    );
+    assert_eq!(topic(&mut admin, "lonely").await.partitions[0].leader, None);
+    let results = admin
+        .elect_leaders(unclean(true))
+        .await
+        .expect("a confirmed election runs")
+        .into_inner()
+        .results;
+    assert_eq!(
+        results[0].error.as_ref().map(|e| e.kafka_error.as_str()),
+        Some("ELIGIBLE_LEADERS_NOT_AVAILABLE"),
+        "{results:?}"
     );
     drop(cluster);
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use streambus_integration_tests::{http, run_with_timeout, DevBroker};
 
-const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on promtool, dist.sh (strip and gzip of the test build's binaries) and tar.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(300);
 /// Consumer-lag and LSO-lag gauges are published every 15 s.
 const SERIES_WAIT: Duration = Duration::from_secs(60);
 
@@ -151,12 +152,10 @@ fn dist_packs_stripped_binaries_with_the_deploy_files() {
             name.ends_with(".tar.gz") && !name.ends_with("-debug.tar.gz")
         })
         .expect("the tarball");
-    assert!(
-        tarballs
-            .iter()
-            .any(|p| p.to_string_lossy().ends_with("-debug.tar.gz")),
-        "{tarballs:?}"
-    );
+    let debug = tarballs
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-debug.tar.gz"))
+        .unwrap_or_else(|| panic!("no debug tarball in {tarballs:?}"));
     let unpacked = tempfile::tempdir().expect("tempdir");
     let mut tar = Command::new("tar");
     tar.arg("-xzf").arg(main).arg("-C").arg(unpacked.path());
@@ -179,6 +178,14 @@ fn dist_packs_stripped_binaries_with_the_deploy_files() {
         "README.md",
     ] {
         assert!(root.join(file).exists(), "{file} missing from the tarball");
+    }
+    // The debug tarball unpacked over the same place puts each binary's debug info beside it.
+    let mut tar = Command::new("tar");
+    tar.arg("-xzf").arg(debug).arg("-C").arg(unpacked.path());
+    let untarred = run_with_timeout(tar, TOOL_TIMEOUT).expect("tar");
+    assert!(untarred.status.success(), "{}", untarred.stderr);
+    for file in ["bin/streambus.debug", "bin/sbctl.debug"] {
+        assert!(root.join(file).exists(), "{file} not beside its binary");
     }
     let packed = std::fs::metadata(root.join("bin/streambus"))
         .expect("size")

@@ -186,6 +186,30 @@ mod tests {
         ) -> Result<Response<RemoveVoterResponse>, Status> {
             unimplemented()
         }
+        async fn list_groups(
+            &self,
+            _: Request<ListGroupsRequest>,
+        ) -> Result<Response<ListGroupsResponse>, Status> {
+            unimplemented()
+        }
+        async fn describe_group(
+            &self,
+            _: Request<DescribeGroupRequest>,
+        ) -> Result<Response<DescribeGroupResponse>, Status> {
+            unimplemented()
+        }
+        async fn list_transactions(
+            &self,
+            _: Request<ListTransactionsRequest>,
+        ) -> Result<Response<ListTransactionsResponse>, Status> {
+            unimplemented()
+        }
+        async fn describe_transaction(
+            &self,
+            _: Request<DescribeTransactionRequest>,
+        ) -> Result<Response<DescribeTransactionResponse>, Status> {
+            unimplemented()
+        }
     }
 
     #[tonic::async_trait]

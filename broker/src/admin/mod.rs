@@ -5,8 +5,11 @@
 //! and other reflection clients list and call the API with no `.proto` file at hand.
 //!
 //! - [`service`]: the RPCs, translated to `ops` calls and image reads.
+//! - [`coordinators`]: group and transaction calls, asked of the coordinators over the Kafka
+//!   protocol.
 //! - [`status`]: failures as gRPC statuses carrying the Kafka error name.
 
+pub mod coordinators;
 pub mod service;
 pub mod status;
 

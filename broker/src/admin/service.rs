@@ -538,6 +538,54 @@ impl AdminService for AdminApi {
         Ok(Response::new(response))
     }
 
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let request = request.into_inner();
+        capped(request.states.len(), "states")?;
+        super::coordinators::list_groups(&self.ctx, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let group_id = request.into_inner().group_id;
+        if group_id.is_empty() {
+            return Err(invalid_request("group_id is empty"));
+        }
+        super::coordinators::describe_group(&self.ctx, &group_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let request = request.into_inner();
+        capped(request.states.len(), "states")?;
+        super::coordinators::list_transactions(&self.ctx, request)
+            .await
+            .map(Response::new)
+    }
+
+    async fn describe_transaction(
+        &self,
+        request: Request<pb::DescribeTransactionRequest>,
+    ) -> Result<Response<pb::DescribeTransactionResponse>, Status> {
+        let id = request.into_inner().transactional_id;
+        if id.is_empty() {
+            return Err(invalid_request("transactional_id is empty"));
+        }
+        super::coordinators::describe_transaction(&self.ctx, &id)
+            .await
+            .map(Response::new)
+    }
+
     async fn add_voter(
         &self,
         request: Request<pb::AddVoterRequest>,

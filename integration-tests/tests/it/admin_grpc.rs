@@ -719,3 +719,195 @@ async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
     );
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_and_transactions_are_described_by_their_coordinators() {
+    use streambus_client::{
+        Client, ClientConfig, ConsumerConfig, GroupConfig, GroupConsumer, OffsetReset, Producer,
+        ProducerConfig, ProducerRecord,
+    };
+    let broker = tokio::task::spawn_blocking(|| {
+        DevBroker::start(&["--set", "groups.group_initial_rebalance_delay_ms=0"]).expect("broker")
+    })
+    .await
+    .expect("start");
+    let mut admin = client(&broker).await;
+    admin
+        .create_topic(pb::CreateTopicRequest {
+            name: "audit".to_owned(),
+            partitions: Some(1),
+            replication_factor: Some(1),
+            configs: HashMap::new(),
+            validate_only: false,
+        })
+        .await
+        .expect("create");
+    let sdk = Client::connect(ClientConfig::new(&broker.bootstrap()))
+        .await
+        .expect("connect");
+    let producer = Producer::new(sdk.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    for i in 0..5 {
+        let delivery = producer
+            .send(ProducerRecord::new("audit", format!("r{i}")).with_partition(0))
+            .await
+            .expect("send");
+        tokio::time::timeout(CALL_TIMEOUT, delivery)
+            .await
+            .expect("in time")
+            .expect("acknowledged");
+    }
+    // A member that read everything and committed 5; then 3 more records arrive.
+    let mut consumer = GroupConsumer::new(
+        sdk.clone(),
+        GroupConfig {
+            enable_auto_commit: false,
+            consumer: ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                fetch_max_wait: Duration::from_millis(50),
+                ..ConsumerConfig::default()
+            },
+            ..GroupConfig::new("audit-readers")
+        },
+    )
+    .expect("group consumer");
+    consumer.subscribe(["audit"]);
+    crate::sdk_transactions::poll_records(&mut consumer, 5).await;
+    consumer.commit_sync().await.expect("commit");
+    for i in 5..8 {
+        let delivery = producer
+            .send(ProducerRecord::new("audit", format!("r{i}")).with_partition(0))
+            .await
+            .expect("send");
+        tokio::time::timeout(CALL_TIMEOUT, delivery)
+            .await
+            .expect("in time")
+            .expect("acknowledged");
+    }
+    // An open transaction.
+    let transactional = Producer::new(
+        sdk.clone(),
+        ProducerConfig {
+            transactional_id: Some("audit-tx".to_owned()),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("transactional producer");
+    transactional.begin_transaction().await.expect("begin");
+    let delivery = transactional
+        .send(ProducerRecord::new("audit", "open".to_owned()).with_partition(0))
+        .await
+        .expect("send");
+    tokio::time::timeout(CALL_TIMEOUT, delivery)
+        .await
+        .expect("in time")
+        .expect("acknowledged");
+
+    let groups = admin
+        .list_groups(pb::ListGroupsRequest { states: Vec::new() })
+        .await
+        .expect("list groups")
+        .into_inner();
+    assert!(groups.unreachable_brokers.is_empty(), "{groups:?}");
+    let listed = groups
+        .groups
+        .iter()
+        .find(|g| g.group_id == "audit-readers")
+        .unwrap_or_else(|| panic!("{groups:?}"));
+    assert_eq!((listed.state.as_str(), listed.coordinator), ("Stable", 1));
+    let only_empty = admin
+        .list_groups(pb::ListGroupsRequest {
+            states: vec!["Empty".to_owned()],
+        })
+        .await
+        .expect("list groups")
+        .into_inner();
+    assert!(!only_empty
+        .groups
+        .iter()
+        .any(|g| g.group_id == "audit-readers"));
+
+    let group = admin
+        .describe_group(pb::DescribeGroupRequest {
+            group_id: "audit-readers".to_owned(),
+        })
+        .await
+        .expect("describe group")
+        .into_inner();
+    assert_eq!(group.state, "Stable");
+    assert_eq!(group.protocol_type, "consumer");
+    assert_eq!(group.members.len(), 1);
+    assert_eq!(
+        group.members[0].assignment,
+        vec![pb::PartitionRef {
+            topic: "audit".to_owned(),
+            partition: 0
+        }]
+    );
+    let offset = &group.offsets[0];
+    assert_eq!(
+        (
+            offset.topic.as_str(),
+            offset.committed_offset,
+            offset.high_watermark,
+            offset.lag
+        ),
+        // 8 records and the open transaction's one: lag is counted to the high watermark.
+        ("audit", 5, Some(9), Some(4)),
+        "{group:?}"
+    );
+    let (code, reason) = refusal(
+        admin
+            .describe_group(pb::DescribeGroupRequest {
+                group_id: "nobody".to_owned(),
+            })
+            .await,
+    );
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::NotFound, "GROUP_ID_NOT_FOUND")
+    );
+
+    let transactions = admin
+        .list_transactions(pb::ListTransactionsRequest {
+            states: vec!["Ongoing".to_owned()],
+        })
+        .await
+        .expect("list transactions")
+        .into_inner();
+    assert!(
+        transactions
+            .transactions
+            .iter()
+            .any(|t| t.transactional_id == "audit-tx" && t.state == "Ongoing"),
+        "{transactions:?}"
+    );
+    let described = admin
+        .describe_transaction(pb::DescribeTransactionRequest {
+            transactional_id: "audit-tx".to_owned(),
+        })
+        .await
+        .expect("describe transaction")
+        .into_inner();
+    assert_eq!(described.state, "Ongoing");
+    assert!(described.start_time_ms > 0);
+    assert_eq!(
+        described.partitions,
+        vec![pb::PartitionRef {
+            topic: "audit".to_owned(),
+            partition: 0
+        }]
+    );
+    let (code, _) = refusal(
+        admin
+            .describe_transaction(pb::DescribeTransactionRequest {
+                transactional_id: "nobody".to_owned(),
+            })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound);
+    transactional.abort_transaction().await.expect("abort");
+    consumer.close().await.expect("close");
+}

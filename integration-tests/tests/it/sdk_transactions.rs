@@ -248,7 +248,7 @@ async fn commit_abort_and_fence(version: u8) {
 }
 
 /// Polls `consumer` until it has read `count` records (bounded).
-async fn poll_records(consumer: &mut GroupConsumer, count: usize) -> Vec<String> {
+pub async fn poll_records(consumer: &mut GroupConsumer, count: usize) -> Vec<String> {
     let mut read = Vec::new();
     let started = Instant::now();
     for _ in 0..600 {

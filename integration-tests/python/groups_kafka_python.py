@@ -140,6 +140,10 @@ class Member(threading.Thread):
         consumer = None
         try:
             consumer = KafkaConsumer(**self.conf)
+            # The topic's metadata before joining: a leader without it assigns nothing and
+            # rejoins at once, and kafka-python 3.0.12 can hang in that quick second rebalance
+            # (the broker answers its SyncGroup; the client never applies it; ROADMAP 3.0).
+            consumer.partitions_for_topic(self.topic)
             consumer.subscribe([self.topic], listener=Tracker(self))
             while not self.stopping.is_set():
                 for tp, records in consumer.poll(timeout_ms=100).items():

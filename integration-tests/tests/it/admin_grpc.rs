@@ -354,6 +354,38 @@ where
     }
 }
 
+/// The metadata quorum as `admin`'s broker describes it.
+async fn quorum(mut admin: AdminServiceClient<Channel>) -> Vec<pb::QuorumMember> {
+    admin
+        .describe_cluster(pb::DescribeClusterRequest {})
+        .await
+        .expect("describe")
+        .into_inner()
+        .quorum
+}
+
+/// Creates `name` with `partitions` partitions of `replication_factor` replicas.
+async fn create_topic(
+    admin: &mut AdminServiceClient<Channel>,
+    name: &str,
+    partitions: i32,
+    replication_factor: i32,
+) -> pb::TopicDescription {
+    admin
+        .create_topic(pb::CreateTopicRequest {
+            name: name.to_owned(),
+            partitions: Some(partitions),
+            replication_factor: Some(replication_factor),
+            configs: HashMap::new(),
+            validate_only: false,
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .topic
+        .expect("topic")
+}
+
 async fn topic(admin: &mut AdminServiceClient<Channel>, name: &str) -> pb::TopicDescription {
     admin
         .describe_topic(pb::DescribeTopicRequest {
@@ -397,39 +429,18 @@ async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
         .all(|b| b.state == pb::BrokerState::Running as i32));
     let controller = cluster_view.controller_id.expect("a controller");
     let at_controller = connect(cluster.member(controller).admin_addr).await;
-    let quorum = eventually(
+    let members = eventually(
         "the controller's view of the voters",
-        || {
-            let mut c = at_controller.clone();
-            async move {
-                c.describe_cluster(pb::DescribeClusterRequest {})
-                    .await
-                    .expect("describe")
-                    .into_inner()
-                    .quorum
-            }
-        },
+        || quorum(at_controller.clone()),
         |quorum: &Vec<pb::QuorumMember>| {
             quorum.len() == 3 && quorum.iter().all(|m| m.voter && m.lag.is_some())
         },
     )
     .await;
-    assert_eq!(quorum.len(), 3);
+    assert_eq!(members.len(), 3);
 
     // A topic on two brokers moves to another pair.
-    let created = admin
-        .create_topic(pb::CreateTopicRequest {
-            name: "moves".to_owned(),
-            partitions: Some(1),
-            replication_factor: Some(2),
-            configs: HashMap::new(),
-            validate_only: false,
-        })
-        .await
-        .expect("create")
-        .into_inner()
-        .topic
-        .expect("topic");
+    let created = create_topic(&mut admin, "moves", 1, 2).await;
     let before = created.partitions[0].replicas.clone();
     let outsider = (1..=3)
         .find(|b| !before.contains(b))
@@ -584,16 +595,7 @@ async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
     };
     eventually(
         "voter 3 removed",
-        || {
-            let mut a = admin.clone();
-            async move {
-                a.describe_cluster(pb::DescribeClusterRequest {})
-                    .await
-                    .expect("describe")
-                    .into_inner()
-                    .quorum
-            }
-        },
+        || quorum(admin.clone()),
         |q| voters(q) == vec![1, 2],
     )
     .await;
@@ -634,16 +636,7 @@ async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
         .expect("add voter");
     eventually(
         "voter 3 back",
-        || {
-            let mut a = admin.clone();
-            async move {
-                a.describe_cluster(pb::DescribeClusterRequest {})
-                    .await
-                    .expect("describe")
-                    .into_inner()
-                    .quorum
-            }
-        },
+        || quorum(admin.clone()),
         |q| voters(q) == vec![1, 2, 3],
     )
     .await;
@@ -661,19 +654,7 @@ async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
     );
     // A partition whose only replica is gone: an unclean election is refused without the
     // confirmation (naming it and that replica), and with it finds no replica to elect.
-    let lonely = admin
-        .create_topic(pb::CreateTopicRequest {
-            name: "lonely".to_owned(),
-            partitions: Some(1),
-            replication_factor: Some(1),
-            configs: HashMap::new(),
-            validate_only: false,
-        })
-        .await
-        .expect("create")
-        .into_inner()
-        .topic
-        .expect("topic");
+    let lonely = create_topic(&mut admin, "lonely", 1, 1).await;
     let replica = lonely.partitions[0].replicas[0];
     let survivor = (1..=3).find(|b| *b != replica).expect("another broker");
     let mut admin = connect(cluster.member(survivor).admin_addr).await;
@@ -724,7 +705,7 @@ async fn reassignments_elections_log_dirs_and_voters_on_three_brokers() {
 async fn groups_and_transactions_are_described_by_their_coordinators() {
     use streambus_client::{
         Client, ClientConfig, ConsumerConfig, GroupConfig, GroupConsumer, OffsetReset, Producer,
-        ProducerConfig, ProducerRecord,
+        ProducerConfig,
     };
     let broker = tokio::task::spawn_blocking(|| {
         DevBroker::start(&["--set", "groups.group_initial_rebalance_delay_ms=0"]).expect("broker")
@@ -732,16 +713,7 @@ async fn groups_and_transactions_are_described_by_their_coordinators() {
     .await
     .expect("start");
     let mut admin = client(&broker).await;
-    admin
-        .create_topic(pb::CreateTopicRequest {
-            name: "audit".to_owned(),
-            partitions: Some(1),
-            replication_factor: Some(1),
-            configs: HashMap::new(),
-            validate_only: false,
-        })
-        .await
-        .expect("create");
+    create_topic(&mut admin, "audit", 1, 1).await;
     let sdk = Client::connect(ClientConfig::new(&broker.bootstrap()))
         .await
         .expect("connect");
@@ -749,14 +721,7 @@ async fn groups_and_transactions_are_described_by_their_coordinators() {
         .await
         .expect("producer");
     for i in 0..5 {
-        let delivery = producer
-            .send(ProducerRecord::new("audit", format!("r{i}")).with_partition(0))
-            .await
-            .expect("send");
-        tokio::time::timeout(CALL_TIMEOUT, delivery)
-            .await
-            .expect("in time")
-            .expect("acknowledged");
+        send_and_wait(&producer, format!("r{i}")).await;
     }
     // A member that read everything and committed 5; then 3 more records arrive.
     let mut consumer = GroupConsumer::new(
@@ -776,14 +741,7 @@ async fn groups_and_transactions_are_described_by_their_coordinators() {
     crate::sdk_transactions::poll_records(&mut consumer, 5).await;
     consumer.commit_sync().await.expect("commit");
     for i in 5..8 {
-        let delivery = producer
-            .send(ProducerRecord::new("audit", format!("r{i}")).with_partition(0))
-            .await
-            .expect("send");
-        tokio::time::timeout(CALL_TIMEOUT, delivery)
-            .await
-            .expect("in time")
-            .expect("acknowledged");
+        send_and_wait(&producer, format!("r{i}")).await;
     }
     // An open transaction.
     let transactional = Producer::new(
@@ -796,14 +754,7 @@ async fn groups_and_transactions_are_described_by_their_coordinators() {
     .await
     .expect("transactional producer");
     transactional.begin_transaction().await.expect("begin");
-    let delivery = transactional
-        .send(ProducerRecord::new("audit", "open".to_owned()).with_partition(0))
-        .await
-        .expect("send");
-    tokio::time::timeout(CALL_TIMEOUT, delivery)
-        .await
-        .expect("in time")
-        .expect("acknowledged");
+    send_and_wait(&transactional, "open".to_owned()).await;
 
     let groups = admin
         .list_groups(pb::ListGroupsRequest { states: Vec::new() })
@@ -910,4 +861,14 @@ async fn groups_and_transactions_are_described_by_their_coordinators() {
     assert_eq!(code, Code::NotFound);
     transactional.abort_transaction().await.expect("abort");
     consumer.close().await.expect("close");
+}
+
+/// Sends `value` to partition 0 of `audit` and waits for its acknowledgement.
+async fn send_and_wait(producer: &streambus_client::Producer, value: String) {
+    let record = streambus_client::ProducerRecord::new("audit", value).with_partition(0);
+    let delivery = producer.send(record).await.expect("send");
+    tokio::time::timeout(CALL_TIMEOUT, delivery)
+        .await
+        .expect("in time")
+        .expect("acknowledged");
 }

@@ -20,7 +20,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -67,7 +67,7 @@ struct Shared {
     metrics: Option<PrometheusHandle>,
     probe: tokio::sync::Mutex<Probe>,
     /// The last rendered scrape and when.
-    scrape: tokio::sync::Mutex<Option<(Instant, Arc<String>)>>,
+    scrape: tokio::sync::Mutex<Option<(Instant, String)>>,
     shutdown: CancellationToken,
 }
 
@@ -83,7 +83,7 @@ struct Probe {
 pub struct HttpServer {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl HttpServer {
@@ -120,7 +120,7 @@ impl HttpServer {
         Ok(HttpServer {
             local_addr,
             shared,
-            task: Mutex::new(Some(task)),
+            task: Some(task),
         })
     }
 
@@ -143,13 +143,8 @@ impl HttpServer {
     /// Waits for the listener to stop (after its shutdown token was cancelled), at most
     /// [`STOP_TIMEOUT`]: a client that sends half a request or stops reading must not hold the
     /// broker's shutdown (and its clean close of the logs).
-    pub async fn stopped(&self) {
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut task) = task {
+    pub async fn stopped(&mut self) {
+        if let Some(mut task) = self.task.take() {
             if tokio::time::timeout(STOP_TIMEOUT, &mut task).await.is_err() {
                 tracing::debug!("http connections still open at shutdown; dropping them");
                 task.abort();
@@ -161,12 +156,7 @@ impl HttpServer {
 impl Drop for HttpServer {
     /// A broker that failed to start, or was dropped without stopping, frees the port.
     fn drop(&mut self) {
-        if let Some(task) = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+        if let Some(task) = self.task.take() {
             task.abort();
         }
     }
@@ -184,7 +174,7 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
     let mut last = shared.scrape.lock().await;
     if let Some((at, text)) = last.as_ref() {
         if at.elapsed() < SCRAPE_REUSE {
-            return metrics_response(text.as_str().to_owned());
+            return metrics_response(text.clone());
         }
     }
     let ctx = shared.started.get().map(|started| started.ctx.clone());
@@ -198,9 +188,8 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
     .await;
     match rendered {
         Ok(text) => {
-            let text = Arc::new(text);
             *last = Some((Instant::now(), text.clone()));
-            metrics_response(text.as_str().to_owned())
+            metrics_response(text)
         }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response(),
     }

@@ -1,5 +1,6 @@
 //! Test-only helpers shared by the broker's unit tests: metadata images built by applying
-//! commands, as the quorum would, and the config of an in-process `--dev` broker.
+//! commands, as the quorum would, the config of an in-process `--dev` broker, and a topic led by
+//! such a broker.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,51 @@ pub fn dev_config(dir: &std::path::Path) -> BrokerConfig {
         http_listener: any_port,
         ..BrokerConfig::default()
     }
+}
+
+/// Creates `name` with `partitions` partitions on the in-process broker of `ctx` (retried while
+/// the broker has not registered yet: until then no broker can host it) and waits until this
+/// broker leads its partition 0, which it returns. Bounded: 100 tries of 50 ms each.
+pub async fn led_topic(
+    ctx: &crate::context::BrokerContext,
+    name: &str,
+    partitions: i32,
+) -> std::sync::Arc<crate::partition::Partition> {
+    use crate::ops::topics::{create_topic, Layout, NewTopic};
+    use crate::ops::Mode;
+    use crate::partition::Role;
+
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+    let topic = NewTopic {
+        name: name.to_owned(),
+        layout: Layout::Auto {
+            partitions: Some(partitions),
+            replication_factor: Some(1),
+        },
+        configs: Vec::new(),
+    };
+    let mut created = None;
+    for _ in 0..100 {
+        match create_topic(ctx, topic.clone(), Mode::Apply).await {
+            Ok(topic) => {
+                created = Some(topic);
+                break;
+            }
+            Err(_) => tokio::time::sleep(PAUSE).await,
+        }
+    }
+    let topic_id = created.and_then(|c| c.topic_id).expect("created");
+    for _ in 0..100 {
+        let led = ctx
+            .partitions
+            .get(&topic_id, 0)
+            .filter(|p| p.state().role(ctx.broker_id()) == Role::Leader);
+        if let Some(partition) = led {
+            return partition;
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+    panic!("partition 0 of {name} is never led here");
 }
 
 /// The id [`Images::create_topic`] gives the topics it creates.

@@ -137,8 +137,6 @@ async fn ask_leader(
 mod tests {
     use super::*;
     use crate::broker::Broker;
-    use crate::ops::topics::{create_topic, Layout, NewTopic};
-    use crate::ops::Mode;
     use crate::partition::append::Acks;
     use crate::testing::dev_config;
 
@@ -151,38 +149,7 @@ mod tests {
             .await
             .expect("starts");
         let ctx = broker.context().clone();
-        let topic = NewTopic {
-            name: "lagged".to_owned(),
-            layout: Layout::Auto {
-                partitions: Some(2),
-                replication_factor: Some(1),
-            },
-            configs: Vec::new(),
-        };
-        // The broker registers itself just after it starts: until then no broker can host.
-        let mut created = None;
-        for _ in 0..100 {
-            match create_topic(&ctx, topic.clone(), Mode::Apply).await {
-                Ok(topic) => {
-                    created = Some(topic);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-        let topic_id = created.and_then(|c| c.topic_id).expect("created");
-        let mut hosted = None;
-        for _ in 0..100 {
-            hosted = ctx
-                .partitions
-                .get(&topic_id, 0)
-                .filter(|p| p.state().role(ctx.broker_id()) == Role::Leader);
-            if hosted.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let partition = hosted.expect("partition 0 is led here");
+        let partition = crate::testing::led_topic(&ctx, "lagged", 2).await;
         for _ in 0..3 {
             let batch = streambus_storage::batch::testing::batch(4, 5, b'v', 1_000);
             let appended = crate::blocking::spawn({

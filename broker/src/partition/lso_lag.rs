@@ -134,8 +134,6 @@ mod tests {
         use streambus_storage::batch::testing::{batch_records, Producer, TimedRecord};
 
         use crate::broker::Broker;
-        use crate::ops::topics::{create_topic, Layout, NewTopic};
-        use crate::ops::Mode;
         use crate::partition::append::Acks;
         use crate::testing::dev_config;
 
@@ -144,37 +142,7 @@ mod tests {
             .await
             .expect("starts");
         let ctx = broker.context().clone();
-        let topic = NewTopic {
-            name: "hanging".to_owned(),
-            layout: Layout::Auto {
-                partitions: Some(1),
-                replication_factor: Some(1),
-            },
-            configs: Vec::new(),
-        };
-        let mut created = None;
-        for _ in 0..100 {
-            match create_topic(&ctx, topic.clone(), Mode::Apply).await {
-                Ok(topic) => {
-                    created = Some(topic);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-            }
-        }
-        let topic_id = created.and_then(|c| c.topic_id).expect("created");
-        let mut hosted = None;
-        for _ in 0..100 {
-            hosted = ctx
-                .partitions
-                .get(&topic_id, 0)
-                .filter(|p| p.state().role(ctx.broker_id()) == Role::Leader);
-            if hosted.is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let partition = hosted.expect("partition 0 is led here");
+        let partition = crate::testing::led_topic(&ctx, "hanging", 1).await;
         let producer = Producer {
             id: 77,
             epoch: 0,
